@@ -1,0 +1,3 @@
+from gtp5g_operator.cli import entry
+
+entry()

@@ -1,0 +1,58 @@
+"""sd_notify plumbing that cannot fail silently.
+
+The `sdnotify` package swallows every error unless built with debug=True; a
+broken notify socket would then go unnoticed until systemd's watchdog kills
+us.  Here errors are logged once (and again only after recovering), and the
+daemon runs the same without NOTIFY_SOCKET.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping, Optional
+
+log = logging.getLogger(__name__)
+
+
+def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
+    """Ping period in seconds (half of WATCHDOG_USEC), or None when disabled.
+
+    Mirrors sd_watchdog_enabled(): WATCHDOG_PID, when set, must be our PID.
+    """
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    wd_pid = env.get("WATCHDOG_PID", "")
+    if wd_pid and (not wd_pid.isdigit() or int(wd_pid) != pid):
+        return None
+    return int(usec) / 2e6
+
+
+class Notifier:
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        self._notifier = None
+        self._broken = False
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
+        if self.enabled:
+            import sdnotify
+
+            try:
+                self._notifier = sdnotify.SystemdNotifier(debug=True)
+            except OSError as exc:
+                log.error("cannot connect to NOTIFY_SOCKET: %s; systemd will not hear "
+                          "from us", exc)
+
+    def send(self, *fields: str) -> None:
+        if self._notifier is None:
+            return
+        try:
+            self._notifier.notify("\n".join(fields))
+        except OSError as exc:
+            if not self._broken:
+                log.error("sd_notify failed: %s (will keep trying)", exc)
+            self._broken = True
+            return
+        if self._broken:
+            log.info("sd_notify works again")
+            self._broken = False

@@ -1,0 +1,127 @@
+"""Thin reader of /proc: who a task ID really is.
+
+The root is injectable so unit tests can point it at a fake tree; the daemon
+uses the real /proc.  Every function returns None when the task is gone (or
+unreadable): a vanished task is an ordinary event, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class TaskStat:
+    start_time: int  # clock ticks since boot: with the ID, a unique identity
+    state: str  # R, S, D, Z, X, ...
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in ("Z", "X", "x")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    tid: int
+    tgid: int
+    start_time: int
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    tgid: int
+    start_time: int
+    comm: str  # the thread-group leader's name
+    exe: str  # "" when unreadable (kernel threads, other namespaces)
+    uid: int  # real uid
+
+
+def _read(path: str) -> Optional[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def parse_stat(data: bytes) -> Optional[TaskStat]:
+    # The comm field is in parentheses and may itself contain ") ": split after
+    # the LAST ')'.  Fields after it start at field 3 (state); starttime is 22.
+    close = data.rfind(b")")
+    if close < 0:
+        return None
+    fields = data[close + 2:].split()
+    if len(fields) < 20:
+        return None
+    try:
+        return TaskStat(start_time=int(fields[19]), state=fields[0].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def parse_status(data: bytes) -> tuple[Optional[int], Optional[int]]:
+    """(Tgid, real Uid) from /proc/PID/status."""
+    tgid = uid = None
+    for line in data.splitlines():
+        if line.startswith(b"Tgid:"):
+            tgid = int(line.split()[1])
+        elif line.startswith(b"Uid:"):
+            uid = int(line.split()[1])
+            break  # Uid: comes after Tgid:
+    return tgid, uid
+
+
+class ProcFS:
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root
+
+    def stat(self, tid: int) -> Optional[TaskStat]:
+        data = _read(f"{self.root}/{tid}/stat")
+        return parse_stat(data) if data else None
+
+    def _same(self, tid: int, before: TaskStat) -> bool:
+        after = self.stat(tid)
+        return after is not None and after.start_time == before.start_time
+
+    def task(self, tid: int) -> Optional[TaskInfo]:
+        """TGID and start time of a thread (works for any TID, listed or not)."""
+        st = self.stat(tid)
+        status = _read(f"{self.root}/{tid}/status")
+        if st is None or not st.alive or status is None:
+            return None
+        tgid, _ = parse_status(status)
+        if tgid is None or not self._same(tid, st):
+            return None
+        return TaskInfo(tid=tid, tgid=tgid, start_time=st.start_time)
+
+    def process(self, tgid: int) -> Optional[ProcessInfo]:
+        st = self.stat(tgid)
+        status = _read(f"{self.root}/{tgid}/status")
+        comm = _read(f"{self.root}/{tgid}/comm")
+        if st is None or status is None or comm is None:
+            return None
+        _, uid = parse_status(status)
+        try:
+            exe = os.readlink(f"{self.root}/{tgid}/exe")
+        except OSError:
+            exe = ""
+        if not self._same(tgid, st):
+            return None  # the ID was reused while we read: what we read is mixed
+        if exe.endswith(_DELETED):  # binary replaced on disk (e.g. upgraded) since exec
+            exe = exe[: -len(_DELETED)]
+        return ProcessInfo(
+            tgid=tgid,
+            start_time=st.start_time,
+            comm=comm.rstrip(b"\n").decode("utf-8", "replace"),
+            exe=exe,
+            uid=uid if uid is not None else -1,
+        )

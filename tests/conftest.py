@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devtools.fake_gthulhu import FakeGthulhu, make_keypair  # noqa: E402
+from tests.harness import (  # noqa: E402
+    DaemonProcess,
+    GnbProcess,
+    NotifySocket,
+    TraceWriter,
+    write_config,
+)
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "trace-samples"
+
+
+@pytest.fixture(autouse=True)
+def _no_remote_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process code may only talk to loopback: an accidental real call fails loudly."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+                raise AssertionError(f"test tried to reach {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    private, public = make_keypair(d)
+    other = tmp_path_factory.mktemp("other-keys")
+    _, wrong_public = make_keypair(other)
+    return {"private": private, "public": public, "wrong_public": wrong_public}
+
+
+@pytest.fixture
+def api(keys: Dict[str, Path]) -> Iterator[FakeGthulhu]:
+    server = FakeGthulhu(keys["private"].read_bytes()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def trace_pipe(tmp_path: Path) -> Path:
+    """A fake debugfs: tmp/tracing/trace_pipe is a FIFO."""
+    tracing = tmp_path / "debugfs" / "tracing"
+    tracing.mkdir(parents=True)
+    fifo = tracing / "trace_pipe"
+    os.mkfifo(fifo)
+    return fifo
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def gnb() -> Iterator[Callable[..., GnbProcess]]:
+    started: List[GnbProcess] = []
+
+    def start(*args: Any, **kwargs: Any) -> GnbProcess:
+        proc = GnbProcess(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def base_config(trace_pipe: Path, api_url: str, public_key: Path,
+                **overrides: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    sections: Dict[str, Dict[str, Any]] = {
+        "trace": {"pipe": str(trace_pipe)},
+        "api": {"url": api_url, "public_key": str(public_key), "timeout": 2.0},
+        "strategy": {"resync_interval": 10.0, "liveness_interval": 0.5},
+        "log": {"level": "debug"},
+    }
+    for section, items in overrides.items():
+        sections.setdefault(section, {}).update(items)
+    return sections
+
+
+class Env:
+    """One test's world: config file, FIFO, API, notify socket, daemon, writer."""
+
+    def __init__(self, tmp: Path, trace_pipe: Path, api: FakeGthulhu, keys: Dict[str, Path],
+                 notify: NotifySocket) -> None:
+        self.tmp, self.trace_pipe, self.api, self.keys, self.notify = (
+            tmp, trace_pipe, api, keys, notify)
+        self.config_path = tmp / "config.toml"
+        self.writer = TraceWriter(trace_pipe)
+        self.daemons: List[DaemonProcess] = []
+
+    def write_config(self, **overrides: Dict[str, Any]) -> Path:
+        return write_config(self.config_path, **base_config(
+            self.trace_pipe, self.api.url, self.keys["public"], **overrides))
+
+    def start(self, env: Dict[str, str] | None = None, ready: bool = True,
+              **overrides: Dict[str, Any]) -> DaemonProcess:
+        if overrides or not self.config_path.exists():
+            self.write_config(**overrides)
+        daemon = DaemonProcess(self.config_path, self.notify,
+                               self.tmp / f"daemon{len(self.daemons)}.log", env)
+        self.daemons.append(daemon)
+        if ready:
+            self.notify.wait("READY", "1", timeout=10)
+        return daemon
+
+    def close(self) -> None:
+        self.writer.close()
+        for d in self.daemons:
+            d.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu, keys: Dict[str, Path],
+        notify: NotifySocket) -> Iterator[Env]:
+    e = Env(tmp_path, trace_pipe, api, keys, notify)
+    yield e
+    e.close()
