@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -62,9 +63,11 @@ class FakeGthulhu:
         self.strategies: Optional[List[dict]] = None
         self.received: List[Received] = []
         self.tokens_issued = 0
+        self.min_jti = 0  # tokens with a lower serial are rejected (see revoke_tokens)
         self.fault: Optional[str] = None  # see Handler._fault for the names
         self.fault_delay = 0.0
         self._cond = threading.Condition()
+        self.connections: Set[socket.socket] = set()
         self._stop_hang = threading.Event()
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
@@ -80,9 +83,16 @@ class FakeGthulhu:
         return self
 
     def stop(self) -> None:
+        """Stop like a killed server: listening socket and open connections closed."""
         self._stop_hang.set()
         self._server.shutdown()
         self._server.server_close()
+        with self._cond:
+            for conn in list(self.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     # --- observations --------------------------------------------------------
 
@@ -125,7 +135,7 @@ class FakeGthulhu:
         now = int(time.time())
         exp = now + int(self.token_lifetime)
         claims = {"client_id": "gtp5g-operator", "iss": "bss-api-server", "sub": "client",
-                  "iat": now, "nbf": now, "exp": exp}
+                  "iat": now, "nbf": now, "exp": exp, "jti": str(self.tokens_issued)}
         self.tokens_issued += 1
         return jwt.encode(claims, self._key, algorithm="RS256"), exp  # type: ignore[arg-type]
 
@@ -142,15 +152,33 @@ class FakeGthulhu:
         if not header.startswith("Bearer "):
             return False
         try:
-            jwt.decode(header[7:], self._public_pem, algorithms=["RS256"])
+            claims = jwt.decode(header[7:], self._public_pem, algorithms=["RS256"])
         except jwt.InvalidTokenError:
             return False
-        return True
+        return int(claims.get("jti", 0)) >= self.min_jti
+
+    def revoke_tokens(self) -> None:
+        """Make every token issued so far invalid (as a restarted server with a new key
+        configuration would): the next protected call gets a 401."""
+        self.min_jti = self.tokens_issued
 
 
 def _make_handler(api: FakeGthulhu) -> type:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with api._cond:
+                api.connections.add(self.request)
+
+        def finish(self) -> None:
+            with api._cond:
+                api.connections.discard(self.request)
+            try:
+                super().finish()
+            except OSError:
+                pass
 
         def log_message(self, *args: Any) -> None:  # keep test output quiet
             pass

@@ -89,7 +89,7 @@ def base_config(trace_pipe: Path, api_url: str, public_key: Path,
                 **overrides: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     sections: Dict[str, Dict[str, Any]] = {
         "trace": {"pipe": str(trace_pipe)},
-        "api": {"url": api_url, "public_key": str(public_key), "timeout": 2.0},
+        "api": {"url": api_url, "public_key": str(public_key), "timeout": 1.0},
         "strategy": {"resync_interval": 10.0, "liveness_interval": 0.5},
         "log": {"level": "debug"},
     }
@@ -121,7 +121,12 @@ class Env:
                                self.tmp / f"daemon{len(self.daemons)}.log", env)
         self.daemons.append(daemon)
         if ready:
-            self.notify.wait("READY", "1", timeout=10)
+            try:
+                self.notify.wait("READY", "1", timeout=10)
+            except AssertionError:
+                daemon.stop()
+                raise AssertionError(f"daemon not READY (exit {daemon.proc.returncode}):\n"
+                                     + daemon.log()) from None
         return daemon
 
     def close(self) -> None:

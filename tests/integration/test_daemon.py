@@ -1,0 +1,253 @@
+"""The real daemon as a subprocess: FIFO trace_pipe, real children, real HTTP API.
+
+Each test asserts what reached the API (or systemd's notify socket) — the
+outcomes a user of the service sees.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, List, Set
+
+import pytest
+
+from devtools.fake_gthulhu import FakeGthulhu
+from devtools.tracelines import gtp5g_line, trace_line
+from tests.conftest import Env
+from tests.harness import GnbProcess, wait_until
+
+
+def pids(strategies: List[dict]) -> Set[int]:
+    return {s["pid"] for s in strategies}
+
+
+def lines_for(g: GnbProcess, comm: str = "nr-gnb", unknown_first: bool = False) -> str:
+    return "".join(gtp5g_line("<...>" if unknown_first and i == 0 else comm, tid, g.pid)
+                   for i, tid in enumerate(g.tids))
+
+
+def test_detection_pushes_process_and_threads_within_a_second(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.start()
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    t0 = time.monotonic()
+    env.writer.write(lines_for(g, unknown_first=True))  # the first line shows <...>
+    post = env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=3)
+    assert post.at - t0 < 1.0
+    assert all(s == {"pid": s["pid"], "priority": True, "execution_time": 20_000_000}
+               for s in post.body["strategies"])
+
+
+def test_unknown_comm_lines_alone_are_resolved_through_proc(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.start()
+    g = gnb(threads=("gnb worker",))
+    env.writer.write("".join(trace_line("<...>", t, "tracing_mark_write: x",
+                                        event="tracing_mark_write") for t in g.tids))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+
+
+def test_decoys_and_dead_ids_are_never_pushed(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.start()
+    real = gnb(threads=("nr-gnb-rlc",))
+    decoy_x = gnb(name="nr-gnbx", threads=())
+    other = gnb(name="nr-ue", threads=("nr-gnb",))  # thread named nr-gnb, process is not
+    dead = gnb(threads=())
+    dead_pid = dead.pid
+    dead.stop()
+    env.writer.write(lines_for(decoy_x, "nr-gnb") + lines_for(other, "nr-gnb")
+                     + gtp5g_line("nr-gnb", dead_pid, dead_pid) + lines_for(real))
+    env.api.wait_post(lambda s: pids(s) == set(real.tids))
+    time.sleep(0.3)  # any later push must not contain them either
+    for post in env.api.posts():
+        assert not pids(post.body["strategies"]) & {decoy_x.pid, *other.tids, dead_pid}
+
+
+@pytest.mark.parametrize("targets,expect", [("tgid", "pid"), ("tid", "threads")])
+def test_targets_setting(env: Env, gnb: Callable[..., GnbProcess], targets: str,
+                         expect: str) -> None:
+    env.start(strategy={"targets": targets})
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(gtp5g_line("nr-gnb-rlc", g.threads["nr-gnb-rlc"], g.pid))
+    want = {g.pid} if expect == "pid" else {g.threads["nr-gnb-rlc"]}
+    env.api.wait_post(lambda s: pids(s) == want)
+
+
+def test_thread_exit_then_process_exit_then_empty_set(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.start()
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+    worker = g.threads["gnb worker"]
+    g.exit_thread("gnb worker")
+    env.api.wait_post(lambda s: pids(s) == set(g.tids) and worker not in pids(s))
+    g.stop()
+    post = env.api.wait_post(lambda s: s == [], after=len(env.api.posts()) - 1)
+    assert post.body == {"strategies": []}  # the empty set is pushed, clearing the API
+
+
+def test_empty_set_is_pushed_at_start(env: Env) -> None:
+    env.start()
+    env.api.wait_post(lambda s: s == [], timeout=3)
+
+
+def test_token_refreshed_before_expiry(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.api.token_lifetime = 4  # short-lived: renewed at half-life (2 s)
+    d = env.start(strategy={"resync_interval": 0.5}, api={"timeout": 0.4})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    wait_until(lambda: env.api.tokens_issued >= 3, timeout=8, what="token renewals")
+    # every post carried a token that was valid when sent: none was answered 401
+    assert "rejected" not in d.log()
+
+
+def test_401_gets_a_new_token(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start(strategy={"resync_interval": 0.5}, api={"timeout": 0.4})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_for(lambda: pids(env.api.strategies or []) == {g.pid})  # accepted
+    assert env.api.tokens_issued == 1
+    env.api.revoke_tokens()  # the server no longer accepts our token
+    issued = env.api.tokens_issued
+    wait_until(lambda: env.api.tokens_issued > issued, timeout=3, what="a new token after 401")
+    n = len(env.api.posts())
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, after=n)
+    assert "API rejected the token (HTTP 401): getting a new one" in d.log()
+
+
+def test_api_down_then_back(env: Env, gnb: Callable[..., GnbProcess],
+                            keys: dict) -> None:
+    port = int(env.api.url.rsplit(":", 1)[1])
+    d = env.start(strategy={"resync_interval": 2.0})
+    env.api.wait_post(lambda s: True)
+    env.api.stop()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log("cannot connect to", timeout=5)
+    time.sleep(2.5)  # several retries while down: logged once
+    assert d.log().count("push of") == 1
+    back = FakeGthulhu(keys["private"].read_bytes(), port=port).start()
+    try:
+        back.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
+        d.wait_log("API reachable again")
+    finally:
+        back.stop()
+
+
+def test_sighup_applies_a_good_config_and_rejects_a_bad_one(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    tokens = env.api.tokens_issued
+    n_ready = len(env.notify.all())
+    env.write_config(strategy={"execution_time_ns": 5_000_000})
+    d.signal(signal.SIGHUP)
+    post = env.api.wait_post(lambda s: s and s[0]["execution_time"] == 5_000_000)
+    assert pids(post.body["strategies"]) == {g.pid}  # tracked tasks kept across the reload
+    assert env.api.tokens_issued == tokens  # same URL and key: no new token
+    reloading = env.notify.wait("RELOADING", "1", after=n_ready)
+    assert int(reloading["MONOTONIC_USEC"]) > 0
+    env.notify.wait("READY", "1", after=n_ready + 1)
+    # now a broken one: rejected, old values stay
+    env.config_path.write_text("[strategy]\nexecution_time_ns = \"20ms\"\n")
+    d.signal(signal.SIGHUP)
+    d.wait_log("reload rejected, keeping the running configuration")
+    assert 'strategy.execution_time_ns: expected a positive integer' in d.log()
+    n = len(env.api.posts())
+    env.writer.write(lines_for(g))
+    env.write_config(strategy={"execution_time_ns": 5_000_000, "resync_interval": 0.5},
+                     api={"timeout": 0.4})
+    d.signal(signal.SIGHUP)
+    post = env.api.wait_post(lambda s: bool(s), after=n)
+    assert post.body["strategies"][0]["execution_time"] == 5_000_000
+    assert d.proc.poll() is None
+
+
+def test_sigterm_stops_quickly_with_clear_on_stop(env: Env,
+                                                  gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start(strategy={"clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    n = len(env.api.posts())
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 2.0
+    assert env.api.posts()[n].body == {"strategies": []}
+    env.notify.wait("STOPPING", "1")
+
+
+def test_sigterm_without_clear_leaves_strategies(env: Env) -> None:
+    d = env.start()
+    env.api.wait_post(lambda s: True)
+    n = len(env.api.posts())
+    d.signal(signal.SIGINT)
+    assert d.proc.wait(5) == 0
+    assert len(env.api.posts()) == n
+
+
+def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start(env={"WATCHDOG_USEC": "400000"})  # ping every 0.2 s
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    time.sleep(1.0)
+    msgs = env.notify.timed()
+    ready = [m for _, m in msgs if m.get("READY") == "1"]
+    assert len(ready) == 1 and "STATUS" in ready[0]
+    pings = [t for t, m in msgs if m.get("WATCHDOG") == "1"]
+    assert len(pings) >= 4
+    assert max(b - a for a, b in zip(pings, pings[1:])) < 0.4
+    status = [m["STATUS"] for _, m in msgs if "STATUS" in m][-1]
+    assert status.startswith("tracking 1 process(es), 1 task(s); last push ok (1 strategies)")
+    d.stop()
+
+
+def test_watchdog_pid_of_another_process_disables_pings(env: Env) -> None:
+    env.start(env={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})
+    time.sleep(0.6)
+    assert not [m for m in env.notify.all() if "WATCHDOG" in m]
+
+
+def test_runs_without_notify_socket(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.write_config()
+    from tests.harness import DaemonProcess
+    d = DaemonProcess(env.config_path, None, env.tmp / "plain.log")
+    env.daemons.append(d)
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
+
+
+def test_journald_priority_prefixes(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.write_config()
+    log_path = env.tmp / "daemon0.log"
+    log_path.touch()
+    st = os.stat(log_path)  # the harness opens this same file as the daemon's stderr
+    d = env.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log("<6>task")
+    lines = d.log().splitlines()
+    assert all(line[:3] in ("<6>", "<4>", "<7>", "<3>") for line in lines), lines
+    assert any(line.startswith("<4>match.exe and match.uid are both empty") for line in lines)
+    assert not any(line[3:7].isdigit() for line in lines)  # no timestamps: journald adds them
+
+
+def test_token_never_logged(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    post = env.api.wait_post(lambda s: pids(s) == {g.pid})
+    token = post.authorization.split(" ", 1)[1]
+    d.stop()
+    assert "got an API token" in d.log()
+    assert token not in d.log() and token.split(".")[2] not in d.log()

@@ -1,0 +1,196 @@
+"""Configuration parsing: defaults, every key's type check, one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from gtp5g_operator.config import (
+    Config,
+    ConfigError,
+    describe_changes,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_empty_file_gives_documented_defaults() -> None:
+    cfg = parse_config("")
+    assert cfg.trace.pipe == "auto"
+    assert cfg.match.comm == ("nr-gnb",) and cfg.match.exe == () and cfg.match.uid == ()
+    assert cfg.api.url == "http://127.0.0.1:8080"
+    assert cfg.api.public_key == "/etc/gtp5g-operator/jwt_public_key.pem"
+    assert cfg.api.timeout == 5.0
+    s = cfg.strategy
+    assert (s.priority, s.execution_time_ns, s.targets, s.mode) == (True, 20_000_000, "both",
+                                                                    "overwrite")
+    assert (s.resync_interval, s.liveness_interval, s.clear_on_stop) == (10.0, 5.0, False)
+
+
+def test_values_are_read() -> None:
+    cfg = parse_config("""
+[trace]
+pipe = "/sys/kernel/debug/tracing/trace_pipe"
+[match]
+comm = ["nr-gnb", "nr-gnb2"]
+exe = ["/usr/bin/nr-gnb"]
+uid = [0, 1000]
+[api]
+url = "https://gthulhu.example:8443/"
+timeout = 2
+[strategy]
+priority = 10
+execution_time_ns = 5000000
+targets = "tgid"
+clear_on_stop = true
+""")
+    assert cfg.match.uid == (0, 1000) and cfg.match.exe == ("/usr/bin/nr-gnb",)
+    assert cfg.api.url == "https://gthulhu.example:8443"  # trailing slash dropped
+    assert cfg.api.timeout == 2.0 and isinstance(cfg.api.timeout, float)
+    assert cfg.strategy.priority == 10 and cfg.strategy.targets == "tgid"
+
+
+BAD: Dict[str, str] = {
+    'trace.pipe': '[trace]\npipe = "relative/path"',
+    'match.comm': '[match]\ncomm = "nr-gnb"',
+    'match.comm ': '[match]\ncomm = ["a-name-longer-than-15"]',
+    'match.comm  ': '[match]\ncomm = []',
+    'match.exe': '[match]\nexe = ["nr-gnb"]',
+    'match.uid': '[match]\nuid = [-1]',
+    'match.uid ': '[match]\nuid = ["root"]',
+    'api.url': '[api]\nurl = "ftp://x"',
+    'api.public_key': '[api]\npublic_key = 5',
+    'api.timeout': '[api]\ntimeout = 0',
+    'api.timeout ': '[api]\ntimeout = true',
+    'api.ca_file': '[api]\nca_file = "rel.pem"',
+    'strategy.priority': '[strategy]\npriority = "high"',
+    'strategy.execution_time_ns': '[strategy]\nexecution_time_ns = "20ms"',
+    'strategy.execution_time_ns ': '[strategy]\nexecution_time_ns = 0',
+    'strategy.targets': '[strategy]\ntargets = "all"',
+    'strategy.mode': '[strategy]\nmode = "append"',
+    'strategy.resync_interval': '[strategy]\nresync_interval = -1',
+    'strategy.liveness_interval': '[strategy]\nliveness_interval = "5s"',
+    'strategy.clear_on_stop': '[strategy]\nclear_on_stop = 1',
+    'log.level': '[log]\nlevel = "loud"',
+}
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_wrong_values_name_the_key(key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(BAD[key], "/etc/x/config.toml")
+    message = str(err.value)
+    assert message.startswith(f"/etc/x/config.toml: {key.strip()}: expected")
+    assert "\n" not in message
+
+
+def test_error_shows_the_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r'execution_time_ns: expected a positive integer '
+                                          r'\(nanoseconds\), got "20ms"'):
+        parse_config(BAD["strategy.execution_time_ns"])
+
+
+@pytest.mark.parametrize("text,where", [
+    ('[strategy]\nexecution_time = 1', "strategy.execution_time: unknown key"),
+    ('[stratgy]\npriority = true', "stratgy: unknown section"),
+    ('top = 1', "top: unknown section"),
+    ('strategy = 1', "strategy: expected a table"),
+])
+def test_unknown_keys_are_errors(text: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=where):
+        parse_config(text)
+
+
+def test_toml_syntax_error_has_line_and_column() -> None:
+    with pytest.raises(ConfigError, match=r"c.toml: invalid TOML: .*line 3, column"):
+        parse_config('[api]\nurl = "x"\ntimeout = = 3\n', "c.toml")
+
+
+def test_timeout_must_be_below_resync() -> None:
+    with pytest.raises(ConfigError, match="api.timeout: must be shorter than"):
+        parse_config("[api]\ntimeout = 20\n[strategy]\nresync_interval = 10")
+
+
+def test_example_config_is_valid_and_documents_every_default() -> None:
+    text = (REPO / "packaging" / "config.toml").read_text()
+    assert parse_config(text) == Config(source="config.toml")
+    for section, keys in {"trace": ["pipe"], "match": ["comm", "exe", "uid"],
+                          "api": ["url", "public_key", "timeout", "ca_file"],
+                          "strategy": ["priority", "execution_time_ns", "targets", "mode",
+                                       "resync_interval", "liveness_interval",
+                                       "clear_on_stop"],
+                          "log": ["level"]}.items():
+        for key in keys:
+            assert f"# {key} = " in text, f"{section}.{key} not documented in the example"
+
+
+# --- load_config: files ------------------------------------------------------------
+
+
+def write_key(path: Path, pem: bytes) -> Path:
+    path.write_bytes(pem)
+    return path
+
+
+def test_load_reads_and_validates_the_key(tmp_path: Path, keys: Dict[str, Path]) -> None:
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{keys["public"]}"\n')
+    cfg = load_config(str(cfg_path))
+    assert cfg.public_key_pem.startswith("-----BEGIN PUBLIC KEY-----")
+    assert cfg.source == str(cfg_path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "cannot read public key: No such file"),
+    (b"garbage", "not a PEM public key"),
+    (b"\xff\xfe", "public key is not UTF-8"),
+])
+def test_bad_key_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+    key = tmp_path / "key.pem"
+    if content is not None:
+        key.write_bytes(content)
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{key}"\n')
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(str(cfg_path))
+    assert str(key) in str(err.value)
+
+
+def test_non_rsa_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = write_key(tmp_path / "ec.pem", pem)
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{key}"\n')
+    with pytest.raises(ConfigError, match="not an RSA key"):
+        load_config(str(cfg_path))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing.toml: cannot read configuration: No such"):
+        load_config(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o646])
+def test_files_writable_by_others_are_refused(tmp_path: Path, keys: Dict[str, Path],
+                                              mode: int) -> None:
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{keys["public"]}"\n')
+    os.chmod(cfg_path, mode)
+    with pytest.raises(ConfigError, match=r"writable by other users .*chmod go-w"):
+        load_config(str(cfg_path))
+
+
+def test_describe_changes() -> None:
+    a = parse_config("")
+    b = parse_config("[strategy]\nexecution_time_ns = 1\n[trace]\npipe = \"/x\"")
+    assert describe_changes(a, b) == ("trace.pipe", "strategy.execution_time_ns")
+    assert describe_changes(a, a) == ()

@@ -1,0 +1,58 @@
+"""Logging format and redaction; sd_notify watchdog rules."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+
+from gtp5g_operator.logsetup import redact, setup_logging, stderr_is_journal
+from gtp5g_operator.notify import watchdog_interval
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+
+def test_watchdog_interval_rules() -> None:
+    assert watchdog_interval({}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}, 10) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "10"}, 10) == 15.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "11"}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "junk"}, 10) is None
+
+
+def test_redact() -> None:
+    assert redact(f"Bearer {JWT} end") == "Bearer [REDACTED-TOKEN] end"
+    assert redact("nothing secret") == "nothing secret"
+
+
+def _log_through(env: dict, stream: io.TextIOBase) -> None:
+    setup_logging("debug", env, stream)  # type: ignore[arg-type]
+    log = logging.getLogger("t")
+    log.info("hello")
+    log.warning("token %s", JWT)
+    log.debug("detail")
+
+
+def test_plain_format_without_journal() -> None:
+    with tempfile.TemporaryFile("w+") as f:
+        _log_through({}, f)
+        f.seek(0)
+        lines = f.read().splitlines()
+    assert lines[0].endswith("INFO    hello") and lines[0][:4].isdigit()
+    assert JWT not in lines[1] and "[REDACTED-TOKEN]" in lines[1]
+
+
+def test_journal_prefixes_when_stderr_is_the_journal_stream() -> None:
+    with tempfile.TemporaryFile("w+") as f:
+        st = os.fstat(f.fileno())
+        _log_through({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, f)
+        f.seek(0)
+        lines = f.read().splitlines()
+    assert lines == ["<6>hello", "<4>token [REDACTED-TOKEN]", "<7>detail"]
+
+
+def test_journal_stream_of_another_file_is_ignored() -> None:
+    with tempfile.TemporaryFile("w+") as f:
+        assert not stderr_is_journal({"JOURNAL_STREAM": "1:2"}, f)
