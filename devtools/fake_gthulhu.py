@@ -12,6 +12,7 @@ Run it alone:  python3 -m devtools.fake_gthulhu --port 8080 --key-dir DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import threading
@@ -78,7 +79,7 @@ class FakeGthulhu:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeGthulhu":
+    def start(self) -> FakeGthulhu:
         self._thread.start()
         return self
 
@@ -89,10 +90,8 @@ class FakeGthulhu:
         self._server.server_close()
         with self._cond:
             for conn in list(self.connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     # --- observations --------------------------------------------------------
 
@@ -175,10 +174,8 @@ def _make_handler(api: FakeGthulhu) -> type:
         def finish(self) -> None:
             with api._cond:
                 api.connections.discard(self.request)
-            try:
+            with contextlib.suppress(OSError):
                 super().finish()
-            except OSError:
-                pass
 
         def log_message(self, *args: Any) -> None:  # keep test output quiet
             pass
@@ -224,7 +221,7 @@ def _make_handler(api: FakeGthulhu) -> type:
                 raise ValueError(f"unknown fault {fault}")
             return True
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:
             api.record(Received(time.monotonic(), "GET", self.path, None,
                                 self.headers.get("Authorization", "")))
             if self._fault():
@@ -242,7 +239,7 @@ def _make_handler(api: FakeGthulhu) -> type:
             else:
                 self._send(404, {"success": False, "error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self._body()
             api.record(Received(time.monotonic(), "POST", self.path, body,
                                 self.headers.get("Authorization", "")))

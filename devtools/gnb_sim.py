@@ -4,8 +4,13 @@ The main thread renames itself with prctl(PR_SET_NAME) (so /proc/PID/comm is
 the process name) and starts threads with their own names.  It prints one JSON
 line {"pid": P, "threads": {"name": tid, ...}} and then obeys stdin commands:
 
-    exit NAME     end the thread called NAME (prints "ok NAME")
-    (EOF)         exit the process
+Fields are separated by tabs (thread names may contain spaces):
+
+    exit NAME        end the thread called NAME (prints "ok NAME")
+    mark NAME PATH   the thread called NAME (or the main thread, by the process
+                     name) writes one gtp5g-tracer line to PATH, e.g. the
+                     kernel's trace_marker (prints "ok NAME")
+    (EOF)            exit the process
 
 Run: python3 -m devtools.gnb_sim --name nr-gnb --thread nr-gnb-rlc --thread "gnb worker"
 """
@@ -16,9 +21,10 @@ import argparse
 import ctypes
 import json
 import os
+import queue
 import sys
 import threading
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 PR_SET_NAME = 15
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -36,28 +42,43 @@ def main(argv: List[str]) -> None:
     a = ap.parse_args(argv)
     set_thread_name(a.name)
     tids: Dict[str, int] = {}
-    stops: Dict[str, threading.Event] = {}
+    inboxes: Dict[str, queue.Queue[Tuple[str, str]]] = {}
     started = threading.Barrier(len(a.thread) + 1)
     threads = {}
 
-    def body(name: str, stop: threading.Event) -> None:
+    def body(name: str, inbox: queue.Queue[Tuple[str, str]]) -> None:
         set_thread_name(name)
         tids[name] = threading.get_native_id()
         started.wait()
-        stop.wait()
+        while True:
+            cmd, arg = inbox.get()
+            if cmd == "exit":
+                return
+            mark(arg, tids[name], os.getpid())
+            print(f"ok {name}", flush=True)
 
     for name in a.thread:
-        stops[name] = threading.Event()
-        threads[name] = threading.Thread(target=body, args=(name, stops[name]), daemon=True)
+        inboxes[name] = queue.Queue()
+        threads[name] = threading.Thread(target=body, args=(name, inboxes[name]), daemon=True)
         threads[name].start()
     started.wait()
     print(json.dumps({"pid": os.getpid(), "threads": tids}), flush=True)
     for line in sys.stdin:
-        cmd, _, name = line.strip().partition(" ")
-        if cmd == "exit" and name in stops:
-            stops[name].set()
-            threads[name].join()
+        cmd, _, rest = line.rstrip("\n").partition("\t")
+        name, _, path = rest.partition("\t")
+        if name == a.name and cmd == "mark":
+            mark(path, os.getpid(), os.getpid())
             print(f"ok {name}", flush=True)
+        elif cmd in ("exit", "mark") and name in inboxes:
+            inboxes[name].put((cmd, path))
+            if cmd == "exit":
+                threads[name].join()
+                print(f"ok {name}", flush=True)
+
+
+def mark(path: str, tid: int, tgid: int) -> None:
+    with open(path, "w") as f:
+        f.write(f"fentry/gtp5g_encap_recv: PID={tid}, TGID={tgid}, CPU=0\n")
 
 
 if __name__ == "__main__":

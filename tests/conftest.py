@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.fake_gthulhu import FakeGthulhu, make_keypair  # noqa: E402
-from tests.harness import (  # noqa: E402
+from devtools.fake_gthulhu import FakeGthulhu, make_keypair
+from devtools.harness import (
     DaemonProcess,
     GnbProcess,
     NotifySocket,

@@ -14,9 +14,9 @@ from typing import Callable, List, Set
 import pytest
 
 from devtools.fake_gthulhu import FakeGthulhu
+from devtools.harness import GnbProcess, wait_until
 from devtools.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env
-from tests.harness import GnbProcess, wait_until
 
 
 def pids(strategies: List[dict]) -> Set[int]:
@@ -219,7 +219,7 @@ def test_watchdog_pid_of_another_process_disables_pings(env: Env) -> None:
 
 def test_runs_without_notify_socket(env: Env, gnb: Callable[..., GnbProcess]) -> None:
     env.write_config()
-    from tests.harness import DaemonProcess
+    from devtools.harness import DaemonProcess
     d = DaemonProcess(env.config_path, None, env.tmp / "plain.log")
     env.daemons.append(d)
     g = gnb(threads=())

@@ -112,7 +112,7 @@ def test_toml_syntax_error_has_line_and_column() -> None:
 
 
 def test_timeout_must_be_below_resync() -> None:
-    with pytest.raises(ConfigError, match="api.timeout: must be shorter than"):
+    with pytest.raises(ConfigError, match=r"api\.timeout: must be shorter than"):
         parse_config("[api]\ntimeout = 20\n[strategy]\nresync_interval = 10")
 
 

@@ -91,12 +91,19 @@ class GnbProcess:
     def tids(self) -> List[int]:
         return [self.pid, *self.threads.values()]
 
-    def exit_thread(self, name: str) -> None:
+    def _command(self, text: str, name: str) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"exit {name}\n")
+        self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == f"ok {name}"
+
+    def exit_thread(self, name: str) -> None:
+        self._command(f"exit\t{name}", name)
         del self.threads[name]
+
+    def mark(self, name: str, path: str) -> None:
+        """Thread NAME (or the main thread, by process name) writes a gtp5g line to path."""
+        self._command(f"mark\t{name}\t{path}", name)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -143,7 +150,7 @@ class DaemonProcess:
             full_env["NOTIFY_SOCKET"] = str(notify.path)
         full_env.update(env or {})
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gtp5g_operator", "--config", str(config), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)

@@ -1,0 +1,45 @@
+# gtp5g-operator — developer entry points.  `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+OUT    ?= out
+
+.PHONY: help venv demo test test-fast lint bench deb clean
+
+help:
+	@echo "make demo       run the daemon on an embedded default (recorded trace, local API)"
+	@echo "make test       run every test (unit, integration, real kernel, packaged service)"
+	@echo "make test-fast  unit and integration tests only"
+	@echo "make lint       ruff and mypy"
+	@echo "make bench      performance benchmark (writes bench/results/)"
+	@echo "make deb        build the Debian package into $(OUT)/"
+
+$(VENV)/.done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+venv: $(VENV)/.done
+
+demo: venv
+	$(PY) -m devtools.demo
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not system and not kernel"
+
+lint: venv
+	$(VENV)/bin/ruff check gtp5g_operator devtools tests bench
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) bench/run.py
+
+deb:
+	packaging/build-deb $(OUT)
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
