@@ -39,7 +39,11 @@ def main(argv: List[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", default="nr-gnb")
     ap.add_argument("--thread", action="append", default=[])
+    ap.add_argument("--workers", type=int, default=0,
+                    help="add this many more threads, named gnb-w0, gnb-w1, ...")
     a = ap.parse_args(argv)
+    a.thread += [f"gnb-w{i}" for i in range(a.workers)]
+    threading.stack_size(256 * 1024)  # thousands of threads stay cheap
     set_thread_name(a.name)
     tids: Dict[str, int] = {}
     inboxes: Dict[str, queue.Queue[Tuple[str, str]]] = {}

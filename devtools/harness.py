@@ -76,8 +76,10 @@ class GnbProcess:
     """A real child whose process name and thread names are set with prctl."""
 
     def __init__(self, name: str = "nr-gnb", threads: tuple[str, ...] = ("nr-gnb-rlc",),
-                 user: Optional[int] = None, executable: Optional[str] = None) -> None:
-        cmd = [executable or sys.executable, "-m", "devtools.gnb_sim", "--name", name]
+                 user: Optional[int] = None, executable: Optional[str] = None,
+                 workers: int = 0) -> None:
+        cmd = [executable or sys.executable, "-m", "devtools.gnb_sim", "--name", name,
+               "--workers", str(workers)]
         for t in threads:
             cmd += ["--thread", t]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -141,7 +143,8 @@ class DaemonProcess:
     """The real daemon (python -m gtp5g_operator) as a subprocess."""
 
     def __init__(self, config: Path, notify: Optional[NotifySocket], log: Path,
-                 env: Optional[Dict[str, str]] = None, args: tuple[str, ...] = ()) -> None:
+                 env: Optional[Dict[str, str]] = None, args: tuple[str, ...] = (),
+                 python: str = sys.executable) -> None:
         full_env = {k: v for k, v in os.environ.items()
                     if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
                                  "JOURNAL_STREAM")}
@@ -152,7 +155,7 @@ class DaemonProcess:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gtp5g_operator", "--config", str(config), *args],
+            [python, "-m", "gtp5g_operator", "--config", str(config), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
 
     @property

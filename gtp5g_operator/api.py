@@ -5,13 +5,21 @@ post, and the retry after a 401) a single deadline of `api.timeout` seconds,
 so the loop is never held longer than that.  Connect and each read get the
 remaining time and the body is read in pieces against the deadline and a size
 cap, so a server that trickles or floods cannot hold it either.
+
+It speaks HTTP with the standard library's http.client rather than requests:
+importing requests alone costs 4.5 MB of resident memory under Debian's
+python3, which would put the daemon over its 32 MB budget (see README,
+Performance); the exchange is two JSON POSTs on one kept-alive connection.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import time
 from typing import Any, Callable, List, Optional
+from urllib.parse import urlsplit
 
 from .auth import Token, TokenError, extract_token, verify_token
 from .strategy import Strategy
@@ -39,24 +47,22 @@ class GthulhuClient:
                  timeout: float, ca_file: str = "",
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        import requests  # lazy: the import costs ~0.1 s and READY must not wait for it
-
-        self._requests = requests
         self.base_url = base_url
         self.public_key_pem = public_key_pem
         self.public_key_path = public_key_path
         self.timeout = timeout
         self._clock = clock
         self._wall = wall_clock
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or netrc from the environment
-        # https: verify against the system CAs, or the configured CA file.  There
-        # is deliberately no switch to turn verification off.
-        self._session.verify = ca_file or True
-        self._session.headers["User-Agent"] = "gtp5g-operator"
+        self.ca_file = ca_file
+        parts = urlsplit(base_url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path.rstrip("/")
+        self._conn: Optional[http.client.HTTPConnection] = None
 
     def close(self) -> None:
-        self._session.close()
+        self._drop_connection()
 
     # --- calls -----------------------------------------------------------
 
@@ -104,55 +110,102 @@ class GthulhuClient:
         kind = "http-5xx" if status >= 500 else "http-4xx"
         raise ApiError(kind, f"HTTP {status}: {_error_text(body)}", status)
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._tls_context())
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        self._conn.timeout = timeout  # used when it (re)connects
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # Certificate and host name are verified against the system CAs or the
+        # configured CA file; there is deliberately no switch to turn that off.
+        return ssl.create_default_context(cafile=self.ca_file or None)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _request(self, method: str, path: str, payload: Any, deadline: float,
                  token: Optional[Token] = None) -> tuple[int, Any]:
-        requests = self._requests
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            raise ApiError("timeout", f"{method} {path}: no time left of {self.timeout:g} s")
-        headers = {"Authorization": f"Bearer {token.value}"} if token else {}
+        body = json.dumps(payload).encode() if payload is not None else None
+        headers = {"User-Agent": "gtp5g-operator", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.value}"
+        what = f"{method} {self.base_url}{path}"
+        for attempt in (1, 2):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ApiError("timeout", f"{what}: no answer within {self.timeout:g} s")
+            reused = self._conn is not None and self._conn.sock is not None
+            conn = self._connection(remaining)
+            try:
+                conn.request(method, self._path + path, body=body, headers=headers)
+                resp = conn.getresponse()
+                raw = self._read_body(resp, conn, deadline)
+            except ApiError:
+                self._drop_connection()
+                raise
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop_connection()
+                if reused and attempt == 1:
+                    continue  # the server closed our kept-alive connection: once more, fresh
+                raise ApiError("connect", f"{what}: connection closed by the server") from None
+            except TimeoutError:
+                self._drop_connection()
+                raise ApiError("timeout", f"{what}: no answer within {self.timeout:g} s"
+                               ) from None
+            except ssl.SSLError as exc:
+                self._drop_connection()
+                raise ApiError("tls", f"TLS with {self.base_url} failed: {_short(exc)}"
+                               ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop_connection()
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ApiError("connect", f"cannot reach {self.base_url}: {_short(reason)}"
+                               ) from None
+            if resp.will_close:
+                self._drop_connection()
+            break
         try:
-            resp = self._session.request(
-                method, self.base_url + path, json=payload, headers=headers,
-                timeout=(remaining, remaining), stream=True, allow_redirects=False)
-            with resp:
-                raw = self._read_body(resp, deadline)
-        except requests.exceptions.SSLError as exc:
-            raise ApiError("tls", f"TLS verification failed for {self.base_url}: "
-                           f"{_short(exc)}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise ApiError("timeout", f"connecting to {self.base_url} timed out "
-                           f"after {self.timeout:g} s") from None
-        except requests.exceptions.Timeout:
-            raise ApiError("timeout", f"{method} {path}: no answer within "
-                           f"{self.timeout:g} s") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc):  # a read timeout while streaming the body
-                raise ApiError("timeout", f"{method} {path}: no answer within "
-                               f"{self.timeout:g} s") from None
-            raise ApiError("connect", f"cannot connect to {self.base_url}: "
-                           f"{_short(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise ApiError("connect", f"{method} {path}: {_short(exc)}") from None
-        try:
-            return resp.status_code, json.loads(raw) if raw.strip() else None
+            return resp.status, json.loads(raw) if raw.strip() else None
         except ValueError:
-            if 200 <= resp.status_code < 300:
-                raise ApiError("bad-answer", f"{method} {path}: HTTP {resp.status_code} with "
-                               "a body that is not JSON", resp.status_code) from None
-            return resp.status_code, None
+            if 200 <= resp.status < 300:
+                raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
+                               "not JSON", resp.status) from None
+            return resp.status, None
 
-    def _read_body(self, resp: Any, deadline: float) -> bytes:
-        chunks, size = [], 0
-        for chunk in resp.iter_content(65536):
+    def _read_body(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection,
+                   deadline: float) -> bytes:
+        length = resp.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise ApiError("bad-answer", f"answer of {length} bytes is larger than {MAX_BODY}: "
+                           "ignored", resp.status)
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ApiError("timeout", f"answer not complete within {self.timeout:g} s")
+            if conn.sock is not None:
+                conn.sock.settimeout(remaining)  # the deadline holds for every read
+            chunk = resp.read1(65536)
+            if not chunk:
+                resp.close()  # marks it done so the kept-alive connection can be reused
+                return b"".join(chunks)
             size += len(chunk)
             if size > MAX_BODY:
                 raise ApiError("bad-answer", f"answer larger than {MAX_BODY} bytes: ignored",
-                               resp.status_code)
+                               resp.status)
             chunks.append(chunk)
-            if self._clock() > deadline:
-                raise ApiError("timeout", f"answer not complete within {self.timeout:g} s")
-        return b"".join(chunks)
 
 
 def _error_text(body: Any) -> str:

@@ -84,27 +84,31 @@ class ProcFS:
     def __init__(self, root: str = "/proc") -> None:
         self.root = root
 
-    def stat(self, tid: int) -> Optional[TaskStat]:
-        data = _read(f"{self.root}/{tid}/stat")
+    def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]:
+        """The task's own stat.  With its tgid known, /proc/TGID/task/TID/stat is
+        read: /proc/TID/stat sums over every thread of the process, which costs
+        O(threads) per read in a 1,000-thread gNB."""
+        path = f"{self.root}/{tgid}/task/{tid}/stat" if tgid else f"{self.root}/{tid}/stat"
+        data = _read(path)
         return parse_stat(data) if data else None
 
-    def _same(self, tid: int, before: TaskStat) -> bool:
-        after = self.stat(tid)
+    def _same(self, tid: int, tgid: int, before: TaskStat) -> bool:
+        after = self.stat(tid, tgid)
         return after is not None and after.start_time == before.start_time
 
     def task(self, tid: int) -> Optional[TaskInfo]:
         """TGID and start time of a thread (works for any TID, listed or not)."""
-        st = self.stat(tid)
         status = _read(f"{self.root}/{tid}/status")
-        if st is None or not st.alive or status is None:
+        tgid = parse_status(status)[0] if status else None
+        if tgid is None:
             return None
-        tgid, _ = parse_status(status)
-        if tgid is None or not self._same(tid, st):
+        st = self.stat(tid, tgid)  # via /proc/TGID/task/TID: fails unless TID is in TGID
+        if st is None or not st.alive:
             return None
         return TaskInfo(tid=tid, tgid=tgid, start_time=st.start_time)
 
     def process(self, tgid: int) -> Optional[ProcessInfo]:
-        st = self.stat(tgid)
+        st = self.stat(tgid, tgid)
         status = _read(f"{self.root}/{tgid}/status")
         comm = _read(f"{self.root}/{tgid}/comm")
         if st is None or status is None or comm is None:
@@ -114,7 +118,7 @@ class ProcFS:
             exe = os.readlink(f"{self.root}/{tgid}/exe")
         except OSError:
             exe = ""
-        if not self._same(tgid, st):
+        if not self._same(tgid, tgid, st):
             return None  # the ID was reused while we read: what we read is mixed
         if exe.endswith(_DELETED):  # binary replaced on disk (e.g. upgraded) since exec
             exe = exe[: -len(_DELETED)]

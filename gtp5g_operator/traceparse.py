@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Set, Union
+from typing import List, Optional, Set, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -54,9 +54,16 @@ class TraceLine:
 
 def scan_tids(buf: Buffer, start: int = 0, end: Optional[int] = None) -> Set[bytes]:
     """Distinct task IDs (as ASCII digits) in buf[start:end], at C speed."""
-    if end is None:
-        end = len(buf)
-    return set(_TID_PATTERN.findall(buf, start, end))  # type: ignore[call-overload]
+    return set(scan_lines(buf, start, len(buf) if end is None else end))
+
+
+def scan_lines(buf: Buffer, start: int, end: int) -> List[bytes]:
+    """The task ID of every trace line in buf[start:end], in order.
+
+    Its length is the number of trace lines: counting them this way is free,
+    while a separate count of newlines would cost a third of the scan.
+    """
+    return _TID_PATTERN.findall(buf, start, end)  # type: ignore[call-overload,no-any-return]
 
 
 def parse_line(line: bytes) -> Optional[TraceLine]:

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence, Set, Tuple
 
 from .backoff import Backoff
 from .config import TRACE_PIPE_CANDIDATES
-from .traceparse import LineFramer, scan_tids
+from .traceparse import LineFramer, scan_lines
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,6 @@ class TraceSource:
     def _count_and_scan(self, start: int, end: int) -> Set[bytes]:
         if end <= start:
             return set()
-        buf = self.framer.buf
-        self.lines += buf.count(b"\n", start, end)
-        return scan_tids(buf, start, end)
+        found = scan_lines(self.framer.buf, start, end)
+        self.lines += len(found)  # trace lines recognised (malformed ones are not counted)
+        return set(found)

@@ -6,15 +6,15 @@ known tasks costs one C-level set difference per chunk.  Identity is the pair
 (ID, start time): a reused PID has another start time, so it never inherits a
 verdict — `prune()` re-reads start times before every push and every liveness
 interval, and negative verdicts are forgotten at each liveness interval so a
-reused ID gets looked at again.  Caches are bounded (LRU), so a flood of
-distinct IDs cannot grow memory.
+reused ID gets looked at again.  Caches are bounded: a full cache is simply
+emptied (its entries are only a shortcut), so a flood of distinct IDs costs
+/proc look-ups but never memory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Set, Tuple
 
@@ -23,8 +23,8 @@ from .procfs import ProcessInfo, ProcFS
 
 log = logging.getLogger(__name__)
 
-MAX_NEGATIVE = 16384  # non-matching task IDs remembered between liveness passes
-MAX_PROCESS_VERDICTS = 4096  # (tgid, start time) -> matches?
+MAX_NEGATIVE = 8192  # non-matching task IDs remembered between liveness passes
+MAX_PROCESS_VERDICTS = 1024  # (tgid, start time) -> matches?
 
 
 def process_matches(proc: ProcessInfo, match: MatchConfig) -> bool:
@@ -56,17 +56,20 @@ class TaskTracker:
         self._wall = wall_clock
         self._max_negative = max_negative
         self.processes: Dict[int, TrackedProcess] = {}
-        self._decided: Set[bytes] = set()  # every ID with a verdict: the fast-path filter
         self._targets: Dict[bytes, int] = {}  # tracked tid -> tgid
-        self._negative: OrderedDict[bytes, None] = OrderedDict()
-        self._verdicts: OrderedDict[Tuple[int, int], bool] = OrderedDict()
+        self._negative: Set[bytes] = set()  # IDs that are not targets (or gone)
+        self._verdicts: Dict[Tuple[int, int], bool] = {}
         self.lookups = 0  # /proc resolutions done, for metrics and tests
 
     # --- hot path -------------------------------------------------------
 
     def observe(self, tids: Set[bytes]) -> bool:
         """Account for the task IDs of one chunk; True if the target set changed."""
-        new = tids - self._decided
+        # set.difference(dict) and set - set both cost O(len(tids)): the chunk's
+        # few distinct IDs, however large the caches are.
+        new = tids.difference(self._targets)
+        if new:
+            new = new - self._negative
         if not new:
             return False
         changed = False
@@ -85,7 +88,7 @@ class TaskTracker:
             return False
         changed = False
         proc = self.processes.get(task.tgid)
-        leader = self.procfs.stat(task.tgid)
+        leader = self.procfs.stat(task.tgid, task.tgid)
         if proc is not None and (leader is None or leader.start_time != proc.info.start_time):
             changed |= self._drop_process(task.tgid, "exited (ID reused)")
             proc = None
@@ -98,7 +101,6 @@ class TaskTracker:
                 return changed  # the leader went away between reads
         proc.tasks[tid] = task.start_time
         self._targets[tid_b] = task.tgid
-        self._decided.add(tid_b)
         log.info("task %d added (process %d %s)", tid, task.tgid, proc.info.comm)
         return True
 
@@ -113,9 +115,9 @@ class TaskTracker:
                 self.processes[tgid] = TrackedProcess(info=info, since=self._wall())
                 log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
                          tgid, info.comm, info.exe or "?", info.uid)
+            if len(self._verdicts) >= MAX_PROCESS_VERDICTS:
+                self._verdicts.clear()
             self._verdicts[key] = verdict
-            if len(self._verdicts) > MAX_PROCESS_VERDICTS:
-                self._verdicts.popitem(last=False)
         elif verdict and tgid not in self.processes:
             info = self.procfs.process(tgid)  # re-tracked after all its tasks were pruned
             if info is None or info.start_time != start_time:
@@ -124,11 +126,9 @@ class TaskTracker:
         return verdict
 
     def _remember_negative(self, tid_b: bytes) -> None:
-        self._negative[tid_b] = None
-        self._decided.add(tid_b)
-        if len(self._negative) > self._max_negative:
-            old, _ = self._negative.popitem(last=False)
-            self._decided.discard(old)
+        if len(self._negative) >= self._max_negative:
+            self._negative.clear()  # a flood: start over rather than grow
+        self._negative.add(tid_b)
 
     # --- liveness -------------------------------------------------------
 
@@ -138,13 +138,13 @@ class TaskTracker:
         for tgid in list(self.processes):
             proc = self.processes[tgid]
             for tid, start in list(proc.tasks.items()):
-                st = self.procfs.stat(tid)
+                st = self.procfs.stat(tid, tgid)
                 if st is None or st.start_time != start or not st.alive:
                     del proc.tasks[tid]
                     self._forget_target(tid)
                     log.info("task %d of process %d removed (exited)", tid, tgid)
                     changed = True
-            leader = self.procfs.stat(tgid)
+            leader = self.procfs.stat(tgid, tgid)
             leader_ok = (leader is not None and leader.start_time == proc.info.start_time
                          and leader.alive)
             if not leader_ok and not proc.tasks:
@@ -153,13 +153,10 @@ class TaskTracker:
 
     def forget_negatives(self) -> None:
         """Let IDs without a verdict be looked at again (a PID may have been reused)."""
-        self._decided.difference_update(self._negative)
         self._negative.clear()
 
     def _forget_target(self, tid: int) -> None:
-        tid_b = str(tid).encode()
-        self._targets.pop(tid_b, None)
-        self._decided.discard(tid_b)
+        self._targets.pop(str(tid).encode(), None)
 
     def _drop_process(self, tgid: int, why: str) -> bool:
         proc = self.processes.pop(tgid, None)
@@ -191,6 +188,7 @@ class TaskTracker:
     def task_count(self) -> int:
         return len(self._targets)
 
-    def cache_sizes(self) -> Tuple[int, int, int]:
-        return len(self._decided), len(self._negative), len(self._verdicts)
+    def cache_sizes(self) -> Tuple[int, int]:
+        """(negative IDs, process verdicts) held now."""
+        return len(self._negative), len(self._verdicts)
 

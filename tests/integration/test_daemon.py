@@ -128,7 +128,7 @@ def test_api_down_then_back(env: Env, gnb: Callable[..., GnbProcess],
     env.api.stop()
     g = gnb(threads=())
     env.writer.write(lines_for(g))
-    d.wait_log("cannot connect to", timeout=5)
+    d.wait_log("cannot reach http://127.0.0.1", timeout=5)
     time.sleep(2.5)  # several retries while down: logged once
     assert d.log().count("push of") == 1
     back = FakeGthulhu(keys["private"].read_bytes(), port=port).start()

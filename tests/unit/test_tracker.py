@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Dict
 
@@ -27,15 +28,17 @@ class FakeProc:
         (d / "status").write_text(f"Name:\t{comm}\nTgid:\t{tgid}\nPid:\t{tid}\n"
                                   f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
         (d / "comm").write_text(comm + "\n")
+        task = self.root / str(tgid) / "task" / str(tid)
+        task.mkdir(parents=True, exist_ok=True)
+        (task / "stat").write_text((d / "stat").read_text())
         if (d / "exe").is_symlink():
             (d / "exe").unlink()
         os.symlink(exe, d / "exe")
 
     def remove(self, tid: int) -> None:
-        d = self.root / str(tid)
-        for f in d.iterdir():
-            f.unlink()
-        d.rmdir()
+        shutil.rmtree(self.root / str(tid))
+        for task in self.root.glob(f"*/task/{tid}"):
+            shutil.rmtree(task)
 
 
 @pytest.fixture
@@ -142,8 +145,8 @@ def test_negative_cache_is_bounded(proc: FakeProc) -> None:
     t = TaskTracker(ProcFS(str(proc.root)), MatchConfig(), max_negative=1000)
     for start in range(0, 20_000, 500):
         t.observe(b(*range(start + 1, start + 501)))
-    decided, negative, _ = t.cache_sizes()
-    assert negative == 1000 and decided == 1000
+    negative, _ = t.cache_sizes()
+    assert 0 < negative <= 1000
 
 
 def test_new_match_rules_drop_processes_that_no_longer_match(proc: FakeProc) -> None:

@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""gtp5g-operator benchmark: the daemon as shipped, beside `cat`, on this machine.
+
+    make bench        (or: python3 bench/run.py [--lines N] [--only NAME ...])
+
+Prints a markdown table and writes bench/results/bench-<date>.{json,md}.
+Sections: fifo (throughput from a FIFO), kernel (the real trace_pipe with a
+BPF printk probe; root only), reaction, idle, memory, startup, scale.
+Not a pass/fail test: it reports each figure against its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from devtools.fake_gthulhu import FakeGthulhu, make_keypair  # noqa: E402
+from devtools.harness import DaemonProcess, GnbProcess, NotifySocket, write_config  # noqa: E402
+from devtools.tracelines import gtp5g_line  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+TRACING = Path("/sys/kernel/tracing")
+F_SETPIPE_SZ = 1031
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+# --- measuring ------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU of a process so far, from /proc/PID/stat."""
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = data[data.rfind(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_field(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def rss_mb(pid: int) -> float:
+    return status_field(pid, "VmRSS") / 1024
+
+
+def unread(fd: int) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(step)
+
+
+# --- the world: API, keys, daemon --------------------------------------------------
+
+
+class World:
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self.tmp = Path(tempfile.mkdtemp(prefix="gtp5g-bench-"))
+        private, self.public = make_keypair(self.tmp)
+        self.api = FakeGthulhu(private.read_bytes()).start()
+        self.count = 0
+
+    def fifo(self) -> Path:
+        self.count += 1
+        path = self.tmp / f"trace_pipe{self.count}"
+        os.mkfifo(path)
+        return path
+
+    def daemon(self, pipe: Path, env: Optional[Dict[str, str]] = None,
+               python: Optional[str] = None, **strategy: Any) -> Tuple[DaemonProcess, NotifySocket]:
+        self.count += 1
+        config = write_config(
+            self.tmp / f"config{self.count}.toml",
+            trace={"pipe": str(pipe)},
+            api={"url": self.api.url, "public_key": str(self.public), "timeout": 2.0},
+            strategy=strategy, log={"level": "warning"})
+        notify = NotifySocket(self.tmp / f"notify{self.count}.sock")
+        d = DaemonProcess(config, notify, self.tmp / f"daemon{self.count}.log", env,
+                          python=python or self.python)
+        notify.wait("READY", "1", timeout=20)
+        return d, notify
+
+    def close(self) -> None:
+        self.api.stop()
+
+
+def open_writer(fifo: Path) -> int:
+    fd = os.open(fifo, os.O_WRONLY)
+    fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # same pipe size for both readers
+    return fd
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[: 1 << 20]):]
+
+
+# --- 1. throughput from a FIFO ------------------------------------------------------------
+
+
+def make_stream(lines: int, gnb: GnbProcess) -> bytes:
+    gen = subprocess.run([sys.executable, str(REPO / "bench" / "gen_trace.py"),
+                          "--lines", str(lines), "--seed", "1"],
+                         check=True, capture_output=True).stdout
+    live = [gnb.pid, *gnb.threads.values()]
+    recorded = [1150348] + [1150348 + 3 + i for i in range(7)]
+    for rec, tid in zip(recorded, live):  # the generator's gNB becomes a live process
+        gen = gen.replace(b"%d" % rec, b"%d" % tid)
+    return gen
+
+
+def bench_fifo(world: World, lines: int) -> Dict[str, Any]:
+    gnb = GnbProcess("nr-gnb", tuple(f"nr-gnb-t{i}" for i in range(7)))
+    try:
+        data = make_stream(lines, gnb)
+        n = data.count(b"\n")
+        fifo = world.fifo()
+        d, _ = world.daemon(fifo)
+        fd = open_writer(fifo)
+        c0, t0 = cpu_seconds(d.pid), time.monotonic()
+        write_all(fd, data)
+        wait_until(lambda: unread(fd) == 0, 120, "daemon drain", 0.001)
+        t1, c1 = time.monotonic(), cpu_seconds(d.pid)
+        found = world.api.wait_for(lambda: any(
+            {s["pid"] for s in p.body["strategies"]} == set(gnb.tids)
+            for p in world.api.posts()), 5)
+        os.close(fd)
+        d.stop()
+
+        fifo = world.fifo()
+        cat = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.DEVNULL)
+        fd = open_writer(fifo)
+        ct0 = time.monotonic()
+        write_all(fd, data)
+        wait_until(lambda: unread(fd) == 0, 120, "cat drain", 0.001)
+        ct1 = time.monotonic()
+        os.close(fd)
+        _, _, ru = os.wait4(cat.pid, 0)
+        cat.returncode = 0
+    finally:
+        gnb.stop()
+    daemon_cpu = c1 - c0
+    return {
+        "lines": n, "bytes": len(data), "gnb_found": bool(found),
+        "daemon_lines_per_s": n / (t1 - t0), "daemon_cpu_s": daemon_cpu,
+        "daemon_us_per_line": daemon_cpu / n * 1e6,
+        "cat_lines_per_s": n / (ct1 - ct0), "cat_cpu_s": ru.ru_utime + ru.ru_stime,
+    }
+
+
+# --- 2. the real trace_pipe --------------------------------------------------------------
+
+
+def tracing_available() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "needs root"
+    if platform.machine() != "x86_64":
+        return "the BPF loader knows x86_64 syscall numbers only"
+    if not (TRACING / "trace_pipe").exists():
+        r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            return f"tracefs not mountable: {r.stderr.strip()}"
+    return None
+
+
+def ring_stats() -> Tuple[int, int]:
+    """(entries waiting, overruns) summed over CPUs."""
+    entries = overrun = 0
+    for stats in TRACING.glob("per_cpu/cpu*/stats"):
+        for line in stats.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "entries":
+                entries += int(value)
+            elif key == "overrun":
+                overrun += int(value)
+    return entries, overrun
+
+
+SENDER = r"""
+import ctypes, socket, sys, threading
+libc = ctypes.CDLL(None)
+def name(n): libc.prctl(15, n.encode(), 0, 0, 0)
+name("nr-gnb")
+per = int(sys.argv[1]) // 4
+def send(n):
+    name(n)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(per):
+        s.sendto(b"x", ("127.0.0.1", 9))
+names = ("nr-gnb", "nr-gnb-rlc", "gnb worker", "nr-gnb-sctp")
+ts = [threading.Thread(target=send, args=(n,)) for n in names]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+"""
+
+
+def fill_ring(lines: int) -> Tuple[int, int]:
+    """Clear the ring, run a 4-thread nr-gnb sending `lines` datagrams under the probe."""
+    from bpf_printk import PrintkProbe
+
+    (TRACING / "trace").write_text("")  # clears the ring buffer
+    probe = PrintkProbe(str(TRACING))
+    try:
+        subprocess.run([sys.executable, "-c", SENDER, str(lines)], check=True)
+    finally:
+        probe.close()
+    return ring_stats()
+
+
+def bench_kernel(world: World, lines: int) -> Dict[str, Any]:
+    why = tracing_available()
+    if why:
+        return {"skipped": why}
+    size_file = TRACING / "buffer_size_kb"
+    old_size = size_file.read_text().split()[0]
+    size_file.write_text(str(max(65536, lines * 160 // 1024 // (os.cpu_count() or 1))))
+    try:
+        # the daemon: idle on a FIFO, then pointed at the real pipe by a reload
+        fifo = world.fifo()
+        d, _notify = world.daemon(fifo)
+        entries, overrun = fill_ring(lines)
+        cfg = d.proc.args[d.proc.args.index("--config") + 1]  # type: ignore[union-attr]
+        text = Path(cfg).read_text().replace(str(fifo), str(TRACING / "trace_pipe"))
+        Path(cfg).write_text(text)
+        c0, t0 = cpu_seconds(d.pid), time.monotonic()
+        d.signal(signal.SIGHUP)
+        wait_until(lambda: ring_stats()[0] == 0, 300, "daemon drains ring", 0.02)
+        t1, c1 = time.monotonic(), cpu_seconds(d.pid)
+        d.stop()
+        # cat
+        entries2, overrun2 = fill_ring(lines)
+        cat = subprocess.Popen(["cat", str(TRACING / "trace_pipe")], stdout=subprocess.DEVNULL)
+        ct0 = time.monotonic()
+        wait_until(lambda: ring_stats()[0] == 0, 300, "cat drains ring", 0.02)
+        ct1, cat_cpu = time.monotonic(), cpu_seconds(cat.pid)
+        cat.kill()
+        cat.wait()
+    finally:
+        size_file.write_text(old_size)
+    return {
+        "lines_daemon": entries, "overrun_daemon": overrun,
+        "lines_cat": entries2, "overrun_cat": overrun2,
+        "daemon_cpu_s": c1 - c0, "daemon_wall_s": t1 - t0,
+        "cat_cpu_s": cat_cpu, "cat_wall_s": ct1 - ct0,
+        "ratio": (c1 - c0) / cat_cpu if cat_cpu else None,
+    }
+
+
+# --- 3. reaction -------------------------------------------------------------------------
+
+
+def bench_reaction(world: World, count: int = 25) -> Dict[str, Any]:
+    fifo = world.fifo()
+    d, _ = world.daemon(fifo)
+    fd = open_writer(fifo)
+    latencies = []
+    try:
+        for _ in range(count):
+            g = GnbProcess("nr-gnb", ())
+            n = len(world.api.posts())
+            t0 = time.monotonic()
+            write_all(fd, gtp5g_line("<...>", g.pid, g.pid).encode())
+            post = world.api.wait_post(lambda s, pid=g.pid: pid in {x["pid"] for x in s},
+                                       timeout=5, after=n)
+            latencies.append(post.at - t0)
+            g.stop()
+            world.api.wait_post(lambda s: s == [], timeout=10, after=n)  # removed again
+    finally:
+        os.close(fd)
+        d.stop()
+    latencies.sort()
+    return {"processes": count, "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+            "max_ms": latencies[-1] * 1e3}
+
+
+# --- 4. idle -----------------------------------------------------------------------------
+
+
+def bench_idle(world: World, seconds: float) -> Dict[str, Any]:
+    fifo = world.fifo()
+    d, notify = world.daemon(fifo, env={"WATCHDOG_USEC": "30000000"})
+    fd = open_writer(fifo)
+    time.sleep(1.0)  # let the first push and token happen
+    v0, c0, m0 = status_field(d.pid, "voluntary_ctxt_switches"), cpu_seconds(d.pid), \
+        len(notify.all())
+    time.sleep(seconds)
+    v1, c1 = status_field(d.pid, "voluntary_ctxt_switches"), cpu_seconds(d.pid)
+    pings = sum(1 for m in notify.all()[m0:] if m.get("WATCHDOG") == "1")
+    os.close(fd)
+    d.stop()
+    return {"seconds": seconds, "wakeups_per_s": (v1 - v0) / seconds,
+            "watchdog_pings": pings, "beyond_watchdog_per_s": (v1 - v0 - pings) / seconds,
+            "cpu_percent": (c1 - c0) / seconds * 100}
+
+
+# --- 5. memory and 6. start-up (Debian's python3, as the package runs it) ------------------
+
+
+def bench_memory(world: World, python: str) -> Dict[str, Any]:
+    fifo = world.fifo()
+    d, _ = world.daemon(fifo, python=python)
+    fd = open_writer(fifo)
+    g = GnbProcess("nr-gnb", (), workers=999)
+    try:
+        world.api.wait_post(lambda s: True, timeout=5)
+        time.sleep(0.5)
+        start = rss_mb(d.pid)
+        write_all(fd, "".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids).encode())
+        world.api.wait_post(lambda s: len(s) == 1000, timeout=30)
+        tracked = rss_mb(d.pid)
+        flood = "".join(gtp5g_line("nr-ue", 5_000_000 + i, 5_000_000)
+                        for i in range(100_000)).encode()
+        write_all(fd, flood)
+        wait_until(lambda: unread(fd) == 0, 60, "flood drained")
+        time.sleep(0.5)
+        flooded = rss_mb(d.pid)
+    finally:
+        os.close(fd)
+        d.stop()
+        g.stop()
+    return {"python": python, "rss_start_mb": start, "rss_1000_tasks_mb": tracked,
+            "rss_after_flood_mb": flooded, "growth_mb": flooded - start}
+
+
+def bench_startup(world: World, python: str, runs: int = 10) -> Dict[str, Any]:
+    times = []
+    for _ in range(runs):
+        fifo = world.fifo()
+        t0 = time.monotonic()
+        d, notify = world.daemon(fifo, python=python)
+        times.append(notify.timed()[0][0] - t0)
+        d.stop()
+    return {"python": python, "runs": runs, "median_s": statistics.median(times),
+            "max_s": max(times)}
+
+
+# --- 7. scale --------------------------------------------------------------------------------
+
+
+def bench_scale(world: World) -> Dict[str, Any]:
+    from gtp5g_operator.api import GthulhuClient
+    from gtp5g_operator.config import MatchConfig, StrategyConfig
+    from gtp5g_operator.procfs import ProcFS
+    from gtp5g_operator.push import Pusher
+    from gtp5g_operator.strategy import build_strategies
+    from gtp5g_operator.tracker import TaskTracker
+
+    out: Dict[str, Any] = {}
+    client = GthulhuClient(world.api.url, world.public.read_text(), str(world.public), 10.0)
+    pusher = Pusher(client, 10.0)
+    pusher.push([])  # token
+    for n in (1000, 10000):
+        strategies = build_strategies(range(100000, 100000 + n), StrategyConfig())
+        t0 = time.perf_counter()
+        result = pusher.push(strategies)
+        out[f"push_{n}_ms"] = (time.perf_counter() - t0) * 1e3
+        out[f"push_{n}_ok"] = result.ok
+        out[f"push_{n}_bytes"] = len(json.dumps({"strategies": strategies}).encode())
+    client.close()
+    gnbs = [GnbProcess("nr-gnb", (), workers=999) for _ in range(10)]
+    try:
+        tracker = TaskTracker(ProcFS(), MatchConfig())
+        tracker.observe({str(t).encode() for g in gnbs for t in g.tids})
+        out["liveness_tasks"] = tracker.task_count
+        t0 = time.perf_counter()
+        tracker.prune()
+        out["liveness_pass_ms"] = (time.perf_counter() - t0) * 1e3
+    finally:
+        for g in gnbs:
+            g.stop()
+    return out
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def machine() -> Dict[str, str]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in
+                Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),
+            "date": time.strftime("%Y-%m-%d"), "python_daemon": "",
+            "os": Path("/etc/debian_version").read_text().strip()
+            if Path("/etc/debian_version").exists() else platform.platform()}
+
+
+def table(r: Dict[str, Any]) -> str:
+    rows = ["| measure | result | target | met |", "|---|---|---|---|"]
+
+    def row(name: str, value: str, target: str, met: Optional[bool]) -> None:
+        rows.append(f"| {name} | {value} | {target} | "
+                    f"{'—' if met is None else ('yes' if met else '**no**')} |")
+
+    if "fifo" in r:
+        f = r["fifo"]
+        row(f"FIFO, {f['lines']:,} lines: daemon", f"{f['daemon_lines_per_s']:,.0f} lines/s, "
+            f"{f['daemon_cpu_s']:.2f} s CPU", "≥ 2,000,000 lines/s",
+            f["daemon_lines_per_s"] >= 2e6)
+        row("FIFO: daemon CPU per line", f"{f['daemon_us_per_line']:.3f} µs", "≤ 0.5 µs",
+            f["daemon_us_per_line"] <= 0.5)
+        row("FIFO: cat", f"{f['cat_lines_per_s']:,.0f} lines/s, {f['cat_cpu_s']:.2f} s CPU",
+            "(reference)", None)
+    if "kernel" in r:
+        k = r["kernel"]
+        if "skipped" in k:
+            row("real trace_pipe", f"skipped: {k['skipped']}", "daemon ≤ 1.25 x cat", None)
+        else:
+            row(f"real trace_pipe, {k['lines_daemon']:,} lines (overrun "
+                f"{k['overrun_daemon']}): daemon", f"{k['daemon_cpu_s']:.2f} s CPU", "", None)
+            row(f"real trace_pipe, {k['lines_cat']:,} lines (overrun {k['overrun_cat']}): cat",
+                f"{k['cat_cpu_s']:.2f} s CPU", "", None)
+            row("real trace_pipe: daemon CPU / cat CPU", f"{k['ratio']:.2f}", "≤ 1.25",
+                k["ratio"] <= 1.25)
+    if "reaction" in r:
+        x = r["reaction"]
+        row(f"reaction, {x['processes']} new processes", f"p50 {x['p50_ms']:.1f} ms, "
+            f"p99 {x['p99_ms']:.1f} ms", "p99 ≤ 50 ms", x["p99_ms"] <= 50)
+    if "idle" in r:
+        i = r["idle"]
+        row(f"idle {i['seconds']:.0f} s", f"{i['wakeups_per_s']:.2f} wake-ups/s "
+            f"({i['watchdog_pings']} watchdog pings), {i['cpu_percent']:.3f} % CPU",
+            "≤ 1 wake-up/s beyond pings", i["beyond_watchdog_per_s"] <= 1)
+    if "memory" in r:
+        m = r["memory"]
+        row("RSS after start / 1,000 tasks / 100,000-ID flood",
+            f"{m['rss_start_mb']:.1f} / {m['rss_1000_tasks_mb']:.1f} / "
+            f"{m['rss_after_flood_mb']:.1f} MB", "≤ 32 MB", m["rss_after_flood_mb"] <= 32)
+        row("RSS growth, start → after flood", f"{m['growth_mb']:.1f} MB", "≤ 5 MB",
+            m["growth_mb"] <= 5)
+    if "startup" in r:
+        s = r["startup"]
+        row("start-up, exec → READY=1", f"median {s['median_s'] * 1e3:.0f} ms, max "
+            f"{s['max_s'] * 1e3:.0f} ms", "≤ 0.5 s", s["max_s"] <= 0.5)
+    if "scale" in r:
+        c = r["scale"]
+        for n in (1000, 10000):
+            row(f"push of {n:,} IDs", f"{c[f'push_{n}_ms']:.0f} ms, "
+                f"{c[f'push_{n}_bytes'] / 1024:.0f} KiB", "(report)", None)
+        row(f"liveness pass over {c['liveness_tasks']:,} tasks",
+            f"{c['liveness_pass_ms']:.0f} ms", "(report)", None)
+    return "\n".join(rows)
+
+
+SECTIONS = ("fifo", "kernel", "reaction", "idle", "memory", "startup", "scale")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=2_000_000, help="FIFO stream length")
+    ap.add_argument("--kernel-lines", type=int, default=1_000_000)
+    ap.add_argument("--idle-seconds", type=float, default=30.0)
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    a = ap.parse_args()
+    python = DEBIAN_PYTHON if subprocess.run(
+        [DEBIAN_PYTHON, "-c", "import jwt, sdnotify, cryptography"],
+        capture_output=True).returncode == 0 else sys.executable
+    world = World(python)
+    results: Dict[str, Any] = {"machine": machine()}
+    results["machine"]["python_daemon"] = subprocess.run(
+        [python, "-c", "import sys; print(sys.executable, sys.version.split()[0])"],
+        capture_output=True, text=True).stdout.strip()
+    runners: Dict[str, Callable[[], Dict[str, Any]]] = {
+        "fifo": lambda: bench_fifo(world, a.lines),
+        "kernel": lambda: bench_kernel(world, a.kernel_lines),
+        "reaction": lambda: bench_reaction(world),
+        "idle": lambda: bench_idle(world, a.idle_seconds),
+        "memory": lambda: bench_memory(world, python),
+        "startup": lambda: bench_startup(world, python),
+        "scale": lambda: bench_scale(world),
+    }
+    try:
+        for name in SECTIONS:
+            if name in a.only:
+                print(f"-- {name} ...", file=sys.stderr, flush=True)
+                results[name] = runners[name]()
+                print(f"   {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    finally:
+        world.close()
+    m = results["machine"]
+    report = (f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+              f"Debian {m['os']}; daemon run by {m['python_daemon']}.\n\n" + table(results))
+    print(report)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"bench-{m['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
