@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from .logsetup import setup_logging
+from .logsetup import setup_logging, stderr_is_journal
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 
@@ -37,7 +38,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             load_config(args.config)
         except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            # Under systemd (ExecReload=) the journal reads <3> as priority "err".
+            prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
+            print(f"{prefix}error: {exc}", file=sys.stderr)
             return 1
         print("ok")
         return 0

@@ -20,7 +20,7 @@ from devtools.harness import (
     write_config,
 )
 
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "trace-samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "trace-samples"  # copied from shared/reference
 
 
 @pytest.fixture(autouse=True)
