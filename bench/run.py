@@ -544,7 +544,8 @@ def table(r: Dict[str, Any]) -> str:
             row("CPU cap on a trace_pipe reader", f"skipped: {cc['skipped']}", "(report)", None)
         for run in cc.get("runs", []):
             q = run["quota_percent"]
-            who = "cat, no cap" if q == "cat" else (f"daemon, CPUQuota={q}%" if q else "daemon, no cap")
+            who = ("cat, no cap" if q == "cat"
+                   else f"daemon, CPUQuota={q}%" if q else "daemon, no cap")
             late = run["late_process_detected_ms"]
             seen = "" if q == "cat" else "; new nr-gnb mid-flood pushed after " + (
                 "never" if late is None else f"{late:.0f} ms")

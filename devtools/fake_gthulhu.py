@@ -65,6 +65,7 @@ class FakeGthulhu:
         self.received: List[Received] = []
         self.tokens_issued = 0
         self.min_jti = 0  # tokens with a lower serial are rejected (see revoke_tokens)
+        self.selector_pids: List[int] = []  # what selector strategies "match" on GET
         self.fault: Optional[str] = None  # see Handler._fault for the names
         self.fault_delay = 0.0
         self._cond = threading.Condition()
@@ -156,6 +157,16 @@ class FakeGthulhu:
             return False
         return int(claims.get("jti", 0)) >= self.min_jti
 
+    def expanded(self) -> List[dict]:
+        """The list as GET returns it: selector strategies once per matching PID."""
+        out: List[dict] = []
+        for s in self.strategies or []:
+            if s.get("selectors"):
+                out += [{**s, "pid": pid} for pid in self.selector_pids]
+            else:
+                out.append(s)
+        return out
+
     def revoke_tokens(self) -> None:
         """Make every token issued so far invalid (as a restarted server with a new key
         configuration would): the next protected call gets a 401."""
@@ -235,7 +246,7 @@ def _make_handler(api: FakeGthulhu) -> type:
                     return
                 self._send(200, {"success": True, "message": "Scheduling strategies retrieved",
                                  "timestamp": time.time(),
-                                 "scheduling": api.strategies or None})
+                                 "scheduling": api.expanded() or None})
             else:
                 self._send(404, {"success": False, "error": "not found"})
 
@@ -274,14 +285,17 @@ def _make_handler(api: FakeGthulhu) -> type:
                 return
             items = body.get("strategies") if isinstance(body, dict) else None
             ok = isinstance(items, list) and all(
-                isinstance(i, dict) and isinstance(i.get("pid"), int)
+                isinstance(i, dict)
+                and (isinstance(i.get("pid"), int) or isinstance(i.get("selectors"), list))
                 and type(i.get("priority")) is api.priority_type
                 and isinstance(i.get("execution_time"), int) for i in items)
             if not ok:
                 self._send(400, {"success": False, "error": "Invalid request payload: json: "
                                  "cannot unmarshal"})
                 return
-            api.strategies = [i for i in items if i.get("pid")]  # type: ignore[union-attr]
+            # like the real server: entries with neither a PID nor selectors are dropped
+            api.strategies = [i for i in items  # type: ignore[union-attr]
+                              if i.get("pid") or i.get("selectors")]
             self._send(200, {"success": True,
                              "message": "Scheduling strategies saved successfully",
                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ")})

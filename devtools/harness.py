@@ -149,6 +149,9 @@ class DaemonProcess:
                     if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
                                  "JOURNAL_STREAM")}
         full_env["PYTHONPATH"] = str(REPO)
+        # systemd's RuntimeDirectory=/StateDirectory= stand-ins, beside the log
+        full_env["RUNTIME_DIRECTORY"] = str(log.parent / "run")
+        full_env["STATE_DIRECTORY"] = str(log.parent / "state")
         if notify is not None:
             full_env["NOTIFY_SOCKET"] = str(notify.path)
         full_env.update(env or {})

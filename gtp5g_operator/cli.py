@@ -26,14 +26,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
                         help="configuration file (TOML)")
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "check-config"),
-                        help="run the daemon in the foreground, or only validate the "
-                             "configuration")
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=("run", "check-config", "status"),
+                        help="run the daemon in the foreground, only validate the "
+                             "configuration, or show the running daemon's state")
+    parser.add_argument("--json", action="store_true",
+                        help="status: print the raw state (JSON)")
+    parser.add_argument("--runtime-dir", default=None, metavar="DIR",
+                        help="status: where the daemon keeps state.json (default: "
+                             "$RUNTIME_DIRECTORY, else /run/gtp5g-operator)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "status":
+        from .state import runtime_dir
+        from .status import show_status
+
+        code, text = show_status(args.runtime_dir or runtime_dir(), args.json)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
     if args.command == "check-config":
         try:
             load_config(args.config)

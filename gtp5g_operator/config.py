@@ -10,6 +10,8 @@ Unknown keys are errors: a typo must never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import ipaddress
 import os
 import stat
 import sys
@@ -71,12 +73,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # "host:port" of the /metrics endpoint; "" = off
+    allow_remote: bool = False
+    textfile: str = ""  # node-exporter textfile collector file; "" = off
+
+
+@dataclass(frozen=True)
 class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Not from TOML: where it came from and the key's PEM text, so that a
     # reload can tell whether the key changed and no request re-reads files.
     source: str = ""
@@ -192,6 +202,26 @@ def _priority(v: Any) -> Union[bool, int]:
     return v  # type: ignore[no-any-return]
 
 
+def split_listen(value: str) -> Tuple[str, int]:
+    """("127.0.0.1", 9469) from "127.0.0.1:9469" or "[::1]:9469"."""
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return host, int(port)
+
+
+def _listen_address(v: Any) -> str:
+    what = '"" (off) or "address:port", e.g. "127.0.0.1:9469"'
+    _expect(isinstance(v, str), what, v)
+    if v:
+        try:
+            ipaddress.ip_address(split_listen(v)[0])
+        except ValueError:
+            raise ValueError(f"expected {what}, got {_fmt(v)}") from None
+    return str(v)
+
+
 def _positive_ns(v: Any) -> int:
     _expect(_is_int(v) and 0 < v < 2**63, "a positive integer (nanoseconds)", v)
     return int(v)
@@ -210,12 +240,17 @@ _SCHEMA: Dict[str, Tuple[type, Dict[str, Callable[[Any], Any]]]] = {
         "priority": _priority,
         "execution_time_ns": _positive_ns,
         "targets": _choice("tgid", "tid", "both"),
-        "mode": _choice("overwrite"),
+        "mode": _choice("overwrite", "merge"),
         "resync_interval": _seconds(0.0, 3600.0),
         "liveness_interval": _seconds(0.0, 3600.0),
         "clear_on_stop": _bool,
     }),
     "log": (LogConfig, {"level": _choice("debug", "info", "warning", "error")}),
+    "metrics": (MetricsConfig, {
+        "listen": _listen_address,
+        "allow_remote": _bool,
+        "textfile": _optional_abs_path,
+    }),
 }
 
 
@@ -247,6 +282,11 @@ def build_config(raw: Mapping[str, Any], source: str) -> Config:
                 raise ConfigError(f"{source}: {name}.{key}: {exc}") from None
         sections[name] = cls(**kwargs)
     config = Config(source=source, **sections)
+    listen = config.metrics.listen
+    if listen and not config.metrics.allow_remote and not ipaddress.ip_address(
+            split_listen(listen)[0]).is_loopback:
+        raise ConfigError(f"{source}: metrics.listen: {listen} is not a loopback address; "
+                          "set metrics.allow_remote = true to expose metrics beyond this host")
     if config.api.timeout >= config.strategy.resync_interval:
         raise ConfigError(f"{source}: api.timeout: must be shorter than "
                           f"strategy.resync_interval ({config.strategy.resync_interval:g} s)")
@@ -302,6 +342,11 @@ def load_config(path: str) -> Config:
     validate_public_key(pem, key_path)
     if config.api.ca_file:
         _read_text(config.api.ca_file, "CA file")
+    metrics = config.metrics
+    if (metrics.listen or metrics.textfile) and importlib.util.find_spec(
+            "prometheus_client") is None:
+        raise ConfigError(f"{path}: metrics: the prometheus_client module is not installed "
+                          "(Debian: python3-prometheus-client)")
     return dataclasses.replace(config, public_key_pem=pem)
 
 

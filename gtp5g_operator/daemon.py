@@ -20,9 +20,12 @@ from . import __version__
 from .api import GthulhuClient
 from .config import Config, ConfigError, describe_changes, load_config
 from .logsetup import set_level
+from .metrics import make_metrics
 from .notify import Notifier, watchdog_interval
 from .procfs import ProcFS
 from .push import Pusher
+from .report import Reporter, status_line
+from .state import OwnedIds, StateFile, runtime_dir, state_dir
 from .strategy import build_strategies, target_ids
 from .tracepipe import TraceSource
 from .tracker import TaskTracker
@@ -64,6 +67,9 @@ class Daemon:
         self._trace_rest_until: Optional[float] = None
         self._stopping = False
         self._loaded_at = wall_clock()
+        self._state_dir = state_dir(env)
+        self.reporter = Reporter(make_metrics(config.metrics), StateFile(runtime_dir(env)),
+                                 clock, wall_clock)
         now = clock()
         self._next_liveness = now + config.strategy.liveness_interval
         self._next_watchdog = now
@@ -94,7 +100,13 @@ class Daemon:
 
     def _make_pusher(self) -> Pusher:
         return Pusher(self._make_client(self.config), self.config.strategy.resync_interval,
-                      self._clock, self._wall, first_push_delay=FIRST_PUSH_DELAY)
+                      self._clock, self._wall, first_push_delay=FIRST_PUSH_DELAY,
+                      mode=self.config.strategy.mode, owned=self._owned(self.config))
+
+    def _owned(self, cfg: Config) -> Optional[OwnedIds]:
+        if cfg.strategy.mode != "merge":
+            return None
+        return OwnedIds(self._state_dir, cfg.api.url)
 
     def _make_client(self, cfg: Config) -> GthulhuClient:
         return GthulhuClient(cfg.api.url, cfg.public_key_pem, cfg.api.public_key,
@@ -126,6 +138,7 @@ class Daemon:
         self.setup()
         self.notifier.send("READY=1", "STATUS=" + self.status_line())
         self.pusher = self._make_pusher()
+        self._publish()
         try:
             while not self._stopping:
                 self.run_once()
@@ -134,8 +147,13 @@ class Daemon:
             if self.config.strategy.clear_on_stop:
                 self._clear_on_stop()
         finally:
+            self.reporter.state.remove()  # `status` then says: not running
             self.close()
         return 0
+
+    def _publish(self) -> None:
+        self.reporter.publish(self.config, self._loaded_at, self.tracker, self.source,
+                              self.pusher)
 
     def run_once(self) -> None:
         timeout = max(0.0, self._next_deadline() - self._clock())
@@ -181,8 +199,11 @@ class Daemon:
         elif self.source.bytes - before < SMALL_TURN:
             self._unregister_source()
             self._trace_rest_until = self._clock() + TRACE_REST
-        if tids and self.tracker.observe(tids) and self.pusher is not None:
-            self.pusher.mark_changed()
+        if tids and self.tracker.observe(tids):
+            self.reporter.tasks_added(self.tracker.take_added())
+            if self.pusher is not None:
+                self.pusher.mark_changed()
+        self.reporter.trace_turn(self.source)
 
     def _on_signal(self) -> None:
         try:
@@ -206,7 +227,9 @@ class Daemon:
         assert self.pusher is not None
         self.tracker.prune()  # never push a task that exited or whose ID was reused
         ids = target_ids(self.tracker.snapshot(), self.config.strategy.targets)
-        self.pusher.push(build_strategies(ids, self.config.strategy))
+        result = self.pusher.push(build_strategies(ids, self.config.strategy))
+        self.reporter.pushed(result, ids, self.pusher)
+        self._publish()
         self.notifier.send("STATUS=" + self.status_line())
 
     def _clear_on_stop(self) -> None:
@@ -226,8 +249,11 @@ class Daemon:
             new = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.reporter.reloaded(False)
         else:
             self.apply(new)
+            self.reporter.reloaded(True)
+            self._publish()
         self.notifier.send("READY=1", "STATUS=" + self.status_line())
 
     def apply(self, new: Config) -> None:
@@ -241,6 +267,8 @@ class Daemon:
         log.info("configuration reloaded: %s changed", ", ".join(changed))
         if old.log != new.log:
             set_level(new.log.level)
+        if old.metrics != new.metrics:
+            self._apply_metrics(new)
         if old.trace != new.trace:
             self._unregister_source()
             self.source.set_setting(new.trace.pipe)
@@ -259,20 +287,18 @@ class Daemon:
             self.pusher.client.timeout = new.api.timeout
         if old.strategy.resync_interval != new.strategy.resync_interval:
             self.pusher.set_resync_interval(new.strategy.resync_interval)
+        if (old.strategy.mode, old.api.url) != (new.strategy.mode, new.api.url):
+            self.pusher.mode, self.pusher.owned = new.strategy.mode, self._owned(new)
         values = ("priority", "execution_time_ns", "targets", "mode")
         if any(getattr(old.strategy, v) != getattr(new.strategy, v) for v in values):
             self.pusher.push_now()
 
-    # --- status -----------------------------------------------------------------
+    def _apply_metrics(self, new: Config) -> None:
+        if self.reporter.metrics is None:
+            self.reporter.metrics = make_metrics(new.metrics)
+        else:
+            self.reporter.metrics.configure(new.metrics)
 
     def status_line(self) -> str:
-        procs, tasks = len(self.tracker.processes), self.tracker.task_count
-        text = f"tracking {procs} process(es), {tasks} task(s)"
-        last = self.pusher.last if self.pusher else None
-        if last is None:
-            return text + "; no push yet"
-        age = max(0.0, self._clock() - last.at_mono)
-        if last.ok:
-            return text + f"; last push ok ({last.count} strategies) {age:.0f}s ago"
-        return text + f"; last push failed ({last.error_kind}) {age:.0f}s ago"
+        return status_line(self.tracker, self.pusher, self._clock())
 

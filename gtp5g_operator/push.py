@@ -15,6 +15,8 @@ from typing import Callable, List, Optional, Protocol
 from .api import ApiError
 from .auth import Token
 from .backoff import Backoff
+from .merge import merge_strategies
+from .state import OwnedIds
 from .strategy import Strategy
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class Client(Protocol):
     def post_strategies(self, token: Token, strategies: List[Strategy],
                         deadline: float) -> None: ...
 
+    def get_strategies(self, token: Token, deadline: float) -> List[Strategy]: ...
+
 
 @dataclass
 class PushResult:
@@ -50,13 +54,17 @@ class Pusher:
     def __init__(self, client: Client, resync_interval: float,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 backoff: Optional[Backoff] = None, first_push_delay: float = 0.0) -> None:
+                 backoff: Optional[Backoff] = None, first_push_delay: float = 0.0,
+                 mode: str = "overwrite", owned: Optional[OwnedIds] = None) -> None:
         self.client = client
+        self.mode = mode
+        self.owned = owned  # merge mode: the IDs this host pushed (persisted)
         self.resync_interval = resync_interval
         self._clock = clock
         self._wall = wall_clock
         self._backoff = backoff or Backoff(FIRST_RETRY, resync_interval)
         self.token: Optional[Token] = None
+        self.tokens_obtained = 0
         self._token_renew_at = 0.0
         # Push once soon after start, even an empty set: the API may hold stale strategies.
         self._next = clock() + first_push_delay
@@ -102,26 +110,40 @@ class Pusher:
         refreshed = False
         try:
             refreshed = self._ensure_token(start, deadline)
-            assert self.token is not None
             try:
-                self.client.post_strategies(self.token, strategies, deadline)
+                self._write(strategies, deadline)
             except ApiError as exc:
                 if exc.kind != "unauthorized" or refreshed:
                     raise
                 log.info("API rejected the token (HTTP 401): getting a new one")
                 self.token = None
                 refreshed = self._ensure_token(self._clock(), deadline)
-                assert self.token is not None
-                self.client.post_strategies(self.token, strategies, deadline)
+                self._write(strategies, deadline)
         except ApiError as exc:
             return self._failed(exc, len(strategies), start, refreshed)
         return self._succeeded(len(strategies), start, refreshed)
+
+    def _write(self, strategies: List[Strategy], deadline: float) -> None:
+        assert self.token is not None
+        if self.mode != "merge":
+            self.client.post_strategies(self.token, strategies, deadline)
+            return
+        owned = set(self.owned.ids) if self.owned is not None else set()
+        ours = {s["pid"] for s in strategies}
+        current = self.client.get_strategies(self.token, deadline)
+        merged = merge_strategies(current, strategies, owned)
+        if self.owned is not None:
+            self.owned.replace(owned | ours)  # recorded before the POST: a crash after it
+        self.client.post_strategies(self.token, merged, deadline)  # must not orphan entries
+        if self.owned is not None:
+            self.owned.replace(ours)
 
     def _ensure_token(self, now: float, deadline: float) -> bool:
         if self.token is not None and now < self._token_renew_at:
             return False
         token = self.client.fetch_token(deadline)
         self.token = token
+        self.tokens_obtained += 1
         self._token_renew_at = now + token.refresh_in
         log.info("got an API token, valid until %s (renewing in %.0f s)",
                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),

@@ -91,7 +91,9 @@ class LineFramer:
     `frame()` to get the region [start, end) holding only complete lines, scans
     it in place, and calls `release()`.  An incomplete last line is kept for the
     next read; one longer than `max_line` is dropped (and counted) up to its
-    newline, so memory stays fixed whatever comes down the pipe.
+    newline, so memory stays fixed whatever comes down the pipe.  (A long line
+    that arrives whole within one buffer is simply scanned: that costs no
+    memory, and checking every line's length would cost Python work per line.)
     """
 
     def __init__(self, capacity: int = 256 * 1024, max_line: int = 16 * 1024) -> None:

@@ -60,6 +60,7 @@ class TaskTracker:
         self._negative: Set[bytes] = set()  # IDs that are not targets (or gone)
         self._verdicts: Dict[Tuple[int, int], bool] = {}
         self.lookups = 0  # /proc resolutions done, for metrics and tests
+        self._added: List[int] = []  # tasks added since the last take_added()
 
     # --- hot path -------------------------------------------------------
 
@@ -101,6 +102,7 @@ class TaskTracker:
                 return changed  # the leader went away between reads
         proc.tasks[tid] = task.start_time
         self._targets[tid_b] = task.tgid
+        self._added.append(tid)
         log.info("task %d added (process %d %s)", tid, task.tgid, proc.info.comm)
         return True
 
@@ -179,6 +181,10 @@ class TaskTracker:
         return changed
 
     # --- views ----------------------------------------------------------
+
+    def take_added(self) -> List[int]:
+        added, self._added = self._added, []
+        return added
 
     def snapshot(self) -> List[Tuple[int, List[int]]]:
         """[(tgid, sorted tids)] sorted by tgid: the input of the strategy builder."""

@@ -179,6 +179,10 @@ def test_nr_gnb_in_the_container_reaches_the_api(box: Container, api: FakeGthulh
     feed(box, gnb.lines())
     api.wait_post(lambda s: pids_of(s) == {gnb.pid, gnb.tid}, timeout=10)
     assert any(e["MESSAGE"].startswith(f"process {gnb.pid} (nr-gnb") for e in journal(box))
+    status = wait_until(lambda: str(gnb.tid) in (out := sh(box, "gtp5g-operator status"))
+                        and out, 10, "status showing the process")
+    row = next(line for line in status.splitlines() if line.startswith(str(gnb.pid)))
+    assert row.split()[1] == "nr-gnb"
 
 
 def test_reload_applies_a_new_time_slice(box: Container, api: FakeGthulhu, gnb: Gnb) -> None:

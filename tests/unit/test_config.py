@@ -73,6 +73,9 @@ BAD: Dict[str, str] = {
     'strategy.execution_time_ns ': '[strategy]\nexecution_time_ns = 0',
     'strategy.targets': '[strategy]\ntargets = "all"',
     'strategy.mode': '[strategy]\nmode = "append"',
+    'metrics.listen': '[metrics]\nlisten = "localhost"',
+    'metrics.allow_remote': '[metrics]\nallow_remote = "yes"',
+    'metrics.textfile': '[metrics]\ntextfile = "x.prom"',
     'strategy.resync_interval': '[strategy]\nresync_interval = -1',
     'strategy.liveness_interval': '[strategy]\nliveness_interval = "5s"',
     'strategy.clear_on_stop': '[strategy]\nclear_on_stop = 1',
@@ -124,7 +127,8 @@ def test_example_config_is_valid_and_documents_every_default() -> None:
                           "strategy": ["priority", "execution_time_ns", "targets", "mode",
                                        "resync_interval", "liveness_interval",
                                        "clear_on_stop"],
-                          "log": ["level"]}.items():
+                          "log": ["level"],
+                          "metrics": ["listen", "allow_remote", "textfile"]}.items():
         for key in keys:
             assert f"# {key} = " in text, f"{section}.{key} not documented in the example"
 

@@ -1,0 +1,178 @@
+"""Metrics (endpoint and textfile), `status`, and the merge / clear modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict
+
+import pytest
+
+from devtools.fake_gthulhu import FakeGthulhu
+from devtools.harness import REPO, GnbProcess, wait_until
+from devtools.tracelines import gtp5g_line
+from tests.conftest import Env
+
+prometheus_client = pytest.importorskip("prometheus_client",
+                                        reason="metrics need prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse(text: str) -> Dict[str, float]:
+    """{'name{label="v"}': value} for every sample."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def scrape(port: int) -> Dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return parse(r.read().decode())
+
+
+def pids(strategies: list) -> set:
+    return {s["pid"] for s in strategies if "pid" in s}  # selector strategies have none
+
+
+def test_metrics_endpoint_and_textfile_follow_the_scenario(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    port = free_port()
+    textfile = tmp_path / "gtp5g_operator.prom"
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}", "textfile": str(textfile)})
+    env.api.wait_post(lambda s: s == [])
+    before = wait_until(lambda: scrape(port).get('gtp5g_operator_pushes_total{result="ok"}')
+                        and scrape(port), 5, "first push counted")
+    assert before["gtp5g_operator_tracked_processes"] == 0
+    assert before['gtp5g_operator_build_info{version="0.1.0"}'] == 1
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids) + "junk\n")
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+    after = wait_until(lambda: scrape(port)["gtp5g_operator_tracked_processes"] == 1
+                       and scrape(port), 5, "tracked process in metrics")
+    assert after["gtp5g_operator_tracked_tasks"] == 2
+    assert after["gtp5g_operator_trace_lines_total"] == 2  # the junk line is not a trace line
+    assert after["gtp5g_operator_trace_bytes_total"] > 100
+    assert after['gtp5g_operator_pushes_total{result="ok"}'] > before[
+        'gtp5g_operator_pushes_total{result="ok"}']
+    assert after["gtp5g_operator_detect_to_push_seconds_count"] == 2
+    assert 0 < after["gtp5g_operator_detect_to_push_seconds_sum"] < 2
+    assert after["gtp5g_operator_token_refreshes_total"] == 1
+    assert after["gtp5g_operator_last_successful_push_timestamp_seconds"] > 1.7e9
+    # the textfile: same metrics, atomically replaced, readable by node-exporter
+    file_values = wait_until(lambda: textfile.exists() and parse(textfile.read_text()).get(
+        "gtp5g_operator_tracked_processes") == 1 and parse(textfile.read_text()), 5,
+        "textfile with the tracked process")
+    assert file_values["gtp5g_operator_tracked_tasks"] == 2
+    assert textfile.stat().st_mode & 0o777 == 0o644
+    # a reload is counted by result
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: scrape(port).get('gtp5g_operator_config_reloads_total{result="ok"}')
+               == 1, 5, "reload counted")
+    # an over-long line (its newline arrives late, so it must be held) is dropped, counted
+    env.writer.write(b"x" * (64 * 1024))
+    time.sleep(0.2)
+    env.writer.write(b"\n")
+    wait_until(lambda: scrape(port)["gtp5g_operator_trace_dropped_lines_total"] == 1, 5,
+               "dropped line counted")
+
+
+def test_metrics_refuse_a_remote_address_unless_allowed(env: Env) -> None:
+    env.config_path.write_text("")
+    env.write_config(metrics={"listen": "0.0.0.0:9469"})
+    d = env.start(ready=False)
+    assert d.proc.wait(10) == 78
+    assert "metrics.listen: 0.0.0.0:9469 is not a loopback address" in d.log()
+
+
+def run_status(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gtp5g_operator", "status", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_status_of_a_running_daemon_and_of_none(env: Env,
+                                                 gnb: Callable[..., GnbProcess]) -> None:
+    rundir = env.tmp / "run"
+    out = run_status("--runtime-dir", str(rundir))
+    assert out.returncode == 3 and "gtp5g-operator is not running" in out.stderr
+    d = env.start()
+    g = gnb(threads=("gnb worker",))
+    env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+    table = wait_until(lambda: (r := run_status("--runtime-dir", str(rundir))).returncode == 0
+                       and str(g.pid) in r.stdout and r.stdout, 5, "status with the process")
+    assert f"PID {d.pid}" in table and f"config:     {env.config_path}" in table
+    row = next(line for line in table.splitlines() if line.startswith(str(g.pid)))
+    assert row.split()[1] == "nr-gnb" and str(g.threads["gnb worker"]) in row
+    assert "last push:  ok, 2 strategies" in table
+    raw = json.loads(run_status("--json", "--runtime-dir", str(rundir)).stdout)
+    assert raw["processes"][0]["tids"] == sorted(g.tids)
+    assert raw["api"]["token_expires_at"] > raw["started_at"]
+    state_text = (rundir / "state.json").read_text()
+    token = env.api.posts()[-1].authorization.split(" ", 1)[1]
+    assert token not in state_text and "BEGIN PUBLIC KEY" not in state_text
+    d.stop()
+    out = run_status("--runtime-dir", str(rundir))
+    assert out.returncode == 3 and "not running" in out.stderr
+    # a daemon that died without cleaning up leaves a stale file: still "not running"
+    (rundir / "state.json").write_text(state_text.replace(f'"pid": {d.pid}', '"pid": 999999'))
+    out = run_status("--runtime-dir", str(rundir))
+    assert out.returncode == 3 and "stale" in out.stderr
+
+
+OTHER = {"pid": 1, "priority": False, "execution_time": 7}
+SELECTOR = {"priority": True, "execution_time": 3, "selectors": [{"key": "app", "value": "x"}]}
+
+
+def test_merge_keeps_other_writers_across_pushes_restarts_and_clear(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    api: FakeGthulhu = env.api
+    api.strategies = [OTHER, SELECTOR]
+    api.selector_pids = [5001, 5002]  # GET returns the selector strategy expanded twice
+    d = env.start(strategy={"mode": "merge", "clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: g.pid in pids(s))
+    wait_until(lambda: api.strategies is not None and sorted(
+        map(json.dumps, api.strategies)) == sorted(map(json.dumps, [
+            OTHER, SELECTOR, {"pid": g.pid, "priority": True, "execution_time": 20_000_000}])),
+        5, "merged list on the server")
+    # the daemon goes away uncleanly while its process dies; it must clean up after restart
+    d.proc.kill()
+    d.proc.wait()
+    dead = g.pid
+    g.stop()
+    env.writer.close()
+    owned = json.loads((env.tmp / "state" / "owned.json").read_text())
+    assert owned["pids"] == [dead]
+    d2 = env.start(strategy={"mode": "merge", "clear_on_stop": True})
+    env.api.wait_for(lambda: api.strategies is not None and dead not in pids(api.strategies))
+    assert OTHER in api.strategies and SELECTOR in api.strategies
+    g2 = gnb(threads=())
+    env.writer.write(gtp5g_line("nr-gnb", g2.pid, g2.pid))
+    env.api.wait_for(lambda: g2.pid in pids(api.strategies or []))
+    api.strategies = [*api.strategies, {"pid": 2, "priority": True, "execution_time": 9}]
+    n = len(api.posts())
+    d2.signal(signal.SIGTERM)  # clear_on_stop in merge mode: only our entries go
+    assert d2.proc.wait(5) == 0
+    assert len(api.posts()) > n
+    remaining = api.strategies
+    assert OTHER in remaining and SELECTOR in remaining
+    assert {"pid": 2, "priority": True, "execution_time": 9} in remaining
+    assert g2.pid not in pids(remaining)

@@ -1,0 +1,66 @@
+"""Merge of strategy lists, and the status table. Pure."""
+
+from __future__ import annotations
+
+import time
+
+from gtp5g_operator.merge import merge_strategies
+from gtp5g_operator.status import format_status
+
+OURS = [{"pid": 10, "priority": True, "execution_time": 1}]
+
+
+def s(pid: int, **kw: object) -> dict:
+    return {"pid": pid, "priority": True, "execution_time": 5, **kw}
+
+
+def test_others_kept_owned_replaced() -> None:
+    current = [s(1), s(7), s(9)]
+    assert merge_strategies(current, OURS, owned={7}) == [s(1), s(9), *OURS]
+
+
+def test_our_wanted_pid_replaces_another_writers_entry() -> None:
+    assert merge_strategies([s(10, execution_time=99)], OURS, owned=set()) == OURS
+
+
+def test_expanded_selector_strategy_is_kept_once_without_pid() -> None:
+    sel = [{"key": "app", "value": "upf"}]
+    current = [s(20, selectors=sel), s(21, selectors=sel), s(3)]
+    merged = merge_strategies(current, OURS, owned=set())
+    assert merged == [{"priority": True, "execution_time": 5, "selectors": sel}, s(3), *OURS]
+
+
+def test_entries_without_usable_pid_are_dropped() -> None:
+    current = [{"priority": True}, s(0), {"pid": "7"}, {"pid": True}]
+    assert merge_strategies(current, [], owned=set()) == []
+
+
+def test_clear_removes_only_owned() -> None:
+    assert merge_strategies([s(1), s(10)], [], owned={10}) == [s(1)]
+
+
+def test_status_table() -> None:
+    now = time.time()
+    state = {
+        "pid": 42, "version": "0.1.0", "started_at": now - 300,
+        "config": {"path": "/etc/gtp5g-operator/config.toml", "loaded_at": now - 300,
+                   "mode": "overwrite", "targets": "both"},
+        "api": {"url": "http://127.0.0.1:8080", "token_expires_at": now + 3600},
+        "trace": {"path": "/sys/kernel/tracing/trace_pipe", "open": True, "lines": 1234567,
+                  "dropped_lines": 0},
+        "processes": [{"tgid": 29493, "comm": "nr-gnb", "exe": "/usr/bin/nr-gnb", "uid": 0,
+                       "tids": [29493, 29534], "since": now - 60}],
+        "last_push": {"ok": True, "at": now - 3, "count": 3, "duration_s": 0.0041,
+                      "error": ""},
+    }
+    text = format_status(state, now)
+    assert "PID 42, running since" in text and "(5m ago)" in text
+    assert "1,234,567 lines, 0 dropped" in text
+    assert "last push:  ok, 3 strategies" in text and "4.1 ms" in text
+    header, row = text.splitlines()[-2:]
+    assert header.split() == ["TGID", "NAME", "EXE", "UID", "ACTIVE", "TIDS", "SINCE"]
+    assert row.split()[:6] == ["29493", "nr-gnb", "/usr/bin/nr-gnb", "0", "29493", "29534"]
+    state["processes"] = []
+    state["last_push"] = {"ok": False, "at": now, "count": 0, "error": "connect: refused"}
+    text = format_status(state, now)
+    assert "FAILED (connect: refused)" in text and text.endswith("no nr-gnb process tracked")
