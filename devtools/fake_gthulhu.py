@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ class Received:
 class FakeGthulhu:
     def __init__(self, private_key_pem: bytes, token_lifetime: float = 3600.0,
                  token_shape: str = "2025", priority_type: type = bool,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
         self._key = serialization.load_pem_private_key(private_key_pem, password=None)
         self._public_pem = self._key.public_key().public_bytes(  # type: ignore[union-attr]
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -73,12 +75,16 @@ class FakeGthulhu:
         self._stop_hang = threading.Event()
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:  # https: the handshake happens when a connection is accepted
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     def start(self) -> FakeGthulhu:
         self._thread.start()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,14 +74,43 @@ class NotifySocket:
         self.sock.close()
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+_public_dir: Optional[Path] = None
+
+
+def public_copy(*files: Path) -> Path:
+    """A world-readable directory holding copies of files: another user (or an
+    interpreter elsewhere) may not be able to read this checkout."""
+    global _public_dir
+    if _public_dir is None:
+        _public_dir = Path(tempfile.mkdtemp(prefix="gtp5g-public-"))
+        os.chmod(_public_dir, 0o755)
+    for f in files:
+        target = _public_dir / f.name
+        if f.is_dir():
+            shutil.copytree(f, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(f, target)
+    for path in _public_dir.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return _public_dir
+
+
+def _sim_command(executable: Optional[str], user: Optional[int]) -> List[str]:
+    if executable is None and user is None:
+        return [sys.executable, "-m", "devtools.gnb_sim"]
+    script = public_copy(REPO / "devtools" / "gnb_sim.py") / "gnb_sim.py"
+    return [executable or SYSTEM_PYTHON, str(script)]
+
+
 class GnbProcess:
     """A real child whose process name and thread names are set with prctl."""
 
     def __init__(self, name: str = "nr-gnb", threads: tuple[str, ...] = ("nr-gnb-rlc",),
                  user: Optional[int] = None, executable: Optional[str] = None,
                  workers: int = 0) -> None:
-        cmd = [executable or sys.executable, "-m", "devtools.gnb_sim", "--name", name,
-               "--workers", str(workers)]
+        cmd = [*_sim_command(executable, user), "--name", name, "--workers", str(workers)]
         for t in threads:
             cmd += ["--thread", t]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

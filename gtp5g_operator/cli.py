@@ -11,6 +11,7 @@ from typing import List, Optional
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from .logsetup import setup_logging, stderr_is_journal
+from .procfs import in_initial_pid_namespace
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 
@@ -64,6 +65,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG
     setup_logging(config.log.level)
+    if not config.trace.allow_pid_namespace and in_initial_pid_namespace() is False:
+        log.error("not starting: this process is not in the initial PID namespace, but "
+                  "trace_pipe reports task IDs of that namespace, so /proc here would name "
+                  "other processes and the wrong ones would be boosted; run it on the host "
+                  "(or set trace.allow_pid_namespace = true for a trace source of this "
+                  "namespace)")
+        return EX_CONFIG
     from .daemon import Daemon
 
     return Daemon(config, args.config).run()

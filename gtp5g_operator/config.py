@@ -39,6 +39,9 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class TraceConfig:
     pipe: str = "auto"
+    # trace_pipe reports IDs of the initial PID namespace; in another one /proc
+    # names other processes.  Only for a trace source of that namespace (tests).
+    allow_pid_namespace: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def _positive_ns(v: Any) -> int:
 
 
 _SCHEMA: Dict[str, Tuple[type, Dict[str, Callable[[Any], Any]]]] = {
-    "trace": (TraceConfig, {"pipe": _trace_pipe}),
+    "trace": (TraceConfig, {"pipe": _trace_pipe, "allow_pid_namespace": _bool}),
     "match": (MatchConfig, {"comm": _comm_list, "exe": _exe_list, "uid": _uid_list}),
     "api": (ApiConfig, {
         "url": _api_url,

@@ -129,3 +129,15 @@ class ProcFS:
             exe=exe,
             uid=uid if uid is not None else -1,
         )
+
+
+INITIAL_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the kernel's fixed inode of init_pid_ns
+
+
+def in_initial_pid_namespace(root: str = "/proc") -> Optional[bool]:
+    """True/False, or None when it cannot be told (no /proc/self/ns/pid)."""
+    try:
+        link = os.readlink(f"{root}/self/ns/pid")
+    except OSError:
+        return None
+    return link == f"pid:[{INITIAL_PID_NS_INODE}]"

@@ -96,7 +96,8 @@ def journal(box: Container) -> List[Dict[str, Any]]:
 
 
 def config_text(api_url: str, execution_time_ns: int = 20_000_000) -> str:
-    return (f'[trace]\npipe = "{FIFO}"\n'
+    # The container has its own PID namespace and the FIFO speaks its IDs.
+    return (f'[trace]\npipe = "{FIFO}"\nallow_pid_namespace = true\n'
             f'[api]\nurl = "{api_url}"\ntimeout = 2.0\n'
             f'[strategy]\nexecution_time_ns = {execution_time_ns}\nliveness_interval = 1.0\n'
             f'resync_interval = 3.0\n')

@@ -57,6 +57,7 @@ clear_on_stop = true
 
 BAD: Dict[str, str] = {
     'trace.pipe': '[trace]\npipe = "relative/path"',
+    'trace.allow_pid_namespace': '[trace]\nallow_pid_namespace = "yes"',
     'match.comm': '[match]\ncomm = "nr-gnb"',
     'match.comm ': '[match]\ncomm = ["a-name-longer-than-15"]',
     'match.comm  ': '[match]\ncomm = []',
@@ -122,7 +123,7 @@ def test_timeout_must_be_below_resync() -> None:
 def test_example_config_is_valid_and_documents_every_default() -> None:
     text = (REPO / "packaging" / "config.toml").read_text()
     assert parse_config(text) == Config(source="config.toml")
-    for section, keys in {"trace": ["pipe"], "match": ["comm", "exe", "uid"],
+    for section, keys in {"trace": ["pipe", "allow_pid_namespace"], "match": ["comm", "exe", "uid"],
                           "api": ["url", "public_key", "timeout", "ca_file"],
                           "strategy": ["priority", "execution_time_ns", "targets", "mode",
                                        "resync_interval", "liveness_interval",

@@ -1,0 +1,470 @@
+"""Fault injection: the real daemon under every fault we can name.
+
+Each case asserts what the daemon did — kept running, recovered, logged once,
+pushed the right set, kept feeding the watchdog.  README "Faults tried" lists
+the outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+import tomllib
+
+from devtools.fake_gthulhu import FakeGthulhu
+from devtools.harness import (
+    REPO,
+    SYSTEM_PYTHON,
+    DaemonProcess,
+    GnbProcess,
+    TraceWriter,
+    public_copy,
+    wait_until,
+    write_config,
+)
+from devtools.tls import make_ca_and_server_cert
+from devtools.tracelines import gtp5g_line, trace_line
+from tests.conftest import Env, base_config
+from tests.unit.test_config import BAD
+
+pytestmark = pytest.mark.faults
+
+WATCHDOG_USEC = "1000000"  # pings every 0.5 s
+API_TIMEOUT = 1.0
+
+
+def pids(strategies: List[dict]) -> set:
+    return {s["pid"] for s in strategies if "pid" in s}
+
+
+def lines_for(g: GnbProcess) -> str:
+    return "".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids)
+
+
+def ping_gaps(env: Env, since: float) -> List[float]:
+    times = [t for t, m in env.notify.timed() if m.get("WATCHDOG") == "1" and t >= since]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def start_watched(env: Env, **overrides: Dict[str, object]) -> DaemonProcess:
+    api = {"timeout": API_TIMEOUT}
+    api.update(overrides.pop("api", {}))  # type: ignore[arg-type]
+    strategy = {"resync_interval": 2.0}
+    strategy.update(overrides.pop("strategy", {}))  # type: ignore[arg-type]
+    return env.start(env={"WATCHDOG_USEC": WATCHDOG_USEC}, api=api, strategy=strategy,
+                     **overrides)  # type: ignore[arg-type]
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault,logged", [
+    ("hang", "timeout: POST"),
+    ("500", "http-5xx: HTTP 500: internal error"),
+    ("400", "http-4xx: HTTP 400: Invalid request payload"),
+    ("badjson", "bad-answer: POST"),
+    ("huge", "bad-answer: answer of"),
+])
+def test_api_fault_then_recovery_watchdog_fed(env: Env, gnb: Callable[..., GnbProcess],
+                                              fault: str, logged: str) -> None:
+    d = start_watched(env)
+    env.api.wait_post(lambda s: True)
+    t0 = time.monotonic()
+    env.api.fault = fault
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log(logged, timeout=10)
+    time.sleep(3.0)  # several retries under the fault
+    assert d.log().count("push of") == 1, "the failure must be logged once, not per retry"
+    env.api.fault = None
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=15,
+                      after=len(env.api.posts()))
+    d.wait_log("API reachable again")
+    gaps = ping_gaps(env, t0)
+    assert gaps and max(gaps) < 0.5 + API_TIMEOUT + 0.3, gaps
+    assert d.proc.poll() is None
+
+
+def test_api_slow_but_in_time(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    env.api.fault, env.api.fault_delay = "slow", 0.3  # token + post: 0.6 s of 1.0
+    d = start_watched(env)
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_for(lambda: pids(env.api.strategies or []) == {g.pid}, timeout=10)
+    assert "failed" not in d.log()
+
+
+def test_api_refusing_connections(env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path,
+                                  keys: Dict[str, Path]) -> None:
+    port = int(env.api.url.rsplit(":", 1)[1])
+    env.api.stop()
+    d = start_watched(env)
+    t0 = time.monotonic()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log("Connection refused")
+    time.sleep(3)
+    assert d.log().count("push of") == 1
+    back = FakeGthulhu(keys["private"].read_bytes(), port=port).start()
+    try:
+        back.wait_post(lambda s: pids(s) == {g.pid}, timeout=15)
+    finally:
+        back.stop()
+    gaps = ping_gaps(env, t0)
+    assert max(gaps) < 0.5 + 0.3, gaps  # refused connections never block
+
+
+def test_wrong_key_401_names_the_key_file_and_does_not_hammer(env: Env,
+                                                              keys: Dict[str, Path]) -> None:
+    d = start_watched(env, api={"public_key": str(keys["wrong_public"])})
+    d.wait_log("refused our public key")
+    time.sleep(6)
+    log = d.log()
+    assert f"the API refused our public key {keys['wrong_public']}" in log
+    assert log.count("push of") == 1
+    tokens = [r for r in env.api.received if r.path == "/api/v1/auth/token"]
+    assert 2 <= len(tokens) <= 6, f"{len(tokens)} token requests in ~6 s: backoff missing"
+
+
+# --- the trace source ----------------------------------------------------------------------
+
+
+def test_trace_source_deleted_while_open(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_watched(env)
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    env.trace_pipe.unlink()
+    env.writer.close()  # EOF; reopening fails: the path is gone
+    d.wait_log("cannot open trace source")
+    time.sleep(1.5)
+    assert d.log().count("cannot open trace source") == 1
+    os.mkfifo(env.trace_pipe)
+    w = TraceWriter(env.trace_pipe)
+    w.open()
+    w.write(gtp5g_line("nr-gnb-rlc", g.threads["nr-gnb-rlc"], g.pid))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=10)
+    w.close()
+
+
+def test_trace_source_permission_denied(api: FakeGthulhu, keys: Dict[str, Path],
+                                        gnb: Callable[..., GnbProcess]) -> None:
+    """Root reads anything, so the daemon runs as nobody here."""
+    world = Path(tempfile_dir())
+    try:
+        fifo = world / "trace_pipe"
+        os.mkfifo(fifo, 0o600)  # root's: nobody may not open it
+        key = world / "key.pem"
+        shutil.copy(keys["public"], key)
+        os.chmod(key, 0o644)
+        cfg = write_config(world / "config.toml", **base_config(fifo, api.url, key))
+        os.chmod(cfg, 0o644)
+        os.chmod(world, 0o755)
+        runtime = world / "run"
+        runtime.mkdir(mode=0o777)
+        os.chmod(runtime, 0o777)
+        log = world / "daemon.log"
+        d = _as_nobody(cfg, log, runtime)
+        try:
+            wait_until(lambda: "Permission denied" in log.read_text(), 10, "EACCES logged")
+            time.sleep(1.0)
+            assert log.read_text().count("Permission denied") == 1
+            os.chmod(fifo, 0o666)
+            g = gnb(threads=())
+            w = TraceWriter(fifo)
+            w.open()
+            w.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+            api.wait_post(lambda s: pids(s) == {g.pid}, timeout=10)
+            w.close()
+        finally:
+            d.terminate()
+            d.wait(5)
+    finally:
+        shutil.rmtree(world, ignore_errors=True)
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="gtp5g-nobody-")
+
+
+def _as_nobody(cfg: Path, log: Path, runtime: Path) -> subprocess.Popen:
+    """The daemon as user nobody, with Debian's python3 (as the package runs it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the daemon as another user")
+    need_system_python("jwt", "cryptography", "sdnotify")
+    package = public_copy(REPO / "gtp5g_operator")
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [SYSTEM_PYTHON, "-m", "gtp5g_operator", "--config", str(cfg)],
+            cwd="/", user=65534, group=65534, stdout=out, stderr=subprocess.STDOUT,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(package),
+                 "RUNTIME_DIRECTORY": str(runtime), "STATE_DIRECTORY": str(runtime)})
+
+
+def need_system_python(*modules: str) -> None:
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import " + ", ".join(modules or ("sys",))],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{SYSTEM_PYTHON} with {', '.join(modules)} is needed (Debian packages)")
+
+
+def test_garbage_binary_nuls_and_a_10mb_line(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_watched(env)
+    t0 = time.monotonic()
+    g = gnb(threads=())
+    env.writer.write(os.urandom(1 << 20) + b"\x00" * 4096 + b"\xff\xfe\xc3\x28 bad utf-8\n")
+    env.writer.write(b"L" * (10 << 20))  # 10 MB without a newline ...
+    env.writer.write(b" end of the long line\n" + lines_for(g).encode())
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=10)
+    assert d.log().count("dropped a trace line longer than") == 1
+    time.sleep(1.2)  # at least two more pings to measure against
+    gaps = ping_gaps(env, t0)
+    assert max(gaps) < 0.8, gaps
+    assert d.proc.poll() is None
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_flood_of_a_million_distinct_ids_keeps_memory_bounded(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_watched(env, log={"level": "info"})
+    env.api.wait_post(lambda s: True)
+    g = gnb(threads=())
+    before = rss_kb(d.pid)
+    batch = 100_000
+    for start in range(0, 1_000_000, batch):
+        env.writer.write("".join(trace_line("nr-ue", 5_000_000 + i, "x")
+                                 for i in range(start, start + batch)))
+    env.writer.write(lines_for(g))  # and the real gNB still gets through
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=60)
+    grown = rss_kb(d.pid) - before
+    assert grown < 5 * 1024, f"RSS grew {grown} kB over a 1,000,000-ID flood"
+
+
+def test_two_million_lines_per_second_do_not_starve_watchdog_or_push(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_watched(env, strategy={"resync_interval": 1.5}, log={"level": "info"})
+    g = gnb(threads=())
+    chunk = (lines_for(g) * 2000).encode()  # ~2,000 lines
+    t0 = time.monotonic()
+    n0 = len(env.api.posts())
+    sent = 0
+    while time.monotonic() - t0 < 3.0:
+        env.writer.write(chunk)
+        sent += 2000
+    elapsed = time.monotonic() - t0
+    assert sent / elapsed > 1_000_000, f"writer managed only {sent / elapsed:,.0f} lines/s"
+    gaps = ping_gaps(env, t0)
+    assert gaps and max(gaps) < 0.8, gaps
+    posts = [p for p in env.api.posts()[n0:] if p.at <= t0 + elapsed]
+    assert len(posts) >= 2, "resync pushes must go on during the flood"
+    assert d.proc.poll() is None
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def spawn_with_pid(pid: int, argv: List[str]) -> subprocess.Popen:
+    """Start argv so that it gets PID `pid` (root: /proc/sys/kernel/ns_last_pid)."""
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        proc = subprocess.Popen(argv)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.skip(f"could not get PID {pid} back (a busy machine took it)")
+
+
+def test_reused_pid_with_stale_nr_gnb_lines_is_not_boosted(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to force a PID with /proc/sys/kernel/ns_last_pid")
+    start_watched(env, strategy={"liveness_interval": 30.0})  # only the pre-push check helps
+    g = gnb(threads=())
+    old = g.pid
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {old})
+    g.stop()
+    intruder = spawn_with_pid(old, ["sleep", "30"])  # a different program under the same PID
+    try:
+        n = len(env.api.posts())
+        for _ in range(5):  # stale lines naming the old nr-gnb keep coming
+            env.writer.write(gtp5g_line("nr-gnb", old, old))
+            time.sleep(0.1)
+        post = env.api.wait_post(lambda s: old not in pids(s), timeout=10, after=n)
+        assert post.body["strategies"] == []
+        time.sleep(0.5)
+        assert all(old not in pids(p.body["strategies"]) for p in env.api.posts()[n:])
+    finally:
+        intruder.kill()
+        intruder.wait()
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_every_wrong_key_at_start_exits_78_with_one_line(env: Env, key: str) -> None:
+    section, name = key.strip().split(".")
+    bad_value = tomllib.loads(BAD[key])[section][name]
+    env.write_config(**{section: {name: bad_value}})
+    d = env.start(ready=False)
+    assert d.proc.wait(10) == 78
+    errors = [ln for ln in d.log().splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and f"{section}.{name}: expected" in errors[0], d.log()
+    assert not any("READY" in m for m in env.notify.all())
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[strategy]\nexecution_tim = 5\n", "strategy.execution_tim: unknown key"),
+    ("[api\n", "invalid TOML"),
+])
+def test_unknown_key_and_syntax_error_exit_78(env: Env, content: str, message: str) -> None:
+    env.config_path.write_text(content)
+    d = env.start(ready=False)
+    assert d.proc.wait(10) == 78 and message in d.log()
+
+
+def test_unreadable_config_and_bad_keys_exit_78(env: Env, tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, env.notify, tmp_path.parent / "dir.log")  # a directory
+    assert d.proc.wait(10) == 78 and "cannot read configuration: Is a directory" in d.log()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    d = env.start(ready=False, api={"public_key": str(garbage)})
+    assert d.proc.wait(10) == 78 and "not a PEM public key" in d.log()
+
+
+def test_config_writable_by_others_is_refused(env: Env) -> None:
+    env.write_config()
+    os.chmod(env.config_path, 0o666)
+    d = env.start(ready=False)
+    assert d.proc.wait(10) == 78
+    assert "writable by other users (mode 0666)" in d.log()
+
+
+def test_hundred_sighups_in_a_second_leave_it_consistent(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_watched(env)
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    for i in range(100):
+        if i % 10 == 9:
+            env.config_path.write_text("[strategy]\nexecution_time_ns = \"broken\"\n")
+        else:
+            env.write_config(api={"timeout": API_TIMEOUT},
+                             strategy={"execution_time_ns": 1_000_000 + i})
+        d.signal(signal.SIGHUP)
+        time.sleep(0.01)
+    env.write_config(api={"timeout": API_TIMEOUT}, strategy={"execution_time_ns": 7_777_777})
+    d.signal(signal.SIGHUP)
+    post = env.api.wait_post(lambda s: bool(s) and s[0]["execution_time"] == 7_777_777,
+                             timeout=10)
+    assert pids(post.body["strategies"]) == {g.pid}
+    assert d.proc.poll() is None
+    ready_after = [m for m in env.notify.all() if m.get("READY") == "1"]
+    assert len(ready_after) >= 2
+
+
+# --- security -----------------------------------------------------------------------------------
+
+
+def test_spoofed_names_are_not_boosted_with_uid_and_exe_pinned(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a process as another user")
+    need_system_python()
+    exe = os.path.realpath(sys.executable)
+    env.start(match={"uid": [os.getuid()], "exe": [exe]})
+    real = gnb(threads=())
+    other_uid = gnb(threads=(), user=65534)  # named nr-gnb, run by nobody
+    copy_dir = Path(tempfile_dir())
+    os.chmod(copy_dir, 0o755)
+    fake_exe = copy_dir / "python3"
+    shutil.copy2(os.path.realpath(SYSTEM_PYTHON), fake_exe)  # nr-gnb from an unexpected path
+    other_path = gnb(threads=(), executable=str(fake_exe))
+    try:
+        env.writer.write(lines_for(other_uid) + lines_for(other_path) + lines_for(real))
+        env.api.wait_post(lambda s: pids(s) == {real.pid})
+        time.sleep(0.5)
+        for post in env.api.posts():
+            assert not pids(post.body["strategies"]) & {other_uid.pid, other_path.pid}
+    finally:
+        other_path.stop()
+        shutil.rmtree(copy_dir, ignore_errors=True)
+
+
+def test_no_secret_in_logs_state_or_errors(env: Env, gnb: Callable[..., GnbProcess],
+                                           keys: Dict[str, Path]) -> None:
+    d = env.start()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    post = env.api.wait_post(lambda s: pids(s) == {g.pid})
+    token = post.authorization.split(" ", 1)[1]
+    env.api.fault = "401"  # error paths too
+    time.sleep(1.5)
+    state = (env.tmp / "run" / "state.json").read_text()
+    d.stop()
+    key_body = keys["public"].read_text().splitlines()[1]
+    for text in (d.log(), state):
+        assert token not in text and token.split(".")[1] not in text
+        assert key_body not in text
+
+
+@pytest.fixture
+def tls_api(keys: Dict[str, Path], tmp_path: Path) -> tuple:
+    paths = make_ca_and_server_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(paths["cert"], paths["key"])
+    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
+    yield server, paths["ca"]
+    server.stop()
+
+
+def test_https_with_the_right_ca_works(env: Env, tls_api: tuple,
+                                       gnb: Callable[..., GnbProcess]) -> None:
+    server, ca = tls_api
+    assert server.url.startswith("https://")
+    env.start(api={"url": server.url, "ca_file": str(ca)})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    server.wait_post(lambda s: pids(s) == {g.pid})
+
+
+def test_https_with_an_unknown_ca_is_refused(env: Env, tls_api: tuple) -> None:
+    server, _ = tls_api
+    d = env.start(api={"url": server.url})  # system CAs: the self-made CA is not among them
+    d.wait_log("tls: TLS with https://127.0.0.1")
+    assert "CERTIFICATE_VERIFY_FAILED" in d.log()
+    assert server.posts() == [] and server.tokens_issued == 0
+
+
+def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to make a PID namespace")
+    env.write_config()
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "gtp5g_operator",
+         "--config", str(env.config_path)],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(repo), "RUNTIME_DIRECTORY": str(env.tmp / "r")})
+    assert out.returncode == 78
+    assert "not in the initial PID namespace" in out.stderr
