@@ -8,7 +8,7 @@ OUT    ?= out
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API)"
-	@echo "make test       run every test (unit, integration, real kernel, packaged service)"
+	@echo "make test       run every test (unit, integration, faults, real kernel, packaged service)"
 	@echo "make test-fast  unit and integration tests only"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
@@ -29,7 +29,7 @@ test: venv
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest -m "not system and not kernel"
+	$(PY) -m pytest -m "not system and not kernel and not faults"
 
 lint: venv
 	$(VENV)/bin/ruff check gtp5g_operator devtools tests bench

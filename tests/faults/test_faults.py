@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
-import tomllib
 
 from devtools.fake_gthulhu import FakeGthulhu
 from devtools.harness import (
@@ -33,6 +32,7 @@ from devtools.harness import (
 )
 from devtools.tls import make_ca_and_server_cert
 from devtools.tracelines import gtp5g_line, trace_line
+from gtp5g_operator.config import tomllib  # tomli below Python 3.11
 from tests.conftest import Env, base_config
 from tests.unit.test_config import BAD
 
