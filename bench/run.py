@@ -31,7 +31,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from devtools.fake_gthulhu import FakeGthulhu, make_keypair  # noqa: E402
-from devtools.harness import DaemonProcess, GnbProcess, NotifySocket, write_config  # noqa: E402
+from devtools.harness import (  # noqa: E402
+    DaemonProcess,
+    GnbProcess,
+    NotifySocket,
+    wait_until,
+    write_config,
+)
 from devtools.tracelines import gtp5g_line  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -65,17 +71,6 @@ def unread(fd: int) -> int:
     buf = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buf)
     return int.from_bytes(buf, sys.byteorder)
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(step)
 
 
 # --- the world: API, keys, daemon --------------------------------------------------
@@ -194,17 +189,20 @@ def tracing_available() -> Optional[str]:
     return None
 
 
-def ring_stats() -> Tuple[int, int]:
-    """(entries waiting, overruns) summed over CPUs."""
-    entries = overrun = 0
+def ring_sums(*keys: str) -> Tuple[int, ...]:
+    """Fields of per_cpu/cpu*/stats ("entries", "overrun", "read events"), summed."""
+    sums = dict.fromkeys(keys, 0)
     for stats in TRACING.glob("per_cpu/cpu*/stats"):
         for line in stats.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key == "entries":
-                entries += int(value)
-            elif key == "overrun":
-                overrun += int(value)
-    return entries, overrun
+            if key in sums:
+                sums[key] += int(value)
+    return tuple(sums[k] for k in keys)
+
+
+def ring_stats() -> Tuple[int, ...]:
+    """(entries waiting, overruns)."""
+    return ring_sums("entries", "overrun")
 
 
 SENDER = r"""
@@ -288,17 +286,9 @@ def bench_kernel(world: World, lines: int) -> Dict[str, Any]:
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1 cpu controller (as on these machines)
 
 
-def ring_counters() -> Tuple[int, int]:
-    """(events read, events overwritten) so far, summed over CPUs."""
-    read = lost = 0
-    for stats in TRACING.glob("per_cpu/cpu*/stats"):
-        for line in stats.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key == "read events":
-                read += int(value)
-            elif key == "overrun":
-                lost += int(value)
-    return read, lost
+def ring_counters() -> Tuple[int, ...]:
+    """(events read, events overwritten) so far."""
+    return ring_sums("read events", "overrun")
 
 
 def bench_cpucap(world: World, lines: int, quotas: Tuple[Optional[int], ...]) -> Dict[str, Any]:
