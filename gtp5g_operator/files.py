@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write data to a temporary file beside path, fsync it, rename it over path.
+def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+    """Write data to a temporary file beside path and rename it over path.
 
     The mode is set explicitly (the unit's UMask=0077 would make files
-    unreadable for `gtp5g-operator status` or node-exporter).
+    unreadable for `gtp5g-operator status` or node-exporter).  `durable`
+    fsyncs first, for files that must survive a power loss; runtime files on
+    tmpfs gain nothing from it and would pay a blocking wait.
     """
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -18,7 +20,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

@@ -95,7 +95,7 @@ class OwnedIds:
         data = json.dumps({"api_url": self.api_url, "pids": sorted(new)}) + "\n"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            atomic_write(self.path, data.encode(), 0o600)
+            atomic_write(self.path, data.encode(), 0o600, durable=True)
         except OSError as exc:
             log.warning("cannot record owned IDs in %s: %s (entries this host leaves "
                         "behind may survive a restart)", self.path, exc.strerror)
