@@ -1,7 +1,8 @@
 """Prometheus metrics: an HTTP endpoint and/or a node-exporter textfile.
 
-Both are off unless configured.  prometheus_client is imported only then: it
-costs ~13 MB of resident memory, more than the rest of the daemon.  The loop
+Both are off unless configured, and prometheus_client is imported only then
+(alone it costs 12.8 MB of RSS; beside what the daemon already loads, under
+1 MB: 29.8 MB measured with both on).  The loop
 is the only writer of the metric objects (each update is one locked
 increment or set inside prometheus_client); the HTTP endpoint's thread, which
 prometheus_client starts, only reads them — it never touches the loop's own
