@@ -57,7 +57,9 @@ def main() -> int:
     decoy = GnbProcess("nr-gnbx", ())
     say(f"nr-gnb process {gnb.pid} with threads {gnb.threads}; decoy nr-gnbx {decoy.pid}")
     daemon = subprocess.Popen([sys.executable, "-m", "gtp5g_operator", "--config", str(config)],
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
+                                             "RUNTIME_DIRECTORY": str(tmp / "run"),
+                                             "STATE_DIRECTORY": str(tmp / "state")})
     ok = True
     try:
         writer = TraceWriter(fifo)

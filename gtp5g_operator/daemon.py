@@ -97,6 +97,15 @@ class Daemon:
             log.warning("match.exe and match.uid are both empty: any local user can name a "
                         "process %s and get it boosted; pin them in %s",
                         "/".join(cfg.match.comm), self.config_path)
+        self._check_watchdog_budget(cfg)
+
+    def _check_watchdog_budget(self, cfg: Config) -> None:
+        # One push may hold the loop for api.timeout; the watchdog allows twice
+        # the ping interval between pings.
+        if self._watchdog is not None and cfg.api.timeout > self._watchdog * 1.5:
+            log.warning("api.timeout (%g s) is close to the watchdog's limit (%g s): a hung "
+                        "API could get the service killed; lower api.timeout or raise "
+                        "WatchdogSec=", cfg.api.timeout, self._watchdog * 2)
 
     def _make_pusher(self) -> Pusher:
         return Pusher(self._make_client(self.config), self.config.strategy.resync_interval,
@@ -285,6 +294,8 @@ class Daemon:
             self.pusher.set_client(self._make_client(new))
         else:
             self.pusher.client.timeout = new.api.timeout
+        if old.api.timeout != new.api.timeout:
+            self._check_watchdog_budget(new)
         if old.strategy.resync_interval != new.strategy.resync_interval:
             self.pusher.set_resync_interval(new.strategy.resync_interval)
         if (old.strategy.mode, old.api.url) != (new.strategy.mode, new.api.url):

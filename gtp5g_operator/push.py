@@ -47,7 +47,6 @@ class PushResult:
     duration: float
     error: str = ""
     error_kind: str = ""
-    token_refreshed: bool = False
 
 
 class Pusher:
@@ -120,8 +119,8 @@ class Pusher:
                 refreshed = self._ensure_token(self._clock(), deadline)
                 self._write(strategies, deadline)
         except ApiError as exc:
-            return self._failed(exc, len(strategies), start, refreshed)
-        return self._succeeded(len(strategies), start, refreshed)
+            return self._failed(exc, len(strategies), start)
+        return self._succeeded(len(strategies), start)
 
     def _write(self, strategies: List[Strategy], deadline: float) -> None:
         assert self.token is not None
@@ -150,7 +149,7 @@ class Pusher:
                  token.refresh_in)
         return True
 
-    def _succeeded(self, count: int, start: float, refreshed: bool) -> PushResult:
+    def _succeeded(self, count: int, start: float) -> PushResult:
         now = self._clock()
         if self._failing:
             log.info("API reachable again: pushed %d strategies", count)
@@ -159,11 +158,10 @@ class Pusher:
         self._failing, self._fail_kind = False, ""
         self._backoff.reset()
         self._next = now + self.resync_interval
-        self.last = PushResult(True, count, self._wall(), now, now - start,
-                               token_refreshed=refreshed)
+        self.last = PushResult(True, count, self._wall(), now, now - start)
         return self.last
 
-    def _failed(self, exc: ApiError, count: int, start: float, refreshed: bool) -> PushResult:
+    def _failed(self, exc: ApiError, count: int, start: float) -> PushResult:
         now = self._clock()
         delay = self._backoff.next_delay()
         if exc.kind != self._fail_kind:  # once per change of state, not per retry
@@ -176,5 +174,5 @@ class Pusher:
         self._failing, self._fail_kind = True, exc.kind
         self._next = now + delay
         self.last = PushResult(False, count, self._wall(), now, now - start,
-                               error=str(exc), error_kind=exc.kind, token_refreshed=refreshed)
+                               error=str(exc), error_kind=exc.kind)
         return self.last

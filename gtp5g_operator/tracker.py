@@ -59,7 +59,7 @@ class TaskTracker:
         self._targets: Dict[bytes, int] = {}  # tracked tid -> tgid
         self._negative: Set[bytes] = set()  # IDs that are not targets (or gone)
         self._verdicts: Dict[Tuple[int, int], bool] = {}
-        self.lookups = 0  # /proc resolutions done, for metrics and tests
+        self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
 
     # --- hot path -------------------------------------------------------

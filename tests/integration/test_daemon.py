@@ -208,6 +208,8 @@ def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess
     assert max(b - a for a, b in zip(pings, pings[1:])) < 0.4
     status = [m["STATUS"] for _, m in msgs if "STATUS" in m][-1]
     assert status.startswith("tracking 1 process(es), 1 task(s); last push ok (1 strategies)")
+    # api.timeout 1 s against a 0.4 s watchdog: said once, at start
+    assert d.log().count("api.timeout (1 s) is close to the watchdog's limit (0.4 s)") == 1
     d.stop()
 
 
