@@ -19,9 +19,6 @@ from .traceparse import LineFramer, scan_lines
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024  # a FIFO's default capacity; trace_pipe returns a page at most
-
-
 def resolve_pipe(setting: str, candidates: Sequence[str] = TRACE_PIPE_CANDIDATES) -> str:
     if setting != "auto":
         return setting
