@@ -224,6 +224,17 @@ def _make_handler(api: FakeGthulhu) -> type:
             if fault == "slow":
                 time.sleep(api.fault_delay)
                 return False
+            if fault == "trickle":  # headers one byte at a time, never finishing in time
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+                    if api._stop_hang.wait(0.1):
+                        break
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                self.close_connection = True
+                return True
             if fault == "500":
                 self._send(500, {"success": False, "error": "internal error"})
             elif fault == "400":

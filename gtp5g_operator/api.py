@@ -3,8 +3,9 @@
 Calls take a monotonic `deadline`: the daemon gives one push (token request,
 post, and the retry after a 401) a single deadline of `api.timeout` seconds,
 so the loop is never held longer than that.  Connect and each read get the
-remaining time and the body is read in pieces against the deadline and a size
-cap, so a server that trickles or floods cannot hold it either.
+remaining time, every read of the answer (status line, headers, body) checks
+the deadline (httpdeadline), and the body has a size cap, so a server that
+trickles or floods cannot hold it either.
 
 It speaks HTTP with the standard library's http.client rather than requests:
 importing requests alone costs 4.5 MB of resident memory under Debian's
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import time
 from typing import Any, Callable, List, Optional
 from urllib.parse import urlsplit
 
 from .auth import Token, TokenError, extract_token, verify_token
+from .httpdeadline import DeadlineHTTPConnection, DeadlineHTTPSConnection
 from .strategy import Strategy
 
 MAX_BODY = 1 << 20  # answers are a few hundred bytes; refuse to buffer more than 1 MiB
@@ -60,6 +63,7 @@ class GthulhuClient:
         self._port = parts.port
         self._path = parts.path.rstrip("/")
         self._conn: Optional[http.client.HTTPConnection] = None
+        self._deadline = 0.0
 
     def close(self) -> None:
         self._drop_connection()
@@ -113,14 +117,19 @@ class GthulhuClient:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._conn is None:
             if self._https:
-                self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=timeout, context=self._tls_context())
+                self._conn = DeadlineHTTPSConnection(
+                    self._host, self._port, self._remaining, timeout=timeout,
+                    context=self._tls_context())
             else:
-                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+                self._conn = DeadlineHTTPConnection(self._host, self._port, self._remaining,
+                                                    timeout=timeout)
         self._conn.timeout = timeout  # used when it (re)connects
         if self._conn.sock is not None:
-            self._conn.sock.settimeout(timeout)
+            self._conn.sock.settimeout(timeout)  # bounds sending; reads check the deadline
         return self._conn
+
+    def _remaining(self) -> float:
+        return self._deadline - self._clock()
 
     def _tls_context(self) -> ssl.SSLContext:
         # Certificate and host name are verified against the system CAs or the
@@ -141,6 +150,7 @@ class GthulhuClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token.value}"
         what = f"{method} {self.base_url}{path}"
+        self._deadline = deadline  # every read of the answer checks it
         for attempt in (1, 2):
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -150,7 +160,7 @@ class GthulhuClient:
             try:
                 conn.request(method, self._path + path, body=body, headers=headers)
                 resp = conn.getresponse()
-                raw = self._read_body(resp, conn, deadline)
+                raw = self._read_body(resp)
             except ApiError:
                 self._drop_connection()
                 raise
@@ -159,7 +169,7 @@ class GthulhuClient:
                 if reused and attempt == 1:
                     continue  # the server closed our kept-alive connection: once more, fresh
                 raise ApiError("connect", f"{what}: connection closed by the server") from None
-            except TimeoutError:
+            except (TimeoutError, socket.timeout):  # the same class from Python 3.10 on
                 self._drop_connection()
                 raise ApiError("timeout", f"{what}: no answer within {self.timeout:g} s"
                                ) from None
@@ -183,8 +193,7 @@ class GthulhuClient:
                                "not JSON", resp.status) from None
             return resp.status, None
 
-    def _read_body(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection,
-                   deadline: float) -> bytes:
+    def _read_body(self, resp: http.client.HTTPResponse) -> bytes:
         length = resp.getheader("Content-Length")
         if length and length.isdigit() and int(length) > MAX_BODY:
             raise ApiError("bad-answer", f"answer of {length} bytes is larger than {MAX_BODY}: "
@@ -192,12 +201,7 @@ class GthulhuClient:
         chunks: List[bytes] = []
         size = 0
         while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise ApiError("timeout", f"answer not complete within {self.timeout:g} s")
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining)  # the deadline holds for every read
-            chunk = resp.read1(65536)
+            chunk = resp.read1(65536)  # each read is bounded by the deadline (httpdeadline)
             if not chunk:
                 resp.close()  # marks it done so the kept-alive connection can be reused
                 return b"".join(chunks)

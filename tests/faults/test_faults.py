@@ -69,6 +69,7 @@ def start_watched(env: Env, **overrides: Dict[str, object]) -> DaemonProcess:
 
 @pytest.mark.parametrize("fault,logged", [
     ("hang", "timeout: POST"),
+    ("trickle", "timeout: POST"),  # headers a byte per 0.1 s: the deadline still holds
     ("500", "http-5xx: HTTP 500: internal error"),
     ("400", "http-4xx: HTTP 400: Invalid request payload"),
     ("badjson", "bad-answer: POST"),
