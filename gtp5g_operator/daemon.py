@@ -243,8 +243,7 @@ class Daemon:
 
     def _clear_on_stop(self) -> None:
         assert self.pusher is not None
-        self.pusher.client.timeout = min(self.config.api.timeout, STOP_PUSH_BUDGET)
-        result = self.pusher.push([])
+        result = self.pusher.push([], budget=STOP_PUSH_BUDGET)
         if result.ok:
             log.info("cleared our strategies (clear_on_stop)")
         else:

@@ -103,9 +103,12 @@ class Pusher:
 
     # --- the push -------------------------------------------------------------
 
-    def push(self, strategies: List[Strategy]) -> PushResult:
+    def push(self, strategies: List[Strategy], budget: Optional[float] = None) -> PushResult:
+        """Token (if due), post, and one retry after a 401, all within one budget
+        (`api.timeout` unless a shorter one is given, as on stop)."""
         start = self._clock()
-        deadline = start + self.client.timeout  # one budget for the whole exchange
+        limit = self.client.timeout if budget is None else min(budget, self.client.timeout)
+        deadline = start + limit
         refreshed = False
         try:
             refreshed = self._ensure_token(start, deadline)

@@ -469,3 +469,14 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
         env={**os.environ, "PYTHONPATH": str(repo), "RUNTIME_DIRECTORY": str(env.tmp / "r")})
     assert out.returncode == 78
     assert "not in the initial PID namespace" in out.stderr
+
+
+def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:
+    d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True})
+    env.api.wait_post(lambda s: True)
+    env.api.fault = "hang"
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 2.0  # the clear gets 1.5 s, not api.timeout's 5 s
+    assert "could not clear strategies on stop: " in d.log()
