@@ -23,7 +23,7 @@ $(VENV)/.done: pyproject.toml
 venv: $(VENV)/.done
 
 demo: venv
-	$(PY) -m devtools.demo
+	$(PY) -m testbed.demo
 
 test: venv
 	$(PY) -m pytest
@@ -32,11 +32,11 @@ test-fast: venv
 	$(PY) -m pytest -m "not system and not kernel and not faults"
 
 lint: venv
-	$(VENV)/bin/ruff check gtp5g_operator devtools tests bench
+	$(VENV)/bin/ruff check gtp5g_operator testbed tests bench
 	$(VENV)/bin/mypy
 
 bench: venv
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 deb:
 	packaging/build-deb $(OUT)

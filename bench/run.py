@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gtp5g-operator benchmark: the daemon as shipped, beside `cat`, on this machine.
 
-    make bench        (or: python3 bench/run.py [--lines N] [--only NAME ...])
+    make bench        (or: python3 -m bench.run [--lines N] [--only NAME ...])
 
 Prints a markdown table and writes bench/results/bench-<date>.{json,md}.
 Sections: fifo (throughput from a FIFO), kernel (the real trace_pipe with a
@@ -24,21 +24,18 @@ import tempfile
 import termios
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from devtools.fake_gthulhu import FakeGthulhu, make_keypair  # noqa: E402
-from devtools.harness import (  # noqa: E402
+from testbed.fake_gthulhu import FakeGthulhu, make_keypair
+from testbed.harness import (
+    REPO,
     DaemonProcess,
     GnbProcess,
     NotifySocket,
     wait_until,
     write_config,
 )
-from devtools.tracelines import gtp5g_line  # noqa: E402
+from testbed.tracelines import gtp5g_line
 
 TICK = os.sysconf("SC_CLK_TCK")
 TRACING = Path("/sys/kernel/tracing")
@@ -193,6 +190,11 @@ def tracing_available() -> Optional[str]:
     return None
 
 
+def pushed(pid: int) -> Callable[[List[Dict[str, Any]]], bool]:
+    """A wait_post predicate: the posted strategies contain `pid`."""
+    return lambda strategies: pid in {x["pid"] for x in strategies}
+
+
 def ring_sums(*keys: str) -> Tuple[int, ...]:
     """Fields of per_cpu/cpu*/stats ("entries", "overrun", "read events"), summed."""
     sums = dict.fromkeys(keys, 0)
@@ -204,9 +206,10 @@ def ring_sums(*keys: str) -> Tuple[int, ...]:
     return tuple(sums[k] for k in keys)
 
 
-def ring_stats() -> Tuple[int, ...]:
+def ring_stats() -> Tuple[int, int]:
     """(entries waiting, overruns)."""
-    return ring_sums("entries", "overrun")
+    entries, overrun = ring_sums("entries", "overrun")
+    return entries, overrun
 
 
 SENDER = r"""
@@ -233,7 +236,7 @@ for t in ts:
 
 def fill_ring(lines: int) -> Tuple[int, int]:
     """Clear the ring, run a 4-thread nr-gnb sending `lines` datagrams under the probe."""
-    from bpf_printk import PrintkProbe
+    from bench.bpf_printk import PrintkProbe
 
     (TRACING / "trace").write_text("")  # clears the ring buffer
     probe = PrintkProbe(str(TRACING))
@@ -251,7 +254,8 @@ def drain_with_daemon(world: World, lines: int) -> Tuple[int, int, float, float]
     d, _ = world.daemon(fifo)
     try:
         entries, overrun = fill_ring(lines)
-        cfg = Path(d.proc.args[d.proc.args.index("--config") + 1])  # type: ignore[union-attr]
+        args = [str(a) for a in d.proc.args]  # type: ignore[union-attr]
+        cfg = Path(args[args.index("--config") + 1])
         cfg.write_text(cfg.read_text().replace(str(fifo), str(TRACING / "trace_pipe")))
         u0, s0 = cpu_split(d.pid)
         d.signal(signal.SIGHUP)
@@ -322,7 +326,7 @@ def bench_cpucap(world: World, lines: int, quotas: Tuple[Optional[int], ...]) ->
                                   else "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
     if why:
         return {"skipped": why}
-    from bpf_printk import PrintkProbe
+    from bench.bpf_printk import PrintkProbe
 
     out: Dict[str, Any] = {"buffer_size_kb": (TRACING / "buffer_size_kb").read_text().strip(),
                            "lines": lines, "runs": []}
@@ -364,8 +368,7 @@ def bench_cpucap(world: World, lines: int, quotas: Tuple[Optional[int], ...]) ->
         detect_ms: Optional[float] = None
         if d is not None:
             try:
-                post = world.api.wait_post(lambda s, p=late.pid: p in {x["pid"] for x in s},
-                                           timeout=5, after=n)
+                post = world.api.wait_post(pushed(late.pid), timeout=5, after=n)
                 detect_ms = (post.at - late_at) * 1e3
             except TimeoutError:
                 pass
@@ -402,8 +405,7 @@ def bench_reaction(world: World, count: int = 25) -> Dict[str, Any]:
             n = len(world.api.posts())
             t0 = time.monotonic()
             write_all(fd, gtp5g_line("<...>", g.pid, g.pid).encode())
-            post = world.api.wait_post(lambda s, pid=g.pid: pid in {x["pid"] for x in s},
-                                       timeout=5, after=n)
+            post = world.api.wait_post(pushed(g.pid), timeout=5, after=n)
             latencies.append(post.at - t0)
             g.stop()
             world.api.wait_post(lambda s: s == [], timeout=10, after=n)  # removed again
@@ -481,32 +483,35 @@ def bench_startup(world: World, python: str, runs: int = 10) -> Dict[str, Any]:
 
 
 def bench_scale(world: World) -> Dict[str, Any]:
-    from gtp5g_operator.api import GthulhuClient
-    from gtp5g_operator.config import MatchConfig, StrategyConfig
-    from gtp5g_operator.procfs import ProcFS
-    from gtp5g_operator.push import Pusher
-    from gtp5g_operator.strategy import build_strategies
-    from gtp5g_operator.tracker import TaskTracker
+    from gtp5g_operator.config import Config, MatchConfig, load_config
+    from gtp5g_operator.core.procfs import ProcFS
+    from gtp5g_operator.core.tracker import ProcessView, TaskTracker
+    from gtp5g_operator.gthulhu import build_writer
 
     out: Dict[str, Any] = {}
-    client = GthulhuClient(world.api.url, world.public.read_text(), str(world.public), 10.0)
-    pusher = Pusher(client, 10.0)
-    pusher.push([])  # token
+    config_path = write_config(world.tmp / "scale.toml", api={
+        "url": world.api.url, "public_key": str(world.public), "flavor": "v0", "timeout": 9.0})
+    config: Config = load_config(str(config_path))
+    writer = build_writer(config, str(world.tmp / "state"))
+    writer.authenticate(time.monotonic() + 10)
     for n in (1000, 10000):
-        strategies = build_strategies(range(100000, 100000 + n), StrategyConfig())
+        views = [ProcessView(100000, "nr-gnb", "", 0, 0.0,
+                             tuple(range(100001, 100000 + n)), frozenset())]
         t0 = time.perf_counter()
-        result = pusher.push(strategies)
+        count = writer.write(views, time.monotonic() + 10)
         out[f"push_{n}_ms"] = (time.perf_counter() - t0) * 1e3
-        out[f"push_{n}_ok"] = result.ok
-        out[f"push_{n}_bytes"] = len(json.dumps({"strategies": strategies}).encode())
-    client.close()
+        out[f"push_{n}_ok"] = count == n
+        out[f"push_{n}_bytes"] = len(json.dumps(world.api.posts()[-1].body).encode())
+    writer.close()
     gnbs = [GnbProcess("nr-gnb", (), workers=999) for _ in range(10)]
     try:
         tracker = TaskTracker(ProcFS(), MatchConfig())
-        tracker.observe({str(t).encode() for g in gnbs for t in g.tids})
+        tracker.observe({t for g in gnbs for t in g.tids})
         out["liveness_tasks"] = tracker.task_count
         t0 = time.perf_counter()
         tracker.prune()
+        tracker.rejudge()
+        tracker.forget_verdicts()
         out["liveness_pass_ms"] = (time.perf_counter() - t0) * 1e3
     finally:
         for g in gnbs:

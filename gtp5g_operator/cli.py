@@ -1,4 +1,4 @@
-"""Command line: `gtp5g-operator [--config PATH] [run|check-config]`."""
+"""Command line: `gtp5g-operator [--config PATH] [run | check-config | status]`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import List, Optional
 
 from . import __version__
 from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from .logsetup import setup_logging, stderr_is_journal
-from .procfs import in_initial_pid_namespace
+from .core.procfs import in_initial_pid_namespace
+from .service.logsetup import setup_logging, stderr_is_journal
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 
@@ -22,45 +22,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gtp5g-operator",
         description="Keep Gthulhu scheduling strategies equal to the live nr-gnb tasks "
-                    "seen in trace_pipe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "seen in the kernel's trace buffer.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, metavar="PATH",
-                        help="configuration file (TOML)")
-    parser.add_argument("command", nargs="?", default="run",
-                        choices=("run", "check-config", "status"),
-                        help="run the daemon in the foreground, only validate the "
-                             "configuration, or show the running daemon's state")
-    parser.add_argument("--json", action="store_true",
-                        help="status: print the raw state (JSON)")
-    parser.add_argument("--runtime-dir", default=None, metavar="DIR",
-                        help="status: where the daemon keeps state.json (default: "
-                             "$RUNTIME_DIRECTORY, else /run/gtp5g-operator)")
+                        help=f"configuration file (TOML; default {DEFAULT_CONFIG_PATH})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    here = argparse.SUPPRESS  # a subcommand's --config overrides the global one
+    for name, text in (("run", "run the daemon in the foreground (the default)"),
+                       ("check-config", "only validate the configuration and the files it "
+                                        "names; print ok or the error")):
+        sub.add_parser(name, help=text).add_argument("--config", default=here, metavar="PATH")
+    status = sub.add_parser("status", help="show the running daemon's state")
+    status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
+    status.add_argument("--runtime-dir", default=None, metavar="DIR",
+                        help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY, "
+                             "else /run/gtp5g-operator)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
-        from .state import runtime_dir
-        from .status import show_status
-
-        code, text = show_status(args.runtime_dir or runtime_dir(), args.json)
-        print(text, file=sys.stdout if code == 0 else sys.stderr)
-        return code
+        return _status(args)
     if args.command == "check-config":
-        try:
-            load_config(args.config)
-        except ConfigError as exc:
-            # Under systemd (ExecReload=) the journal reads <3> as priority "err".
-            prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
-            print(f"{prefix}error: {exc}", file=sys.stderr)
-            return 1
-        print("ok")
-        return 0
+        return _check_config(args.config)
+    return _run(args.config)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .commands.status import show_status
+    from .service.runtime_files import runtime_dir
+
+    code, text = show_status(args.runtime_dir or runtime_dir(), args.json)
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _check_config(path: str) -> int:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        # Under systemd (ExecReload=) the journal reads <3> as priority "err".
+        prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
+        print(f"{prefix}error: {exc}", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+def _run(path: str) -> int:
     setup_logging()
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as exc:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG
@@ -72,9 +85,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "(or set trace.allow_pid_namespace = true for a trace source of this "
                   "namespace)")
         return EX_CONFIG
-    from .daemon import Daemon
+    from .service.daemon import Daemon
 
-    return Daemon(config, args.config).run()
+    return Daemon(config, path).run()
 
 
 def entry() -> None:

@@ -1,8 +1,65 @@
-"""Atomic file writes: readers see the old file or the new one, never half."""
+"""Reading and writing the daemon's files safely.
+
+Reading: only regular files, opened without blocking (a FIFO put where the
+configuration, the key or the CA file should be would otherwise hang
+`check-config`, the start and every reload), and never more than a limit —
+a file over the limit is an error, not a silent truncation.
+
+Writing: atomic (readers see the old file or the new one, never half), and
+the temporary file is created exclusively, without following links and
+without blocking, so that nobody who can write the directory can make the
+daemon write elsewhere or hang on a FIFO planted under the temporary name.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
+
+MAX_FILE_SIZE = 1 << 20  # configuration, keys and CA bundles are a few KiB
+
+
+class FileProblem(Exception):
+    """A file that cannot be used; the message is one line without the path."""
+
+
+def read_regular_file(path: str, limit: int = MAX_FILE_SIZE) -> tuple[bytes, os.stat_result]:
+    """The whole content of a regular file of at most `limit` bytes, and its stat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise FileProblem(exc.strerror or str(exc)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(f"not a regular file ({_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise FileProblem(f"larger than {limit} bytes ({st.st_size} bytes)")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks), st
+            size += len(chunk)
+            if size > limit:  # grew while we read it
+                raise FileProblem(f"larger than {limit} bytes")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise FileProblem(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
@@ -14,7 +71,13 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
     tmpfs gain nothing from it and would pay a blocking wait.
     """
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
+             | os.O_CLOEXEC)
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:  # left over from a crash, or planted: replace it
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)
@@ -24,7 +87,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.errno == errno.EISDIR:
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path) from None
+        raise

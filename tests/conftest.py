@@ -3,16 +3,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from devtools.fake_gthulhu import FakeGthulhu, make_keypair
-from devtools.harness import (
+from testbed.fake_gthulhu import FakeGthulhu, make_keypair
+from testbed.harness import (
     DaemonProcess,
     GnbProcess,
     NotifySocket,

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from devtools.harness import REPO, GnbProcess, TraceWriter
-from devtools.tracelines import gtp5g_line
 from gtp5g_operator import __version__
+from testbed.harness import REPO, GnbProcess, TraceWriter
+from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gtp5g_operator", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": str(REPO)})

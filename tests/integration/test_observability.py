@@ -11,13 +11,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, List, Set
 
 import pytest
 
-from devtools.fake_gthulhu import FakeGthulhu
-from devtools.harness import REPO, GnbProcess, wait_until
-from devtools.tracelines import gtp5g_line
+from testbed.fake_gthulhu import FakeGthulhu
+from testbed.harness import REPO, GnbProcess, wait_until
+from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
 prometheus_client = pytest.importorskip("prometheus_client",
@@ -46,7 +46,7 @@ def scrape(port: int) -> Dict[str, float]:
         return parse(r.read().decode())
 
 
-def pids(strategies: list) -> set:
+def pids(strategies: List[Dict[str, Any]]) -> Set[int]:
     return {s["pid"] for s in strategies if "pid" in s}  # selector strategies have none
 
 
@@ -100,7 +100,7 @@ def test_metrics_refuse_a_remote_address_unless_allowed(env: Env) -> None:
     assert "metrics.listen: 0.0.0.0:9469 is not a loopback address" in d.log()
 
 
-def run_status(*args: str) -> subprocess.CompletedProcess:
+def run_status(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gtp5g_operator", "status", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -120,7 +120,7 @@ def test_status_of_a_running_daemon_and_of_none(env: Env,
     assert f"PID {d.pid}" in table and f"config:     {env.config_path}" in table
     row = next(line for line in table.splitlines() if line.startswith(str(g.pid)))
     assert row.split()[1] == "nr-gnb" and str(g.threads["gnb worker"]) in row
-    assert "last push:  ok, 2 strategies" in table
+    assert "last push:  ok, 2 entries" in table
     raw = json.loads(run_status("--json", "--runtime-dir", str(rundir)).stdout)
     assert raw["processes"][0]["tids"] == sorted(g.tids)
     assert raw["api"]["token_expires_at"] > raw["started_at"]

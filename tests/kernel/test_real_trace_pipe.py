@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from devtools.harness import GnbProcess
+from testbed.harness import GnbProcess
 from tests.conftest import Env
 
 TRACING = Path("/sys/kernel/tracing")

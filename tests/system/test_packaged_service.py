@@ -18,9 +18,9 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from devtools.fake_gthulhu import FakeGthulhu
-from devtools.harness import REPO, TraceWriter, wait_until
-from devtools.tracelines import gtp5g_line
+from testbed.fake_gthulhu import FakeGthulhu
+from testbed.harness import REPO, TraceWriter, wait_until
+from testbed.tracelines import gtp5g_line
 from tests.system.container import Container, why_unavailable
 
 pytestmark = pytest.mark.system
@@ -61,7 +61,7 @@ def api(keys: Dict[str, Path]) -> Iterator[FakeGthulhu]:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    from devtools.fake_gthulhu import make_keypair
+    from testbed.fake_gthulhu import make_keypair
 
     private, public = make_keypair(tmp_path_factory.mktemp("keys"))
     return {"private": private, "public": public}
@@ -73,7 +73,7 @@ def box(deb: Path) -> Iterator[Container]:
     try:
         c.boot()
         shutil.copy(deb, c.path("/root/") / deb.name)
-        shutil.copy(REPO / "devtools" / "gnb_sim.py", c.path("/root/gnb_sim.py"))
+        shutil.copy(REPO / "testbed" / "gnb_sim.py", c.path("/root/gnb_sim.py"))
         c.run("apt-get update -q", timeout=600)
         yield c
     finally:

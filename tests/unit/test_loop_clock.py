@@ -1,13 +1,30 @@
-"""The loop's deadlines with an injected clock: no sleeping, no waiting."""
+"""The loop's turns with an injected clock: no sleeping, no waiting.
+
+The daemon is built whole (every component) with a recording writer in
+place of the HTTP one, so the turns cover pushes, pings, the liveness pass,
+the trace source's rest and reloads.
+"""
 
 from __future__ import annotations
 
 import os
+import selectors
+import signal
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Collection, Dict, Iterator, List, Sequence, Tuple
 
-from gtp5g_operator.config import Config, TraceConfig
-from gtp5g_operator.daemon import TRACE_REST, Daemon
+import pytest
+
+from gtp5g_operator.config import Config, StrategyConfig, TraceConfig
+from gtp5g_operator.core.component import Component
+from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.gthulhu.writer import ApiWriter
+from gtp5g_operator.service.daemon import FIRST_PUSH_DELAY, Daemon
+from gtp5g_operator.service.pusher import COALESCE
+from gtp5g_operator.trace.source import REST
+from testbed.harness import GnbProcess, write_config
+from testbed.tracelines import gtp5g_line
 
 
 class Clock:
@@ -18,23 +35,58 @@ class Clock:
         return self.now
 
 
-def make(tmp_path: Path, clock: Clock, env: Dict[str, str]) -> Daemon:
+class RecordingWriter(ApiWriter):
+    flavor = "recording"
+
+    def __init__(self) -> None:
+        super().__init__(JsonHttp("http://127.0.0.1:9", 1.0), StrategyConfig())
+        self.writes: List[List[int]] = []
+
+    def authenticate(self, deadline: float) -> bool:
+        return False
+
+    def drop_credentials(self) -> None:
+        pass
+
+    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
+        self.writes.append([t for v in views for t in v.tids])
+        return len(self.writes[-1])
+
+    def clear(self, deadline: float) -> None:
+        pass
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[Tuple[Path, Clock, List[str]]]:
     fifo = tmp_path / "trace_pipe"
     os.mkfifo(fifo)
-    cfg = Config(trace=TraceConfig(pipe=str(fifo)))
-    d = Daemon(cfg, "test.toml", env=env, clock=clock, wall_clock=clock)
-    d.setup()
-    return d
+    yield fifo, Clock(), []
 
 
-def test_deadlines_drive_the_turns(tmp_path: Path) -> None:
-    clock = Clock()
-    sent: List[str] = []
-    d = make(tmp_path, clock, {"WATCHDOG_USEC": "4000000"})  # ping every 2 s
+def make(tmp_path: Path, fifo: Path, clock: Clock, sent: List[str],
+         env: Dict[str, str], **config: Any) -> Tuple[Daemon, RecordingWriter]:
+    writer = RecordingWriter()
+    cfg = Config(trace=TraceConfig(pipe=str(fifo)), **config)
+    full_env = {"RUNTIME_DIRECTORY": str(tmp_path / "run"), **env}
+    d = Daemon(cfg, str(tmp_path / "config.toml"), env=full_env, clock=clock,
+               wall_clock=clock, make_writer=lambda c: writer)
     d.notifier.send = lambda *fields: sent.extend(fields)  # type: ignore[method-assign]
+    d.setup()
+    return d, writer
+
+
+def test_deadlines_drive_pings_pushes_and_the_liveness_pass(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    d, writer = make(tmp_path, fifo, clock, sent, {"WATCHDOG_USEC": "4000000"})  # ping: 2 s
     try:
-        d.run_once()  # the first ping is due at once
-        assert "WATCHDOG=1" in sent and d._next_deadline() == 102.0
+        d.run_once()  # the first ping is due at once; the first push after FIRST_PUSH_DELAY
+        assert "WATCHDOG=1" in sent and writer.writes == []
+        assert d._next_deadline() == 100.0 + FIRST_PUSH_DELAY
+        clock.now += FIRST_PUSH_DELAY
+        d.run_once()
+        assert writer.writes == [[]]  # the empty set: stale strategies are cleared
+        assert d._next_deadline() == 102.0  # next ping; resync at 110.25, liveness at 105
         sent.clear()
         clock.now = 101.9
         d.run_once()  # select(0.1) on an idle FIFO, nothing due yet
@@ -42,26 +94,145 @@ def test_deadlines_drive_the_turns(tmp_path: Path) -> None:
         clock.now = 102.0
         d.run_once()
         assert sent[0] == "WATCHDOG=1" and d._next_deadline() == 104.0
-        clock.now = 105.0  # the liveness pass (every 5 s) is due with the next ping
-        d.run_once()
-        assert d._next_deadline() == 107.0  # next ping at 107, liveness at 110
+        clock.now = 110.25
+        d.run_once()  # ping and resync push
+        assert writer.writes == [[], []]
     finally:
         d.close()
 
 
-def test_a_small_turn_rests_the_trace_fd(tmp_path: Path) -> None:
-    clock = Clock()
-    d = make(tmp_path, clock, {})
+def test_a_new_task_is_pushed_after_the_coalescing_window(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    d, writer = make(tmp_path, fifo, clock, sent, {})
+    g = GnbProcess(threads=("nr-gnb-rlc",))
+    w = os.open(fifo, os.O_WRONLY)
     try:
-        w = os.open(tmp_path / "trace_pipe", os.O_WRONLY)
+        clock.now += FIRST_PUSH_DELAY
+        d.run_once()
+        os.write(w, "".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids).encode())
+        d.run_once()  # reads the lines: the tracker adds the tasks, a push is due soon
+        assert d.pusher.next_deadline() == clock.now + COALESCE
+        clock.now += COALESCE
+        d.run_once()
+        assert sorted(writer.writes[-1]) == sorted(g.tids)
+    finally:
+        os.close(w)
+        g.stop()
+        d.close()
+
+
+def test_a_small_turn_rests_the_trace_fd(tmp_path: Path,
+                                         world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    d, _ = make(tmp_path, fifo, clock, sent, {})
+    w = os.open(fifo, os.O_WRONLY)
+    try:
         os.write(w, b"          nr-gnb-1       [000] ..s21  1.0: e: m\n")
         d.run_once()  # reads the line; a small turn
-        assert d._registered_fd is None and d._next_deadline() == 100.0 + TRACE_REST
-        clock.now += TRACE_REST
+        assert not d.trace.watched_fds() and d._next_deadline() == 100.0 + REST
+        clock.now += REST
         d.run_once()
-        assert d._registered_fd == d.source.fd  # watched again
-        assert d.source.lines == 1
+        assert d.trace.watched_fds() == d.trace.source._fds  # watched again
+        assert d.trace.counters.lines == 1
+    finally:
         os.close(w)
+        d.close()
+
+
+def test_several_sighups_in_one_turn_are_one_reload(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    write_config(tmp_path / "config.toml", trace={"pipe": str(fifo)},
+                 api={"flavor": "v0", "public_key": str(tmp_path / "k.pem")})
+    d, _ = make(tmp_path, fifo, clock, sent, {})
+    reloads: List[int] = []
+    d.reload = lambda: reloads.append(1)  # type: ignore[method-assign]
+    d.signals._actions = (d.reload, *d.signals._actions[1:])
+    try:
+        for _ in range(5):
+            os.kill(os.getpid(), signal.SIGHUP)
+        d.run_once()
+        assert reloads == [1]
     finally:
         d.close()
 
+
+class Ordered(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Reports ready fds in registration order, to make a race deterministic."""
+
+    def select(self, timeout: Any = None) -> Any:
+        events = super().select(timeout)
+        order = list(self.get_map())
+        return sorted(events, key=lambda e: order.index(e[0].fileobj))
+
+
+class Closer(Component):
+    """Watches its own pipe; reading it closes the victim's fd (as a reload that
+    replaces the trace source would)."""
+
+    def __init__(self, fd: int, victim: Victim) -> None:
+        self.fd, self.victim = fd, victim
+        self.fds = (fd,)
+
+    def watched_fds(self) -> Collection[int]:
+        return self.fds
+
+    def on_readable(self, fd: int) -> None:
+        os.read(fd, 100)
+        self.victim.close()
+
+
+class Victim(Component):
+    def __init__(self, fd: int) -> None:
+        self.fds: Tuple[int, ...] = (fd,)
+        self.reads = 0
+
+    def watched_fds(self) -> Collection[int]:
+        return self.fds
+
+    def on_readable(self, fd: int) -> None:
+        assert fd in self.fds, "called for an fd it no longer owns"
+        self.reads += 1
+
+    def close(self) -> None:
+        if self.fds:
+            os.close(self.fds[0])
+            self.fds = ()
+
+
+def test_no_callback_runs_for_an_fd_an_earlier_callback_closed(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    d, _ = make(tmp_path, fifo, clock, sent, {})
+    d.selector.close()
+    d.selector = Ordered()
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    victim = Victim(r2)
+    closer = Closer(r1, victim)
+    d.__class__ = type("WithExtra", (Daemon,), {
+        "components": property(lambda self: [closer, victim])})
+    try:
+        os.write(w1, b"x")
+        os.write(w2, b"y")
+        d.run_once()  # both ready: the closer runs first and closes the victim's fd
+        assert victim.reads == 0 and victim.fds == ()
+        d._sync_watched()  # and the loop stops watching it without an error
+        assert r2 not in {key.fd for key in d.selector.get_map().values()}
+    finally:
+        for fd in (r1, w1, w2):
+            os.close(fd)
+        d.__class__ = Daemon
+        d.close()
+
+
+def test_close_restores_signal_handlers_and_the_wakeup_fd(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    fifo, clock, sent = world
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    d, _ = make(tmp_path, fifo, clock, sent, {})
+    assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    d.close()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind

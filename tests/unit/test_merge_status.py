@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
+from typing import Any, Dict
 
-from gtp5g_operator.merge import merge_strategies
-from gtp5g_operator.status import format_status
+import pytest
+
+from gtp5g_operator.commands.status import format_status, show_status
+from gtp5g_operator.gthulhu.merge import merge_strategies
 
 OURS = [{"pid": 10, "priority": True, "execution_time": 1}]
 
 
-def s(pid: int, **kw: object) -> dict:
+def s(pid: int, **kw: object) -> Dict[str, Any]:
     return {"pid": pid, "priority": True, "execution_time": 5, **kw}
 
 
@@ -56,7 +61,7 @@ def test_status_table() -> None:
     text = format_status(state, now)
     assert "PID 42, running since" in text and "(5m ago)" in text
     assert "1,234,567 lines, 0 dropped" in text
-    assert "last push:  ok, 3 strategies" in text and "4.1 ms" in text
+    assert "last push:  ok, 3 entries" in text and "4.1 ms" in text
     header, row = text.splitlines()[-2:]
     assert header.split() == ["TGID", "NAME", "EXE", "UID", "ACTIVE", "TIDS", "SINCE"]
     assert row.split()[:6] == ["29493", "nr-gnb", "/usr/bin/nr-gnb", "0", "29493", "29534"]
@@ -64,3 +69,24 @@ def test_status_table() -> None:
     state["last_push"] = {"ok": False, "at": now, "count": 0, "error": "connect: refused"}
     text = format_status(state, now)
     assert "FAILED (connect: refused)" in text and text.endswith("no nr-gnb process tracked")
+
+
+@pytest.mark.parametrize("state", [
+    {"pid": "x", "processes": "not a list", "trace": [], "api": None, "last_push": 5},
+    {"processes": [None, 3, {"tgid": None, "tids": "1 2"}], "config": "c"},
+    {"started_at": "yesterday", "last_push": {"ok": True, "duration_s": "fast", "at": 1e300}},
+    {},
+])
+def test_status_of_a_wrong_shaped_state_never_raises(state: Dict[str, Any]) -> None:
+    text = format_status(state, time.time())
+    assert text.startswith("gtp5g-operator ")
+
+
+def test_status_command_on_files_of_the_wrong_shape(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("[1, 2]")
+    code, text = show_status(str(tmp_path), False)
+    assert code == 1 and "not a JSON object" in text
+    (tmp_path / "state.json").unlink()
+    os.mkfifo(tmp_path / "state.json")  # would hang a plain open()
+    code, text = show_status(str(tmp_path), False)
+    assert code == 1 and "not a regular file" in text

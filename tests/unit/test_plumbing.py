@@ -6,9 +6,10 @@ import io
 import logging
 import os
 import tempfile
+from typing import Dict
 
-from gtp5g_operator.logsetup import redact, setup_logging, stderr_is_journal
-from gtp5g_operator.notify import watchdog_interval
+from gtp5g_operator.service.logsetup import redact, setup_logging, stderr_is_journal
+from gtp5g_operator.service.notify import watchdog_interval
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -27,7 +28,7 @@ def test_redact() -> None:
     assert redact("nothing secret") == "nothing secret"
 
 
-def _log_through(env: dict, stream: io.TextIOBase) -> None:
+def _log_through(env: Dict[str, str], stream: io.TextIOBase) -> None:
     setup_logging("debug", env, stream)  # type: ignore[arg-type]
     log = logging.getLogger("t")
     log.info("hello")

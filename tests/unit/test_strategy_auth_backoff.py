@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, List
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gtp5g_operator.auth import (
+from gtp5g_operator.config import StrategyConfig
+from gtp5g_operator.core.backoff import Backoff
+from gtp5g_operator.core.strategy import build_strategies, target_ids
+from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.auth import (
     TokenError,
     extract_token,
     refresh_delay,
     verify_token,
 )
-from gtp5g_operator.backoff import Backoff
-from gtp5g_operator.config import StrategyConfig
-from gtp5g_operator.strategy import build_strategies, target_ids
 
-SNAP = [(100, [100, 103, 104]), (200, [205])]
+
+def view(tgid: int, tids: tuple[int, ...], comm: str = "nr-gnb",
+         names: frozenset[str] = frozenset()) -> ProcessView:
+    return ProcessView(tgid, comm, "/usr/bin/nr-gnb", 0, 0.0, tids, names)
+
+
+SNAP = [view(100, (100, 103, 104)), view(200, (205,))]
 
 
 @pytest.mark.parametrize("targets,ids", [
@@ -52,7 +59,8 @@ def make_token(private: Path, lifetime: float, **extra: object) -> str:
 def test_extract_both_shapes() -> None:
     assert extract_token({"success": True, "token": "abc"}) == ("abc", None)
     assert extract_token({"success": True, "data": {"token": "t", "expired_at": 17}}) == ("t", 17)
-    for bad in (None, [], {"success": True}, {"data": {"token": 5}}):
+    bads: List[Any] = [None, [], {"success": True}, {"data": {"token": 5}}]
+    for bad in bads:
         with pytest.raises(TokenError):
             extract_token(bad)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 
 from gtp5g_operator.config import MatchConfig
-from gtp5g_operator.procfs import ProcFS, parse_stat
-from gtp5g_operator.tracker import TaskTracker
+from gtp5g_operator.core.procfs import ProcFS, parse_stat
+from gtp5g_operator.core.tracker import TaskTracker
 
 
 class FakeProc:
@@ -19,7 +19,7 @@ class FakeProc:
         self.root = root
 
     def add(self, tid: int, tgid: int, comm: str, start: int, uid: int = 0,
-            exe: str = "/usr/bin/nr-gnb", state: str = "S") -> None:
+            exe: str | None = "/usr/bin/nr-gnb", state: str = "S") -> None:
         d = self.root / str(tid)
         d.mkdir(exist_ok=True)
         rest = " ".join(["0"] * 17)
@@ -31,9 +31,19 @@ class FakeProc:
         task = self.root / str(tgid) / "task" / str(tid)
         task.mkdir(parents=True, exist_ok=True)
         (task / "stat").write_text((d / "stat").read_text())
-        if (d / "exe").is_symlink():
-            (d / "exe").unlink()
-        os.symlink(exe, d / "exe")
+        (task / "comm").write_text(comm + "\n")
+        for link in (d / "exe", task / "exe"):
+            if link.is_symlink():
+                link.unlink()
+            if exe is not None:  # None: unreadable, as for a zombie leader
+                os.symlink(exe, link)
+
+    def rename(self, tid: int, comm: str) -> None:
+        """prctl(PR_SET_NAME): the name changes, PID and start time stay."""
+        for f in self.root.glob(f"{tid}/comm"):
+            f.write_text(comm + "\n")
+        for f in self.root.glob(f"*/task/{tid}/comm"):
+            f.write_text(comm + "\n")
 
     def remove(self, tid: int) -> None:
         shutil.rmtree(self.root / str(tid))
@@ -50,8 +60,12 @@ def tracker(proc: FakeProc, **match: object) -> TaskTracker:
     return TaskTracker(ProcFS(str(proc.root)), MatchConfig(**match))  # type: ignore[arg-type]
 
 
-def b(*tids: int) -> set[bytes]:
-    return {str(t).encode() for t in tids}
+def b(*tids: int) -> set[int]:
+    return set(tids)
+
+
+def snap(t: TaskTracker) -> list[tuple[int, list[int]]]:
+    return [(v.tgid, list(v.tids)) for v in t.snapshot()]
 
 
 def test_parse_stat_handles_parens_in_comm() -> None:
@@ -66,9 +80,9 @@ def test_threads_of_a_matching_process_count_whatever_their_names(proc: FakeProc
     proc.add(101, 100, "gnb worker", 2)
     t = tracker(proc)
     assert t.observe(b(101)) is True
-    assert t.snapshot() == [(100, [101])]
+    assert snap(t) == [(100, [101])]
     assert t.observe(b(100, 101)) is True
-    assert t.snapshot() == [(100, [100, 101])]
+    assert snap(t) == [(100, [100, 101])]
 
 
 def test_decoys_are_never_tracked(proc: FakeProc) -> None:
@@ -77,7 +91,7 @@ def test_decoys_are_never_tracked(proc: FakeProc) -> None:
     proc.add(301, 300, "nr-gnb", 1)  # a thread named nr-gnb in a non-matching process
     t = tracker(proc)
     assert t.observe(b(200, 300, 301, 0, 999)) is False  # 999 does not exist
-    assert t.snapshot() == []
+    assert snap(t) == []
 
 
 def test_known_ids_cost_no_lookup(proc: FakeProc) -> None:
@@ -98,12 +112,12 @@ def test_known_ids_cost_no_lookup(proc: FakeProc) -> None:
     ({"uid": (1000,)}, False),
     ({"exe": ("/usr/bin/nr-gnb",), "uid": (1000,)}, False),
 ])
-def test_exe_and_uid_allow_lists(proc: FakeProc, match: Dict[str, tuple],
+def test_exe_and_uid_allow_lists(proc: FakeProc, match: Dict[str, Tuple[object, ...]],
                                  tracked: bool) -> None:
     proc.add(100, 100, "nr-gnb", 1, uid=0, exe="/usr/bin/nr-gnb")
     t = tracker(proc, **match)
     t.observe(b(100))
-    assert bool(t.snapshot()) is tracked
+    assert bool(snap(t)) is tracked
 
 
 def test_exit_and_pid_reuse_are_pruned(proc: FakeProc) -> None:
@@ -113,14 +127,14 @@ def test_exit_and_pid_reuse_are_pruned(proc: FakeProc) -> None:
     t.observe(b(100, 101))
     proc.remove(101)
     assert t.prune() is True
-    assert t.snapshot() == [(100, [100])]
+    assert snap(t) == [(100, [100])]
     # PID 100 reused by another program: a new start time
     proc.add(100, 100, "bash", 99)
     assert t.prune() is True
-    assert t.snapshot() == []
+    assert snap(t) == []
     # stale lines naming 100 keep coming: the new process must not be tracked
     assert t.observe(b(100)) is False
-    assert t.snapshot() == []
+    assert snap(t) == []
 
 
 def test_zombie_is_dead(proc: FakeProc) -> None:
@@ -128,7 +142,7 @@ def test_zombie_is_dead(proc: FakeProc) -> None:
     t = tracker(proc)
     t.observe(b(100))
     proc.add(100, 100, "nr-gnb", 1, state="Z")
-    assert t.prune() is True and t.snapshot() == []
+    assert t.prune() is True and snap(t) == []
 
 
 def test_negative_verdicts_are_forgotten_so_reused_ids_are_rechecked(proc: FakeProc) -> None:
@@ -137,7 +151,7 @@ def test_negative_verdicts_are_forgotten_so_reused_ids_are_rechecked(proc: FakeP
     assert t.observe(b(500)) is False
     proc.add(500, 500, "nr-gnb", 2)  # reused by a real gNB
     assert t.observe(b(500)) is False  # still the cached verdict ...
-    t.forget_negatives()  # ... until the liveness pass
+    t.forget_verdicts()  # ... until the liveness pass
     assert t.observe(b(500)) is True
 
 
@@ -154,5 +168,73 @@ def test_new_match_rules_drop_processes_that_no_longer_match(proc: FakeProc) -> 
     t = tracker(proc)
     t.observe(b(100))
     assert t.set_match(MatchConfig(uid=(0,))) is True
-    assert t.snapshot() == []
+    assert snap(t) == []
     assert t.observe(b(100)) is False
+
+
+# --- identity that changes under a living PID (exec, prctl) -----------------------------
+
+
+def test_a_process_renamed_to_nr_gnb_after_a_negative_verdict_is_tracked_later(
+        proc: FakeProc) -> None:
+    proc.add(100, 100, "gnb-launcher", 1)  # the tracer blamed a packet on it before
+    t = tracker(proc)
+    assert t.observe(b(100)) is False
+    proc.rename(100, "nr-gnb")
+    assert t.observe(b(100)) is False  # cached until the liveness pass ...
+    t.forget_verdicts()
+    assert t.observe(b(100)) is True  # ... then judged again
+    assert snap(t) == [(100, [100])]
+
+
+def test_a_wrapper_that_execs_the_pinned_gnb_is_tracked_after_the_pass(proc: FakeProc) -> None:
+    proc.add(100, 100, "sh", 1, exe="/usr/bin/dash")
+    proc.add(101, 100, "sh", 1, exe="/usr/bin/dash")
+    t = tracker(proc, exe=("/usr/bin/nr-gnb",))
+    assert t.observe(b(100, 101)) is False
+    proc.add(100, 100, "nr-gnb", 1, exe="/usr/bin/nr-gnb")  # exec: same PID and start time
+    proc.add(101, 100, "nr-gnb", 1, exe="/usr/bin/nr-gnb")
+    t.forget_verdicts()
+    assert t.observe(b(100, 101)) is True
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"comm": "bash"}, "its name is 'bash'"),
+    ({"exe": "/usr/bin/python3"}, "its executable /usr/bin/python3 is not in match.exe"),
+    ({"uid": 1000}, "its uid 1000 is not in match.uid"),
+])
+def test_a_tracked_process_that_changes_identity_is_dropped_with_the_reason(
+        proc: FakeProc, change: Dict[str, object], reason: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    proc.add(100, 100, "nr-gnb", 1, uid=0, exe="/usr/bin/nr-gnb")
+    t = tracker(proc, exe=("/usr/bin/nr-gnb",), uid=(0,))
+    assert t.observe(b(100)) is True
+    attrs: Dict[str, object] = {"comm": "nr-gnb", "exe": "/usr/bin/nr-gnb", "uid": 0, **change}
+    proc.add(100, 100, start=1, **attrs)  # type: ignore[arg-type]
+    caplog.set_level("INFO")
+    assert t.rejudge() is True
+    assert snap(t) == []
+    assert any("no longer matches" in r.getMessage() and reason in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_still_matching_process_stays_and_thread_renames_count(proc: FakeProc) -> None:
+    proc.add(100, 100, "nr-gnb", 1)
+    proc.add(101, 100, "nr-gnb", 1)
+    t = tracker(proc)
+    t.observe(b(100, 101))
+    assert t.rejudge() is False  # nothing changed
+    proc.rename(101, "gnb-rlc")
+    assert t.rejudge() is True  # the rule's names change
+    assert t.snapshot()[0].thread_names == frozenset({"nr-gnb", "gnb-rlc"})
+
+
+def test_a_gnb_whose_leader_exited_is_matched_through_a_live_thread(proc: FakeProc) -> None:
+    # pthread_exit() in main: the leader is a zombie without an exe, workers run on
+    proc.add(100, 100, "nr-gnb", 1, exe=None, state="Z")
+    proc.add(101, 100, "gnb worker", 1, exe="/usr/bin/nr-gnb")
+    t = tracker(proc, exe=("/usr/bin/nr-gnb",))
+    assert t.observe(b(101)) is True
+    assert snap(t) == [(100, [101])]
+    assert t.snapshot()[0].exe == "/usr/bin/nr-gnb"
+    assert t.prune() is False and t.rejudge() is False  # it stays while a worker lives

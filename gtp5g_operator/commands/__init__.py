@@ -1,0 +1,1 @@
+"""The command line's subcommands other than `run`: `status` (and `doctor`)."""

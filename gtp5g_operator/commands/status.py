@@ -1,0 +1,133 @@
+"""`gtp5g-operator status`: the running daemon's state.json as a table.
+
+state.json is the daemon's, but anything may be in the file a user points
+us at: every field is checked for its type before it is shown, and a file
+of the wrong shape gives one error line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..files import FileProblem
+from ..service.runtime_files import STATE_FILE, read_json
+
+NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
+
+
+def _d(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _text(value: Any) -> str:
+    return "?" if value is None else " ".join(str(value).split())[:200]
+
+
+def _when(ts: Any, now: float) -> str:
+    t = _num(ts)
+    if t is None:
+        return "-"
+    age = max(0, int(now - t))
+    ago = f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else f"{age // 3600}h"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f" ({ago} ago)"
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def _alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"gtp5g" in f.read()
+    except OSError:
+        return False
+
+
+def _last_push(push: Any, now: float) -> str:
+    push = _d(push)
+    if not push:
+        return "none yet"
+    if push.get("ok") is True:
+        ms = (_num(push.get("duration_s")) or 0.0) * 1e3
+        return f"ok, {_text(push.get('count'))} entries, {_when(push.get('at'), now)}, {ms:.1f} ms"
+    return f"FAILED ({_text(push.get('error'))}), {_when(push.get('at'), now)}"
+
+
+def _header(state: Dict[str, Any], now: float) -> List[str]:
+    cfg, api, trace = _d(state.get("config")), _d(state.get("api")), _d(state.get("trace"))
+    sched = _d(state.get("scheduler"))
+    token = _num(api.get("token_expires_at"))
+    lines = _num(trace.get("lines")) or 0
+    return [
+        f"gtp5g-operator {_text(state.get('version'))}, PID {_text(state.get('pid'))}, "
+        f"running since {_when(state.get('started_at'), now)}",
+        f"config:     {_text(cfg.get('path'))}, loaded {_when(cfg.get('loaded_at'), now)}; "
+        f"mode {_text(cfg.get('mode'))}, targets {_text(cfg.get('targets'))}",
+        f"trace:      {_text(trace.get('path'))} ({_text(trace.get('format'))}, "
+        f"{'open' if trace.get('open') is True else 'NOT OPEN'}), {lines:,.0f} lines, "
+        f"{_text(trace.get('dropped_lines', 0))} dropped, {_text(trace.get('lost_events', 0))} "
+        "lost",
+        f"API:        {_text(api.get('url'))} ({_text(api.get('flavor'))}), token "
+        + (f"valid until {_when(token, now).split(' (')[0]}" if token else "none")
+        + (f", policy {_text(api.get('policy_id'))}" if api.get("policy_id") else ""),
+        f"scheduler:  {_scheduler(sched)}",
+        f"last push:  {_last_push(state.get('last_push'), now)}",
+        "",
+    ]
+
+
+def _scheduler(sched: Dict[str, Any]) -> str:
+    if not sched:
+        return "?"
+    if sched.get("enabled") is True:
+        return f"sched_ext scheduler {_text(sched.get('ops'))} running"
+    if sched.get("sched_ext") is False:
+        return "NONE: this kernel has no sched_ext (strategies have no effect)"
+    return "NONE: no sched_ext scheduler is running (strategies have no effect)"
+
+
+def format_status(state: Dict[str, Any], now: float) -> str:
+    lines = _header(state, now)
+    listed = state.get("processes")
+    procs = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
+    if not procs:
+        lines.append("no nr-gnb process tracked")
+        return "\n".join(lines)
+    rows: List[Tuple[str, ...]] = [("TGID", "NAME", "EXE", "UID", "ACTIVE TIDS", "SINCE")]
+    for p in procs:
+        tids = p.get("tids")
+        tids = tids if isinstance(tids, list) else []
+        rows.append((_text(p.get("tgid")), _text(p.get("comm")), _text(p.get("exe") or "?"),
+                     _text(p.get("uid")), " ".join(_text(t) for t in tids) or "-",
+                     _when(p.get("since"), now)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
+    """(exit status, text to print)."""
+    path = f"{directory}/{STATE_FILE}"
+    try:
+        state = read_json(directory, STATE_FILE)
+    except FileNotFoundError:
+        return NOT_RUNNING, f"gtp5g-operator is not running (no {path})"
+    except (OSError, FileProblem, ValueError) as exc:
+        return 1, f"cannot read {path}: {exc}"
+    if not _alive(state.get("pid")):
+        return NOT_RUNNING, (f"gtp5g-operator is not running (stale {path} of PID "
+                             f"{_text(state.get('pid'))}, last updated "
+                             f"{_when(state.get('updated_at'), time.time())})")
+    if as_json:
+        return 0, json.dumps(state, indent=2, sort_keys=True)
+    return 0, format_status(state, time.time())

@@ -1,0 +1,191 @@
+"""Validators of single configuration values: pure functions.
+
+Each takes the raw TOML value and returns the typed value or raises
+ValueError whose text starts with "expected ...".  Everything a value can be
+wrong in is caught here, at load time — a value that passes must not be able
+to fail later at run time (a port out of range, a NUL byte in a path, a host
+name http.client refuses, credentials in a URL).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Callable, Tuple, Union
+from urllib.parse import urlsplit
+
+from .schema import TASK_COMM_LEN
+
+MAX_STRING = 4096  # no setting needs more; a longer value is a mistake or an attack
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
+_URL_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")  # RFC 3986 pchar and "/"
+
+
+def fmt(value: Any) -> str:
+    """A value as the TOML file shows it, shortened for a one-line message."""
+    if isinstance(value, str):
+        text = '"' + value.encode("unicode_escape").decode("ascii") + '"'
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def expect(cond: bool, what: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"expected {what}, got {fmt(value)}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _clean_string(v: Any) -> bool:
+    """A string that can go into a path, a log line or an HTTP header as is."""
+    return (isinstance(v, str) and len(v) <= MAX_STRING and v.isprintable())
+
+
+def boolean(v: Any) -> bool:
+    expect(isinstance(v, bool), "true or false", v)
+    return bool(v)
+
+
+def seconds(low: float, high: float) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        expect(_is_number(v) and low < v <= high, f"a number of seconds in ({low:g}, {high:g}]", v)
+        return float(v)
+
+    return check
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        expect(v in choices, "one of " + ", ".join(f'"{c}"' for c in choices), v)
+        return str(v)
+
+    return check
+
+
+def _abs_path_ok(v: Any) -> bool:
+    return _clean_string(v) and str(v).startswith("/") and "\0" not in str(v)
+
+
+def abs_path(v: Any) -> str:
+    expect(_abs_path_ok(v), "an absolute path", v)
+    return str(v)
+
+
+def optional_abs_path(v: Any) -> str:
+    expect(v == "" or _abs_path_ok(v), 'an absolute path or ""', v)
+    return str(v)
+
+
+def trace_pipe(v: Any) -> str:
+    expect(v == "auto" or _abs_path_ok(v), '"auto" or an absolute path', v)
+    return str(v)
+
+
+def comm_list(v: Any) -> Tuple[str, ...]:
+    what = "a non-empty list of process names (1 to 15 bytes each, printable)"
+    expect(isinstance(v, list) and len(v) > 0, what, v)
+    for name in v:
+        ok = _clean_string(name) and 0 < len(name.encode()) < TASK_COMM_LEN
+        expect(ok, what, name)
+    return tuple(v)
+
+
+def exe_list(v: Any) -> Tuple[str, ...]:
+    what = "a list of absolute executable paths"
+    expect(isinstance(v, list), what, v)
+    for path in v:
+        expect(_abs_path_ok(path), what, path)
+    return tuple(v)
+
+
+def uid_list(v: Any) -> Tuple[int, ...]:
+    what = "a list of uids (integers from 0 to 4294967294)"
+    expect(isinstance(v, list), what, v)
+    for uid in v:
+        expect(_is_int(uid) and 0 <= uid < 2**32 - 1, what, uid)
+    return tuple(v)
+
+
+def api_url(v: Any) -> str:
+    what = "an http:// or https:// URL with a host (and no user, query or fragment)"
+    expect(_clean_string(v) and v.isascii(), what, v)
+    parts = urlsplit(v)
+    expect(parts.scheme in ("http", "https") and bool(parts.hostname), what, v)
+    # Credentials in the URL would be printed in the log and state.json and
+    # are never sent (the API authenticates with the JWT): refuse them.
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("expected a URL without user:password@ (the API is authenticated "
+                         "with its token; credentials in the URL would be logged)")
+    expect(not parts.query and not parts.fragment and "?" not in v and "#" not in v, what, v)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"expected a port from 1 to 65535, got {fmt(v)}") from None
+    expect(port is None or port > 0, "a port from 1 to 65535", v)
+    expect(_valid_host(parts.hostname or ""), what, v)
+    expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)
+    return str(v).rstrip("/")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None and ".." not in host
+
+
+def priority(v: Any) -> Union[bool, int]:
+    # The 2025 API takes a bool, later releases an integer: both are passed
+    # through to v0 unchanged (the server rejects the other type with a 400).
+    expect(isinstance(v, bool) or (_is_int(v) and -(2**31) <= v < 2**31),
+           "true/false (2025 API) or an integer (later API)", v)
+    return v  # type: ignore[no-any-return]
+
+
+def positive_ns(v: Any) -> int:
+    expect(_is_int(v) and 0 < v < 2**63, "a positive integer (nanoseconds)", v)
+    return int(v)
+
+
+def node_name(v: Any) -> str:
+    # A Kubernetes node name: an RFC 1123 subdomain (lower case, digits, '-', '.').
+    ok = v == "" or (isinstance(v, str) and len(v) <= 253 and re.fullmatch(
+        r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", v) is not None)
+    expect(ok, '"" (this host\'s name) or a Kubernetes node name (lower case, digits, "-", ".")',
+           v)
+    return str(v)
+
+
+def username(v: Any) -> str:
+    expect(v == "" or (_clean_string(v) and len(v) <= 256), 'a user name or ""', v)
+    return str(v)
+
+
+def split_listen(value: str) -> Tuple[str, int]:
+    """("127.0.0.1", 9469) from "127.0.0.1:9469" or "[::1]:9469"."""
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return host, int(port)
+
+
+def listen_address(v: Any) -> str:
+    what = '"" (off) or "address:port" with a port from 1 to 65535, e.g. "127.0.0.1:9469"'
+    expect(isinstance(v, str), what, v)
+    if v:
+        try:
+            ipaddress.ip_address(split_listen(v)[0])
+        except ValueError:
+            raise ValueError(f"expected {what}, got {fmt(v)}") from None
+    return str(v)

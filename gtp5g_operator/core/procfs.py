@@ -1,0 +1,171 @@
+"""Thin reader of /proc: who a task ID really is.
+
+The root is injectable so unit tests can point it at a fake tree; the daemon
+uses the real /proc.  Every function returns None when the task is gone (or
+unreadable): a vanished task is an ordinary event, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class TaskStat:
+    start_time: int  # clock ticks since boot: with the ID, a unique identity
+    state: str  # R, S, D, Z, X, ...
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in ("Z", "X", "x")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    tid: int
+    tgid: int
+    start_time: int
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    tgid: int
+    start_time: int
+    comm: str  # the thread-group leader's name
+    exe: str  # "" when unreadable (kernel threads, other namespaces)
+    uid: int  # real uid
+
+
+def _read(path: str) -> Optional[bytes]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def parse_stat(data: bytes) -> Optional[TaskStat]:
+    # The comm field is in parentheses and may itself contain ") ": split after
+    # the LAST ')'.  Fields after it start at field 3 (state); starttime is 22.
+    close = data.rfind(b")")
+    if close < 0:
+        return None
+    fields = data[close + 2:].split()
+    if len(fields) < 20:
+        return None
+    try:
+        return TaskStat(start_time=int(fields[19]), state=fields[0].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def parse_status(data: bytes) -> tuple[Optional[int], Optional[int]]:
+    """(Tgid, real Uid) from /proc/PID/status."""
+    tgid = uid = None
+    for line in data.splitlines():
+        if line.startswith(b"Tgid:"):
+            tgid = _first_int(line)
+        elif line.startswith(b"Uid:"):
+            uid = _first_int(line)
+            break  # Uid: comes after Tgid:
+    return tgid, uid
+
+
+def _first_int(line: bytes) -> Optional[int]:
+    fields = line.split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+class ProcFS:
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root
+
+    def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]:
+        """The task's own stat.  With its tgid known, /proc/TGID/task/TID/stat is
+        read: /proc/TID/stat sums over every thread of the process, which costs
+        O(threads) per read in a 1,000-thread gNB."""
+        path = f"{self.root}/{tgid}/task/{tid}/stat" if tgid else f"{self.root}/{tid}/stat"
+        data = _read(path)
+        return parse_stat(data) if data else None
+
+    def _same(self, tid: int, tgid: int, before: TaskStat) -> bool:
+        after = self.stat(tid, tgid)
+        return after is not None and after.start_time == before.start_time
+
+    def task(self, tid: int) -> Optional[TaskInfo]:
+        """TGID and start time of a thread (works for any TID, listed or not)."""
+        status = _read(f"{self.root}/{tid}/status")
+        tgid = parse_status(status)[0] if status else None
+        if tgid is None:
+            return None
+        st = self.stat(tid, tgid)  # via /proc/TGID/task/TID: fails unless TID is in TGID
+        if st is None or not st.alive:
+            return None
+        return TaskInfo(tid=tid, tgid=tgid, start_time=st.start_time)
+
+    def process(self, tgid: int) -> Optional[ProcessInfo]:
+        st = self.stat(tgid, tgid)
+        status = _read(f"{self.root}/{tgid}/status")
+        comm = _read(f"{self.root}/{tgid}/comm")
+        if st is None or status is None or comm is None:
+            return None
+        _, uid = parse_status(status)
+        exe = self.exe(tgid)
+        if not self._same(tgid, tgid, st):
+            return None  # the ID was reused while we read: what we read is mixed
+        if exe.endswith(_DELETED):  # binary replaced on disk (e.g. upgraded) since exec
+            exe = exe[: -len(_DELETED)]
+        return ProcessInfo(
+            tgid=tgid,
+            start_time=st.start_time,
+            comm=comm.rstrip(b"\n").decode("utf-8", "replace"),
+            exe=exe,
+            uid=uid if uid is not None else -1,
+        )
+
+    def exe(self, tgid: int) -> str:
+        """The process's executable, "" when unreadable.  A leader that called
+        pthread_exit() is a zombie without a memory map while its workers run:
+        its own `exe` link fails, so read it through a live thread."""
+        try:
+            return os.readlink(f"{self.root}/{tgid}/exe")
+        except OSError:
+            pass
+        try:
+            tids = os.listdir(f"{self.root}/{tgid}/task")
+        except OSError:
+            return ""
+        for tid in tids[:MAX_EXE_PROBES]:
+            try:
+                return os.readlink(f"{self.root}/{tgid}/task/{tid}/exe")
+            except OSError:
+                continue
+        return ""
+
+    def thread_name(self, tgid: int, tid: int) -> Optional[str]:
+        """/proc/TGID/task/TID/comm: the thread's own name."""
+        data = _read(f"{self.root}/{tgid}/task/{tid}/comm")
+        return None if data is None else data.rstrip(b"\n").decode("utf-8", "replace")
+
+
+MAX_EXE_PROBES = 8  # threads tried when the leader's exe cannot be read
+
+INITIAL_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO: the kernel's fixed inode of init_pid_ns
+
+
+def in_initial_pid_namespace(root: str = "/proc") -> Optional[bool]:
+    """True/False, or None when it cannot be told (no /proc/self/ns/pid)."""
+    try:
+        link = os.readlink(f"{root}/self/ns/pid")
+    except OSError:
+        return None
+    return link == f"pid:[{INITIAL_PID_NS_INODE}]"

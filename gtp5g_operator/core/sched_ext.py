@@ -1,0 +1,58 @@
+"""Is a sched_ext scheduler running?  Read from sysfs (the root is injectable).
+
+Without one, every strategy the operator writes is stored and has no
+effect.  `/sys/kernel/sched_ext/` exists on kernels built with sched_ext;
+its `state` says enabled/disabled, and `root/ops` names the BPF scheduler
+while one is enabled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict
+
+GTHULHU_OPS = ("gthulhu",)  # the ops name Gthulhu's scheduler registers
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    supported: bool  # the kernel has sched_ext
+    state: str  # enabled, disabled, enabling, disabling, or "" when unknown
+    ops: str  # the running BPF scheduler's name, "" when none
+
+    @property
+    def enabled(self) -> bool:
+        return self.state == "enabled" and bool(self.ops)
+
+    @property
+    def looks_like_gthulhu(self) -> bool:
+        return any(name in self.ops.lower() for name in GTHULHU_OPS)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"sched_ext": self.supported, "state": self.state, "ops": self.ops,
+                "enabled": self.enabled}
+
+    def summary(self) -> str:
+        if not self.supported:
+            return "this kernel has no sched_ext (no /sys/kernel/sched_ext)"
+        if not self.enabled:
+            return f"no sched_ext scheduler is running (state {self.state or 'unknown'})"
+        return f"sched_ext scheduler {self.ops!r} is running"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(256).strip()
+    except OSError:
+        return ""
+
+
+def read_scheduler(sysfs: str = "/sys") -> SchedulerState:
+    base = os.path.join(sysfs, "kernel", "sched_ext")
+    if not os.path.isdir(base):
+        return SchedulerState(False, "", "")
+    state = _read(os.path.join(base, "state"))
+    ops = _read(os.path.join(base, "root", "ops")) if state == "enabled" else ""
+    return SchedulerState(True, state, ops)

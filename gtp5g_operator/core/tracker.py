@@ -1,0 +1,252 @@
+"""Which live tasks belong to a matching process: the decision core.
+
+Fed with the distinct task IDs of each trace turn, it goes to /proc only for
+IDs it has no verdict for, so a steady stream from known tasks costs one
+C-level set difference per turn.
+
+Identity is the pair (ID, start time): a reused PID has another start time,
+so it never inherits a verdict — `prune()` re-reads start times before every
+push and at every liveness pass.  A process keeps its PID and start time
+across exec() and prctl(PR_SET_NAME), so what it *is* — name, executable,
+uid — is judged again at every liveness pass, both ways (`rejudge()`
+drops a tracked process that no longer matches; `forget_verdicts()` lets a
+rejected one be looked at again, e.g. a wrapper that has exec'd nr-gnb).
+Caches are bounded: a full cache is simply emptied (its entries are only a
+shortcut), so a flood of distinct IDs costs /proc look-ups but never memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, Set, Tuple
+
+from ..config.schema import MatchConfig
+from .procfs import ProcessInfo, ProcFS
+
+log = logging.getLogger(__name__)
+
+MAX_NEGATIVE = 8192  # non-matching task IDs remembered between liveness passes
+MAX_PROCESS_VERDICTS = 1024  # (tgid, start time) -> matches?
+
+
+def mismatch(proc: ProcessInfo, match: MatchConfig) -> str:
+    """Why the process does not match ("" when it does): exact name, then allow-lists."""
+    if proc.comm not in match.comm:
+        return f"its name is {proc.comm!r}, not one of match.comm"
+    if match.exe and proc.exe not in match.exe:
+        return f"its executable {proc.exe or '(unreadable)'} is not in match.exe"
+    if match.uid and proc.uid not in match.uid:
+        return f"its uid {proc.uid} is not in match.uid"
+    return ""
+
+
+@dataclass
+class TrackedTask:
+    start_time: int
+    name: str  # the thread's own name (/proc/TGID/task/TID/comm)
+
+
+@dataclass
+class TrackedProcess:
+    info: ProcessInfo
+    since: float  # wall-clock time it was first seen
+    tasks: Dict[int, TrackedTask] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessView:
+    """One tracked process as the writers and the reports see it."""
+
+    tgid: int
+    comm: str
+    exe: str
+    uid: int
+    since: float
+    tids: Tuple[int, ...]
+    thread_names: FrozenSet[str]
+
+
+class TaskTracker:
+    def __init__(self, procfs: ProcFS, match: MatchConfig,
+                 wall_clock: Callable[[], float] = time.time,
+                 max_negative: int = MAX_NEGATIVE) -> None:
+        self.procfs = procfs
+        self.match = match
+        self._wall = wall_clock
+        self._max_negative = max_negative
+        self.processes: Dict[int, TrackedProcess] = {}
+        self._targets: Dict[int, int] = {}  # tracked tid -> tgid
+        self._negative: Set[int] = set()  # IDs that are not targets (or gone)
+        self._verdicts: Dict[Tuple[int, int], bool] = {}
+        self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
+        self._added: List[int] = []  # tasks added since the last take_added()
+
+    # --- hot path -------------------------------------------------------
+
+    def observe(self, tids: Set[int]) -> bool:
+        """Account for the task IDs of one turn; True if the target set changed."""
+        # set.difference(dict) and set - set both cost O(len(tids)): the turn's
+        # few distinct IDs, however large the caches are.
+        new = tids.difference(self._targets)
+        if new:
+            new = new - self._negative
+        changed = False
+        for tid in new:
+            changed |= self._decide(tid)
+        return changed
+
+    # --- decisions ------------------------------------------------------
+
+    def _decide(self, tid: int) -> bool:
+        self.lookups += 1
+        task = self.procfs.task(tid) if tid > 0 else None
+        if task is None:
+            self._remember_negative(tid)
+            return False
+        changed = False
+        proc = self.processes.get(task.tgid)
+        leader = self.procfs.stat(task.tgid, task.tgid)
+        if proc is not None and (leader is None or leader.start_time != proc.info.start_time):
+            changed |= self._drop_process(task.tgid, "exited (ID reused)")
+            proc = None
+        if proc is None:
+            if leader is None or not self._verdict(task.tgid, leader.start_time):
+                self._remember_negative(tid)
+                return changed
+            proc = self.processes[task.tgid]
+        name = self.procfs.thread_name(task.tgid, tid) or proc.info.comm
+        proc.tasks[tid] = TrackedTask(task.start_time, name)
+        self._targets[tid] = task.tgid
+        self._added.append(tid)
+        log.info("task %d (%s) added (process %d %s)", tid, name, task.tgid, proc.info.comm)
+        return True
+
+    def _verdict(self, tgid: int, start_time: int) -> bool:
+        """Does process (tgid, start time) match?  Tracks it when it does."""
+        key = (tgid, start_time)
+        verdict = self._verdicts.get(key)
+        if verdict is False:
+            return False
+        if verdict and tgid in self.processes:
+            return True
+        info = self.procfs.process(tgid)
+        if info is None or info.start_time != start_time:
+            return False
+        why = mismatch(info, self.match)
+        if verdict is None:
+            if len(self._verdicts) >= MAX_PROCESS_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[key] = not why
+            if why:
+                log.debug("process %d not tracked: %s", tgid, why)
+        if why:
+            return False
+        if tgid not in self.processes:
+            self.processes[tgid] = TrackedProcess(info=info, since=self._wall())
+            log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
+                     tgid, info.comm, info.exe or "?", info.uid)
+        return True
+
+    def _remember_negative(self, tid: int) -> None:
+        if len(self._negative) >= self._max_negative:
+            self._negative.clear()  # a flood: start over rather than grow
+        self._negative.add(tid)
+
+    # --- liveness -------------------------------------------------------
+
+    def prune(self) -> bool:
+        """Drop tasks that exited or whose ID was reused; True if anything went."""
+        changed = False
+        for tgid in list(self.processes):
+            proc = self.processes[tgid]
+            for tid, task in list(proc.tasks.items()):
+                st = self.procfs.stat(tid, tgid)
+                if st is None or st.start_time != task.start_time or not st.alive:
+                    del proc.tasks[tid]
+                    self._targets.pop(tid, None)
+                    log.info("task %d of process %d removed (exited)", tid, tgid)
+                    changed = True
+            leader = self.procfs.stat(tgid, tgid)
+            leader_ok = (leader is not None and leader.start_time == proc.info.start_time
+                         and leader.alive)
+            if not leader_ok and not proc.tasks:
+                changed |= self._drop_process(tgid, "exited")
+        return changed
+
+    def rejudge(self) -> bool:
+        """Judge every tracked process again (it may have exec'd or been renamed),
+        and re-read its threads' names; True if the tracked set changed."""
+        changed = False
+        for tgid in list(self.processes):
+            proc = self.processes[tgid]
+            info = self.procfs.process(tgid)
+            if info is None or info.start_time != proc.info.start_time:
+                continue  # gone or reused: prune() deals with it
+            why = mismatch(info, self.match)
+            if why:
+                changed |= self._drop_process(tgid, f"no longer matches: {why}")
+                continue
+            if info != proc.info:
+                log.info("process %d still matches after a change (now %s, exe %s, uid %d)",
+                         tgid, info.comm, info.exe or "?", info.uid)
+                proc.info = info
+            changed |= self._refresh_names(proc)
+        return changed
+
+    def _refresh_names(self, proc: TrackedProcess) -> bool:
+        changed = False
+        for tid, task in proc.tasks.items():
+            name = self.procfs.thread_name(proc.info.tgid, tid)
+            if name is not None and name != task.name:
+                task.name, changed = name, True
+        return changed
+
+    def forget_verdicts(self) -> None:
+        """Let IDs and processes without a positive verdict be looked at again: a
+        PID may have been reused, a process may have exec'd or renamed itself."""
+        self._negative.clear()
+        self._verdicts.clear()
+
+    def _drop_process(self, tgid: int, why: str) -> bool:
+        proc = self.processes.pop(tgid, None)
+        if proc is None:
+            return False
+        for tid in proc.tasks:
+            self._targets.pop(tid, None)
+        log.info("process %d (%s) removed: %s", tgid, proc.info.comm, why)
+        return True
+
+    def set_match(self, match: MatchConfig) -> bool:
+        """Apply new match rules: re-judge tracked processes, forget all verdicts."""
+        self.match = match
+        self.forget_verdicts()
+        changed = False
+        for tgid, proc in list(self.processes.items()):
+            why = mismatch(proc.info, match)
+            if why:
+                changed |= self._drop_process(tgid, f"no longer matches the configuration: "
+                                                    f"{why}")
+        return changed
+
+    # --- views ----------------------------------------------------------
+
+    def take_added(self) -> List[int]:
+        added, self._added = self._added, []
+        return added
+
+    def snapshot(self) -> List[ProcessView]:
+        """The tracked processes sorted by tgid: the input of every writer."""
+        return [ProcessView(tgid, p.info.comm, p.info.exe, p.info.uid, p.since,
+                            tuple(sorted(p.tasks)),
+                            frozenset(t.name for t in p.tasks.values()))
+                for tgid, p in sorted(self.processes.items())]
+
+    @property
+    def task_count(self) -> int:
+        return len(self._targets)
+
+    def cache_sizes(self) -> Tuple[int, int]:
+        """(negative IDs, process verdicts) held now."""
+        return len(self._negative), len(self._verdicts)

@@ -1,0 +1,336 @@
+"""JSON over HTTP(S) where one deadline bounds the whole exchange.
+
+The loop gives one push a single deadline (`api.timeout`), so nothing in an
+exchange may block past it:
+
+* name resolution: getaddrinfo() cannot be interrupted, so it runs in a
+  thread that the caller waits for at most until the deadline; at most one
+  lookup is outstanding, so a hung nameserver costs one thread, not one per
+  retry (`Resolver`);
+* connect, and the TLS handshake done non-blocking with poll();
+* sending: each send() gets the time left;
+* every read of the answer, status line and headers included: a socket
+  timeout bounds one recv(), not a response, so a server trickling its
+  headers a byte at a time could otherwise hold a request for ever;
+* the body is capped (answers are a few hundred bytes).
+
+It uses the standard library's http.client rather than requests: importing
+requests alone costs 4.5 MB of resident memory under Debian's python3 (see
+README, Performance), and requests cannot bound a whole exchange by one
+deadline.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import ipaddress
+import json
+import select
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from .errors import ApiError, short
+
+MAX_BODY = 1 << 20
+AddrInfo = Tuple[Any, ...]
+
+
+class DeadlinePassed(TimeoutError):
+    """The exchange's deadline passed (the message says during what)."""
+
+
+# --- name resolution ---------------------------------------------------------------------
+
+
+class _Lookup(threading.Thread):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(name=f"resolve {host}", daemon=True)
+        self.key = (host, port)
+        self.done = threading.Event()
+        self.result: List[AddrInfo] = []
+        self.error: Optional[OSError] = None
+
+    def run(self) -> None:
+        try:
+            self.result = socket.getaddrinfo(*self.key, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self.error = exc
+        except Exception as exc:  # e.g. UnicodeError from IDNA: never lose the event
+            self.error = OSError(str(exc))
+        finally:
+            self.done.set()
+
+
+class Resolver:
+    """getaddrinfo() bounded by a timeout; IP literals need no lookup."""
+
+    def __init__(self) -> None:
+        self._pending: Optional[_Lookup] = None
+
+    def resolve(self, host: str, port: int, timeout: float) -> List[AddrInfo]:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        lookup = self._pending
+        if lookup is None or (lookup.key != (host, port) and lookup.done.is_set()):
+            lookup = _Lookup(host, port)
+            lookup.start()
+            self._pending = lookup
+        elif lookup.key != (host, port):
+            raise DeadlinePassed(f"an earlier lookup of {lookup.key[0]} has not finished")
+        if not lookup.done.wait(max(0.0, timeout)):
+            raise DeadlinePassed(f"resolving the name {host} did not finish in time "
+                                 "(is the nameserver answering?)")
+        self._pending = None
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.result
+
+
+# --- a connection whose every step honours the deadline -----------------------------------
+
+
+class _DeadlineRaw(io.RawIOBase):
+    """What http.client reads the answer through: each recv gets the time left."""
+
+    def __init__(self, sock: socket.socket, conn: DeadlineConnection) -> None:
+        super().__init__()
+        self._sock = sock
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(self._conn.time_left("reading the answer"))
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """The connected socket, with bounded sends and reads through _DeadlineRaw."""
+
+    def __init__(self, sock: socket.socket, conn: DeadlineConnection) -> None:
+        self._sock = sock
+        self._conn = conn
+
+    def makefile(self, mode: str = "r", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineRaw(self._sock, self._conn))
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            self._sock.settimeout(self._conn.time_left("sending the request"))
+            view = view[self._sock.send(view[:65536]):]
+
+    def __getattr__(self, name: str) -> Any:  # close, settimeout, fileno, ...
+        return getattr(self._sock, name)
+
+
+class DeadlineConnection(http.client.HTTPConnection):
+    """http:// and https:// alike: `connect` resolves, connects and (for TLS)
+    handshakes within `deadline`, which the caller sets before each request."""
+
+    def __init__(self, host: str, port: int, resolver: Resolver,
+                 tls: Optional[ssl.SSLContext], clock: Callable[[], float]) -> None:
+        super().__init__(host, port)
+        self._resolver = resolver
+        self._tls = tls
+        self._clock = clock
+        self.deadline = 0.0
+
+    def time_left(self, during: str) -> float:
+        left = self.deadline - self._clock()
+        if left <= 0:
+            raise DeadlinePassed(f"no answer in time ({during})")
+        return left
+
+    def connect(self) -> None:
+        infos = self._resolver.resolve(self.host, self.port, self.time_left("resolving"))
+        sock = self._connect_any(infos)
+        try:
+            if self._tls is not None:
+                sock = self._handshake(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = _DeadlineSocket(sock, self)
+
+    def _connect_any(self, infos: List[AddrInfo]) -> socket.socket:
+        last: Optional[OSError] = None
+        for family, type_, proto, _, address in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.settimeout(self.time_left("connecting"))
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                if isinstance(exc, DeadlinePassed):
+                    raise
+                last = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        raise last or OSError("the name resolved to no address")
+
+    def _handshake(self, sock: socket.socket) -> socket.socket:
+        assert self._tls is not None
+        tls = self._tls.wrap_socket(sock, server_hostname=self.host,
+                                    do_handshake_on_connect=False)
+        tls.setblocking(False)
+        poller = select.poll()
+        poller.register(tls, select.POLLIN)
+        while True:
+            left = self.time_left("TLS handshake")
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                poller.modify(tls, select.POLLIN)
+            except ssl.SSLWantWriteError:
+                poller.modify(tls, select.POLLOUT)
+            poller.poll(left * 1000)
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any  # decoded JSON, or None
+    location: str = ""  # of a redirect
+
+
+class _StaleConnection(Exception):
+    """The server closed a kept-alive connection before answering."""
+
+
+class JsonHttp:
+    def __init__(self, base_url: str, timeout: float, ca_pem: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self._clock = clock
+        parts = urlsplit(base_url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path.rstrip("/")
+        self._ca_pem = ca_pem
+        self._tls: Optional[ssl.SSLContext] = None
+        self._resolver = Resolver()
+        self._conn: Optional[DeadlineConnection] = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(self, method: str, path: str, payload: Any, deadline: float,
+                bearer: Optional[str] = None) -> Answer:
+        """One exchange (and one fresh retry if a kept-alive connection was stale)."""
+        body = json.dumps(payload).encode() if payload is not None else None
+        headers = self._headers(body is not None, bearer)
+        what = f"{method} {self.base_url}{path}"
+        for attempt in (1, 2):
+            reused = self._conn is not None and self._conn.sock is not None
+            try:
+                return self._attempt(method, self._path + path, body, headers, deadline, what)
+            except _StaleConnection:
+                if not (reused and attempt == 1):
+                    raise ApiError("connect", f"{what}: connection closed by the server"
+                                   ) from None
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise self._error(exc, what) from None
+        raise AssertionError("unreachable")
+
+    def _headers(self, has_body: bool, bearer: Optional[str]) -> Dict[str, str]:
+        headers = {"User-Agent": "gtp5g-operator", "Accept": "application/json"}
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        return headers
+
+    def _attempt(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
+                 deadline: float, what: str) -> Answer:
+        conn = self._connection(deadline)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            raw = self._read_body(resp, what)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.close()
+            raise _StaleConnection() from None
+        except BaseException:
+            self.close()
+            raise
+        if resp.will_close:
+            self.close()
+        return self._decode(resp, raw, what)
+
+    def _connection(self, deadline: float) -> DeadlineConnection:
+        if self._conn is None:
+            if self._https and self._tls is None:
+                # Certificate and host name are verified against the system CAs or
+                # the configured CA (read at load); there is no switch to turn that off.
+                self._tls = ssl.create_default_context(cadata=self._ca_pem or None)
+            self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
+                                            self._clock)
+        self._conn.deadline = deadline
+        return self._conn
+
+    @staticmethod
+    def _read_body(resp: http.client.HTTPResponse, what: str) -> bytes:
+        length = resp.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise ApiError("bad-answer", f"{what}: answer of {length} bytes is larger than "
+                           f"{MAX_BODY}: ignored", resp.status)
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            chunk = resp.read1(65536)  # each read is bounded by the deadline
+            if not chunk:
+                resp.close()  # marks it done so the kept-alive connection can be reused
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError("bad-answer", f"{what}: answer larger than {MAX_BODY} bytes: "
+                               "ignored", resp.status)
+            chunks.append(chunk)
+
+    @staticmethod
+    def _decode(resp: http.client.HTTPResponse, raw: bytes, what: str) -> Answer:
+        location = resp.getheader("Location") or ""
+        try:
+            return Answer(resp.status, json.loads(raw) if raw.strip() else None, location)
+        except ValueError:
+            if 200 <= resp.status < 300:
+                raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
+                               "not JSON", resp.status) from None
+            return Answer(resp.status, None, location)
+
+    def _error(self, exc: BaseException, what: str) -> ApiError:
+        """The ApiError for an exception of one attempt (the connection is closed)."""
+        self.close()
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, (DeadlinePassed, TimeoutError, socket.timeout)):
+            detail = str(exc) if isinstance(exc, DeadlinePassed) else "no answer in time"
+            return ApiError("timeout", f"{what}: {detail} (api.timeout {self.timeout:g} s)")
+        if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
+            return ApiError("tls", f"TLS with {self.base_url} failed: {short(exc)}")
+        if isinstance(exc, socket.gaierror):
+            return ApiError("connect", f"cannot resolve {self._host}: {short(exc.strerror)}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return ApiError("connect", f"cannot reach {self.base_url}: {short(reason)}")

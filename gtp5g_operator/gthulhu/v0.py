@@ -1,0 +1,92 @@
+"""The v0 writer: Gthulhu's 2025 API (≤ v0.4.4), explicit PIDs.
+
+`POST /api/v1/scheduling/strategies` replaces the server's one list.  In
+"overwrite" mode the posted list is exactly this host's set; in "merge" mode
+the list is read first and only this host's entries are replaced (merge.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..config import Config
+from ..core.strategy import Strategy, build_strategies, target_ids
+from ..core.tracker import ProcessView
+from .errors import ApiError, check_answer
+from .http import JsonHttp
+from .merge import OwnedIds, merge_strategies
+from .writer import ApiWriter, PublicKeyToken
+
+STRATEGIES_PATH = "/api/v1/scheduling/strategies"
+
+
+class V0Writer(ApiWriter):
+    flavor = "v0"
+
+    def __init__(self, http: JsonHttp, config: Config, owned: Optional[OwnedIds],
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        super().__init__(http, config.strategy)
+        self.merge = config.strategy.mode == "merge"
+        self.owned = owned  # merge mode: the IDs this host pushed (persisted)
+        self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key, None,
+                                    clock, wall_clock)
+
+    # --- credentials ---------------------------------------------------------------------
+
+    def authenticate(self, deadline: float) -> bool:
+        if self.login.valid():
+            return False
+        self.login.obtain(deadline)
+        return True
+
+    def drop_credentials(self) -> None:
+        self.login.drop()
+
+    def describe(self) -> Dict[str, Any]:
+        token = self.login.token
+        return {**super().describe(), "mode": self.strategy.mode,
+                "token_expires_at": token.expires_at if token else None,
+                "credentials_obtained": self.login.obtained}
+
+    # --- the state ------------------------------------------------------------------------
+
+    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
+        strategies = build_strategies(target_ids(views, self.strategy.targets), self.strategy)
+        self._write(strategies, deadline)
+        return len(strategies)
+
+    def clear(self, deadline: float) -> None:
+        self._write([], deadline)  # merge mode: removes only this host's entries
+
+    def _write(self, strategies: List[Strategy], deadline: float) -> None:
+        if not self.merge:
+            self._post(strategies, deadline)
+            return
+        owned = set(self.owned.ids) if self.owned is not None else set()
+        ours = {s["pid"] for s in strategies}
+        merged = merge_strategies(self.get_strategies(deadline), strategies, owned)
+        if self.owned is not None:
+            self.owned.replace(owned | ours)  # recorded before the POST: a crash after it
+        self._post(merged, deadline)  # must not orphan entries
+        if self.owned is not None:
+            self.owned.replace(ours)
+
+    def _post(self, strategies: List[Strategy], deadline: float) -> None:
+        answer = self.http.request("POST", STRATEGIES_PATH, {"strategies": strategies},
+                                   deadline, self.login.header())
+        check_answer(answer.status, answer.body, f"POST {self.http.base_url}{STRATEGIES_PATH}",
+                     answer.location)
+
+    def get_strategies(self, deadline: float) -> List[Strategy]:
+        answer = self.http.request("GET", STRATEGIES_PATH, None, deadline, self.login.header())
+        check_answer(answer.status, answer.body, f"GET {self.http.base_url}{STRATEGIES_PATH}",
+                     answer.location)
+        body = answer.body
+        items = body.get("scheduling") if isinstance(body, dict) else None
+        if items is None:  # the 2025 server answers null when nothing resolves to a PID
+            return []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ApiError("bad-answer", "strategies answer: scheduling is not a list of objects")
+        return items

@@ -1,0 +1,122 @@
+"""The API-writer interface: what the Pusher needs from any Gthulhu flavor.
+
+A writer obtains and renews its credentials, writes the desired state (the
+tracked processes) in its flavor's terms, clears what it wrote, and
+describes itself for `status`.  The Pusher decides *when*; a writer decides
+*what* and *how*.  Every call takes the exchange's monotonic deadline.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from ..config.schema import StrategyConfig
+from ..core.tracker import ProcessView
+from .auth import Token, TokenError, extract_token, verify_token
+from .errors import ApiError, check_answer
+from .http import JsonHttp
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/api/v1/auth/token"
+
+
+class ApiWriter(abc.ABC):
+    flavor = "?"
+
+    def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
+        self.http = http
+        self.strategy = strategy  # the values to send; replaced on reload
+
+    @property
+    def timeout(self) -> float:
+        return self.http.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.http.timeout = seconds
+
+    @abc.abstractmethod
+    def authenticate(self, deadline: float) -> bool:
+        """Obtain or renew credentials if due; True if new ones were obtained."""
+
+    @abc.abstractmethod
+    def drop_credentials(self) -> None:
+        """Forget the credentials (the server refused them)."""
+
+    @abc.abstractmethod
+    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
+        """Make the server hold exactly this host's desired state; the entries written."""
+
+    @abc.abstractmethod
+    def clear(self, deadline: float) -> None:
+        """Remove what this host wrote (clear_on_stop)."""
+
+    def describe(self) -> Dict[str, Any]:
+        return {"flavor": self.flavor, "url": self.http.base_url}
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class PublicKeyToken:
+    """A token traded for our RSA public key (v0 and the Decision Maker), verified
+    with that key and renewed before it expires, on our clock."""
+
+    def __init__(self, http: JsonHttp, public_key_pem: str, public_key_path: str,
+                 client_id: Optional[str], clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.http = http
+        self._pem = public_key_pem
+        self._path = public_key_path
+        self._client_id = client_id
+        self._clock = clock
+        self._wall = wall_clock
+        self.token: Optional[Token] = None
+        self._renew_at = 0.0
+        self.obtained = 0
+        self._skew_reported = False
+
+    def valid(self) -> bool:
+        return self.token is not None and self._clock() < self._renew_at
+
+    def drop(self) -> None:
+        self.token = None
+
+    def obtain(self, deadline: float) -> Token:
+        payload: Dict[str, Any] = {"public_key": self._pem}
+        if self._client_id is not None:
+            payload["client_id"] = self._client_id
+        answer = self.http.request("POST", TOKEN_PATH, payload, deadline)
+        what = f"POST {self.http.base_url}{TOKEN_PATH}"
+        if answer.status == 401:
+            raise ApiError("unauthorized", f"the server refused our public key {self._path}: "
+                           "it is not the pair of the server's JWT private key", 401)
+        check_answer(answer.status, answer.body, what, answer.location)
+        try:
+            value, expired_at = extract_token(answer.body)
+            token = verify_token(value, self._pem, self._wall(), expired_at)
+        except TokenError as exc:
+            raise ApiError("bad-answer", str(exc), answer.status) from None
+        self._accept(token)
+        return token
+
+    def _accept(self, token: Token) -> None:
+        self.token = token
+        self.obtained += 1
+        self._renew_at = self._clock() + token.refresh_in
+        if token.skew and not self._skew_reported:
+            self._skew_reported = True
+            log.warning("the API host's clock is %+.0f s off ours (judged from the token's "
+                        "issue time); tokens are still accepted, but check NTP on both hosts",
+                        token.skew)
+        log.info("got an API token, valid until %s (renewing in %.0f s)",
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),
+                 token.refresh_in)
+
+    def header(self) -> str:
+        assert self.token is not None
+        return self.token.value

@@ -1,0 +1,253 @@
+"""The daemon: one synchronous `selectors` loop over its components.
+
+Each turn: ask every component (core/component.py) for the fds it wants
+watched and for its next deadline, select until the earliest one, hand the
+ready fds to their owners, then let every component whose deadline has come
+run.  Signal handlers only write to a wakeup socket (service/signals.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import time
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Set
+
+from .. import __version__
+from ..config import Config, ConfigError, describe_changes, load_config
+from ..core.component import Component
+from ..core.procfs import ProcFS
+from ..core.tracker import ProcessView, TaskTracker
+from ..gthulhu import build_writer
+from ..gthulhu.writer import ApiWriter
+from ..trace.feed import SourceFactory, TraceFeed, make_source
+from .endpoint import Endpoint
+from .liveness import LivenessPass
+from .logsetup import LogLevel
+from .notify import Notifier, watchdog_interval
+from .publisher import Publisher
+from .pusher import Pusher, PushResult
+from .runtime_files import Heartbeat, runtime_dir, state_dir
+from .scheduler_watch import SchedulerWatch
+from .signals import SignalWaker
+from .watchdog import WatchdogPinger
+
+log = logging.getLogger(__name__)
+
+FIRST_PUSH_DELAY = 0.25  # let the first lines arrive so the first push is not a needless clear
+STOP_PUSH_BUDGET = 1.5  # clear_on_stop must fit in systemd's expectation of a quick stop
+MAX_SLEEP = 3600.0
+
+
+def _monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str, *,
+                 env: Mapping[str, str] = os.environ,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 procfs: Optional[ProcFS] = None, sysfs: str = "/sys",
+                 make_writer: Optional[Callable[[Config], ApiWriter]] = None,
+                 trace_factory: SourceFactory = make_source) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.env = env
+        self._clock = clock
+        self._wall = wall_clock
+        self.loaded_at = wall_clock()
+        self.notifier = Notifier(env)
+        self.tracker = TaskTracker(procfs or ProcFS(), config.match, wall_clock)
+        self.scheduler = SchedulerWatch(sysfs)
+        self.trace = TraceFeed(config.trace, clock, self._on_tids, trace_factory)
+        self._make_writer = make_writer or (
+            lambda cfg: build_writer(cfg, state_dir(env), clock, wall_clock))
+        self.pusher = Pusher(self._make_writer(config), config.strategy.resync_interval,
+                             self._desired, clock, wall_clock,
+                             first_push_delay=FIRST_PUSH_DELAY, make_writer=self._make_writer)
+        self.publisher = Publisher(self, runtime_dir(env), clock, wall_clock)
+        self.watchdog = WatchdogPinger(self.notifier, watchdog_interval(env, os.getpid()),
+                                       clock, self.publisher.status_line)
+        self.liveness = LivenessPass(self.tracker, config.strategy.liveness_interval, clock,
+                                     self.pusher.mark_changed)
+        self.log_level = LogLevel(config.log.level)
+        self.signals = SignalWaker(self.reload, self.stop, self._report,
+                                   self.log_level.toggle_debug)
+        self.endpoint = Endpoint(config.metrics.listen, runtime_dir(env), clock)
+        self.pusher.before_push = self.watchdog.ping_if_stale
+        self.pusher.on_pushed = self._on_pushed
+        self.liveness.checks += [self.scheduler.check, self.publisher.publish]
+        self.heartbeat: Optional[Heartbeat] = None
+        self.selector = selectors.DefaultSelector()
+        self._registered: Dict[Component, Collection[int]] = {}
+        self._stopping = False
+
+    @property
+    def components(self) -> List[Component]:
+        # run_due order: signals and pings first, the push (which may block) last
+        return [self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
+                self.log_level, self.publisher, self.pusher]
+
+    # --- set-up and tear-down -----------------------------------------------
+
+    def setup(self) -> None:
+        self.signals.install()
+        self.heartbeat = Heartbeat(runtime_dir(self.env))
+        self._log_start()
+        self.scheduler.check()
+        self.trace.open()
+        self.publisher.publish()
+
+    def _log_start(self) -> None:
+        cfg = self.config
+        log.info("gtp5g-operator %s starting: config %s, trace %s (%s), API %s (flavor %s), "
+                 "matching %s", __version__, self.config_path, self.trace.path, self.trace.kind,
+                 cfg.api.url, cfg.api.flavor, ", ".join(cfg.match.comm))
+        if not cfg.match.uid:
+            names = "/".join(cfg.match.comm)
+            why = (f"any local user can name a process {names} and get it boosted"
+                   if not cfg.match.exe else
+                   "match.exe alone does not pin the gNB: any user can run that executable "
+                   "with LD_PRELOAD, under a debugger or with a hostile environment and get "
+                   "their own code boosted")
+            log.warning("match.uid is empty: %s; pin the gNB's user with match.uid in %s",
+                        why, self.config_path)
+        self.watchdog.check_budget(cfg.api.timeout)
+
+    def close(self) -> None:
+        for component in reversed(self.components):
+            component.close()
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+        self.selector.close()
+
+    # --- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        self.setup()
+        self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
+        try:
+            while not self._stopping:
+                self.run_once()
+            self._shutdown()
+        finally:
+            self.close()
+        return 0
+
+    def run_once(self) -> None:
+        self._sync_watched()
+        now = self._clock()
+        deadline = self._next_deadline()
+        if self.heartbeat is not None:  # the loop's promise of when it turns next
+            self.heartbeat.beat(now, min(deadline, now + MAX_SLEEP) + self.config.api.timeout)
+        timeout = min(max(0.0, deadline - now), MAX_SLEEP)
+        for key, _ in self.selector.select(timeout):
+            owner: Component = key.data
+            # An earlier callback of this turn may have closed or replaced this fd.
+            if key.fd in owner.watched_fds():
+                owner.on_readable(key.fd)
+        self._run_due()
+
+    def _next_deadline(self) -> float:
+        return min(c.next_deadline() for c in self.components)
+
+    def _run_due(self) -> None:
+        now = self._clock()
+        for component in self.components:
+            if now >= component.next_deadline():
+                component.run_due(now)
+
+    def _sync_watched(self) -> None:
+        """Keep the selector equal to what the components want watched.  A component
+        returns a new collection whenever its fds change (components.py)."""
+        components = self.components
+        for owner in list(self._registered):
+            if owner not in components or owner.watched_fds() is not self._registered[owner]:
+                for fd in self._registered.pop(owner):
+                    self.selector.unregister(fd)
+        for owner in components:
+            fds = owner.watched_fds()
+            if owner in self._registered or not fds:
+                continue
+            registered: Set[int] = set()
+            for fd in fds:
+                try:
+                    self.selector.register(fd, selectors.EVENT_READ, owner)
+                except (OSError, ValueError, KeyError) as exc:
+                    for done in registered:
+                        self.selector.unregister(done)
+                    owner.fd_failed(fd, exc if isinstance(exc, OSError) else OSError(str(exc)))
+                    break
+                registered.add(fd)
+            else:
+                self._registered[owner] = fds
+
+    # --- what the components call ----------------------------------------------------
+
+    def _on_tids(self, tids: Set[int]) -> None:
+        if self.tracker.observe(tids):
+            self.publisher.tasks_added(self.tracker.take_added())
+            self.pusher.mark_changed()
+
+    def _desired(self) -> List[ProcessView]:
+        self.tracker.prune()  # never push a task that exited or whose ID was reused
+        return self.tracker.snapshot()
+
+    def _on_pushed(self, result: PushResult) -> None:
+        self.publisher.pushed(result)
+        self.notifier.send("STATUS=" + self.publisher.status_line())
+
+    def _report(self) -> None:
+        for line in self.publisher.report_lines():
+            log.info("%s", line)
+
+    def stop(self, why: str) -> None:
+        log.info("received %s", why)
+        self._stopping = True
+        self.pusher.stopping = True
+
+    def _shutdown(self) -> None:
+        self.notifier.send("STOPPING=1", "STATUS=stopping")
+        log.info("stopping")
+        if self.config.strategy.clear_on_stop:
+            error = self.pusher.clear(STOP_PUSH_BUDGET)
+            if error is None:
+                log.info("cleared this host's strategies (clear_on_stop)")
+            else:
+                log.warning("could not clear this host's strategies on stop: %s", error)
+
+    # --- reload ---------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
+        try:
+            new = load_config(self.config_path, self.env)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.publisher.reloaded(False)
+        else:
+            self.apply(new)
+            self.publisher.reloaded(True)
+            self.publisher.publish()
+        self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
+
+    def apply(self, new: Config) -> None:
+        """Swap in a validated config; each component takes its own part."""
+        old, changed = self.config, describe_changes(self.config, new)
+        self.config = new
+        self.loaded_at = self._wall()
+        if not changed:
+            log.info("configuration reloaded: nothing changed")
+            return
+        log.info("configuration reloaded: %s changed", ", ".join(changed))
+        push_now = False
+        for component in self.components:
+            push_now |= component.reconfigure(old, new)
+        if push_now:
+            self.pusher.push_now()
+
+    def status_line(self) -> str:
+        return self.publisher.status_line()
+

@@ -1,0 +1,183 @@
+"""When to push the desired state: coalescing, resync, backoff — a loop component.
+
+What is pushed and how is the writer's business (gthulhu/); the Pusher only
+decides when, bounds each push by one deadline (`api.timeout`), retries once
+with fresh credentials after a 401, and backs off after failures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, FrozenSet, List, Optional, Tuple
+
+from ..core.backoff import Backoff
+from ..core.component import NEVER, Component
+from ..core.once import StateLog
+from ..core.tracker import ProcessView
+from ..gthulhu.errors import ApiError
+from ..gthulhu.writer import ApiWriter
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger(__name__)
+
+COALESCE = 0.02  # a change waits this long for more changes (bursts of new threads)
+FIRST_RETRY = 0.5  # first retry delay after a failed push
+
+
+@dataclass
+class PushResult:
+    ok: bool
+    count: int  # entries written (or attempted)
+    at_wall: float
+    at_mono: float
+    duration: float
+    tids: FrozenSet[int] = frozenset()  # the tracked tasks this push covered
+    error: str = ""
+    error_kind: str = ""
+
+
+def _server_identity(config: Config) -> Tuple[object, ...]:
+    """What the writer's server, credentials and kind depend on."""
+    return (dataclasses.replace(config.api, timeout=0.0), config.public_key_pem,
+            config.ca_pem, config.password, config.node_name, config.strategy.mode)
+
+
+class Pusher(Component):
+    name = "pusher"
+
+    def __init__(self, writer: ApiWriter, resync_interval: float,
+                 snapshot: Callable[[], List[ProcessView]],
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 backoff: Optional[Backoff] = None, first_push_delay: float = 0.0,
+                 make_writer: Optional[Callable[[Config], ApiWriter]] = None) -> None:
+        self.writer = writer
+        self.resync_interval = resync_interval
+        self._snapshot = snapshot  # prunes dead tasks, then lists the tracked ones
+        self._make_writer = make_writer
+        self._clock = clock
+        self._wall = wall_clock
+        self._backoff = backoff or Backoff(FIRST_RETRY, resync_interval)
+        # Push once soon after start, even an empty set: the API may hold stale strategies.
+        self._next = clock() + first_push_delay
+        self._state = StateLog(log)
+        self.on_pushed: Callable[[PushResult], None] = lambda result: None
+        self.before_push: Callable[[], None] = lambda: None  # e.g. a watchdog ping
+        self.stopping = False
+        self.last: Optional[PushResult] = None
+
+    # --- the component's face -----------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        return NEVER if self.stopping else self._next
+
+    def run_due(self, now: float) -> None:
+        if not self.stopping and now >= self._next:
+            self.push()
+
+    def reconfigure(self, old: Config, new: Config) -> bool:
+        if _server_identity(old) != _server_identity(new) and self._make_writer is not None:
+            self.set_writer(self._make_writer(new))  # new credentials: a new token
+        else:
+            self.writer.timeout = new.api.timeout
+            self.writer.strategy = new.strategy
+        if old.strategy.resync_interval != new.strategy.resync_interval:
+            self.set_resync_interval(new.strategy.resync_interval)
+        values = ("priority", "execution_time_ns", "targets")
+        return any(getattr(old.strategy, v) != getattr(new.strategy, v) for v in values)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    # --- scheduling ---------------------------------------------------------
+
+    def mark_changed(self) -> None:
+        """The set changed: push soon, unless we are backing off after a failure."""
+        if not self._state.failing:
+            self._next = min(self._next, self._clock() + COALESCE)
+
+    def push_now(self) -> None:
+        """Strategy values changed: push at the next turn, backoff or not."""
+        self._next = self._clock()
+
+    def set_writer(self, writer: ApiWriter) -> None:
+        """New server, key or flavor: start afresh with it, now."""
+        self.writer.close()
+        self.writer = writer
+        self._backoff.reset()
+        self._state.recovered()
+        self._next = self._clock()
+
+    def set_resync_interval(self, seconds: float) -> None:
+        self.resync_interval = seconds
+        self._backoff.cap = seconds
+        self._next = min(self._next, self._clock() + seconds)
+
+    # --- the push -------------------------------------------------------------
+
+    def push(self) -> PushResult:
+        """Write the desired state now; schedules the next push from the outcome."""
+        self.before_push()
+        views = self._snapshot()
+        start = self._clock()
+        tids = frozenset(t for v in views for t in v.tids)
+        try:
+            count = self._with_credentials(lambda d: self.writer.write(views, d),
+                                           start + self.writer.timeout) or 0
+        except ApiError as exc:
+            result = self._failed(exc, start, tids)
+        else:
+            result = self._succeeded(count, start, tids)
+        self.on_pushed(result)
+        return result
+
+    def clear(self, budget: float) -> Optional[ApiError]:
+        """Remove this host's state within `budget` seconds (on stop); the error, if any."""
+        self.before_push()
+        deadline = self._clock() + min(budget, self.writer.timeout)
+        try:
+            self._with_credentials(self.writer.clear, deadline)
+        except ApiError as exc:
+            return exc
+        return None
+
+    def _with_credentials(self, call: Callable[[float], Optional[int]],
+                          deadline: float) -> Optional[int]:
+        """Credentials (if due), the call, and one retry after a 401 — one deadline."""
+        fresh = self.writer.authenticate(deadline)
+        try:
+            return call(deadline)
+        except ApiError as exc:
+            if exc.kind != "unauthorized" or fresh:
+                raise
+        log.info("the API refused our credentials (HTTP 401): getting new ones")
+        self.writer.drop_credentials()
+        self.writer.authenticate(deadline)
+        return call(deadline)
+
+    def _succeeded(self, count: int, start: float, tids: FrozenSet[int]) -> PushResult:
+        now = self._clock()
+        if not self._state.recovered("API reachable again: pushed %d entries", count):
+            log.debug("pushed %d entries in %.1f ms", count, (now - start) * 1e3)
+        self._backoff.reset()
+        self._next = now + self.resync_interval
+        self.last = PushResult(True, count, self._wall(), now, now - start, tids)
+        return self.last
+
+    def _failed(self, exc: ApiError, start: float, tids: FrozenSet[int]) -> PushResult:
+        now = self._clock()
+        delay = self._backoff.next_delay()
+        if not self._state.problem(exc.kind, logging.WARNING, "push failed: %s (retrying "
+                                   "with backoff, first in %.1f s)", exc.summary, delay):
+            log.debug("push still failing: %s; next try in %.1f s", exc.summary, delay)
+        if exc.kind in ("unauthorized", "bad-answer"):
+            self.writer.drop_credentials()
+        self._next = now + delay
+        self.last = PushResult(False, 0, self._wall(), now, now - start, tids,
+                               error=str(exc), error_kind=exc.kind)
+        return self.last

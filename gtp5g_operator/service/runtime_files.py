@@ -1,0 +1,151 @@
+"""The files the running daemon publishes in its runtime directory.
+
+* state.json — the daemon's state for `gtp5g-operator status` and `doctor`;
+* metrics.prom — the Prometheus exposition text (served by the endpoint);
+* health.json — what /health answers from;
+* heartbeat — 16 bytes, mmap'd: when the loop turned last and by when it
+  will turn next (CLOCK_MONOTONIC), so another process can tell a stalled
+  loop without asking it.
+
+Directories follow systemd's RuntimeDirectory=/StateDirectory=: the
+environment variables it sets, else /run/gtp5g-operator and
+/var/lib/gtp5g-operator.  Nothing secret is written (no token, no key, no
+password).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import mmap
+import os
+import struct
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..core.once import StateLog
+from ..files import FileProblem, atomic_write, read_regular_file
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.prom"
+HEALTH_FILE = "health.json"
+HEARTBEAT_FILE = "heartbeat"
+_HEARTBEAT = struct.Struct("<dd")  # turned_at, next_turn_by (monotonic seconds)
+
+
+def _first_dir(env: Mapping[str, str], var: str, default: str) -> str:
+    # systemd sets a colon-separated list when several directories are configured
+    value = env.get(var, "")
+    return value.split(":")[0] if value else default
+
+
+def runtime_dir(env: Mapping[str, str] = os.environ) -> str:
+    return _first_dir(env, "RUNTIME_DIRECTORY", "/run/gtp5g-operator")
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> str:
+    return _first_dir(env, "STATE_DIRECTORY", "/var/lib/gtp5g-operator")
+
+
+class PublishedFile:
+    """One file rewritten atomically when its content changes; failures logged
+    once per cause."""
+
+    def __init__(self, path: str, mode: int = 0o644) -> None:
+        self.path = path
+        self._mode = mode
+        self._last: Optional[bytes] = None
+        self._state = StateLog(log)
+
+    def write(self, data: bytes) -> None:
+        if data == self._last:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            atomic_write(self.path, data, self._mode)
+        except OSError as exc:
+            self._state.problem(exc.strerror or str(exc), logging.WARNING,
+                                "cannot write %s: %s", self.path, exc.strerror or exc)
+            return
+        self._state.recovered("%s written again", self.path)
+        self._last = data
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+class StateFile(PublishedFile):
+    """state.json: rewritten when the state (not just its time stamp) changes."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(os.path.join(directory, STATE_FILE))
+        self._last_state = ""
+
+    def write_state(self, state: Dict[str, Any], now: float) -> None:
+        body = json.dumps(state, sort_keys=True)
+        if body == self._last_state:
+            return
+        self.write((json.dumps({**state, "updated_at": now}, indent=1, sort_keys=True)
+                    + "\n").encode())
+        self._last_state = body
+
+
+class Heartbeat:
+    """The loop's pulse in a shared 16-byte file; writing it costs no system call."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, HEARTBEAT_FILE)
+        self._map: Optional[mmap.mmap] = None
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            log.warning("cannot create %s: %s (/health cannot tell a stalled loop)",
+                        self.path, exc.strerror)
+            return
+        try:
+            os.ftruncate(fd, _HEARTBEAT.size)
+            self._map = mmap.mmap(fd, _HEARTBEAT.size)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot map %s: %s", self.path, exc)
+        finally:
+            os.close(fd)
+
+    def beat(self, now: float, next_turn_by: float) -> None:
+        if self._map is not None:
+            _HEARTBEAT.pack_into(self._map, 0, now, next_turn_by)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
+    """(turned_at, next_turn_by), or None when there is none."""
+    try:
+        data, _ = read_regular_file(os.path.join(directory, HEARTBEAT_FILE), 64)
+    except FileProblem:
+        return None
+    if len(data) != _HEARTBEAT.size:
+        return None
+    turned_at, next_by = _HEARTBEAT.unpack(data)
+    return turned_at, next_by
+
+
+def read_json(directory: str, name: str) -> Dict[str, Any]:
+    """A published JSON file; raises FileNotFoundError, FileProblem or ValueError."""
+    path = os.path.join(directory, name)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    data, _ = read_regular_file(path)
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is not a JSON object")
+    return value

@@ -1,0 +1,43 @@
+"""Watch the sched_ext scheduler's state at each liveness pass (a few small
+sysfs reads) and say when it goes away or comes back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+from ..core.sched_ext import SchedulerState, read_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerWatch:
+    def __init__(self, sysfs: str = "/sys") -> None:
+        self.sysfs = sysfs
+        self.state: Optional[SchedulerState] = None
+
+    def check(self) -> None:
+        new = read_scheduler(self.sysfs)
+        old, self.state = self.state, new
+        if old is not None and old.enabled == new.enabled and old.ops == new.ops:
+            return
+        if new.enabled:
+            log.info("%s%s", new.summary(),
+                     "" if new.looks_like_gthulhu else " (it does not look like Gthulhu's)")
+        elif old is None or old.enabled:
+            log.warning("%s: the strategies this service writes have no effect until one "
+                        "(such as Gthulhu's) runs", new.summary())
+
+    def describe(self) -> Dict[str, Any]:
+        return self.state.describe() if self.state is not None else {}
+
+    def status_note(self) -> str:
+        if self.state is None or self.state.enabled:
+            return ""
+        return "no sched_ext scheduler: strategies have no effect"
+
+    def export(self, gauge: Any) -> None:
+        if self.state is None:
+            return
+        gauge.clear()
+        gauge.labels(self.state.ops).set(1 if self.state.enabled else 0)

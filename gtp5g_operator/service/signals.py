@@ -1,0 +1,94 @@
+"""Signals, as a loop component: the handlers only wake the loop.
+
+`signal.set_wakeup_fd` writes each signal's number to a socket the loop
+watches; the numbers of one turn are handled together, so a burst of SIGHUPs
+is one reload.  Every signal whose default action would end the process is
+caught, so none leaves a stale state.json behind (SIGKILL cannot be, and
+SIGABRT is left to systemd's watchdog, which sends it to get a core dump).
+`close()` restores the handlers and the wakeup fd found at `install()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from typing import Any, Callable, Collection, Dict, Optional
+
+from ..core.component import Component
+
+log = logging.getLogger(__name__)
+
+RELOAD = signal.SIGHUP
+REPORT = signal.SIGUSR1  # log the state
+DEBUG_TOGGLE = signal.SIGUSR2  # switch debug logging on / back
+STOP = tuple(s for s in (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM, signal.SIGVTALRM,
+    signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
+    getattr(signal, "SIGSTKFLT", None)) if s is not None)
+HANDLED = (RELOAD, REPORT, DEBUG_TOGGLE, *STOP)
+
+
+def _ignore(*_: Any) -> None:
+    """The wakeup fd carries the signal number; the handler itself does nothing."""
+
+
+class SignalWaker(Component):
+    name = "signals"
+
+    def __init__(self, on_reload: Callable[[], None], on_stop: Callable[[str], None],
+                 on_report: Callable[[], None], on_debug_toggle: Callable[[], None]) -> None:
+        self._actions = (on_reload, on_stop, on_report, on_debug_toggle)
+        self._r: Optional[socket.socket] = None
+        self._w: Optional[socket.socket] = None
+        self._previous: Dict[int, Any] = {}
+        self._previous_fd = -1
+
+    def install(self) -> None:
+        self._r, self._w = socket.socketpair()
+        for sock in (self._r, self._w):
+            sock.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        for sig in HANDLED:
+            self._previous[sig] = signal.signal(sig, _ignore)
+
+    def watched_fds(self) -> Collection[int]:
+        return (self._r.fileno(),) if self._r is not None else ()
+
+    def on_readable(self, fd: int) -> None:
+        assert self._r is not None
+        received = bytearray()
+        while True:
+            try:
+                data = self._r.recv(4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            received += data
+        self.dispatch(set(received))
+
+    def dispatch(self, signums: Collection[int]) -> None:
+        on_reload, on_stop, on_report, on_debug_toggle = self._actions
+        stops = [s for s in STOP if s in signums]
+        if stops:
+            on_stop(signal.Signals(stops[0]).name)
+            return
+        if RELOAD in signums:
+            on_reload()  # once, however many SIGHUPs came in this turn
+        if REPORT in signums:
+            on_report()
+        if DEBUG_TOGGLE in signums:
+            on_debug_toggle()
+
+    def close(self) -> None:
+        if self._r is None:
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+        signal.set_wakeup_fd(self._previous_fd)
+        for sock in (self._r, self._w):
+            if sock is not None:
+                sock.close()
+        self._r = self._w = None

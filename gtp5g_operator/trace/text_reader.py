@@ -1,0 +1,136 @@
+"""The text trace source: non-blocking reads of trace_pipe into a LineFramer.
+
+What the bytes mean is `textscan`'s job.  The kernel's trace_pipe never
+returns EOF, but the FIFO that tests and replays use does when its writer
+closes, so EOF means "reopen" — after a backoff, so a source that keeps
+failing never spins.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Callable, Optional, Sequence, Set, Tuple
+
+from ..config.schema import TRACE_PIPE_CANDIDATES
+from ..core.once import StateLog
+from .framing import LineFramer
+from .source import OnTids, SourceProblem, TraceCounters, TraceSource, Turn
+from .textscan import DEFAULT, Layout, scan
+from .tracefs import mode_problem, resolve_pipe, unusual_options
+
+log = logging.getLogger(__name__)
+
+UNRECOGNISED_WARN_BYTES = 16 * 1024  # this much text without one recognised line: say so
+
+
+class TextTraceSource(TraceSource):
+    kind = "text"
+
+    def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
+                 counters: Optional[TraceCounters] = None,
+                 candidates: Sequence[str] = TRACE_PIPE_CANDIDATES,
+                 framer: Optional[LineFramer] = None) -> None:
+        super().__init__(resolve_pipe(setting, candidates), clock, on_tids, counters)
+        self.setting = setting
+        self._candidates = candidates
+        self.framer = framer or LineFramer()
+        self._layout_state = StateLog(log)
+        self._unrecognised = StateLog(log)
+        self._unrecognised_run = 0  # bytes since the last recognised line
+        self._warned_long = False
+
+    # --- open / close -------------------------------------------------------------------
+
+    def _open_fds(self) -> Tuple[int, ...]:
+        self.path = resolve_pipe(self.setting, self._candidates)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        problem = mode_problem(self.path, os.fstat(fd))  # the path may have been replaced
+        if problem:
+            os.close(fd)
+            raise SourceProblem(problem)
+        return (fd,)
+
+    def _close_fds(self) -> None:
+        os.close(self._fds[0])
+        self.framer.reset()  # a partial line of the old stream must not join the new one
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _read_turn(self, fd: int) -> Turn:
+        """Read until EAGAIN or the buffer is full: bounded per turn by the
+        framer's capacity, so a flood cannot starve the watchdog or the push."""
+        framer, turn = self.framer, Turn()
+        while framer.filled < len(framer.buf):
+            try:
+                n = os.readv(fd, [framer.space()])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                turn.problem = f"reading trace source {self.path} failed: {exc.strerror}"
+                break
+            if n == 0:
+                turn.problem = f"trace source {self.path} reached end of file"
+                break
+            framer.commit(n)
+            turn.bytes += n
+        self.counters.bytes += turn.bytes
+        turn.tids = self._scan_framed()
+        if turn.problem:  # the last line before EOF may lack its newline
+            turn.tids |= self._scan(*framer.flush_partial())
+        return turn
+
+    def _scan_framed(self) -> Set[int]:
+        framer = self.framer
+        dropped = framer.dropped_lines
+        tids = self._scan(*framer.frame())
+        framer.release()
+        if framer.dropped_lines != dropped:
+            self.counters.dropped_lines += framer.dropped_lines - dropped
+            if not self._warned_long:
+                self._warned_long = True
+                log.warning("dropped a trace line longer than %d bytes (counted in "
+                            "trace_dropped_lines; warning once)", framer.max_line)
+        return tids
+
+    def _scan(self, start: int, end: int) -> Set[int]:
+        if end <= start:
+            return set()
+        tids, lines, layout = scan(self.framer.buf, start, end)
+        self.counters.lines += lines
+        if layout is None:
+            self._not_recognised(end - start)
+        else:
+            self._recognised(layout)
+        return tids
+
+    # --- saying what the text looks like ---------------------------------------------------
+
+    def _recognised(self, layout: Layout) -> None:
+        self._unrecognised_run = 0
+        self._unrecognised.recovered("trace lines are recognised again (%s layout)",
+                                     layout.name)
+        if layout is DEFAULT:
+            self._layout_state.recovered("trace_pipe prints the default layout again")
+        else:
+            self._layout_state.problem(
+                layout.name, logging.WARNING, "trace_pipe prints the %s layout (options/%s "
+                "is %s): reading task IDs from it", layout.name, layout.option,
+                "off" if layout.option == "context-info" else "on")
+
+    def _not_recognised(self, size: int) -> None:
+        self.counters.unrecognised_bytes += size
+        self._unrecognised_run += size
+        if self._unrecognised_run < UNRECOGNISED_WARN_BYTES:
+            return
+        options = unusual_options(os.path.dirname(self.path))
+        hint = ("; the tracing instance has " + ", ".join(options)) if options else (
+            "; is options/bin on, or options/context-info off with a tracer that does "
+            "not print PID=?")
+        self._unrecognised.problem(
+            "unrecognised", logging.WARNING, "%d bytes arrived from %s but no trace line in "
+            "them could be recognised, so no task is seen%s (warning once until lines are "
+            "recognised again)", self._unrecognised_run, self.path, hint)

@@ -1,0 +1,351 @@
+"""A Gthulhu-compatible API server for tests, the demo and the benchmarks.
+
+Implements the contract in shared/reference/gthulhu-v1-api.md (2025-10-30
+release, with the later token shape selectable): RS256 tokens of a chosen
+lifetime, Bearer checks, the strategies list replaced on each POST, `null`
+when empty.  Faults can be switched on at run time (`server.fault = ...`) for
+the failure tests.  Everything it received is recorded with timestamps.
+
+Run it alone:  python3 -m testbed.fake_gthulhu --port 8080 --key-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def make_keypair(directory: Path) -> Tuple[Path, Path]:
+    """Write private.pem and public.pem (PKIX) into directory."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = directory / "jwt_private_key.pem"
+    public = directory / "jwt_public_key.pem"
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.chmod(0o600)
+    public.chmod(0o644)
+    return private, public
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic() at receipt
+    method: str
+    path: str
+    body: Any
+    authorization: str
+
+
+class FakeGthulhu:
+    def __init__(self, private_key_pem: bytes, token_lifetime: float = 3600.0,
+                 token_shape: str = "2025", priority_type: type = bool,
+                 host: str = "127.0.0.1", port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        self._key = serialization.load_pem_private_key(private_key_pem, password=None)
+        self._public_pem = self._key.public_key().public_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.token_lifetime = token_lifetime
+        self.token_shape = token_shape
+        self.priority_type = priority_type
+        self.strategies: Optional[List[Dict[str, Any]]] = None
+        self.received: List[Received] = []
+        self.tokens_issued = 0
+        self.min_jti = 0  # tokens with a lower serial are rejected (see revoke_tokens)
+        self.selector_pids: List[int] = []  # what selector strategies "match" on GET
+        self.fault: Optional[str] = None  # see Handler._fault for the names
+        self.fault_delay = 0.0
+        self._cond = threading.Condition()
+        self.connections: Set[socket.socket] = set()
+        self._stop_hang = threading.Event()
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:  # https: the handshake happens when a connection is accepted
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{self._scheme}://{host!s}:{port}"
+
+    def start(self) -> FakeGthulhu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop like a killed server: listening socket and open connections closed."""
+        self._stop_hang.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._cond:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    # --- observations --------------------------------------------------------
+
+    def record(self, item: Received) -> None:
+        with self._cond:
+            self.received.append(item)
+            self._cond.notify_all()
+
+    def posts(self) -> List[Received]:
+        with self._cond:
+            return [r for r in self.received if r.method == "POST" and r.path.endswith(
+                "/strategies")]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("condition not met in time")
+                self._cond.wait(min(left, 0.05))
+
+    def wait_post(self, predicate: Callable[[List[Dict[str, Any]]], bool], timeout: float = 5.0,
+                  after: int = 0) -> Received:
+        """The first strategies POST (index >= after) whose list satisfies predicate."""
+        def find() -> Optional[Received]:
+            for r in self.posts()[after:]:
+                if predicate(r.body["strategies"]):
+                    return r
+            return None
+        return self.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+    # --- behaviour ------------------------------------------------------------
+
+    def issue_token(self) -> Tuple[str, int]:
+        now = int(time.time())
+        exp = now + int(self.token_lifetime)
+        claims = {"client_id": "gtp5g-operator", "iss": "bss-api-server", "sub": "client",
+                  "iat": now, "nbf": now, "exp": exp, "jti": str(self.tokens_issued)}
+        self.tokens_issued += 1
+        return jwt.encode(claims, self._key, algorithm="RS256"), exp  # type: ignore[arg-type]
+
+    def public_key_matches(self, pem: str) -> bool:
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except (ValueError, TypeError):
+            return False
+        return key.public_bytes(serialization.Encoding.PEM,
+                                serialization.PublicFormat.SubjectPublicKeyInfo
+                                ) == self._public_pem
+
+    def token_ok(self, header: str) -> bool:
+        if not header.startswith("Bearer "):
+            return False
+        try:
+            claims = jwt.decode(header[7:], self._public_pem, algorithms=["RS256"])
+        except jwt.InvalidTokenError:
+            return False
+        return int(claims.get("jti", 0)) >= self.min_jti
+
+    def expanded(self) -> List[Dict[str, Any]]:
+        """The list as GET returns it: selector strategies once per matching PID."""
+        out: List[Dict[str, Any]] = []
+        for s in self.strategies or []:
+            if s.get("selectors"):
+                out += [{**s, "pid": pid} for pid in self.selector_pids]
+            else:
+                out.append(s)
+        return out
+
+    def revoke_tokens(self) -> None:
+        """Make every token issued so far invalid (as a restarted server with a new key
+        configuration would): the next protected call gets a 401."""
+        self.min_jti = self.tokens_issued
+
+
+def _make_handler(api: FakeGthulhu) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with api._cond:
+                api.connections.add(self.request)
+
+        def finish(self) -> None:
+            with api._cond:
+                api.connections.discard(self.request)
+            with contextlib.suppress(OSError):
+                super().finish()
+
+        def log_message(self, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, status: int, body: Any, raw: Optional[bytes] = None) -> None:
+            data = raw if raw is not None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return ValueError
+
+        def _fault(self) -> bool:
+            """Apply a configured fault; True if the request was answered by it."""
+            fault = api.fault
+            if fault is None:
+                return False
+            if fault == "hang":
+                api._stop_hang.wait(60)
+                return True
+            if fault == "slow":
+                time.sleep(api.fault_delay)
+                return False
+            if fault == "trickle":  # headers one byte at a time, never finishing in time
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+                    if api._stop_hang.wait(0.1):
+                        break
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                self.close_connection = True
+                return True
+            if fault == "500":
+                self._send(500, {"success": False, "error": "internal error"})
+            elif fault == "400":
+                self._send(400, {"success": False, "error": "Invalid request payload"})
+            elif fault == "401":
+                self._send(401, {"success": False, "error": "Public key verification failed"})
+            elif fault == "badjson":
+                self._send(200, None, raw=b"{not json")
+            elif fault == "huge":
+                self._send(200, None, raw=b"[" + b" " * (8 << 20) + b"]")
+            else:
+                raise ValueError(f"unknown fault {fault}")
+            return True
+
+        def do_GET(self) -> None:
+            api.record(Received(time.monotonic(), "GET", self.path, None,
+                                self.headers.get("Authorization", "")))
+            if self._fault():
+                return
+            if self.path == "/health":
+                self._send(200, {"status": "healthy", "timestamp": time.time(),
+                                 "service": "BSS Metrics API Server"})
+            elif self.path == "/api/v1/scheduling/strategies":
+                if not api.token_ok(self.headers.get("Authorization", "")):
+                    self._send(401, {"success": False, "error": "Invalid or expired token"})
+                    return
+                self._send(200, {"success": True, "message": "Scheduling strategies retrieved",
+                                 "timestamp": time.time(),
+                                 "scheduling": api.expanded() or None})
+            else:
+                self._send(404, {"success": False, "error": "not found"})
+
+        def do_POST(self) -> None:
+            body = self._body()
+            api.record(Received(time.monotonic(), "POST", self.path, body,
+                                self.headers.get("Authorization", "")))
+            if self._fault():
+                return
+            if body is ValueError:
+                self._send(400, {"success": False, "error": "Invalid JSON format"})
+            elif self.path == "/api/v1/auth/token":
+                self._token(body)
+            elif self.path == "/api/v1/scheduling/strategies":
+                self._strategies(body)
+            else:
+                self._send(404, {"success": False, "error": "not found"})
+
+        def _token(self, body: Any) -> None:
+            pem = body.get("public_key") if isinstance(body, dict) else None
+            if not isinstance(pem, str) or not api.public_key_matches(pem):
+                self._send(401, {"success": False,
+                                 "error": "Public key verification failed: key mismatch"})
+                return
+            token, exp = api.issue_token()
+            if api.token_shape == "2025":
+                self._send(200, {"success": True, "message": "Token generated successfully",
+                                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 "token": token})
+            else:
+                self._send(200, {"success": True, "data": {"token": token, "expired_at": exp}})
+
+        def _strategies(self, body: Any) -> None:
+            if not api.token_ok(self.headers.get("Authorization", "")):
+                self._send(401, {"success": False, "error": "Invalid or expired token"})
+                return
+            items = body.get("strategies") if isinstance(body, dict) else None
+            ok = isinstance(items, list) and all(
+                isinstance(i, dict)
+                and (isinstance(i.get("pid"), int) or isinstance(i.get("selectors"), list))
+                and type(i.get("priority")) is api.priority_type
+                and isinstance(i.get("execution_time"), int) for i in items)
+            if not ok:
+                self._send(400, {"success": False, "error": "Invalid request payload: json: "
+                                 "cannot unmarshal"})
+                return
+            # like the real server: entries with neither a PID nor selectors are dropped
+            api.strategies = [i for i in items  # type: ignore[union-attr]
+                              if i.get("pid") or i.get("selectors")]
+            self._send(200, {"success": True,
+                             "message": "Scheduling strategies saved successfully",
+                             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    return Handler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--key-dir", required=True, type=Path,
+                    help="holds jwt_private_key.pem (made, with its public key, if missing)")
+    ap.add_argument("--token-lifetime", type=float, default=3600.0)
+    ap.add_argument("--log-posts", action="store_true", help="print each strategies POST")
+    a = ap.parse_args()
+    private = a.key_dir / "jwt_private_key.pem"
+    if not private.exists():
+        make_keypair(a.key_dir)
+    api = FakeGthulhu(private.read_bytes(), a.token_lifetime, host=a.host, port=a.port).start()
+    print(f"fake Gthulhu API on {api.url}", flush=True)
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.2)
+            posts = api.posts()
+            if a.log_posts:
+                for r in posts[seen:]:
+                    print(json.dumps({"at": time.time(), **r.body}), flush=True)
+            seen = len(posts)
+    except KeyboardInterrupt:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()
