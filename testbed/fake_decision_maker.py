@@ -1,0 +1,914 @@
+"""A strict fake of Gthulhu's 2026 per-node Decision Maker (DM) for tests and the demo.
+
+Contract: shared/reference/gthulhu-2026-api.md.  Details beyond that document were
+read from Gthulhu's public sources (repository Gthulhu/Gthulhu, folder api/, and
+its former home Gthulhu/api); each is cited where it is used:
+
+- routes and the `/api` catch-all: api/decisionmaker/rest/handler.go (echo router;
+  a group with middleware registers a 404 route for `/api/*`, so an unknown path
+  and a known path with the wrong method both answer 404 {"message":"Not Found"}).
+- node rules: api/decisionmaker/rest/node_policy_hdl.go (request structs, the
+  "Invalid request payload" and "policyId is required when 'all' is false"
+  errors, success answers without `data`) and
+  api/decisionmaker/service/node_policy_svc.go (the whole list is replaced; the
+  Merkle root over the sorted leaf hashes; rules with an empty regex or an
+  invalid one are skipped; processes whose comm is "pause" are never matched).
+- the Merkle tree: Gthulhu/api pkg/util/merkle.go (empty tree = sha256(""),
+  odd node paired with itself, parent = sha256(raw(left) + raw(right))).  The
+  root is "" only until the first POST or DELETE (zero value of the field).
+- the /proc scan: api/decisionmaker/service/procmonitor.go (thread-group leaders,
+  comm trimmed) and its successor (every /proc/<tgid>/task/<tid>/comm, sorted by
+  TID): `match_threads=True`.
+- strategies answer: Gthulhu/api decisionmaker/rest/intent_handler.go (message
+  "Scheduling intents retrieved successfully", `scheduling` is [] when empty,
+  execution_time is a uint64: a negative executionTime wraps around).
+- tokens: Gthulhu/api decisionmaker/service/token_svc.go (claims client_id, iss
+  "decision-maker-service", sub = client_id, exp/nbf/iat; 24 h because the
+  service never receives its token config), decisionmaker/rest/token_handler.go
+  (401 "Public key verification failed " -- with that trailing space) and
+  decisionmaker/rest/middleware.go (401 "Authorization header is required",
+  "Authorization header must start with 'Bearer '", "Invalid or expired token: "
+  + the golang-jwt/v5 error text).
+- request decoding: Go's encoding/json as used by JSONBind (json.NewDecoder().
+  Decode): first JSON value only, keys matched case-insensitively, unknown keys
+  ignored, `null` leaves a field unchanged, a wrong type (true, "1" or 1.5 for an
+  int) is an error.  See go_decode().
+
+Deliberate stand-ins: Python `re` (ASCII classes) for Go RE2, with the RE2-only
+rejections of look-arounds, back-references, atomic groups and \\Z; processes are
+listed by PID (the real DM iterates a Go map: random order).  The DM's other
+routes (/api/v1/intents, metrics, runtime-config, pods/pids) check the token and
+then answer 501: they are not modelled.
+
+Faults (`server.fault = ...`, optionally limited with `server.fault_paths`):
+"hang", "slow" (sleeps fault_delay, then answers), "trickle", "500", "400",
+"401", "badjson", "huge", "reset" (connection dropped with a RST, no answer) and
+"refuse" (the same: the nearest a listening server gets to a refused connection;
+stop() gives a real ECONNREFUSED).
+
+Run it alone:  python3 -m testbed.fake_decision_maker --port 8080 --key-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from testbed.fake_gthulhu import Received, make_keypair
+
+__all__ = [
+    "DM_ISSUER",
+    "DM_TOKEN_LIFETIME",
+    "EMPTY_ROOT",
+    "FakeDecisionMaker",
+    "GoJSONError",
+    "Received",
+    "compile_re2",
+    "go_decode",
+    "make_keypair",
+    "merkle_root",
+    "node_policies_root",
+    "node_policy_hash",
+    "scan_processes",
+    "scan_tasks",
+]
+
+DM_ISSUER = "decision-maker-service"
+DM_TOKEN_LIFETIME = 24 * 3600.0  # token_svc.go: TokenDurationHr is never set, so 24 h
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+PAUSE_COMMAND = "pause"  # service.go: pauseCommand, never matched
+RULE_FIELDS = ("policyID", "nodeID", "commandRegex", "priority", "executionTime")
+_UINT64 = (1 << 64) - 1
+
+# --- Go encoding/json, the parts the handlers rely on ----------------------------------
+
+Kind = Union[str, Tuple[str, Any], Dict[str, Any]]
+"""A field's Go type: "string", "int", "int64", "bool", ("list", Kind) or a struct
+given as {json name: Kind}."""
+
+_INT_RANGES = {"int": (-(1 << 63), (1 << 63) - 1), "int64": (-(1 << 63), (1 << 63) - 1)}
+
+
+class GoJSONError(ValueError):
+    """What json.Decoder.Decode would have returned as an error."""
+
+
+class _Obj(list):  # type: ignore[type-arg]
+    """A JSON object as its (key, value) pairs, in order, duplicates kept."""
+
+
+class _Keep:
+    """A JSON null for a Go value that null leaves unchanged."""
+
+
+_KEEP = _Keep()
+
+
+def _zero(kind: Kind) -> Any:
+    if isinstance(kind, dict):
+        return {name: _zero(k) for name, k in kind.items()}
+    if isinstance(kind, tuple):
+        return []
+    return {"string": "", "int": 0, "int64": 0, "bool": False}[kind]
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, _Obj):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    return "number"
+
+
+def _decode(value: Any, kind: Kind, where: str) -> Any:
+    if isinstance(kind, dict):
+        if value is None:
+            return _KEEP
+        if not isinstance(value, _Obj):
+            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
+        result = _zero(kind)
+        lowered = {name.lower(): name for name in kind}
+        for key, item in value:
+            name = key if key in kind else lowered.get(key.lower())
+            if name is None:
+                continue  # unknown fields are ignored (no DisallowUnknownFields)
+            decoded = _decode(item, kind[name], f"{where}.{name}")
+            if decoded is not _KEEP:
+                result[name] = decoded
+        return result
+    if isinstance(kind, tuple):
+        if value is None:
+            return []  # null sets a slice to nil
+        if not isinstance(value, list) or isinstance(value, _Obj):
+            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
+        out = []
+        for item in value:
+            decoded = _decode(item, kind[1], f"{where}[]")
+            out.append(_zero(kind[1]) if decoded is _KEEP else decoded)
+        return out
+    if value is None:
+        return _KEEP
+    if kind == "string":
+        if isinstance(value, str):
+            return value
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        # type() is int: excludes bool; json gives a float for 1.5, 1.0 and 1e3, which Go
+        # refuses for an int as well
+        if type(value) is int and low <= value <= high:
+            return value
+    else:
+        raise AssertionError(f"unknown kind {kind!r}")
+    raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go struct field "
+                      f"{where} of type {kind}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise GoJSONError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def go_decode(raw: bytes, schema: Dict[str, Kind]) -> Dict[str, Any]:
+    """Decode a request body into the struct `schema` the way JSONBind does.
+
+    Only the first JSON value is read (trailing bytes are ignored, as by
+    json.Decoder); an empty body is an error (EOF); a top-level `null` gives the
+    zero struct.  Raises GoJSONError.
+    """
+    text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
+    if not text:
+        raise GoJSONError("EOF")
+    decoder = json.JSONDecoder(object_pairs_hook=_Obj, parse_constant=_reject_constant)
+    try:
+        value, _ = decoder.raw_decode(text)
+    except json.JSONDecodeError as e:
+        raise GoJSONError(str(e)) from None
+    decoded = _decode(value, schema, "request")
+    return _zero(schema) if decoded is _KEEP else decoded  # type: ignore[no-any-return]
+
+
+def go_json(value: Any) -> bytes:
+    """json.NewEncoder(w).Encode(value): compact, HTML characters escaped, newline."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return (text + "\n").encode()
+
+
+def rfc3339_now() -> str:
+    """time.Now().UTC().Format(time.RFC3339)"""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- node rules: hashing, matching -------------------------------------------------------
+
+
+def node_policy_hash(rule: Dict[str, Any]) -> str:
+    """hashNodePolicy (node_policy_svc.go): the leaf hash of one rule."""
+    serialized = (f"policyID={rule['policyID']}|nodeID={rule['nodeID']}|"
+                  f"commandRegex={rule['commandRegex']}|priority={rule['priority']}|"
+                  f"executionTime={rule['executionTime']}")
+    return hashlib.sha256(serialized.encode()).hexdigest()
+
+
+def merkle_root(leaf_hashes: Sequence[str]) -> str:
+    """util.BuildMerkleTree(leaves).Hash (Gthulhu/api pkg/util/merkle.go)."""
+    if not leaf_hashes:
+        return EMPTY_ROOT
+    level = list(leaf_hashes)
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), 2):
+            left = level[i]
+            right = level[i + 1] if i + 1 < len(level) else left
+            try:
+                merged = bytes.fromhex(left) + bytes.fromhex(right)
+            except ValueError:
+                merged = (left + right).encode()
+            nxt.append(hashlib.sha256(merged).hexdigest())
+        level = nxt
+    return level[0]
+
+
+def _sort_key(rule: Dict[str, Any]) -> str:
+    return "|".join([rule["policyID"], rule["nodeID"], rule["commandRegex"],
+                     str(rule["priority"]), str(rule["executionTime"])])
+
+
+def node_policies_root(rules: Sequence[Dict[str, Any]]) -> str:
+    """The DM's rootHash once it holds `rules` (sorted by nodePolicySortKey first)."""
+    return merkle_root([node_policy_hash(r) for r in sorted(rules, key=_sort_key)])
+
+
+_RE2_UNSUPPORTED = re.compile(r"\(\?[=!>#]|\(\?<[=!]|\(\?P=|\\[1-9]|\\Z")
+
+
+def compile_re2(pattern: str) -> Optional[Pattern[str]]:
+    """regexp.Compile stand-in: None where Go would return an error (as far as Python's
+    `re` can tell; constructs only Python accepts are refused explicitly)."""
+    if _RE2_UNSUPPORTED.search(pattern):
+        return None
+    try:
+        return re.compile(pattern.replace(r"\z", r"\Z"), re.ASCII)
+    except (re.error, OverflowError, RecursionError):
+        return None
+
+
+def _read_comm(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", errors="replace").strip()  # strings.TrimSpace
+    except OSError:
+        return None
+
+
+def _numeric_dirs(directory: str) -> List[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            name = entry.name
+            if name.isascii() and name.isdigit():
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        out.append(int(name))
+    return out
+
+
+def scan_processes(proc_root: str = "/proc") -> List[Tuple[int, str]]:
+    """(pid, comm) of every thread-group leader, by PID (procScanSource.Snapshot)."""
+    if not os.path.isdir(proc_root):
+        raise OSError(f"cannot read {proc_root}")
+    out = []
+    for pid in _numeric_dirs(proc_root):
+        comm = _read_comm(f"{proc_root}/{pid}/comm")
+        if comm is not None:
+            out.append((pid, comm))
+    return sorted(out)
+
+
+def scan_tasks(proc_root: str = "/proc") -> List[Tuple[int, int, str]]:
+    """(tgid, tid, comm) of every thread, by TID (procTaskSource.Snapshot)."""
+    if not os.path.isdir(proc_root):
+        raise OSError(f"cannot read {proc_root}")
+    out = []
+    for tgid in _numeric_dirs(proc_root):
+        for tid in _numeric_dirs(f"{proc_root}/{tgid}/task"):
+            comm = _read_comm(f"{proc_root}/{tgid}/task/{tid}/comm")
+            if comm is not None:
+                out.append((tgid, tid, comm))
+    return sorted(out, key=lambda t: t[1])
+
+
+def resolve_rules(rules: Sequence[Dict[str, Any]], proc_root: str = "/proc",
+                  match_threads: bool = False) -> List[Dict[str, Any]]:
+    """resolveNodeSchedulingIntents + ListIntents: the `scheduling` list of a GET."""
+    if not rules:
+        return []
+    try:
+        if match_threads:
+            tasks = [(tid, comm) for _, tid, comm in scan_tasks(proc_root)]
+        else:
+            tasks = scan_processes(proc_root)
+    except OSError:
+        return []  # the real DM logs a warning and lists no node rules
+    out = []
+    for rule in rules:
+        if rule["commandRegex"] == "":
+            continue
+        pattern = compile_re2(rule["commandRegex"])
+        if pattern is None:
+            continue  # "invalid commandRegex ... in node policy", logged and skipped
+        for pid, comm in tasks:
+            if comm == PAUSE_COMMAND or not pattern.search(comm):
+                continue
+            out.append({"priority": rule["priority"],
+                        "execution_time": rule["executionTime"] & _UINT64,
+                        "pid": pid, "command_regex": rule["commandRegex"]})
+    return out
+
+
+# --- HTTP plumbing shared with testbed.fake_manager ------------------------------------
+
+
+@dataclass
+class HTTPRequest:
+    method: str
+    path: str  # without the query string
+    query: str
+    headers: Any  # http.client.HTTPMessage
+    raw: bytes
+
+    @property
+    def authorization(self) -> str:
+        return str(self.headers.get("Authorization") or "")
+
+
+@dataclass
+class HTTPResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, value: Any) -> HTTPResponse:
+    return HTTPResponse(status, go_json(value))
+
+
+def echo_not_found() -> HTTPResponse:
+    """echo.ErrNotFound as rendered by echo's default error handler."""
+    return HTTPResponse(404, go_json({"message": "Not Found"}),
+                        "application/json; charset=UTF-8")
+
+
+def echo_method_not_allowed(allowed: Sequence[str]) -> HTTPResponse:
+    return HTTPResponse(405, go_json({"message": "Method Not Allowed"}),
+                        "application/json; charset=UTF-8", {"Allow": ", ".join(allowed)})
+
+
+Handler = Callable[[HTTPRequest], HTTPResponse]
+Routes = Dict[str, Dict[str, Handler]]
+
+
+def route(routes: Routes, request: HTTPRequest, web_ui: Optional[Handler] = None
+          ) -> HTTPResponse:
+    """echo's routing as both services set it up: under /api every miss is the group's
+    404 catch-all; elsewhere a wrong method is 405, an unknown path 404 (or the web UI's
+    SPA fallback for GET, when there is one)."""
+    path = request.path
+    methods = routes.get(path)
+    if path == "/api" or path.startswith("/api/"):
+        if methods is None or request.method not in methods:
+            return echo_not_found()
+        return methods[request.method](request)
+    if methods is not None:
+        if request.method in methods:
+            return methods[request.method](request)
+        if web_ui is None or request.method != "GET":
+            return echo_method_not_allowed(sorted(methods))
+    if web_ui is not None:
+        if request.method == "GET":
+            return web_ui(request)
+        return echo_method_not_allowed(["GET"])
+    return echo_not_found()
+
+
+def _record_body(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+class FakeHTTPServer:
+    """Threaded HTTP(S) server with FakeGthulhu's test conveniences: requests recorded
+    with monotonic timestamps, wait_for(), run-time faults, stop() like a kill."""
+
+    error_field = "error"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        self.received: List[Received] = []
+        self.fault: Optional[str] = None
+        self.fault_delay = 0.0
+        self.fault_paths: Optional[Tuple[str, ...]] = None  # path prefixes; None = every path
+        self._cond = threading.Condition()
+        self.connections: Set[socket.socket] = set()
+        self._stop_hang = threading.Event()
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{self._scheme}://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop like a killed server: listening socket and open connections closed."""
+        self._stop_hang.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Shut every open connection down (keep-alive clients see it on their next call)."""
+        with self._cond:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    # --- observations --------------------------------------------------------
+
+    def record(self, item: Received) -> None:
+        with self._cond:
+            self.received.append(item)
+            self._cond.notify_all()
+
+    def _changed(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def requests(self, method: Optional[str] = None, path: Optional[str] = None
+                 ) -> List[Received]:
+        """Recorded requests, optionally only this method and/or this path (no query)."""
+        with self._cond:
+            return [r for r in self.received
+                    if (method is None or r.method == method)
+                    and (path is None or r.path.split("?", 1)[0] == path)]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("condition not met in time")
+                self._cond.wait(min(left, 0.05))
+
+    # --- behaviour, provided by subclasses --------------------------------------
+
+    def dispatch(self, request: HTTPRequest) -> HTTPResponse:
+        raise NotImplementedError
+
+    def error_response(self, status: int, message: str) -> HTTPResponse:
+        return json_response(status, {"success": False, "error": message})
+
+    def fault_401_message(self) -> str:
+        return "unauthorized"
+
+    def fault_applies(self, path: str) -> bool:
+        prefixes = self.fault_paths
+        return prefixes is None or any(path.startswith(p) for p in prefixes)
+
+
+def _make_handler(api: FakeHTTPServer) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with api._cond:
+                api.connections.add(self.request)
+
+        def finish(self) -> None:
+            with api._cond:
+                api.connections.discard(self.request)
+            with contextlib.suppress(OSError):
+                super().finish()
+
+        def log_message(self, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _read_body(self) -> bytes:
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                chunks: List[bytes] = []
+                while True:
+                    size_line = self.rfile.readline(1024)
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                            pass
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline(1024)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
+            return self.rfile.read(length) if length > 0 else b""
+
+        def _send(self, resp: HTTPResponse) -> None:
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            for name, value in resp.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(resp.body)
+
+        def _fault(self, path: str) -> bool:
+            """Apply a configured fault; True if the request was answered (or dropped)."""
+            fault = api.fault
+            if fault is None or not api.fault_applies(path):
+                return False
+            if fault == "hang":
+                api._stop_hang.wait(60)
+                self.close_connection = True
+                return True
+            if fault == "slow":
+                time.sleep(api.fault_delay)
+                return False
+            if fault in ("reset", "refuse"):
+                with contextlib.suppress(OSError):
+                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
+                    self.request.close()  # really closed (RST) when rfile is closed
+                self.close_connection = True
+                return True
+            if fault == "trickle":  # headers one byte at a time, never finishing in time
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+                    if api._stop_hang.wait(0.1):
+                        break
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                self.close_connection = True
+                return True
+            if fault == "500":
+                self._send(api.error_response(500, "Internal Server Error"))
+            elif fault == "400":
+                self._send(api.error_response(400, "Invalid request payload"))
+            elif fault == "401":
+                self._send(api.error_response(401, api.fault_401_message()))
+            elif fault == "badjson":
+                self._send(HTTPResponse(200, b"{not json"))
+            elif fault == "huge":
+                self._send(HTTPResponse(200, b"[" + b" " * (8 << 20) + b"]"))
+            else:
+                raise ValueError(f"unknown fault {fault}")
+            return True
+
+        def _handle(self) -> None:
+            raw = self._read_body()
+            path, _, query = self.path.partition("?")
+            request = HTTPRequest(self.command, path, query, self.headers, raw)
+            api.record(Received(time.monotonic(), self.command, self.path, _record_body(raw),
+                                request.authorization))
+            if self._fault(path):
+                return
+            try:
+                resp = api.dispatch(request)
+            except Exception:  # a bug in the fake: say so loudly, answer like Go's recover
+                traceback.print_exc(file=sys.stderr)
+                resp = HTTPResponse(500, b"Internal Server Error\n", "text/plain; charset=utf-8")
+            self._send(resp)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+    return Handler
+
+
+# --- the Decision Maker ---------------------------------------------------------------------
+
+NODE_POLICY: Dict[str, Kind] = {"policyID": "string", "nodeID": "string",
+                                "commandRegex": "string", "priority": "int",
+                                "executionTime": "int64"}
+NODE_POLICIES_REQUEST: Dict[str, Kind] = {"policies": ("list", NODE_POLICY)}
+DELETE_NODE_POLICY_REQUEST: Dict[str, Kind] = {"policyId": "string", "all": "bool"}
+TOKEN_REQUEST: Dict[str, Kind] = {"public_key": "string", "client_id": "string",
+                                  "expired_at": "int64"}
+SERVICE_NAME = "BSS Metrics API Server"
+DM_VERSION = {"message": SERVICE_NAME, "version": "1.0.0",
+              "endpoints": "/health, /version, POST_/api/v1/intents, "
+                           "GET_/api/v1/scheduling/strategies"}
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+
+
+def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
+    """util.PEMToRSAPublicKey: the first PEM block must be a PKIX "PUBLIC KEY" holding an
+    RSA key; PKCS#1 ("RSA PUBLIC KEY"), other key types and garbage give None."""
+    match = _PEM_BLOCK.search(pem.encode("utf-8", errors="replace"))
+    if match is None or match.group(1) != b"PUBLIC KEY":
+        return None
+    try:
+        key = serialization.load_der_public_key(base64.b64decode(match.group(2)))
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
+
+
+def golang_jwt_error(exc: Exception) -> str:
+    """The text golang-jwt/v5 gives for the failure PyJWT reported."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token has invalid claims: token is expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token has invalid claims: token is not valid yet"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature is invalid: crypto/rsa: verification error"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "token is unverifiable: error while executing keyfunc: unexpected signing method"
+    return "token is malformed: could not JSON decode header"
+
+
+def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the JWT key must be an RSA private key")
+    return key
+
+
+class FakeDecisionMaker(FakeHTTPServer):
+    """The per-node Decision Maker: node rules in, PIDs (or TIDs) resolved from /proc out."""
+
+    def __init__(self, private_key_pem: bytes, host: str = "127.0.0.1", port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None, match_threads: bool = False,
+                 proc_root: str = "/proc", token_lifetime: float = DM_TOKEN_LIFETIME) -> None:
+        self._key = _load_private_key(private_key_pem)
+        self.public_key_pem: bytes = self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.match_threads = match_threads  # "upstream's next change": each thread's comm
+        self.proc_root = proc_root
+        self.token_lifetime = token_lifetime  # the real DM: always 24 h
+        self.tokens_issued = 0
+        self.restarts = 0
+        self._rules: List[Dict[str, Any]] = []
+        self._root_hash = ""  # zero value until the first POST or DELETE
+        super().__init__(host, port, tls)
+        self._routes: Routes = {
+            "/health": {"GET": self._health},
+            "/version": {"GET": self._version},
+            "/metrics": {"GET": self._metrics},
+            "/api/v1/auth/token": {"POST": self._token},
+            "/api/v1/node-intents": {"POST": self._auth(self._post_rules),
+                                     "DELETE": self._auth(self._delete_rules)},
+            "/api/v1/node-intents/merkle": {"GET": self._auth(self._merkle)},
+            "/api/v1/scheduling/strategies": {"GET": self._auth(self._strategies)},
+        }
+        for path, method in (("/api/v1/intents", "POST"), ("/api/v1/intents/merkle", "GET"),
+                             ("/api/v1/intents", "DELETE"), ("/api/v1/metrics", "POST"),
+                             ("/api/v1/runtime-config", "POST"),
+                             ("/api/v1/runtime-config", "GET"), ("/api/v1/pods/pids", "GET")):
+            self._routes.setdefault(path, {})[method] = self._auth(self._not_modelled)
+
+    def start(self) -> FakeDecisionMaker:
+        self._start()
+        return self
+
+    # --- helpers for tests --------------------------------------------------------
+
+    def rules(self) -> List[Dict[str, Any]]:
+        """The node rules held now, in the order of the last POST."""
+        with self._cond:
+            return [dict(r) for r in self._rules]
+
+    def set_rules(self, rules: Sequence[Dict[str, Any]]) -> None:
+        """Replace the rules as a POST would (missing fields get Go's zero values)."""
+        full = [{name: r.get(name, _zero(NODE_POLICY[name])) for name in RULE_FIELDS}
+                for r in rules]
+        with self._cond:
+            self._rules = full
+            self._root_hash = node_policies_root(full)
+            self._cond.notify_all()
+
+    def merkle_root(self) -> str:
+        with self._cond:
+            return self._root_hash
+
+    def strategies(self) -> List[Dict[str, Any]]:
+        """What the scheduler would read with a GET now (resolved against proc_root)."""
+        return resolve_rules(self.rules(), self.proc_root, self.match_threads)
+
+    def posts(self) -> List[Received]:
+        """Every POST /api/v1/node-intents received (also rejected ones)."""
+        return self.requests("POST", "/api/v1/node-intents")
+
+    def deletes(self) -> List[Received]:
+        return self.requests("DELETE", "/api/v1/node-intents")
+
+    def wait_post(self, predicate: Callable[[List[Dict[str, Any]]], bool], timeout: float = 5.0,
+                  after: int = 0) -> Received:
+        """The first node-intents POST (index >= after) whose `policies` satisfy predicate."""
+        def find() -> Optional[Received]:
+            for r in self.posts()[after:]:
+                body = r.body if isinstance(r.body, dict) else {}
+                policies = body.get("policies")
+                if isinstance(policies, list) and predicate(policies):
+                    return r
+            return None
+        return self.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+    def restart(self, drop_connections: bool = True) -> None:
+        """A DM restart: the rules live in memory only, so they are gone and the root is
+        "" again.  Same key, so tokens issued before stay valid."""
+        with self._cond:
+            self._rules = []
+            self._root_hash = ""
+            self.restarts += 1
+            self._cond.notify_all()
+        if drop_connections:
+            self.drop_connections()
+
+    def issue_token(self, client_id: str = "gtp5g-operator") -> Tuple[str, int]:
+        now = int(time.time())
+        exp = now + int(self.token_lifetime)
+        claims: Dict[str, Any] = {"client_id": client_id, "iss": DM_ISSUER}
+        if client_id:
+            claims["sub"] = client_id  # RegisteredClaims: sub is omitempty
+        claims.update({"exp": exp, "nbf": now, "iat": now})
+        with self._cond:
+            self.tokens_issued += 1
+        return jwt.encode(claims, self._key, algorithm="RS256"), exp
+
+    # --- behaviour ------------------------------------------------------------------
+
+    def dispatch(self, request: HTTPRequest) -> HTTPResponse:
+        return route(self._routes, request)
+
+    def fault_401_message(self) -> str:
+        return "Invalid or expired token: token has invalid claims: token is expired"
+
+    def _success(self, data: Any = None) -> HTTPResponse:
+        body: Dict[str, Any] = {"success": True}
+        if data is not None:
+            body["data"] = data
+        body["timestamp"] = rfc3339_now()
+        return json_response(200, body)
+
+    def _auth(self, handler: Handler) -> Handler:
+        def checked(request: HTTPRequest) -> HTTPResponse:
+            header = request.authorization
+            if header == "":
+                return self.error_response(401, "Authorization header is required")
+            if not header.startswith("Bearer "):
+                return self.error_response(401, "Authorization header must start with 'Bearer '")
+            try:
+                jwt.decode(header[len("Bearer "):], self._key.public_key(),
+                           algorithms=["RS256", "RS384", "RS512"],
+                           options={"verify_aud": False, "verify_iat": False})
+            except jwt.InvalidTokenError as e:
+                return self.error_response(401, "Invalid or expired token: "
+                                           + golang_jwt_error(e))
+            return handler(request)
+        return checked
+
+    def _health(self, request: HTTPRequest) -> HTTPResponse:
+        return json_response(200, {"status": "healthy", "timestamp": rfc3339_now(),
+                                   "service": SERVICE_NAME})
+
+    def _version(self, request: HTTPRequest) -> HTTPResponse:
+        return json_response(200, DM_VERSION)
+
+    def _metrics(self, request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse(200, b"# fake decision maker: no metrics\n",
+                            "text/plain; version=0.0.4; charset=utf-8")
+
+    def _not_modelled(self, request: HTTPRequest) -> HTTPResponse:
+        return self.error_response(501, "not modelled by the fake decision maker")
+
+    def _token(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            body = go_decode(request.raw, TOKEN_REQUEST)
+        except GoJSONError:
+            return self.error_response(400, "Invalid request payload")
+        key = pkix_rsa_public_key(body["public_key"])
+        if key is None or key.public_numbers() != self._key.public_key().public_numbers():
+            # token_handler.go, trailing space included
+            return self.error_response(401, "Public key verification failed ")
+        token, exp = self.issue_token(body["client_id"])
+        return self._success({"token": token, "expired_at": exp})
+
+    def _post_rules(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            body = go_decode(request.raw, NODE_POLICIES_REQUEST)
+        except GoJSONError:
+            return self.error_response(400, "Invalid request payload")
+        self.set_rules(body["policies"])
+        return self._success()
+
+    def _delete_rules(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            body = go_decode(request.raw, DELETE_NODE_POLICY_REQUEST)
+        except GoJSONError:
+            return self.error_response(400, "Invalid request payload")
+        if body["all"]:
+            self.set_rules([])
+        elif body["policyId"] != "":
+            with self._cond:
+                self.set_rules([r for r in self._rules if r["policyID"] != body["policyId"]])
+        else:
+            return self.error_response(400, "policyId is required when 'all' is false")
+        return self._success()
+
+    def _merkle(self, request: HTTPRequest) -> HTTPResponse:
+        return self._success({"rootHash": self.merkle_root()})
+
+    def _strategies(self, request: HTTPRequest) -> HTTPResponse:
+        return json_response(200, {"success": True,
+                                   "message": "Scheduling intents retrieved successfully",
+                                   "timestamp": rfc3339_now(),
+                                   "scheduling": self.strategies()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--key-dir", required=True, type=Path,
+                    help="holds jwt_private_key.pem (made, with its public key, if missing)")
+    ap.add_argument("--match-threads", action="store_true",
+                    help="match each thread's own comm and list TIDs (upstream's next change)")
+    ap.add_argument("--token-lifetime", type=float, default=DM_TOKEN_LIFETIME)
+    ap.add_argument("--log-posts", action="store_true", help="print each node-intents POST")
+    a = ap.parse_args()
+    private = a.key_dir / "jwt_private_key.pem"
+    if not private.exists():
+        a.key_dir.mkdir(parents=True, exist_ok=True)
+        make_keypair(a.key_dir)
+    dm = FakeDecisionMaker(private.read_bytes(), host=a.host, port=a.port,
+                           match_threads=a.match_threads, token_lifetime=a.token_lifetime).start()
+    print(f"fake Gthulhu decision maker on {dm.url}", flush=True)
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.2)
+            posts = dm.posts()
+            if a.log_posts:
+                for r in posts[seen:]:
+                    print(json.dumps({"at": time.time(), "body": r.body}, default=repr),
+                          flush=True)
+            seen = len(posts)
+    except KeyboardInterrupt:
+        dm.stop()
+
+
+if __name__ == "__main__":
+    main()
