@@ -7,7 +7,8 @@ OUT    ?= out
 .PHONY: help venv demo test test-fast lint bench deb clean
 
 help:
-	@echo "make demo       run the daemon on an embedded default (recorded trace, local API)"
+	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
+	@echo "                FLAVOR=v0|decision-maker|manager picks the Gthulhu server (default v0)"
 	@echo "make test       run every test (unit, integration, faults, real kernel, packaged service)"
 	@echo "make test-fast  unit and integration tests only"
 	@echo "make lint       ruff and mypy"
@@ -23,7 +24,7 @@ $(VENV)/.done: pyproject.toml
 venv: $(VENV)/.done
 
 demo: venv
-	$(PY) -m testbed.demo
+	$(PY) -m testbed.demo $(if $(FLAVOR),--flavor $(FLAVOR))
 
 test: venv
 	$(PY) -m pytest

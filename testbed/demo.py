@@ -1,33 +1,42 @@
 """The main job on an embedded default: no 5G testbed needed.
 
-Starts a local Gthulhu-compatible API (RS256 tokens), real processes named like
-UERANSIM's gNB (and a decoy named nr-gnbx), a FIFO standing in for trace_pipe,
-and the real daemon.  It then replays a trace recorded from the kernel
+Starts a local Gthulhu server of the chosen flavor — the 2025 API (v0, the
+default), a Decision Maker, or a Manager with a Decision Maker behind it —
+real processes named like UERANSIM's gNB (and a decoy named nr-gnbx), a FIFO
+standing in for trace_pipe, and the real daemon with `api.flavor = "auto"`.
+It then replays a trace recorded from the kernel
 (testbed/data/recorded-gtp5g-trace.txt: bpf_printk lines of the gtp5g-tracer
 format, first lines showing <...>), with the recorded task IDs mapped onto the
-live processes, and shows what the API receives as the gNB's threads and
-process come and go.  Exits 0 when every step came out as expected.
+live processes, and shows what the server holds — and, for the new flavors,
+the strategies the scheduler would read — as the gNB's threads and process
+come and go.  Exits 0 when every step came out as expected.
 
-Run: make demo   (or: python3 -m testbed.demo)
+Run: make demo [FLAVOR=v0|decision-maker|manager]
+     (or: python3 -m testbed.demo --flavor decision-maker)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
+from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
-from testbed.harness import REPO, GnbProcess, TraceWriter, write_config
+from testbed.fake_manager import FakeManager
+from testbed.harness import REPO, GnbProcess, TraceWriter, wait_until, write_config
 
 RECORDED = Path(__file__).resolve().parent / "data" / "recorded-gtp5g-trace.txt"
 # Recorded IDs: 29493 is the gNB process (leader), 29534-29536 its threads,
 # 29537 another process.
 LEADER, THREADS, OTHER = 29493, {29534: "nr-gnb", 29535: "nr-gnb-rlc", 29536: "gnb worker"}, 29537
+NODE = "demo-node"
 
 
 def say(text: str) -> None:
@@ -38,18 +47,78 @@ def remap(text: str, mapping: Dict[int, int]) -> str:
     return re.sub(r"\d{5}", lambda m: str(mapping.get(int(m.group()), m.group())), text)
 
 
-def main() -> int:
+class Server:
+    """The flavor's server(s), and how to read what they hold now."""
+
+    def __init__(self, flavor: str, tmp: Path) -> None:
+        private, self.public = make_keypair(tmp)
+        key = private.read_bytes()
+        self.flavor = flavor
+        self.v0: Optional[FakeGthulhu] = None
+        self.dm: Optional[FakeDecisionMaker] = None
+        self.manager: Optional[FakeManager] = None
+        self.api: Dict[str, Any] = {"public_key": str(self.public), "timeout": 2.0,
+                                    "node_name": NODE}
+        if flavor == "v0":
+            self.v0 = FakeGthulhu(key).start()
+            self.api["url"] = self.v0.url
+            return
+        self.dm = FakeDecisionMaker(key).start()
+        self.api["url"] = self.dm.url
+        if flavor == "manager":
+            password = tmp / "gthulhu-password"
+            password.write_text("demo-Passw0rd\n")
+            password.chmod(0o600)
+            self.manager = FakeManager({"operator": {"password": "demo-Passw0rd"}}, {NODE},
+                                       key, decision_makers={NODE: self.dm}).start()
+            self.api.update(url=self.manager.url, username="operator",
+                            password_file=str(password))
+
+    def held(self) -> Any:
+        """What the server holds for this host."""
+        if self.v0 is not None:
+            return self.v0.strategies or []
+        if self.manager is not None:
+            return [{k: p[k] for k in ("id", "nodeNames", "commandRegex", "priority",
+                                       "executionTime")} for p in self.manager.policies()]
+        assert self.dm is not None
+        return self.dm.rules()
+
+    def scheduler_pids(self) -> Set[int]:
+        """The PIDs the scheduler would boost now."""
+        if self.v0 is not None:
+            return {s["pid"] for s in self.v0.strategies or []}
+        assert self.dm is not None
+        return {s["pid"] for s in self.dm.strategies()}
+
+    def stop(self) -> None:
+        for server in (self.manager, self.dm, self.v0):
+            if server is not None:
+                server.stop()
+
+
+def expect(what: str, check: Callable[[], bool], server: Server) -> bool:
+    try:
+        wait_until(check, 10, what)
+    except AssertionError:
+        say(f"NOT OK: {what}; the server holds {json.dumps(server.held())}")
+        return False
+    say(f"ok: {what}")
+    print("    server holds:       " + json.dumps(server.held()), flush=True)
+    if server.flavor != "v0":
+        print(f"    scheduler would read: PIDs {sorted(server.scheduler_pids())}", flush=True)
+    return True
+
+
+def run_demo(flavor: str) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gtp5g-demo-"))
-    private, public = make_keypair(tmp)
-    api = FakeGthulhu(private.read_bytes()).start()
+    server = Server(flavor, tmp)
     fifo = tmp / "debugfs" / "tracing" / "trace_pipe"
     fifo.parent.mkdir(parents=True)
     os.mkfifo(fifo)
-    config = write_config(tmp / "config.toml",
-                          trace={"pipe": str(fifo)},
-                          api={"url": api.url, "public_key": str(public), "timeout": 2.0},
-                          strategy={"liveness_interval": 1.0})
-    say(f"Gthulhu-compatible API on {api.url}; config {config}")
+    config = write_config(tmp / "config.toml", trace={"pipe": str(fifo)}, api=server.api,
+                          strategy={"liveness_interval": 1.0, "resync_interval": 3.0})
+    say(f"{flavor} server on {server.api['url']}; config {config} (api.flavor = auto)")
     gnb = GnbProcess("nr-gnb", ("nr-gnb", "nr-gnb-rlc", "gnb worker"))
     decoy = GnbProcess("nr-gnbx", ())
     say(f"nr-gnb process {gnb.pid} with threads {gnb.threads}; decoy nr-gnbx {decoy.pid}")
@@ -57,41 +126,60 @@ def main() -> int:
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
                                              "RUNTIME_DIRECTORY": str(tmp / "run"),
                                              "STATE_DIRECTORY": str(tmp / "state")})
-    ok = True
     try:
-        writer = TraceWriter(fifo)
-        writer.open()
-        mapping = {LEADER: gnb.pid, OTHER: decoy.pid}
-        mapping.update({rec: gnb.threads[name] for rec, name in THREADS.items()})
-        say(f"replaying {RECORDED.name} ({len(RECORDED.read_text().splitlines())} lines)")
-        writer.write(remap(RECORDED.read_text(), mapping))
-        ok &= expect(api, set(gnb.tids), "all nr-gnb tasks boosted, decoy not")
-        say("thread 'gnb worker' exits")
-        gnb.exit_thread("gnb worker")
-        ok &= expect(api, set(gnb.tids), "the exited thread is removed")
-        say("the nr-gnb process exits")
-        gnb.stop()
-        ok &= expect(api, set(), "the empty set is pushed (stale strategies cleared)")
-        writer.close()
+        return 0 if replay(server, fifo, gnb, decoy) else 1
     finally:
         daemon.terminate()
         daemon.wait(10)
         decoy.stop()
         gnb.stop()
-        api.stop()
+        server.stop()
+
+
+def replay(server: Server, fifo: Path, gnb: GnbProcess, decoy: GnbProcess) -> bool:
+    writer = TraceWriter(fifo)
+    writer.open()
+    mapping = {LEADER: gnb.pid, OTHER: decoy.pid}
+    mapping.update({rec: gnb.threads[name] for rec, name in THREADS.items()})
+    say(f"replaying {RECORDED.name} ({len(RECORDED.read_text().splitlines())} lines)")
+    writer.write(remap(RECORDED.read_text(), mapping))
+    steps: List[Callable[[], bool]] = [
+        lambda: expect("all nr-gnb tasks boosted, the decoy not",
+                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc", "gnb worker"}),
+                       server),
+        lambda: step(lambda: gnb.exit_thread("gnb worker"), "thread 'gnb worker' exits"),
+        lambda: expect("the exited thread is removed",
+                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc"}), server),
+        lambda: step(gnb.stop, "the nr-gnb process exits"),
+        lambda: expect("nothing is boosted any more (stale entries cleared)",
+                       lambda: server.held() == [], server),
+    ]
+    ok = all(s() for s in steps)
+    writer.close()
     say("demo " + ("succeeded" if ok else "FAILED"))
-    return 0 if ok else 1
+    return ok
 
 
-def expect(api: FakeGthulhu, want: Set[int], what: str) -> bool:
-    try:
-        post = api.wait_post(lambda s: {x["pid"] for x in s} == want, timeout=10)
-    except TimeoutError:
-        last = api.posts()[-1].body if api.posts() else None
-        say(f"NOT OK: {what}: wanted {sorted(want)}, API last got {last}")
-        return False
-    say(f"ok: {what}: API got {post.body['strategies']}")
+def step(action: Callable[[], None], text: str) -> bool:
+    say(text)
+    action()
     return True
+
+
+def boosted(server: Server, gnb: GnbProcess, names: Set[str]) -> bool:
+    if server.flavor == "v0":  # the IDs themselves
+        return server.scheduler_pids() == set(gnb.tids)
+    regex = "^(?:" + "|".join(sorted(names)) + ")$"
+    held = server.held()
+    return (len(held) == 1 and held[0]["commandRegex"] == regex
+            and gnb.pid in server.scheduler_pids())
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--flavor", default=os.environ.get("FLAVOR") or "v0",
+                    choices=("v0", "decision-maker", "manager"))
+    return run_demo(ap.parse_args(argv).flavor)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Speaking to Gthulhu: one writer per flavor behind one interface (`writer`).
 
-`http` (JSON over HTTP within one deadline), `auth` (tokens), `v0` (the 2025
-API, with `merge`), and `build_writer`, which picks the writer for
-`api.flavor`.
+`http` (JSON over HTTP within one deadline), `auth` (tokens), the writers
+`v0` (the 2025 API, with `merge`), `decision_maker` and `manager`, and
+`detect` (api.flavor = "auto").  `build_writer` picks the writer.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import time
 from typing import Callable
 
 from ..config import Config
+from .detect import AutoWriter, make_flavor_writer
 from .http import JsonHttp
-from .merge import OwnedIds
-from .v0 import V0Writer
 from .writer import ApiWriter
 
 
@@ -21,5 +20,6 @@ def build_writer(config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> ApiWriter:
     http = JsonHttp(config.api.url, config.api.timeout, config.ca_pem, clock)
-    owned = OwnedIds(state_dir, config.api.url) if config.strategy.mode == "merge" else None
-    return V0Writer(http, config, owned, clock, wall_clock)
+    if config.api.flavor == "auto":
+        return AutoWriter(http, config, state_dir, clock, wall_clock)
+    return make_flavor_writer(config.api.flavor, http, config, state_dir, clock, wall_clock)

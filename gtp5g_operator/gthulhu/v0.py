@@ -76,6 +76,11 @@ class V0Writer(ApiWriter):
     def _post(self, strategies: List[Strategy], deadline: float) -> None:
         answer = self.http.request("POST", STRATEGIES_PATH, {"strategies": strategies},
                                    deadline, self.login.header())
+        if answer.status == 404:
+            raise ApiError("wrong-flavor", f"POST {self.http.base_url}{STRATEGIES_PATH} "
+                           "answered 404: the server is not Gthulhu's 2025 API (v0); newer "
+                           'Gthulhu runs a Decision Maker or a Manager (api.flavor = "auto")',
+                           404)
         check_answer(answer.status, answer.body, f"POST {self.http.base_url}{STRATEGIES_PATH}",
                      answer.location)
 

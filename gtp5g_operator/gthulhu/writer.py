@@ -17,7 +17,7 @@ from ..config.schema import StrategyConfig
 from ..core.tracker import ProcessView
 from .auth import Token, TokenError, extract_token, verify_token
 from .errors import ApiError, check_answer
-from .http import JsonHttp
+from .http import Answer, JsonHttp
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,24 @@ class PublicKeyToken:
         self.token = None
 
     def obtain(self, deadline: float) -> Token:
+        return self.accept(self.request(deadline))
+
+    def request(self, deadline: float) -> Answer:
+        """POST the public key (the answer is judged by `accept`)."""
         payload: Dict[str, Any] = {"public_key": self._pem}
         if self._client_id is not None:
             payload["client_id"] = self._client_id
-        answer = self.http.request("POST", TOKEN_PATH, payload, deadline)
+        return self.http.request("POST", TOKEN_PATH, payload, deadline)
+
+    def accept(self, answer: Answer) -> Token:
+        """The verified token of a token answer, or the ApiError that says why not."""
         what = f"POST {self.http.base_url}{TOKEN_PATH}"
         if answer.status == 401:
             raise ApiError("unauthorized", f"the server refused our public key {self._path}: "
                            "it is not the pair of the server's JWT private key", 401)
+        if answer.status == 404:
+            raise ApiError("wrong-flavor", f"{what} answered 404: the server gives no tokens "
+                           "for a public key (a Gthulhu Manager? set api.flavor)", 404)
         check_answer(answer.status, answer.body, what, answer.location)
         try:
             value, expired_at = extract_token(answer.body)

@@ -78,7 +78,8 @@ class Daemon:
         self.endpoint = Endpoint(config.metrics.listen, runtime_dir(env), clock)
         self.pusher.before_push = self.watchdog.ping_if_stale
         self.pusher.on_pushed = self._on_pushed
-        self.liveness.checks += [self.scheduler.check, self.publisher.publish]
+        self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
+                                 self.publisher.publish]
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()
         self._registered: Dict[Component, Collection[int]] = {}

@@ -189,12 +189,13 @@ class Publisher(Component):
         if scheduler:
             text += "; " + scheduler
         last = p.pusher.last
+        text += f"; API {self._api().get('flavor', '?')}"
         if last is None:
-            return text + "; no push yet"
+            return text + ", no push yet"
         age = max(0.0, self._clock() - last.at_mono)
         if last.ok:
-            return text + f"; last push ok ({last.count} entries) {age:.0f}s ago"
-        return text + f"; last push failed ({last.error_kind}) {age:.0f}s ago"
+            return text + f", last push ok ({last.count} entries) {age:.0f}s ago"
+        return text + f", last push failed ({last.error_kind}) {age:.0f}s ago"
 
     def report_lines(self) -> List[str]:
         """The state in a few log lines (SIGUSR1)."""

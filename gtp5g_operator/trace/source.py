@@ -10,7 +10,12 @@ subclass's business (text: `text_reader`, binary ring buffer: `raw_reader`).
 * After a small turn the source stops watching its fds for `REST` seconds:
   a reader that has caught up with a live stream would otherwise wake for
   every page, and Python's cost per wake-up dwarfs its cost per line.  Lines
-  gather in the kernel's ring meanwhile (1.4 MB per CPU by default).
+  gather in the kernel's ring meanwhile (1.4 MB per CPU by default).  A turn
+  that stopped at its bound with data left (`Turn.more`) never rests.
+* A source that finds it can never work here (the binary reader pointed at
+  a FIFO, a kernel without per-CPU raw files) raises `Unusable` from
+  `_open_fds`: it then stops retrying and sets `unusable`, and the feed
+  replaces it with the text reader.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ class SourceProblem(Exception):
     """The source cannot be used now (message: one line, says what and where)."""
 
 
+class Unusable(SourceProblem):
+    """This kind of source can never read this trace source: use another kind."""
+
+
 @dataclass
 class TraceCounters:
     """Totals over the daemon's life (kept when a reload replaces the source)."""
@@ -51,6 +60,8 @@ class Turn:
     tids: Set[int] = field(default_factory=set)
     bytes: int = 0
     problem: str = ""  # set: the source must close (EOF, read error) and retry
+    more: bool = False  # stopped at its bound with data left: read again at once
+    rest: float = REST  # how long to rest after a small turn
 
 
 OnTids = Callable[[Set[int]], None]
@@ -72,6 +83,7 @@ class TraceSource(Component, abc.ABC):
         self._rest_until: Optional[float] = None
         self._state = StateLog(log)
         self._opened_once = False
+        self.unusable = ""  # set: this kind cannot read the source (why); never retried
 
     # --- to implement ---------------------------------------------------------------
 
@@ -113,13 +125,20 @@ class TraceSource(Component, abc.ABC):
             self._fail(turn.problem)
         elif turn.bytes:
             self._backoff.reset()
-        if self.is_open and turn.bytes < SMALL_TURN:
-            self._rest_until = self._clock() + REST
+        if self.is_open and turn.bytes < SMALL_TURN and not turn.more:
+            self._rest_until = self._clock() + turn.rest
         if turn.tids:
             self.on_tids(turn.tids)
 
     def fd_failed(self, fd: int, exc: OSError) -> None:
         self._fail(f"cannot watch trace source {self.path}: {exc.strerror or exc}")
+
+    def liveness_check(self) -> None:
+        """Periodic upkeep at each liveness pass (the raw reader: CPU hotplug, lost events)."""
+
+    def describe(self) -> str:
+        """What is read, for the log line at open."""
+        return f"{self.path} ({self.kind})"
 
     def close(self) -> None:
         if self._fds:
@@ -132,16 +151,19 @@ class TraceSource(Component, abc.ABC):
     def open(self) -> bool:
         try:
             self._fds = self._open_fds()
+        except Unusable as exc:
+            self.close()
+            self.unusable, self.retry_at = str(exc), None  # the feed takes it from here
+            return False
         except (SourceProblem, OSError) as exc:
             text = str(exc) if isinstance(exc, SourceProblem) else exc.strerror or str(exc)
             self._fail(text if isinstance(exc, SourceProblem)
                        else f"cannot open trace source {self.path}: {text}")
             return False
         self.retry_at = None
-        recovered = self._state.recovered("trace source %s open again (%s)", self.path,
-                                          self.kind)
+        recovered = self._state.recovered("trace source %s open again", self.describe())
         if not recovered and not self._opened_once:
-            log.info("reading trace source %s (%s)", self.path, self.kind)
+            log.info("reading trace source %s", self.describe())
         self._opened_once = True
         return True
 

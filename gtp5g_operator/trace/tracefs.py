@@ -1,14 +1,17 @@
 """Where the kernel's tracing files are and what a trace path points at.
 
 Reads only: the mount table, `stat`, and small tracefs files.  Nothing here
-consumes trace data.
+consumes trace data (the per-CPU `stats` files and the CPU lists can be read
+at any time, e.g. by a diagnostic command, without taking events from the
+daemon).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
-from typing import Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Set
 
 from ..config.schema import TRACE_PIPE_CANDIDATES
 
@@ -79,6 +82,12 @@ def trace_pipe_problem(setting: str) -> str:
     return mode_problem(setting, st)
 
 
+def is_tracefs_pipe(path: str, st: os.stat_result) -> bool:
+    """Is `path` (with status `st`) the kernel's trace_pipe on a tracefs mount?"""
+    return (stat.S_ISREG(st.st_mode) and os.path.basename(path) == "trace_pipe"
+            and fs_type(path) in TRACEFS_TYPES)
+
+
 def mode_problem(path: str, st: os.stat_result) -> str:
     """Why the file `path` with status `st` cannot be followed like trace_pipe, or ""."""
     if stat.S_ISFIFO(st.st_mode):
@@ -110,3 +119,118 @@ def unusual_options(tracing_dir: str) -> list[str]:
         if value == unusual:
             found.append(f"options/{name} = {value}")
     return found
+
+
+# --- the per-CPU ring buffers ----------------------------------------------------------
+
+CPU_ONLINE = "/sys/devices/system/cpu/online"
+_CPU_DIR = re.compile(r"cpu(\d+)$")
+
+
+class CpuStats(NamedTuple):
+    """One CPU's ring-buffer counters (per_cpu/cpuN/stats); counts since the last reset."""
+
+    entries: int  # events in the buffer now, not yet read
+    overrun: int  # events overwritten before anyone read them (overwrite mode, the default)
+    commit_overrun: int  # events lost inside a nested write that wrapped the buffer
+    bytes: int  # bytes of the unread events
+    dropped_events: int  # events refused because the buffer was full (options/overwrite = 0)
+    read_events: int  # events consumed by readers
+    oldest_event_ts: float  # seconds (trace clock)
+    now_ts: float
+
+    @property
+    def lost(self) -> int:
+        """Every event the kernel threw away on this CPU, whichever way."""
+        return self.overrun + self.commit_overrun + self.dropped_events
+
+
+_STATS_KEYS = {"entries": "entries", "overrun": "overrun", "commit overrun": "commit_overrun",
+               "bytes": "bytes", "dropped events": "dropped_events",
+               "read events": "read_events", "oldest event ts": "oldest_event_ts",
+               "now ts": "now_ts"}
+
+
+def parse_cpu_stats(text: str) -> CpuStats:
+    """The counters from the text of a per-CPU `stats` file (missing ones are 0)."""
+    counts: Dict[str, int] = {}
+    times: Dict[str, float] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        name = _STATS_KEYS.get(key.strip())
+        if not sep or name is None:
+            continue
+        try:
+            if name.endswith("_ts"):
+                times[name] = float(value)
+            else:
+                counts[name] = int(value)
+        except ValueError:
+            continue  # a field this kernel prints differently: leave it at 0
+    c = counts.get
+    return CpuStats(c("entries", 0), c("overrun", 0), c("commit_overrun", 0), c("bytes", 0),
+                    c("dropped_events", 0), c("read_events", 0),
+                    times.get("oldest_event_ts", 0.0), times.get("now_ts", 0.0))
+
+
+def read_cpu_stats(tracing_dir: str, cpu: int) -> Optional[CpuStats]:
+    """per_cpu/cpuN/stats of a tracing instance, or None when it cannot be read.
+
+    Reading it never consumes events: safe beside any reader.
+    """
+    try:
+        with open(os.path.join(tracing_dir, "per_cpu", f"cpu{cpu}", "stats"),
+                  encoding="ascii", errors="replace") as f:
+            return parse_cpu_stats(f.read(4096))
+    except OSError:
+        return None
+
+
+def per_cpu_dirs(tracing_dir: str) -> Dict[int, str]:
+    """CPU number -> its per_cpu/cpuN directory (tracefs makes one per possible CPU)."""
+    base = os.path.join(tracing_dir, "per_cpu")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        m = _CPU_DIR.match(name)
+        if m:
+            found[int(m.group(1))] = os.path.join(base, name)
+    return found
+
+
+def parse_cpu_list(text: str) -> Set[int]:
+    """The kernel's CPU list format: "0-3,8,10-11" (empty: no CPU); ValueError if garbled."""
+    cpus: Set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def online_cpus(path: str = CPU_ONLINE) -> Optional[Set[int]]:
+    """The CPUs online now, or None when that cannot be read."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return parse_cpu_list(f.read(4096))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def read_int_file(path: str) -> Optional[int]:
+    """A small tracefs file holding one integer (e.g. buffer_subbuf_size_kb), or None."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read(64).split()[0])
+    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        return None
+
+
+def subbuf_size(tracing_dir: str) -> Optional[int]:
+    """Bytes per sub-buffer (buffer_subbuf_size_kb, kernels >= 6.8), or None if not shown."""
+    kb = read_int_file(os.path.join(tracing_dir, "buffer_subbuf_size_kb"))
+    return kb * 1024 if kb and kb > 0 else None

@@ -215,6 +215,14 @@ def test_dm_delete_semantics(dm: FakeDecisionMaker, dm_token: str) -> None:
     assert len(dm.deletes()) == 5
 
 
+def comm_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def test_dm_strategies_resolve_real_processes(dm: FakeDecisionMaker, dm_token: str) -> None:
     gnb = GnbProcess(name="nr-gnb", threads=("nr-gnb-rlc",))
     other = GnbProcess(name="nr-gnbx", threads=())
@@ -227,13 +235,17 @@ def test_dm_strategies_resolve_real_processes(dm: FakeDecisionMaker, dm_token: s
         assert status == 200  # an invalid regex is accepted, then skipped
         status, body = call(dm.url, "GET", "/api/v1/scheduling/strategies", token=dm_token)
         assert status == 200 and body["success"] is True and "data" not in body
+        # Other tests' nr-gnb processes may be alive too: ours must be listed, and every
+        # listed one must really be a process named nr-gnb.
         mine = [e for e in body["scheduling"] if e["command_regex"] == RULE["commandRegex"]]
-        assert mine == [{"priority": 1, "execution_time": 20_000_000, "pid": gnb.pid,
-                         "command_regex": "^(?:nr-gnb)$"}]
+        assert {"priority": 1, "execution_time": 20_000_000, "pid": gnb.pid,
+                "command_regex": "^(?:nr-gnb)$"} in mine
+        assert all(comm_of(e["pid"]) == "nr-gnb" for e in mine)
         assert gnb.threads["nr-gnb-rlc"] not in [e["pid"] for e in body["scheduling"]]
         wrapped = [e for e in body["scheduling"] if e["command_regex"] == "^nr-gnbx$"]
-        assert wrapped == [{"priority": 1, "execution_time": 2**64 - 1, "pid": other.pid,
-                            "command_regex": "^nr-gnbx$"}]
+        assert {"priority": 1, "execution_time": 2**64 - 1, "pid": other.pid,
+                "command_regex": "^nr-gnbx$"} in wrapped
+        assert all(comm_of(e["pid"]) == "nr-gnbx" for e in wrapped)
         assert {e["command_regex"] for e in body["scheduling"]} <= {"^(?:nr-gnb)$",
                                                                     "^nr-gnbx$"}
         gnb.stop()

@@ -1,0 +1,372 @@
+"""The raw trace source: the kernel's binary per-CPU ring buffer, woken by trace_pipe.
+
+It reads `per_cpu/cpuN/trace_pipe_raw` (one non-blocking fd per CPU), one
+sub-buffer per read(), and takes every record's `common_pid` with
+`ringbuf.PageWalker`.  Nothing is formatted as text — neither by the kernel
+(which is what `cat trace_pipe` spends its time on) nor here.
+
+Wake-ups: the doorbell.  A per-CPU raw file polls readable only once that
+CPU's buffer is `buffer_percent` full (50 % by default), so on a quiet host
+the first record of a new gNB could wait for seconds; and `buffer_percent`
+is not ours to change (the unit keeps /sys read-only, and other tracing tools
+share it).  The all-CPU `trace_pipe` polls readable as soon as any CPU's
+buffer holds an event, and stops once every CPU's buffer is empty.  So the
+source opens `trace_pipe` and never reads it (a read would consume events
+as text); the loop watches that one fd, and when it rings the source drains
+every CPU's raw file.  After a small turn the shared rest (`source.REST`)
+leaves the doorbell unwatched for 5 ms, so a live stream is read in batches
+instead of one wake-up per event; an idle ring never rings.  While the
+daemon holds `trace_pipe`, a `cat trace_pipe` fails with EBUSY — as it does
+with the text reader.
+
+Bounded work: a turn reads at most `max(MIN_CPU_PAGES, TURN_PAGES / CPUs)`
+pages per CPU; a CPU with more left sets `Turn.more`, so the loop comes
+straight back (the doorbell is still ringing) after it has served the
+watchdog, the push and the signals.
+
+Hotplug: tracefs has a per_cpu/cpuN for every possible CPU, but only CPUs
+that have been online have a buffer (a read gives ENODEV otherwise).  The
+CPUs online at open are read; each liveness pass lists them again and opens
+the new ones.  A doorbell that rings while no CPU yields a page (a CPU we
+do not read yet has events) triggers that re-listing at once (at most once
+per second, every per_cpu directory), and the rest grows while it keeps
+happening, so a CPU that cannot be read costs at most a few wake-ups per
+second.
+
+A source that cannot be read this way (not tracefs, a kernel without the
+raw files or their layout, no permission) raises `Unusable` and the feed
+falls back to the text reader.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+import struct
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Set, Tuple
+
+from ..config.schema import TRACE_PIPE_CANDIDATES
+from ..core.once import StateLog
+from .lost import LossCounter
+from .ringbuf import (
+    Buffer,
+    FormatError,
+    PageStats,
+    PageWalker,
+    parse_event_format,
+    parse_header_event,
+    parse_header_page,
+)
+from .source import REST, OnTids, SourceProblem, TraceCounters, TraceSource, Turn, Unusable
+from .tracefs import (
+    CPU_ONLINE,
+    CpuStats,
+    is_tracefs_pipe,
+    online_cpus,
+    per_cpu_dirs,
+    read_cpu_stats,
+    resolve_pipe,
+    subbuf_size,
+)
+
+log = logging.getLogger(__name__)
+
+TURN_PAGES = 256  # pages per turn over all CPUs: 1 MiB, ~14,000 records, ~3 ms
+MIN_CPU_PAGES = 8  # ... but at least this many per CPU on hosts with many CPUs
+RESCAN_MIN_INTERVAL = 1.0  # seconds between re-listings of the CPUs prompted by empty turns
+EMPTY_REST_MAX = 0.25  # the longest rest after doorbell rings that yielded nothing
+EMPTY_WARN_TURNS = 12  # consecutive empty rings (about 2 s) before saying so
+_SIZE_MASK = (1 << 30) - 1  # the commit word's size bits (ringbuf: the flags sit above)
+
+# Any event's format file gives the common fields; these two exist on most kernels.
+EVENT_FORMATS = ("events/bpf_trace/bpf_trace_printk/format", "events/ftrace/print/format")
+
+
+class RawLayout(NamedTuple):
+    walker: PageWalker
+    read_size: int  # bytes per read(): one sub-buffer
+    subbuf_bytes: Optional[int]  # what buffer_subbuf_size_kb said at open (None: absent)
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read(65536)
+
+
+def _event_format(tracing_dir: str) -> str:
+    """The path of an event format file holding the common fields."""
+    for name in EVENT_FORMATS:
+        path = os.path.join(tracing_dir, name)
+        if os.path.exists(path):
+            return path
+    found = sorted(glob.glob(os.path.join(tracing_dir, "events", "*", "*", "format")))
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, "no event format file",
+                                os.path.join(tracing_dir, "events"))
+    return found[0]
+
+
+def load_layout(tracing_dir: str) -> RawLayout:
+    """The page and record layout the kernel publishes; Unusable if it cannot be read."""
+    events = os.path.join(tracing_dir, "events")
+    try:
+        page = parse_header_page(_read_text(os.path.join(events, "header_page")))
+        header = parse_header_event(_read_text(os.path.join(events, "header_event")))
+        fmt = _event_format(tracing_dir)
+        walker = PageWalker(page, parse_event_format(_read_text(fmt)), header)
+    except OSError as exc:
+        raise Unusable(f"cannot read the ring buffer's layout ({exc.filename}: "
+                       f"{exc.strerror})") from None
+    except FormatError as exc:
+        raise Unusable(f"the ring buffer's layout in {events} is not one this reader "
+                       f"knows: {exc}") from None
+    subbuf = subbuf_size(tracing_dir)
+    # A read() gets one sub-buffer whatever its size, so a bigger buffer is safe
+    # and a smaller one would split pages: take the larger of the two sources.
+    return RawLayout(walker, max(subbuf or 0, page.subbuf_size), subbuf)
+
+
+class RawTraceSource(TraceSource):
+    kind = "raw"
+
+    def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
+                 counters: Optional[TraceCounters] = None,
+                 candidates: Sequence[str] = TRACE_PIPE_CANDIDATES, *,
+                 require_tracefs: bool = True, online_path: str = CPU_ONLINE,
+                 turn_pages: int = TURN_PAGES) -> None:
+        pipe = resolve_pipe(setting, candidates)
+        super().__init__(os.path.dirname(pipe), clock, on_tids, counters)
+        self.setting = setting
+        self.pipe = pipe
+        self._candidates = candidates
+        self._require_tracefs = require_tracefs  # False: tests with a fake tracefs
+        self._online_path = online_path
+        self._turn_pages = turn_pages
+        self.layout: Optional[RawLayout] = None
+        self.cpus: Dict[int, int] = {}  # cpu -> fd of its trace_pipe_raw
+        self._announced: Set[int] = set()  # CPUs whose reading was logged
+        self._buf = bytearray(0)
+        self._view = memoryview(self._buf)
+        self._walk: Callable[[Buffer, Set[int]], PageStats] = lambda page, pids: PageStats(
+            0, 0, "")
+        self._commit = struct.Struct("=Q")
+        self._commit_offset = 8
+        self._loss = LossCounter(self.counters, self._stats, clock)
+        self._malformed = StateLog(log)
+        self._empty = StateLog(log)
+        self._empty_turns = 0
+        self._last_rescan = -1e9
+
+    def describe(self) -> str:
+        size = self.layout.read_size if self.layout else 0
+        return (f"{self.path} (raw: {len(self.cpus)} CPU buffer(s), {size}-byte sub-buffers, "
+                "woken by trace_pipe)")
+
+    def _stats(self, cpu: int) -> Optional[CpuStats]:
+        return read_cpu_stats(self.path, cpu)
+
+    # --- open / close -------------------------------------------------------------------
+
+    def _open_fds(self) -> Tuple[int, ...]:
+        self.pipe = resolve_pipe(self.setting, self._candidates)
+        self.path = os.path.dirname(self.pipe)
+        doorbell = self._open_doorbell()
+        try:
+            self._set_layout(load_layout(self.path))
+            self._open_cpus()
+        except BaseException:
+            os.close(doorbell)
+            self._close_cpus()
+            raise
+        return (doorbell,)
+
+    def _open_doorbell(self) -> int:
+        """trace_pipe, opened and never read: it polls readable while any CPU has data."""
+        try:
+            fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise SourceProblem(f"cannot open trace source {self.pipe}: another reader "
+                                    "holds it (EBUSY), e.g. a `cat trace_pipe`") from None
+            raise SourceProblem(f"cannot open trace source {self.pipe}: "
+                                f"{exc.strerror or exc}") from None
+        if self._require_tracefs and not is_tracefs_pipe(self.pipe, os.fstat(fd)):
+            os.close(fd)
+            raise Unusable(f"{self.pipe} is not the kernel's trace_pipe on tracefs, so it has "
+                           "no binary ring buffer beside it")
+        return fd
+
+    def _set_layout(self, layout: RawLayout) -> None:
+        self.layout = layout
+        if len(self._buf) != layout.read_size:
+            self._buf = bytearray(layout.read_size)
+            self._view = memoryview(self._buf)
+        page = layout.walker.layout
+        self._walk = layout.walker.walk_into
+        # the page's commit word, read once per page to count its data bytes
+        order = "<" if page.byteorder == "little" else ">"
+        self._commit = struct.Struct(order + ("Q" if page.commit_size == 8 else "I"))
+        self._commit_offset = page.commit_offset
+
+    def _open_cpus(self) -> None:
+        dirs = per_cpu_dirs(self.path)
+        online = online_cpus(self._online_path)
+        for cpu, directory in sorted(dirs.items()):
+            if online is None or cpu in online:
+                self._open_cpu(cpu, directory, strict=True)
+        self._announced.update(self.cpus)
+        if not self.cpus:
+            raise Unusable(f"no per-CPU raw file could be opened under {self.path}/per_cpu")
+
+    def _open_cpu(self, cpu: int, directory: str, strict: bool) -> None:
+        """Open one CPU's raw file; at open (`strict`) a failure makes raw unusable."""
+        path = os.path.join(directory, "trace_pipe_raw")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as exc:
+            why = f"cannot open {path}: {exc.strerror or exc}"
+            if strict:
+                raise Unusable(why) from None
+            self._malformed.problem(why, logging.WARNING, "%s (CPU %d not read)", why, cpu)
+            return
+        self.cpus[cpu] = fd
+        self._loss.watch(cpu)
+
+    def _close_cpu(self, cpu: int) -> None:
+        os.close(self.cpus.pop(cpu))
+        self._loss.forget(cpu)
+
+    def _close_cpus(self) -> None:
+        for cpu in list(self.cpus):
+            self._close_cpu(cpu)
+
+    def _close_fds(self) -> None:
+        os.close(self._fds[0])
+        self._close_cpus()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _read_turn(self, fd: int) -> Turn:
+        """Drain every CPU, at most `limit` pages each (`fd` is the doorbell: never read)."""
+        turn = Turn()
+        limit = max(MIN_CPU_PAGES, self._turn_pages // max(1, len(self.cpus)))
+        pages = records = 0
+        for cpu, cpu_fd in list(self.cpus.items()):
+            got, recs, more = self._drain(cpu, cpu_fd, limit, turn)
+            pages, records = pages + got, records + recs
+            turn.more |= more
+            if turn.problem:
+                break
+        self._loss.settle()
+        self.counters.lines += records
+        self.counters.bytes += turn.bytes
+        if pages:
+            self._empty_turns = 0
+            self._empty.recovered("trace_pipe's wake-ups and the per-CPU buffers agree again")
+        elif not turn.problem:
+            self._rang_empty(turn)
+        return turn
+
+    def _drain(self, cpu: int, fd: int, limit: int, turn: Turn) -> Tuple[int, int, bool]:
+        """Read up to `limit` pages of one CPU into `turn`: (pages, records, more left).
+
+        The per-page path: one read() and one `walk_into` (the per-record loop,
+        in ringbuf); everything else here runs once per page (~56 records).
+        """
+        buf, bufs, view, size = self._buf, [self._buf], self._view, len(self._buf)
+        walk, pids = self._walk, turn.tids
+        commit, offset = self._commit.unpack_from, self._commit_offset
+        pages = records = data = 0
+        more = True
+        while pages < limit:
+            try:
+                n = os.readv(fd, bufs)
+            except BlockingIOError:
+                more = False
+                break
+            except OSError as exc:
+                self._read_failed(cpu, exc, turn)
+                more = False
+                break
+            if n <= 0:  # nothing complete to hand out now (tracefs never ends a file)
+                more = False
+                break
+            page = buf if n == size else view[:n]
+            stats = walk(page, pids)
+            pages += 1
+            records += stats[0]
+            data += commit(page, offset)[0] & _SIZE_MASK
+            if stats[1] or stats[2]:
+                self._odd_page(cpu, stats)
+        turn.bytes += data
+        return pages, records, more
+
+    def _odd_page(self, cpu: int, stats: PageStats) -> None:
+        if stats.lost:
+            self._loss.page_lost(cpu, stats.lost)
+        if stats.problem:
+            self._malformed.problem(
+                "malformed", logging.WARNING, "a ring-buffer page of CPU %d is malformed (%s); "
+                "the records before the fault were used (warning once)", cpu, stats.problem)
+
+    def _read_failed(self, cpu: int, exc: OSError, turn: Turn) -> None:
+        if exc.errno == errno.ENODEV:  # this CPU has no buffer (never online): not ours to read
+            log.debug("CPU %d has no ring buffer (ENODEV); looking again at the next liveness "
+                      "pass", cpu)
+            self._close_cpu(cpu)
+            return
+        turn.problem = (f"reading {self.path}/per_cpu/cpu{cpu}/trace_pipe_raw failed: "
+                        f"{exc.strerror or exc}")
+
+    def _rang_empty(self, turn: Turn) -> None:
+        """The doorbell rang but no CPU we read had a page: some CPU we do not read
+        has events.  Look for it (rarely), and rest longer while it goes on."""
+        self._empty_turns += 1
+        if self._clock() - self._last_rescan >= RESCAN_MIN_INTERVAL:
+            self._rescan(every=True)
+        turn.rest = min(REST * 2.0 ** self._empty_turns, EMPTY_REST_MAX)
+        if self._empty_turns >= EMPTY_WARN_TURNS:
+            self._empty.problem(
+                "empty", logging.WARNING, "trace_pipe says events are waiting but none of the "
+                "%d per-CPU raw files under %s yields any; waking at most every %.2f s until "
+                "that changes", len(self.cpus), self.path, EMPTY_REST_MAX)
+
+    # --- upkeep at each liveness pass -------------------------------------------------------
+
+    def liveness_check(self) -> None:
+        if not self.is_open:
+            return
+        changed = self._layout_change()
+        if changed:
+            self._fail(changed)  # reopened with the new layout after the backoff's first step
+            return
+        self._rescan(every=False)
+        self._loss.poll()
+
+    def _layout_change(self) -> str:
+        """Why the open layout no longer matches the kernel's ("" if it does)."""
+        assert self.layout is not None
+        now = subbuf_size(self.path)
+        if now == self.layout.subbuf_bytes:
+            return ""
+        return (f"the ring buffer's sub-buffer size changed ({self.layout.subbuf_bytes} -> "
+                f"{now} bytes): reopening the raw trace source")
+
+    def _rescan(self, every: bool) -> None:
+        """Open the CPUs that appeared (hotplug); `every`: also those not listed online."""
+        self._last_rescan = self._clock()
+        dirs = per_cpu_dirs(self.path)
+        online = None if every else online_cpus(self._online_path)
+        for cpu, directory in sorted(dirs.items()):
+            if cpu in self.cpus or (online is not None and cpu not in online):
+                continue
+            self._open_cpu(cpu, directory, strict=False)
+            # Announced only when listed online: an empty ring's search also opens
+            # CPUs that never were online (their first read says ENODEV).
+            if cpu in self.cpus and not every and cpu not in self._announced:
+                self._announced.add(cpu)
+                log.info("reading the ring buffer of CPU %d too (it came online)", cpu)
+        for cpu in [c for c in self.cpus if c not in dirs]:
+            self._close_cpu(cpu)  # its directory is gone (e.g. the instance was removed)

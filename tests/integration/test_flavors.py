@@ -1,0 +1,329 @@
+"""The 2026 Gthulhu flavors, with the real daemon: a Decision Maker and a Manager.
+
+The fakes (testbed/fake_decision_maker.py, fake_manager.py) are strict like the
+real servers and the Decision Maker resolves rules against this machine's real
+/proc, so these tests check what the scheduler would read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+
+from testbed.fake_decision_maker import FakeDecisionMaker
+from testbed.fake_manager import DEFAULT_PERMISSIONS, PERM_NODE_POLICY_CREATE, FakeManager
+from testbed.harness import GnbProcess
+from testbed.tracelines import gtp5g_line
+from tests.conftest import Env
+
+NODE = "node-a"
+POLICY = f"gtp5g-operator@{NODE}"
+PASSWORD = "s3cret-Passw0rd"
+
+
+@pytest.fixture
+def dm(keys: Dict[str, Path]) -> Iterator[FakeDecisionMaker]:
+    server = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    yield server
+    server.stop()
+
+
+def start_dm(env: Env, dm: FakeDecisionMaker, **overrides: Any) -> Any:
+    api = {"url": dm.url, "node_name": NODE, **overrides.pop("api", {})}
+    strategy = {"resync_interval": 1.5, **overrides.pop("strategy", {})}
+    return env.start(api=api, strategy=strategy, **overrides)
+
+
+def lines(g: GnbProcess, *names: str) -> str:
+    """Trace lines of the main thread and of the named threads."""
+    tids = [g.pid] + [g.threads[n] for n in names]
+    return "".join(gtp5g_line("nr-gnb", t, g.pid) for t in tids)
+
+
+def rule(regex: str, node: str = NODE) -> Dict[str, Any]:
+    return {"policyID": f"gtp5g-operator@{node}", "nodeID": node, "commandRegex": regex,
+            "priority": 1, "executionTime": 20_000_000}
+
+
+# --- the Decision Maker ------------------------------------------------------------------
+
+
+def test_auto_detects_a_decision_maker_and_the_rule_follows_the_tracked_names(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_dm(env, dm)
+    d.wait_log("is a Gthulhu Decision Maker (api.flavor = auto)")
+    dm.wait_for(lambda: dm.deletes(), 5)  # the first push clears a stale rule of ours
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 5)
+    # the scheduler's view: the live nr-gnb process, resolved by the DM from /proc
+    assert g.pid in [s["pid"] for s in dm.strategies()]
+    posts = len(dm.posts())
+    env.writer.write(lines(g, "gnb worker"))  # a thread with another name is seen
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")], 5)
+    env.writer.write(lines(g, "gnb worker"))  # only known tasks: the rule stays as it is
+    time.sleep(0.5)
+    assert len(dm.posts()) == posts + 1
+    g.stop()
+    dm.wait_for(lambda: dm.rules() == [], 5)  # no target left: the rule is removed
+    state = json.loads((env.tmp / "run" / "state.json").read_text())
+    assert state["api"]["flavor"] == "decision-maker" and state["api"]["policy_id"] == POLICY
+
+
+def test_thread_names_reach_a_decision_maker_that_matches_threads(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    dm = FakeDecisionMaker(keys["private"].read_bytes(), match_threads=True).start()
+    try:
+        start_dm(env, dm, api={"flavor": "decision-maker"})
+        g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+        env.writer.write(lines(g, "nr-gnb-rlc"))
+        dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb|nr-gnb-rlc)$")], 5)
+        seen = {s["pid"] for s in dm.strategies()}
+        assert {g.pid, g.threads["nr-gnb-rlc"]} <= seen
+        assert g.threads["gnb worker"] not in seen  # never seen in the trace: not named
+    finally:
+        dm.stop()
+
+
+def test_a_restarted_decision_maker_gets_the_rule_back_and_an_intact_one_is_not_rewritten(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 5)
+    posts = len(dm.posts())
+    merkle_before = len(dm.requests("GET", "/api/v1/node-intents/merkle"))
+    time.sleep(3.2)  # two resyncs (resync_interval 1.5 s): checked, not rewritten
+    assert len(dm.posts()) == posts
+    assert len(dm.requests("GET", "/api/v1/node-intents/merkle")) >= merkle_before + 2
+    dm.restart()  # rules are in memory only
+    assert dm.rules() == []
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 3)
+
+
+def test_clear_on_stop_removes_the_rule(env: Env, dm: FakeDecisionMaker,
+                                        gnb: Callable[..., GnbProcess]) -> None:
+    d = start_dm(env, dm, strategy={"clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: bool(dm.rules()), 5)
+    assert d.stop() == 0
+    assert dm.rules() == []
+
+
+def test_the_node_name_defaults_to_the_host_name(env: Env, dm: FakeDecisionMaker,
+                                                 gnb: Callable[..., GnbProcess]) -> None:
+    env.start(api={"url": dm.url})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    host = socket.gethostname().split(".")[0].lower()
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$", host)], 5)
+
+
+def test_a_flavor_that_does_not_match_the_server_is_said_and_retried(
+        env: Env, dm: FakeDecisionMaker) -> None:
+    d = env.start(api={"flavor": "v0", "url": dm.url})  # a DM is not the 2025 API
+    d.wait_log("the server is not Gthulhu's 2025 API (v0)")
+    env.config_path.unlink()
+    d2 = env.start(api={"flavor": "decision-maker"})  # the v0 fake is not a DM
+    d2.wait_log("the server is not a Gthulhu Decision Maker")
+    time.sleep(1.5)
+    for daemon in (d, d2):
+        assert daemon.proc.poll() is None
+        assert daemon.log().count("push failed:") == 1  # once, then backoff
+
+
+@pytest.mark.parametrize("strategy,message", [
+    ({"priority": False}, "strategy.priority: false would not boost anything"),
+    ({"priority": 0}, "strategy.priority: 0 would not boost anything"),
+    ({"mode": "merge"}, 'strategy.mode: "merge" is for the v0 API only'),
+])
+def test_settings_the_new_flavors_cannot_honour_are_config_errors(
+        env: Env, dm: FakeDecisionMaker, strategy: Dict[str, Any], message: str) -> None:
+    d = start_dm(env, dm, api={"flavor": "decision-maker"}, strategy=strategy, ready=False)
+    assert d.proc.wait(10) == 78
+    assert message in d.log()
+
+
+# --- the Manager ---------------------------------------------------------------------------
+
+
+def manager_for(keys: Dict[str, Path], **user: Any) -> FakeManager:
+    users = {"operator": {"password": PASSWORD, **user}}
+    return FakeManager(users, {NODE}, keys["private"].read_bytes()).start()
+
+
+@pytest.fixture
+def manager(keys: Dict[str, Path]) -> Iterator[FakeManager]:
+    server = manager_for(keys)
+    yield server
+    server.stop()
+
+
+def password_file(env: Env, mode: int = 0o600) -> Path:
+    path = env.tmp / "gthulhu-password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(mode)
+    return path
+
+
+def start_manager(env: Env, manager: FakeManager, **overrides: Any) -> Any:
+    api = {"url": manager.url, "node_name": NODE, "username": "operator",
+           "password_file": str(password_file(env)), **overrides.pop("api", {})}
+    strategy = {"resync_interval": 1.5, **overrides.pop("strategy", {})}
+    return env.start(api=api, strategy=strategy, **overrides)
+
+
+def my_policies(manager: FakeManager) -> List[Dict[str, Any]]:
+    return manager.policies("operator")
+
+
+def regex_is(manager: FakeManager, regex: str) -> bool:
+    mine = my_policies(manager)
+    return len(mine) == 1 and mine[0]["commandRegex"] == regex
+
+
+def test_auto_detects_a_manager_and_keeps_one_policy_per_host(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_manager(env, manager)
+    d.wait_log("is a Gthulhu Manager (api.flavor = auto)")
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+    policy = my_policies(manager)[0]
+    assert (policy["nodeNames"], policy["priority"], policy["executionTime"]) == (
+        [NODE], 1, 20_000_000)
+    env.writer.write(lines(g, "nr-gnb-rlc"))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb|nr-gnb-rlc)$"), 5)
+    assert my_policies(manager)[0]["id"] == policy["id"]  # updated in place (PUT)
+    g.stop()
+    manager.wait_for(lambda: my_policies(manager) == [], 5)
+
+
+def test_a_restarted_operator_adopts_its_policy_instead_of_duplicating_it(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+    first = my_policies(manager)[0]["id"]
+    assert d.stop() == 0
+    env.writer.close()
+    start_manager(env, manager)
+    env.writer.write(lines(g))
+    time.sleep(2.5)  # a few resyncs
+    assert [p["id"] for p in my_policies(manager)] == [first]
+    assert len(manager.posts()) == 1
+
+
+def test_short_lived_tokens_are_refreshed_and_a_failed_refresh_logs_in_again(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    manager = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                          keys["private"].read_bytes(), access_token_lifetime=2.0).start()
+    try:
+        d = start_manager(env, manager)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+        manager.wait_for(lambda: manager.requests("POST", "/api/v1/auth/refresh"), 5)
+        logins = len(manager.requests("POST", "/api/v1/auth/login"))
+        manager.revoke_sessions("operator")  # refresh tokens gone: log in again
+        manager.wait_for(lambda: len(manager.requests("POST", "/api/v1/auth/login")) > logins,
+                         5)
+        d.wait_log("the Manager refused our refresh token: logging in again")
+        g.stop()
+        manager.wait_for(lambda: my_policies(manager) == [], 5)  # still writing
+    finally:
+        manager.stop()
+
+
+@pytest.mark.parametrize("user,message", [
+    ({"must_change_password": True}, "requires user 'operator' to change its password"),
+    ({"permissions": DEFAULT_PERMISSIONS - {PERM_NODE_POLICY_CREATE}},
+     f"its role lacks the permission {PERM_NODE_POLICY_CREATE}"),
+])
+def test_forbidden_says_what_to_change(env: Env, keys: Dict[str, Path],
+                                       gnb: Callable[..., GnbProcess], user: Dict[str, Any],
+                                       message: str) -> None:
+    manager = manager_for(keys, **user)
+    try:
+        d = start_manager(env, manager)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        d.wait_log(message)
+        time.sleep(1.5)
+        said = [ln for ln in d.log().splitlines() if "WARNING" in ln and message in ln]
+        assert len(said) == 1 and d.proc.poll() is None  # once, then quiet retries
+    finally:
+        manager.stop()
+
+
+def test_an_unknown_node_name_is_explained(env: Env, manager: FakeManager,
+                                           gnb: Callable[..., GnbProcess]) -> None:
+    d = start_manager(env, manager, api={"node_name": "not-a-node"})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    d.wait_log("api.node_name must be the node's Kubernetes name")
+
+
+def test_the_password_comes_from_the_systemd_credential(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    creds = env.tmp / "credentials"
+    creds.mkdir()
+    password_file(env).rename(creds / "gthulhu-password")
+    d = env.start(env={"CREDENTIALS_DIRECTORY": str(creds)},
+                  api={"url": manager.url, "node_name": NODE, "username": "operator",
+                       "flavor": "manager"})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+    assert d.proc.poll() is None
+
+
+def test_a_password_file_others_can_read_is_refused(env: Env,
+                                                    manager: FakeManager) -> None:
+    path = password_file(env, 0o644)
+    d = env.start(api={"url": manager.url, "username": "operator", "flavor": "manager",
+                       "password_file": str(path)}, ready=False)
+    assert d.proc.wait(10) == 78
+    assert "readable by other users" in d.log()
+
+
+def test_no_password_or_token_in_logs_state_or_errors(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_manager(env, manager, log={"level": "debug"})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+    d.signal(signal.SIGUSR1)  # the state, logged
+    d.wait_log("state: api")
+    manager.expire_access_tokens()  # a 401 and its retry
+    g.stop()
+    manager.wait_for(lambda: my_policies(manager) == [], 5)
+    d.stop()
+    tokens = [r.authorization.split(" ", 1)[-1] for r in manager.received if r.authorization]
+    assert tokens
+    texts = [d.log(), *(p.read_text() for p in (env.tmp / "run").glob("*") if p.is_file()),
+             *(p.read_text() for p in (env.tmp / "state").glob("*") if p.is_file())]
+    for text in texts:
+        assert PASSWORD not in text
+        for token in tokens:
+            assert token not in text and token.split(".")[1] not in text
+
+
+def test_check_config_needs_a_password_for_the_manager(env: Env,
+                                                       manager: FakeManager) -> None:
+    env.write_config(api={"url": manager.url, "username": "operator", "flavor": "manager"})
+    from tests.integration.test_cli_and_source import run_cli
+
+    out = run_cli("check-config", "--config", str(env.config_path))
+    assert out.returncode == 1
+    assert "api.password_file: not set, and no systemd credential gthulhu-password" in out.stderr
+    assert not os.environ.get("CREDENTIALS_DIRECTORY")

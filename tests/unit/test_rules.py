@@ -1,0 +1,87 @@
+"""The rule of the Decision Maker and Manager flavors: a pure function of the
+tracked set (table-driven), and the merkle root a resync compares."""
+
+from __future__ import annotations
+
+import re
+from typing import List, Tuple
+
+import pytest
+
+from gtp5g_operator.config import StrategyConfig
+from gtp5g_operator.core.strategy import (
+    build_rule,
+    names_regex,
+    re2_escape,
+    rule_priority,
+    tracked_names,
+)
+from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.decision_maker import rule_body, rule_root
+from testbed.fake_decision_maker import node_policy_hash
+
+
+def view(comm: str, names: Tuple[str, ...] = (), tgid: int = 100) -> ProcessView:
+    return ProcessView(tgid, comm, "/usr/bin/nr-gnb", 0, 0.0, (tgid,), frozenset(names))
+
+
+@pytest.mark.parametrize("views,regex", [
+    ([view("nr-gnb")], "^(?:nr-gnb)$"),
+    ([view("nr-gnb", ("nr-gnb", "nr-gnb-rlc", "gnb worker"))],
+     "^(?:gnb worker|nr-gnb|nr-gnb-rlc)$"),  # sorted, distinct, spaces kept
+    ([view("nr-gnb", ("a.b", "x+y", "(p)", "[q]", "c|d", "^e$", "f*?", "g{2}", "h\\i"))],
+     r"^(?:\(p\)|\[q\]|\^e\$|a\.b|c\|d|f\*\?|g\{2\}|h\\i|nr-gnb|x\+y)$"),
+    ([view("nr-gnb", ("123456789012345",))], "^(?:123456789012345|nr-gnb)$"),  # 15 bytes
+    ([view("nr-gnb", tgid=1), view("nr-gnb2", ("w1",), tgid=2)], "^(?:nr-gnb|nr-gnb2|w1)$"),
+])
+def test_the_regex_names_exactly_the_tracked_names(views: List[ProcessView],
+                                                   regex: str) -> None:
+    assert names_regex(tracked_names(views)) == regex
+
+
+@pytest.mark.parametrize("names", [
+    ("nr-gnb",), ("nr-gnb", "gnb worker"), ("a.b", "x+y", "(p)", "[q]", "c|d", "h\\i"),
+    ("tab\tname", "new\nline", "üñí"),
+])
+def test_the_regex_matches_the_names_and_nothing_near_them(names: Tuple[str, ...]) -> None:
+    pattern = re.compile(names_regex(names).replace(r"\x{9}", r"\x09").replace(
+        r"\x{a}", r"\x0a"))  # Python spells RE2's \x{..} as \x..
+    for name in names:
+        assert pattern.search(name)
+        for near in (name + "x", "x" + name, name[:-1], name.upper() if name.islower() else ""):
+            if near and near not in names:
+                assert not pattern.search(near), near
+
+
+def test_control_characters_are_written_as_re2_escapes() -> None:
+    assert re2_escape("a\tb") == r"a\x{9}b"
+    assert re2_escape("gnb worker") == "gnb worker"  # RE2 takes a space as itself
+
+
+@pytest.mark.parametrize("priority,expected", [(True, 1), (1, 1), (5, 5), (20, 20)])
+def test_priority_true_means_1_and_integers_are_sent_as_they_are(priority: object,
+                                                                 expected: int) -> None:
+    assert rule_priority(StrategyConfig(priority=priority)) == expected  # type: ignore
+
+
+def test_no_target_means_no_rule() -> None:
+    assert build_rule([], StrategyConfig(), "node-a") is None
+
+
+def test_the_rule_and_its_merkle_root() -> None:
+    rule = build_rule([view("nr-gnb", ("nr-gnb-rlc",))],
+                      StrategyConfig(execution_time_ns=5_000_000), "node-a")
+    assert rule is not None
+    assert rule_body(rule) == {"policyID": "gtp5g-operator@node-a", "nodeID": "node-a",
+                               "commandRegex": "^(?:nr-gnb|nr-gnb-rlc)$", "priority": 1,
+                               "executionTime": 5_000_000}
+    # the root a Decision Maker computes when it holds exactly this rule
+    assert rule_root(rule) == node_policy_hash(rule_body(rule))
+
+
+def test_only_names_change_the_rule_not_ids() -> None:
+    a = build_rule([view("nr-gnb", ("w",), tgid=1)], StrategyConfig(), "n")
+    b = build_rule([view("nr-gnb", ("w",), tgid=2)], StrategyConfig(), "n")
+    assert a == b
+
+
