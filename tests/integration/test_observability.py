@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Set
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
 
@@ -59,6 +60,8 @@ def test_metrics_endpoint_and_textfile_follow_the_scenario(
     before = wait_until(lambda: scrape(port).get('gtp5g_operator_pushes_total{result="ok"}')
                         and scrape(port), 5, "first push counted")
     assert before["gtp5g_operator_tracked_processes"] == 0
+    if not os.path.isdir("/sys/kernel/sched_ext"):  # this kernel: strategies have no effect
+        assert before['gtp5g_operator_scheduler_enabled{ops=""}'] == 0
     assert before['gtp5g_operator_build_info{version="0.1.0"}'] == 1
     g = gnb(threads=("nr-gnb-rlc",))
     env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids) + "junk\n")
@@ -176,3 +179,85 @@ def test_merge_keeps_other_writers_across_pushes_restarts_and_clear(
     assert OTHER in remaining and SELECTOR in remaining
     assert {"pid": 2, "priority": True, "execution_time": 9} in remaining
     assert g2.pid not in pids(remaining)
+
+
+# --- /health -----------------------------------------------------------------------------
+
+
+def probe(port: int, method: str = "GET", path: str = "/health"
+          ) -> Tuple[int, Dict[str, Any], float]:
+    """(status, JSON body or {}, seconds the answer took); status 0: nobody listens."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            code, raw = r.status, r.read()
+    except urllib.error.HTTPError as err:
+        code, raw = err.code, err.read()
+    except urllib.error.URLError:  # not listening (yet)
+        code, raw = 0, b""
+    took = time.monotonic() - t0
+    return code, json.loads(raw) if raw.strip().startswith(b"{") else {}, took
+
+
+def test_health_is_200_when_healthy_and_503_stalled_while_the_daemon_is_stopped(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    port = free_port()
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}"},
+                  strategy={"resync_interval": 1.5})
+    g = gnb(threads=())
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    code, body, _ = wait_until(lambda: (r := probe(port))[1].get("tracked_tasks") == 1 and r,
+                               5, "a healthy /health with the task")
+    assert code == 200 and body["status"] == "ok"
+    assert body["last_push"]["ok"] is True and body["last_push"]["age_s"] < 3
+    assert body["trace"]["format"] == "text" and body["api"]["flavor"] == "v0"
+    assert body["scheduler"]["enabled"] is False  # no sched_ext here: reported, still 200
+    assert probe(port, "HEAD")[0] == 200
+    assert probe(port, "POST")[0] == 404 and probe(port, path="/other")[0] == 404
+    d.signal(signal.SIGSTOP)
+    try:
+        code, body, _ = wait_until(lambda: (r := probe(port))[0] == 503 and r, 10,
+                                   "503 while stopped")
+        assert body["status"] == "stalled"
+        took = [probe(port)[2] for _ in range(3)]
+        assert max(took) < 1.0, took  # the probe is answered although the loop is stopped
+    finally:
+        d.signal(signal.SIGCONT)
+    wait_until(lambda: probe(port)[0] == 200, 10, "200 again after SIGCONT")
+
+
+def test_health_names_the_api_when_it_is_down(env: Env) -> None:
+    port = free_port()
+    env.start(metrics={"listen": f"127.0.0.1:{port}"}, strategy={"resync_interval": 1.5})
+    wait_until(lambda: probe(port)[0] == 200, 5, "healthy first")
+    env.api.stop()
+    _, body, _ = wait_until(lambda: (r := probe(port))[0] == 503 and r, 15,
+                               "503 with the API down")
+    assert body["status"] == "api-unreachable"
+    assert body["last_push"]["ok"] is False and body["last_push"]["error_kind"] == "connect"
+
+
+def test_a_metrics_port_in_use_is_an_error_line_and_a_retry_at_start_and_reload(
+        env: Env) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        d = env.start(metrics={"listen": f"127.0.0.1:{port}"})  # READY, not a crash loop
+        d.wait_log(f"cannot listen on 127.0.0.1:{port}")
+        assert d.proc.poll() is None
+        free = free_port()
+        env.write_config(metrics={"listen": f"127.0.0.1:{free}"})
+        d.signal(signal.SIGHUP)  # a reload moves the endpoint
+        wait_until(lambda: probe(free)[0] in (200, 503), 10, "the endpoint on the new port")
+        env.write_config(metrics={"listen": f"127.0.0.1:{port}"})
+        d.signal(signal.SIGHUP)  # and back onto the busy one: said again, still alive
+        wait_until(lambda: d.log().count(f"cannot listen on 127.0.0.1:{port}") == 2, 10,
+                   "the second bind failure")
+        assert d.proc.poll() is None
+    finally:
+        busy.close()
+    wait_until(lambda: probe(port)[0] in (200, 503), 30, "the endpoint once the port is free")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Dict
@@ -9,12 +10,14 @@ from typing import Dict
 import pytest
 
 from gtp5g_operator.config import (
+    SECTIONS,
     Config,
     ConfigError,
     describe_changes,
     load_config,
     parse_config,
 )
+from testbed.harness import toml_value
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,15 +126,13 @@ def test_timeout_must_be_below_resync() -> None:
 def test_example_config_is_valid_and_documents_every_default() -> None:
     text = (REPO / "packaging" / "config.toml").read_text()
     assert parse_config(text) == Config(source="config.toml")
-    for section, keys in {"trace": ["pipe", "allow_pid_namespace"], "match": ["comm", "exe", "uid"],
-                          "api": ["url", "public_key", "timeout", "ca_file"],
-                          "strategy": ["priority", "execution_time_ns", "targets", "mode",
-                                       "resync_interval", "liveness_interval",
-                                       "clear_on_stop"],
-                          "log": ["level"],
-                          "metrics": ["listen", "allow_remote", "textfile"]}.items():
-        for key in keys:
-            assert f"# {key} = " in text, f"{section}.{key} not documented in the example"
+    defaults = Config()
+    for section in SECTIONS:  # every key of the schema, so a new key cannot be forgotten
+        values = getattr(defaults, section)
+        for f in dataclasses.fields(values):
+            shown = toml_value(getattr(values, f.name))
+            assert f"# {f.name} = {shown}" in text, (
+                f"{section}.{f.name} not documented with its default {shown} in the example")
 
 
 # --- load_config: files ------------------------------------------------------------

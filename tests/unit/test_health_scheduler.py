@@ -1,0 +1,109 @@
+"""/health's answer (pure) and the sched_ext watch over an injected sysfs root."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import pytest
+
+from gtp5g_operator.core.sched_ext import read_scheduler
+from gtp5g_operator.service.health import STALL_GRACE, health_answer
+from gtp5g_operator.service.scheduler_watch import SchedulerWatch
+
+NOW = 1000.0
+
+
+def doc(**kw: Any) -> Dict[str, Any]:
+    base: Dict[str, Any] = {"tracked_processes": 1, "tracked_tasks": 3, "started_mono": 900.0,
+                            "resync_interval": 10.0, "last_success_mono": 995.0,
+                            "last_push": {"ok": True, "at_mono": 995.0, "error_kind": ""},
+                            "api": {"flavor": "v0"}, "trace": {"format": "text"},
+                            "scheduler": {"enabled": False}}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("document,beat,code,status", [
+    (doc(), (999.0, 1001.0), 200, "ok"),
+    (doc(), (990.0, 999.0), 200, "ok"),  # within the grace after its promised turn
+    (doc(), (990.0, 1000.0 - STALL_GRACE - 0.1), 503, "stalled"),
+    (doc(), None, 503, "stalled"),  # no heartbeat at all
+    (doc(last_success_mono=960.0), (999.0, 1001.0), 503, "api-unreachable"),  # > 3 x 10 s
+    (doc(last_success_mono=None, started_mono=990.0), (999.0, 1001.0), 200, "ok"),  # young
+    (doc(last_success_mono=None, started_mono=900.0), (999.0, 1001.0), 503,
+     "api-unreachable"),
+    (None, (999.0, 1001.0), 503, "starting"),
+])
+def test_health_answer(document: Optional[Dict[str, Any]],
+                       beat: Optional[Tuple[float, float]], code: int, status: str) -> None:
+    got_code, body = health_answer(document, beat, NOW)
+    assert (got_code, body["status"]) == (code, status)
+
+
+def test_health_body_says_what_a_monitor_needs() -> None:
+    _, body = health_answer(doc(), (999.0, 1001.0), NOW)
+    assert body["tracked_processes"] == 1 and body["tracked_tasks"] == 3
+    assert body["last_push"] == {"ok": True, "age_s": 5.0, "error_kind": None}
+    assert body["loop_turned_s_ago"] == 1.0
+    assert body["scheduler"] == {"enabled": False}  # reported, not a 503
+
+
+def sysfs(tmp: Path, state: Optional[str], ops: str = "") -> str:
+    base = tmp / "kernel" / "sched_ext"
+    if state is None:
+        return str(tmp)
+    (base / "root").mkdir(parents=True, exist_ok=True)
+    (base / "state").write_text(state + "\n")
+    ops_file = base / "root" / "ops"
+    if ops:
+        ops_file.write_text(ops + "\n")
+    elif ops_file.exists():
+        ops_file.unlink()
+    return str(tmp)
+
+
+@pytest.mark.parametrize("state,ops,supported,enabled", [
+    (None, "", False, False),
+    ("disabled", "", True, False),
+    ("enabled", "gthulhu", True, True),
+    ("enabled", "rustland", True, True),
+])
+def test_read_scheduler(tmp_path: Path, state: Optional[str], ops: str, supported: bool,
+                        enabled: bool) -> None:
+    s = read_scheduler(sysfs(tmp_path, state, ops))
+    assert (s.supported, s.enabled) == (supported, enabled)
+
+
+def test_the_watch_says_when_the_scheduler_goes_and_comes_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    root = sysfs(tmp_path, "enabled", "gthulhu")
+    watch = SchedulerWatch(root)
+    watch.check()
+    assert watch.status_note() == ""
+    sysfs(tmp_path, "disabled")
+    watch.check()
+    watch.check()  # once per change, not per pass
+    assert watch.status_note() == "no sched_ext scheduler: strategies have no effect"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "have no effect until one" in warnings[0]
+    sysfs(tmp_path, "enabled", "scx_other")
+    watch.check()
+    assert any("'scx_other' is running (it does not look like Gthulhu's)" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_the_watch_exports_the_gauge_with_the_ops_label(tmp_path: Path) -> None:
+    prom = pytest.importorskip("prometheus_client", reason="metrics need prometheus_client")
+    registry = prom.CollectorRegistry()
+    gauge = prom.Gauge("x_scheduler_enabled", "t", ["ops"], registry=registry)
+    watch = SchedulerWatch(sysfs(tmp_path, "enabled", "gthulhu"))
+    watch.check()
+    watch.export(gauge)
+    assert registry.get_sample_value("x_scheduler_enabled", {"ops": "gthulhu"}) == 1
+    sysfs(tmp_path, "disabled")
+    watch.check()
+    watch.export(gauge)
+    assert registry.get_sample_value("x_scheduler_enabled", {"ops": "gthulhu"}) is None
+    assert registry.get_sample_value("x_scheduler_enabled", {"ops": ""}) == 0
