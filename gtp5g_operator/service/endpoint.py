@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT = 1.0
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+PR_SET_PDEATHSIG, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_SET_NO_NEW_PRIVS = 1, 47, 4, 38
 
 
 # --- the daemon's side --------------------------------------------------------------------
@@ -97,6 +98,11 @@ class Endpoint(Component):
             self._failed(line[len("error: "):])
 
     def _start(self) -> None:
+        # The unit grants the daemon ambient capabilities, which exec() would pass
+        # on to the child's effective set, and its system call filter forbids the
+        # child's capset(): clearing the ambient set here (it only affects what
+        # exec'd programs get) starts the child without any capability.
+        _libc().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         cmd = [sys.executable, "-m", "gtp5g_operator.service.endpoint", "--listen",
                self.listen, "--dir", self._dir, "--parent", str(os.getpid())]
         try:
@@ -155,12 +161,15 @@ def _child_env() -> dict[str, str]:
 
 # --- the child process --------------------------------------------------------------------
 
-PR_SET_PDEATHSIG, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_SET_NO_NEW_PRIVS = 1, 47, 4, 38
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def drop_privileges() -> None:
     """No capability is needed to serve two files: drop them all, for good."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
@@ -225,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve(listen: str, directory: str, parent: int) -> int:
     from ..config.values import split_listen
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
         return 0  # the daemon is already gone
