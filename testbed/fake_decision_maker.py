@@ -1,6 +1,7 @@
 """A strict fake of Gthulhu's 2026 per-node Decision Maker (DM) for tests and the demo.
 
-Contract: shared/reference/gthulhu-2026-api.md.  Details beyond that document were
+Contract: the Decision Maker of Gthulhu since 2026-08, as the project's reference notes
+describe it (not part of this repository).  Details beyond those notes were
 read from Gthulhu's public sources (repository Gthulhu/Gthulhu, folder api/, and
 its former home Gthulhu/api); each is cited where it is used:
 

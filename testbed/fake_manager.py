@@ -1,6 +1,7 @@
 """A strict fake of Gthulhu's 2026 cluster Manager for tests and the demo.
 
-Contract: shared/reference/gthulhu-2026-api.md, section "Manager endpoints".  Details
+Contract: Gthulhu's Manager as the project's reference notes describe it (not part of
+this repository).  Details
 beyond it come from Gthulhu's public sources (repository Gthulhu/Gthulhu, folder api/):
 
 - routes, permission keys and the `/api` catch-all: api/manager/rest/routes.go and

@@ -1,7 +1,7 @@
 """api.flavor = "auto": tell the three Gthulhu servers apart, then speak that one.
 
-No version field can be trusted, so the server is asked what it can do
-(shared/reference, "Telling them apart"):
+No version field can be trusted (Gthulhu's `/version` answers a constant),
+so the server is asked what it can do:
 
 1. POST /api/v1/auth/token with our public key.  An answer with a token:
    v0 or a Decision Maker — the token is kept, it is the one we need anyway;

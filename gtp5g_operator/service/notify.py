@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Mapping, Optional
 
+from ..core.once import StateLog
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
 class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
         self._notifier = None
-        self._broken = False
+        self._state = StateLog(log)
         self.enabled = bool(env.get("NOTIFY_SOCKET"))
         if self.enabled:
             import sdnotify
@@ -49,10 +51,7 @@ class Notifier:
         try:
             self._notifier.notify("\n".join(fields))
         except OSError as exc:
-            if not self._broken:
-                log.error("sd_notify failed: %s (will keep trying)", exc)
-            self._broken = True
+            self._state.problem(str(exc), logging.ERROR, "sd_notify failed: %s (will keep "
+                                "trying)", exc)
             return
-        if self._broken:
-            log.info("sd_notify works again")
-            self._broken = False
+        self._state.recovered("sd_notify works again")
