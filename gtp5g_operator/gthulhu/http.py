@@ -101,11 +101,17 @@ class Resolver:
 
 
 class _DeadlineRaw(io.RawIOBase):
-    """What http.client reads the answer through: each recv gets the time left."""
+    """What http.client reads the answer through: each recv gets the time left.
+
+    It wraps the socket's own SocketIO (socket.makefile), which keeps the fd
+    open while the answer is read even after http.client has closed the
+    connection — it does that for a "Connection: close" answer, handing the
+    socket over to the response."""
 
     def __init__(self, sock: socket.socket, conn: DeadlineConnection) -> None:
         super().__init__()
         self._sock = sock
+        self._io = sock.makefile("rb", buffering=0)
         self._conn = conn
 
     def readable(self) -> bool:
@@ -113,7 +119,13 @@ class _DeadlineRaw(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         self._sock.settimeout(self._conn.time_left("reading the answer"))
-        return self._sock.recv_into(buffer)
+        n = self._io.readinto(buffer)
+        assert n is not None  # None only in non-blocking mode; a timeout raises instead
+        return n
+
+    def close(self) -> None:
+        self._io.close()
+        super().close()
 
 
 class _DeadlineSocket:
