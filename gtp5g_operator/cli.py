@@ -1,4 +1,4 @@
-"""Command line: `gtp5g-operator [--config PATH] [run | check-config | status]`."""
+"""Command line: `gtp5g-operator [--config PATH] [run | check-config | status | doctor]`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from .commands.doctor.options import add_arguments as doctor_arguments
+from .commands.doctor.options import options_from
 from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from .core.procfs import in_initial_pid_namespace
 from .service.logsetup import setup_logging, stderr_is_journal
@@ -37,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--runtime-dir", default=None, metavar="DIR",
                         help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY, "
                              "else /run/gtp5g-operator)")
+    doctor = sub.add_parser("doctor", help="check everything the service needs (changes "
+                                           "nothing); exit 1 if a check failed")
+    doctor.add_argument("--config", default=here, metavar="PATH")
+    doctor_arguments(doctor)
     return parser
 
 
@@ -44,6 +50,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
         return _status(args)
+    if args.command == "doctor":
+        from .commands.doctor.runner import doctor
+
+        return doctor(options_from(args))
     if args.command == "check-config":
         return _check_config(args.config)
     return _run(args.config)

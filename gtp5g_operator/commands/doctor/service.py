@@ -1,0 +1,162 @@
+"""7. The service: is the unit active, and what its state.json says — when it last
+pushed and with what result, and its lost-event and error counters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ...files import FileProblem
+from ...service.runtime_files import STATE_FILE, read_json
+from ..status import _text, _when
+from .model import Check, duration, fail, ok, plural, warn
+from .targets import Target
+
+UNIT = "gtp5g-operator"
+SYSTEMCTL_TIMEOUT = 3.0
+UNIT_STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating",
+               "maintenance", "refreshing", "unknown")
+START = f"systemctl start {UNIT}; journalctl -u {UNIT} -e says why it stopped"
+NOT_SEEN = ("the service tracks a gNB once its tasks show up in the trace (GTP-U traffic): "
+            "see the trace events check")
+
+
+@dataclass(frozen=True)
+class UnitState:
+    state: str  # one of UNIT_STATES, or "" when systemd cannot be asked
+    detail: str = ""
+
+
+def probe_unit(systemctl: Optional[str]) -> UnitState:
+    if systemctl is None:
+        return UnitState("", "no systemctl")
+    try:
+        done = subprocess.run([systemctl, "is-active", UNIT], capture_output=True, text=True,
+                              timeout=SYSTEMCTL_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return UnitState("", str(exc))
+    words = done.stdout.split()
+    if words and words[0] in UNIT_STATES:
+        return UnitState(words[0])
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    return UnitState("", said[0] if said else f"systemctl exit status {done.returncode}")
+
+
+def unit_check(unit: UnitState) -> Check:
+    if not unit.state:
+        return warn("unit", f"systemd not available ({unit.detail})",
+                    f"not checked; on a systemd host see systemctl status {UNIT}")
+    saw = f"{UNIT}.service is {unit.state}"
+    if unit.state in ("active", "reloading"):
+        return ok("unit", saw)
+    if unit.state in ("activating", "deactivating", "refreshing"):
+        return warn("unit", saw, f"look again in a moment: systemctl status {UNIT}")
+    return fail("unit", saw, START)
+
+
+# --- state.json ---------------------------------------------------------------------------
+
+
+def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(state, "") or (None, why not)."""
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        return read_json(directory, STATE_FILE), ""
+    except FileNotFoundError:
+        return None, f"no {path}"
+    except (OSError, FileProblem, ValueError) as exc:
+        return None, f"cannot read {path}: {exc}"
+
+
+def is_alive(proc: str, pid: Any) -> bool:
+    """Is `pid` a running gtp5g-operator (and not another program that got its PID)?"""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
+            return b"gtp5g" in f.read(4096)
+    except OSError:
+        return False
+
+
+def _tracked(state: Mapping[str, Any]) -> List[int]:
+    listed = state.get("processes")
+    items = listed if isinstance(listed, list) else []
+    return [p["tgid"] for p in items if isinstance(p, dict) and isinstance(p.get("tgid"), int)]
+
+
+def state_check(state: Optional[Mapping[str, Any]], problem: str, alive: bool, now: float,
+                targets: Sequence[Target]) -> Check:
+    if state is None:
+        missing = problem.startswith("no ")  # else the file is there but unreadable
+        return fail("service", f"{'not running' if missing else 'cannot tell'}: {problem}",
+                    START if missing else "see the file; the daemon rewrites it at each push")
+    pid = _text(state.get("pid"))
+    if not alive:
+        return fail("service", f"not running: stale state.json of PID {pid}, last updated "
+                               f"{_when(state.get('updated_at'), now)}", START)
+    tracked = _tracked(state)
+    saw = (f"PID {pid}, running since {_when(state.get('started_at'), now)}; tracking "
+           f"{plural(len(tracked), 'process')}"
+           + (f" ({', '.join(map(str, tracked))})" if tracked else ""))
+    untracked = [t.info.tgid for t in targets if t.boosted and t.info.tgid not in tracked]
+    if untracked:
+        return warn("service", f"{saw}; not the live target(s) "
+                               f"{', '.join(map(str, untracked))}", NOT_SEEN)
+    return ok("service", saw)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else 0.0
+
+
+def push_check(last: Any, now: float, resync: float) -> Check:
+    if not isinstance(last, dict):
+        return warn("last push", "none yet", "it follows the API's credentials: see the api "
+                                             "checks")
+    age = max(0.0, now - _num(last.get("at")))
+    if last.get("ok") is not True:
+        return fail("last push", f"FAILED {duration(age)} ago: {_text(last.get('error'))}",
+                    f"see the api checks above and journalctl -u {UNIT}")
+    saw = f"ok, {_text(last.get('count'))} entries, {duration(age)} ago"
+    if age > 3 * resync:
+        return warn("last push", f"{saw}, though it re-sends every {resync:g} s",
+                    f"the loop may be stuck: see /health and journalctl -u {UNIT}")
+    return ok("last push", saw)
+
+
+def counters_check(trace: Any) -> Check:
+    t = trace if isinstance(trace, dict) else {}
+    lost, dropped, reopens = (int(_num(t.get(k))) for k in ("lost_events", "dropped_lines",
+                                                            "reopens"))
+    is_open = t.get("open") is True
+    saw = (f"trace {_text(t.get('path'))} ({_text(t.get('format'))}, "
+           f"{'open' if is_open else 'NOT OPEN'}): {int(_num(t.get('lines')))} lines, "
+           f"{lost} events lost, {dropped} over-long lines dropped, "
+           f"{plural(reopens, 'reopen')}")
+    if not is_open:
+        return fail("service counters", saw, f"journalctl -u {UNIT} says why the trace source "
+                                             "cannot be opened")
+    if lost or dropped:
+        return warn("service counters", saw, "events were lost: raise buffer_size_kb or the "
+                                             "unit's CPUQuota=")
+    if reopens:
+        return warn("service counters", saw, f"the trace source failed or ended: journalctl "
+                                             f"-u {UNIT}")
+    return ok("service counters", saw)
+
+
+def service_checks(proc: str, directory: str, resync: float, targets: Sequence[Target],
+                   now: float, state: Optional[Dict[str, Any]], problem: str,
+                   systemctl: Optional[str] = None) -> List[Check]:
+    checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl")))]
+    alive = state is not None and is_alive(proc, state.get("pid"))
+    checks.append(state_check(state, problem, alive, now, targets))
+    if state is not None and alive:
+        checks += [push_check(state.get("last_push"), now, resync),
+                   counters_check(state.get("trace"))]
+    return checks

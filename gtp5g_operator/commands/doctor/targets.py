@@ -1,0 +1,105 @@
+"""4. Targets on this host now: every process named in match.comm, and whether the
+service would boost it — judged by the daemon's own rule (core.tracker.mismatch)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+from ...config.schema import MatchConfig
+from ...core.procfs import ProcessInfo, ProcFS
+from ...core.tracker import mismatch
+from .model import Check, ok, plural, warn
+
+MAX_LISTED = 20  # processes listed one per line; more are only counted
+
+
+@dataclass(frozen=True)
+class Target:
+    info: ProcessInfo
+    tids: Tuple[int, ...]  # the process's threads now
+    why_not: str  # "" when it would be boosted
+
+    @property
+    def boosted(self) -> bool:
+        return not self.why_not
+
+
+def _comm(proc: str, pid: str) -> str:
+    try:
+        with open(os.path.join(proc, pid, "comm"), "rb") as f:
+            return f.read(64).rstrip(b"\n").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _tids(proc: str, tgid: int) -> Tuple[int, ...]:
+    try:
+        names = os.listdir(os.path.join(proc, str(tgid), "task"))
+    except OSError:
+        return (tgid,)
+    return tuple(sorted(int(n) for n in names if n.isdigit()))
+
+
+def find_targets(proc: str, match: MatchConfig) -> List[Target]:
+    """Processes whose name is in match.comm, with the daemon's verdict on each."""
+    try:
+        pids = sorted((n for n in os.listdir(proc) if n.isdigit()), key=int)
+    except OSError:
+        return []
+    procfs = ProcFS(proc)
+    found = []
+    for pid in pids:
+        if _comm(proc, pid) not in match.comm:
+            continue  # a cheap look at the name first: most processes stop here
+        info = procfs.process(int(pid))
+        if info is not None:
+            found.append(Target(info, _tids(proc, info.tgid), mismatch(info, match)))
+    return found
+
+
+def toml(values: Sequence[object]) -> str:
+    """A list as it is written in config.toml (JSON's syntax is TOML's here)."""
+    return json.dumps(list(values))
+
+
+def match_check(match: MatchConfig, found: Sequence[Target]) -> Check:
+    rules = (f"match.comm = {toml(match.comm)}, match.exe = {toml(match.exe)}, "
+             f"match.uid = {toml(match.uid)}")
+    if match.uid or match.exe:
+        return ok("match rules", rules)
+    exes = sorted({t.info.exe for t in found if t.info.exe})
+    uids = sorted({t.info.uid for t in found})
+    example = (f"match.exe = {toml(exes)}, match.uid = {toml(uids)}" if found
+               else 'match.exe = ["/path/to/nr-gnb"], match.uid = [UID]')
+    return warn("match rules", f"{rules}: both allow-lists are empty, so any user's process "
+                               f"named {'/'.join(match.comm)} is boosted",
+                f"pin the gNB, e.g. {example}")
+
+
+def target_check(t: Target) -> Check:
+    i = t.info
+    saw = (f"PID {i.tgid} {i.comm}, uid {i.uid}, exe {i.exe or '(unreadable)'}, "
+           f"{plural(len(t.tids), 'thread')}")
+    if t.boosted:
+        return ok(f"target {i.tgid}", f"{saw}: would be boosted")
+    return warn(f"target {i.tgid}", f"{saw}: not boosted: {t.why_not}",
+                "if this is the gNB, add its uid or executable to the match rules")
+
+
+def targets_checks(match: MatchConfig, found: Sequence[Target]) -> List[Check]:
+    names = "/".join(match.comm)
+    boosted = sum(t.boosted for t in found)
+    if not found:
+        summary = warn("targets", f"no process named {names} is running",
+                       "start the gNB; if it runs under another name, set match.comm")
+    elif boosted:
+        summary = ok("targets", f"{plural(len(found), 'process')} named {names}, "
+                                f"{boosted} would be boosted")
+    else:
+        summary = warn("targets", f"{plural(len(found), 'process')} named {names}, none would "
+                                  "be boosted", "see why below")
+    lines = [target_check(t) for t in found[:MAX_LISTED]]
+    return [match_check(match, found), summary, *lines]

@@ -1,0 +1,263 @@
+"""3. The trace source: present, on tracefs, events arriving, events lost, which reader.
+
+Whether events arrive is read from the per-CPU `stats` counters over a short
+window, never from trace_pipe or trace_pipe_raw: a read takes lines from the
+service, and the kernel lets only one reader hold trace_pipe.  What was
+written in the window is what grew in entries + read events + lost: while
+the service drains the ring, entries stay flat and read events grow; while
+nobody reads a full ring, overrun grows.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from ...config.schema import TraceConfig
+from ...trace.raw_reader import load_layout
+from ...trace.source import Unusable
+from ...trace.tracefs import (
+    TRACEFS_TYPES,
+    CpuStats,
+    mode_problem,
+    per_cpu_dirs,
+    read_cpu_stats,
+    resolve_pipe,
+    subbuf_size,
+)
+from .model import Check, fail, ok, plural, warn
+from .mounts import Mount, mount_of, read_mounts
+
+MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
+
+
+@dataclass(frozen=True)
+class TraceSite:
+    """Where the trace source is and what it is: everything but the counters."""
+
+    pipe: str
+    configured_format: str
+    st: Optional[os.stat_result]
+    stat_error: str  # why it could not be looked at ("" when it could, or is absent)
+    holder: Optional[Mount]  # the mount holding the source
+    tracefs_mounts: List[Mount] = field(default_factory=list)
+
+    @property
+    def directory(self) -> str:
+        return os.path.dirname(self.pipe)
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.st is not None and stat.S_ISFIFO(self.st.st_mode)
+
+    @property
+    def is_kernel_pipe(self) -> bool:
+        """The kernel's trace_pipe: a regular file of that name on tracefs."""
+        return (self.st is not None and stat.S_ISREG(self.st.st_mode)
+                and os.path.basename(self.pipe) == "trace_pipe"
+                and self.holder is not None and self.holder.fstype in TRACEFS_TYPES)
+
+    @property
+    def reader(self) -> str:
+        """"raw" or "text": trace.feed.choose_format's rule, judged with the injected
+        mount table."""
+        if self.configured_format != "auto":
+            return self.configured_format
+        return "raw" if self.st is None or self.is_kernel_pipe else "text"
+
+    def access_paths(self) -> List[str]:
+        """What the service opens: trace_pipe, and for the binary reader a per-CPU file."""
+        paths = [self.pipe]
+        raw = os.path.join(self.directory, "per_cpu", "cpu0", "trace_pipe_raw")
+        if self.reader == "raw" and os.path.lexists(raw):
+            paths.append(raw)
+        return paths
+
+
+def locate(trace: TraceConfig, tracefs: Optional[str], proc: str) -> TraceSite:
+    pipe = os.path.join(tracefs, "trace_pipe") if tracefs else resolve_pipe(trace.pipe)
+    st, error = None, ""
+    try:
+        st = os.stat(pipe)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    mounts = read_mounts(proc) or []
+    return TraceSite(pipe, trace.format, st, error, mount_of(pipe, mounts),
+                     [m for m in mounts if m.fstype in TRACEFS_TYPES])
+
+
+# --- the counters -------------------------------------------------------------------------
+
+
+def arrived(s: CpuStats) -> int:
+    """Events written to this CPU's ring since its last reset, whoever read them."""
+    return s.entries + s.read_events + s.lost
+
+
+@dataclass(frozen=True)
+class Window:
+    seconds: float
+    before: Dict[int, CpuStats]
+    after: Dict[int, CpuStats]
+
+    def growth(self, key: Callable[[CpuStats], int]) -> Dict[int, int]:
+        # max(0, ...): a reset of the buffer (writing `trace`) makes counters fall
+        return {cpu: max(0, key(s) - key(self.before[cpu]))
+                for cpu, s in self.after.items() if cpu in self.before}
+
+    def total(self, key: Callable[[CpuStats], int]) -> int:
+        return sum(self.growth(key).values())
+
+
+def read_counters(directory: str) -> Dict[int, CpuStats]:
+    found = {}
+    for cpu in sorted(per_cpu_dirs(directory)):
+        s = read_cpu_stats(directory, cpu)
+        if s is not None:
+            found[cpu] = s
+    return found
+
+
+def watch(directory: str, seconds: float,
+          sleep: Callable[[float], None] = time.sleep) -> Window:
+    before = read_counters(directory)
+    if before:
+        sleep(seconds)
+    return Window(seconds, before, read_counters(directory) if before else {})
+
+
+def buffer_kb(directory: str) -> Optional[int]:
+    """buffer_size_kb: "1410", or "7 (expanded: 1408)" before tracing's first use."""
+    try:
+        with open(os.path.join(directory, "buffer_size_kb"), encoding="ascii") as f:
+            text = f.read(128)
+    except (OSError, UnicodeDecodeError):
+        return None
+    text = text.split("expanded:")[1] if "expanded:" in text else text
+    digits = text.strip(" )\n").split()
+    return int(digits[0]) if digits and digits[0].isdigit() else None
+
+
+# --- the judgements (pure) ----------------------------------------------------------------
+
+
+def source_check(site: TraceSite) -> Check:
+    pipe = site.pipe
+    if site.stat_error:
+        return warn("trace source", f"cannot look at {pipe}: {site.stat_error}",
+                    "see the trace access check above")
+    if site.st is None:
+        return fail("trace source", f"{pipe} does not exist", MOUNT_ADVICE if "tracing" in pipe
+                    else "correct trace.pipe, or create the FIFO")
+    if site.is_fifo:
+        return ok("trace source", f"{pipe} is a FIFO (a replay or test source)")
+    if site.is_kernel_pipe:
+        return ok("trace source", f"{pipe} is the kernel's trace_pipe")
+    problem = mode_problem(pipe, site.st) or f"{pipe} is not the kernel's trace_pipe"
+    return fail("trace source", problem, 'set trace.pipe = "auto"')
+
+
+def tracefs_check(site: TraceSite) -> Check:
+    points = ", ".join(sorted({m.point for m in site.tracefs_mounts})) or "nowhere"
+    holder = site.holder
+    if holder is not None and holder.fstype in TRACEFS_TYPES:
+        return ok("tracefs", f"{holder.fstype} mounted at {holder.point}, holding the trace "
+                             f"source (tracefs mounts: {points})")
+    if site.is_fifo:
+        return warn("tracefs", f"the trace source is a FIFO, not on tracefs (tracefs mounted "
+                               f"at {points})",
+                    'right for tests and replays; for the gNB\'s trace set trace.pipe = "auto"')
+    if not site.tracefs_mounts:
+        return fail("tracefs", "tracefs is not mounted", MOUNT_ADVICE)
+    return fail("tracefs", f"{site.pipe} is not on tracefs (mounted at {points})",
+                'set trace.pipe = "auto"')
+
+
+def _per_cpu(growth: Dict[int, int]) -> str:
+    return ", ".join(f"CPU{cpu} {n}" for cpu, n in sorted(growth.items()))
+
+
+def events_check(site: TraceSite, window: Window) -> Check:
+    if not window.after:
+        why = ("a FIFO has no ring-buffer counters, and doctor never reads the source"
+               if site.is_fifo else f"no readable per-CPU stats in {site.directory}/per_cpu")
+        return warn("trace events", f"cannot tell whether events arrive: {why}",
+                    "watch the service's trace line count instead (gtp5g-operator status)")
+    secs = f"{window.seconds:g} s"
+    written = window.total(arrived)
+    if not written:
+        return warn("trace events", f"no trace events in {secs}: is the gtp5g tracer loaded?",
+                    "load the gtp5g tracer (its BPF program) and pass GTP-U traffic: an "
+                    "idle data plane writes nothing")
+    read = window.total(lambda s: s.read_events)
+    reader = (f"{read} read meanwhile (by the service?)" if read
+              else "none read meanwhile (is the service running?)")
+    return ok("trace events", f"{written} events in {secs} "
+                              f"({_per_cpu(window.growth(arrived))}); {reader}")
+
+
+def loss_check(site: TraceSite, window: Window, size_kb: Optional[int]) -> Optional[Check]:
+    if not window.after:
+        return None
+    so_far = sum(s.lost for s in window.after.values())
+    now, read = window.total(lambda s: s.lost), window.total(lambda s: s.read_events)
+    size = f"buffer {size_kb} KiB per CPU" if size_kb else "buffer size unknown"
+    secs = f"{window.seconds:g} s"
+    if now and not read:
+        return warn("trace loss", f"{now} events overwritten in {secs} and nobody reads the "
+                                  f"buffer ({so_far} lost so far; {size})",
+                    "start the service: systemctl start gtp5g-operator")
+    if now:
+        bigger = max(4096, 4 * (size_kb or 1024))
+        return warn("trace loss", f"dropping: {now} events lost in {secs} while being read "
+                                  f"({so_far} lost so far; {size})",
+                    f"raise buffer_size_kb (echo {bigger} > {site.directory}/buffer_size_kb) "
+                    "or the unit's CPUQuota=")
+    return ok("trace loss", f"{plural(so_far, 'event')} lost since the buffer was last reset, "
+                            f"none in the last {secs}; {size}")
+
+
+def raw_problem(site: TraceSite) -> str:
+    """Why the binary reader would not work here ("" when it would)."""
+    if site.st is None:
+        return ""  # not there yet: judged when it appears
+    if not site.is_kernel_pipe:
+        return f"{site.pipe} is not the kernel's trace_pipe on tracefs"
+    if not per_cpu_dirs(site.directory):
+        return f"no per_cpu directories in {site.directory}"
+    try:
+        load_layout(site.directory)
+    except Unusable as exc:
+        return str(exc)
+    return ""
+
+
+def reader_check(site: TraceSite, problem: str) -> Check:
+    chosen = f"trace.format = {site.configured_format}"
+    if site.reader == "text":
+        return ok("trace reader", f"text: trace_pipe's lines ({chosen})")
+    if problem:
+        return warn("trace reader", f"raw would not work here ({problem}): the service reads "
+                                    f"trace_pipe as text instead ({chosen})",
+                    "nothing needed; the binary reader costs less CPU where it works")
+    sub = subbuf_size(site.directory) if site.st is not None else None
+    pages = f", {sub}-byte sub-buffers" if sub else ""
+    return ok("trace reader", f"raw: the binary per-CPU ring buffers (per_cpu/cpu*/"
+                              f"trace_pipe_raw{pages}), woken by trace_pipe ({chosen})")
+
+
+def trace_checks(site: TraceSite, seconds: float,
+                 sleep: Callable[[float], None] = time.sleep) -> List[Check]:
+    checks = [source_check(site), tracefs_check(site)]
+    window = watch(site.directory, seconds, sleep)
+    checks.append(events_check(site, window))
+    loss = loss_check(site, window, buffer_kb(site.directory))
+    if loss is not None:
+        checks.append(loss)
+    checks.append(reader_check(site, raw_problem(site)))
+    return checks

@@ -1,0 +1,339 @@
+"""doctor's API checks against the test bed's real HTTP servers: the 2025 API (v0),
+the Decision Maker and the Manager — right key, wrong key, a hanging server, the wrong
+flavor, TLS — with live targets that are real processes.  Doctor only logs in and
+reads: no test server ever receives a write."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import pytest
+
+from gtp5g_operator.commands.doctor.api import ApiProbe, api_checks, connection_failure
+from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
+from gtp5g_operator.commands.doctor.targets import Target, find_targets
+from gtp5g_operator.config import Config, MatchConfig, load_config
+from gtp5g_operator.gthulhu.http import JsonHttp
+from testbed.fake_decision_maker import FakeDecisionMaker
+from testbed.fake_gthulhu import FakeGthulhu
+from testbed.fake_manager import FakeManager
+from testbed.harness import GnbProcess, write_config
+from testbed.tls import make_ca_and_server_cert
+from tests.conftest import base_config
+
+NODE = "node-a"
+PASSWORD = "s3cret-Passw0rd"
+WRITES = ("POST /api/v1/scheduling/strategies", "POST /api/v1/node-intents",
+          "DELETE /api/v1/node-intents", "POST /api/v1/node-scheduling-policies",
+          "PUT /api/v1/node-scheduling-policies", "DELETE /api/v1/node-scheduling-policies")
+
+
+def configure(tmp_path: Path, trace_pipe: Path, url: str, public_key: Path,
+              **api: Any) -> Config:
+    sections = base_config(trace_pipe, url, public_key, api={"node_name": NODE, **api})
+    return load_config(str(write_config(tmp_path / "config.toml", **sections)))
+
+
+@pytest.fixture
+def name() -> str:
+    """A process name of this test alone: other tests may run nr-gnb processes."""
+    return "dgnb-" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def live(name: str, gnb: Callable[..., GnbProcess]) -> Iterator[List[Target]]:
+    g = gnb(name=name, threads=())
+    found = find_targets("/proc", MatchConfig(comm=(name,)))
+    assert [t.info.tgid for t in found] == [g.pid]
+    yield found
+
+
+def checks_of(config: Config, targets: Sequence[Target] = (),
+              state: Optional[Dict[str, Any]] = None) -> Dict[str, Check]:
+    return {c.name: c for c in ApiProbe(config, targets, state).run()}
+
+
+def levels(checks: Dict[str, Check]) -> Dict[str, str]:
+    return {name: c.level for name, c in checks.items()}
+
+
+def writes(server: Any) -> List[str]:
+    return [f"{r.method} {r.path}" for r in server.received if f"{r.method} {r.path}" in WRITES]
+
+
+# --- the 2025 API (v0) --------------------------------------------------------------------
+
+
+def test_v0_with_the_right_key(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu,
+                               keys: Dict[str, Path], live: List[Target]) -> None:
+    pid = live[0].info.tgid
+    api.strategies = [{"pid": pid, "priority": True, "execution_time": 20_000_000},
+                      {"pid": 99999, "priority": True, "execution_time": 20_000_000}]
+    checks = checks_of(configure(tmp_path, trace_pipe, api.url, keys["public"]), live)
+    assert levels(checks) == {"api connection": OK, "api flavor": OK, "api token": OK,
+                              "api strategies": OK}
+    assert checks["api connection"].saw == f"{api.url}: TCP 127.0.0.1:{api.url.split(':')[-1]} " \
+                                           "connected"
+    assert checks["api flavor"].saw == "the server is a Gthulhu 2025 API (v0); api.flavor = auto"
+    token = checks["api token"].saw
+    assert token.startswith(f"obtained with our public key {keys['public']} and verified")
+    assert "valid 60 min" in token  # the server's real lifetime (3600 s), not an assumption
+    assert checks["api strategies"].saw == (f"the server holds 2 strategies; they include this "
+                                            f"host's live target(s) {pid}")
+    assert writes(api) == []
+
+
+def test_a_token_from_a_server_whose_clock_is_off_warns(
+        tmp_path: Path, trace_pipe: Path, api: FakeGthulhu, keys: Dict[str, Path]) -> None:
+    api.clock_skew = 600.0
+    check = checks_of(configure(tmp_path, trace_pipe, api.url, keys["public"]))["api token"]
+    assert check.level == WARN
+    skew = re.search(r"the API host's clock is \+(\d+) s off ours$", check.saw)
+    assert skew and 598 <= int(skew.group(1)) <= 601, check.saw  # iat is whole seconds
+    assert check.advice == "check NTP on both hosts"
+
+
+def test_v0_without_the_live_target(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu,
+                                    keys: Dict[str, Path], live: List[Target]) -> None:
+    check = checks_of(configure(tmp_path, trace_pipe, api.url, keys["public"]),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw == ("the server holds 0 strategies; they do not include the live "
+                         f"target(s) {live[0].info.tgid}")
+    assert "GTP-U traffic" in check.advice
+
+
+def test_the_wrong_key_says_exactly_why(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu,
+                                        keys: Dict[str, Path]) -> None:
+    checks = checks_of(configure(tmp_path, trace_pipe, api.url, keys["wrong_public"]))
+    assert levels(checks) == {"api connection": OK, "api token": FAIL}  # and stops there
+    assert checks["api token"].saw == (f"the server refused our public key "
+                                       f"{keys['wrong_public']}: it is not the pair of the "
+                                       "server's JWT private key")
+    assert str(keys["wrong_public"]) in checks["api token"].advice
+
+
+def test_a_hanging_server_costs_at_most_the_timeout(tmp_path: Path, trace_pipe: Path,
+                                                    api: FakeGthulhu,
+                                                    keys: Dict[str, Path]) -> None:
+    api.fault = "hang"
+    config = configure(tmp_path, trace_pipe, api.url, keys["public"], timeout=0.5)
+    started = time.monotonic()
+    checks = checks_of(config)
+    took = time.monotonic() - started
+    assert took < 2 * 0.5 + 0.3, took
+    assert levels(checks) == {"api connection": OK, "api flavor": FAIL}
+    assert "no answer in time" in checks["api flavor"].saw
+    assert "(api.timeout 0.5 s)" in checks["api flavor"].saw
+    assert "hung or overloaded" in checks["api flavor"].advice
+
+
+def test_the_whole_section_is_capped_when_a_later_answer_hangs(
+        tmp_path: Path, trace_pipe: Path, keys: Dict[str, Path]) -> None:
+    dm = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    try:
+        dm.fault, dm.fault_paths = "hang", ("/api/v1/scheduling",)  # only the strategies GET
+        config = configure(tmp_path, trace_pipe, dm.url, keys["public"], timeout=0.5)
+        started = time.monotonic()
+        checks = checks_of(config)
+        assert time.monotonic() - started < 2 * 0.5 + 0.3
+    finally:
+        dm.stop()
+    assert levels(checks) == {"api connection": OK, "api flavor": OK, "api token": OK,
+                              "api strategies": FAIL}
+    assert "no answer in time" in checks["api strategies"].saw
+
+
+def test_nothing_listening(tmp_path: Path, trace_pipe: Path, keys: Dict[str, Path]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    checks = checks_of(configure(tmp_path, trace_pipe, f"http://127.0.0.1:{port}",
+                                 keys["public"]))
+    assert levels(checks) == {"api connection": FAIL}
+    assert checks["api connection"].saw == (f"nothing listens at 127.0.0.1:{port} "
+                                            "(connection refused)")
+
+
+def test_a_host_name_is_resolved(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu,
+                                 keys: Dict[str, Path]) -> None:
+    url = api.url.replace("127.0.0.1", "localhost")
+    check = checks_of(configure(tmp_path, trace_pipe, url, keys["public"]))["api connection"]
+    assert check.level == OK and "localhost resolved to 127.0.0.1" in check.saw
+
+
+def test_a_name_that_does_not_resolve() -> None:
+    check = connection_failure(socket.gaierror(-2, "Name or service not known"),
+                               "http://gthulhu.invalid:8080", "gthulhu.invalid", 8080, 5.0)
+    assert (check.level, check.saw) == (FAIL, "cannot resolve gthulhu.invalid: Name or "
+                                              "service not known")
+
+
+# --- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_api(keys: Dict[str, Path], tmp_path: Path) -> Iterator[tuple[FakeGthulhu, Path]]:
+    paths = make_ca_and_server_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(paths["cert"], paths["key"])
+    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
+    yield server, paths["ca"]
+    server.stop()
+
+
+def test_tls_with_the_configured_ca(tmp_path: Path, trace_pipe: Path,
+                                    tls_api: tuple[FakeGthulhu, Path],
+                                    keys: Dict[str, Path]) -> None:
+    server, ca = tls_api
+    checks = checks_of(configure(tmp_path, trace_pipe, server.url, keys["public"],
+                                 ca_file=str(ca)))
+    assert checks["api connection"].level == OK
+    assert checks["api connection"].saw.endswith(f"TLS verified with {ca}")
+    assert checks["api token"].level == OK
+
+
+def test_tls_with_a_ca_that_did_not_sign_it(tmp_path: Path, trace_pipe: Path,
+                                            tls_api: tuple[FakeGthulhu, Path],
+                                            keys: Dict[str, Path]) -> None:
+    server, _ = tls_api
+    checks = checks_of(configure(tmp_path, trace_pipe, server.url, keys["public"]))
+    assert levels(checks) == {"api connection": FAIL}
+    assert "its certificate was refused" in checks["api connection"].saw
+    assert "api.ca_file" in checks["api connection"].advice
+    assert server.tokens_issued == 0
+
+
+# --- flavors ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dm(keys: Dict[str, Path]) -> Iterator[FakeDecisionMaker]:
+    server = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    yield server
+    server.stop()
+
+
+def rule(regex: str) -> Dict[str, Any]:
+    return {"policyID": f"gtp5g-operator@{NODE}", "nodeID": NODE, "commandRegex": regex,
+            "priority": 1, "executionTime": 20_000_000}
+
+
+@pytest.mark.parametrize("flavor,server,said", [
+    ("v0", "dm", "Decision Maker"), ("decision-maker", "v0", "2025 API (v0)")])
+def test_the_wrong_flavor_fails(tmp_path: Path, trace_pipe: Path, api: FakeGthulhu,
+                                dm: FakeDecisionMaker, keys: Dict[str, Path], flavor: str,
+                                server: str, said: str) -> None:
+    url = dm.url if server == "dm" else api.url
+    checks = checks_of(configure(tmp_path, trace_pipe, url, keys["public"], flavor=flavor))
+    assert levels(checks) == {"api connection": OK, "api flavor": FAIL}
+    assert checks["api flavor"].saw == (f"api.flavor = {flavor}, but the server at {url} "
+                                        f"answers like a Gthulhu {said}")
+    assert checks["api flavor"].advice.startswith("set api.flavor = ")
+
+
+def test_a_decision_maker_holding_this_hosts_rule(tmp_path: Path, trace_pipe: Path,
+                                                  dm: FakeDecisionMaker, keys: Dict[str, Path],
+                                                  live: List[Target], name: str) -> None:
+    regex = f"^(?:{name})$"
+    dm.set_rules([rule(regex)])  # as the running service would have written it
+    checks = checks_of(configure(tmp_path, trace_pipe, dm.url, keys["public"]), live,
+                       state={"api": {"rule": regex}})
+    assert levels(checks) == {"api connection": OK, "api flavor": OK, "api token": OK,
+                              "api strategies": OK}
+    assert checks["api flavor"].saw == ("the server is a Gthulhu Decision Maker; "
+                                        "api.flavor = auto")
+    assert "valid 24 h 0 min" in checks["api token"].saw
+    pid = live[0].info.tgid
+    assert checks["api strategies"].saw == (
+        "the Decision Maker resolves 1 strategy for the scheduler; it holds exactly the rule "
+        f"this service last wrote; they include this host's live target(s) {pid}")
+    assert writes(dm) == []
+
+
+def test_a_decision_maker_without_our_rule(tmp_path: Path, trace_pipe: Path,
+                                           dm: FakeDecisionMaker, keys: Dict[str, Path],
+                                           live: List[Target]) -> None:
+    check = checks_of(configure(tmp_path, trace_pipe, dm.url, keys["public"]),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw == ("the Decision Maker resolves 0 strategies for the scheduler; it holds "
+                         "no node rule; they do not include the live target(s) "
+                         f"{live[0].info.tgid}")
+
+
+@pytest.fixture
+def manager() -> Iterator[FakeManager]:
+    server = FakeManager(users={"op": {"password": PASSWORD}}, nodes=[NODE]).start()
+    yield server
+    server.stop()
+
+
+def manager_config(tmp_path: Path, trace_pipe: Path, url: str, keys: Dict[str, Path],
+                   password: str = PASSWORD) -> Config:
+    secret = tmp_path / "password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    return configure(tmp_path, trace_pipe, url, keys["public"], username="op",
+                     password_file=str(secret))
+
+
+def create_policy(url: str, regex: str) -> None:
+    http = JsonHttp(url, 2.0)
+    try:
+        deadline = time.monotonic() + 2.0
+        login = http.request("POST", "/api/v1/auth/login",
+                             {"username": "op", "password": PASSWORD}, deadline)
+        token = login.body["data"]["accessToken"]
+        answer = http.request("POST", "/api/v1/node-scheduling-policies",
+                              {"nodeNames": [NODE], "commandRegex": regex, "priority": 1,
+                               "executionTime": 20_000_000}, deadline, token)
+        assert answer.status == 200, answer.body
+    finally:
+        http.close()
+
+
+def test_a_manager_with_this_nodes_policy(tmp_path: Path, trace_pipe: Path,
+                                          manager: FakeManager, keys: Dict[str, Path],
+                                          live: List[Target], name: str) -> None:
+    create_policy(manager.url, f"^(?:{name})$")
+    posts = len(manager.posts())
+    checks = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys), live)
+    assert levels(checks) == {"api connection": OK, "api flavor": OK, "api login": OK,
+                              "api strategies": OK}
+    assert checks["api flavor"].saw == "the server is a Gthulhu Manager; api.flavor = auto"
+    assert checks["api login"].saw == ("logged in to the Manager as 'op'; access token valid "
+                                       "60 s")
+    policy = manager.policies("op")[0]["id"]
+    assert checks["api strategies"].saw == (f"policy {policy} for node {NODE}: ^(?:{name})$; "
+                                            "they include this host's live target(s) "
+                                            f"{live[0].info.tgid}")
+    assert len(manager.posts()) == posts
+
+
+def test_a_manager_without_a_policy_for_this_node(tmp_path: Path, trace_pipe: Path,
+                                                  manager: FakeManager, keys: Dict[str, Path],
+                                                  live: List[Target]) -> None:
+    check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw.startswith(f"the Manager holds no policy of 'op' for node {NODE} "
+                                "(0 policies of this user in all)")
+
+
+def test_a_manager_refusing_the_login(tmp_path: Path, trace_pipe: Path, manager: FakeManager,
+                                      keys: Dict[str, Path]) -> None:
+    checks = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys, "wrong"))
+    assert levels(checks) == {"api connection": OK, "api flavor": OK, "api login": FAIL}
+    assert checks["api login"].saw.startswith("the Manager refused the login of user 'op'")
+
+
+def test_an_invalid_configuration_is_not_taken_to_the_api() -> None:
+    checks = api_checks(Config(), False, (), None)
+    assert [(c.name, c.level) for c in checks] == [("api", WARN)]

@@ -1,0 +1,288 @@
+"""`gtp5g-operator doctor` as a program: next to the real daemon (which must still
+receive every trace line), its JSON, its exit status, and its time bound when the API
+hangs.  The roots it inspects are injected: a fake sysfs, per-CPU counters beside the
+FIFO that stands in for trace_pipe, the daemon's runtime directory, a stand-in
+systemctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import pytest
+
+from testbed.fake_gthulhu import FakeGthulhu
+from testbed.harness import REPO, SYSTEM_PYTHON, GnbProcess, public_copy, wait_until, write_config
+from testbed.tracelines import gtp5g_line
+from tests.conftest import Env, base_config
+
+# Other tests on this machine may run processes named nr-gnb; a name nobody runs keeps
+# the targets section (and so the number of lines) the same from one run to the next.
+NOBODYS = {"comm": ["dgnb-nobodys"]}
+GROUP_ORDER = ["config", "pid namespace", "trace source", "match rules", "api connection",
+               "sched_ext", "unit", "service"]
+
+
+def sysfs(tmp_path: Path, ops: str = "gthulhu") -> Path:
+    base = tmp_path / "sys" / "kernel" / "sched_ext"
+    (base / "root").mkdir(parents=True)
+    (base / "state").write_text("enabled\n" if ops else "disabled\n")
+    (base / "root" / "ops").write_text(ops + "\n")
+    return tmp_path / "sys"
+
+
+def fake_systemctl(tmp_path: Path, says: str = "active") -> Dict[str, str]:
+    """The environment for a doctor that finds this systemctl first on its PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "systemctl").write_text(f"#!/bin/sh\necho {says}\n")
+    (bindir / "systemctl").chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}
+
+
+class Counters:
+    """per_cpu/cpuN/stats beside the FIFO, as tracefs has them beside trace_pipe."""
+
+    def __init__(self, tracing: Path, cpus: int = 2) -> None:
+        self.tracing = tracing
+        self.read = [0] * cpus
+        for cpu in range(cpus):
+            (tracing / "per_cpu" / f"cpu{cpu}").mkdir(parents=True)
+            self.write(cpu)
+
+    def write(self, cpu: int) -> None:
+        (self.tracing / "per_cpu" / f"cpu{cpu}" / "stats").write_text(
+            f"entries: 0\noverrun: 0\ncommit overrun: 0\nbytes: 0\noldest event ts: 1.0\n"
+            f"now ts: 2.0\ndropped events: 0\nread events: {self.read[cpu]}\n")
+
+    def advance(self, cpu: int, n: int) -> None:
+        self.read[cpu] += n
+        self.write(cpu)
+
+
+def doctor(config: Path, *args: str, env: Dict[str, str] | None = None,
+           timeout: float = 30) -> Tuple[int, str, float]:
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "gtp5g_operator", "doctor", "--config",
+                          str(config), *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    assert out.stderr == "", out.stderr  # findings are check lines, never log lines
+    return out.returncode, out.stdout, time.monotonic() - started
+
+
+def by_name(stdout: str) -> Dict[str, Dict[str, Any]]:
+    parsed = json.loads(stdout)
+    assert isinstance(parsed, list) and all(set(c) == {"name", "level", "saw", "advice"}
+                                            for c in parsed)
+    return {c["name"]: c for c in parsed}
+
+
+def state(env: Env) -> Dict[str, Any]:
+    return json.loads((env.tmp / "run" / "state.json").read_text())  # type: ignore[no-any-return]
+
+
+@contextmanager
+def feeding(env: Env, line: str, counters: Counters) -> Iterator[List[int]]:
+    """Lines keep coming while doctor runs, and show in the counters as events read;
+    yields [lines written so far]."""
+    written = [0]
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.wait(0.02):
+            env.writer.write(line * 10)
+            written[0] += 10
+            counters.advance(0, 10)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        yield written
+    finally:
+        stop.set()
+        feeder.join()
+
+
+def test_next_to_a_running_daemon_nothing_is_consumed(env: Env, tmp_path: Path,
+                                                      gnb: Callable[..., GnbProcess]) -> None:
+    name = "dgnb-" + secrets.token_hex(4)
+    g = gnb(name=name, threads=())
+    env.start(match={"comm": [name], "uid": [0]}, api={"timeout": 0.5},
+              strategy={"resync_interval": 1.0})
+    line = gtp5g_line(name, g.pid, g.pid)
+    env.writer.write(line * 100)
+    env.api.wait_post(lambda s: {x["pid"] for x in s} == {g.pid})
+    with feeding(env, line, Counters(env.trace_pipe.parent)) as written:
+        code, out, _ = doctor(env.config_path, "--json", "--sysfs", str(sysfs(tmp_path)),
+                              "--runtime-dir", str(env.tmp / "run"), "--window", "0.5",
+                              env=fake_systemctl(tmp_path))
+    checks = by_name(out)
+    assert code == 0 and not [c for c in checks.values() if c["level"] == "FAIL"], out
+    assert checks["trace events"]["level"] == "ok"
+    assert checks["trace events"]["saw"].split()[1:4] == ["events", "in", "0.5"]
+    assert checks[f"target {g.pid}"]["level"] == "ok"
+    assert checks["api strategies"]["saw"].endswith(f"include this host's live target(s) "
+                                                    f"{g.pid}")
+    assert checks["service"]["saw"].endswith(f"tracking 1 process ({g.pid})")
+    assert checks["unit"]["level"] == checks["scheduler"]["level"] == "ok"
+    # every line reached the daemon: doctor took none from the source
+    total = 100 + written[0]
+    wait_until(lambda: state(env)["trace"]["lines"] == total, 5,
+               f"the daemon to count {total} lines")
+
+
+def test_json_text_and_exit_status_when_something_fails(env: Env, tmp_path: Path) -> None:
+    env.write_config(match=NOBODYS)
+    args = ["--sysfs", str(tmp_path / "no-sched-ext"), "--runtime-dir", str(tmp_path / "run"),
+            "--window", "0"]
+    code, out, _ = doctor(env.config_path, "--json", *args, env=fake_systemctl(tmp_path,
+                                                                               "failed"))
+    checks = by_name(out)
+    assert code == 1
+    names = list(checks)
+    assert [n for n in names if n in GROUP_ORDER] == GROUP_ORDER  # the issue's order
+    assert checks["sched_ext"]["level"] == "FAIL"
+    assert checks["unit"]["saw"] == "gtp5g-operator.service is failed"
+    assert checks["service"]["saw"] == f"not running: no {tmp_path}/run/state.json"
+    code, text, _ = doctor(env.config_path, *args, env=fake_systemctl(tmp_path, "failed"))
+    lines = text.splitlines()
+    assert code == 1 and len(lines) == len(checks)
+    assert [ln.split()[0] for ln in lines] == [c["level"] for c in checks.values()]
+    assert next(ln for ln in lines if ln.startswith("FAIL  sched_ext")).endswith(
+        "(6.12 or later)")
+
+
+def test_exit_status_zero_when_only_warnings(env: Env, tmp_path: Path) -> None:
+    env.start(api={"timeout": 0.5}, strategy={"resync_interval": 1.0}, match=NOBODYS)
+    env.api.wait_post(lambda s: True)  # the first push (of the empty set)
+    code, out, _ = doctor(env.config_path, "--json", "--sysfs", str(sysfs(tmp_path)),
+                          "--runtime-dir", str(env.tmp / "run"), "--window", "0",
+                          env=fake_systemctl(tmp_path))
+    levels: List[str] = [c["level"] for c in by_name(out).values()]
+    assert code == 0 and "warn" in levels and "FAIL" not in levels
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1.0])
+def test_a_hanging_api_cannot_hold_doctor_up(env: Env, tmp_path: Path, api: FakeGthulhu,
+                                             timeout: float) -> None:
+    api.fault = "hang"
+    env.write_config(api={"timeout": timeout}, match=NOBODYS)
+    code, out, took = doctor(env.config_path, "--json", "--window", "0",
+                             "--sysfs", str(sysfs(tmp_path)))
+    checks = by_name(out)
+    assert code == 1 and checks["api flavor"]["level"] == "FAIL"
+    assert f"(api.timeout {timeout:g} s)" in checks["api flavor"]["saw"]
+    assert took < 2 * timeout + 1.5, took  # + the interpreter's start and the other checks
+
+
+def test_help_names_the_injectable_roots() -> None:
+    out = subprocess.run([sys.executable, "-m", "gtp5g_operator", "doctor", "--help"],
+                         cwd=REPO, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    flat = " ".join(out.stdout.split())
+    for flag in ("--proc", "--sysfs", "--tracefs", "--runtime-dir", "--window", "--json"):
+        assert flag in flat
+    assert flat.count("for inspecting another root or for tests") == 4
+
+
+def as_nobody(world: Path, api: FakeGthulhu, public_key: Path) -> Tuple[Path, Any]:
+    """doctor run by user nobody (Debian's python3, as the package runs it) on a config
+    whose trace source is root's: (the FIFO, the finished process)."""
+    fifo = world / "trace_pipe"
+    os.mkfifo(fifo, 0o600)  # root's, like tracefs's trace_pipe
+    key = world / "key.pem"
+    shutil.copy(public_key, key)
+    key.chmod(0o644)
+    config = write_config(world / "config.toml", **base_config(fifo, api.url, key))
+    config.chmod(0o644)
+    return fifo, subprocess.run(
+        [SYSTEM_PYTHON, "-m", "gtp5g_operator", "doctor", "--config", str(config), "--json",
+         "--window", "0", "--sysfs", str(sysfs(world)), "--runtime-dir", str(world)],
+        cwd="/", user=65534, group=65534, capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ["PATH"],
+             "PYTHONPATH": str(public_copy(REPO / "gtp5g_operator"))})
+
+
+def test_as_an_unprivileged_user_it_names_the_missing_capability(
+        api: FakeGthulhu, keys: Dict[str, Path]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run doctor as another user")
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import jwt, cryptography"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{SYSTEM_PYTHON} with jwt and cryptography is needed (Debian packages)")
+    world = Path(tempfile.mkdtemp(prefix="gtp5g-doctor-"))
+    try:
+        world.chmod(0o755)  # nobody may search it
+        fifo, out = as_nobody(world, api, keys["public"])
+    finally:
+        shutil.rmtree(world, ignore_errors=True)
+    checks = by_name(out.stdout)
+    assert out.returncode == 1, out.stderr
+    access = checks["trace access"]
+    assert access["level"] == "FAIL"
+    assert access["saw"] == (f"{fifo} (root:root 0600) is not readable by uid 65534 and "
+                             "CAP_DAC_READ_SEARCH is missing")
+    assert checks["exe access"]["level"] == "warn" and "uid 65534" in checks["exe access"]["saw"]
+    assert checks["api token"]["level"] == "ok"  # the rest still runs
+
+
+def another_root(base: Path) -> Dict[str, Path]:
+    """/proc, the tracing directory and the runtime directory of another host: one nr-gnb
+    (uid 1000) and a gtp5g-operator (PID 777) that tracks it."""
+    proc, tracing, run = base / "proc", base / "tracing", base / "run"
+    (proc / "self" / "ns").mkdir(parents=True)
+    (proc / "self" / "status").write_text("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n"
+                                          "CapEff:\t000001ffffffffff\n")
+    os.symlink("pid:[4026531836]", proc / "self" / "ns" / "pid")
+    (proc / "self" / "mountinfo").write_text(
+        f"22 1 0:21 / {proc} rw - proc proc rw\n118 1 0:13 / {tracing} rw - tracefs nodev rw\n")
+    gnb = proc / "4242"
+    (gnb / "task" / "4242").mkdir(parents=True)
+    stat = "4242 (nr-gnb) S " + " ".join(["1"] * 18 + ["99"] + ["0"] * 5) + "\n"
+    for path in (gnb / "stat", gnb / "task" / "4242" / "stat"):
+        path.write_text(stat)
+    (gnb / "status").write_text("Tgid:\t4242\nUid:\t1000\t1000\t1000\t1000\n")
+    (gnb / "comm").write_text("nr-gnb\n")
+    os.symlink("/opt/gnb/nr-gnb", gnb / "exe")
+    (proc / "777").mkdir()
+    (proc / "777" / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/gtp5g-operator\0")
+    (tracing / "per_cpu" / "cpu0").mkdir(parents=True)
+    (tracing / "trace_pipe").write_text("")
+    (tracing / "per_cpu" / "cpu0" / "stats").write_text("entries: 0\nread events: 5\n")
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({
+        "pid": 777, "started_at": time.time() - 60, "processes": [{"tgid": 4242}],
+        "last_push": {"ok": True, "at": time.time(), "count": 1},
+        "trace": {"path": str(tracing), "format": "raw", "open": True}}))
+    return {"proc": proc, "tracefs": tracing, "runtime-dir": run}
+
+
+def test_another_root_is_inspected_through_the_injected_directories(
+        env: Env, tmp_path: Path) -> None:
+    env.write_config(trace={"pipe": "auto"}, match={"uid": [1000]})
+    roots = another_root(tmp_path / "host")
+    args = [f"--{name}={path}" for name, path in roots.items()]
+    code, out, _ = doctor(env.config_path, "--json", "--window", "0", *args,
+                          "--sysfs", str(sysfs(tmp_path)), env=fake_systemctl(tmp_path))
+    checks = by_name(out)
+    assert checks["target 4242"]["saw"] == ("PID 4242 nr-gnb, uid 1000, exe /opt/gnb/nr-gnb, "
+                                            "1 thread: would be boosted")
+    assert checks["trace source"]["saw"] == (f"{roots['tracefs']}/trace_pipe is the kernel's "
+                                             "trace_pipe")
+    assert checks["tracefs"]["saw"].startswith(f"tracefs mounted at {roots['tracefs']}")
+    assert checks["pid namespace"]["level"] == "ok"
+    assert checks["service"]["saw"].endswith("tracking 1 process (4242)")
+    assert checks["api strategies"]["level"] == "warn"  # the test API holds nothing for 4242
+    assert code == 0
