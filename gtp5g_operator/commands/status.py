@@ -26,11 +26,11 @@ def _num(value: Any) -> Optional[float]:
         else None
 
 
-def _text(value: Any) -> str:
+def one_line(value: Any) -> str:
     return "?" if value is None else " ".join(str(value).split())[:200]
 
 
-def _when(ts: Any, now: float) -> str:
+def when(ts: Any, now: float) -> str:
     t = _num(ts)
     if t is None:
         return "-"
@@ -58,8 +58,9 @@ def _last_push(push: Any, now: float) -> str:
         return "none yet"
     if push.get("ok") is True:
         ms = (_num(push.get("duration_s")) or 0.0) * 1e3
-        return f"ok, {_text(push.get('count'))} entries, {_when(push.get('at'), now)}, {ms:.1f} ms"
-    return f"FAILED ({_text(push.get('error'))}), {_when(push.get('at'), now)}"
+        return (f"ok, {one_line(push.get('count'))} entries, {when(push.get('at'), now)}, "
+                f"{ms:.1f} ms")
+    return f"FAILED ({one_line(push.get('error'))}), {when(push.get('at'), now)}"
 
 
 def _header(state: Dict[str, Any], now: float) -> List[str]:
@@ -68,17 +69,17 @@ def _header(state: Dict[str, Any], now: float) -> List[str]:
     token = _num(api.get("token_expires_at"))
     lines = _num(trace.get("lines")) or 0
     return [
-        f"gtp5g-operator {_text(state.get('version'))}, PID {_text(state.get('pid'))}, "
-        f"running since {_when(state.get('started_at'), now)}",
-        f"config:     {_text(cfg.get('path'))}, loaded {_when(cfg.get('loaded_at'), now)}; "
-        f"mode {_text(cfg.get('mode'))}, targets {_text(cfg.get('targets'))}",
-        f"trace:      {_text(trace.get('path'))} ({_text(trace.get('format'))}, "
+        f"gtp5g-operator {one_line(state.get('version'))}, PID {one_line(state.get('pid'))}, "
+        f"running since {when(state.get('started_at'), now)}",
+        f"config:     {one_line(cfg.get('path'))}, loaded {when(cfg.get('loaded_at'), now)}; "
+        f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}",
+        f"trace:      {one_line(trace.get('path'))} ({one_line(trace.get('format'))}, "
         f"{'open' if trace.get('open') is True else 'NOT OPEN'}), {lines:,.0f} lines, "
-        f"{_text(trace.get('dropped_lines', 0))} dropped, {_text(trace.get('lost_events', 0))} "
-        "lost",
-        f"API:        {_text(api.get('url'))} ({_text(api.get('flavor'))}), token "
-        + (f"valid until {_when(token, now).split(' (')[0]}" if token else "none")
-        + (f", policy {_text(api.get('policy_id'))}" if api.get("policy_id") else ""),
+        f"{one_line(trace.get('dropped_lines', 0))} dropped, "
+        f"{one_line(trace.get('lost_events', 0))} lost",
+        f"API:        {one_line(api.get('url'))} ({one_line(api.get('flavor'))}), token "
+        + (f"valid until {when(token, now).split(' (')[0]}" if token else "none")
+        + (f", policy {one_line(api.get('policy_id'))}" if api.get("policy_id") else ""),
         f"scheduler:  {_scheduler(sched)}",
         f"last push:  {_last_push(state.get('last_push'), now)}",
         "",
@@ -89,7 +90,7 @@ def _scheduler(sched: Dict[str, Any]) -> str:
     if not sched:
         return "?"
     if sched.get("enabled") is True:
-        return f"sched_ext scheduler {_text(sched.get('ops'))} running"
+        return f"sched_ext scheduler {one_line(sched.get('ops'))} running"
     if sched.get("sched_ext") is False:
         return "NONE: this kernel has no sched_ext (strategies have no effect)"
     return "NONE: no sched_ext scheduler is running (strategies have no effect)"
@@ -106,9 +107,9 @@ def format_status(state: Dict[str, Any], now: float) -> str:
     for p in procs:
         tids = p.get("tids")
         tids = tids if isinstance(tids, list) else []
-        rows.append((_text(p.get("tgid")), _text(p.get("comm")), _text(p.get("exe") or "?"),
-                     _text(p.get("uid")), " ".join(_text(t) for t in tids) or "-",
-                     _when(p.get("since"), now)))
+        rows.append((one_line(p.get("tgid")), one_line(p.get("comm")),
+                     one_line(p.get("exe") or "?"), one_line(p.get("uid")),
+                     " ".join(one_line(t) for t in tids) or "-", when(p.get("since"), now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -126,8 +127,8 @@ def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
         return 1, f"cannot read {path}: {exc}"
     if not _alive(state.get("pid")):
         return NOT_RUNNING, (f"gtp5g-operator is not running (stale {path} of PID "
-                             f"{_text(state.get('pid'))}, last updated "
-                             f"{_when(state.get('updated_at'), time.time())})")
+                             f"{one_line(state.get('pid'))}, last updated "
+                             f"{when(state.get('updated_at'), time.time())})")
     if as_json:
         return 0, json.dumps(state, indent=2, sort_keys=True)
     return 0, format_status(state, time.time())

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...files import FileProblem
 from ...service.runtime_files import STATE_FILE, read_json
-from ..status import _text, _when
+from ..status import one_line, when
 from .model import Check, duration, fail, ok, plural, warn
 from .targets import Target
 
@@ -94,12 +94,12 @@ def state_check(state: Optional[Mapping[str, Any]], problem: str, alive: bool, n
         missing = problem.startswith("no ")  # else the file is there but unreadable
         return fail("service", f"{'not running' if missing else 'cannot tell'}: {problem}",
                     START if missing else "see the file; the daemon rewrites it at each push")
-    pid = _text(state.get("pid"))
+    pid = one_line(state.get("pid"))
     if not alive:
         return fail("service", f"not running: stale state.json of PID {pid}, last updated "
-                               f"{_when(state.get('updated_at'), now)}", START)
+                               f"{when(state.get('updated_at'), now)}", START)
     tracked = _tracked(state)
-    saw = (f"PID {pid}, running since {_when(state.get('started_at'), now)}; tracking "
+    saw = (f"PID {pid}, running since {when(state.get('started_at'), now)}; tracking "
            f"{plural(len(tracked), 'process')}"
            + (f" ({', '.join(map(str, tracked))})" if tracked else ""))
     untracked = [t.info.tgid for t in targets if t.boosted and t.info.tgid not in tracked]
@@ -120,9 +120,9 @@ def push_check(last: Any, now: float, resync: float) -> Check:
                                              "checks")
     age = max(0.0, now - _num(last.get("at")))
     if last.get("ok") is not True:
-        return fail("last push", f"FAILED {duration(age)} ago: {_text(last.get('error'))}",
+        return fail("last push", f"FAILED {duration(age)} ago: {one_line(last.get('error'))}",
                     f"see the api checks above and journalctl -u {UNIT}")
-    saw = f"ok, {_text(last.get('count'))} entries, {duration(age)} ago"
+    saw = f"ok, {one_line(last.get('count'))} entries, {duration(age)} ago"
     if age > 3 * resync:
         return warn("last push", f"{saw}, though it re-sends every {resync:g} s",
                     f"the loop may be stuck: see /health and journalctl -u {UNIT}")
@@ -134,7 +134,7 @@ def counters_check(trace: Any) -> Check:
     lost, dropped, reopens = (int(_num(t.get(k))) for k in ("lost_events", "dropped_lines",
                                                             "reopens"))
     is_open = t.get("open") is True
-    saw = (f"trace {_text(t.get('path'))} ({_text(t.get('format'))}, "
+    saw = (f"trace {one_line(t.get('path'))} ({one_line(t.get('format'))}, "
            f"{'open' if is_open else 'NOT OPEN'}): {int(_num(t.get('lines')))} lines, "
            f"{lost} events lost, {dropped} over-long lines dropped, "
            f"{plural(reopens, 'reopen')}")
