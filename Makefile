@@ -9,7 +9,8 @@ OUT    ?= out
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
 	@echo "                FLAVOR=v0|decision-maker|manager picks the Gthulhu server (default v0)"
-	@echo "make test       run every test (unit, integration, faults, real kernel, packaged service)"
+	@echo "make test       run every test (unit, integration, faults, real kernel, packaged service,"
+	@echo "                library and Python versions)"
 	@echo "make test-fast  unit and integration tests only"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
@@ -30,7 +31,7 @@ test: venv
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest -m "not system and not kernel and not faults"
+	$(PY) -m pytest -m "not system and not kernel and not faults and not compat"
 
 lint: venv
 	$(VENV)/bin/ruff check gtp5g_operator testbed tests bench

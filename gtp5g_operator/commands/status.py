@@ -112,7 +112,9 @@ def format_status(state: Dict[str, Any], now: float) -> str:
                      " ".join(one_line(t) for t in tids) or "-", when(p.get("since"), now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        # the last column is not padded: widths has one entry less than a row
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
+                     + "  " + r[-1])
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ sysfs reads) and say when it goes away or comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Dict, Optional
 
@@ -15,6 +16,7 @@ class SchedulerWatch:
     def __init__(self, sysfs: str = "/sys") -> None:
         self.sysfs = sysfs
         self.state: Optional[SchedulerState] = None
+        self._exported_ops: Optional[str] = None  # the `ops` label last set on the gauge
 
     def check(self) -> None:
         new = read_scheduler(self.sysfs)
@@ -39,5 +41,10 @@ class SchedulerWatch:
     def export(self, gauge: Any) -> None:
         if self.state is None:
             return
-        gauge.clear()
+        # Drop the previous scheduler's series by its label (Gauge.clear() needs
+        # prometheus_client >= 0.10; Ubuntu 22.04 ships 0.9).
+        if self._exported_ops not in (None, self.state.ops):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self._exported_ops)
         gauge.labels(self.state.ops).set(1 if self.state.enabled else 0)
+        self._exported_ops = self.state.ops

@@ -7,6 +7,7 @@ the outcomes.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -52,7 +53,7 @@ def lines_for(g: GnbProcess) -> str:
 
 def ping_gaps(env: Env, since: float) -> List[float]:
     times = [t for t, m in env.notify.timed() if m.get("WATCHDOG") == "1" and t >= since]
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def start_watched(env: Env, **overrides: Dict[str, object]) -> DaemonProcess:

@@ -6,6 +6,7 @@ outcomes a user of the service sees.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -206,7 +207,7 @@ def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess
     assert len(ready) == 1 and "STATUS" in ready[0]
     pings = [t for t, m in msgs if m.get("WATCHDOG") == "1"]
     assert len(pings) >= 4
-    assert max(b - a for a, b in zip(pings, pings[1:])) < 0.4
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.4
     status = [m["STATUS"] for _, m in msgs if "STATUS" in m][-1]
     assert status.startswith("tracking 1 process(es), 1 task(s); ")
     assert "last push ok (1 entries)" in status
