@@ -16,7 +16,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Set
 
@@ -98,12 +101,13 @@ def journal(box: Container) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def config_text(api_url: str, execution_time_ns: int = 20_000_000) -> str:
+def config_text(api_url: str, execution_time_ns: int = 20_000_000, listen: str = "") -> str:
     # The container has its own PID namespace and the FIFO speaks its IDs.
-    return (f'[trace]\npipe = "{FIFO}"\nallow_pid_namespace = true\n'
+    text = (f'[trace]\npipe = "{FIFO}"\nallow_pid_namespace = true\n'
             f'[api]\nurl = "{api_url}"\ntimeout = 2.0\n'
             f'[strategy]\nexecution_time_ns = {execution_time_ns}\nliveness_interval = 1.0\n'
             f'resync_interval = 3.0\n')
+    return text + (f'[metrics]\nlisten = "{listen}"\n' if listen else "")
 
 
 def pids_of(strategies: List[Dict[str, Any]]) -> Set[int]:
@@ -263,6 +267,50 @@ def test_watchdog_restarts_a_stopped_daemon(box: Container, api: FakeGthulhu,
     n = len(api.posts())
     feed(box, gnb.lines())
     api.wait_post(lambda s: pids_of(s) == {gnb.pid, gnb.tid}, timeout=10, after=n)
+
+
+def test_health_endpoint_runs_under_the_sandbox_without_capabilities(
+        box: Container, api: FakeGthulhu, gnb: Gnb) -> None:
+    port = free_port()  # the container shares the host's network
+    box.path(CONFIG).write_text(config_text(api.url, 5_000_000, f"127.0.0.1:{port}"))
+    box.run(f"systemctl reload {UNIT}")
+    feed(box, gnb.lines())
+    body = wait_until(lambda: (b := health(port)) and b.get("tracked_tasks") == 2 and b, 20,
+                      "/health of the sandboxed service")
+    assert body["status"] == "ok" and body["last_push"]["ok"] is True
+    main_pid = show(box, "MainPID")
+    child = sh(box, f"cat /proc/{main_pid}/task/{main_pid}/children").split()
+    assert len(child) == 1, child  # the endpoint process
+    status = sh(box, f"cat /proc/{child[0]}/status")
+    caps = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith("Cap"))
+    assert int(caps["CapEff"], 16) == 0 and int(caps["CapAmb"], 16) == 0, caps
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert b"gtp5g_operator_tracked_tasks 2.0" in r.read()
+
+
+def test_doctor_inside_explains_what_it_sees(box: Container, api: FakeGthulhu) -> None:
+    out = box.run("gtp5g-operator doctor --json --window 0.5", check=False)
+    checks = {c["name"]: c for c in json.loads(out.stdout)}
+    assert checks["config"]["level"] == "ok" and checks["api token"]["level"] == "ok"
+    assert checks["service"]["level"] == "ok"
+    # this kernel has no sched_ext: strategies have no effect, which is a failure
+    assert checks["sched_ext"]["level"] == "FAIL" and out.returncode == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def health(port: int) -> Dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as err:
+        return dict(json.loads(err.read()))
+    except (urllib.error.URLError, OSError):
+        return {}
 
 
 def test_upgrade_keeps_the_edited_config(box: Container, deb: Path, tmp_path: Path) -> None:
