@@ -76,14 +76,18 @@ class Daemon:
         self.signals = SignalWaker(self.reload, self.stop, self._report,
                                    self.log_level.toggle_debug)
         self.endpoint = Endpoint(config.metrics.listen, runtime_dir(env), clock)
-        self.pusher.before_push = self.watchdog.ping_if_stale
-        self.pusher.on_pushed = self._on_pushed
-        self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
-                                 self.publisher.publish]
+        self._wire()
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()
         self._registered: Dict[Component, Collection[int]] = {}
         self._stopping = False
+
+    def _wire(self) -> None:
+        """The few calls components make to each other."""
+        self.pusher.before_push = self.watchdog.ping_if_stale  # see watchdog.py's bound
+        self.pusher.on_pushed = self._on_pushed
+        self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
+                                 self.publisher.publish]
 
     @property
     def components(self) -> List[Component]:

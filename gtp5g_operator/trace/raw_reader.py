@@ -185,6 +185,9 @@ class RawTraceSource(TraceSource):
     def _open_doorbell(self) -> int:
         """trace_pipe, opened and never read: it polls readable while any CPU has data."""
         try:
+            # Looked at before it is opened: a FIFO's writer would take our open
+            # for its reader's and write into the gap before the text reader opens it.
+            self._check_tracefs(os.stat(self.pipe))
             fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as exc:
             if exc.errno == errno.EBUSY:
@@ -192,11 +195,17 @@ class RawTraceSource(TraceSource):
                                     "holds it (EBUSY), e.g. a `cat trace_pipe`") from None
             raise SourceProblem(f"cannot open trace source {self.pipe}: "
                                 f"{exc.strerror or exc}") from None
-        if self._require_tracefs and not is_tracefs_pipe(self.pipe, os.fstat(fd)):
+        try:
+            self._check_tracefs(os.fstat(fd))  # the path may have been replaced meanwhile
+        except Unusable:
             os.close(fd)
+            raise
+        return fd
+
+    def _check_tracefs(self, st: os.stat_result) -> None:
+        if self._require_tracefs and not is_tracefs_pipe(self.pipe, st):
             raise Unusable(f"{self.pipe} is not the kernel's trace_pipe on tracefs, so it has "
                            "no binary ring buffer beside it")
-        return fd
 
     def _set_layout(self, layout: RawLayout) -> None:
         self.layout = layout
@@ -326,7 +335,7 @@ class RawTraceSource(TraceSource):
         self._empty_turns += 1
         if self._clock() - self._last_rescan >= RESCAN_MIN_INTERVAL:
             self._rescan(every=True)
-        turn.rest = min(REST * 2.0 ** self._empty_turns, EMPTY_REST_MAX)
+        turn.rest = min(REST * 2.0 ** min(self._empty_turns, 16), EMPTY_REST_MAX)
         if self._empty_turns >= EMPTY_WARN_TURNS:
             self._empty.problem(
                 "empty", logging.WARNING, "trace_pipe says events are waiting but none of the "

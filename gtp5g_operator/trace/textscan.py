@@ -47,8 +47,9 @@ DEFAULT = Layout("default", re.compile(rb"-(\d{1,7}) +(?=[(\[][\d -])"), 10, "")
 LAYOUTS: Tuple[Layout, ...] = (
     DEFAULT,  # also record-tgid, irq-info off, funcgraph-*, ...
     # options/latency-format: "%8.8s-%-7d %3d" (comm cut to 8, TID, CPU), then the
-    # latency flags (irqs-off is one of d D X .) glued to the CPU number.
-    Layout("latency-format", re.compile(rb"-(\d{1,7}) +\d{1,4}(?=[dDX.])"), 10,
+    # latency flags glued to the CPU number; the first is irqs-off: one of d D b X .
+    # ('b': bottom halves off, e.g. inside dev_queue_xmit — seen on 6.18).
+    Layout("latency-format", re.compile(rb"-(\d{1,7}) +\d{1,4}(?=[bdDX.])"), 10,
            "latency-format"),
     # options/raw: "%d %d %llu " (TID, CPU, timestamp) at the start of the line.
     Layout("raw", re.compile(rb"^ *(\d{1,7}) \d{1,4} \d+ ", re.M), 10, "raw"),

@@ -1,16 +1,24 @@
 """The real kernel: lines written to trace_marker by a process named nr-gnb are
-found through the real trace_pipe.  Needs root and a mountable tracefs."""
+found through the real tracefs — by the binary reader (per-CPU trace_pipe_raw,
+woken by trace_pipe) and by the text reader (trace_pipe), which also keeps
+recognising lines when tracefs output options change the text's layout.
+Needs root and a mountable tracefs; every tracefs setting a test changes is
+put back (try/finally)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
-from testbed.harness import GnbProcess
+from testbed.harness import DaemonProcess, GnbProcess, wait_until
+from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
 TRACING = Path("/sys/kernel/tracing")
@@ -36,9 +44,31 @@ def tracefs() -> Iterator[Path]:
         subprocess.run(["umount", str(TRACING)], check=False)
 
 
-def test_trace_marker_lines_of_nr_gnb_reach_the_api(
-        tracefs: Path, env: Env, gnb: Callable[..., GnbProcess]) -> None:
-    env.start(trace={"pipe": "auto"})  # auto finds /sys/kernel/tracing/trace_pipe
+@contextmanager
+def tracefs_settings(settings: Dict[str, str]) -> Iterator[None]:
+    """Write tracefs files (relative paths); put back what they held, whatever happens."""
+    old: Dict[str, str] = {}
+    try:
+        for name, value in settings.items():
+            path = TRACING / name
+            text = path.read_text()
+            # buffer_size_kb reads "7 (expanded: 1408)" before tracing's first use
+            old[name] = text.split("expanded:")[1].strip(" )\n") if "expanded" in text \
+                else text.strip()
+            path.write_text(value)
+        yield
+    finally:
+        for name, value in reversed(list(old.items())):
+            (TRACING / name).write_text(value)
+
+
+def state(env: Env) -> Dict[str, Any]:
+    """The daemon's state.json (harness: RUNTIME_DIRECTORY is tmp/run)."""
+    return json.loads((env.tmp / "run" / "state.json").read_text())  # type: ignore[no-any-return]
+
+
+def nr_gnb_is_pushed(env: Env, gnb: Callable[..., GnbProcess], tracefs: Path) -> None:
+    """nr-gnb and its thread write to trace_marker; the API gets exactly them, not the decoy."""
     g = gnb(threads=("nr-gnb-rlc",))
     decoy = gnb(name="nr-gnbx", threads=())
     decoy.mark("nr-gnbx", str(tracefs / "trace_marker"))
@@ -46,3 +76,92 @@ def test_trace_marker_lines_of_nr_gnb_reach_the_api(
     g.mark("nr-gnb-rlc", str(tracefs / "trace_marker"))
     post = env.api.wait_post(lambda s: {x["pid"] for x in s} == set(g.tids), timeout=5)
     assert decoy.pid not in {x["pid"] for x in post.body["strategies"]}
+
+
+def test_trace_marker_lines_of_nr_gnb_reach_the_api(
+        tracefs: Path, env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """The defaults: trace.pipe and trace.format "auto" read the real ring buffer, raw."""
+    d = env.start(trace={"pipe": "auto"})  # auto finds /sys/kernel/tracing/trace_pipe
+    nr_gnb_is_pushed(env, gnb, tracefs)
+    trace = state(env)["trace"]
+    assert (trace["format"], trace["path"], trace["open"]) == ("raw", str(tracefs), True)
+    assert f"reading trace source {tracefs} (raw: " in d.log()
+
+
+@pytest.mark.parametrize("fmt", ["raw", "text"])
+def test_each_reader_finds_nr_gnb(tracefs: Path, env: Env, gnb: Callable[..., GnbProcess],
+                                  fmt: str) -> None:
+    env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
+    nr_gnb_is_pushed(env, gnb, tracefs)
+    assert state(env)["trace"]["format"] == fmt
+    # state.json is refreshed at each liveness pass (0.5 s here)
+    wait_until(lambda: state(env)["trace"]["lines"] >= 3, 3, "lines counted")
+
+
+def test_auto_reads_a_fifo_as_text(tracefs: Path, env: Env) -> None:
+    d = env.start()  # trace.pipe: the test's FIFO
+    assert state(env)["trace"]["format"] == "text"
+    assert "as text instead" not in d.log()  # chosen, not fallen back to
+
+
+def test_raw_asked_for_on_a_fifo_falls_back_to_text(tracefs: Path, env: Env,
+                                                    gnb: Callable[..., GnbProcess]) -> None:
+    d = env.start(trace={"format": "raw"})
+    d.wait_log("as text instead")
+    assert state(env)["trace"]["format"] == "text"
+    g = gnb(threads=())
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: {x["pid"] for x in s} == {g.pid})
+
+
+# --- lost events ------------------------------------------------------------------------------
+
+FLOOD = r"""
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})
+line = "x" * 200 + "\n"
+fd = os.open("/sys/kernel/tracing/trace_marker", os.O_WRONLY)
+for _ in range(int(sys.argv[2])):
+    os.write(fd, line.encode())
+"""
+
+
+def test_raw_counts_and_reports_events_the_kernel_overwrote(tracefs: Path, env: Env) -> None:
+    """A stopped daemon, a small ring, a flood on CPU 0: the kernel overwrites events; the
+    daemon, continued, counts them (state.json, log) and warns once."""
+    with tracefs_settings({"buffer_size_kb": "64"}):
+        d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": "raw"})
+        d.signal(signal.SIGSTOP)
+        try:
+            subprocess.run(["python3", "-c", FLOOD, "0", "5000"], check=True)
+        finally:
+            d.signal(signal.SIGCONT)
+        lost = wait_until(lambda: state(env)["trace"]["lost_events"], 10, "lost events counted")
+        assert lost >= 1000  # ~1.1 MB of events into 64 KiB
+        log = d.wait_log("trace events on CPU 0")
+        assert log.count("the kernel dropped") == 1
+        assert "the ring buffer is too small for this stream or the daemon is capped too " \
+               "hard" in log
+
+
+# --- the text reader under tracefs output options ----------------------------------------------
+
+# option settings -> the layout the text reader must report in its log
+OPTIONS = {
+    "latency-format": ({"options/latency-format": "1"}, "latency-format"),
+    "context-info-off": ({"options/context-info": "0"}, "payload PID"),
+    "raw": ({"options/raw": "1"}, "raw"),
+    "hex": ({"options/hex": "1"}, "hex"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_the_text_reader_recognises_each_output_option(
+        tracefs: Path, env: Env, gnb: Callable[..., GnbProcess], name: str) -> None:
+    settings, layout = OPTIONS[name]
+    with tracefs_settings(settings):  # on when the daemon opens trace_pipe
+        d: DaemonProcess = env.start(trace={"pipe": str(tracefs / "trace_pipe"),
+                                            "format": "text"})
+        nr_gnb_is_pushed(env, gnb, tracefs)
+        assert f"trace_pipe prints the {layout} layout" in d.log()
+        d.stop()  # before the option is put back

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Set
 
@@ -32,7 +33,7 @@ def test_every_sample_line_parses_and_scan_agrees(path: Path) -> None:
     parsed = [parse_line(ln) for ln in lines]
     # The last line of a capture may be cut mid-way; every other line is complete.
     assert all(p is not None for p in parsed[:-1]), [
-        ln for ln, p in zip(lines, parsed) if p is None]
+        ln for ln, p in zip(lines, parsed, strict=True) if p is None]
     expected = {p.tid for p in parsed if p is not None}
     assert scan_tids(data) == expected
 
@@ -91,12 +92,17 @@ def test_absurdly_long_digit_runs_are_not_ids() -> None:
     assert scan_tids(data) == set()  # no exception, and no 8-digit TID (PID_MAX is 4194304)
 
 
-# Each option's layout as the kernel prints it (trace_output.c), with the TID 29534.
+# Each option's layout as this kernel (6.18) really prints it (see the option-*.trace
+# captures below), with the TID 29534.
 LAYOUT_LINES = {
     "default": b"          nr-gnb-29534   [000] ...21   668.335503: bpf_trace_printk: x\n",
-    "latency-format": b"  nr-gnb-29534     0d.s2.  668335us : bpf_trace_printk: x\n",
-    "raw": b"29534 0 668335503000 bpf_trace_printk: x\n",
-    "hex": b"0000735e 00000000 0000009b9e2c4f40 x\n",
+    # "%8.8s-%-7d %3d": the comm cut to 8, the CPU right-aligned in 3, flags glued to it
+    "latency-format": b"nr-gnb-r-29534     0...21 133760896us : bpf_trace_printk: x\n",
+    "latency-format/bh-off": b"  nr-gnb-29534     0b.s41 178747496us : bpf_trace_printk: x\n",
+    # TID CPU timestamp; bpf_trace_printk has no raw printer ("type: ID"), print has "# IP"
+    "raw": b"29534 0 2983662276893 type: 550\n",
+    # the same as hex, each followed by a space; then an empty line
+    "hex": b"0000735e 00000000 000002b6befa30e7 type: 550\n\n",
     "payload PID": b"bpf_trace_printk: fentry/gtp5g_encap_recv: PID=29534, TGID=29493\n",
 }
 
@@ -106,7 +112,27 @@ def test_every_layout_is_recognised(name: str) -> None:
     data = LAYOUT_LINES[name] * 3
     tids, lines, layout = scan(data, 0, len(data))
     assert (tids, lines) == ({29534}, 3)
-    assert layout is not None and layout.name == name
+    assert layout is not None and layout.name == name.split("/")[0]
+
+
+OPTION_SAMPLES = sorted(SAMPLES.glob("option-*.trace"))
+
+
+def test_option_samples_are_present() -> None:
+    assert len(OPTION_SAMPLES) >= 4, f"option captures missing under {SAMPLES}"
+
+
+@pytest.mark.parametrize("path", OPTION_SAMPLES, ids=lambda p: p.name)
+def test_real_text_of_each_option_is_recognised(path: Path) -> None:
+    """Captured from a real kernel with the option set (tests/kernel/capture_option_samples.py);
+    the expected TIDs are what each thread reported about itself."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    data = path.read_bytes()
+    tids, lines, layout = scan(data, 0, len(data))
+    assert layout is not None and layout.name == meta["layout"]
+    # the probe is global: another process's sendto() may have added a line or two
+    assert set(meta["tids"]) <= tids
+    assert lines == sum(1 for ln in data.splitlines() if ln.strip())  # every line
 
 
 def test_the_default_layout_wins_a_mixed_chunk() -> None:

@@ -1,0 +1,535 @@
+"""The raw trace source against a fake tracefs: FIFOs for the per-CPU raw files
+(pages written into them are read back one per read(), as from the kernel),
+plain files for the layout, stats and CPU lists, and a FIFO for trace_pipe.
+
+Real pages come from tests/data/ringbuf/ (captured on a 6.18 kernel); small
+pages with chosen pids are built here in the kernel's layout.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import struct
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+
+import pytest
+
+from gtp5g_operator.config import Config, StrategyConfig, TraceConfig
+from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.gthulhu.writer import ApiWriter
+from gtp5g_operator.service.daemon import Daemon
+from gtp5g_operator.trace import lost, raw_reader
+from gtp5g_operator.trace.feed import TraceFeed, choose_format, make_source
+from gtp5g_operator.trace.raw_reader import MIN_CPU_PAGES, RawTraceSource
+from gtp5g_operator.trace.ringbuf import MISSED_EVENTS, MISSED_STORED
+from gtp5g_operator.trace.source import REST, TraceCounters
+from gtp5g_operator.trace.text_reader import TextTraceSource
+from gtp5g_operator.trace.tracefs import parse_cpu_list, parse_cpu_stats
+from testbed.harness import GnbProcess
+
+RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"
+PAGES: List[Dict[str, Any]] = json.loads((RINGBUF / "pages.json").read_text())
+PAGE = 4096
+
+
+def page(*pids: int, flags: int = 0, missed: Optional[int] = None, size: int = PAGE) -> bytes:
+    """A sub-buffer of the kernel's layout (64-bit, little-endian), one record per pid."""
+    body = b"".join(struct.pack("<IHBBiI", 3, 550, 0, 1, pid, 0) for pid in pids)
+    head = struct.pack("<QQ", 1, len(body) | flags | ((0xFFFFFFFF << 32) if flags else 0))
+    tail = struct.pack("<Q", missed) if missed is not None else b""
+    return (head + body + tail).ljust(size, b"\0")
+
+
+def stats_text(overrun: int = 0, dropped: int = 0) -> str:
+    return (f"entries: 0\noverrun: {overrun}\ncommit overrun: 0\nbytes: 0\n"
+            "oldest event ts:  1.000000\nnow ts:  2.000000\n"
+            f"dropped events: {dropped}\nread events: 0\n")
+
+
+class FakeTracefs:
+    """tmp/tracing with the files the raw reader uses, CPUs as FIFOs."""
+
+    def __init__(self, root: Path, cpus: int = 2, subbuf_kb: Optional[int] = 4) -> None:
+        self.dir = root / "tracing"
+        (self.dir / "events" / "bpf_trace" / "bpf_trace_printk").mkdir(parents=True)
+        shutil.copy(RINGBUF / "header_event", self.dir / "events" / "header_event")
+        header_page = "header_page-8k" if subbuf_kb == 8 else "header_page"
+        shutil.copy(RINGBUF / header_page, self.dir / "events" / "header_page")
+        shutil.copy(RINGBUF / "bpf_trace_printk.format",
+                    self.dir / "events" / "bpf_trace" / "bpf_trace_printk" / "format")
+        if subbuf_kb is not None:
+            (self.dir / "buffer_subbuf_size_kb").write_text(f"{subbuf_kb}\n")
+        os.mkfifo(self.dir / "trace_pipe")
+        self.online = root / "online"
+        self.online.write_text(f"0-{cpus - 1}\n")
+        self.writers: Dict[int, int] = {}
+        for cpu in range(cpus):
+            self.add_cpu(cpu)
+
+    @property
+    def pipe(self) -> str:
+        return str(self.dir / "trace_pipe")
+
+    def add_cpu(self, cpu: int) -> None:
+        d = self.dir / "per_cpu" / f"cpu{cpu}"
+        d.mkdir(parents=True)
+        os.mkfifo(d / "trace_pipe_raw")
+        (d / "stats").write_text(stats_text())
+
+    def stats(self, cpu: int, **counts: int) -> None:
+        (self.dir / "per_cpu" / f"cpu{cpu}" / "stats").write_text(stats_text(**counts))
+
+    def write(self, cpu: int, *pages: bytes) -> None:
+        """Pages into a CPU's raw FIFO (the source must have opened it)."""
+        if cpu not in self.writers:
+            self.writers[cpu] = os.open(self.dir / "per_cpu" / f"cpu{cpu}" / "trace_pipe_raw",
+                                        os.O_WRONLY | os.O_NONBLOCK)
+        for p in pages:
+            assert os.write(self.writers[cpu], p) == len(p)  # a page at most PIPE_BUF: whole
+
+    def close(self) -> None:
+        for fd in self.writers.values():
+            os.close(fd)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Iterator[FakeTracefs]:
+    f = FakeTracefs(tmp_path)
+    yield f
+    f.close()
+
+
+class Reader:
+    """A raw source on a fake tracefs, and what it handed on."""
+
+    def __init__(self, fs: FakeTracefs, **kwargs: Any) -> None:
+        self.clock = Clock()
+        self.seen: List[Set[int]] = []
+        self.source = RawTraceSource(fs.pipe, self.clock, self.seen.append,
+                                     require_tracefs=False, online_path=str(fs.online), **kwargs)
+
+    def turn(self) -> Set[int]:
+        """Ring the doorbell once; the task IDs handed on."""
+        before = len(self.seen)
+        self.source.on_readable(self.source._fds[0])
+        return set().union(*self.seen[before:])
+
+
+@pytest.fixture
+def reader(fs: FakeTracefs) -> Iterator[Reader]:
+    r = Reader(fs)
+    assert r.source.open(), r.source.unusable
+    yield r
+    r.source.close()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def test_pids_of_every_cpu_are_handed_on_and_counted(fs: FakeTracefs, reader: Reader) -> None:
+    real = [p for p in PAGES if p["file"].startswith("printk-")]
+    fs.write(0, page(11, 12, 11))
+    fs.write(1, *((RINGBUF / p["file"]).read_bytes() for p in real))
+    assert reader.turn() == {11, 12}.union(*(p["pids"] for p in real))
+    counters = reader.source.counters
+    assert counters.lines == 3 + sum(p["records"] for p in real)
+    assert counters.bytes == 3 * 16 + sum(p["commit"] for p in real)
+    assert reader.source.watched_fds() == ()  # a small turn rests the doorbell
+    assert reader.source.next_deadline() == reader.clock.now + REST
+    assert reader.turn() == set()  # drained
+
+
+def test_only_the_doorbell_is_watched(reader: Reader) -> None:
+    assert list(reader.source.watched_fds()) == list(reader.source._fds)
+    assert len(reader.source._fds) == 1 and len(reader.source.cpus) == 2
+    assert reader.source._fds[0] not in reader.source.cpus.values()
+
+
+def test_a_turn_is_bounded_per_cpu_and_a_full_one_does_not_rest(fs: FakeTracefs) -> None:
+    r = Reader(fs, turn_pages=2)  # per CPU: MIN_CPU_PAGES
+    assert r.source.open()
+    try:
+        fs.write(0, *(page(100 + n) for n in range(MIN_CPU_PAGES + 3)))
+        fs.write(1, page(7))
+        assert r.turn() == {7} | {100 + n for n in range(MIN_CPU_PAGES)}
+        assert r.source.watched_fds() == r.source._fds  # data left: no rest
+        assert r.turn() == {100 + MIN_CPU_PAGES + n for n in range(3)}
+        assert r.source.watched_fds() == ()
+    finally:
+        r.source.close()
+
+
+def test_the_sub_buffer_size_is_read_not_assumed(tmp_path: Path) -> None:
+    fs = FakeTracefs(tmp_path, cpus=1, subbuf_kb=8)
+    r = Reader(fs)
+    try:
+        assert r.source.open() and r.source.layout is not None
+        assert r.source.layout.read_size == 8192
+        big = [p for p in PAGES if p["size"] == 8192]
+        for p in big:  # 8 KiB: two PIPE_BUF writes each, read back whole
+            data = (RINGBUF / p["file"]).read_bytes()
+            fs.write(0, data[:4096], data[4096:])
+        assert r.turn() == set().union(*(p["pids"] for p in big))
+        assert r.source.counters.lines == sum(p["records"] for p in big)
+    finally:
+        r.source.close()
+        fs.close()
+
+
+def test_a_changed_sub_buffer_size_reopens_the_source(fs: FakeTracefs, reader: Reader) -> None:
+    (fs.dir / "buffer_subbuf_size_kb").write_text("8\n")
+    shutil.copy(RINGBUF / "header_page-8k", fs.dir / "events" / "header_page")
+    reader.source.liveness_check()
+    assert not reader.source.is_open and reader.source.retry_at is not None
+    reader.clock.now = reader.source.retry_at
+    reader.source.run_due(reader.clock.now)
+    assert reader.source.is_open and reader.source.layout is not None
+    assert reader.source.layout.read_size == 8192
+
+
+def test_a_malformed_page_warns_once_and_keeps_what_it_could_read(
+        fs: FakeTracefs, reader: Reader, caplog: pytest.LogCaptureFixture) -> None:
+    bad = bytearray(page(21, 22))
+    bad[8:16] = struct.pack("<Q", 5000)  # a commit beyond the page
+    fs.write(0, bytes(bad), bytes(bad))
+    assert 21 in reader.turn()
+    assert [r.levelname for r in caplog.records if "malformed" in r.message] == ["WARNING"]
+
+
+def test_enodev_closes_that_cpu_only(fs: FakeTracefs, reader: Reader,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = reader.source.cpus[1]
+    real_readv = os.readv
+
+    def readv(fd: int, buffers: Any) -> int:
+        if fd == gone:
+            raise OSError(errno.ENODEV, "No such device")
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", readv)
+    fs.write(0, page(31))
+    assert reader.turn() == {31}
+    assert list(reader.source.cpus) == [0] and reader.source.is_open
+
+
+def test_another_read_error_reopens_with_backoff(fs: FakeTracefs, reader: Reader,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def readv(fd: int, buffers: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "readv", readv)
+    reader.turn()
+    assert not reader.source.is_open and reader.source.retry_at is not None
+    assert reader.source.counters.reopens == 1 and not reader.source.cpus
+
+
+# --- lost events ----------------------------------------------------------------------------
+
+
+def lost_warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "dropped" in r.getMessage()]
+
+
+def test_lost_events_come_from_stats_once_per_episode(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    fs.stats(1, overrun=500)  # lost before the daemon started: not counted
+    r = Reader(fs)
+    assert r.source.open()
+    try:
+        fs.stats(1, overrun=500 + 728)
+        fs.write(1, (RINGBUF / "missed-cpu1-1.bin").read_bytes())
+        r.turn()
+        assert r.source.counters.lost_events == 728
+        assert lost_warnings(caplog) == [
+            "the kernel dropped 728 trace events on CPU 1: the ring buffer is too small for "
+            "this stream or the daemon is capped too hard (counted in trace_lost_events; "
+            "warning once per episode)"]
+        fs.stats(1, overrun=1300)
+        fs.write(1, page(5, flags=MISSED_EVENTS))  # full page: no room for the count
+        r.turn()
+        assert r.source.counters.lost_events == 800 and len(lost_warnings(caplog)) == 1
+        r.clock.now += lost.EPISODE_QUIET
+        r.source.liveness_check()  # the episode ends
+        assert any("800 were dropped in that episode" in m.getMessage()
+                   for m in caplog.records)
+        fs.stats(0, dropped=3)  # a full buffer in non-overwrite mode flags no page
+        r.source.liveness_check()
+        assert r.source.counters.lost_events == 803
+        assert "3 trace events on CPU 0" in lost_warnings(caplog)[-1]
+    finally:
+        r.source.close()
+
+
+def test_without_stats_the_pages_counts_are_summed(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    for cpu in (0, 1):
+        os.unlink(fs.dir / "per_cpu" / f"cpu{cpu}" / "stats")
+    r = Reader(fs)
+    assert r.source.open()
+    try:
+        fs.write(0, page(1, flags=MISSED_EVENTS | MISSED_STORED, missed=40),
+                 page(2, flags=MISSED_EVENTS | MISSED_STORED, missed=2))
+        fs.write(1, page(3, flags=MISSED_EVENTS))
+        assert r.turn() == {1, 2, 3}
+        assert r.source.counters.lost_events == 42
+        warned = lost_warnings(caplog)  # once per CPU, with the first page's count
+        assert len(warned) == 2
+        assert "dropped 40 trace events on CPU 0" in warned[0]
+        assert "dropped an unknown number of trace events on CPU 1" in warned[1]
+    finally:
+        r.source.close()
+
+
+# --- CPUs that come online later ----------------------------------------------------------------
+
+
+def test_a_cpu_that_comes_online_is_read_after_the_liveness_pass(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.INFO)
+    fs.online.write_text("0\n")  # cpu1 exists in per_cpu but is offline
+    r = Reader(fs)
+    assert r.source.open()
+    try:
+        assert list(r.source.cpus) == [0]
+        fs.online.write_text("0-1\n")
+        fs.add_cpu(2)  # and a CPU tracefs did not list at all before
+        fs.online.write_text("0-2\n")
+        r.source.liveness_check()
+        assert sorted(r.source.cpus) == [0, 1, 2]
+        fs.write(2, page(77))
+        assert r.turn() == {77}
+        assert sum("CPU 2 too (it came online)" in m.getMessage() for m in caplog.records) == 1
+    finally:
+        r.source.close()
+
+
+def test_a_doorbell_with_nothing_readable_looks_for_cpus_and_rests_longer(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    fs.online.write_text("0\n")
+    r = Reader(fs)
+    assert r.source.open()
+    try:
+        assert r.turn() == set()  # an empty ring: cpu1 is looked for at once
+        assert sorted(r.source.cpus) == [0, 1]
+        assert r.source.next_deadline() == r.clock.now + 2 * REST
+        for _ in range(1200):  # minutes of it: the rest stays capped (and finite)
+            r.source._rest_until = None
+            r.turn()
+        assert r.source.next_deadline() == r.clock.now + raw_reader.EMPTY_REST_MAX
+        assert sum("none of the 2 per-CPU raw files" in m.getMessage()
+                   for m in caplog.records) == 1  # said once
+        fs.write(1, page(9))
+        r.source._rest_until = None
+        assert r.turn() == {9}
+        assert r.source.next_deadline() == r.clock.now + REST
+    finally:
+        r.source.close()
+
+
+# --- what cannot be read this way --------------------------------------------------------------
+
+
+def test_a_fifo_is_not_raw_and_is_never_opened(fs: FakeTracefs,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: List[str] = []
+    real_open = os.open
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    src = RawTraceSource(fs.pipe, Clock(), lambda tids: None)  # require_tracefs
+    assert not src.open()
+    assert "not the kernel's trace_pipe on tracefs" in src.unusable
+    assert src.retry_at is None and not src.is_open
+    # a writer blocked in open() would take even a brief open for the text reader's
+    assert fs.pipe not in opened
+
+
+@pytest.mark.parametrize("remove", ["events/header_page", "events/header_event", "per_cpu"])
+def test_a_kernel_without_the_layout_or_the_raw_files_is_unusable(
+        fs: FakeTracefs, remove: str) -> None:
+    target = fs.dir / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    src = Reader(fs).source
+    assert not src.open() and src.unusable and not src.is_open
+
+
+def test_a_missing_trace_pipe_is_waited_for(tmp_path: Path) -> None:
+    src = RawTraceSource(str(tmp_path / "none" / "trace_pipe"), Clock(), lambda tids: None)
+    assert not src.open()
+    assert not src.unusable and src.retry_at is not None  # retried with backoff
+
+
+def feed(config: TraceConfig, factory: Callable[..., Any] = make_source) -> TraceFeed:
+    return TraceFeed(config, Clock(), lambda tids: None, factory)
+
+
+@pytest.mark.parametrize("fmt,level", [("raw", logging.WARNING), ("auto", logging.INFO)])
+def test_the_feed_falls_back_to_text_with_one_line(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture, fmt: str, level: int) -> None:
+    def raw_only(config: TraceConfig, *args: Any) -> RawTraceSource:
+        return RawTraceSource(config.pipe, *args)
+
+    caplog.set_level(logging.INFO)
+    f = feed(TraceConfig(pipe=fs.pipe, format=fmt), raw_only)
+    try:
+        assert f.kind == "raw"
+        assert f.open()
+        assert isinstance(f.source, TextTraceSource) and f.kind == "text" and f.is_open
+        lines = [r for r in caplog.records if "as text instead" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].levelno == level
+        assert f"trace.format = {fmt}" in lines[0].getMessage()
+    finally:
+        f.close()
+
+
+def test_auto_waits_as_raw_and_reads_a_fifo_that_appears_as_text(tmp_path: Path) -> None:
+    pipe = tmp_path / "later" / "trace_pipe"
+    f = feed(TraceConfig(pipe=str(pipe)))
+    try:
+        assert f.kind == "raw" and not f.open()
+        pipe.parent.mkdir()
+        os.mkfifo(pipe)
+        retry = f.source.retry_at
+        assert retry is not None
+        f.run_due(retry)
+        assert f.kind == "text" and f.is_open and f.counters is f.source.counters
+    finally:
+        f.close()
+
+
+def test_choose_format(tmp_path: Path, fs: FakeTracefs) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert choose_format(TraceConfig(pipe=fs.pipe)) == "text"  # a FIFO
+    assert choose_format(TraceConfig(pipe=str(plain))) == "text"
+    assert choose_format(TraceConfig(pipe=str(tmp_path / "nothing"))) == "raw"
+    assert choose_format(TraceConfig(pipe=fs.pipe, format="raw")) == "raw"
+    assert choose_format(TraceConfig(pipe=str(tmp_path / "nothing"), format="text")) == "text"
+    counters = TraceCounters()
+    src = make_source(TraceConfig(pipe=fs.pipe), Clock(), lambda tids: None, counters)
+    assert isinstance(src, TextTraceSource) and src.counters is counters
+
+
+def test_a_reload_to_raw_keeps_the_counters(fs: FakeTracefs, tmp_path: Path) -> None:
+    text_fifo = tmp_path / "text_pipe"
+    os.mkfifo(text_fifo)
+
+    def factory(config: TraceConfig, *args: Any) -> Any:
+        if config.format == "raw":
+            return RawTraceSource(config.pipe, *args, require_tracefs=False,
+                                  online_path=str(fs.online))
+        return make_source(config, *args)
+
+    f = feed(TraceConfig(pipe=str(text_fifo)), factory)
+    try:
+        assert f.open() and f.kind == "text"
+        f.counters.lines = 5
+        f.reconfigure(Config(trace=TraceConfig(pipe=str(text_fifo))),
+                      Config(trace=TraceConfig(pipe=fs.pipe, format="raw")))
+        assert f.kind == "raw" and f.is_open and f.path == str(fs.dir)
+        fs.write(0, page(3))
+        f.source._rest_until = None
+        f.on_readable(f.source._fds[0])
+        assert f.counters.lines == 6
+    finally:
+        f.close()
+
+
+# --- tracefs helpers ------------------------------------------------------------------------------
+
+
+def test_cpu_lists() -> None:
+    assert parse_cpu_list("0-3,8,10-11\n") == {0, 1, 2, 3, 8, 10, 11}
+    assert parse_cpu_list("\n") == set()
+    with pytest.raises(ValueError):
+        parse_cpu_list("a-b")
+
+
+def test_stats_of_this_kernel() -> None:
+    text = ("entries: 12\noverrun: 3\ncommit overrun: 1\nbytes: 480\n"
+            "oldest event ts:  1825.426535\nnow ts:  2410.494546\n"
+            "dropped events: 2\nread events: 2999\n")
+    s = parse_cpu_stats(text)
+    assert (s.entries, s.overrun, s.commit_overrun, s.bytes, s.dropped_events,
+            s.read_events) == (12, 3, 1, 480, 2, 2999)
+    assert s.oldest_event_ts == 1825.426535 and s.lost == 6
+    assert parse_cpu_stats("garbage\noverrun: x\n").overrun == 0
+
+
+# --- in the daemon's loop -------------------------------------------------------------------
+
+
+class RecordingWriter(ApiWriter):
+    flavor = "recording"
+
+    def __init__(self) -> None:
+        super().__init__(JsonHttp("http://127.0.0.1:9", 1.0), StrategyConfig())
+        self.writes: List[List[int]] = []
+
+    def authenticate(self, deadline: float) -> bool:
+        return False
+
+    def drop_credentials(self) -> None:
+        pass
+
+    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
+        self.writes.append(sorted(t for v in views for t in v.tids))
+        return len(self.writes[-1])
+
+    def clear(self, deadline: float) -> None:
+        pass
+
+
+def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(
+        fs: FakeTracefs, tmp_path: Path) -> None:
+    fs.online.write_text("0\n")
+    clock, writer = Clock(), RecordingWriter()
+
+    def factory(config: TraceConfig, *args: Any) -> Any:
+        return RawTraceSource(config.pipe, *args, require_tracefs=False,
+                              online_path=str(fs.online))
+
+    d = Daemon(Config(trace=TraceConfig(pipe=fs.pipe, format="raw")),
+               str(tmp_path / "config.toml"), env={"RUNTIME_DIRECTORY": str(tmp_path / "run")},
+               clock=clock, wall_clock=clock, make_writer=lambda c: writer,
+               trace_factory=factory)
+    d.notifier.send = lambda *fields: None  # type: ignore[method-assign]
+    g = GnbProcess(threads=())
+    d.setup()
+    bell = os.open(fs.pipe, os.O_WRONLY | os.O_NONBLOCK)  # once the source holds it
+    try:
+        assert d.trace.kind == "raw" and list(d.trace.source.cpus) == [0]  # type: ignore
+        fs.online.write_text("0-1\n")
+        clock.now += d.config.strategy.liveness_interval
+        d.run_once()  # the liveness pass: cpu1 is read from now on
+        assert sorted(d.trace.source.cpus) == [0, 1]  # type: ignore[attr-defined]
+        fs.write(1, page(g.pid))
+        os.write(bell, b"x")  # the doorbell rings (and, never read, keeps ringing)
+        d.run_once()
+        assert d.trace.counters.lines == 1
+        clock.now += 1.0
+        d.run_once()
+        assert writer.writes[-1] == [g.pid]
+    finally:
+        os.close(bell)
+        g.stop()
+        d.close()
