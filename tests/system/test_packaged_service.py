@@ -297,6 +297,47 @@ def test_doctor_inside_explains_what_it_sees(box: Container, api: FakeGthulhu) -
     assert checks["sched_ext"]["level"] == "FAIL" and out.returncode == 1
 
 
+def test_the_sandboxed_service_reads_the_real_ring_buffer_raw(
+        box: Container, api: FakeGthulhu) -> None:
+    """The container sees the host's tracefs (/sys is bind-mounted): the unit's
+    sandbox must let the service open trace_pipe and every per-CPU raw file."""
+    mounted_here = False
+    # mounts are the container's own: look from inside
+    if box.run("test -e /sys/kernel/tracing/trace_pipe", check=False).returncode:
+        if box.run("mount -t tracefs nodev /sys/kernel/tracing", check=False).returncode:
+            pytest.skip("tracefs cannot be mounted in the container")
+        mounted_here = True
+    box.path(CONFIG).write_text(config_text(api.url).replace(f'pipe = "{FIFO}"', 'pipe = "auto"'))
+    box.run(f"systemctl restart {UNIT}")
+    try:
+        state = wait_until(lambda: (s := state_json(box)) and s["trace"]["open"] and s, 15,
+                           "the service reading the real trace buffer")
+        if state["trace"]["format"] != "raw":
+            raise AssertionError(f"not raw: {journal_text(box)[-2000:]}")
+        before = state["trace"]["lines"]
+        box.run("for i in 1 2 3; do echo gtp5g-sandbox-test > "
+                "/sys/kernel/tracing/trace_marker; done")
+        wait_until(lambda: state_json(box)["trace"]["lines"] >= before + 3, 15,
+                   "the marker records counted")
+    finally:  # back to the FIFO: the host's ring is shared with other tools
+        box.path(CONFIG).write_text(config_text(api.url))
+        box.run(f"systemctl restart {UNIT}")
+        if mounted_here:
+            box.run("umount /sys/kernel/tracing", check=False)
+
+
+def state_json(box: Container) -> Dict[str, Any]:
+    out = box.run("cat /run/gtp5g-operator/state.json", check=False)  # /run: the container's
+    try:
+        return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+    except ValueError:
+        return {}
+
+
+def journal_text(box: Container) -> str:
+    return "\n".join(e["MESSAGE"] for e in journal(box) if isinstance(e.get("MESSAGE"), str))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
