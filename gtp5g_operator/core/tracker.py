@@ -175,9 +175,10 @@ class TaskTracker:
                 changed |= self._drop_process(tgid, "exited")
         return changed
 
-    def rejudge(self) -> bool:
-        """Judge every tracked process again (it may have exec'd or been renamed),
-        and re-read its threads' names; True if the tracked set changed."""
+    def rejudge(self, names: bool = True) -> bool:
+        """Judge every tracked process again (it may have exec'd or been renamed)
+        and, with `names`, re-read its threads' names (one /proc read per task:
+        only the flavors that send names need them); True if the set changed."""
         changed = False
         for tgid in list(self.processes):
             proc = self.processes[tgid]
@@ -192,7 +193,8 @@ class TaskTracker:
                 log.info("process %d still matches after a change (now %s, exe %s, uid %d)",
                          tgid, info.comm, info.exe or "?", info.uid)
                 proc.info = info
-            changed |= self._refresh_names(proc)
+            if names:
+                changed |= self._refresh_names(proc)
         return changed
 
     def _refresh_names(self, proc: TrackedProcess) -> bool:

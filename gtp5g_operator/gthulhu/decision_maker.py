@@ -49,6 +49,7 @@ def rule_root(rule: NodeRule) -> str:
 
 class DecisionMakerWriter(ApiWriter):
     flavor = "decision-maker"
+    sends_names = True
 
     def __init__(self, http: JsonHttp, config: Config,
                  clock: Callable[[], float] = time.monotonic,

@@ -101,6 +101,10 @@ class AutoWriter(ApiWriter):
     def flavor(self) -> str:  # type: ignore[override]
         return self.delegate.flavor if self.delegate is not None else "auto"
 
+    @property
+    def sends_names(self) -> bool:  # type: ignore[override]
+        return self.delegate is None or self.delegate.sends_names
+
     def authenticate(self, deadline: float) -> bool:
         fresh = False
         if self._redetect or self.delegate is None:

@@ -173,6 +173,7 @@ class ManagerLogin:
 
 class ManagerWriter(ApiWriter):
     flavor = "manager"
+    sends_names = True
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -26,6 +26,7 @@ TOKEN_PATH = "/api/v1/auth/token"
 
 class ApiWriter(abc.ABC):
     flavor = "?"
+    sends_names = False  # the rule flavors name tasks; v0 sends IDs
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
         self.http = http

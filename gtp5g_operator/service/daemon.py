@@ -86,6 +86,7 @@ class Daemon:
         """The few calls components make to each other."""
         self.pusher.before_push = self.watchdog.ping_if_stale  # see watchdog.py's bound
         self.pusher.on_pushed = self._on_pushed
+        self.liveness.names_wanted = lambda: self.pusher.writer.sends_names
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
                                  self.publisher.publish]
 

@@ -24,6 +24,7 @@ class LivenessPass(Component):
         self._clock = clock
         self._on_change = on_change
         self.checks: List[Callable[[], None]] = []  # other periodic checks
+        self.names_wanted: Callable[[], bool] = lambda: True  # do thread names matter?
         self._next = clock() + interval
 
     def next_deadline(self) -> float:
@@ -33,7 +34,7 @@ class LivenessPass(Component):
         if now < self._next:
             return
         changed = self.tracker.prune()
-        changed |= self.tracker.rejudge()
+        changed |= self.tracker.rejudge(names=self.names_wanted())
         self.tracker.forget_verdicts()
         for check in self.checks:
             check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -30,7 +31,7 @@ class OneShotServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
+            with conn, contextlib.suppress(OSError):  # the client may give up first
                 conn.recv(65536)
                 for part in self.parts:
                     conn.sendall(part)
