@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
+from typing import Any, Optional
 
 MAX_FILE_SIZE = 1 << 20  # configuration, keys and CA bundles are a few KiB
 
@@ -51,6 +53,30 @@ def read_regular_file(path: str, limit: int = MAX_FILE_SIZE) -> tuple[bytes, os.
         raise FileProblem(exc.strerror or str(exc)) from None
     finally:
         os.close(fd)
+
+
+def read_small_text(path: str, limit: int = 65536) -> Optional[str]:
+    """A small regular file's text (kernel files, our own state), or None when it
+    cannot be read as one — never blocking, whatever is at `path`."""
+    try:
+        data, _ = read_regular_file(path, limit)
+    except FileProblem:
+        return None
+    return data.decode("utf-8", "replace")
+
+
+def read_json_file(path: str) -> Any:
+    """The JSON value of a small regular file.  Raises FileNotFoundError when it
+    does not exist, FileProblem when it is not a regular file or is too large,
+    ValueError when it is not JSON (NaN and Infinity included)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    data, _ = read_regular_file(path)
+    return json.loads(data, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _kind(mode: int) -> str:

@@ -1,6 +1,6 @@
 """A Gthulhu-compatible API server for tests, the demo and the benchmarks.
 
-Implements the contract in shared/reference/gthulhu-v1-api.md (2025-10-30
+Implements Gthulhu's 2025 API as the project's reference notes describe it (2025-10-30
 release, with the later token shape selectable): RS256 tokens of a chosen
 lifetime, Bearer checks, the strategies list replaced on each POST, `null`
 when empty.  Faults can be switched on at run time (`server.fault = ...`) for
@@ -70,6 +70,15 @@ class FakeGthulhu:
         self.selector_pids: List[int] = []  # what selector strategies "match" on GET
         self.fault: Optional[str] = None  # see Handler._fault for the names
         self.fault_delay = 0.0
+        # fault "redirect": this status and Location ("" = no Location header)
+        self.redirect_status = 302
+        self.redirect_location = "http://127.0.0.1:9/elsewhere"
+        # This server's clock minus the real one, in seconds: applied to the tokens'
+        # iat/nbf/exp (and expired_at), and to its own check of the tokens it gets.
+        self.clock_skew = 0.0
+        # Sign tokens with this private key (PEM) instead of the server's own, as a
+        # server whose JWT key is not the pair of the public key it accepts would.
+        self.signing_key_pem: Optional[bytes] = None
         self._cond = threading.Condition()
         self.connections: Set[socket.socket] = set()
         self._stop_hang = threading.Event()
@@ -79,7 +88,9 @@ class FakeGthulhu:
         if tls is not None:  # https: the handshake happens when a connection is accepted
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
             self._scheme = "https"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # a short poll interval: stop() (every test's teardown) returns in 50 ms, not 500
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -138,12 +149,15 @@ class FakeGthulhu:
     # --- behaviour ------------------------------------------------------------
 
     def issue_token(self) -> Tuple[str, int]:
-        now = int(time.time())
+        now = int(time.time() + self.clock_skew)  # this server's (possibly wrong) clock
         exp = now + int(self.token_lifetime)
         claims = {"client_id": "gtp5g-operator", "iss": "bss-api-server", "sub": "client",
                   "iat": now, "nbf": now, "exp": exp, "jti": str(self.tokens_issued)}
         self.tokens_issued += 1
-        return jwt.encode(claims, self._key, algorithm="RS256"), exp  # type: ignore[arg-type]
+        key: Any = self._key
+        if self.signing_key_pem is not None:
+            key = serialization.load_pem_private_key(self.signing_key_pem, password=None)
+        return jwt.encode(claims, key, algorithm="RS256"), exp
 
     def public_key_matches(self, pem: str) -> bool:
         try:
@@ -158,7 +172,9 @@ class FakeGthulhu:
         if not header.startswith("Bearer "):
             return False
         try:
-            claims = jwt.decode(header[7:], self._public_pem, algorithms=["RS256"])
+            # judged on this server's clock: a skew is a leeway around the real one
+            claims = jwt.decode(header[7:], self._public_pem, algorithms=["RS256"],
+                                leeway=abs(self.clock_skew))
         except jwt.InvalidTokenError:
             return False
         return int(claims.get("jti", 0)) >= self.min_jti
@@ -234,6 +250,13 @@ def _make_handler(api: FakeGthulhu) -> type:
                     except OSError:
                         break
                 self.close_connection = True
+                return True
+            if fault == "redirect":  # a 3xx with a Location (e.g. an http -> https move)
+                self.send_response(api.redirect_status)
+                if api.redirect_location:
+                    self.send_header("Location", api.redirect_location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return True
             if fault == "500":
                 self._send(500, {"success": False, "error": "internal error"})

@@ -10,6 +10,12 @@ Fields are separated by tabs (thread names may contain spaces):
     mark NAME PATH   the thread called NAME (or the main thread, by the process
                      name) writes one gtp5g-tracer line to PATH, e.g. the
                      kernel's trace_marker (prints "ok NAME")
+    rename NAME      the main thread renames itself (and so the process) to
+                     NAME with prctl(PR_SET_NAME) (prints "ok NAME")
+    setuid UID       the process switches its real, effective and saved uid
+                     (every thread) to UID (prints "ok UID")
+    exec ARG...      execv(ARG[0], ARG): another program under the same PID and
+                     start time (prints nothing itself)
     (EOF)            exit the process
 
 Run: python3 -m testbed.gnb_sim --name nr-gnb --thread nr-gnb-rlc --thread "gnb worker"
@@ -73,6 +79,17 @@ def main(argv: List[str]) -> None:
         if name == a.name and cmd == "mark":
             mark(path, os.getpid(), os.getpid())
             print(f"ok {name}", flush=True)
+        elif cmd == "rename":
+            set_thread_name(name)
+            a.name = name
+            print(f"ok {name}", flush=True)
+        elif cmd == "setuid":
+            os.setresuid(int(name), int(name), int(name))  # glibc applies it to every thread
+            print(f"ok {name}", flush=True)
+        elif cmd == "exec":
+            argv = rest.split("\t")
+            sys.stdout.flush()
+            os.execv(argv[0], argv)
         elif cmd in ("exit", "mark") and name in inboxes:
             inboxes[name].put((cmd, path))
             if cmd == "exit":

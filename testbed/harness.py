@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,21 +104,81 @@ def _sim_command(executable: Optional[str], user: Optional[int]) -> List[str]:
     return [executable or SYSTEM_PYTHON, str(script)]
 
 
+def sim_argv(name: str = "nr-gnb", threads: Sequence[str] = ("nr-gnb-rlc",), workers: int = 0,
+             executable: Optional[str] = None, user: Optional[int] = None) -> List[str]:
+    """The command line of a gnb_sim (run with cwd=REPO), e.g. for GnbProcess.exec."""
+    cmd = [*_sim_command(executable, user), "--name", name, "--workers", str(workers)]
+    for t in threads:
+        cmd += ["--thread", t]
+    return cmd
+
+
+# A container entrypoint's `exec "$@"`: holds until a line arrives on stdin.
+ENTRYPOINT_WRAPPER = ("sh", "-c", 'read go && exec "$@"', "entrypoint")
+
+
+def _exe_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
 class GnbProcess:
     """A real child whose process name and thread names are set with prctl."""
 
     def __init__(self, name: str = "nr-gnb", threads: tuple[str, ...] = ("nr-gnb-rlc",),
                  user: Optional[int] = None, executable: Optional[str] = None,
-                 workers: int = 0) -> None:
-        cmd = [*_sim_command(executable, user), "--name", name, "--workers", str(workers)]
-        for t in threads:
-            cmd += ["--thread", t]
+                 workers: int = 0, wrapper: Sequence[str] = ()) -> None:
+        """`wrapper`: a program that holds until `release()` and then execs the
+        simulator, keeping its PID (e.g. ENTRYPOINT_WRAPPER, like a container's
+        entrypoint doing exec "$@")."""
+        cmd = [*wrapper, *sim_argv(name, threads, workers, executable, user)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=REPO, user=user)
+        self.pid: int = self.proc.pid
+        self.threads: Dict[str, int] = {}
+        if not wrapper:
+            self._read_info()
+
+    def _read_info(self) -> None:
         assert self.proc.stdout is not None
-        info = json.loads(self.proc.stdout.readline())
-        self.pid: int = info["pid"]
-        self.threads: Dict[str, int] = info["threads"]
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"gnb_sim {self.pid} said nothing (exit {self.proc.poll()})")
+        info = json.loads(line)
+        assert info["pid"] == self.pid, f"the simulator runs as {info['pid']}, not {self.pid}"
+        self.threads = info["threads"]
+
+    def release(self) -> None:
+        """Let the wrapper exec the simulator (same PID); wait until it is up."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        self._read_info()
+
+    def comm(self) -> str:
+        return Path(f"/proc/{self.pid}/comm").read_text().rstrip("\n")
+
+    def rename(self, name: str) -> None:
+        """The main thread renames itself, and so the process (prctl(PR_SET_NAME))."""
+        self._command(f"rename\t{name}", name)
+
+    def setuid(self, uid: int) -> None:
+        self._command(f"setuid\t{uid}", str(uid))
+
+    def exec(self, argv: Sequence[str], is_sim: bool = False) -> None:
+        """execv(argv) in the process: same PID and start time, another program.
+        With is_sim the new program is gnb_sim (see sim_argv) and is waited for."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("exec\t" + "\t".join(argv) + "\n")
+        self.proc.stdin.flush()
+        self.threads = {}
+        if is_sim:
+            self._read_info()
+        else:
+            wait_until(lambda: _exe_of(self.pid) == os.path.realpath(argv[0]), 5,
+                       f"{self.pid} to exec {argv[0]}")
 
     @property
     def tids(self) -> List[int]:
@@ -128,7 +188,7 @@ class GnbProcess:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
-        assert self.proc.stdout.readline().strip() == f"ok {name}"
+        assert self.proc.stdout.readline().rstrip("\n") == f"ok {name}"
 
     def exit_thread(self, name: str) -> None:
         self._command(f"exit\t{name}", name)
@@ -175,7 +235,9 @@ class DaemonProcess:
 
     def __init__(self, config: Path, notify: Optional[NotifySocket], log: Path,
                  env: Optional[Dict[str, str]] = None, args: tuple[str, ...] = (),
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, prefix: Sequence[str] = ()) -> None:
+        """`prefix`: a command that execs the daemon's command line (its PID stays
+        the daemon's), e.g. unshare(1)."""
         full_env = {k: v for k, v in os.environ.items()
                     if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
                                  "JOURNAL_STREAM")}
@@ -189,7 +251,7 @@ class DaemonProcess:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [python, "-m", "gtp5g_operator", "--config", str(config), *args],
+            [*prefix, python, "-m", "gtp5g_operator", "--config", str(config), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
 
     @property
@@ -240,3 +302,96 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(value)
+
+
+# --- a gNB whose main thread has called pthread_exit() --------------------------------------
+
+ZOMBIE_LEADER_C = r"""
+/* A process named like the gNB whose main thread calls pthread_exit() after
+ * starting its workers: the thread-group leader is then a zombie (its
+ * /proc/PID/exe cannot be read) while the workers run.  Prints
+ * {"pid": P, "threads": {"NAME": TID, ...}} and lives until stdin closes. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 64
+static pthread_barrier_t started;
+static pid_t tids[MAX_WORKERS];
+
+static void *worker(void *arg) {
+    long i = (long)arg;
+    char name[16];
+    snprintf(name, sizeof name, "gnb-w%ld", i);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+    tids[i] = (pid_t)syscall(SYS_gettid);
+    pthread_barrier_wait(&started);
+    if (i == 0) {  /* the first worker ends the process when stdin closes */
+        char buf[256];
+        while (read(0, buf, sizeof buf) > 0) {}
+        exit(0);
+    }
+    for (;;) pause();
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int n = argc > 1 ? atoi(argv[1]) : 2;
+    if (n < 1 || n > MAX_WORKERS) return 2;
+    prctl(PR_SET_NAME, argc > 2 ? argv[2] : "nr-gnb", 0, 0, 0);
+    pthread_barrier_init(&started, NULL, (unsigned)n + 1);
+    for (long i = 0; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker, (void *)i) != 0) return 3;
+    }
+    pthread_barrier_wait(&started);
+    printf("{\"pid\": %d, \"threads\": {", (int)getpid());
+    for (int i = 0; i < n; i++)
+        printf("%s\"gnb-w%d\": %d", i ? ", " : "", i, (int)tids[i]);
+    printf("}}\n");
+    fflush(stdout);
+    pthread_exit(NULL);
+}
+"""
+
+
+def build_c_program(source: str, out: Path) -> Optional[str]:
+    """Compile `source` with gcc -pthread into `out`; the reason when that is impossible."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return "gcc is not installed"
+    src = out.with_suffix(".c")
+    src.write_text(source)
+    done = subprocess.run([gcc, "-O1", "-pthread", "-o", str(out), str(src)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"gcc failed: {done.stderr.strip()[:300]}"
+    return None
+
+
+class ZombieLeaderGnb:
+    """The compiled ZOMBIE_LEADER_C program: a live process whose leader is a zombie."""
+
+    def __init__(self, binary: Path, workers: int = 2, name: str = "nr-gnb") -> None:
+        self.binary = binary
+        self.proc = subprocess.Popen([str(binary), str(workers), name], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        info = json.loads(self.proc.stdout.readline())
+        self.pid: int = info["pid"]
+        self.threads: Dict[str, int] = info["threads"]
+        # pthread_exit() returns before the leader is a zombie: wait until it is one.
+        wait_until(lambda: self.leader_state() == "Z", 5, f"leader {self.pid} to be a zombie")
+
+    def leader_state(self) -> str:
+        data = Path(f"/proc/{self.pid}/stat").read_bytes()
+        return data[data.rfind(b")") + 2:].split()[0].decode()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()

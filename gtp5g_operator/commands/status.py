@@ -8,6 +8,7 @@ of the wrong shape gives one error line, never a traceback.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,8 +23,10 @@ def _d(value: Any) -> Dict[str, Any]:
 
 
 def _num(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else None
+    """A finite number, else None (NaN or infinity cannot be a time or a count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def one_line(value: Any) -> str:

@@ -71,10 +71,15 @@ def validate_public_key(pem: str, path: str) -> None:
 
 
 def validate_ca(pem: str, path: str) -> None:
+    # A fresh context: create_default_context(cadata="") would quietly fall back
+    # to the system CAs, and an empty or certificate-less file must be an error.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        ssl.create_default_context(cadata=pem)
+        context.load_verify_locations(cadata=pem)
     except (ssl.SSLError, ValueError):
         raise ConfigError(f"{path}: api.ca_file: no PEM certificate in it") from None
+    if not context.cert_store_stats().get("x509"):  # also a pinned self-signed certificate
+        raise ConfigError(f"{path}: api.ca_file: no certificate in it")
 
 
 def read_password(config: Config, env: Mapping[str, str]) -> str:

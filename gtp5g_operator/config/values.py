@@ -56,8 +56,11 @@ def boolean(v: Any) -> bool:
 
 
 def seconds(low: float, high: float) -> Callable[[Any], float]:
+    """A duration from `low` to `high` seconds: the lower bound keeps the loop from
+    spinning (an interval of 1e-308 s would be due on every turn)."""
     def check(v: Any) -> float:
-        expect(_is_number(v) and low < v <= high, f"a number of seconds in ({low:g}, {high:g}]", v)
+        expect(_is_number(v) and low <= v <= high, f"a number of seconds from {low:g} to {high:g}",
+               v)
         return float(v)
 
     return check
@@ -117,14 +120,15 @@ def uid_list(v: Any) -> Tuple[int, ...]:
 
 def api_url(v: Any) -> str:
     what = "an http:// or https:// URL with a host (and no user, query or fragment)"
+    # Credentials in the URL would be printed in the log and state.json and are
+    # never sent (the API authenticates with its token): refuse them first, and
+    # without echoing the value, whatever else is wrong with it.
+    if isinstance(v, str) and "@" in v:
+        raise ValueError("expected a URL without user:password@ (the API is authenticated "
+                         "with its token; credentials in a URL would be logged)")
     expect(_clean_string(v) and v.isascii(), what, v)
     parts = urlsplit(v)
     expect(parts.scheme in ("http", "https") and bool(parts.hostname), what, v)
-    # Credentials in the URL would be printed in the log and state.json and
-    # are never sent (the API authenticates with the JWT): refuse them.
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ValueError("expected a URL without user:password@ (the API is authenticated "
-                         "with its token; credentials in the URL would be logged)")
     expect(not parts.query and not parts.fragment and "?" not in v and "#" not in v, what, v)
     try:
         port = parts.port

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict
 
+from ..files import read_small_text
+
 GTHULHU_OPS = ("gthulhu",)  # the ops name Gthulhu's scheduler registers
 
 
@@ -42,11 +44,8 @@ class SchedulerState:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(256).strip()
-    except OSError:
-        return ""
+    text = read_small_text(path, 256)
+    return text.strip() if text is not None else ""
 
 
 def read_scheduler(sysfs: str = "/sys") -> SchedulerState:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from ..config import Config
 from ..core.strategy import NodeRule, build_rule
 from ..core.tracker import ProcessView
-from ..files import atomic_write
+from ..files import FileProblem, atomic_write, read_json_file
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
@@ -66,11 +66,10 @@ class PolicyIdFile:
 
     def _load(self) -> Optional[str]:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_json_file(self.path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return None
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):

@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Set
 
-from ..files import atomic_write
+from ..files import FileProblem, atomic_write, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,10 @@ class OwnedIds:
 
     def _load(self) -> Set[int]:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_json_file(self.path)
         except FileNotFoundError:
             return set()
-        except (OSError, ValueError) as exc:
+        except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return set()
         if not isinstance(data, dict) or data.get("api_url") != self.api_url:

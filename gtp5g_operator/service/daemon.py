@@ -77,6 +77,11 @@ class Daemon:
                                    self.log_level.toggle_debug)
         self.endpoint = Endpoint(config.metrics.listen, runtime_dir(env), clock)
         self._wire()
+        # run_due order: signals and pings first, the push (which may block) last.
+        # Fixed for the daemon's life (a reload reconfigures them, it does not swap them).
+        self.components: List[Component] = [
+            self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
+            self.log_level, self.publisher, self.pusher]
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()
         self._registered: Dict[Component, Collection[int]] = {}
@@ -90,11 +95,6 @@ class Daemon:
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
                                  self.publisher.publish]
 
-    @property
-    def components(self) -> List[Component]:
-        # run_due order: signals and pings first, the push (which may block) last
-        return [self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
-                self.log_level, self.publisher, self.pusher]
 
     # --- set-up and tear-down -----------------------------------------------
 
@@ -167,28 +167,29 @@ class Daemon:
 
     def _sync_watched(self) -> None:
         """Keep the selector equal to what the components want watched.  A component
-        returns a new collection whenever its fds change (components.py)."""
-        components = self.components
-        for owner in list(self._registered):
-            if owner not in components or owner.watched_fds() is not self._registered[owner]:
-                for fd in self._registered.pop(owner):
-                    self.selector.unregister(fd)
-        for owner in components:
+        returns a new collection whenever its fds change (core/component.py), so an
+        unchanged one costs one identity test per turn."""
+        for owner in self.components:
             fds = owner.watched_fds()
-            if owner in self._registered or not fds:
+            if self._registered.get(owner) is fds:
                 continue
-            registered: Set[int] = set()
-            for fd in fds:
-                try:
-                    self.selector.register(fd, selectors.EVENT_READ, owner)
-                except (OSError, ValueError, KeyError) as exc:
-                    for done in registered:
-                        self.selector.unregister(done)
-                    owner.fd_failed(fd, exc if isinstance(exc, OSError) else OSError(str(exc)))
-                    break
-                registered.add(fd)
-            else:
+            for fd in self._registered.pop(owner, ()):
+                self.selector.unregister(fd)
+            if self._register(owner, fds):
                 self._registered[owner] = fds
+
+    def _register(self, owner: Component, fds: Collection[int]) -> bool:
+        done: List[int] = []
+        for fd in fds:
+            try:
+                self.selector.register(fd, selectors.EVENT_READ, owner)
+            except (OSError, ValueError, KeyError) as exc:
+                for registered in done:
+                    self.selector.unregister(registered)
+                owner.fd_failed(fd, exc if isinstance(exc, OSError) else OSError(str(exc)))
+                return False
+            done.append(fd)
+        return True
 
     # --- what the components call ----------------------------------------------------
 

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Collection, List, Optional, Tuple
 
 from ..core.backoff import Backoff
@@ -60,10 +59,10 @@ class Endpoint(Component):
         self._retry_at: Optional[float] = clock() if listen else None
         self._state = StateLog(log)
         self._partial = b""
+        self._fds: Tuple[int, ...] = ()  # the child's status pipe; a new tuple per child
 
     def watched_fds(self) -> Collection[int]:
-        child = self._child
-        return (child.stdout.fileno(),) if child is not None and child.stdout else ()
+        return self._fds
 
     def next_deadline(self) -> float:
         return self._retry_at if self._retry_at is not None else NEVER
@@ -113,6 +112,7 @@ class Endpoint(Component):
             return
         assert self._child.stdout is not None
         os.set_blocking(self._child.stdout.fileno(), False)
+        self._fds = (self._child.stdout.fileno(),)
 
     def _failed(self, why: str) -> None:
         delay = self._backoff.next_delay()
@@ -121,7 +121,7 @@ class Endpoint(Component):
         self._retry_at = self._clock() + delay
 
     def _reap(self) -> Optional[int]:
-        child, self._child, self._partial = self._child, None, b""
+        child, self._child, self._partial, self._fds = self._child, None, b"", ()
         if child is None:
             return None
         if child.stdout is not None:
@@ -177,58 +177,65 @@ def drop_privileges() -> None:
     libc.capset(header, data)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    directory = ""
-    timeout = 5  # a client that does not send its request in time is dropped
-    server_version = "gtp5g-operator"
-    sys_version = ""
+def _handler_class(directory: str) -> type:
+    """The request handler (imported only by the endpoint process: the daemon
+    itself has no use for http.server)."""
+    from http.server import BaseHTTPRequestHandler
 
-    def log_message(self, *args: Any) -> None:  # a probe every few seconds is not news
-        pass
+    class Handler(BaseHTTPRequestHandler):
+        served = directory  # the runtime directory whose files are served
+        timeout = 5  # a client that does not send its request in time is dropped
+        server_version = "gtp5g-operator"
+        sys_version = ""
 
-    def do_GET(self) -> None:
-        self._answer(with_body=True)
+        def log_message(self, *args: Any) -> None:  # a probe every few seconds is not news
+            pass
 
-    def do_HEAD(self) -> None:
-        self._answer(with_body=False)
+        def do_GET(self) -> None:
+            self._answer(with_body=True)
 
-    def _not_found(self) -> None:
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        def do_HEAD(self) -> None:
+            self._answer(with_body=False)
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_found
+        def _not_found(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
-    def _answer(self, with_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            code, ctype, body = self._metrics()
-        elif path == "/health":
-            code, doc = health_answer(self._health_doc(), read_heartbeat(self.directory),
-                                      time.monotonic())
-            ctype, body = "application/json", (json.dumps(doc, sort_keys=True) + "\n").encode()
-        else:
-            code, ctype, body = 404, "text/plain", b"not found\n"
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if with_body:
-            self.wfile.write(body)
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_found
 
-    def _metrics(self) -> Tuple[int, str, bytes]:
-        try:
-            data, _ = read_regular_file(os.path.join(self.directory, METRICS_FILE), 4 << 20)
-        except FileProblem:
-            return 503, "text/plain", b"no metrics published yet\n"
-        return 200, PROMETHEUS_TEXT, data
+        def _answer(self, with_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                code, ctype, body = self._metrics()
+            elif path == "/health":
+                code, doc = health_answer(self._health_doc(), read_heartbeat(self.served),
+                                          time.monotonic())
+                ctype, body = "application/json", (json.dumps(doc, sort_keys=True) + "\n").encode()
+            else:
+                code, ctype, body = 404, "text/plain", b"not found\n"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
 
-    def _health_doc(self) -> Optional[dict[str, Any]]:
-        try:
-            return read_json(self.directory, HEALTH_FILE)
-        except (OSError, FileProblem, ValueError):
-            return None
+        def _metrics(self) -> Tuple[int, str, bytes]:
+            try:
+                data, _ = read_regular_file(os.path.join(self.served, METRICS_FILE), 4 << 20)
+            except FileProblem:
+                return 503, "text/plain", b"no metrics published yet\n"
+            return 200, PROMETHEUS_TEXT, data
+
+        def _health_doc(self) -> Optional[dict[str, Any]]:
+            try:
+                return read_json(self.served, HEALTH_FILE)
+            except (OSError, FileProblem, ValueError):
+                return None
+
+    return Handler
 
 
 def serve(listen: str, directory: str, parent: int) -> int:
@@ -239,13 +246,15 @@ def serve(listen: str, directory: str, parent: int) -> int:
     if os.getppid() != parent:
         return 0  # the daemon is already gone
     drop_privileges()
+    from http.server import ThreadingHTTPServer
+
     host, port = split_listen(listen)
-    _Handler.directory = directory
+    handler = _handler_class(directory)
     server_class = type("Server", (ThreadingHTTPServer,), {
         "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET,
         "daemon_threads": True})
     try:
-        server = server_class((host, port), _Handler)
+        server = server_class((host, port), handler)
     except OSError as exc:
         print(f"error: cannot listen on {listen}: {exc.strerror or exc}", flush=True)
         return 2

@@ -24,7 +24,7 @@ import struct
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
-from ..files import FileProblem, atomic_write, read_regular_file
+from ..files import FileProblem, atomic_write, read_json_file, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,7 @@ def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
 
 def read_json(directory: str, name: str) -> Dict[str, Any]:
     """A published JSON file; raises FileNotFoundError, FileProblem or ValueError."""
-    path = os.path.join(directory, name)
-    if not os.path.lexists(path):
-        raise FileNotFoundError(path)
-    data, _ = read_regular_file(path)
-    value = json.loads(data)
+    value = read_json_file(os.path.join(directory, name))
     if not isinstance(value, dict):
         raise ValueError(f"{name} is not a JSON object")
     return value

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-from typing import Any, Callable, Collection, Dict, Optional
+from typing import Any, Callable, Collection, Dict, Optional, Tuple
 
 from ..core.component import Component
 
@@ -25,7 +25,16 @@ DEBUG_TOGGLE = signal.SIGUSR2  # switch debug logging on / back
 STOP = tuple(s for s in (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM, signal.SIGVTALRM,
     signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
-    getattr(signal, "SIGSTKFLT", None)) if s is not None)
+    getattr(signal, "SIGSTKFLT", None),
+    # the real-time signals end a process by default too
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) if s is not None)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # the enum names only SIGRTMIN and SIGRTMAX
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 HANDLED = (RELOAD, REPORT, DEBUG_TOGGLE, *STOP)
 
 
@@ -41,6 +50,7 @@ class SignalWaker(Component):
         self._actions = (on_reload, on_stop, on_report, on_debug_toggle)
         self._r: Optional[socket.socket] = None
         self._w: Optional[socket.socket] = None
+        self._fds: Tuple[int, ...] = ()  # the same object while unchanged (daemon.py)
         self._previous: Dict[int, Any] = {}
         self._previous_fd = -1
 
@@ -49,11 +59,12 @@ class SignalWaker(Component):
         for sock in (self._r, self._w):
             sock.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        self._fds = (self._r.fileno(),)
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, _ignore)
 
     def watched_fds(self) -> Collection[int]:
-        return (self._r.fileno(),) if self._r is not None else ()
+        return self._fds
 
     def on_readable(self, fd: int) -> None:
         assert self._r is not None
@@ -72,7 +83,7 @@ class SignalWaker(Component):
         on_reload, on_stop, on_report, on_debug_toggle = self._actions
         stops = [s for s in STOP if s in signums]
         if stops:
-            on_stop(signal.Signals(stops[0]).name)
+            on_stop(signal_name(stops[0]))
             return
         if RELOAD in signums:
             on_reload()  # once, however many SIGHUPs came in this turn
@@ -92,3 +103,4 @@ class SignalWaker(Component):
             if sock is not None:
                 sock.close()
         self._r = self._w = None
+        self._fds = ()

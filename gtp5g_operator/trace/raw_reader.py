@@ -49,6 +49,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..config.schema import TRACE_PIPE_CANDIDATES
 from ..core.once import StateLog
+from ..files import read_small_text
 from .lost import LossCounter
 from .ringbuf import (
     Buffer,
@@ -91,8 +92,10 @@ class RawLayout(NamedTuple):
 
 
 def _read_text(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read(65536)
+    text = read_small_text(path)
+    if text is None:  # missing, not a regular file, too large: the layout is unknown
+        raise OSError(f"cannot read {path}")
+    return text
 
 
 def _event_format(tracing_dir: str) -> str:

@@ -14,6 +14,7 @@ import stat
 from typing import Dict, NamedTuple, Optional, Sequence, Set
 
 from ..config.schema import TRACE_PIPE_CANDIDATES
+from ..files import read_small_text
 
 TRACEFS_TYPES = ("tracefs", "debugfs")
 
@@ -111,11 +112,8 @@ def unusual_options(tracing_dir: str) -> list[str]:
     """Output options of a tracing instance that change trace_pipe's text layout."""
     found = []
     for name, unusual in OPTIONS_OF_NOTE:
-        try:
-            with open(os.path.join(tracing_dir, "options", name), encoding="ascii") as f:
-                value = f.read(8).strip()
-        except (OSError, UnicodeDecodeError):
-            continue
+        text = read_small_text(os.path.join(tracing_dir, "options", name), 64)
+        value = text.strip() if text is not None else None
         if value == unusual:
             found.append(f"options/{name} = {value}")
     return found
@@ -178,12 +176,8 @@ def read_cpu_stats(tracing_dir: str, cpu: int) -> Optional[CpuStats]:
 
     Reading it never consumes events: safe beside any reader.
     """
-    try:
-        with open(os.path.join(tracing_dir, "per_cpu", f"cpu{cpu}", "stats"),
-                  encoding="ascii", errors="replace") as f:
-            return parse_cpu_stats(f.read(4096))
-    except OSError:
-        return None
+    text = read_small_text(os.path.join(tracing_dir, "per_cpu", f"cpu{cpu}", "stats"), 4096)
+    return parse_cpu_stats(text) if text is not None else None
 
 
 def per_cpu_dirs(tracing_dir: str) -> Dict[int, str]:
@@ -214,19 +208,19 @@ def parse_cpu_list(text: str) -> Set[int]:
 
 def online_cpus(path: str = CPU_ONLINE) -> Optional[Set[int]]:
     """The CPUs online now, or None when that cannot be read."""
+    text = read_small_text(path, 4096)
     try:
-        with open(path, encoding="ascii") as f:
-            return parse_cpu_list(f.read(4096))
-    except (OSError, UnicodeDecodeError, ValueError):
+        return parse_cpu_list(text) if text is not None else None
+    except ValueError:
         return None
 
 
 def read_int_file(path: str) -> Optional[int]:
     """A small tracefs file holding one integer (e.g. buffer_subbuf_size_kb), or None."""
+    text = read_small_text(path, 64)
     try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read(64).split()[0])
-    except (OSError, UnicodeDecodeError, ValueError, IndexError):
+        return int(text.split()[0]) if text is not None else None
+    except (ValueError, IndexError):
         return None
 
 

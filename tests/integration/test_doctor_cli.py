@@ -61,9 +61,13 @@ class Counters:
             self.write(cpu)
 
     def write(self, cpu: int) -> None:
-        (self.tracing / "per_cpu" / f"cpu{cpu}" / "stats").write_text(
+        # replaced whole, as the kernel's file reads: doctor must never see half of it
+        stats = self.tracing / "per_cpu" / f"cpu{cpu}" / "stats"
+        tmp = stats.with_suffix(".tmp")
+        tmp.write_text(
             f"entries: 0\noverrun: 0\ncommit overrun: 0\nbytes: 0\noldest event ts: 1.0\n"
             f"now ts: 2.0\ndropped events: 0\nread events: {self.read[cpu]}\n")
+        tmp.replace(stats)
 
     def advance(self, cpu: int, n: int) -> None:
         self.read[cpu] += n
