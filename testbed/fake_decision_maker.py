@@ -61,13 +61,12 @@ import os
 import re
 import socket
 import ssl
-import struct
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
 
@@ -76,6 +75,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
+from testbed.fake_http import FakeServerHandler, wait_on
 
 __all__ = [
     "DM_ISSUER",
@@ -501,16 +501,7 @@ class FakeHTTPServer:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("condition not met in time")
-                self._cond.wait(min(left, 0.05))
+        return wait_on(self._cond, predicate, timeout)
 
     # --- behaviour, provided by subclasses --------------------------------------
 
@@ -529,23 +520,7 @@ class FakeHTTPServer:
 
 
 def _make_handler(api: FakeHTTPServer) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            with api._cond:
-                api.connections.add(self.request)
-
-        def finish(self) -> None:
-            with api._cond:
-                api.connections.discard(self.request)
-            with contextlib.suppress(OSError):
-                super().finish()
-
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
-
+    class Handler(FakeServerHandler):
         def _read_body(self) -> bytes:
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                 chunks: List[bytes] = []
@@ -574,49 +549,20 @@ def _make_handler(api: FakeHTTPServer) -> type:
             if self.command != "HEAD":
                 self.wfile.write(resp.body)
 
+        def error_answer(self, status: int, message: str) -> None:
+            if status == 401:
+                message = api.fault_401_message()
+            self._send(api.error_response(status, message))
+
+        def raw_answer(self, status: int, data: bytes) -> None:
+            self._send(HTTPResponse(status, data))
+
         def _fault(self, path: str) -> bool:
             """Apply a configured fault; True if the request was answered (or dropped)."""
             fault = api.fault
             if fault is None or not api.fault_applies(path):
                 return False
-            if fault == "hang":
-                api._stop_hang.wait(60)
-                self.close_connection = True
-                return True
-            if fault == "slow":
-                time.sleep(api.fault_delay)
-                return False
-            if fault in ("reset", "refuse"):
-                with contextlib.suppress(OSError):
-                    self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                            struct.pack("ii", 1, 0))
-                    self.request.close()  # really closed (RST) when rfile is closed
-                self.close_connection = True
-                return True
-            if fault == "trickle":  # headers one byte at a time, never finishing in time
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
-                    if api._stop_hang.wait(0.1):
-                        break
-                    try:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                    except OSError:
-                        break
-                self.close_connection = True
-                return True
-            if fault == "500":
-                self._send(api.error_response(500, "Internal Server Error"))
-            elif fault == "400":
-                self._send(api.error_response(400, "Invalid request payload"))
-            elif fault == "401":
-                self._send(api.error_response(401, api.fault_401_message()))
-            elif fault == "badjson":
-                self._send(HTTPResponse(200, b"{not json"))
-            elif fault == "huge":
-                self._send(HTTPResponse(200, b"[" + b" " * (8 << 20) + b"]"))
-            else:
-                raise ValueError(f"unknown fault {fault}")
-            return True
+            return self.play_fault(fault)
 
         def _handle(self) -> None:
             raw = self._read_body()
@@ -635,6 +581,7 @@ def _make_handler(api: FakeHTTPServer) -> type:
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
+    Handler.api = api
     return Handler
 
 

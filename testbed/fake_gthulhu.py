@@ -19,13 +19,15 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Set, Tuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from testbed.fake_http import FakeServerHandler, wait_on
 
 
 def make_keypair(directory: Path) -> Tuple[Path, Path]:
@@ -125,16 +127,7 @@ class FakeGthulhu:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("condition not met in time")
-                self._cond.wait(min(left, 0.05))
+        return wait_on(self._cond, predicate, timeout)
 
     def wait_post(self, predicate: Callable[[List[Dict[str, Any]]], bool], timeout: float = 5.0,
                   after: int = 0) -> Received:
@@ -196,22 +189,10 @@ class FakeGthulhu:
 
 
 def _make_handler(api: FakeGthulhu) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            with api._cond:
-                api.connections.add(self.request)
-
-        def finish(self) -> None:
-            with api._cond:
-                api.connections.discard(self.request)
-            with contextlib.suppress(OSError):
-                super().finish()
-
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
+    class Handler(FakeServerHandler):
+        error_messages: ClassVar[Dict[int, str]] = {
+            500: "internal error", 400: "Invalid request payload",
+            401: "Public key verification failed"}
 
         def _send(self, status: int, body: Any, raw: Optional[bytes] = None) -> None:
             data = raw if raw is not None else json.dumps(body).encode()
@@ -220,6 +201,12 @@ def _make_handler(api: FakeGthulhu) -> type:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def error_answer(self, status: int, message: str) -> None:
+            self._send(status, {"success": False, "error": message})
+
+        def raw_answer(self, status: int, data: bytes) -> None:
+            self._send(status, None, raw=data)
 
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
@@ -234,23 +221,6 @@ def _make_handler(api: FakeGthulhu) -> type:
             fault = api.fault
             if fault is None:
                 return False
-            if fault == "hang":
-                api._stop_hang.wait(60)
-                return True
-            if fault == "slow":
-                time.sleep(api.fault_delay)
-                return False
-            if fault == "trickle":  # headers one byte at a time, never finishing in time
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
-                    if api._stop_hang.wait(0.1):
-                        break
-                    try:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                    except OSError:
-                        break
-                self.close_connection = True
-                return True
             if fault == "redirect":  # a 3xx with a Location (e.g. an http -> https move)
                 self.send_response(api.redirect_status)
                 if api.redirect_location:
@@ -258,19 +228,7 @@ def _make_handler(api: FakeGthulhu) -> type:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return True
-            if fault == "500":
-                self._send(500, {"success": False, "error": "internal error"})
-            elif fault == "400":
-                self._send(400, {"success": False, "error": "Invalid request payload"})
-            elif fault == "401":
-                self._send(401, {"success": False, "error": "Public key verification failed"})
-            elif fault == "badjson":
-                self._send(200, None, raw=b"{not json")
-            elif fault == "huge":
-                self._send(200, None, raw=b"[" + b" " * (8 << 20) + b"]")
-            else:
-                raise ValueError(f"unknown fault {fault}")
-            return True
+            return self.play_fault(fault)
 
         def do_GET(self) -> None:
             api.record(Received(time.monotonic(), "GET", self.path, None,
@@ -340,6 +298,7 @@ def _make_handler(api: FakeGthulhu) -> type:
                              "message": "Scheduling strategies saved successfully",
                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
+    Handler.api = api
     return Handler
 
 

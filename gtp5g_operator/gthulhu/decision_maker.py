@@ -50,6 +50,7 @@ def rule_root(rule: NodeRule) -> str:
 class DecisionMakerWriter(ApiWriter):
     flavor = "decision-maker"
     sends_names = True
+    login: PublicKeyToken
 
     def __init__(self, http: JsonHttp, config: Config,
                  clock: Callable[[], float] = time.monotonic,
@@ -61,16 +62,7 @@ class DecisionMakerWriter(ApiWriter):
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
         self._merkle = True  # the DM has the merkle route (DMs from 2026-08 on)
 
-    # --- credentials ---------------------------------------------------------------------
-
-    def authenticate(self, deadline: float) -> bool:
-        if self.login.valid():
-            return False
-        self.login.obtain(deadline)
-        return True
-
-    def drop_credentials(self) -> None:
-        self.login.drop()
+    # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
         token = self.login.token

@@ -129,11 +129,13 @@ class AutoWriter(ApiWriter):
             self.delegate = make_flavor_writer(flavor, self.http, self._config,
                                                self._state_dir, self._clock, self._wall)
             self.delegate.strategy = self.strategy
-        adopt = login is not None and login.token is not None and hasattr(self.delegate,
-                                                                          "login")
-        if adopt:
-            self.delegate.login = login  # type: ignore[attr-defined]
-        return adopt
+        # The token detection obtained is the one v0 and the Decision Maker need.
+        if login is None or login.token is None:
+            return False
+        if isinstance(self.delegate, (V0Writer, DecisionMakerWriter)):
+            self.delegate.login = login
+            return True
+        return False
 
     def _delegated(self, call: Callable[[ApiWriter], Any]) -> Any:
         if self.delegate is None:

@@ -173,6 +173,7 @@ class ManagerLogin:
 class ManagerWriter(ApiWriter):
     flavor = "manager"
     sends_names = True
+    login: ManagerLogin
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -183,16 +184,7 @@ class ManagerWriter(ApiWriter):
         self._written: Optional[NodeRule] = None  # what the policy says, as far as we know
         self._cleared = False
 
-    # --- credentials ---------------------------------------------------------------------
-
-    def authenticate(self, deadline: float) -> bool:
-        if self.login.valid():
-            return False
-        self.login.obtain(deadline)
-        return True
-
-    def drop_credentials(self) -> None:
-        self.login.drop()
+    # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
         return {**super().describe(), "node": self.node, "user": self.login.user,

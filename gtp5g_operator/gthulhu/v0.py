@@ -23,6 +23,7 @@ STRATEGIES_PATH = "/api/v1/scheduling/strategies"
 
 class V0Writer(ApiWriter):
     flavor = "v0"
+    login: PublicKeyToken
 
     def __init__(self, http: JsonHttp, config: Config, owned: Optional[OwnedIds],
                  clock: Callable[[], float] = time.monotonic,
@@ -33,16 +34,7 @@ class V0Writer(ApiWriter):
         self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key, None,
                                     clock, wall_clock)
 
-    # --- credentials ---------------------------------------------------------------------
-
-    def authenticate(self, deadline: float) -> bool:
-        if self.login.valid():
-            return False
-        self.login.obtain(deadline)
-        return True
-
-    def drop_credentials(self) -> None:
-        self.login.drop()
+    # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
         token = self.login.token

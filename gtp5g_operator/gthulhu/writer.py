@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 
 from ..config.schema import StrategyConfig
 from ..core.tracker import ProcessView
@@ -24,9 +24,22 @@ log = logging.getLogger(__name__)
 TOKEN_PATH = "/api/v1/auth/token"
 
 
+class Credentials(Protocol):
+    """A flavor's credentials: a token for our public key, or a Manager login."""
+
+    obtained: int  # how many times they were obtained
+
+    def valid(self) -> bool: ...
+
+    def obtain(self, deadline: float) -> Any: ...
+
+    def drop(self) -> None: ...
+
+
 class ApiWriter(abc.ABC):
     flavor = "?"
     sends_names = False  # the rule flavors name tasks; v0 sends IDs
+    login: Credentials
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
         self.http = http
@@ -40,13 +53,16 @@ class ApiWriter(abc.ABC):
     def timeout(self, seconds: float) -> None:
         self.http.timeout = seconds
 
-    @abc.abstractmethod
     def authenticate(self, deadline: float) -> bool:
         """Obtain or renew credentials if due; True if new ones were obtained."""
+        if self.login.valid():
+            return False
+        self.login.obtain(deadline)
+        return True
 
-    @abc.abstractmethod
     def drop_credentials(self) -> None:
         """Forget the credentials (the server refused them)."""
+        self.login.drop()
 
     @abc.abstractmethod
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:

@@ -11,20 +11,18 @@ import os
 import selectors
 import signal
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Tuple
 
 import pytest
 
-from gtp5g_operator.config import Config, StrategyConfig, TraceConfig
+from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.component import Component
-from gtp5g_operator.core.tracker import ProcessView
-from gtp5g_operator.gthulhu.http import JsonHttp
-from gtp5g_operator.gthulhu.writer import ApiWriter
 from gtp5g_operator.service.daemon import FIRST_PUSH_DELAY, Daemon
 from gtp5g_operator.service.pusher import COALESCE
 from gtp5g_operator.trace.source import REST
 from testbed.harness import GnbProcess, write_config
 from testbed.tracelines import gtp5g_line
+from tests.doubles import RecordingWriter
 
 
 class Clock:
@@ -33,27 +31,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class RecordingWriter(ApiWriter):
-    flavor = "recording"
-
-    def __init__(self) -> None:
-        super().__init__(JsonHttp("http://127.0.0.1:9", 1.0), StrategyConfig())
-        self.writes: List[List[int]] = []
-
-    def authenticate(self, deadline: float) -> bool:
-        return False
-
-    def drop_credentials(self) -> None:
-        pass
-
-    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
-        self.writes.append([t for v in views for t in v.tids])
-        return len(self.writes[-1])
-
-    def clear(self, deadline: float) -> None:
-        pass
 
 
 @pytest.fixture

@@ -15,14 +15,11 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import pytest
 
-from gtp5g_operator.config import Config, StrategyConfig, TraceConfig
-from gtp5g_operator.core.tracker import ProcessView
-from gtp5g_operator.gthulhu.http import JsonHttp
-from gtp5g_operator.gthulhu.writer import ApiWriter
+from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.service.daemon import Daemon
 from gtp5g_operator.trace import lost, raw_reader
 from gtp5g_operator.trace.feed import TraceFeed, choose_format, make_source
@@ -32,6 +29,7 @@ from gtp5g_operator.trace.source import REST, TraceCounters
 from gtp5g_operator.trace.text_reader import TextTraceSource
 from gtp5g_operator.trace.tracefs import parse_cpu_list, parse_cpu_stats
 from testbed.harness import GnbProcess
+from tests.doubles import RecordingWriter
 
 RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"
 PAGES: List[Dict[str, Any]] = json.loads((RINGBUF / "pages.json").read_text())
@@ -476,27 +474,6 @@ def test_stats_of_this_kernel() -> None:
 
 
 # --- in the daemon's loop -------------------------------------------------------------------
-
-
-class RecordingWriter(ApiWriter):
-    flavor = "recording"
-
-    def __init__(self) -> None:
-        super().__init__(JsonHttp("http://127.0.0.1:9", 1.0), StrategyConfig())
-        self.writes: List[List[int]] = []
-
-    def authenticate(self, deadline: float) -> bool:
-        return False
-
-    def drop_credentials(self) -> None:
-        pass
-
-    def write(self, views: Sequence[ProcessView], deadline: float) -> int:
-        self.writes.append(sorted(t for v in views for t in v.tids))
-        return len(self.writes[-1])
-
-    def clear(self, deadline: float) -> None:
-        pass
 
 
 def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(

@@ -1,0 +1,122 @@
+"""What every fake Gthulhu server's request handler shares: connection tracking
+(so that `stop()` can cut open connections like a killed server), a quiet log,
+and the faults a test can switch on at run time (`server.fault = ...`).
+
+The server object a handler serves (`FaultyServer`) has `_cond`,
+`connections`, `fault`, `fault_delay` and `_stop_hang`; each fake answers
+errors in its own shape through `error_answer` and `raw_answer`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, ClassVar, Dict, Protocol, Set
+
+# The faults and what they do ("slow" delays, then lets the request through).
+FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "badjson",
+          "huge")
+
+
+def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: float) -> Any:
+    """Wait until predicate() (checked under `cond`, which the server notifies on each
+    request) is truthy; return its value, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            value = predicate()
+            if value:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("condition not met in time")
+            cond.wait(min(left, 0.05))
+
+
+class FaultyServer(Protocol):
+    _cond: threading.Condition
+    connections: Set[socket.socket]
+    fault: Any
+    fault_delay: float
+    _stop_hang: threading.Event
+
+
+class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
+    protocol_version = "HTTP/1.1"
+    api: FaultyServer  # set on the subclass each fake makes
+    error_messages: ClassVar[Dict[int, str]] = {500: "Internal Server Error",
+                                      400: "Invalid request payload",
+                                      401: "Public key verification failed"}
+
+    def setup(self) -> None:
+        super().setup()
+        with self.api._cond:
+            self.api.connections.add(self.request)
+
+    def finish(self) -> None:
+        with self.api._cond:
+            self.api.connections.discard(self.request)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    # --- each fake's own answer shapes --------------------------------------------------
+
+    @abc.abstractmethod
+    def error_answer(self, status: int, message: str) -> None:
+        """Answer an error in this fake's JSON shape."""
+
+    @abc.abstractmethod
+    def raw_answer(self, status: int, data: bytes) -> None:
+        """Answer these bytes as the body."""
+
+    # --- faults ------------------------------------------------------------------------
+
+    def play_fault(self, fault: str) -> bool:
+        """Act out `fault`; True if the request was answered (or dropped) by it."""
+        if fault == "hang":
+            self.api._stop_hang.wait(60)
+            self.close_connection = True
+            return True
+        if fault == "slow":
+            time.sleep(self.api.fault_delay)
+            return False
+        if fault in ("reset", "refuse"):
+            self._reset()
+        elif fault == "trickle":
+            self._trickle()
+        elif fault in ("500", "400", "401"):
+            self.error_answer(int(fault), self.error_messages[int(fault)])
+        elif fault == "badjson":
+            self.raw_answer(200, b"{not json")
+        elif fault == "huge":
+            self.raw_answer(200, b"[" + b" " * (8 << 20) + b"]")
+        else:
+            raise ValueError(f"unknown fault {fault}")
+        return True
+
+    def _reset(self) -> None:
+        """Drop the connection with a RST, answering nothing."""
+        with contextlib.suppress(OSError):
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.request.close()  # really closed (RST) when rfile is closed
+        self.close_connection = True
+
+    def _trickle(self) -> None:
+        """Headers one byte every 0.1 s, never finishing in time."""
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" * 4:
+            if self.api._stop_hang.wait(0.1):
+                break
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                break
+        self.close_connection = True
