@@ -52,6 +52,8 @@ class Daemon:
                  procfs: Optional[ProcFS] = None, sysfs: str = "/sys",
                  make_writer: Optional[Callable[[Config], ApiWriter]] = None,
                  trace_factory: SourceFactory = make_source) -> None:
+        # Every component is built here, so the daemon's parts read as one list
+        # (longer than the package's other functions for that reason).
         self.config = config
         self.config_path = config_path
         self.env = env

@@ -179,7 +179,8 @@ def drop_privileges() -> None:
 
 def _handler_class(directory: str) -> type:
     """The request handler (imported only by the endpoint process: the daemon
-    itself has no use for http.server)."""
+    itself has no use for http.server).  Longer and more branched than the
+    package's other functions because it holds the class: its methods are small."""
     from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):

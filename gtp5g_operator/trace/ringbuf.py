@@ -419,7 +419,9 @@ class PageWalker:
     def decode(self, page: Buffer, off: int, end: int) -> Union[Record, str]:
         """The record at `off` (length 0: the null padding), or why it is malformed.
 
-        `end` is the end of the page's data; nothing at or past it is read.
+        `end` is the end of the page's data; nothing at or past it is read.  One
+        branch per record kind and per bound, kept together (above complexity 10)
+        so that every bound is checked in one place, before anything is read.
         """
         if off + RECORD_HEADER_SIZE > end:
             return f"record header at {off} runs past the data end {end}"
