@@ -36,6 +36,9 @@ def make_ca_and_server_cert(directory: Path) -> Dict[str, Path]:
                                        content_commitment=False, key_encipherment=False,
                                        data_encipherment=False, key_agreement=False,
                                        encipher_only=False, decipher_only=False), critical=True)
+          # Key identifiers: Python 3.13 verifies with VERIFY_X509_STRICT (RFC 5280)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = _key()
     cert = (x509.CertificateBuilder()
@@ -47,6 +50,12 @@ def make_ca_and_server_cert(directory: Path) -> Dict[str, Path]:
             .add_extension(x509.SubjectAlternativeName([
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
                 critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem",
              "key": directory / "server.key"}
