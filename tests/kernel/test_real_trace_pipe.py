@@ -8,7 +8,6 @@ put back (try/finally)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from contextlib import contextmanager
@@ -24,24 +23,6 @@ from tests.conftest import Env
 TRACING = Path("/sys/kernel/tracing")
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def tracefs() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to read trace_pipe and write trace_marker")
-    mounted_here = False
-    if not (TRACING / "trace_pipe").exists():
-        r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"tracefs cannot be mounted here: {r.stderr.strip()}")
-        mounted_here = True
-    if not os.access(TRACING / "trace_marker", os.W_OK):
-        pytest.skip("trace_marker is not writable")
-    yield TRACING
-    if mounted_here:
-        subprocess.run(["umount", str(TRACING)], check=False)
 
 
 @contextmanager
