@@ -52,6 +52,7 @@ Run it alone:  python3 -m testbed.fake_decision_maker --port 8080 --key-dir DIR
 
 from __future__ import annotations
 
+import abc
 import argparse
 import base64
 import contextlib
@@ -59,23 +60,20 @@ import hashlib
 import json
 import os
 import re
-import socket
 import ssl
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
-from testbed.fake_http import FakeServerHandler, wait_on
+from testbed.fake_http import FakeServerBase, FakeServerHandler
 
 __all__ = [
     "DM_ISSUER",
@@ -430,62 +428,15 @@ def _record_body(raw: bytes) -> Any:
         return raw
 
 
-class FakeHTTPServer:
-    """Threaded HTTP(S) server with FakeGthulhu's test conveniences: requests recorded
-    with monotonic timestamps, wait_for(), run-time faults, stop() like a kill."""
+class FakeHTTPServer(FakeServerBase, abc.ABC):
+    """FakeServerBase with routes: subclasses answer requests in `dispatch`."""
 
     error_field = "error"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  tls: Optional[ssl.SSLContext] = None) -> None:
-        self.received: List[Received] = []
-        self.fault: Optional[str] = None
-        self.fault_delay = 0.0
+        super().__init__(_make_handler(self), host, port, tls)
         self.fault_paths: Optional[Tuple[str, ...]] = None  # path prefixes; None = every path
-        self._cond = threading.Condition()
-        self.connections: Set[socket.socket] = set()
-        self._stop_hang = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._scheme = "http"
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-            self._scheme = "https"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{self._scheme}://{host!s}:{port}"
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def _start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop like a killed server: listening socket and open connections closed."""
-        self._stop_hang.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self.drop_connections()
-
-    def drop_connections(self) -> None:
-        """Shut every open connection down (keep-alive clients see it on their next call)."""
-        with self._cond:
-            for conn in list(self.connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    # --- observations --------------------------------------------------------
-
-    def record(self, item: Received) -> None:
-        with self._cond:
-            self.received.append(item)
-            self._cond.notify_all()
 
     def _changed(self) -> None:
         with self._cond:
@@ -499,14 +450,11 @@ class FakeHTTPServer:
                     if (method is None or r.method == method)
                     and (path is None or r.path.split("?", 1)[0] == path)]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
-        return wait_on(self._cond, predicate, timeout)
-
     # --- behaviour, provided by subclasses --------------------------------------
 
+    @abc.abstractmethod
     def dispatch(self, request: HTTPRequest) -> HTTPResponse:
-        raise NotImplementedError
+        """The answer to one request (the routes)."""
 
     def error_response(self, status: int, message: str) -> HTTPResponse:
         return json_response(status, {"success": False, "error": message})

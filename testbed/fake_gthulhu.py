@@ -12,22 +12,18 @@ Run it alone:  python3 -m testbed.fake_gthulhu --port 8080 --key-dir DIR
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from testbed.fake_http import FakeServerHandler, wait_on
+from testbed.fake_http import FakeServerBase, FakeServerHandler
 
 
 def make_keypair(directory: Path) -> Tuple[Path, Path]:
@@ -54,7 +50,7 @@ class Received:
     authorization: str
 
 
-class FakeGthulhu:
+class FakeGthulhu(FakeServerBase):
     def __init__(self, private_key_pem: bytes, token_lifetime: float = 3600.0,
                  token_shape: str = "2025", priority_type: type = bool,
                  host: str = "127.0.0.1", port: int = 0,
@@ -66,12 +62,9 @@ class FakeGthulhu:
         self.token_shape = token_shape
         self.priority_type = priority_type
         self.strategies: Optional[List[Dict[str, Any]]] = None
-        self.received: List[Received] = []
         self.tokens_issued = 0
         self.min_jti = 0  # tokens with a lower serial are rejected (see revoke_tokens)
         self.selector_pids: List[int] = []  # what selector strategies "match" on GET
-        self.fault: Optional[str] = None  # see Handler._fault for the names
-        self.fault_delay = 0.0
         # fault "redirect": this status and Location ("" = no Location header)
         self.redirect_status = 302
         self.redirect_location = "http://127.0.0.1:9/elsewhere"
@@ -81,53 +74,18 @@ class FakeGthulhu:
         # Sign tokens with this private key (PEM) instead of the server's own, as a
         # server whose JWT key is not the pair of the public key it accepts would.
         self.signing_key_pem: Optional[bytes] = None
-        self._cond = threading.Condition()
-        self.connections: Set[socket.socket] = set()
-        self._stop_hang = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._scheme = "http"
-        if tls is not None:  # https: the handshake happens when a connection is accepted
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-            self._scheme = "https"
-        # a short poll interval: stop() (every test's teardown) returns in 50 ms, not 500
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{self._scheme}://{host!s}:{port}"
+        super().__init__(_make_handler(self), host, port, tls)
 
     def start(self) -> FakeGthulhu:
-        self._thread.start()
+        self._start()
         return self
 
-    def stop(self) -> None:
-        """Stop like a killed server: listening socket and open connections closed."""
-        self._stop_hang.set()
-        self._server.shutdown()
-        self._server.server_close()
-        with self._cond:
-            for conn in list(self.connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
     # --- observations --------------------------------------------------------
-
-    def record(self, item: Received) -> None:
-        with self._cond:
-            self.received.append(item)
-            self._cond.notify_all()
 
     def posts(self) -> List[Received]:
         with self._cond:
             return [r for r in self.received if r.method == "POST" and r.path.endswith(
                 "/strategies")]
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
-        return wait_on(self._cond, predicate, timeout)
 
     def wait_post(self, predicate: Callable[[List[Dict[str, Any]]], bool], timeout: float = 5.0,
                   after: int = 0) -> Received:

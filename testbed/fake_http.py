@@ -12,11 +12,12 @@ from __future__ import annotations
 import abc
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, ClassVar, Dict, Protocol, Set
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set
 
 # The faults and what they do ("slow" delays, then lets the request through).
 FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "badjson",
@@ -36,6 +37,65 @@ def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: fl
             if left <= 0:
                 raise TimeoutError("condition not met in time")
             cond.wait(min(left, 0.05))
+
+
+class FakeServerBase:
+    """A threaded HTTP(S) server with the test conveniences every fake shares:
+    requests recorded with monotonic timestamps, wait_for(), run-time faults,
+    and stop() like a kill (listening socket and open connections closed)."""
+
+    def __init__(self, handler: type, host: str = "127.0.0.1", port: int = 0,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        self.received: List[Any] = []
+        self.fault: Optional[str] = None  # see FakeServerHandler.play_fault for the names
+        self.fault_delay = 0.0
+        self._cond = threading.Condition()
+        self.connections: Set[socket.socket] = set()
+        self._stop_hang = threading.Event()
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:  # https: the handshake happens when a connection is accepted
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
+        # a short poll interval: stop() (every test's teardown) returns in 50 ms, not 500
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{self._scheme}://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop like a killed server: listening socket and open connections closed."""
+        self._stop_hang.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Shut every open connection down (keep-alive clients see it on their next call)."""
+        with self._cond:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def record(self, item: Any) -> None:
+        with self._cond:
+            self.received.append(item)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until predicate() is truthy; return its value (or raise TimeoutError)."""
+        return wait_on(self._cond, predicate, timeout)
 
 
 class FaultyServer(Protocol):
