@@ -11,6 +11,16 @@ from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.writer import ApiWriter
 
 
+class Clock:
+    """An injected monotonic clock that moves only when a test moves it."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class RecordingWriter(ApiWriter):
     """Writes nothing anywhere; records the task IDs of every write, sorted."""
 

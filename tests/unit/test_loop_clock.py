@@ -22,15 +22,7 @@ from gtp5g_operator.service.pusher import COALESCE
 from gtp5g_operator.trace.source import REST
 from testbed.harness import GnbProcess, write_config
 from testbed.tracelines import gtp5g_line
-from tests.doubles import RecordingWriter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.doubles import Clock, RecordingWriter
 
 
 @pytest.fixture

@@ -14,14 +14,7 @@ from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.writer import ApiWriter
 from gtp5g_operator.service.pusher import COALESCE, Pusher, PushResult
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.doubles import Clock
 
 
 class ScriptedWriter(ApiWriter):
@@ -68,7 +61,7 @@ class ScriptedWriter(ApiWriter):
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from gtp5g_operator.trace.source import REST, TraceCounters
 from gtp5g_operator.trace.text_reader import TextTraceSource
 from gtp5g_operator.trace.tracefs import parse_cpu_list, parse_cpu_stats
 from testbed.harness import GnbProcess
-from tests.doubles import RecordingWriter
+from tests.doubles import Clock, RecordingWriter
 
 RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"
 PAGES: List[Dict[str, Any]] = json.loads((RINGBUF / "pages.json").read_text())
@@ -94,14 +94,6 @@ class FakeTracefs:
     def close(self) -> None:
         for fd in self.writers.values():
             os.close(fd)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
