@@ -450,6 +450,10 @@ class FakeHTTPServer(FakeServerBase, abc.ABC):
                     if (method is None or r.method == method)
                     and (path is None or r.path.split("?", 1)[0] == path)]
 
+    def _health(self, request: HTTPRequest) -> HTTPResponse:
+        return json_response(200, {"status": "healthy", "timestamp": rfc3339_now(),
+                                   "service": SERVICE_NAME})
+
     # --- behaviour, provided by subclasses --------------------------------------
 
     @abc.abstractmethod
@@ -715,10 +719,6 @@ class FakeDecisionMaker(FakeHTTPServer):
                                            + golang_jwt_error(e))
             return handler(request)
         return checked
-
-    def _health(self, request: HTTPRequest) -> HTTPResponse:
-        return json_response(200, {"status": "healthy", "timestamp": rfc3339_now(),
-                                   "service": SERVICE_NAME})
 
     def _version(self, request: HTTPRequest) -> HTTPResponse:
         return json_response(200, DM_VERSION)

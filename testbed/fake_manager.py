@@ -589,10 +589,6 @@ class FakeManager(FakeHTTPServer):
         except GoJSONError:
             raise _HTTPStatusError(400, "Invalid request body") from None
 
-    def _health(self, request: HTTPRequest) -> HTTPResponse:
-        return json_response(200, {"status": "healthy", "timestamp": rfc3339_now(),
-                                   "service": SERVICE_NAME})
-
     def _version(self, request: HTTPRequest) -> HTTPResponse:
         return json_response(200, MANAGER_VERSION)
 

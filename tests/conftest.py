@@ -3,8 +3,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -16,6 +17,7 @@ from testbed.harness import (
     TraceWriter,
     write_config,
 )
+from testbed.tls import make_ca_and_server_cert
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "trace-samples"  # copied from shared/reference
 
@@ -48,6 +50,17 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 def api(keys: Dict[str, Path]) -> Iterator[FakeGthulhu]:
     server = FakeGthulhu(keys["private"].read_bytes()).start()
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_api(keys: Dict[str, Path], tmp_path: Path) -> Iterator[Tuple[FakeGthulhu, Path]]:
+    """A v0 API over https, with a certificate of a self-made CA (returned too)."""
+    paths = make_ca_and_server_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(paths["cert"], paths["key"])
+    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
+    yield server, paths["ca"]
     server.stop()
 
 

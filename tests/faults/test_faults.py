@@ -12,12 +12,11 @@ import itertools
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
 
@@ -33,7 +32,6 @@ from testbed.harness import (
     wait_until,
     write_config,
 )
-from testbed.tls import make_ca_and_server_cert
 from testbed.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env, base_config
 from tests.unit.test_config import BAD
@@ -443,16 +441,6 @@ def test_no_secret_in_logs_state_or_errors(env: Env, gnb: Callable[..., GnbProce
     for text in (d.log(), state):
         assert token not in text and token.split(".")[1] not in text
         assert key_body not in text
-
-
-@pytest.fixture
-def tls_api(keys: Dict[str, Path], tmp_path: Path) -> Iterator[Tuple[FakeGthulhu, Path]]:
-    paths = make_ca_and_server_cert(tmp_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(paths["cert"], paths["key"])
-    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
-    yield server, paths["ca"]
-    server.stop()
 
 
 def test_https_with_the_right_ca_works(env: Env, tls_api: Tuple[FakeGthulhu, Path],

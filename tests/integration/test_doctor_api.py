@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -24,7 +23,6 @@ from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.fake_manager import FakeManager
 from testbed.harness import GnbProcess, write_config
-from testbed.tls import make_ca_and_server_cert
 from tests.conftest import base_config
 
 NODE = "node-a"
@@ -176,16 +174,6 @@ def test_a_name_that_does_not_resolve() -> None:
 
 
 # --- TLS ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls_api(keys: Dict[str, Path], tmp_path: Path) -> Iterator[tuple[FakeGthulhu, Path]]:
-    paths = make_ca_and_server_cert(tmp_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(paths["cert"], paths["key"])
-    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
-    yield server, paths["ca"]
-    server.stop()
 
 
 def test_tls_with_the_configured_ca(tmp_path: Path, trace_pipe: Path,
