@@ -17,9 +17,25 @@ from testbed.harness import (
     TraceWriter,
     write_config,
 )
+from testbed.host_lock import HostLock
 from testbed.tls import make_ca_and_server_cert
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "trace-samples"  # copied from shared/reference
+
+
+HOST_MARKERS = ("kernel", "system")  # tests that share the host's ring buffer or cgroups
+_host_lock = HostLock()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The first test that uses the host takes the machine-wide lock for the rest of
+    the session (testbed/host_lock.py): two such runs never overlap."""
+    if any(item.get_closest_marker(m) for m in HOST_MARKERS):
+        _host_lock.acquire(f"pytest {item.nodeid}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _host_lock.release()
 
 
 @pytest.fixture(autouse=True)
