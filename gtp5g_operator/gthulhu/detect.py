@@ -52,7 +52,7 @@ def make_flavor_writer(flavor: str, http: JsonHttp, config: Config, state_dir: s
                        f"server is a {flavor}: use \"overwrite\"")
     announce_rule_flavor(flavor, config)
     if flavor == "decision-maker":
-        return DecisionMakerWriter(http, config, clock, wall_clock)
+        return DecisionMakerWriter(http, config, state_dir, clock, wall_clock)
     if not config.api.username:
         raise ApiError("wrong-flavor", "the server is a Gthulhu Manager: set api.username and "
                        "its password (api.password_file or LoadCredential=gthulhu-password)")

@@ -8,9 +8,15 @@ again.  The Manager signs with its own key, so its tokens are only read for
 their lifetime, never verified.
 
 State: one node scheduling policy for this host, created (POST answers no
-id), then updated (PUT) and deleted by its id.  The id is found with
-GET …/self and kept in the state directory, so a restart adopts the policy
-instead of creating a duplicate.
+id), then updated (PUT) and deleted by its id.  A policy is changed or
+deleted only when it is provably this host's: the id this host stored when it
+created or adopted the policy (state directory, `manager-policy.json`), or a
+policy that says exactly what this host would write (node, regex, priority,
+time slice, no selectors).  Without such proof the writer creates its own
+policy and deletes nothing: the user's other policies — hand-made ones, other
+hosts' — are never touched.  A stored id the Manager keeps refusing is dropped
+after a few tries (the log names the file), and the policy is adopted or
+created again.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 from ..config import Config
 from ..core.strategy import NodeRule, build_rule
 from ..core.tracker import ProcessView
 from ..files import FileProblem, atomic_write, read_json_file
+from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
@@ -37,6 +44,8 @@ REFRESH_PATH = "/api/v1/auth/refresh"
 POLICIES_PATH = "/api/v1/node-scheduling-policies"
 SELF_PATH = "/api/v1/node-scheduling-policies/self"
 POLICY_FILE = "manager-policy.json"
+MAX_LIFETIME = 86400.0  # trust no claimed token lifetime beyond a day: renew at least daily
+MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 PERMISSION = {("POST", POLICIES_PATH): "node_scheduling_policy.create",
               ("GET", SELF_PATH): "node_scheduling_policy.read",
               ("PUT", POLICIES_PATH): "node_scheduling_policy.update",
@@ -48,20 +57,25 @@ def policy_body(rule: NodeRule) -> Dict[str, Any]:
             "priority": rule.priority, "executionTime": rule.execution_time_ns}
 
 
-def same_policy(item: Dict[str, Any], rule: NodeRule) -> bool:
-    """Does a policy of GET …/self say what `rule` says?  (Zero fields are omitted.)"""
-    return (item.get("nodeNames") == [rule.node]
-            and item.get("commandRegex") == rule.command_regex
-            and item.get("priority", 0) == rule.priority
-            and item.get("executionTime", 0) == rule.execution_time_ns)
+def same_policy(policy: Policy, rule: NodeRule) -> bool:
+    """Does `policy` say exactly what this host writes for `rule`?  Then it is ours
+    to adopt (a policy with selectors never is: we do not write selectors)."""
+    return (policy.node_names == (rule.node,) and policy.command_regex == rule.command_regex
+            and policy.priority == rule.priority
+            and policy.execution_time == rule.execution_time_ns and not policy.selectors)
 
 
 class PolicyIdFile:
-    """The id of this host's policy, kept across restarts (state directory)."""
+    """The id of this host's policy, kept across restarts (state directory).
+
+    It is the proof that the policy is ours, so it is kept only for the
+    Manager, user and node it was made for, and dropped once the Manager has
+    refused it MAX_REFUSALS times in a row."""
 
     def __init__(self, directory: str, api_url: str, user: str, node: str) -> None:
         self.path = os.path.join(directory, POLICY_FILE)
         self._key = {"api_url": api_url, "user": user, "node": node}
+        self.refusals = 0
         self.policy_id: Optional[str] = self._load()
 
     def _load(self) -> Optional[str]:
@@ -75,9 +89,15 @@ class PolicyIdFile:
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
             return None  # another Manager, user or node: not ours to adopt
         value = data.get("policy_id")
-        return value if isinstance(value, str) and value else None
+        if not isinstance(value, str) or not OBJECT_ID.fullmatch(value):
+            log.warning("ignoring %s: its policy_id %s is not a Manager policy id (24 hex "
+                        "digits); the policy is adopted or created again", self.path,
+                        json.dumps(value)[:60])
+            return None
+        return value.lower()
 
     def store(self, policy_id: Optional[str]) -> None:
+        self.refusals = 0
         if policy_id == self.policy_id:
             return
         self.policy_id = policy_id
@@ -93,6 +113,16 @@ class PolicyIdFile:
         except OSError as exc:
             log.warning("cannot record the Manager policy id in %s: %s (a restart may "
                         "create a duplicate policy)", self.path, exc.strerror)
+
+    def refused(self, error: ApiError) -> None:
+        """The Manager refused a request naming the stored id (not with "gone")."""
+        self.refusals += 1
+        if self.refusals < MAX_REFUSALS or self.policy_id is None:
+            return
+        log.warning("%s: the Manager refused the policy id %s stored there %d times in a "
+                    "row (%s); dropping it: the policy is adopted or created again",
+                    self.path, self.policy_id, self.refusals, error.summary)
+        self.store(None)
 
 
 class ManagerLogin:
@@ -134,7 +164,7 @@ class ManagerLogin:
         self._accept(self._post(LOGIN_PATH, {"username": self.user,
                                              "password": self._password}, deadline))
 
-    def _post(self, path: str, payload: Dict[str, str], deadline: float) -> Dict[str, Any]:
+    def _post(self, path: str, payload: Dict[str, str], deadline: float) -> Any:
         answer = self.http.request("POST", path, payload, deadline)
         what = f"POST {self.http.base_url}{path}"
         if answer.status == 404:
@@ -146,28 +176,18 @@ class ManagerLogin:
         if answer.status == 401:
             raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}", 401)
         check_answer(answer.status, answer.body, what, answer.location)
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        if not isinstance(data, dict):
-            raise ApiError("bad-answer", f"{what}: the answer has no data object")
-        return data
+        return answer.body
 
-    def _accept(self, data: Dict[str, Any]) -> None:
-        access = data.get("accessToken") or data.get("token")
-        refresh = data.get("refreshToken")
-        if not isinstance(access, str) or not access:
-            raise ApiError("bad-answer", "the Manager's login answer has no access token")
-        self.access = access
-        self._refresh = refresh if isinstance(refresh, str) and refresh else None
+    def _accept(self, body: Any) -> None:
+        self.access, self._refresh = manager_tokens(body)
         self.obtained += 1
-        claims = unverified_claims(access)
-        exp, iat = claims.get("exp"), claims.get("iat")
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                      for v in (exp, iat))
-        lifetime = float(exp) - float(iat) if numbers else 2 * REFRESH_MARGIN  # type: ignore
-        self._renew_at = self._clock() + refresh_delay(max(lifetime, 2.0))
+        exp, iat = claim_times(unverified_claims(self.access))
+        lifetime = exp - iat if exp is not None and iat is not None else 2 * REFRESH_MARGIN
+        lifetime = min(max(lifetime, 2.0), MAX_LIFETIME)
+        self._renew_at = self._clock() + refresh_delay(lifetime)
         self.expires_at = time.time() + lifetime
         log.debug("Manager access token for %s, renewing in %.0f s", self.user,
-                  refresh_delay(max(lifetime, 2.0)))
+                  refresh_delay(lifetime))
 
 
 class ManagerWriter(ApiWriter):
@@ -208,28 +228,50 @@ class ManagerWriter(ApiWriter):
         return 1
 
     def clear(self, deadline: float) -> None:
-        policy = self.ids.policy_id or self._find(None, deadline)
-        if policy is not None:
-            self._call("DELETE", POLICIES_PATH, {"policyId": policy}, deadline,
-                       missing_ok=True)
+        """Delete this host's policy — only one provably ours, else nothing."""
+        policy = self.ids.policy_id
+        if policy is None and self._written is not None:
+            policy = self._find(self._written, deadline)
+        if policy is None:
+            log.info("no policy of this host is known on the Manager: nothing to remove "
+                     "(policies not provably this host's are never deleted)")
+        else:
+            self._with_stored_id(policy, lambda: self._call(
+                "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
             log.info("policy %s for node %s removed (no target is live)", policy, self.node)
         self.ids.store(None)
         self._written, self._cleared = None, True
 
+    def own_policy(self, rule: Optional[NodeRule], deadline: float) -> Optional[Policy]:
+        """This host's policy as the Manager lists it: by the stored id, else one that says
+        exactly `rule`; None when there is none (read-only: doctor uses it too)."""
+        policies = self._policies(deadline)
+        for p in policies:
+            if p.id == self.ids.policy_id:
+                return p
+        return next((p for p in policies if rule is not None and same_policy(p, rule)), None)
+
     def _still_there(self, rule: NodeRule, deadline: float) -> bool:
-        mine = [p for p in self._policies(deadline) if p.get("id") == self.ids.policy_id]
+        mine = [p for p in self._policies(deadline) if p.id == self.ids.policy_id]
         return bool(mine) and same_policy(mine[0], rule)
 
     def _put_or_create(self, rule: NodeRule, deadline: float) -> None:
-        policy = self.ids.policy_id or self._find(rule, deadline)
-        if policy is not None:
-            answer = self._call("PUT", POLICIES_PATH, {"policyId": policy, **policy_body(rule)},
-                                deadline, missing_ok=True)
+        stored = self.ids.policy_id
+        if stored is not None:
+            answer = self._with_stored_id(stored, lambda: self._call(
+                "PUT", POLICIES_PATH, {"policyId": stored, **policy_body(rule)}, deadline,
+                missing_ok=True))
             if answer.status != 404:
-                self._done(policy, rule, "updated")
+                self._done(stored, rule, "updated")
                 return
-            log.info("policy %s is gone from the Manager: creating a new one", policy)
-        before = {p.get("id") for p in self._policies(deadline)}
+            log.info("policy %s is gone from the Manager: adopting or creating one", stored)
+            self.ids.store(None)
+        policies = self._policies(deadline)
+        same = next((p.id for p in policies if same_policy(p, rule)), None)
+        if same is not None:  # says exactly what we would write: ours to adopt
+            self._done(same, rule, "adopted")
+            return
+        before = {p.id for p in policies}
         self._call("POST", POLICIES_PATH, policy_body(rule), deadline)
         created = self._find(rule, deadline, exclude=before)
         if created is None:
@@ -237,32 +279,33 @@ class ManagerWriter(ApiWriter):
                            "not list it")
         self._done(created, rule, "created")
 
+    def _with_stored_id(self, policy: str, call: Callable[[], Answer]) -> Answer:
+        """A request naming the stored id; refusals other than "gone" are counted."""
+        try:
+            answer = call()
+        except ApiError as exc:
+            if policy == self.ids.policy_id and exc.kind in ("http-4xx", "http-5xx",
+                                                             "bad-answer"):
+                self.ids.refused(exc)
+            raise
+        self.ids.refusals = 0
+        return answer
+
     def _done(self, policy: str, rule: NodeRule, how: str) -> None:
         self.ids.store(policy)
         self._written = rule
         log.info("policy %s %s for node %s: %s", policy, how, rule.node, rule.command_regex)
 
-    def _find(self, rule: Optional[NodeRule], deadline: float,
-              exclude: Optional[set[Any]] = None) -> Optional[str]:
-        """The id of this host's policy among the user's: by what it says, never the first."""
-        for item in self._policies(deadline):
-            ident = item.get("id")
-            if not isinstance(ident, str) or (exclude and ident in exclude):
-                continue
-            if item.get("nodeNames") == [self.node] and (rule is None
-                                                        or same_policy(item, rule)):
-                return ident
+    def _find(self, rule: NodeRule, deadline: float,
+              exclude: Optional[Set[str]] = None) -> Optional[str]:
+        """The id of a policy that says exactly `rule` (never merely the first one)."""
+        for p in self._policies(deadline):
+            if (not exclude or p.id not in exclude) and same_policy(p, rule):
+                return p.id
         return None
 
-    def _policies(self, deadline: float) -> List[Dict[str, Any]]:
-        answer = self._call("GET", SELF_PATH, None, deadline)
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        items = data.get("policies") if isinstance(data, dict) else None
-        if items is None:
-            return []
-        if not isinstance(items, list):
-            raise ApiError("bad-answer", "GET …/self: policies is not a list")
-        return [i for i in items if isinstance(i, dict)]
+    def _policies(self, deadline: float) -> List[Policy]:
+        return manager_policies(self._call("GET", SELF_PATH, None, deadline).body)
 
     def _call(self, method: str, path: str, payload: Any, deadline: float,
               missing_ok: bool = False) -> Answer:

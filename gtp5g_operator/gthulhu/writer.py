@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 
 from ..config.schema import StrategyConfig
 from ..core.tracker import ProcessView
-from .auth import Token, TokenError, extract_token, verify_token
+from .answers import token_answer
+from .auth import Token, TokenError, verify_token
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
 
@@ -123,8 +124,8 @@ class PublicKeyToken:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server gives no tokens "
                            "for a public key (a Gthulhu Manager? set api.flavor)", 404)
         check_answer(answer.status, answer.body, what, answer.location)
+        value, expired_at = token_answer(answer.body)
         try:
-            value, expired_at = extract_token(answer.body)
             token = verify_token(value, self._pem, self._wall(), expired_at)
         except TokenError as exc:
             raise ApiError("bad-answer", str(exc), answer.status) from None

@@ -23,6 +23,7 @@ from ..gthulhu import build_writer
 from ..gthulhu.writer import ApiWriter
 from ..trace.feed import SourceFactory, TraceFeed, make_source
 from .endpoint import Endpoint
+from .guard import GuardedComponent
 from .liveness import LivenessPass
 from .logsetup import LogLevel
 from .notify import Notifier, watchdog_interval
@@ -81,9 +82,10 @@ class Daemon:
         self._wire()
         # run_due order: signals and pings first, the push (which may block) last.
         # Fixed for the daemon's life (a reload reconfigures them, it does not swap them).
-        self.components: List[Component] = [
+        # Each is called through a guard: a bug in one never ends the process (guard.py).
+        self.components: List[GuardedComponent] = [GuardedComponent(c, clock) for c in (
             self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
-            self.log_level, self.publisher, self.pusher]
+            self.log_level, self.publisher, self.pusher)]
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()
         self._registered: Dict[Component, Collection[int]] = {}
@@ -221,7 +223,11 @@ class Daemon:
         self.notifier.send("STOPPING=1", "STATUS=stopping")
         log.info("stopping")
         if self.config.strategy.clear_on_stop:
-            error = self.pusher.clear(STOP_PUSH_BUDGET)
+            try:
+                error = self.pusher.clear(STOP_PUSH_BUDGET)
+            except Exception:  # a bug must not keep the rest of the stop from happening
+                log.exception("bug: clearing this host's strategies on stop failed")
+                return
             if error is None:
                 log.info("cleared this host's strategies (clear_on_stop)")
             else:
@@ -240,7 +246,8 @@ class Daemon:
             self.apply(new)
             self.publisher.reloaded(True)
             self.publisher.publish()
-        self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
+        finally:  # whatever happened, systemd must hear that the reload is over
+            self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
 
     def apply(self, new: Config) -> None:
         """Swap in a validated config; each component takes its own part."""

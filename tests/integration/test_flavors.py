@@ -259,7 +259,7 @@ def test_forbidden_says_what_to_change(env: Env, keys: Dict[str, Path],
         env.writer.write(lines(g))
         d.wait_log(message)
         time.sleep(1.5)
-        said = [ln for ln in d.log().splitlines() if "WARNING" in ln and message in ln]
+        said = [ln for ln in d.log().splitlines() if "ERROR" in ln and message in ln]
         assert len(said) == 1 and d.proc.poll() is None  # once, then quiet retries
     finally:
         manager.stop()
