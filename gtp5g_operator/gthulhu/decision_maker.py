@@ -24,20 +24,25 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from ..config import Config
-from ..core.strategy import NodeRule, build_rule, policy_id
+from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
+from ..core.words import plural
 from ..files import FileProblem, atomic_write, read_json_file
-from .answers import is_int, merkle_root
+from .answers import is_int, listed_strategies, merkle_root
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
-from .writer import ApiWriter, PublicKeyToken
+from .writer import Holdings, PublicKeyToken, RuleWriter
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 log = logging.getLogger(__name__)
 
 RULES_PATH = "/api/v1/node-intents"
+STRATEGIES_PATH = "/api/v1/scheduling/strategies"  # what the scheduler reads
 MERKLE_PATH = "/api/v1/node-intents/merkle"
 RULE_FILE = "decision-maker-rule.json"
 EMPTY_ROOTS = ("", hashlib.sha256(b"").hexdigest())  # a fresh DM; one emptied since
@@ -106,10 +111,25 @@ class RuleFile:
                         exc.strerror)
 
 
-class DecisionMakerWriter(ApiWriter):
-    flavor = "decision-maker"
-    sends_names = True
+class DecisionMakerWriter(RuleWriter):
+    name = "decision-maker"
+    display = "Decision Maker"
+    summary = ("a node's Decision Maker (Gthulhu since late 2025, no Manager): one rule "
+               "naming this host's gNB tasks")
     login: PublicKeyToken
+
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        # A token for our key, and the node-rule merkle route (DMs from 2026-08 on).
+        return (probe.token(deadline) is not None
+                and probe.status("GET", MERKLE_PATH, None, deadline, authorized=True) == 200)
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]
+               ) -> DecisionMakerWriter:
+        cls.announce(config)
+        return cls(http, config, state_dir, clock, wall_clock)
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
@@ -152,6 +172,22 @@ class DecisionMakerWriter(ApiWriter):
 
     def clear(self, deadline: float) -> None:
         self._delete(deadline)
+
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        listed = listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
+        root = self.root(deadline)
+        said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
+                        self.strategy.execution_time_ns) if last_rule else None
+        if root in EMPTY_ROOTS:
+            relation = "it holds no node rule"
+        elif self.owns(root) or (said is not None and root == rule_root(said)):
+            relation = "it holds exactly the rule this service last wrote"
+        else:
+            relation = f"it holds node rules that are not this host's (merkle root {root[:12]}…)"
+        return Holdings(f"the Decision Maker resolves "
+                        f"{plural(len(listed), 'strategy', 'strategies')} for the scheduler; "
+                        f"{relation}", listed, last_rule if said and root == rule_root(said)
+                        else None)
 
     def root(self, deadline: float) -> str:
         """The DM's merkle root now."""

@@ -258,6 +258,12 @@ class DeadlineConnection(http.client.HTTPConnection):
 # --- the client ------------------------------------------------------------------------------
 
 
+def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Certificate and host name verified against the system CAs or the configured CA
+    (read at load); there is no switch to turn that off."""
+    return ssl.create_default_context(cadata=ca_pem or None)
+
+
 @dataclass
 class Answer:
     status: int
@@ -336,9 +342,7 @@ class JsonHttp:
     def _connection(self, deadline: float) -> DeadlineConnection:
         if self._conn is None:
             if self._https and self._tls is None:
-                # Certificate and host name are verified against the system CAs or
-                # the configured CA (read at load); there is no switch to turn that off.
-                self._tls = ssl.create_default_context(cadata=self._ca_pem or None)
+                self._tls = tls_context(self._ca_pem)
             self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
                                             self._clock)
         self._conn.deadline = deadline

@@ -25,17 +25,21 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
 
 from ..config import Config
-from ..core.strategy import NodeRule, build_rule
+from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
+from ..core.words import plural
 from ..files import FileProblem, atomic_write, read_json_file
 from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
-from .writer import ApiWriter
+from .writer import Holdings, RuleWriter
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +194,30 @@ class ManagerLogin:
                   refresh_delay(lifetime))
 
 
-class ManagerWriter(ApiWriter):
-    flavor = "manager"
-    sends_names = True
+class ManagerWriter(RuleWriter):
+    name = "manager"
+    display = "Manager"
+    summary = "a cluster's Gthulhu Manager: one node scheduling policy for this host"
+    credential = "password"
     login: ManagerLogin
+
+    @classmethod
+    def config_problem(cls, config: Config) -> str:
+        if not config.api.username:
+            return ('api.username: required with a Gthulhu Manager (and its password: '
+                    "api.password_file or the systemd credential gthulhu-password)")
+        return super().config_problem(config)
+
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        # A Manager answers a login with an empty body 400/401/422, never 404.
+        return probe.status("POST", LOGIN_PATH, {}, deadline) in (400, 401, 422)
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]) -> ManagerWriter:
+        cls.announce(config)
+        return cls(http, config, state_dir, clock)
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -250,6 +274,19 @@ class ManagerWriter(ApiWriter):
             if p.id == self.ids.policy_id:
                 return p
         return next((p for p in policies if rule is not None and same_policy(p, rule)), None)
+
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
+                        self.strategy.execution_time_ns) if last_rule else None
+        policies = self._policies(deadline)
+        mine = self.own_policy(said, deadline)
+        if mine is None:
+            return Holdings(f"the Manager holds no policy of this host for node {self.node} "
+                            f"({plural(len(policies), 'policy', 'policies')} of user "
+                            f"{self.login.user!r} in all)", None)
+        why = "its stored id" if mine.id == self.ids.policy_id else "what it says"
+        return Holdings(f"policy {mine.id} for node {self.node} (this host's, by {why}): "
+                        f"{mine.command_regex}", None, mine.command_regex)
 
     def _still_there(self, rule: NodeRule, deadline: float) -> bool:
         mine = [p for p in self._policies(deadline) if p.id == self.ids.policy_id]

@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from gtp5g_operator.config import ConfigError, load_config
+from gtp5g_operator.config import ConfigError
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.harness import GnbProcess
 from tests.conftest import Env, base_config
 from tests.faults.robust_support import (

@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from gtp5g_operator import cli
-from gtp5g_operator.config import ApiConfig, ConfigError, load_config
+from gtp5g_operator.config import ApiConfig, ConfigError
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_gthulhu import make_keypair
 from testbed.harness import (
     ENTRYPOINT_WRAPPER,

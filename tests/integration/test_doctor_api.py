@@ -17,8 +17,9 @@ import pytest
 from gtp5g_operator.commands.doctor.api import ApiProbe, api_checks, connection_failure
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.targets import Target, find_targets
-from gtp5g_operator.config import Config, MatchConfig, load_config
+from gtp5g_operator.config import Config, MatchConfig
 from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.fake_manager import FakeManager
@@ -54,7 +55,8 @@ def live(name: str, gnb: Callable[..., GnbProcess]) -> Iterator[List[Target]]:
 
 def checks_of(config: Config, targets: Sequence[Target] = (),
               state: Optional[Dict[str, Any]] = None) -> Dict[str, Check]:
-    return {c.name: c for c in ApiProbe(config, targets, state).run()}
+    return {c.name: c for c in ApiProbe(config, targets, state,
+                                          str(Path(config.source).parent / "state")).run()}
 
 
 def levels(checks: Dict[str, Check]) -> Dict[str, str]:
@@ -323,5 +325,5 @@ def test_a_manager_refusing_the_login(tmp_path: Path, trace_pipe: Path, manager:
 
 
 def test_an_invalid_configuration_is_not_taken_to_the_api() -> None:
-    checks = api_checks(Config(), False, (), None)
+    checks = api_checks(Config(), False, (), None, "/nonexistent")
     assert [(c.name, c.level) for c in checks] == [("api", WARN)]
