@@ -21,7 +21,9 @@ from typing import Any, List, Mapping, Optional, Tuple
 from .errors import ApiError
 
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last second strftime can show
+MAX_TOKEN = 16 * 1024  # characters; a token goes back in every request's header line
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")  # a Manager (MongoDB) id
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.~+/=-]+")  # a JWT (base64url parts) or opaque token
 
 
 def bad(what: str) -> ApiError:
@@ -72,10 +74,17 @@ def token_answer(body: Any) -> Tuple[str, Optional[float]]:
     top = _object(body, "the token answer")
     data = top.get("data")
     holder: Mapping[str, Any] = data if isinstance(data, dict) else top
-    token = holder.get("token")
-    if not isinstance(token, str) or not token:
-        raise bad("the token answer has no token field")
-    return token, time_value(holder.get("expired_at"))
+    return _token(holder.get("token"), "the token answer"), time_value(holder.get("expired_at"))
+
+
+def _token(value: Any, what: str) -> str:
+    """A bearer token: a non-empty string that fits a header line and holds only what
+    a token can (base64url and dots), so that sending it back cannot break a request."""
+    if not isinstance(value, str) or not value:
+        raise bad(f"{what} has no token")
+    if len(value) > MAX_TOKEN or not TOKEN_CHARS.fullmatch(value):
+        raise bad(f"{what} holds a token of {len(value)} characters that is not a JWT")
+    return value
 
 
 def claim_times(claims: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]:
@@ -89,11 +98,12 @@ def claim_times(claims: Mapping[str, Any]) -> Tuple[Optional[float], Optional[fl
 def manager_tokens(body: Any) -> Tuple[str, Optional[str]]:
     """(access token, refresh token or None) of a Manager login or refresh answer."""
     data = _data(body, "the Manager's login answer")
-    access = data.get("accessToken") or data.get("token")
-    if not isinstance(access, str) or not access:
-        raise bad("the Manager's login answer has no access token")
+    access = _token(data.get("accessToken") or data.get("token"), "the Manager's login answer")
     refresh = data.get("refreshToken")
-    return access, refresh if isinstance(refresh, str) and refresh else None
+    try:
+        return access, _token(refresh, "the refresh token")
+    except ApiError:
+        return access, None  # no usable refresh token: log in again when this one ends
 
 
 # --- the Decision Maker -------------------------------------------------------------------

@@ -20,9 +20,7 @@ the next resync writes this host's rule again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
@@ -30,10 +28,10 @@ from ..config import Config
 from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
 from ..core.words import plural
-from ..files import FileProblem, atomic_write, read_json_file
-from .answers import is_int, listed_strategies, merkle_root
+from .answers import listed_strategies, merkle_root
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
+from .ownership import OwnershipFile
 from .writer import Holdings, PublicKeyToken, RuleWriter
 
 if TYPE_CHECKING:
@@ -63,54 +61,6 @@ def rule_root(rule: NodeRule) -> str:
     return hashlib.sha256(leaf.encode()).hexdigest()
 
 
-class RuleFile:
-    """The rule this host last wrote to the DM at `api_url`: the proof, across
-    restarts, that a DM holding exactly that rule holds nothing but ours."""
-
-    def __init__(self, directory: str, api_url: str) -> None:
-        self.path = os.path.join(directory, RULE_FILE)
-        self.api_url = api_url
-        self.rule: Optional[NodeRule] = self._load()
-
-    def _load(self) -> Optional[NodeRule]:
-        try:
-            data = read_json_file(self.path)
-        except FileNotFoundError:
-            return None
-        except (OSError, FileProblem, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return None
-        if not isinstance(data, dict) or data.get("api_url") != self.api_url:
-            return None
-        fields = (data.get("policy_id"), data.get("node"), data.get("command_regex"),
-                  data.get("priority"), data.get("execution_time_ns"))
-        if not (all(isinstance(f, str) for f in fields[:3])
-                and all(is_int(f) for f in fields[3:])):
-            log.warning("ignoring %s: not a rule this service wrote", self.path)
-            return None
-        return NodeRule(*fields)  # type: ignore[arg-type]
-
-    def store(self, rule: Optional[NodeRule]) -> None:
-        if rule == self.rule:
-            return
-        self.rule = rule
-        try:
-            if rule is None:
-                os.unlink(self.path)
-                return
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            data = {"api_url": self.api_url, "policy_id": rule.policy_id, "node": rule.node,
-                    "command_regex": rule.command_regex, "priority": rule.priority,
-                    "execution_time_ns": rule.execution_time_ns}
-            atomic_write(self.path, (json.dumps(data) + "\n").encode(), 0o600, durable=True)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot record this host's rule in %s: %s (after a restart the rule "
-                        "is written again only once the Decision Maker holds none)", self.path,
-                        exc.strerror)
-
-
 class DecisionMakerWriter(RuleWriter):
     name = "decision-maker"
     display = "Decision Maker"
@@ -138,7 +88,7 @@ class DecisionMakerWriter(RuleWriter):
         self.node = config.node_name
         self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
                                     f"gtp5g-operator@{self.node}", clock, wall_clock)
-        self.proof = RuleFile(state_dir, config.api.url)
+        self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
 
     # --- what status shows ------------------------------------------------------------------
@@ -211,7 +161,7 @@ class DecisionMakerWriter(RuleWriter):
 
     def _post(self, rule: NodeRule, deadline: float) -> None:
         self._written = None  # unknown until the DM confirms
-        self.proof.store(rule)  # before the POST: a crash after it must not orphan the rule
+        self.proof.store(None, rule)  # before the POST: a crash after it leaves the proof
         self._call("POST", RULES_PATH, {"policies": [rule_body(rule)]}, deadline)
         self._written = rule
         log.info("rule %s for node %s: %s", rule.policy_id, rule.node, rule.command_regex)
@@ -222,7 +172,7 @@ class DecisionMakerWriter(RuleWriter):
         if self._written is not None:
             log.info("rule %s removed (no target is live)", policy_id(self.node))
         self._written = _GONE
-        self.proof.store(None)
+        self.proof.store(None, None)
 
     def _call(self, method: str, path: str, payload: Any, deadline: float) -> Answer:
         answer = self.http.request(method, path, payload, deadline, self.login.header())

@@ -21,9 +21,7 @@ created again.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
 
@@ -31,11 +29,11 @@ from ..config import Config
 from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
 from ..core.words import plural
-from ..files import FileProblem, atomic_write, read_json_file
 from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
+from .ownership import OwnershipFile
 from .writer import Holdings, RuleWriter
 
 if TYPE_CHECKING:
@@ -49,7 +47,6 @@ POLICIES_PATH = "/api/v1/node-scheduling-policies"
 SELF_PATH = "/api/v1/node-scheduling-policies/self"
 POLICY_FILE = "manager-policy.json"
 MAX_LIFETIME = 86400.0  # trust no claimed token lifetime beyond a day: renew at least daily
-MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 PERMISSION = {("POST", POLICIES_PATH): "node_scheduling_policy.create",
               ("GET", SELF_PATH): "node_scheduling_policy.read",
               ("PUT", POLICIES_PATH): "node_scheduling_policy.update",
@@ -67,66 +64,6 @@ def same_policy(policy: Policy, rule: NodeRule) -> bool:
     return (policy.node_names == (rule.node,) and policy.command_regex == rule.command_regex
             and policy.priority == rule.priority
             and policy.execution_time == rule.execution_time_ns and not policy.selectors)
-
-
-class PolicyIdFile:
-    """The id of this host's policy, kept across restarts (state directory).
-
-    It is the proof that the policy is ours, so it is kept only for the
-    Manager, user and node it was made for, and dropped once the Manager has
-    refused it MAX_REFUSALS times in a row."""
-
-    def __init__(self, directory: str, api_url: str, user: str, node: str) -> None:
-        self.path = os.path.join(directory, POLICY_FILE)
-        self._key = {"api_url": api_url, "user": user, "node": node}
-        self.refusals = 0
-        self.policy_id: Optional[str] = self._load()
-
-    def _load(self) -> Optional[str]:
-        try:
-            data = read_json_file(self.path)
-        except FileNotFoundError:
-            return None
-        except (OSError, FileProblem, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return None
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
-            return None  # another Manager, user or node: not ours to adopt
-        value = data.get("policy_id")
-        if not isinstance(value, str) or not OBJECT_ID.fullmatch(value):
-            log.warning("ignoring %s: its policy_id %s is not a Manager policy id (24 hex "
-                        "digits); the policy is adopted or created again", self.path,
-                        json.dumps(value)[:60])
-            return None
-        return value.lower()
-
-    def store(self, policy_id: Optional[str]) -> None:
-        self.refusals = 0
-        if policy_id == self.policy_id:
-            return
-        self.policy_id = policy_id
-        try:
-            if policy_id is None:
-                os.unlink(self.path)
-            else:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                data = json.dumps({**self._key, "policy_id": policy_id}) + "\n"
-                atomic_write(self.path, data.encode(), 0o600, durable=True)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot record the Manager policy id in %s: %s (a restart may "
-                        "create a duplicate policy)", self.path, exc.strerror)
-
-    def refused(self, error: ApiError) -> None:
-        """The Manager refused a request naming the stored id (not with "gone")."""
-        self.refusals += 1
-        if self.refusals < MAX_REFUSALS or self.policy_id is None:
-            return
-        log.warning("%s: the Manager refused the policy id %s stored there %d times in a "
-                    "row (%s); dropping it: the policy is adopted or created again",
-                    self.path, self.policy_id, self.refusals, error.summary)
-        self.store(None)
 
 
 class ManagerLogin:
@@ -224,7 +161,9 @@ class ManagerWriter(RuleWriter):
         super().__init__(http, config.strategy)
         self.node = config.node_name
         self.login = ManagerLogin(http, config.api.username, config.password, clock)
-        self.ids = PolicyIdFile(state_dir, config.api.url, config.api.username, self.node)
+        self.ids = OwnershipFile(state_dir, POLICY_FILE, {
+            "api_url": config.api.url, "user": config.api.username, "node": self.node},
+            OBJECT_ID)
         self._written: Optional[NodeRule] = None  # what the policy says, as far as we know
         self._cleared = False
 
@@ -232,7 +171,7 @@ class ManagerWriter(RuleWriter):
 
     def describe(self) -> Dict[str, Any]:
         return {**super().describe(), "node": self.node, "user": self.login.user,
-                "policy_id": self.ids.policy_id,
+                "policy_id": self.ids.object_id,
                 "rule": self._written.command_regex if self._written else None,
                 "token_expires_at": self.login.expires_at,
                 "credentials_obtained": self.login.obtained}
@@ -253,9 +192,10 @@ class ManagerWriter(RuleWriter):
 
     def clear(self, deadline: float) -> None:
         """Delete this host's policy — only one provably ours, else nothing."""
-        policy = self.ids.policy_id
-        if policy is None and self._written is not None:
-            policy = self._find(self._written, deadline)
+        policy = self.ids.object_id
+        written = self._written or self.ids.rule  # what we wrote (or were writing)
+        if policy is None and written is not None:
+            policy = self._find(written, deadline)
         if policy is None:
             log.info("no policy of this host is known on the Manager: nothing to remove "
                      "(policies not provably this host's are never deleted)")
@@ -263,37 +203,40 @@ class ManagerWriter(RuleWriter):
             self._with_stored_id(policy, lambda: self._call(
                 "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
             log.info("policy %s for node %s removed (no target is live)", policy, self.node)
-        self.ids.store(None)
+        self.ids.store(None, None)
         self._written, self._cleared = None, True
 
-    def own_policy(self, rule: Optional[NodeRule], deadline: float) -> Optional[Policy]:
+    def own_policy(self, rule: Optional[NodeRule], deadline: float,
+                   policies: Optional[List[Policy]] = None) -> Optional[Policy]:
         """This host's policy as the Manager lists it: by the stored id, else one that says
-        exactly `rule`; None when there is none (read-only: doctor uses it too)."""
-        policies = self._policies(deadline)
-        for p in policies:
-            if p.id == self.ids.policy_id:
+        exactly `rule` or what this host last wrote; None when there is none (read-only:
+        doctor uses it too)."""
+        listed = self._policies(deadline) if policies is None else policies
+        for p in listed:
+            if p.id == self.ids.object_id:
                 return p
-        return next((p for p in policies if rule is not None and same_policy(p, rule)), None)
+        candidates = [r for r in (rule, self.ids.rule) if r is not None]
+        return next((p for p in listed for r in candidates if same_policy(p, r)), None)
 
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None
         policies = self._policies(deadline)
-        mine = self.own_policy(said, deadline)
+        mine = self.own_policy(said, deadline, policies)
         if mine is None:
             return Holdings(f"the Manager holds no policy of this host for node {self.node} "
                             f"({plural(len(policies), 'policy', 'policies')} of user "
                             f"{self.login.user!r} in all)", None)
-        why = "its stored id" if mine.id == self.ids.policy_id else "what it says"
+        why = "its stored id" if mine.id == self.ids.object_id else "what it says"
         return Holdings(f"policy {mine.id} for node {self.node} (this host's, by {why}): "
                         f"{mine.command_regex}", None, mine.command_regex)
 
     def _still_there(self, rule: NodeRule, deadline: float) -> bool:
-        mine = [p for p in self._policies(deadline) if p.id == self.ids.policy_id]
+        mine = [p for p in self._policies(deadline) if p.id == self.ids.object_id]
         return bool(mine) and same_policy(mine[0], rule)
 
     def _put_or_create(self, rule: NodeRule, deadline: float) -> None:
-        stored = self.ids.policy_id
+        stored = self.ids.object_id
         if stored is not None:
             answer = self._with_stored_id(stored, lambda: self._call(
                 "PUT", POLICIES_PATH, {"policyId": stored, **policy_body(rule)}, deadline,
@@ -302,14 +245,16 @@ class ManagerWriter(RuleWriter):
                 self._done(stored, rule, "updated")
                 return
             log.info("policy %s is gone from the Manager: adopting or creating one", stored)
-            self.ids.store(None)
+            self.ids.store(None, self.ids.rule)
         policies = self._policies(deadline)
         same = next((p.id for p in policies if same_policy(p, rule)), None)
         if same is not None:  # says exactly what we would write: ours to adopt
             self._done(same, rule, "adopted")
             return
         before = {p.id for p in policies}
+        self.ids.store(None, rule)  # before the POST: proof of what may be there after it
         self._call("POST", POLICIES_PATH, policy_body(rule), deadline)
+        self._written = rule
         created = self._find(rule, deadline, exclude=before)
         if created is None:
             raise ApiError("bad-answer", "the Manager accepted the policy but GET …/self does "
@@ -321,7 +266,7 @@ class ManagerWriter(RuleWriter):
         try:
             answer = call()
         except ApiError as exc:
-            if policy == self.ids.policy_id and exc.kind in ("http-4xx", "http-5xx",
+            if policy == self.ids.object_id and exc.kind in ("http-4xx", "http-5xx",
                                                              "bad-answer"):
                 self.ids.refused(exc)
             raise
@@ -329,7 +274,7 @@ class ManagerWriter(RuleWriter):
         return answer
 
     def _done(self, policy: str, rule: NodeRule, how: str) -> None:
-        self.ids.store(policy)
+        self.ids.store(policy, rule)
         self._written = rule
         log.info("policy %s %s for node %s: %s", policy, how, rule.node, rule.command_regex)
 

@@ -324,6 +324,6 @@ def test_check_config_needs_a_password_for_the_manager(env: Env,
     from tests.integration.test_cli_and_source import run_cli
 
     out = run_cli("check-config", "--config", str(env.config_path))
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert "api.password_file: not set, and no systemd credential gthulhu-password" in out.stderr
     assert not os.environ.get("CREDENTIALS_DIRECTORY")
