@@ -76,16 +76,17 @@ class HeavyGroup:
 
 
 class BusyLoops:
-    """`count` shell loops that never sleep, pinned to `cpu`, in `group`."""
+    """`count` shell loops that never sleep, pinned to `cpu`, in `group` if any."""
 
-    def __init__(self, count: int, cpu: int, group: HeavyGroup) -> None:
+    def __init__(self, count: int, cpu: int, group: Optional[HeavyGroup] = None) -> None:
         self.procs: List[subprocess.Popen[bytes]] = []
         try:
             for _ in range(count):
                 p = subprocess.Popen(["sh", "-c", "while :; do :; done"])
                 self.procs.append(p)
                 pin([p.pid], cpu)
-                group.add(p.pid)
+                if group is not None:
+                    group.add(p.pid)
         except BaseException:
             self.stop()
             raise

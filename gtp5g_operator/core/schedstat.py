@@ -11,14 +11,17 @@ The sampler keeps these rules, so that its totals can be Prometheus counters:
 
 * a task's first reading is its baseline, never a delta: a gNB tracked an
   hour after it started does not put that hour into the last interval;
-* identity is (ID, start time): a reused ID starts a new baseline;
+* identity is (ID, start time): a reused ID starts a new baseline (the
+  liveness pass re-reads start times just before sampling; an ID reused in
+  between reads as a young task's counters, below the baseline: see below);
 * a counter that went backwards (a 32-bit count wrapped, a mixed read) or a
   delta longer than the interval allows starts a new baseline: nothing
   negative or absurd is ever added;
 * a task that exited keeps what was counted up to its last reading, once;
   the time between that reading and its exit cannot be seen (its file is gone);
-* one read of one small file per task per sample, nothing per trace line;
-  the state is one entry per tracked task and one per process name.
+* one read of one small file per task per sample, nothing per trace line
+  (an idle task's reading is the same bytes again: one comparison); the
+  state is one entry per tracked task and one per process name.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ MIN_RUNNABLE_NS = 1_000_000  # a task runnable less than this in a window is not
 MIN_SLICE_NS = 100  # no task gets a CPU more than once per 100 ns: more slices is garbage
 MAX_NAMES = 64  # process names with lifetime totals (the match list is a handful)
 READ_SIZE = 128  # "u64 u64 ulong\n" is at most 62 bytes
+_ALL_ZERO = b"0 0 0\n"
 
 NO_FILE = ("this kernel has no per-task schedstat file (/proc/PID/task/TID/schedstat: "
            "CONFIG_SCHED_INFO is off), so CPU wait is not measured")
@@ -114,9 +118,11 @@ class _Task:
 
     __slots__ = ("in_window", "last", "name", "process", "seen", "window")
 
-    def __init__(self, ref: TaskRef, reading: Counters, seen: int) -> None:
+    def __init__(self, ref: TaskRef, reading: bytes, seen: int) -> None:
         self.process, self.name = ref.process, ref.name
-        self.last = reading  # the latest reading: the baseline of the next delta
+        # The latest reading as read: an idle task's is the same bytes again, so
+        # comparing them is all it costs (kept valid: parse_schedstat accepted it).
+        self.last = reading
         self.window = ZERO  # deltas since the window began
         self.in_window = False  # counted among its process's tasks in this window
         self.seen = seen  # the sample that last read it
@@ -159,9 +165,10 @@ class SchedstatSampler:
             return False  # no kernel grows the file without a reboot
         now = self._clock()
         self.samples += 1
-        elapsed = None if self._last_sample is None else now - self._last_sample
-        # Tasks are read one after another: allow the skew of a slow sample.
-        limit_ns = None if elapsed is None else (2 * elapsed + 1.0) * 1e9
+        # Tasks are read one after another: allow the skew of a slow sample.  (The
+        # first sample knows no task yet: every reading is a baseline.)
+        elapsed = 0.0 if self._last_sample is None else now - self._last_sample
+        limit_ns = (2 * elapsed + 1.0) * 1e9
         try:
             readings = self._read_all(tasks, limit_ns)
         except _SchedstatMissing:
@@ -182,39 +189,51 @@ class SchedstatSampler:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _read_all(self, tasks: Iterable[TaskRef], limit_ns: Optional[float]) -> Tuple[int, int]:
+    def _read_all(self, tasks: Iterable[TaskRef], limit_ns: float) -> Tuple[int, int]:
         """Read and count every task; (readings, readings of 0 0 0)."""
         read = zero = 0
         for ref in tasks:
-            reading = self._read(ref)
-            if reading is None:
+            data = self._read(ref)
+            if data is None:
                 continue  # gone or unreadable: its baseline goes with it
-            read += 1
-            zero += reading == ZERO
             key = (ref.tid, ref.start_time)
             task = self._tasks.get(key)
             if task is None:
-                self._tasks[key] = _Task(ref, reading, self.samples)
+                if parse_schedstat(data) is None:
+                    self.unreadable += 1
+                    continue
+                self._tasks[key] = _Task(ref, data, self.samples)
+            elif not self._count(task, ref, data, limit_ns):
                 continue
-            self._count(key, task, ref, reading, limit_ns)
+            read += 1
+            zero += data == _ALL_ZERO
         return read, zero
 
-    def _count(self, key: Tuple[int, int], task: _Task, ref: TaskRef, reading: Counters,
-               limit_ns: Optional[float]) -> None:
+    def _count(self, task: _Task, ref: TaskRef, data: bytes, limit_ns: float) -> bool:
+        """Count one more reading of a known task; False if it was unreadable."""
         task.seen, task.process, task.name = self.samples, ref.process, ref.name
-        delta = None if limit_ns is None else interval_delta(task.last, reading, limit_ns)
-        task.last = reading
-        if delta is None:
-            self.discarded += limit_ns is not None
-            return
-        task.window = task.window.plus(delta)
-        self.lifetime[ref.process] = self.lifetime.get(ref.process, ZERO).plus(delta)
-        self._window_sums[ref.process] = self._window_sums.get(ref.process, ZERO).plus(delta)
         if not task.in_window:
             task.in_window = True
             self._window_tasks[ref.process] = self._window_tasks.get(ref.process, 0) + 1
+            self._window_sums.setdefault(ref.process, ZERO)
+        if data == task.last:
+            return True  # an idle task: most of a gNB's, and the cheapest case
+        before, after = parse_schedstat(task.last), parse_schedstat(data)
+        if after is None or before is None:
+            self.unreadable += 1
+            task.seen = -1  # forget it: the next good reading is a baseline
+            return False
+        task.last = data
+        delta = interval_delta(before, after, limit_ns)
+        if delta is None:
+            self.discarded += 1
+            return True
+        task.window = task.window.plus(delta)
+        self.lifetime[ref.process] = self.lifetime.get(ref.process, ZERO).plus(delta)
+        self._window_sums[ref.process] = self._window_sums[ref.process].plus(delta)
+        return True
 
-    def _read(self, ref: TaskRef) -> Optional[Counters]:
+    def _read(self, ref: TaskRef) -> Optional[bytes]:
         task_dir = f"{self.root}/{ref.tgid}/task/{ref.tid}"
         self.reads += 1
         try:
@@ -227,13 +246,12 @@ class SchedstatSampler:
             self.unreadable += 1
             return None
         try:
-            reading = parse_schedstat(os.read(fd, READ_SIZE))
+            return os.read(fd, READ_SIZE)
         except OSError:
-            reading = None
+            self.unreadable += 1
+            return None
         finally:
             os.close(fd)
-        self.unreadable += reading is None
-        return reading
 
     def _note_all_zero(self, readings: Tuple[int, int]) -> None:
         read, zero = readings
