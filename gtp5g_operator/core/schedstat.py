@@ -230,7 +230,7 @@ class SchedstatSampler:
             return True
         task.window = task.window.plus(delta)
         self.lifetime[ref.process] = self.lifetime.get(ref.process, ZERO).plus(delta)
-        self._window_sums[ref.process] = self._window_sums[ref.process].plus(delta)
+        self._window_sums[ref.process] = self._window_sums.get(ref.process, ZERO).plus(delta)
         return True
 
     def _read(self, ref: TaskRef) -> Optional[bytes]:

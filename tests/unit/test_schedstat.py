@@ -332,6 +332,21 @@ def test_reports_are_per_process_name_not_per_process(w: World) -> None:
     assert w.sampler.lifetime == {"nr-gnb": ms(30, 3, 15), "nr-cu": ms(10, 0, 5)}
 
 
+def test_a_renamed_process_counts_under_its_new_name(tmp_path: Path) -> None:
+    """prctl(PR_SET_NAME) on the leader: same tasks, another process name."""
+    w = World(tmp_path, window=60.0)
+    w.tree.set(100, 101, 10, 1, 5)
+    w.sample(ref(100, 101))
+    w.tree.set(100, 101, 20, 2, 10)
+    w.sample(ref(100, 101))
+    w.tree.set(100, 101, 40, 4, 20)
+    w.sample(ref(100, 101, process="nr-gnb2"))
+    assert w.sampler.lifetime == {"nr-gnb": ms(10, 1, 5), "nr-gnb2": ms(20, 2, 10)}
+    w.sample(ref(100, 101, process="nr-gnb2"), step=60)
+    assert w.sampler.reports["nr-gnb2"].counters == ms(20, 2, 10)
+    assert w.sampler.reports["nr-gnb"].counters == ms(10, 1, 5)
+
+
 def test_lifetime_totals_never_go_down_and_never_count_twice(tmp_path: Path) -> None:
     """A long random life: tasks come, go, reuse IDs, wrap and stall; after every
     sample each total is at least the last one and at most what the tasks did."""
