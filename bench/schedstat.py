@@ -5,7 +5,7 @@ cost    one sample of every tracked task's schedstat, at 10 and at 10,000 real
         same tasks (prune, rejudge with names, forget: what the daemon does
         every liveness_interval); CPU time of this thread, and wall time.
 shares  the wait share of a gNB-like process (3 named threads: "idle", 200 µs
-        of CPU every 10 ms each; "busy", 2 ms every 20 ms) alone on its CPU and
+        of CPU every 10 ms each; "busy", 500 µs every 10 ms) alone on its CPU and
         with 1 and 4 busy loops pinned beside it, on the bare host and in a
         cgroup of its own (testbed/cpu_contention.py), measured as the daemon
         would: the growth of the sampler's lifetime counters.
@@ -38,7 +38,7 @@ from testbed.harness import GnbProcess
 Row = Callable[[str, str, str, Optional[bool]], None]
 
 THREADS = ("nr-gnb-rlc", "nr-gnb-sctp", "gnb worker")
-LOADS = {"idle": ((200, 10.0), 0.15), "busy": ((2000, 20.0), 0.5)}  # burn, runnable s
+LOADS = {"idle": ((200, 10.0), 0.15), "busy": ((500, 10.0), 0.3)}  # burn, runnable s
 LOOPS = (0, 1, 4)
 ROUNDS = 2
 

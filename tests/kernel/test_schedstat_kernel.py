@@ -22,12 +22,11 @@ from testbed.harness import GnbProcess
 pytestmark = pytest.mark.kernel
 
 THREADS = ("nr-gnb-rlc", "nr-gnb-sctp", "gnb worker")
-BURN = (2000, 20.0)  # each thread: 2 ms of CPU every 20 ms, like a gNB under traffic
+BURN = (500, 10.0)  # each thread: 0.5 ms of CPU every 10 ms, like a gNB under traffic
 ROUNDS = 3
-RUNNABLE_S = 0.6  # measure each round until the gNB was runnable this long
+RUNNABLE_S = 0.3  # measure each round until the gNB was runnable this long
 LOOPS = 4
-NOISY_BASELINE = 0.6  # waiting more than this alone, it has no room left to show a rise
-NOISY_SPREAD = 0.3  # alone-rounds this far apart: the host's load changed under us
+NOISY_BASELINE = 0.5  # waiting more than this alone, it has little room left to rise
 
 
 def odds(share: float) -> float:
@@ -65,11 +64,12 @@ def test_a_gnb_sharing_its_cpu_with_busy_loops_waits_more(
         group.remove()
     where = (f"CPU {cpu}, {'own cgroup' if group.why == '' else group.why}: alone "
              f"{_pcts(alone)}, with {LOOPS} busy loops {_pcts(shared)}")
-    if max(alone) > NOISY_BASELINE or max(alone) - min(alone) > NOISY_SPREAD:
+    baseline, competing = statistics.median(alone), statistics.median(shared)
+    if baseline > NOISY_BASELINE:  # the host's load, not ours, made it wait
         pytest.skip(f"the host's own load drowns the baseline ({where})")
     print(where)
-    assert min(shared) > max(alone), where
-    assert odds(statistics.median(shared)) >= 3 * odds(max(alone)), where
+    assert competing > max(alone), where
+    assert odds(competing) >= 3 * odds(baseline), where
 
 
 def _share(counters: Counters) -> float:
