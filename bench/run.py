@@ -8,7 +8,8 @@ Sections: fifo (throughput from a FIFO), kernel (the real ring buffer filled by
 a BPF printk probe, drained by the daemon reading text and raw, by `cat
 trace_pipe` and by `cat` of the per-CPU raw files; root only), cpucap (a live
 flood under CPU caps, text and raw), reaction and idle (FIFO, and the real
-ring buffer read raw), memory, startup, scale.
+ring buffer read raw), memory, startup, scale, schedstat (the CPU-wait sampler:
+its cost per task beside the liveness pass, and the wait shares it reads here).
 Not a pass/fail test: it reports each figure against its target.
 """
 
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from bench.schedstat import bench_schedstat, schedstat_rows
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.harness import (
     REPO,
@@ -794,11 +796,13 @@ def table(r: Dict[str, Any]) -> str:
                 f"{c[f'push_{n}_bytes'] / 1024:.0f} KiB", "(report)", None)
         row(f"liveness pass over {c['liveness_tasks']:,} tasks",
             f"{c['liveness_pass_ms']:.0f} ms", "(report)", None)
+    if "schedstat" in r:
+        schedstat_rows(r["schedstat"], row)
     return "\n".join(rows)
 
 
 SECTIONS = ("fifo", "kernel", "cpucap", "reaction", "reaction_raw", "idle", "idle_raw",
-            "memory", "startup", "scale")
+            "memory", "startup", "scale", "schedstat")
 
 
 def main() -> int:
@@ -828,6 +832,7 @@ def main() -> int:
         "memory": lambda: bench_memory(world, python),
         "startup": lambda: bench_startup(world, python),
         "scale": lambda: bench_scale(world),
+        "schedstat": bench_schedstat,
     }
     try:
         for name in SECTIONS:

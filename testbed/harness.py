@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,9 +105,13 @@ def _sim_command(executable: Optional[str], user: Optional[int]) -> List[str]:
 
 
 def sim_argv(name: str = "nr-gnb", threads: Sequence[str] = ("nr-gnb-rlc",), workers: int = 0,
-             executable: Optional[str] = None, user: Optional[int] = None) -> List[str]:
-    """The command line of a gnb_sim (run with cwd=REPO), e.g. for GnbProcess.exec."""
+             executable: Optional[str] = None, user: Optional[int] = None,
+             burn: Tuple[int, float] = (0, 10.0)) -> List[str]:
+    """The command line of a gnb_sim (run with cwd=REPO), e.g. for GnbProcess.exec.
+    `burn`: each named thread uses that many µs of CPU every that many ms."""
     cmd = [*_sim_command(executable, user), "--name", name, "--workers", str(workers)]
+    if burn[0]:
+        cmd += ["--burn-us", str(burn[0]), "--every-ms", str(burn[1])]
     for t in threads:
         cmd += ["--thread", t]
     return cmd
@@ -129,11 +133,12 @@ class GnbProcess:
 
     def __init__(self, name: str = "nr-gnb", threads: tuple[str, ...] = ("nr-gnb-rlc",),
                  user: Optional[int] = None, executable: Optional[str] = None,
-                 workers: int = 0, wrapper: Sequence[str] = ()) -> None:
+                 workers: int = 0, wrapper: Sequence[str] = (),
+                 burn: Tuple[int, float] = (0, 10.0)) -> None:
         """`wrapper`: a program that holds until `release()` and then execs the
         simulator, keeping its PID (e.g. ENTRYPOINT_WRAPPER, like a container's
-        entrypoint doing exec "$@")."""
-        cmd = [*wrapper, *sim_argv(name, threads, workers, executable, user)]
+        entrypoint doing exec "$@").  `burn`: see sim_argv."""
+        cmd = [*wrapper, *sim_argv(name, threads, workers, executable, user, burn)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=REPO, user=user)
         self.pid: int = self.proc.pid
