@@ -231,6 +231,7 @@ def test_lookups_of_untracked_ids_are_bounded() -> None:
 def test_tracked_and_listed_ids_cost_no_lookup() -> None:
     table = world()
     compare_rule(under(RULE, 100, 101, 102, 103), RULE, [gnb()], table)
+    compare_rule(under(RULE, 100, 101), RULE, [gnb((101,))], table)  # a leader, unseen
     assert table.lookups == 0
 
 
