@@ -30,10 +30,12 @@ that ID, as the scheduler looks tasks up by their own ID):
 * gone: listed, but exited before it could be looked at.  unchecked: listed
   beyond the look-up budget (`MAX_LOOKUPS`): neither verified nor reported.
 
-A listed PID that is not tracked is looked up in /proc (the injected
-`TaskReader`: its process, and that process's name, uid and executable);
-tracked and listed IDs cost one set operation each, so the comparison is
-O(listed + tracked) and nothing is done per trace line.
+Tracked and listed IDs cost one set operation each.  A listed ID that is not
+tracked costs one small /proc read per tracked process (is it one of its
+threads?) and, if not, a look-up of who it is (its process, that process's
+name, uid and executable), at most `MAX_LOOKUPS` per comparison.  /proc is
+the injected `TaskReader` (core.procfs.ProcFS).  Nothing is done per trace
+line: the caller compares once per write and per resync.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Sequence, Tuple
 
-from .procfs import ProcessInfo, TaskInfo
+from .procfs import ProcessInfo, TaskInfo, TaskStat
 from .tracker import ProcessView
 
 MAX_LISTED = 65536  # entries accepted from one answer (1 MiB of JSON holds ~17,000)
-MAX_LOOKUPS = 1024  # /proc look-ups of listed, untracked IDs per comparison
+MAX_LOOKUPS = 256  # who-is-it look-ups of listed IDs of no tracked process (~0.2 ms each)
+MAX_LEADER_PROBES = 4  # tracked processes probed for a listed thread before a look-up
 PID_MAX_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
 
 
@@ -102,6 +105,8 @@ def _short(value: Any) -> str:
 
 class TaskReader(Protocol):
     """What the comparison reads from /proc (core.procfs.ProcFS is one)."""
+
+    def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]: ...
 
     def task(self, tid: int) -> Optional[TaskInfo]: ...
 
@@ -219,6 +224,10 @@ class _Untracked:
         if pid in self.leaders:  # the main thread of a tracked process, not seen in the trace
             self.unseen.append(pid)
             return
+        if self._thread_of_tracked(pid):
+            self.threads_listed = True
+            self.unseen.append(pid)
+            return
         if self.budget <= 0:
             self.unchecked += 1
             return
@@ -236,3 +245,12 @@ class _Untracked:
             self.gone += 1
         else:
             self.foreign.append(facts)
+
+    def _thread_of_tracked(self, pid: int) -> bool:
+        """/proc/LEADER/task/PID exists only for a thread of LEADER's process: one read
+        per tracked process (usually one), cheaper than finding out who PID is, and
+        outside the budget, so that the many threads a thread-aware DM lists in a big
+        gNB leave it to the foreign ones (bounded by the listing's size)."""
+        if len(self.leaders) > MAX_LEADER_PROBES:
+            return False  # the look-up below finds it out, within the budget
+        return any(self.reader.stat(pid, leader) is not None for leader in self.leaders)

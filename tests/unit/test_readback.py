@@ -19,7 +19,7 @@ from gtp5g_operator.core.boost_verdict import (
     not_verified,
     verdict,
 )
-from gtp5g_operator.core.procfs import ProcessInfo, TaskInfo
+from gtp5g_operator.core.procfs import ProcessInfo, TaskInfo, TaskStat
 from gtp5g_operator.core.readback import (
     MAX_LISTED,
     BadListing,
@@ -46,7 +46,8 @@ class ProcTable:
     def __init__(self) -> None:
         self.tasks: Dict[int, Tuple[int, int, str]] = {}
         self.processes: Dict[int, ProcessInfo] = {}
-        self.lookups = 0
+        self.lookups = 0  # who-is-it look-ups (the budgeted ones)
+        self.probes = 0  # reads of /proc/TGID/task/TID/stat
 
     def add(self, tgid: int, comm: str, uid: int = 0, exe: str = "/usr/bin/nr-gnb",
             threads: Sequence[Tuple[int, str]] = (), start: int = 1) -> ProcTable:
@@ -55,6 +56,11 @@ class ProcTable:
         for tid, name in threads:
             self.tasks[tid] = (tgid, start + 1, name)
         return self
+
+    def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]:
+        self.probes += 1
+        known = self.tasks.get(tid)
+        return TaskStat(known[1], "S") if known and tgid in (None, known[0]) else None
 
     def task(self, tid: int) -> Optional[TaskInfo]:
         self.lookups += 1
@@ -228,11 +234,29 @@ def test_lookups_of_untracked_ids_are_bounded() -> None:
     assert (foreign_pids(cmp), cmp.unchecked, table.lookups) == ([200, 301], 2, 2)
 
 
+def test_threads_of_tracked_processes_cost_one_probe_each_and_no_budget() -> None:
+    table = world()
+    cmp = compare_rule(under(RULE, 100, 101, 102, 103, 104, 200), RULE, [gnb((100,))], table,
+                       max_lookups=1)
+    assert (cmp.unseen, foreign_pids(cmp), cmp.unchecked) == ((101, 102, 103, 104), [200], 0)
+    assert (table.probes, table.lookups) == (5, 1)
+
+
+def test_with_many_tracked_processes_a_listed_thread_is_looked_up_instead() -> None:
+    table = world()
+    views = [gnb(), *(gnb((t,), tgid=t) for t in (500, 501, 502, 503))]
+    for t in (500, 501, 502, 503):
+        table.add(t, "nr-gnb")
+    cmp = compare_rule(under(RULE, 100, 101, 102, 103, 104, *range(500, 504)), RULE, views,
+                       table)
+    assert (cmp.unseen, cmp.foreign, table.probes, table.lookups) == ((104,), (), 0, 1)
+
+
 def test_tracked_and_listed_ids_cost_no_lookup() -> None:
     table = world()
     compare_rule(under(RULE, 100, 101, 102, 103), RULE, [gnb()], table)
     compare_rule(under(RULE, 100, 101), RULE, [gnb((101,))], table)  # a leader, unseen
-    assert table.lookups == 0
+    assert table.lookups == table.probes == 0
 
 
 # --- the comparison: v0 (explicit IDs) ---------------------------------------------------------
