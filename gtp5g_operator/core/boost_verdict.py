@@ -21,6 +21,7 @@ from .sched_ext import SchedulerState
 
 SHOWN_PIDS = 8  # PIDs named in one message
 
+
 @dataclass(frozen=True)
 class Finding:
     key: str  # the episode: logged when it appears, again only after it went away

@@ -46,7 +46,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Seq
 from .procfs import ProcessInfo, TaskInfo, TaskStat
 from .tracker import ProcessView
 
-MAX_LISTED = 65536  # entries accepted from one answer (1 MiB of JSON holds ~17,000)
+MAX_LISTED = 65536  # entries accepted from one answer (a 1 MiB answer holds ~12,000)
 MAX_LOOKUPS = 256  # who-is-it look-ups of listed IDs of no tracked process (~0.2 ms each)
 MAX_LEADER_PROBES = 4  # tracked processes probed for a listed thread before a look-up
 PID_MAX_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
