@@ -69,8 +69,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
 from testbed.fake_http import FakeServerBase, FakeServerHandler
@@ -116,19 +117,31 @@ class _Obj(list):  # type: ignore[type-arg]
     """A JSON object as its (key, value) pairs, in order, duplicates kept."""
 
 
-class _Keep:
-    """A JSON null for a Go value that null leaves unchanged."""
+class _Slice(list):  # type: ignore[type-arg]
+    """A decoded Go slice: its elements, and the backing array behind them.  Decoding
+    into the same slice again (a duplicate key) reuses the backing array's elements
+    without zeroing them: decode.go array() sets the length, never clears."""
 
-
-_KEEP = _Keep()
+    def __init__(self, visible: List[Any], backing: List[Any]) -> None:
+        super().__init__(visible)
+        self.backing = backing
 
 
 def _zero(kind: Kind) -> Any:
     if isinstance(kind, dict):
         return {name: _zero(k) for name, k in kind.items()}
     if isinstance(kind, tuple):
-        return []
+        return _Slice([], [])
     return {"string": "", "int": 0, "int64": 0, "bool": False}[kind]
+
+
+def _plain(value: Any) -> Any:
+    """Decoded value without the slices' backing arrays."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -143,37 +156,70 @@ def _type_name(value: Any) -> str:
     return "number"
 
 
-def _decode(value: Any, kind: Kind, where: str) -> Any:
+def _fold_rune(char: str) -> str:
+    """fold.go foldRune: the smallest rune of the character's case-fold orbit."""
+    orbit, todo = {char}, [char]
+    while todo:
+        current = todo.pop()
+        for other in (current.lower(), current.upper(), current.casefold()):
+            if len(other) == 1 and other not in orbit:
+                orbit.add(other)
+                todo.append(other)
+    return min(orbit)
+
+
+def go_fold(name: str) -> str:
+    """fold.go foldName: how a JSON key is compared with a field name when the exact
+    name does not match (ASCII upper-cased; others by simple case folding, so the
+    Kelvin sign matches k and the long s matches s)."""
+    return "".join(c.upper() if c < "\x80" else _fold_rune(c) for c in name)
+
+
+def _field(key: str, kind: Dict[str, Kind]) -> Optional[str]:
+    if key in kind:
+        return key
+    folded = go_fold(key)
+    return next((name for name in kind if go_fold(name) == folded), None)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _decode(value: Any, kind: Kind, where: str, into: Any) -> Any:
+    """`value` decoded into the Go value `into` of type `kind` (null leaves a struct or a
+    scalar unchanged and makes a slice nil)."""
     if isinstance(kind, dict):
         if value is None:
-            return _KEEP
+            return into
         if not isinstance(value, _Obj):
             raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        result = _zero(kind)
-        lowered = {name.lower(): name for name in kind}
+        result = dict(into)
         for key, item in value:
-            name = key if key in kind else lowered.get(key.lower())
-            if name is None:
-                continue  # unknown fields are ignored (no DisallowUnknownFields)
-            decoded = _decode(item, kind[name], f"{where}.{name}")
-            if decoded is not _KEEP:
-                result[name] = decoded
+            name = _field(key, kind)
+            if name is not None:  # unknown fields are ignored (no DisallowUnknownFields)
+                result[name] = _decode(item, kind[name], f"{where}.{name}", result[name])
         return result
     if isinstance(kind, tuple):
         if value is None:
-            return []  # null sets a slice to nil
+            return _Slice([], [])
         if not isinstance(value, list) or isinstance(value, _Obj):
             raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        out = []
-        for item in value:
-            decoded = _decode(item, kind[1], f"{where}[]")
-            out.append(_zero(kind[1]) if decoded is _KEEP else decoded)
-        return out
+        if not value:
+            return _Slice([], [])  # an empty array: a new empty slice
+        backing = list(into.backing if isinstance(into, _Slice) else into)
+        for i, item in enumerate(value):
+            base = backing[i] if i < len(backing) else _zero(kind[1])
+            decoded = _decode(item, kind[1], f"{where}[{i}]", base)
+            if i < len(backing):
+                backing[i] = decoded
+            else:
+                backing.append(decoded)
+        return _Slice(backing[:len(value)], backing)
     if value is None:
-        return _KEEP
+        return into
     if kind == "string":
         if isinstance(value, str):
-            return value
+            return _SURROGATE.sub("\ufffd", value)  # Go decodes a lone \ud800 as U+FFFD
     elif kind == "bool":
         if isinstance(value, bool):
             return value
@@ -198,7 +244,8 @@ def go_decode(raw: bytes, schema: Dict[str, Kind]) -> Dict[str, Any]:
 
     Only the first JSON value is read (trailing bytes are ignored, as by
     json.Decoder); an empty body is an error (EOF); a top-level `null` gives the
-    zero struct.  Raises GoJSONError.
+    zero struct; a duplicate key decodes into what the first one left (merging
+    objects, reusing slice elements).  Raises GoJSONError.
     """
     text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
     if not text:
@@ -208,8 +255,7 @@ def go_decode(raw: bytes, schema: Dict[str, Kind]) -> Dict[str, Any]:
         value, _ = decoder.raw_decode(text)
     except json.JSONDecodeError as e:
         raise GoJSONError(str(e)) from None
-    decoded = _decode(value, schema, "request")
-    return _zero(schema) if decoded is _KEEP else decoded  # type: ignore[no-any-return]
+    return _plain(_decode(value, schema, "request", _zero(schema)))  # type: ignore[no-any-return]
 
 
 def go_json(value: Any) -> bytes:
@@ -373,7 +419,7 @@ class HTTPRequest:
 class HTTPResponse:
     status: int
     body: bytes
-    content_type: str = "application/json"
+    content_type: str = "application/json"  # "" sends no Content-Type
     headers: Dict[str, str] = field(default_factory=dict)
 
 
@@ -382,14 +428,28 @@ def json_response(status: int, value: Any) -> HTTPResponse:
 
 
 def echo_not_found() -> HTTPResponse:
-    """echo.ErrNotFound as rendered by echo's default error handler."""
-    return HTTPResponse(404, go_json({"message": "Not Found"}),
-                        "application/json; charset=UTF-8")
+    """echo.ErrNotFound as rendered by echo's default error handler (echo v4.13:
+    Content-Type without a charset)."""
+    return HTTPResponse(404, go_json({"message": "Not Found"}))
+
+
+# router.go updateAllowHeader: OPTIONS first, then the path's methods in this order
+_ECHO_METHOD_ORDER = ("CONNECT", "DELETE", "GET", "HEAD", "PATCH", "POST", "PROPFIND", "PUT",
+                      "TRACE", "REPORT")
+
+
+def echo_allow(methods: Sequence[str]) -> str:
+    return ", ".join(["OPTIONS", *(m for m in _ECHO_METHOD_ORDER if m in methods)])
 
 
 def echo_method_not_allowed(allowed: Sequence[str]) -> HTTPResponse:
     return HTTPResponse(405, go_json({"message": "Method Not Allowed"}),
-                        "application/json; charset=UTF-8", {"Allow": ", ".join(allowed)})
+                        headers={"Allow": echo_allow(allowed)})
+
+
+def echo_options(allowed: Sequence[str]) -> HTTPResponse:
+    """echo's optionsMethodHandler: an OPTIONS request to a path that has routes."""
+    return HTTPResponse(204, b"", "", {"Allow": echo_allow(allowed)})
 
 
 Handler = Callable[[HTTPRequest], HTTPResponse]
@@ -399,8 +459,8 @@ Routes = Dict[str, Dict[str, Handler]]
 def route(routes: Routes, request: HTTPRequest, web_ui: Optional[Handler] = None
           ) -> HTTPResponse:
     """echo's routing as both services set it up: under /api every miss is the group's
-    404 catch-all; elsewhere a wrong method is 405, an unknown path 404 (or the web UI's
-    SPA fallback for GET, when there is one)."""
+    404 catch-all; elsewhere a wrong method is 405 (OPTIONS: 204 with Allow), an
+    unknown path 404 (or the web UI's SPA fallback for GET, when there is one)."""
     path = request.path
     methods = routes.get(path)
     if path == "/api" or path.startswith("/api/"):
@@ -411,12 +471,18 @@ def route(routes: Routes, request: HTTPRequest, web_ui: Optional[Handler] = None
         if request.method in methods:
             return methods[request.method](request)
         if web_ui is None or request.method != "GET":
-            return echo_method_not_allowed(sorted(methods))
+            return _wrong_method(request, sorted(methods))
     if web_ui is not None:
         if request.method == "GET":
             return web_ui(request)
-        return echo_method_not_allowed(["GET"])
+        return _wrong_method(request, ["GET"])
     return echo_not_found()
+
+
+def _wrong_method(request: HTTPRequest, allowed: Sequence[str]) -> HTTPResponse:
+    if request.method == "OPTIONS":
+        return echo_options(allowed)
+    return echo_method_not_allowed(allowed)
 
 
 def _record_body(raw: bytes) -> Any:
@@ -493,7 +559,8 @@ def _make_handler(api: FakeHTTPServer) -> type:
 
         def _send(self, resp: HTTPResponse) -> None:
             self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
+            if resp.content_type and self.command != "HEAD":  # Go sends none for HEAD
+                self.send_header("Content-Type", resp.content_type)
             self.send_header("Content-Length", str(len(resp.body)))
             for name, value in resp.headers.items():
                 self.send_header(name, value)
@@ -566,17 +633,122 @@ def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
     return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
-def golang_jwt_error(exc: Exception) -> str:
-    """The text golang-jwt/v5 gives for the failure PyJWT reported."""
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return "token has invalid claims: token is expired"
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return "token has invalid claims: token is not valid yet"
-    if isinstance(exc, jwt.InvalidSignatureError):
+# --- golang-jwt/v5 (v5.3.0) ParseWithClaims, as the DM's middleware calls it ---------------
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_GO_ALGS = {"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512", "none",
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}  # RegisterSigningMethod
+_RSA_HASHES = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
+_JSON_STARTS = set('{["-0123456789tfn')
+
+
+def go_b64_raw_url(segment: str) -> bytes:
+    """base64.RawURLEncoding.DecodeString; ValueError with Go's text on bad input."""
+    values = []
+    for i, char in enumerate(segment):
+        if char in "\r\n":
+            continue  # the Go decoder skips new lines
+        if char not in _B64URL:
+            raise ValueError(f"illegal base64 data at input byte {i}")
+        values.append(char)
+    if len(values) % 4 == 1:
+        raise ValueError(f"illegal base64 data at input byte {len(segment) - 1}")
+    text = "".join(values)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _go_quote_char(byte: int) -> str:
+    """encoding/json quoteChar: how a syntax error names the offending byte."""
+    if byte == ord("'"):
+        return "'\\''"
+    if byte == ord('"'):
+        return "'\"'"
+    text = json.dumps(chr(byte))[1:-1] if byte < 0x80 else f"\\u{byte:04x}"
+    return "'" + (chr(byte) if 0x20 <= byte < 0x7F else text) + "'"
+
+
+def go_unmarshal_object(data: bytes, go_type: str) -> Dict[str, Any]:
+    """json.Unmarshal into an object of `go_type`; ValueError with Go's text.  The text
+    is Go's for an empty or truncated input, a bad first character and a value that is
+    not an object; other syntax errors get a Go-like approximation."""
+    stripped = data.lstrip(b" \t\r\n")
+    if stripped and chr(stripped[0]) not in _JSON_STARTS:
+        raise ValueError(f"invalid character {_go_quote_char(stripped[0])} "
+                         "looking for beginning of value")
+    try:
+        value = json.loads(data.decode("utf-8", errors="replace"),
+                           parse_constant=_reject_constant)
+    except (json.JSONDecodeError, GoJSONError) as e:
+        if isinstance(e, json.JSONDecodeError) and e.pos >= len(e.doc.rstrip()):
+            raise ValueError("unexpected end of JSON input") from None
+        raise ValueError(f"invalid character in JSON input ({e})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"json: cannot unmarshal {_type_name(value)} into Go value of type "
+                         + go_type)
+    return value
+
+
+def _numeric_date(value: Any) -> Optional[float]:
+    """NumericDate.UnmarshalJSON: a number, or a string holding one (json.Number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("could not parse NumericData")
+    try:
+        return float(int(float(value)))  # truncated to jwt.TimePrecision (1 s)
+    except ValueError:
+        raise ValueError("could not parse NumericData") from None
+
+
+def golang_jwt_error(token: str, key: rsa.RSAPublicKey, now: float) -> Optional[str]:
+    """The error golang-jwt's ParseWithClaims gives for `token` with the DM's key
+    function (any RSA PKCS#1 v1.5 method; anything else is "unexpected signing method"),
+    checked in the library's order; None for a valid token."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return "token is malformed: token contains an invalid number of segments"
+    decoded: List[Any] = []
+    # the header into map[string]interface {}, the claims into the middleware's Claims
+    for part, what, go_type in ((parts[0], "header", "map[string]interface {}"),
+                                (parts[1], "claim", "rest.Claims")):
+        try:
+            raw = go_b64_raw_url(part)
+        except ValueError as e:
+            return f"token is malformed: could not base64 decode {what}: {e}"
+        try:
+            decoded.append(go_unmarshal_object(raw, go_type))
+        except ValueError as e:
+            return f"token is malformed: could not JSON decode {what}: {e}"
+    header, claims = decoded
+    try:
+        exp, nbf = (_numeric_date(claims.get(name)) for name in ("exp", "nbf"))
+    except ValueError as e:
+        return f"token is malformed: could not JSON decode claim: {e}"
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        return "token is unverifiable: signing method (alg) is unspecified"
+    if alg not in _GO_ALGS:
+        return "token is unverifiable: signing method (alg) is unavailable"
+    try:
+        signature = go_b64_raw_url(parts[2])
+    except ValueError as e:
+        return f"token is malformed: could not base64 decode signature: {e}"
+    if alg not in _RSA_HASHES:
+        return ("token is unverifiable: error while executing keyfunc: "
+                f"unexpected signing method: {alg}")
+    try:
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode("latin-1"), padding.PKCS1v15(),
+                   _RSA_HASHES[alg]())
+    except (InvalidSignature, ValueError):
         return "token signature is invalid: crypto/rsa: verification error"
-    if isinstance(exc, jwt.InvalidAlgorithmError):
-        return "token is unverifiable: error while executing keyfunc: unexpected signing method"
-    return "token is malformed: could not JSON decode header"
+    problems = []
+    if exp is not None and not now < exp:
+        problems.append("token is expired")
+    if nbf is not None and now < nbf:
+        problems.append("token is not valid yet")
+    return "token has invalid claims: " + ", ".join(problems) if problems else None
 
 
 def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
@@ -705,18 +877,15 @@ class FakeDecisionMaker(FakeHTTPServer):
 
     def _auth(self, handler: Handler) -> Handler:
         def checked(request: HTTPRequest) -> HTTPResponse:
-            header = request.authorization
+            header = request.authorization.strip(" \t")  # as Go's header parsing does
             if header == "":
                 return self.error_response(401, "Authorization header is required")
             if not header.startswith("Bearer "):
                 return self.error_response(401, "Authorization header must start with 'Bearer '")
-            try:
-                jwt.decode(header[len("Bearer "):], self._key.public_key(),
-                           algorithms=["RS256", "RS384", "RS512"],
-                           options={"verify_aud": False, "verify_iat": False})
-            except jwt.InvalidTokenError as e:
-                return self.error_response(401, "Invalid or expired token: "
-                                           + golang_jwt_error(e))
+            problem = golang_jwt_error(header[len("Bearer "):], self._key.public_key(),
+                                       time.time())
+            if problem is not None:
+                return self.error_response(401, "Invalid or expired token: " + problem)
             return handler(request)
         return checked
 
