@@ -56,6 +56,7 @@ import abc
 import argparse
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -75,6 +76,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
 from testbed.fake_http import FakeServerBase, FakeServerHandler
+from testbed.go_regexp import compile_re2
 
 __all__ = [
     "DM_ISSUER",
@@ -312,32 +314,25 @@ def node_policies_root(rules: Sequence[Dict[str, Any]]) -> str:
     return merkle_root([node_policy_hash(r) for r in sorted(rules, key=_sort_key)])
 
 
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!>#]|\(\?<[=!]|\(\?P=|\\[1-9]|\\Z")
+# strings.TrimSpace: Unicode White_Space (not Python's str.strip(), which also takes
+# \x1c-\x1f)
+_GO_SPACE = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+             "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_GONE = (errno.ENOENT, errno.ESRCH)  # procmonitor.go isTransientProcError
 
 
-def compile_re2(pattern: str) -> Optional[Pattern[str]]:
-    """regexp.Compile stand-in: None where Go would return an error (as far as Python's
-    `re` can tell; constructs only Python accepts are refused explicitly)."""
-    if _RE2_UNSUPPORTED.search(pattern):
-        return None
-    try:
-        return re.compile(pattern.replace(r"\z", r"\Z"), re.ASCII)
-    except (re.error, OverflowError, RecursionError):
-        return None
-
-
-def _read_comm(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace").strip()  # strings.TrimSpace
-    except OSError:
-        return None
+def _read_comm(path: str) -> str:
+    """os.ReadFile + strings.TrimSpace; raises OSError."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace").strip(_GO_SPACE)
 
 
 def _numeric_dirs(directory: str) -> List[int]:
+    """The numeric sub-folders of `directory` (os.ReadDir, IsDir, strconv.Atoi); raises
+    OSError when the folder cannot be read."""
     out = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(directory):
+    with os.scandir(directory) as entries:
+        for entry in entries:
             name = entry.name
             if name.isascii() and name.isdigit():
                 with contextlib.suppress(OSError):
@@ -347,56 +342,81 @@ def _numeric_dirs(directory: str) -> List[int]:
 
 
 def scan_processes(proc_root: str = "/proc") -> List[Tuple[int, str]]:
-    """(pid, comm) of every thread-group leader, by PID (procScanSource.Snapshot)."""
-    if not os.path.isdir(proc_root):
-        raise OSError(f"cannot read {proc_root}")
+    """(pid, comm) of every thread-group leader, by PID (v1.3.0 procScanSource.Snapshot:
+    a process whose comm cannot be read, for whatever reason, is left out).  Raises
+    OSError when proc_root cannot be listed."""
     out = []
     for pid in _numeric_dirs(proc_root):
-        comm = _read_comm(f"{proc_root}/{pid}/comm")
-        if comm is not None:
-            out.append((pid, comm))
+        with contextlib.suppress(OSError):
+            out.append((pid, _read_comm(f"{proc_root}/{pid}/comm")))
     return sorted(out)
 
 
 def scan_tasks(proc_root: str = "/proc") -> List[Tuple[int, int, str]]:
-    """(tgid, tid, comm) of every thread, by TID (procTaskSource.Snapshot)."""
-    if not os.path.isdir(proc_root):
-        raise OSError(f"cannot read {proc_root}")
+    """(tgid, tid, comm) of every thread, by TID (procTaskSource.Snapshot after PR #135).
+    A task gone mid-scan (ENOENT, ESRCH) is left out; any other error is raised
+    (OSError): an incomplete snapshot must not pass for the whole."""
     out = []
     for tgid in _numeric_dirs(proc_root):
-        for tid in _numeric_dirs(f"{proc_root}/{tgid}/task"):
-            comm = _read_comm(f"{proc_root}/{tgid}/task/{tid}/comm")
-            if comm is not None:
-                out.append((tgid, tid, comm))
+        try:
+            tids = _numeric_dirs(f"{proc_root}/{tgid}/task")
+        except OSError as e:
+            if e.errno in _GONE:
+                continue
+            raise
+        for tid in tids:
+            try:
+                out.append((tgid, tid, _read_comm(f"{proc_root}/{tgid}/task/{tid}/comm")))
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
     return sorted(out, key=lambda t: t[1])
+
+
+def _intent(rule: Dict[str, Any], task_id: int) -> Dict[str, Any]:
+    return {"priority": rule["priority"], "execution_time": rule["executionTime"] & _UINT64,
+            "pid": task_id, "command_regex": rule["commandRegex"]}
+
+
+def _usable_patterns(rules: Sequence[Dict[str, Any]]
+                     ) -> List[Tuple[Dict[str, Any], Pattern[str]]]:
+    """Rules with their compiled regex; an empty or invalid regex is skipped (the DM logs
+    "invalid commandRegex ... in node policy" and goes on)."""
+    out = []
+    for rule in rules:
+        pattern = compile_re2(rule["commandRegex"]) if rule["commandRegex"] else None
+        if pattern is not None:
+            out.append((rule, pattern))
+    return out
 
 
 def resolve_rules(rules: Sequence[Dict[str, Any]], proc_root: str = "/proc",
                   match_threads: bool = False) -> List[Dict[str, Any]]:
-    """resolveNodeSchedulingIntents + ListIntents: the `scheduling` list of a GET."""
+    """resolveNodeSchedulingIntents: the node rules' part of a strategies GET.
+
+    Leaders only (v1.3.0): rules in the order held, processes by PID (the real DM
+    walks a Go map: any order), one entry per rule and matching process; /proc
+    unreadable gives no entries (logged).  Thread-aware (PR #135): rules in their
+    canonical (merkle) order, at most one entry per TID, the last matching rule's,
+    sorted by TID; a scan error is raised (OSError) and the GET fails.
+    """
     if not rules:
         return []
-    try:
-        if match_threads:
-            tasks = [(tid, comm) for _, tid, comm in scan_tasks(proc_root)]
-        else:
-            tasks = scan_processes(proc_root)
-    except OSError:
-        return []  # the real DM logs a warning and lists no node rules
-    out = []
-    for rule in rules:
-        if rule["commandRegex"] == "":
-            continue
-        pattern = compile_re2(rule["commandRegex"])
-        if pattern is None:
-            continue  # "invalid commandRegex ... in node policy", logged and skipped
-        for pid, comm in tasks:
-            if comm == PAUSE_COMMAND or not pattern.search(comm):
-                continue
-            out.append({"priority": rule["priority"],
-                        "execution_time": rule["executionTime"] & _UINT64,
-                        "pid": pid, "command_regex": rule["commandRegex"]})
-    return out
+    if not match_threads:
+        try:
+            processes = scan_processes(proc_root)
+        except OSError:
+            return []
+        return [_intent(rule, pid) for rule, pattern in _usable_patterns(rules)
+                for pid, comm in processes
+                if comm != PAUSE_COMMAND and pattern.search(comm)]
+    tasks = scan_tasks(proc_root)
+    by_tid: Dict[int, Dict[str, Any]] = {}
+    for rule, pattern in _usable_patterns(sorted(rules, key=_sort_key)):
+        for _, tid, comm in tasks:
+            if comm != PAUSE_COMMAND and pattern.search(comm):
+                by_tid[tid] = _intent(rule, tid)
+    return [by_tid[tid] for tid in sorted(by_tid)]
 
 
 # --- HTTP plumbing shared with testbed.fake_manager ------------------------------------
@@ -937,10 +957,14 @@ class FakeDecisionMaker(FakeHTTPServer):
         return self._success({"rootHash": self.merkle_root()})
 
     def _strategies(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            scheduling = self.strategies()
+        except OSError:  # thread-aware only: ListIntents fails on a scan error
+            return self.error_response(500, "Failed to list scheduling intents")
         return json_response(200, {"success": True,
                                    "message": "Scheduling intents retrieved successfully",
                                    "timestamp": rfc3339_now(),
-                                   "scheduling": self.strategies()})
+                                   "scheduling": scheduling})
 
 
 def main() -> None:

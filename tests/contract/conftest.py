@@ -19,6 +19,9 @@ from tests.contract.real_dm import BUILDS, DMBuild, RealDecisionMaker
 from tests.contract.transcript import Transcript
 
 Scenario = Callable[[Transcript], None]
+MERKLE = "/api/v1/node-intents/merkle"
+NODE_INTENTS = "/api/v1/node-intents"
+STRATEGIES = "/api/v1/scheduling/strategies"
 
 
 @dataclass
@@ -65,3 +68,12 @@ def dm_pair(dm_build: DMBuild, tmp_path: Path) -> Iterator[DMPair]:
     finally:
         fake.stop()
         real.stop()
+
+
+def assert_same(pair: DMPair, fake: Transcript, real: Transcript) -> None:
+    assert len(fake.steps) == len(real.steps)
+    differences = [f"{mine[0]}:\n  fake {mine[1:]}\n  real {theirs[1:]}"
+                   for mine, theirs in zip(fake.steps, real.steps) if mine != theirs]
+    assert not differences, (f"{pair.build.name} ({pair.build.source()}), "
+                             f"{len(differences)} of {len(fake.steps)} steps differ:\n"
+                             + "\n".join(differences))

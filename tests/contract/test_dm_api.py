@@ -12,25 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.contract.conftest import DMPair
+from tests.contract.conftest import MERKLE, NODE_INTENTS, STRATEGIES, DMPair, assert_same
 from tests.contract.transcript import Transcript
 
 pytestmark = pytest.mark.contract
 
-MERKLE = "/api/v1/node-intents/merkle"
-NODE_INTENTS = "/api/v1/node-intents"
-STRATEGIES = "/api/v1/scheduling/strategies"
 RULE = {"policyID": "p1", "nodeID": "node-a", "commandRegex": "^(?:contract-nothing)$",
         "priority": 1, "executionTime": 20_000_000}
-
-
-def assert_same(pair: DMPair, fake: Transcript, real: Transcript) -> None:
-    assert len(fake.steps) == len(real.steps)
-    differences = [f"{mine[0]}:\n  fake {mine[1:]}\n  real {theirs[1:]}"
-                   for mine, theirs in zip(fake.steps, real.steps) if mine != theirs]
-    assert not differences, (f"{pair.build.name} ({pair.build.source()}), "
-                             f"{len(differences)} of {len(fake.steps)} steps differ:\n"
-                             + "\n".join(differences))
 
 
 def other_rsa_key() -> rsa.RSAPrivateKey:

@@ -14,7 +14,7 @@ import http.client
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import jwt
 
@@ -118,17 +118,24 @@ class Transcript:
 
     def call(self, label: str, method: str, path: str, body: Any = _NO_BODY,
              raw: Optional[bytes] = None, token: Optional[str] = None,
-             headers: Optional[Mapping[str, str]] = None) -> Any:
-        """Send, record under `label`, and return the decoded body (or the raw bytes)."""
+             headers: Optional[Mapping[str, str]] = None,
+             only_ids: Optional[Collection[int]] = None) -> Any:
+        """Send, record under `label`, and return the decoded body (or the raw bytes).
+        `only_ids`: record only the `scheduling` entries of these PIDs/TIDs (other tests'
+        processes come and go between the two servers' answers)."""
         answer = request(self.url, method, path, body, raw, token, headers)
         try:
             decoded: Any = answer.json()
         except ValueError:
             decoded = answer.body
         shown = normalise(decoded, self.public_key)
-        if (self.unordered_scheduling and isinstance(shown, dict)
-                and isinstance(shown.get("scheduling"), list)):
-            shown["scheduling"] = sorted(shown["scheduling"], key=_scheduling_key)
+        if isinstance(shown, dict) and isinstance(shown.get("scheduling"), list):
+            entries = shown["scheduling"]
+            if only_ids is not None:
+                entries = [e for e in entries if isinstance(e, dict) and e.get("pid") in only_ids]
+            if self.unordered_scheduling:
+                entries = sorted(entries, key=_scheduling_key)
+            shown["scheduling"] = entries
         self.steps.append((label, answer.status, answer.headers, shown))
         return decoded
 
