@@ -5,9 +5,11 @@ describe it (not part of this repository).  Details beyond those notes were
 read from Gthulhu's public sources (repository Gthulhu/Gthulhu, folder api/, and
 its former home Gthulhu/api); each is cited where it is used:
 
-- routes and the `/api` catch-all: api/decisionmaker/rest/handler.go (echo router;
-  a group with middleware registers a 404 route for `/api/*`, so an unknown path
-  and a known path with the wrong method both answer 404 {"message":"Not Found"}).
+- routes and the `/api` catch-all: api/decisionmaker/rest/handler.go (echo v4.13
+  router; a group with middleware registers a 404 route for `/api/*`, so an unknown
+  path and a known path with the wrong method both answer 404 {"message":"Not
+  Found"}; outside /api a wrong method is 405 with `Allow: OPTIONS, GET`, OPTIONS
+  204; no Content-Type on HEAD answers).
 - node rules: api/decisionmaker/rest/node_policy_hdl.go (request structs, the
   "Invalid request payload" and "policyId is required when 'all' is false"
   errors, success answers without `data`) and
@@ -17,9 +19,11 @@ its former home Gthulhu/api); each is cited where it is used:
 - the Merkle tree: Gthulhu/api pkg/util/merkle.go (empty tree = sha256(""),
   odd node paired with itself, parent = sha256(raw(left) + raw(right))).  The
   root is "" only until the first POST or DELETE (zero value of the field).
-- the /proc scan: api/decisionmaker/service/procmonitor.go (thread-group leaders,
-  comm trimmed) and its successor (every /proc/<tgid>/task/<tid>/comm, sorted by
-  TID): `match_threads=True`.
+- the /proc scan: api/decisionmaker/service/procmonitor.go at v1.3.0 (thread-group
+  leaders, by PID) and after PR #135, `match_threads=True` (every
+  /proc/<tgid>/task/<tid>/comm, one entry per TID: the last matching rule in
+  canonical order, sorted by TID; a scan error other than a task gone fails the
+  GET with 500 "Failed to list scheduling intents").
 - strategies answer: Gthulhu/api decisionmaker/rest/intent_handler.go (message
   "Scheduling intents retrieved successfully", `scheduling` is [] when empty,
   execution_time is a uint64: a negative executionTime wraps around).
@@ -30,16 +34,22 @@ its former home Gthulhu/api); each is cited where it is used:
   decisionmaker/rest/middleware.go (401 "Authorization header is required",
   "Authorization header must start with 'Bearer '", "Invalid or expired token: "
   + the golang-jwt/v5 error text).
-- request decoding: Go's encoding/json as used by JSONBind (json.NewDecoder().
-  Decode): first JSON value only, keys matched case-insensitively, unknown keys
-  ignored, `null` leaves a field unchanged, a wrong type (true, "1" or 1.5 for an
-  int) is an error.  See go_decode().
+- request decoding: Go's encoding/json as used by JSONBind (testbed/go_json.py):
+  first JSON value only, keys matched by Go's case folding, unknown keys ignored,
+  `null` leaves a field unchanged, a duplicate key decodes into what the first
+  left, a wrong type (true, "1" or 1.5 for an int) is an error.
+- token errors: golang-jwt v5.3.0's, in its order of checks (testbed/golang_jwt.py).
+- rules: Go's regexp (RE2 syntax) translated onto Python's `re`
+  (testbed/go_regexp.py); comm trimmed as strings.TrimSpace does.
 
-Deliberate stand-ins: Python `re` (ASCII classes) for Go RE2, with the RE2-only
-rejections of look-arounds, back-references, atomic groups and \\Z; processes are
-listed by PID (the real DM iterates a Go map: random order).  The DM's other
-routes (/api/v1/intents, metrics, runtime-config, pods/pids) check the token and
-then answer 501: they are not modelled.
+All of this is compared with real builds of the DM (v1.3.0 against the default
+mode, PR #135 against match_threads=True) by tests/contract/, where such builds
+exist (see tests/contract/real_dm.py).
+
+Deliberate stand-ins: leaders-only mode lists processes by PID (the real v1.3.0
+walks a Go map: any order).  The DM's other routes (/api/v1/intents, metrics,
+runtime-config, pods/pids) check the token and then answer 501: they are not
+modelled (the real ones answer 200; the operator uses none of them).
 
 Faults (`server.fault = ...`, optionally limited with `server.fault_paths`):
 "hang", "slow" (sleeps fault_delay, then answers), "trickle", "500", "400",
@@ -67,16 +77,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
 
 import jwt
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
 from testbed.fake_http import FakeServerBase, FakeServerHandler
+from testbed.go_json import GoJSONError, Kind, go_decode, go_json, zero_value
 from testbed.go_regexp import compile_re2
+from testbed.golang_jwt import golang_jwt_error
 
 __all__ = [
     "DM_ISSUER",
@@ -84,9 +95,11 @@ __all__ = [
     "EMPTY_ROOT",
     "FakeDecisionMaker",
     "GoJSONError",
+    "Kind",
     "Received",
     "compile_re2",
     "go_decode",
+    "go_json",
     "make_keypair",
     "merkle_root",
     "node_policies_root",
@@ -101,173 +114,6 @@ EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 PAUSE_COMMAND = "pause"  # service.go: pauseCommand, never matched
 RULE_FIELDS = ("policyID", "nodeID", "commandRegex", "priority", "executionTime")
 _UINT64 = (1 << 64) - 1
-
-# --- Go encoding/json, the parts the handlers rely on ----------------------------------
-
-Kind = Union[str, Tuple[str, Any], Dict[str, Any]]
-"""A field's Go type: "string", "int", "int64", "bool", ("list", Kind) or a struct
-given as {json name: Kind}."""
-
-_INT_RANGES = {"int": (-(1 << 63), (1 << 63) - 1), "int64": (-(1 << 63), (1 << 63) - 1)}
-
-
-class GoJSONError(ValueError):
-    """What json.Decoder.Decode would have returned as an error."""
-
-
-class _Obj(list):  # type: ignore[type-arg]
-    """A JSON object as its (key, value) pairs, in order, duplicates kept."""
-
-
-class _Slice(list):  # type: ignore[type-arg]
-    """A decoded Go slice: its elements, and the backing array behind them.  Decoding
-    into the same slice again (a duplicate key) reuses the backing array's elements
-    without zeroing them: decode.go array() sets the length, never clears."""
-
-    def __init__(self, visible: List[Any], backing: List[Any]) -> None:
-        super().__init__(visible)
-        self.backing = backing
-
-
-def _zero(kind: Kind) -> Any:
-    if isinstance(kind, dict):
-        return {name: _zero(k) for name, k in kind.items()}
-    if isinstance(kind, tuple):
-        return _Slice([], [])
-    return {"string": "", "int": 0, "int64": 0, "bool": False}[kind]
-
-
-def _plain(value: Any) -> Any:
-    """Decoded value without the slices' backing arrays."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, _Obj):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    return "number"
-
-
-def _fold_rune(char: str) -> str:
-    """fold.go foldRune: the smallest rune of the character's case-fold orbit."""
-    orbit, todo = {char}, [char]
-    while todo:
-        current = todo.pop()
-        for other in (current.lower(), current.upper(), current.casefold()):
-            if len(other) == 1 and other not in orbit:
-                orbit.add(other)
-                todo.append(other)
-    return min(orbit)
-
-
-def go_fold(name: str) -> str:
-    """fold.go foldName: how a JSON key is compared with a field name when the exact
-    name does not match (ASCII upper-cased; others by simple case folding, so the
-    Kelvin sign matches k and the long s matches s)."""
-    return "".join(c.upper() if c < "\x80" else _fold_rune(c) for c in name)
-
-
-def _field(key: str, kind: Dict[str, Kind]) -> Optional[str]:
-    if key in kind:
-        return key
-    folded = go_fold(key)
-    return next((name for name in kind if go_fold(name) == folded), None)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _decode(value: Any, kind: Kind, where: str, into: Any) -> Any:
-    """`value` decoded into the Go value `into` of type `kind` (null leaves a struct or a
-    scalar unchanged and makes a slice nil)."""
-    if isinstance(kind, dict):
-        if value is None:
-            return into
-        if not isinstance(value, _Obj):
-            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        result = dict(into)
-        for key, item in value:
-            name = _field(key, kind)
-            if name is not None:  # unknown fields are ignored (no DisallowUnknownFields)
-                result[name] = _decode(item, kind[name], f"{where}.{name}", result[name])
-        return result
-    if isinstance(kind, tuple):
-        if value is None:
-            return _Slice([], [])
-        if not isinstance(value, list) or isinstance(value, _Obj):
-            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        if not value:
-            return _Slice([], [])  # an empty array: a new empty slice
-        backing = list(into.backing if isinstance(into, _Slice) else into)
-        for i, item in enumerate(value):
-            base = backing[i] if i < len(backing) else _zero(kind[1])
-            decoded = _decode(item, kind[1], f"{where}[{i}]", base)
-            if i < len(backing):
-                backing[i] = decoded
-            else:
-                backing.append(decoded)
-        return _Slice(backing[:len(value)], backing)
-    if value is None:
-        return into
-    if kind == "string":
-        if isinstance(value, str):
-            return _SURROGATE.sub("\ufffd", value)  # Go decodes a lone \ud800 as U+FFFD
-    elif kind == "bool":
-        if isinstance(value, bool):
-            return value
-    elif kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
-        # type() is int: excludes bool; json gives a float for 1.5, 1.0 and 1e3, which Go
-        # refuses for an int as well
-        if type(value) is int and low <= value <= high:
-            return value
-    else:
-        raise AssertionError(f"unknown kind {kind!r}")
-    raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go struct field "
-                      f"{where} of type {kind}")
-
-
-def _reject_constant(name: str) -> Any:
-    raise GoJSONError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-def go_decode(raw: bytes, schema: Dict[str, Kind]) -> Dict[str, Any]:
-    """Decode a request body into the struct `schema` the way JSONBind does.
-
-    Only the first JSON value is read (trailing bytes are ignored, as by
-    json.Decoder); an empty body is an error (EOF); a top-level `null` gives the
-    zero struct; a duplicate key decodes into what the first one left (merging
-    objects, reusing slice elements).  Raises GoJSONError.
-    """
-    text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
-    if not text:
-        raise GoJSONError("EOF")
-    decoder = json.JSONDecoder(object_pairs_hook=_Obj, parse_constant=_reject_constant)
-    try:
-        value, _ = decoder.raw_decode(text)
-    except json.JSONDecodeError as e:
-        raise GoJSONError(str(e)) from None
-    return _plain(_decode(value, schema, "request", _zero(schema)))  # type: ignore[no-any-return]
-
-
-def go_json(value: Any) -> bytes:
-    """json.NewEncoder(w).Encode(value): compact, HTML characters escaped, newline."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return (text + "\n").encode()
-
 
 def rfc3339_now() -> str:
     """time.Now().UTC().Format(time.RFC3339)"""
@@ -653,124 +499,6 @@ def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
     return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
-# --- golang-jwt/v5 (v5.3.0) ParseWithClaims, as the DM's middleware calls it ---------------
-
-_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_GO_ALGS = {"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512", "none",
-            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}  # RegisterSigningMethod
-_RSA_HASHES = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
-_JSON_STARTS = set('{["-0123456789tfn')
-
-
-def go_b64_raw_url(segment: str) -> bytes:
-    """base64.RawURLEncoding.DecodeString; ValueError with Go's text on bad input."""
-    values = []
-    for i, char in enumerate(segment):
-        if char in "\r\n":
-            continue  # the Go decoder skips new lines
-        if char not in _B64URL:
-            raise ValueError(f"illegal base64 data at input byte {i}")
-        values.append(char)
-    if len(values) % 4 == 1:
-        raise ValueError(f"illegal base64 data at input byte {len(segment) - 1}")
-    text = "".join(values)
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _go_quote_char(byte: int) -> str:
-    """encoding/json quoteChar: how a syntax error names the offending byte."""
-    if byte == ord("'"):
-        return "'\\''"
-    if byte == ord('"'):
-        return "'\"'"
-    text = json.dumps(chr(byte))[1:-1] if byte < 0x80 else f"\\u{byte:04x}"
-    return "'" + (chr(byte) if 0x20 <= byte < 0x7F else text) + "'"
-
-
-def go_unmarshal_object(data: bytes, go_type: str) -> Dict[str, Any]:
-    """json.Unmarshal into an object of `go_type`; ValueError with Go's text.  The text
-    is Go's for an empty or truncated input, a bad first character and a value that is
-    not an object; other syntax errors get a Go-like approximation."""
-    stripped = data.lstrip(b" \t\r\n")
-    if stripped and chr(stripped[0]) not in _JSON_STARTS:
-        raise ValueError(f"invalid character {_go_quote_char(stripped[0])} "
-                         "looking for beginning of value")
-    try:
-        value = json.loads(data.decode("utf-8", errors="replace"),
-                           parse_constant=_reject_constant)
-    except (json.JSONDecodeError, GoJSONError) as e:
-        if isinstance(e, json.JSONDecodeError) and e.pos >= len(e.doc.rstrip()):
-            raise ValueError("unexpected end of JSON input") from None
-        raise ValueError(f"invalid character in JSON input ({e})") from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"json: cannot unmarshal {_type_name(value)} into Go value of type "
-                         + go_type)
-    return value
-
-
-def _numeric_date(value: Any) -> Optional[float]:
-    """NumericDate.UnmarshalJSON: a number, or a string holding one (json.Number)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError("could not parse NumericData")
-    try:
-        return float(int(float(value)))  # truncated to jwt.TimePrecision (1 s)
-    except ValueError:
-        raise ValueError("could not parse NumericData") from None
-
-
-def golang_jwt_error(token: str, key: rsa.RSAPublicKey, now: float) -> Optional[str]:
-    """The error golang-jwt's ParseWithClaims gives for `token` with the DM's key
-    function (any RSA PKCS#1 v1.5 method; anything else is "unexpected signing method"),
-    checked in the library's order; None for a valid token."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return "token is malformed: token contains an invalid number of segments"
-    decoded: List[Any] = []
-    # the header into map[string]interface {}, the claims into the middleware's Claims
-    for part, what, go_type in ((parts[0], "header", "map[string]interface {}"),
-                                (parts[1], "claim", "rest.Claims")):
-        try:
-            raw = go_b64_raw_url(part)
-        except ValueError as e:
-            return f"token is malformed: could not base64 decode {what}: {e}"
-        try:
-            decoded.append(go_unmarshal_object(raw, go_type))
-        except ValueError as e:
-            return f"token is malformed: could not JSON decode {what}: {e}"
-    header, claims = decoded
-    try:
-        exp, nbf = (_numeric_date(claims.get(name)) for name in ("exp", "nbf"))
-    except ValueError as e:
-        return f"token is malformed: could not JSON decode claim: {e}"
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        return "token is unverifiable: signing method (alg) is unspecified"
-    if alg not in _GO_ALGS:
-        return "token is unverifiable: signing method (alg) is unavailable"
-    try:
-        signature = go_b64_raw_url(parts[2])
-    except ValueError as e:
-        return f"token is malformed: could not base64 decode signature: {e}"
-    if alg not in _RSA_HASHES:
-        return ("token is unverifiable: error while executing keyfunc: "
-                f"unexpected signing method: {alg}")
-    try:
-        key.verify(signature, f"{parts[0]}.{parts[1]}".encode("latin-1"), padding.PKCS1v15(),
-                   _RSA_HASHES[alg]())
-    except (InvalidSignature, ValueError):
-        return "token signature is invalid: crypto/rsa: verification error"
-    problems = []
-    if exp is not None and not now < exp:
-        problems.append("token is expired")
-    if nbf is not None and now < nbf:
-        problems.append("token is not valid yet")
-    return "token has invalid claims: " + ", ".join(problems) if problems else None
-
-
 def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -824,7 +552,7 @@ class FakeDecisionMaker(FakeHTTPServer):
 
     def set_rules(self, rules: Sequence[Dict[str, Any]]) -> None:
         """Replace the rules as a POST would (missing fields get Go's zero values)."""
-        full = [{name: r.get(name, _zero(NODE_POLICY[name])) for name in RULE_FIELDS}
+        full = [{name: r.get(name, zero_value(NODE_POLICY[name])) for name in RULE_FIELDS}
                 for r in rules]
         with self._cond:
             self._rules = full

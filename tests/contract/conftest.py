@@ -8,6 +8,7 @@ build exists (CI), every test skips and says where the recipe is.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Tuple
@@ -45,35 +46,35 @@ class DMPair:
 
 
 @pytest.fixture(params=BUILDS, ids=[b.name for b in BUILDS])
-def dm_build(request: pytest.FixtureRequest) -> DMBuild:
+def dm_build(request: pytest.FixtureRequest) -> Iterator[DMBuild]:
+    """A complete real build (else a skip saying where the recipe is), kept from being
+    rebuilt while the test runs."""
     build: DMBuild = request.param
-    reason = build.missing()
-    if reason is not None:
-        pytest.skip(reason)
-    return build
+    with build.in_use() as busy:
+        reason = busy or build.missing()
+        if reason is not None:
+            pytest.skip(reason)
+        yield build
 
 
 @pytest.fixture
 def dm_pair(dm_build: DMBuild, tmp_path: Path) -> Iterator[DMPair]:
     """A fresh real DM of this build and a fresh fake in the matching mode."""
-    real = RealDecisionMaker(dm_build, tmp_path)
-    try:
+    with contextlib.ExitStack() as stack:
+        real = RealDecisionMaker(dm_build, tmp_path)
+        stack.callback(real.stop)
         fake = FakeDecisionMaker(dm_build.private_key(),
                                  match_threads=dm_build.match_threads).start()
-    except BaseException:
-        real.stop()
-        raise
-    try:
+        stack.callback(fake.stop)
         yield DMPair(dm_build, fake, real)
-    finally:
-        fake.stop()
-        real.stop()
 
 
 def assert_same(pair: DMPair, fake: Transcript, real: Transcript) -> None:
+    """Every step of the two transcripts equal; else all the differing steps, shown."""
     assert len(fake.steps) == len(real.steps)
     differences = [f"{mine[0]}:\n  fake {mine[1:]}\n  real {theirs[1:]}"
-                   for mine, theirs in zip(fake.steps, real.steps) if mine != theirs]
+                   for mine, theirs in zip(fake.steps, real.steps, strict=True)
+                   if mine != theirs]
     assert not differences, (f"{pair.build.name} ({pair.build.source()}), "
                              f"{len(differences)} of {len(fake.steps)} steps differ:\n"
                              + "\n".join(differences))

@@ -83,8 +83,9 @@ def test_overlaps_pause_empty_and_invalid_rules(dm_pair: DMPair, children: List[
 
     def scenario(t: Transcript) -> None:
         token = t.token()
+        without_catch_all = [r for r in rules if r["policyID"] != "zz"]
         for label, policies in (("in order", rules), ("reversed", rules[::-1]),
-                                ("without the catch-all", [r for r in rules if r["policyID"] != "zz"]),
+                                ("without the catch-all", without_catch_all),
                                 ("only unusable ones", rules[3:6])):
             t.call(f"post {label}", "POST", NODE_INTENTS, {"policies": policies}, token=token)
             t.call(f"strategies {label}", "GET", STRATEGIES, token=token)
