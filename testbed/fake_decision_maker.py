@@ -464,7 +464,11 @@ def _make_handler(api: FakeHTTPServer) -> type:
                 resp = HTTPResponse(500, b"Internal Server Error\n", "text/plain; charset=utf-8")
             self._send(resp)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+        def __getattr__(self, name: str) -> Any:
+            # Go serves every method name (TRACE, PROPFIND, even "get"): echo routes it
+            if name.startswith("do_"):
+                return self._handle
+            raise AttributeError(name)
 
     Handler.api = api
     return Handler

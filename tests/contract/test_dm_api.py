@@ -51,6 +51,10 @@ def test_routes_and_methods(dm_pair: DMPair) -> None:
                 ("GET", "/api/v1/auth/token", False), ("PUT", "/api/v1/auth/token", True),
                 ("GET", STRATEGIES + "/", True), ("GET", STRATEGIES + "?x=1&y", True),
                 ("GET", MERKLE + "/", True), ("GET", "/API/v1/node-intents/merkle", True),
+                ("GET", "/health/", False), ("get", "/health", False),
+                ("TRACE", "/health", False), ("get", MERKLE, True), ("PROPFIND", STRATEGIES, True),
+                ("POST", "/api/v1/intents", False), ("GET", "/api/v1/runtime-config", False),
+                ("GET", "/api/v1/pods/pids", False), ("DELETE", "/api/v1/intents", False),
                 ("GET", MERKLE, True), ("GET", STRATEGIES, True)]:
             t.call(f"{method} {path} token={with_token}", method, path,
                    token=token if with_token else None)
