@@ -90,7 +90,21 @@ def test_overlaps_pause_empty_and_invalid_rules(dm_pair: DMPair, children: List[
             t.call(f"post {label}", "POST", NODE_INTENTS, {"policies": policies}, token=token)
             t.call(f"strategies {label}", "GET", STRATEGIES, token=token)
 
-    assert_same(dm_pair, *dm_pair.run(scenario))
+    fake, real = dm_pair.run(scenario)
+    assert_same(dm_pair, fake, real)
+    listings = [{(e["pid"], e["command_regex"], e["execution_time"]) for e in step[3]["scheduling"]}
+                for step in real.steps if step[0].startswith("strategies")]
+    t1, t2, in_pause = (main.threads[f"{p}-t1"], main.threads[f"{p}-t2"],
+                        paused.threads[f"{p}-in-pause"])
+    if dm_pair.build.match_threads:  # one per TID: the last rule in policyID order wins
+        assert listings[0] == listings[1] == {(tid, p, 20_000_000)
+                                              for tid in (main.pid, t1, t2, in_pause)}
+        assert listings[2] == {(main.pid, f"^{p}-a$", 20_000_000),
+                               (t1, f"^{p}-t", 2**64 - 5), (t2, f"^{p}-t", 2**64 - 5)}
+    else:  # leaders only, one per rule: "pause" and the threads never
+        assert listings[0] == {(main.pid, f"^{p}-a$", 20_000_000), (main.pid, p, 20_000_000)}
+        assert listings[2] == {(main.pid, f"^{p}-a$", 20_000_000)}
+    assert listings[3] == set()  # empty, invalid and "pause" rules resolve to nothing
 
 
 REGEX_CASES = [
@@ -118,7 +132,11 @@ def test_regex_dialect(dm_pair: DMPair, children: List[Any]) -> None:
                    token=token)
             t.call(f"strategies {regex!r}", "GET", STRATEGIES, token=token)
 
-    assert_same(dm_pair, *dm_pair.run(scenario))
+    fake, real = dm_pair.run(scenario)
+    assert_same(dm_pair, fake, real)
+    matched = [step[0] for step in real.steps if step[0].startswith("strategies")
+               and isinstance(step[3], dict) and step[3]["scheduling"]]
+    assert len(matched) >= 15, matched  # the cases do reach our process (19 leaders only)
 
 
 def test_zombie_leader_whose_threads_live(dm_pair: DMPair, children: List[Any],
