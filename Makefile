@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 OUT    ?= out
 
-.PHONY: help venv demo test test-fast lint bench deb clean
+.PHONY: help venv demo test test-fast lint bench deb clean example-config
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
 	@echo "make deb        build the Debian package into $(OUT)/"
+	@echo "make example-config  regenerate packaging/config.toml from the schema"
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ bench: venv
 
 deb:
 	packaging/build-deb $(OUT)
+
+# packaging/config.toml is generated from the schema (gtp5g_operator/config/schema.py);
+# a unit test fails while it differs
+example-config: venv
+	$(PY) -c 'from gtp5g_operator.service.vocabulary import example_config as e; print(e(), end="")' > packaging/config.toml
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -143,6 +143,10 @@ def api_url(v: Any) -> str:
     return str(v).rstrip("/")
 
 
+def optional_api_url(v: Any) -> str:
+    return "" if v == "" else api_url(v)
+
+
 def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

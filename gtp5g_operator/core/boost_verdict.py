@@ -43,8 +43,8 @@ def scheduler_finding(scheduler: Optional[SchedulerState]) -> Optional[Finding]:
                 "strategies have no effect")
     else:
         text = f"{scheduler.summary()}: the strategies have no effect"
-    return Finding(f"scheduler:{scheduler.ops or scheduler.state or 'none'}",
-                   logging.WARNING, text)
+    # Shown, not logged here: the daemon's scheduler watch says it once per change.
+    return Finding(f"scheduler:{scheduler.ops or scheduler.state or 'none'}", None, text)
 
 
 def diagnose(cmp: Comparison, scheduler: Optional[SchedulerState],

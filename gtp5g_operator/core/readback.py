@@ -46,58 +46,16 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Seq
 from .procfs import ProcessInfo, TaskInfo, TaskStat
 from .tracker import ProcessView
 
-MAX_LISTED = 65536  # entries accepted from one answer (a 1 MiB answer holds ~12,000)
 MAX_LOOKUPS = 256  # who-is-it look-ups of listed IDs of no tracked process (~0.2 ms each)
 MAX_LEADER_PROBES = 4  # tracked processes probed for a listed thread before a look-up
-PID_MAX_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
-
-
-class BadListing(ValueError):
-    """The scheduler's list is not what its server documents (one line)."""
 
 
 @dataclass(frozen=True)
 class ListedEntry:
+    """One entry the scheduler reads (decoded by gthulhu.answers.listed_strategies)."""
+
     pid: int
     command_regex: Optional[str]  # the rule it came from (DM); None for v0's explicit PIDs
-
-
-def listing_from_answer(body: Any) -> List[ListedEntry]:
-    """The entries of a strategies GET answer (`{"scheduling": [...], ...}`)."""
-    if not isinstance(body, dict):
-        raise BadListing("the strategies answer is not a JSON object")
-    return parse_listing(body.get("scheduling"))
-
-
-def parse_listing(items: Any) -> List[ListedEntry]:
-    """Validate the `scheduling` list; entries without a PID (another writer's
-    selector, v0) are skipped, anything else malformed is refused."""
-    if items is None:  # the 2025 server answers null when nothing resolves
-        return []
-    if not isinstance(items, list):
-        raise BadListing("the strategies answer's scheduling is not a list")
-    if len(items) > MAX_LISTED:
-        raise BadListing(f"the strategies answer lists {len(items)} entries, more than "
-                         f"{MAX_LISTED}")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadListing(f"scheduling[{i}] is not an object")
-        pid = item.get("pid")
-        if pid is None or pid == 0:
-            continue
-        if type(pid) is not int or not 0 < pid <= PID_MAX_LIMIT:
-            raise BadListing(f"scheduling[{i}].pid is not a PID: {_short(pid)}")
-        regex = item.get("command_regex")
-        if regex is not None and not isinstance(regex, str):
-            raise BadListing(f"scheduling[{i}].command_regex is not a string: {_short(regex)}")
-        out.append(ListedEntry(pid, regex or None))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- the facts of listed tasks we do not track -------------------------------------------

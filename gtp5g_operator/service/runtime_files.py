@@ -139,6 +139,25 @@ def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
     return turned_at, next_by
 
 
+TEXTFILE_RECORD = "textfile.path"  # in the state directory: the package's purge reads it
+
+
+def record_textfile(state_directory: str, textfile: str) -> None:
+    """Note which metrics textfile this service maintains (one absolute path, or no
+    file), so that purging the package removes exactly that file and no other."""
+    path = os.path.join(state_directory, TEXTFILE_RECORD)
+    try:
+        if not textfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        os.makedirs(state_directory, exist_ok=True)
+        atomic_write(path, (textfile + "\n").encode(), 0o644)
+    except OSError as exc:
+        log.warning("cannot record the metrics textfile in %s: %s (purging the package "
+                    "will leave %s behind)", path, exc.strerror, textfile or "it")
+
+
 def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
     """Is `pid` (from a state.json) a running gtp5g-operator, and not another program
     that got its PID since?"""

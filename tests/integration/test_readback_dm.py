@@ -28,7 +28,6 @@ from gtp5g_operator.core.readback import (
     Comparison,
     ListedEntry,
     compare_rule,
-    listing_from_answer,
 )
 from gtp5g_operator.core.sched_ext import read_scheduler
 from gtp5g_operator.core.tracker import ProcessView, TaskTracker
@@ -71,11 +70,11 @@ class Operator:
     """Our side: the real Decision Maker writer, and a GET of what the scheduler reads
     with the same client and token."""
 
-    def __init__(self, dm: FakeDecisionMaker, keys: Dict[str, Path]) -> None:
+    def __init__(self, dm: FakeDecisionMaker, keys: Dict[str, Path], state: Path) -> None:
         config = Config(api=ApiConfig(url=dm.url, flavor="decision-maker",
                                       public_key=str(keys["public"])),
                         public_key_pem=keys["public"].read_text(), node_name=NODE)
-        self.writer = DecisionMakerWriter(JsonHttp(dm.url, 5.0), config)
+        self.writer = DecisionMakerWriter(JsonHttp(dm.url, 5.0), config, str(state))
         self.source = dm.url + STRATEGIES
 
     def write(self, views: Sequence[ProcessView]) -> None:
@@ -84,18 +83,16 @@ class Operator:
 
     def listed(self) -> List[ListedEntry]:
         self.writer.authenticate(deadline())
-        answer = self.writer.http.request("GET", STRATEGIES, None, deadline(),
-                                          self.writer.login.header())
-        assert answer.status == 200, answer.body
-        return listing_from_answer(answer.body)
+        return self.writer.listed(deadline())  # what the daemon's read-back GETs
 
     def close(self) -> None:
         self.writer.close()
 
 
 @pytest.fixture
-def operator(dm: FakeDecisionMaker, keys: Dict[str, Path]) -> Iterator[Operator]:
-    op = Operator(dm, keys)
+def operator(dm: FakeDecisionMaker, keys: Dict[str, Path],
+             tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(dm, keys, tmp_path / "state")
     yield op
     op.close()
 
@@ -211,9 +208,10 @@ def test_the_main_thread_never_seen_in_the_trace_is_ours(
 
 
 def test_episodes_follow_the_processes_and_the_scan(
-        keys: Dict[str, Path], gnb: Callable[..., GnbProcess], said: Said) -> None:
+        keys: Dict[str, Path], gnb: Callable[..., GnbProcess], said: Said,
+        tmp_path: Path) -> None:
     dm = FakeDecisionMaker(keys["private"].read_bytes(), match_threads=False).start()
-    operator = Operator(dm, keys)
+    operator = Operator(dm, keys, tmp_path / "state")
     try:
         g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
         views = track(*g.tids)
@@ -273,7 +271,7 @@ def test_what_runs_in_sched_ext_decides_whether_anything_is_boosted(
         aware_dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
         tmp_path: Path, state: Optional[str], ops: str, fragment: str, diagnosis: str) -> None:
     g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
-    operator = Operator(aware_dm, keys)
+    operator = Operator(aware_dm, keys, tmp_path / "state")
     try:
         views = track(*g.tids)
         operator.write(views)
@@ -295,7 +293,7 @@ def test_a_manager_is_verified_through_the_nodes_decision_maker(
     config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
                     password=PASSWORD, node_name=NODE)
     writer = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
-    operator = Operator(aware_dm, keys)  # the node's DM, read with our public key
+    operator = Operator(aware_dm, keys, tmp_path / "dm-state")  # the node's DM, read with our public key
     try:
         g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
         views = track(*g.tids)

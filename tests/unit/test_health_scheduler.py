@@ -90,8 +90,9 @@ def test_the_watch_says_when_the_scheduler_goes_and_comes_back(
     assert len(warnings) == 1 and "have no effect until one" in warnings[0]
     sysfs(tmp_path, "enabled", "scx_other")
     watch.check()
-    assert any("'scx_other' is running (it does not look like Gthulhu's)" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.INFO)
+    assert any("'scx_other' is running, not Gthulhu's: the strategies this service writes "
+               "have no effect" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
 
 
 def test_the_watch_exports_the_gauge_with_the_ops_label(tmp_path: Path) -> None:

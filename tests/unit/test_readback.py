@@ -21,18 +21,16 @@ from gtp5g_operator.core.boost_verdict import (
 )
 from gtp5g_operator.core.procfs import ProcessInfo, TaskInfo, TaskStat
 from gtp5g_operator.core.readback import (
-    MAX_LISTED,
-    BadListing,
     Comparison,
     ListedEntry,
     TaskFacts,
     compare_ids,
     compare_rule,
-    listing_from_answer,
-    parse_listing,
 )
 from gtp5g_operator.core.sched_ext import SchedulerState
 from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.answers import MAX_LISTED, listed_strategies
+from gtp5g_operator.gthulhu.errors import ApiError
 from tests.doubles import Clock
 
 RULE = "^(?:gnb worker|nr-gnb|nr-gnb-rlc)$"
@@ -116,7 +114,7 @@ def foreign_pids(cmp: Comparison) -> List[int]:
      [ListedEntry(9, None)]),  # another writer's selector entries carry no PID
 ])
 def test_a_listing_is_read(items: Any, expected: List[ListedEntry]) -> None:
-    assert parse_listing(items) == expected
+    assert listed_strategies({"scheduling": items}) == expected
 
 
 @pytest.mark.parametrize("items,error", [
@@ -128,23 +126,24 @@ def test_a_listing_is_read(items: Any, expected: List[ListedEntry]) -> None:
     ([{"pid": 4.2}], "pid is not a PID: 4.2"),
     ([{"pid": -3}], "pid is not a PID: -3"),
     ([{"pid": 1 << 40}], "pid is not a PID: 1099511627776"),
-    ([{"pid": 5, "command_regex": ["x"]}], r"command_regex is not a string: \['x'\]"),
+    ([{"pid": 5, "command_regex": ["x"]}], r"command_regex is not a string: list"),
     ([{"pid": "y" * 100}], r"'yyy+\.\.\.$"),  # a long value is cut short
     ([{"pid": 1}] * (MAX_LISTED + 1), f"lists {MAX_LISTED + 1} entries, more than"),
 ])
 def test_a_malformed_listing_is_refused_in_one_line(items: Any, error: str) -> None:
-    with pytest.raises(BadListing, match=error) as exc:
-        parse_listing(items)
+    with pytest.raises(ApiError, match=error) as exc:
+        listed_strategies({"scheduling": items})
+    assert exc.value.kind == "bad-answer"
     assert "\n" not in str(exc.value) and len(str(exc.value)) < 120
 
 
 def test_the_answer_of_a_strategies_get_is_unwrapped() -> None:
     body = {"success": True, "message": "Scheduling intents retrieved successfully",
             "timestamp": "2026-08-20T10:00:00Z", "scheduling": [{"pid": 3, "command_regex": RULE}]}
-    assert listing_from_answer(body) == [ListedEntry(3, RULE)]
-    assert listing_from_answer({"success": True}) == []
-    with pytest.raises(BadListing, match="not a JSON object"):
-        listing_from_answer(["scheduling"])
+    assert listed_strategies(body) == [ListedEntry(3, RULE)]
+    assert listed_strategies({"success": True}) == []
+    with pytest.raises(ApiError, match="not a JSON object"):
+        listed_strategies(["scheduling"])
 
 
 # --- the comparison: rule flavors ------------------------------------------------------------
@@ -298,12 +297,12 @@ def levels(findings: List[Finding]) -> List[Tuple[str, Optional[int]]]:
      [("foreign", logging.WARNING), ("foreign", logging.WARNING)]),
     ("another sched_ext scheduler", rule_cmp(100, 101, 102, 103),
      SchedulerState(True, "enabled", "rusty_1.0.4_x86_64"), 0.0,
-     [("scheduler", logging.WARNING)]),
+     [("scheduler", None)]),
     ("no sched_ext scheduler and leaders only", rule_cmp(100),
      SchedulerState(True, "disabled", ""), 0.0,
-     [("scheduler", logging.WARNING), ("leaders-only", logging.ERROR)]),
+     [("scheduler", None), ("leaders-only", logging.ERROR)]),
     ("a kernel without sched_ext", rule_cmp(100, 101, 102, 103),
-     SchedulerState(False, "", ""), 0.0, [("scheduler", logging.WARNING)]),
+     SchedulerState(False, "", ""), 0.0, [("scheduler", None)]),
     ("the scheduler not read: nothing said about it", rule_cmp(100, 101, 102, 103), None, 0.0,
      []),
 ])
@@ -447,14 +446,14 @@ def test_each_difference_is_said_once_per_episode(said: Said) -> None:
     assert len(new) == 1 and "thread 301 ('gnb worker') of process 300" in new[0][1]
     # both leave: all covered again, said once
     assert [lvl for lvl, _ in step(rule_cmp(100, 101, 102, 103))] == ["INFO"]
-    # the scheduler goes away, then another one runs: each is an episode of its own
+    # the scheduler goes away, then another one runs: shown, but logged by the daemon's
+    # scheduler watch (once per change, with or without pushes), not here a second time
     disabled = SchedulerState(True, "disabled", "")
-    assert [m for _, m in step(rule_cmp(100, 101, 102, 103), disabled)] == [
-        "no sched_ext scheduler is running (state disabled): the strategies have no effect"]
     assert step(rule_cmp(100, 101, 102, 103), disabled) == []
+    v = reporter.update(rule_cmp(100, 101, 102, 103), disabled, "http://dm")
+    assert v.status_fragment() == "no gNB task boosted: no sched_ext scheduler"
     other = SchedulerState(True, "enabled", "rusty")
-    assert [lvl for lvl, _ in step(rule_cmp(100, 101, 102, 103), other)] == ["WARNING"]
-    assert [lvl for lvl, _ in step(rule_cmp(100, 101, 102, 103))] == ["INFO"]
+    assert step(rule_cmp(100, 101, 102, 103), other) == []
 
 
 def test_a_reused_pid_is_a_new_foreign_task(said: Said) -> None:
