@@ -175,13 +175,16 @@ class Server:
 
     def __init__(self, listener: socket.socket, files: Published,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, parent_fd: int = PARENT_FD) -> None:
+                 wall: Callable[[], float] = time.time, parent_fd: int = PARENT_FD,
+                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE) -> None:
         self._listener = listener
+        self._max_connections = max_connections
+        self._deadline = deadline
         self._files = files
         self._clock = clock
         self._wall = wall
         self._parent_fd = parent_fd
-        self._conns: Dict[int, Connection] = {}  # oldest first: all have the same DEADLINE
+        self._conns: Dict[int, Connection] = {}  # oldest first: all have the same deadline
         self._sel = selectors.DefaultSelector()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ)
@@ -217,10 +220,10 @@ class Server:
                     self._close(next(iter(self._conns.values())))  # make room
                     continue
                 return  # e.g. ECONNABORTED: the next turn accepts the rest
-            if len(self._conns) >= MAX_CONNECTIONS:
+            if len(self._conns) >= self._max_connections:
                 self._close(next(iter(self._conns.values())))
             sock.setblocking(False)
-            conn = Connection(sock, self._clock() + DEADLINE)
+            conn = Connection(sock, self._clock() + self._deadline)
             self._conns[conn.fd] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
 
