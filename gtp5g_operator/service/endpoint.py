@@ -209,7 +209,8 @@ class Endpoint(Component):
                 child_command(fd, self._dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 pass_fds=(fd,), cwd="/", env=child_env())
         except OSError as exc:
-            self._failed(f"cannot start the endpoint process: {exc.strerror or exc}")
+            where = f" ({exc.filename})" if exc.filename else ""
+            self._failed(f"cannot start the endpoint process: {exc.strerror or exc}{where}")
             return
         assert child.stdout is not None
         os.set_blocking(child.stdout.fileno(), False)
