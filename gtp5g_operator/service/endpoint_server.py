@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 MAX_CONNECTIONS = 64
 DEADLINE = 5.0  # seconds from accept to the last byte of the answer
 ACCEPTS_PER_TURN = 16  # a flood of connections cannot starve the ones already accepted
+LISTENER_REST = 0.5  # seconds without accepting after accept() failed for want of resources
 METRICS_LIMIT = 1 << 20  # the exposition text is a few KiB
 HEALTH_LIMIT = 64 << 10
 NOBODY = 65534  # the overflow uid/gid: nobody/nogroup
@@ -185,6 +186,7 @@ class Server:
         self._wall = wall
         self._parent_fd = parent_fd
         self._conns: Dict[int, Connection] = {}  # oldest first: all have the same deadline
+        self._resting_until: Optional[float] = None  # the listener's rest after accept failed
         self._sel = selectors.DefaultSelector()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ)
@@ -204,22 +206,26 @@ class Server:
             self._expire()
 
     def _timeout(self) -> Optional[float]:
-        if not self._conns:
-            return None
-        return max(0.0, next(iter(self._conns.values())).deadline - self._clock())
+        due = [self._resting_until] if self._resting_until is not None else []
+        if self._conns:
+            due.append(next(iter(self._conns.values())).deadline)
+        return max(0.0, min(due) - self._clock()) if due else None
 
     def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_TURN):
+        for turn in range(ACCEPTS_PER_TURN):
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) \
-                        and self._conns:
-                    self._close(next(iter(self._conns.values())))  # make room
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # that client is gone; the next one waits
+                if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._conns:
+                    self._rest_listener()  # out of memory or fds: no busy loop
+                elif turn == 0:  # the listener was ready: someone waits, make room
+                    self._close(next(iter(self._conns.values())))
                     continue
-                return  # e.g. ECONNABORTED: the next turn accepts the rest
+                return  # accept() claims an fd before it knows whether anyone waits
             if len(self._conns) >= self._max_connections:
                 self._close(next(iter(self._conns.values())))
             sock.setblocking(False)
@@ -286,8 +292,17 @@ class Server:
         conn.draining = True
         self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
 
+    def _rest_listener(self) -> None:
+        """Stop accepting for LISTENER_REST: the listener stays ready while accept()
+        fails, and the loop must not spin on it."""
+        self._sel.unregister(self._listener)
+        self._resting_until = self._clock() + LISTENER_REST
+
     def _expire(self) -> None:
         now = self._clock()
+        if self._resting_until is not None and now >= self._resting_until:
+            self._resting_until = None
+            self._sel.register(self._listener, selectors.EVENT_READ)
         while self._conns:
             oldest = next(iter(self._conns.values()))
             if oldest.deadline > now:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
+from gtp5g_operator.service.endpoint import child_command, child_env
 from gtp5g_operator.service.endpoint_server import DEADLINE, MAX_CONNECTIONS
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import (
@@ -422,3 +423,78 @@ def test_under_the_units_ambient_capabilities_the_endpoint_process_holds_none(
     log = (tmp_path / "daemon.log").read_text()
     assert "metrics and health on http://127.0.0.1:" in log and "metrics endpoint:" not in log
 
+
+
+# --- out of file descriptors -------------------------------------------------------------
+
+
+def endpoint_alone(tmp_path: Path, spare_fds: int
+                   ) -> Tuple[subprocess.Popen[bytes], socket.socket]:
+    """The endpoint process alone, as the daemon starts it, limited (RLIMIT_NOFILE)
+    to `spare_fds` more fds than it holds in its loop: a first run finds where its
+    next fd would go, a second one starts with the limit (fd numbers are the same)."""
+    import resource
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)  # as root the process becomes nobody, who must look into run/
+
+    def start(limit: int = 0) -> subprocess.Popen[bytes]:
+        def limit_fds() -> None:
+            if limit:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        fd = listener.fileno()
+        proc = subprocess.Popen(
+            child_command(fd, str(run)), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            pass_fds=(fd,), cwd="/", env=child_env(), preexec_fn=limit_fds)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"serving\n"
+        wait_until(lambda: in_its_loop(proc.pid), 10, "the endpoint's loop")
+        return proc
+
+    first = start()
+    held = {int(n) for n in os.listdir(f"/proc/{first.pid}/fd")}
+    first.kill()
+    first.wait()
+    lowest_free = min(set(range(len(held) + 1)) - held)
+    return start(limit=lowest_free + spare_fds), listener
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_without_a_free_fd_the_endpoint_rests_instead_of_spinning(tmp_path: Path) -> None:
+    proc, listener = endpoint_alone(tmp_path, spare_fds=0)
+    try:
+        client = socket.create_connection(listener.getsockname(), timeout=5)  # queued
+        before = cpu_seconds(proc.pid)
+        time.sleep(2.0)  # the measurement window: accept() fails all along
+        spent = cpu_seconds(proc.pid) - before
+        assert spent < 0.2, f"{spent:.2f} s of CPU in 2 s: accept() retried in a loop"
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+
+
+def test_with_one_free_fd_a_new_client_closes_the_oldest(tmp_path: Path) -> None:
+    proc, listener = endpoint_alone(tmp_path, spare_fds=1)
+    try:
+        fds = open_fds(proc.pid)
+        silent = socket.create_connection(listener.getsockname(), timeout=5)
+        wait_until(lambda: open_fds(proc.pid) == fds + 1, 10, "the first one accepted")
+        code, _, _ = exchange(listener.getsockname()[1], b"GET /health HTTP/1.1\r\n\r\n")
+        assert code == 503  # nothing published in this directory: "starting"
+        silent.settimeout(5)
+        assert silent.recv(1) == b"", "the oldest connection made room"
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
