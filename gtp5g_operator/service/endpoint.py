@@ -224,11 +224,8 @@ class Endpoint(Component):
         except OSError:
             data = b""
         if not data:  # EOF: the child has exited
-            served = self._serving_since
-            code = self._end_child(terminate=False)
-            if served is not None and self._clock() - served >= STABLE_AFTER:
-                self._backoff.reset()
-            self._failed(f"the endpoint process for {self._bound} exited ({describe_exit(code)})")
+            self._child_ended(lambda code: f"the endpoint process for {self._bound} exited "
+                              f"({describe_exit(code)})")
             return
         self._partial = (self._partial + data)[-4096:]  # its lines are short: bounded anyway
         while b"\n" in self._partial:
@@ -241,8 +238,15 @@ class Endpoint(Component):
             if not self._state.recovered("metrics and health on http://%s/ again", self._bound):
                 log.info("metrics and health on http://%s/ (/metrics, /health)", self._bound)
         elif line.startswith("error: "):
-            self._end_child(terminate=False)
-            self._failed(line[len("error: "):])
+            self._child_ended(lambda _: line[len("error: "):])
+
+    def _child_ended(self, why: Callable[[Optional[int]], str]) -> None:
+        """Reap the child that ended and retry; `why` says why from its exit status."""
+        served = self._serving_since
+        code = self._end_child(terminate=False)
+        if served is not None and self._clock() - served >= STABLE_AFTER:
+            self._backoff.reset()  # not a crash loop: restart after the first delay
+        self._failed(why(code))
 
     def _end_child(self, terminate: bool) -> Optional[int]:
         """Stop (if `terminate`) and reap the child; its exit status."""

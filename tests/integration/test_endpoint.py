@@ -420,8 +420,9 @@ def test_under_the_units_ambient_capabilities_the_endpoint_process_holds_none(
     caps = capability_sets(int(children[0]))
     assert caps["CapEff"] == caps["CapPrm"] == caps["CapAmb"] == 0, caps
     assert proc_status(int(children[0]))["Uid"].split()[0] == "65534"
-    log = (tmp_path / "daemon.log").read_text()
-    assert "metrics and health on http://127.0.0.1:" in log and "metrics endpoint:" not in log
+    log = wait_until(lambda: "metrics and health on http://127.0.0.1:" in (
+        text := (tmp_path / "daemon.log").read_text()) and text, 10, "the endpoint's log line")
+    assert "metrics endpoint:" not in log, log
 
 
 
