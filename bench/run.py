@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
+import importlib
 import json
 import os
 import platform
@@ -30,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench.schedstat import bench_schedstat, schedstat_rows
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.harness import (
     REPO,
@@ -796,13 +797,20 @@ def table(r: Dict[str, Any]) -> str:
                 f"{c[f'push_{n}_bytes'] / 1024:.0f} KiB", "(report)", None)
         row(f"liveness pass over {c['liveness_tasks']:,} tasks",
             f"{c['liveness_pass_ms']:.0f} ms", "(report)", None)
-    if "schedstat" in r:
-        schedstat_rows(r["schedstat"], row)
+    for module in SECTION_MODULES:
+        if module.NAME in r:
+            module.rows(r[module.NAME], row)
     return "\n".join(rows)
 
 
+# Sections in modules of their own, one line each: the module has NAME,
+# run(world, python) -> results and rows(results, row).
+SECTION_MODULES = [importlib.import_module(name) for name in (
+    "bench.memory",
+    "bench.schedstat",
+)]
 SECTIONS = ("fifo", "kernel", "cpucap", "reaction", "reaction_raw", "idle", "idle_raw",
-            "memory", "startup", "scale", "schedstat")
+            "memory", "startup", "scale", *(module.NAME for module in SECTION_MODULES))
 
 
 def main() -> int:
@@ -832,7 +840,7 @@ def main() -> int:
         "memory": lambda: bench_memory(world, python),
         "startup": lambda: bench_startup(world, python),
         "scale": lambda: bench_scale(world),
-        "schedstat": bench_schedstat,
+        **{m.NAME: functools.partial(m.run, world, python) for m in SECTION_MODULES},
     }
     try:
         for name in SECTIONS:

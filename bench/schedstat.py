@@ -153,6 +153,18 @@ def bench_schedstat() -> Dict[str, Any]:
 # --- report ------------------------------------------------------------------------------
 
 
+NAME = "schedstat"  # the section's name in bench/run.py
+
+
+def run(world: Any, python: str) -> Dict[str, Any]:
+    """The section (bench/run.py's module protocol): in-process, on this machine's /proc."""
+    return bench_schedstat()
+
+
+def rows(r: Dict[str, Any], row: Row) -> None:
+    schedstat_rows(r, row)
+
+
 def schedstat_rows(r: Dict[str, Any], row: Row) -> None:
     for n, c in r["cost"].items():
         row(f"CPU-wait sample of {int(n):,} tasks", f"{c['sample_us_per_task']:.1f} µs/task "

@@ -117,6 +117,9 @@ class Daemon:
         self.scheduler.check()
         self.trace.open()
         self.publisher.publish()
+        # Before READY=1, so that a probe right after it is never refused; after the
+        # first publish, so that the endpoint process finds the files it serves.
+        self.endpoint.open()
 
     def _log_start(self) -> None:
         cfg = self.config

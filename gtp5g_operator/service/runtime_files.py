@@ -20,19 +20,17 @@ import json
 import logging
 import mmap
 import os
-import struct
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
 from ..files import FileProblem, atomic_write, read_json_file, read_regular_file
+from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
+from .runtime_names import HEARTBEAT as _HEARTBEAT
+from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
+from .runtime_names import METRICS_FILE as METRICS_FILE
+from .runtime_names import STATE_FILE as STATE_FILE
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-METRICS_FILE = "metrics.prom"
-HEALTH_FILE = "health.json"
-HEARTBEAT_FILE = "heartbeat"
-_HEARTBEAT = struct.Struct("<dd")  # turned_at, next_turn_by (monotonic seconds)
 
 
 def _first_dir(env: Mapping[str, str], var: str, default: str) -> str:

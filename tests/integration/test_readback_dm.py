@@ -293,7 +293,8 @@ def test_a_manager_is_verified_through_the_nodes_decision_maker(
     config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
                     password=PASSWORD, node_name=NODE)
     writer = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
-    operator = Operator(aware_dm, keys, tmp_path / "dm-state")  # the node's DM, read with our public key
+    # the node's DM, read with our public key
+    operator = Operator(aware_dm, keys, tmp_path / "dm-state")
     try:
         g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
         views = track(*g.tids)
