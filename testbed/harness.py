@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition",
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
                interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -29,6 +29,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class SchedulingLag:
+    """How late this machine wakes a sleeper, measured in a thread while a test runs.
+
+    Timing bounds in tests (watchdog ping gaps) hold for the daemon's own work; on a
+    loaded CI host the kernel may also keep any process off the CPU for a while.  A
+    thread that sleeps `step` seconds over and over sees exactly that delay, so a test
+    can add `worst` to its bound: the bound adapts to the machine, the defect it
+    guards against (a loop that blocks) still fails it."""
+
+    def __init__(self, step: float = 0.02) -> None:
+        self.step = step
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            self._stop.wait(self.step)
+            self.worst = max(self.worst, time.monotonic() - before - self.step)
+
+    def __enter__(self) -> SchedulingLag:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class NotifySocket:
@@ -61,7 +91,7 @@ class NotifySocket:
         with self._lock:
             return list(self.messages)
 
-    def wait(self, key: str, value: Optional[str] = None, timeout: float = 5.0,
+    def wait(self, key: str, value: Optional[str] = None, timeout: float = 20.0,
              after: int = 0) -> Dict[str, str]:
         def find() -> Optional[Dict[str, str]]:
             for m in self.all()[after:]:
@@ -266,7 +296,7 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 5.0) -> str:
+    def wait_log(self, text: str, timeout: float = 20.0) -> str:
         return wait_until(lambda: text in self.log() and self.log(), timeout,  # type: ignore
                           f"log line containing {text!r}")
 
