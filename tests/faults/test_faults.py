@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -487,6 +488,9 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
 def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:
     d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True})
     env.api.wait_post(lambda s: True)
+    # the push is over, its read-back (a GET after the POST) included: nothing in flight
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
     env.api.fault = "hang"
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)

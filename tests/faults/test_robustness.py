@@ -466,20 +466,27 @@ def test_trace_path_replaced_at_run_time_by_what_cannot_be_followed(
 
 
 def test_a_reload_that_closes_an_fd_ready_in_the_same_turn_runs_no_callback_for_it(
-        env: Env, busy_port_socket: socket.socket) -> None:
+        env: Env) -> None:
     """The issue's race, on the fd of the metrics endpoint's pipe: a reload that
     turns metrics.listen on (and changes a strategy value, so the push comes in
     the same turn) starts the endpoint child, then the push hangs; meanwhile a
     second SIGHUP (metrics.listen off) arrives and only then the child says
-    "error: cannot listen" and exits.  The next select returns the signal's fd
-    first and the endpoint's second; the reload closes the endpoint's pipe, so
-    no callback may run for it (before the fix: an assertion, and the daemon
-    exited).  (The trace fd cannot be made ready in that order any more: it is
-    re-registered after its rest only in a turn that ends before any push.)"""
-    port = busy_port_socket.getsockname()[1]
+    "error: cannot read ..." (its runtime directory is root's only, and as root it
+    runs as nobody) and exits.  The next select returns the signal's fd first and
+    the endpoint's second; the reload closes the endpoint's pipe, so no callback
+    may run for it (before the fix: an assertion, and the daemon exited).  (The
+    trace fd cannot be made ready in that order any more: it is re-registered
+    after its rest only in a turn that ends before any push.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the endpoint process then runs as nobody, who cannot "
+                    "read a runtime directory of root's, and fails after starting")
+    (env.tmp / "run").mkdir(mode=0o700)
+    port = free_port()
     d = env.start(env={"WATCHDOG_USEC": "6000000"}, api={"timeout": 1.5},
                   strategy={"resync_interval": 5.0})
     env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"  # the push is over, its read-back included
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
     for round_ in range(1):
         mark = len(d.log())
         env.api.fault = "hang"
@@ -503,13 +510,10 @@ def test_a_reload_that_closes_an_fd_ready_in_the_same_turn_runs_no_callback_for_
                    "a push that succeeds")
 
 
-@pytest.fixture
-def busy_port_socket() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    yield sock
-    sock.close()
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # =================================================================================================
