@@ -72,7 +72,10 @@ def read_json_file(path: str) -> Any:
     if not os.path.lexists(path):
         raise FileNotFoundError(path)
     data, _ = read_regular_file(path)
-    return json.loads(data, parse_constant=_no_constant)
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:  # nested about a thousand deep: no file of ours is
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _no_constant(name: str) -> Any:

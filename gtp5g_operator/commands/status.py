@@ -26,7 +26,11 @@ def _num(value: Any) -> Optional[float]:
     """A finite number, else None (NaN or infinity cannot be a time or a count)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float (JSON integers have no limit)
+        return None
+    return number if math.isfinite(number) else None
 
 
 def one_line(value: Any) -> str:

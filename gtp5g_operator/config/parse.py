@@ -77,6 +77,11 @@ def parse_config(text: str, source: str = "config.toml") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # message carries "(at line L, column C)"
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except ValueError:  # int() inside tomllib refuses a decimal of over 4,300 digits
+        raise ConfigError(f"{source}: invalid TOML: an integer too long to read") from None
+    except RecursionError:  # arrays or inline tables nested about a thousand deep
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply"
+                          ) from None
     return build_config(raw, source)
 
 
