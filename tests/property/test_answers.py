@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from gtp5g_operator.core.strategy import NodeRule
@@ -49,8 +49,8 @@ from tests.property.strategies import (
     json_values,
     keys,
     mutated_bytes,
-    nested,
     scalars,
+    shallow,
 )
 
 NOW = 1_780_000_000.0  # a wall-clock time (2026)
@@ -114,8 +114,9 @@ def http_answer(status: int, body: bytes, framing: str) -> bytes:
 statuses = st.one_of(st.sampled_from([200, 201, 204, 301, 400, 401, 403, 404, 500, 503]),
                      st.integers(100, 599))
 framings = st.sampled_from(["length", "chunked", "close"])
+# Not nested deep enough to reach the recursion limit: that is the xfail property below.
 ordinary_bodies = st.one_of(json_values().map(lambda v: json.dumps(v).encode(
-    "utf-8", "surrogatepass")), mutated_bytes(json_texts.filter(lambda t: len(t) < 5000)))
+    "utf-8", "surrogatepass")), mutated_bytes(json_texts.filter(shallow)).filter(shallow))
 
 
 def exchange(server: RawServer, wire: bytes) -> Any:
@@ -148,6 +149,22 @@ def test_any_bytes_on_the_wire_are_an_answer_or_an_api_error(raw_server: RawServ
                                                               wire: bytes) -> None:
     judge_answer(check_total(lambda: exchange(raw_server, wire), returns=Answer,
                              raises=(ApiError,)))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "defect (gthulhu/http.py JsonHttp.request/_error): a malformed HTTP answer (status line, "
+    "over 100 headers, broken chunking) is ApiError 'connect' \"cannot reach URL: garbage\", "
+    "not 'bad-answer': the server was reached and answered"))
+@settings(report_multiple_bugs=False)
+@given(st.one_of(st.binary(min_size=1, max_size=300), mutated_bytes(st.builds(
+    http_answer, statuses, ordinary_bodies, framings))).filter(bool))
+@example(b"garbage\r\n\r\n")
+@example(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n{}")
+@example(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+def test_a_malformed_answer_is_a_bad_answer(raw_server: RawServer, wire: bytes) -> None:
+    result = check_total(lambda: exchange(raw_server, wire), returns=Answer, raises=(ApiError,))
+    if isinstance(result, ApiError):
+        assert result.kind in ("bad-answer", "timeout"), result.summary
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
@@ -193,9 +210,8 @@ claims_of_time = st.fixed_dictionaries({}, optional={
 def test_token_from_claims_of_ordinary_times(claims: Mapping[str, Any],
                                              expired_at: Optional[float]) -> None:
     """Claims whose times are numbers a clock can show (|t| < 1e11 s)."""
-    if any(isinstance(claims.get(k), (int, float)) and not isinstance(claims.get(k), bool)
-           and not abs(claims[k]) < 1e11 for k in ("exp", "iat", "nbf")):
-        return  # hostile times: the next property
+    assume(not any(isinstance(claims.get(k), (int, float)) and not abs(claims[k]) < 1e11
+                   for k in ("exp", "iat", "nbf")))  # hostile times: the next property
     judge_token(check_total(lambda: token_from_claims("t", claims, NOW, expired_at),
                             returns=Token, raises=(TokenError,)))
 
@@ -228,7 +244,7 @@ def jwt_of(payload: bytes) -> str:
 
 
 tokens = st.one_of(st.text(max_size=100),
-                   json_answers.filter(lambda t: len(t) < 2000).map(jwt_of),
+                   json_answers.filter(shallow).map(jwt_of),  # deep ones: xfail below
                    json_objects().map(lambda v: jwt_of(json.dumps(v).encode(
                        "utf-8", "surrogatepass"))))
 
@@ -296,13 +312,4 @@ def test_answer_decoder_is_total(decoder: Decoder, data: st.DataObject) -> None:
                          raises=decoder.raises)
     if isinstance(result, ApiError):
         assert result.kind in ("bad-answer", "http-5xx"), result.summary
-
-
-def test_nested_values_are_built_without_recursion() -> None:
-    """The strategies' helper (and so the deep examples above) really nest that deep."""
-    value = nested(5000)
-    depth = 0
-    while isinstance(value, list):
-        value, depth = value[0], depth + 1
-    assert depth == 5000
 
