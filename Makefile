@@ -50,4 +50,4 @@ example-config: venv
 	$(PY) -c 'from gtp5g_operator.service.vocabulary import example_config as e; print(e(), end="")' > packaging/config.toml
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
