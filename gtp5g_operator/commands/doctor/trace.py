@@ -18,9 +18,10 @@ from typing import Callable, Dict, List, Optional
 
 from ...config.paths import TRACEFS_TYPES, Mount, mode_problem, mount_of, read_mounts, resolve_pipe
 from ...config.schema import TraceConfig
+from ...core.words import plural
 from ...trace.readers import READERS, choose, reader_named
 from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, subbuf_size
-from .model import Check, fail, ok, plural, warn
+from .model import Check, fail, ok, warn
 
 MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
 
@@ -113,10 +114,12 @@ def read_counters(directory: str) -> Dict[int, CpuStats]:
     return found
 
 
-def watch(directory: str, seconds: float,
-          sleep: Callable[[float], None] = time.sleep) -> Window:
+def watch(directory: str, seconds: float, sleep: Callable[[float], None] = time.sleep,
+          anyway: bool = False) -> Window:
+    """The counters over `seconds`; without counters the window is waited out only
+    `anyway` (something else is measured over it)."""
     before = read_counters(directory)
-    if before:
+    if before or anyway:
         sleep(seconds)
     return Window(seconds, before, read_counters(directory) if before else {})
 
@@ -232,11 +235,8 @@ def reader_check(site: TraceSite, problem: str) -> Check:
                               f"trace_pipe_raw{pages}), woken by trace_pipe ({chosen})")
 
 
-def trace_checks(site: TraceSite, seconds: float,
-                 sleep: Callable[[float], None] = time.sleep) -> List[Check]:
-    checks = [source_check(site), tracefs_check(site)]
-    window = watch(site.directory, seconds, sleep)
-    checks.append(events_check(site, window))
+def trace_checks(site: TraceSite, window: Window) -> List[Check]:
+    checks = [source_check(site), tracefs_check(site), events_check(site, window)]
     loss = loss_check(site, window, buffer_kb(site.directory))
     if loss is not None:
         checks.append(loss)
