@@ -294,7 +294,8 @@ def another_root(base: Path) -> Dict[str, Path]:
     for path in (gnb / "stat", gnb / "task" / "4242" / "stat"):
         path.write_text(stat)
     (gnb / "status").write_text("Tgid:\t4242\nUid:\t1000\t1000\t1000\t1000\n")
-    (gnb / "comm").write_text("nr-gnb\n")
+    for path in (gnb / "comm", gnb / "task" / "4242" / "comm"):
+        path.write_text("nr-gnb\n")
     os.symlink("/opt/gnb/nr-gnb", gnb / "exe")
     (proc / "777").mkdir()
     (proc / "777" / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/gtp5g-operator\0")

@@ -77,7 +77,7 @@ def test_not_root_it_judges_as_itself(tmp_path: Path) -> None:
                                               "Gid:\t1000\t1000\t1000\t1000\nGroups:\t\n"
                                               "CapEff:\t0000000000000000\n")
     me = judge_as(str(tmp_path), 777, euid=1000)
-    assert not me.switch and me.caps == 0
+    assert (me.uid, me.gid, me.caps, me.switch) == (1000, 1000, 0, False)
     assert me.who == "as doctor itself (not root: it cannot take the service's identity)"
 
 

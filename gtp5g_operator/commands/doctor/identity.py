@@ -18,6 +18,7 @@ as root, doctor can only ask for itself, and the checks say so.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import pwd
@@ -26,6 +27,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
+
+from ...files import read_small_text
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2  # read any file, search any directory
@@ -76,14 +79,6 @@ def parse_status(text: str, who: str) -> Optional[Identity]:
         return None
 
 
-def _status(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read(65536)
-    except OSError:
-        return ""
-
-
 def unit_identity() -> Identity:
     """The shipped unit's: DynamicUser= (here nobody) with its two capabilities."""
     try:
@@ -98,14 +93,13 @@ def unit_identity() -> Identity:
 def judge_as(proc: str, service_pid: Optional[int], euid: Optional[int] = None) -> Identity:
     """The running service's identity, else the unit's; doctor's own when not root."""
     if (os.geteuid() if euid is None else euid) != 0:
-        own = parse_status(_status(os.path.join(proc, "self", "status")), "")
-        caps = own.caps if own is not None else 0
-        return Identity(os.geteuid(), os.getegid(), tuple(os.getgroups()), caps,
-                        "as doctor itself (not root: it cannot take the service's identity)",
-                        switch=False)
+        me = "as doctor itself (not root: it cannot take the service's identity)"
+        own = parse_status(read_small_text(os.path.join(proc, "self", "status")) or "", me)
+        return dataclasses.replace(own or Identity(os.geteuid(), os.getegid(),
+                                                   tuple(os.getgroups()), 0, me), switch=False)
     if service_pid is not None:
-        found = parse_status(_status(os.path.join(proc, str(service_pid), "status")),
-                             f"as the running service (PID {service_pid})")
+        found = parse_status(read_small_text(os.path.join(proc, str(service_pid), "status"))
+                             or "", f"as the running service (PID {service_pid})")
         if found is not None:
             return found
     return unit_identity()

@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 from ...config.schema import DEFAULT_CONFIG_PATH
 
 MAX_WINDOW = 60.0
-DEFAULT_MAX_WAIT = 40.0  # % of runnable time: alone a gNB-like process waits <= 35 %,
-#                          beside one equal busy loop >= 52 % (measured, README "CPU wait")
+DEFAULT_MAX_WAIT = 40.0  # % of runnable time: measured here, a gNB-like process waits <= 35 %
+#                          alone on its CPU, >= 52 % beside one equal busy loop
 DESCRIPTION = (
     "Check everything a boost depends on, in order: the configuration and its files, "
     "what the service's identity may read (asked of the kernel), the trace source, the "

@@ -40,14 +40,6 @@ class Target:
                            frozenset(t.name for t in self.tasks))
 
 
-def _comm(proc: str, pid: str) -> str:
-    try:
-        with open(os.path.join(proc, pid, "comm"), "rb") as f:
-            return f.read(64).rstrip(b"\n").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def _tasks(procfs: ProcFS, info: ProcessInfo) -> Tuple[TaskRef, ...]:
     try:
         names = os.listdir(os.path.join(procfs.root, str(info.tgid), "task"))
@@ -71,7 +63,7 @@ def find_targets(proc: str, match: MatchConfig) -> List[Target]:
     procfs = ProcFS(proc)
     found = []
     for pid in pids:
-        if _comm(proc, pid) not in match.comm:
+        if procfs.thread_name(int(pid), int(pid)) not in match.comm:
             continue  # a cheap look at the name first: most processes stop here
         info = procfs.process(int(pid))
         if info is not None:

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 from ...config.paths import TRACEFS_TYPES, Mount, mode_problem, mount_of, read_mounts, resolve_pipe
 from ...config.schema import TraceConfig
 from ...core.words import plural
+from ...files import read_small_text
 from ...trace.readers import READERS, choose, reader_named
 from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, subbuf_size
 from .model import Check, fail, ok, warn
@@ -126,11 +127,7 @@ def watch(directory: str, seconds: float, sleep: Callable[[float], None] = time.
 
 def buffer_kb(directory: str) -> Optional[int]:
     """buffer_size_kb: "1410", or "7 (expanded: 1408)" before tracing's first use."""
-    try:
-        with open(os.path.join(directory, "buffer_size_kb"), encoding="ascii") as f:
-            text = f.read(128)
-    except (OSError, UnicodeDecodeError):
-        return None
+    text = read_small_text(os.path.join(directory, "buffer_size_kb"), 128) or ""
     text = text.split("expanded:")[1] if "expanded:" in text else text
     digits = text.strip(" )\n").split()
     return int(digits[0]) if digits and digits[0].isdigit() else None
