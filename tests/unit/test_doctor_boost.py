@@ -3,16 +3,18 @@ wait for a CPU (pure: comparisons and window reports in, checks out)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
 from gtp5g_operator.commands.doctor.boost import boost_checks, not_verified_check, worst_note
-from gtp5g_operator.commands.doctor.cpu_wait import Waits, cpu_wait_checks, from_state
+from gtp5g_operator.commands.doctor.cpu_wait import CpuWait, Waits, cpu_wait_checks, from_state
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.core.readback import Comparison, TaskFacts
 from gtp5g_operator.core.schedstat import Counters, TaskWait, WindowReport
 from gtp5g_operator.core.schedstat_text import report_json
+from gtp5g_operator.core.tracker import TaskRef
 
 SOURCE = "http://127.0.0.1:8080/api/v1/scheduling/strategies"
 
@@ -134,3 +136,19 @@ def test_nothing_measured() -> None:
     assert (check.level, check.saw) == (WARN, "not measured: no schedstat here")
     [check] = cpu_wait_checks(Waits([], "sampled by doctor"), 0.4, None)
     assert check.level == OK
+
+
+def test_where_the_cpu_wait_comes_from(tmp_path: Path) -> None:
+    task = TaskRef(4242, 4242, 1, "nr-gnb", "nr-gnb")
+    service = CpuWait(state(report(400, 600)), str(tmp_path), [task], 1.0)
+    assert service.live is None and service.waits is not None  # the service's window
+    assert CpuWait(state(), str(tmp_path), [task], 1.0).live is not None  # none yet: sample
+    nothing = CpuWait(None, str(tmp_path), [], 1.0)
+    assert nothing.live is None and nothing.checks(0.4, None)[0].level == OK
+    [zero] = CpuWait(None, str(tmp_path), [task], 0.0).checks(0.4, None)
+    assert (zero.level, zero.saw) == (WARN, "not measured: the service has no window yet and "
+                                            "--window is 0")
+    [bad] = CpuWait({"cpu_wait": {"last_window": [{"process": 7}]}}, str(tmp_path), [task],
+                    1.0).checks(0.4, None)
+    assert (bad.level, bad.saw) == (WARN, "state.json: cpu_wait.last_window[0].process: "
+                                          "expected a string, got 7")

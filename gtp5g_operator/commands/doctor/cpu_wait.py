@@ -18,6 +18,7 @@ from ...core.tracker import TaskRef
 from .boost import worst_note
 from .model import Check, ok, warn
 
+SAMPLED = "sampled by doctor"
 WAITS = ("see the boost check (is it boosted?) and what else runs on its CPUs (top -H, "
          "the unit's CPUQuota=, other busy processes)")
 
@@ -57,8 +58,41 @@ class LiveSample:
 
     def finish(self) -> Waits:
         self.sampler.sample(self.tasks)
-        return Waits(list(self.sampler.reports.values()), "sampled by doctor",
-                     self.sampler.unavailable)
+        return Waits(list(self.sampler.reports.values()), SAMPLED, self.sampler.unavailable)
+
+
+class CpuWait:
+    """Where this run's CPU wait comes from: the running service's last window, else
+    the live tasks sampled around doctor's window (`start` before it, `finish` after)."""
+
+    def __init__(self, state: Optional[Mapping[str, Any]], proc: str,
+                 tasks: Sequence[TaskRef], window: float) -> None:
+        self.problem = ""  # state.json's cpu_wait could not be read: why
+        try:
+            self.waits = from_state(state)
+        except ValueError as exc:
+            self.waits, self.problem = None, f"state.json: {exc}"
+        if self.waits is None and not self.problem and not tasks:
+            self.waits = Waits([], SAMPLED)
+        self.live = (LiveSample(proc, tasks) if self.waits is None and not self.problem
+                     and window > 0 else None)
+
+    def start(self) -> None:
+        if self.live is not None:
+            self.live.start()
+
+    def finish(self) -> None:
+        if self.live is not None:
+            self.waits = self.live.finish()
+
+    def checks(self, max_share: float, cmp: Optional[Comparison]) -> List[Check]:
+        if self.problem:
+            return [warn("cpu wait", self.problem, "the running service wrote it: see its "
+                                                   "version")]
+        if self.waits is None:
+            return [warn("cpu wait", "not measured: the service has no window yet and "
+                                     "--window is 0", "give doctor a window of a second or more")]
+        return cpu_wait_checks(self.waits, max_share, cmp)
 
 
 def cpu_wait_checks(waits: Waits, max_share: float, cmp: Optional[Comparison]) -> List[Check]:

@@ -13,26 +13,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import Callable, List, Optional, Sequence, Type
 
-from ...config import Vocabulary
-from ...core.readback import Comparison
+from ...config import Config, Vocabulary
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter
 from ...service.runtime_files import daemon_alive, runtime_dir, state_dir
 from ...service.vocabulary import VOCABULARY
-from .api import api_checks
+from .api import ApiProbe, not_loaded
 from .config import config_checks
-from .cpu_wait import LiveSample, Waits, cpu_wait_checks, from_state
+from .cpu_wait import CpuWait
 from .environment import environment_checks, other_user_process
 from .identity import Questions, ask, judge_as
-from .model import Check, fail, warn
+from .model import Check, fail
 from .options import Options
 from .output import exit_status, format_json, format_text
 from .scheduler import scheduler_checks
 from .service import read_state, service_checks
-from .targets import find_targets, targets_checks
-from .trace import locate, trace_checks, watch
+from .targets import Target, find_targets, targets_checks
+from .trace import TraceSite, locate, trace_checks, watch
 
 
 def guarded(group: str, run: Callable[[], List[Check]]) -> List[Check]:
@@ -55,35 +54,21 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
     pid = state.get("pid") if state is not None else None
     alive = daemon_alive(pid, proc)
     targets = find_targets(proc, config.match)
-    who = judge_as(proc, pid if alive else None)
-    other = other_user_process(proc, targets, who.uid)
-    paths = site.access_paths()
-    answers = ask(who, Questions(tuple(paths), other[0] if other else None, proc))
     checks = list(outcome.checks)
-    checks += guarded("environment", lambda: environment_checks(
-        proc, who, answers, other, config.trace.allow_pid_namespace, paths, config.match.exe))
-    waits: Any = _service_waits(state if alive else None)
-    tasks = [task for t in targets if t.boosted for task in t.tasks]
-    if waits is None and not tasks:
-        waits = Waits([], "sampled by doctor")
-    live = LiveSample(proc, tasks) if waits is None and options.window > 0 else None
-    if live is not None:
-        live.start()
-    window = watch(site.directory, options.window, sleep, anyway=live is not None)
-    if live is not None:
-        waits = live.finish()
+    checks += guarded("environment", lambda: _environment(
+        proc, config, site, targets, pid if alive else None))
+    cpu = CpuWait(state if alive else None, proc,
+                  [task for t in targets if t.boosted for task in t.tasks], options.window)
+    cpu.start()
+    window = watch(site.directory, options.window, sleep, anyway=cpu.live is not None)
+    cpu.finish()
     checks += guarded("trace", lambda: trace_checks(site, window))
     checks += targets_checks(config.match, targets)
-    read_back: Dict[str, Optional[Comparison]] = {}
-
-    def api() -> List[Check]:
-        found, read_back["comparison"] = api_checks(config, outcome.loaded, targets, state,
-                                                    state_dir(), flavors)
-        return found
-
-    checks += guarded("api", api)
-    checks += guarded("cpu wait", lambda: _waits(waits, options.max_wait,
-                                                 read_back.get("comparison")))
+    api = ApiProbe(config, targets, state, state_dir(), flavors=flavors) \
+        if outcome.loaded else None
+    checks += guarded("api", api.run if api is not None else not_loaded)
+    comparison = api.comparison if api is not None else None
+    checks += guarded("cpu wait", lambda: cpu.checks(options.max_wait, comparison))
     checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs))
     checks += guarded("service", lambda: service_checks(
         alive, config.strategy.resync_interval, targets, time.time(), state, problem,
@@ -91,22 +76,15 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
     return checks
 
 
-def _service_waits(state: Optional[Dict[str, Any]]) -> Any:
-    """The running service's CPU-wait window; None when it has none yet; the reason
-    when state.json's is unreadable."""
-    try:
-        return from_state(state)
-    except ValueError as exc:
-        return f"state.json: {exc}"
-
-
-def _waits(waits: Any, max_share: float, comparison: Optional[Comparison]) -> List[Check]:
-    if isinstance(waits, str):
-        return [warn("cpu wait", waits, "the running service wrote it: see its version")]
-    if not isinstance(waits, Waits):
-        return [warn("cpu wait", "not measured: the service has no window yet and --window "
-                                 "is 0", "give doctor a window of a second or more")]
-    return cpu_wait_checks(waits, max_share, comparison)
+def _environment(proc: str, config: Config, site: TraceSite, targets: List[Target],
+                 service_pid: Optional[int]) -> List[Check]:
+    """What the service's identity may read, asked of the kernel as that identity."""
+    who = judge_as(proc, service_pid)
+    other = other_user_process(proc, targets, who.uid)
+    paths = site.access_paths()
+    answers = ask(who, Questions(tuple(paths), other[0] if other else None, proc))
+    return environment_checks(proc, who, answers, other, config.trace.allow_pid_namespace,
+                              paths, config.match.exe)
 
 
 def doctor(options: Options) -> int:
