@@ -217,10 +217,12 @@ def ask(who: Identity, q: Questions, timeout: float = ASK_TIMEOUT) -> Answers:
     """The kernel's answers to `q` for `who`."""
     if not who.switch:
         return answers_from(answer(q))
+    read_end, write_end = os.pipe()
     try:
-        read_end, write_end = os.pipe()
         child = os.fork()
     except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
         return Answers(error=f"cannot fork a child to take the identity: {exc.strerror}")
     if child == 0:
         _child(who, q, read_end, write_end)
@@ -236,9 +238,12 @@ def ask(who: Identity, q: Questions, timeout: float = ASK_TIMEOUT) -> Answers:
     if data is None:
         return Answers(error=f"no answer within {timeout:g} s (a hung file system?)")
     try:
-        return answers_from(json.loads(data))
+        parsed = json.loads(data)
     except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
         return Answers(error="the child that took the identity ended without an answer")
+    return answers_from(parsed)
 
 
 def _child(who: Identity, q: Questions, read_end: int, write_end: int) -> None:
