@@ -9,7 +9,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .commands.doctor.options import add_arguments as doctor_arguments
+from .commands.doctor.options import add_parser as add_doctor
 from .commands.doctor.options import options_from
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .core.procfs import in_initial_pid_namespace
@@ -52,10 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--runtime-dir", default=None, metavar="DIR",
                         help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY, "
                              "else /run/gtp5g-operator)")
-    doctor = sub.add_parser("doctor", help="check everything the service needs (changes "
-                                           "nothing); exit 1 if a check failed")
-    doctor.add_argument("--config", default=here, metavar="PATH")
-    doctor_arguments(doctor)
+    add_doctor(sub, here)
     return parser
 
 

@@ -152,10 +152,12 @@ class DecisionMakerWriter(RuleWriter):
     def clear(self, deadline: float) -> None:
         self._delete(deadline)
 
-    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
-        rule = build_rule(views, self.strategy, self.node)
-        return compare_rule(self.listed(deadline), rule.command_regex if rule else None, views,
-                            self.procfs)
+    def read_back(self, views: Sequence[ProcessView], deadline: float,
+                  rule: Optional[str] = None) -> Optional[Comparison]:
+        if rule is None:
+            built = build_rule(views, self.strategy, self.node)
+            rule = built.command_regex if built else None
+        return compare_rule(self.listed(deadline), rule, views, self.procfs)
 
     def listed(self, deadline: float) -> List[ListedEntry]:
         """What the scheduler reads from this Decision Maker now."""
@@ -170,16 +172,18 @@ class DecisionMakerWriter(RuleWriter):
         root = self.root(deadline)
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None
+        # this host's rule: what the running service says it wrote, or the stored proof
+        known = [r for r in (said, self._written, self.proof.rule) if isinstance(r, NodeRule)]
+        mine = next((r for r in known if root == rule_root(r)), None)
         if root in EMPTY_ROOTS:
             relation = "it holds no node rule"
-        elif self.owns(root) or (said is not None and root == rule_root(said)):
+        elif mine is not None:
             relation = "it holds exactly the rule this service last wrote"
         else:
             relation = f"it holds node rules that are not this host's (merkle root {root[:12]}…)"
         return Holdings(f"the Decision Maker resolves "
                         f"{plural(len(listed), 'strategy', 'strategies')} for the scheduler; "
-                        f"{relation}", listed, last_rule if said and root == rule_root(said)
-                        else None)
+                        f"{relation}", listed, mine.command_regex if mine else None)
 
     def root(self, deadline: float) -> str:
         """The DM's merkle root now."""

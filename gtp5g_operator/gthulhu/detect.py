@@ -148,8 +148,10 @@ class AutoWriter(ApiWriter):
     def clear(self, deadline: float) -> None:
         self._delegated(lambda w: w.clear(deadline))
 
-    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
-        result: Optional[Comparison] = self._delegated(lambda w: w.read_back(views, deadline))
+    def read_back(self, views: Sequence[ProcessView], deadline: float,
+                  rule: Optional[str] = None) -> Optional[Comparison]:
+        result: Optional[Comparison] = self._delegated(
+            lambda w: w.read_back(views, deadline, rule))
         return result
 
     def verify_problem(self) -> str:

@@ -238,12 +238,14 @@ class ManagerWriter(RuleWriter):
         candidates = [r for r in (rule, self.ids.rule) if r is not None]
         return next((p for p in listed for r in candidates if same_policy(p, r)), None)
 
-    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+    def read_back(self, views: Sequence[ProcessView], deadline: float,
+                  rule: Optional[str] = None) -> Optional[Comparison]:
         if self.view is None:
             return None
-        rule = build_rule(views, self.strategy, self.node)
-        return compare_rule(self.view.listed(deadline), rule.command_regex if rule else None,
-                            views, self.procfs)
+        if rule is None:
+            built = build_rule(views, self.strategy, self.node)
+            rule = built.command_regex if built else None
+        return compare_rule(self.view.listed(deadline), rule, views, self.procfs)
 
     def verify_problem(self) -> str:
         if self.view is not None:

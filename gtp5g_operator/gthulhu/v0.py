@@ -104,7 +104,9 @@ class V0Writer(ApiWriter):
                      answer.location)
         return answer.body
 
-    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+    def read_back(self, views: Sequence[ProcessView], deadline: float,
+                  rule: Optional[str] = None) -> Optional[Comparison]:
+        # explicit IDs: this host's are those it writes for `views`; there is no rule
         listed = listed_strategies(self._get_strategies(deadline))
         return compare_ids(listed, target_ids(views, self.strategy.targets))
 

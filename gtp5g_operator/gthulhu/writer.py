@@ -148,9 +148,13 @@ class ApiWriter(abc.ABC):
         running service says it wrote last, when known)."""
         return Holdings("not known for this flavor", None)
 
-    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+    def read_back(self, views: Sequence[ProcessView], deadline: float,
+                  rule: Optional[str] = None) -> Optional[Comparison]:
         """What the scheduler will boost (the strategies it reads), compared with `views`;
-        None when this server cannot tell (`verify_problem` says why).  One GET."""
+        None when this server cannot tell (`verify_problem` says why).  One GET.
+        `rule` (rule flavors): the regex whose entries are this host's — by default the
+        rule `views` make, i.e. what `write` sends; doctor, comparing every thread of
+        the live gNB, passes the rule the server holds for this host ("" for none)."""
         return None
 
     def verify_problem(self) -> str:

@@ -19,8 +19,10 @@ VOCABULARY = Vocabulary(flavors=FLAVORS, readers=tuple(r.kind for r in READERS))
 
 
 def load(path: str, env: Mapping[str, str] = os.environ,
-         credentials: Optional[Sequence[str]] = None) -> Config:
-    return load_config(path, VOCABULARY, env, credentials)
+         credentials: Optional[Sequence[str]] = None,
+         vocabulary: Vocabulary = VOCABULARY) -> Config:
+    """`vocabulary`: another registry (a test's flavor added)."""
+    return load_config(path, vocabulary, env, credentials)
 
 
 def example_config() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -86,10 +87,13 @@ def doctor(config: Path, *args: str, env: Dict[str, str] | None = None,
 
 
 def by_name(stdout: str) -> Dict[str, Dict[str, Any]]:
+    """The checks by name (and subject, for a repeated check: "target 4242")."""
     parsed = json.loads(stdout)
-    assert isinstance(parsed, list) and all(set(c) == {"name", "level", "saw", "advice"}
-                                            for c in parsed)
-    return {c["name"]: c for c in parsed}
+    assert isinstance(parsed, list)
+    assert all(list(c) == ["name", "subject", "level", "saw", "advice"] for c in parsed)
+    assert all(c["level"] in ("ok", "warn", "fail") for c in parsed)
+    assert not [c for c in parsed if any(ch.isdigit() for ch in c["name"])]  # no PIDs
+    return {" ".join(filter(None, (c["name"], c["subject"]))): c for c in parsed}
 
 
 def state(env: Env) -> Dict[str, Any]:
@@ -132,12 +136,17 @@ def test_next_to_a_running_daemon_nothing_is_consumed(env: Env, tmp_path: Path,
                               "--runtime-dir", str(env.tmp / "run"), "--window", "0.5",
                               env=fake_systemctl(tmp_path))
     checks = by_name(out)
-    assert code == 0 and not [c for c in checks.values() if c["level"] == "FAIL"], out
+    assert code == 0 and not [c for c in checks.values() if c["level"] == "fail"], out
     assert checks["trace events"]["level"] == "ok"
     assert checks["trace events"]["saw"].split()[1:4] == ["events", "in", "0.5"]
+    # judged as the running service (the test's daemon runs as root)
+    assert checks["trace access"]["saw"].startswith(
+        f"as the running service (PID {env.daemons[0].pid}), uid 0 with ")
     assert checks[f"target {g.pid}"]["level"] == "ok"
-    assert checks["api strategies"]["saw"].endswith(f"include this host's live target(s) "
-                                                    f"{g.pid}")
+    assert checks["boost"]["saw"].startswith("all covered: the scheduler boosts all 1 gNB "
+                                             "tasks")
+    assert checks[f"cpu wait {name}"]["level"] == "ok"
+    assert checks["service boost"]["level"] == "ok"  # nothing missing, nothing foreign
     assert checks["service"]["saw"].endswith(f"tracking 1 process ({g.pid})")
     assert checks["unit"]["level"] == checks["scheduler"]["level"] == "ok"
     # every line reached the daemon: doctor took none from the source
@@ -156,13 +165,14 @@ def test_json_text_and_exit_status_when_something_fails(env: Env, tmp_path: Path
     assert code == 1
     names = list(checks)
     assert [n for n in names if n in GROUP_ORDER] == GROUP_ORDER  # the issue's order
-    assert checks["sched_ext"]["level"] == "FAIL"
+    assert checks["sched_ext"]["level"] == "fail"
     assert checks["unit"]["saw"] == "gtp5g-operator.service is failed"
     assert checks["service"]["saw"] == f"not running: no {tmp_path}/run/state.json"
     code, text, _ = doctor(env.config_path, *args, env=fake_systemctl(tmp_path, "failed"))
     lines = text.splitlines()
     assert code == 1 and len(lines) == len(checks)
-    assert [ln.split()[0] for ln in lines] == [c["level"] for c in checks.values()]
+    assert [ln.split()[0] for ln in lines] == [c["level"].replace("fail", "FAIL")
+                                               for c in checks.values()]
     assert next(ln for ln in lines if ln.startswith("FAIL  sched_ext")).endswith(
         "(6.12 or later)")
 
@@ -174,7 +184,7 @@ def test_exit_status_zero_when_only_warnings(env: Env, tmp_path: Path) -> None:
                           "--runtime-dir", str(env.tmp / "run"), "--window", "0",
                           env=fake_systemctl(tmp_path))
     levels: List[str] = [c["level"] for c in by_name(out).values()]
-    assert code == 0 and "warn" in levels and "FAIL" not in levels
+    assert code == 0 and "warn" in levels and "fail" not in levels
 
 
 @pytest.mark.parametrize("timeout", [0.5, 1.0])
@@ -185,9 +195,29 @@ def test_a_hanging_api_cannot_hold_doctor_up(env: Env, tmp_path: Path, api: Fake
     code, out, took = doctor(env.config_path, "--json", "--window", "0",
                              "--sysfs", str(sysfs(tmp_path)))
     checks = by_name(out)
-    assert code == 1 and checks["api flavor"]["level"] == "FAIL"
+    assert code == 1 and checks["api flavor"]["level"] == "fail"
     assert f"(api.timeout {timeout:g} s)" in checks["api flavor"]["saw"]
     assert took < 2 * timeout + 1.5, took  # + the interpreter's start and the other checks
+
+
+def test_cpu_wait_of_a_live_gnb_is_sampled_over_the_window(
+        env: Env, tmp_path: Path, gnb: Callable[..., GnbProcess]) -> None:
+    """No service runs: doctor reads the live gNB's threads' schedstat at both ends of
+    its window and names the worst task.  How long a thread waits depends on this host's
+    load, so the level is checked against the share doctor reports."""
+    name = "dgnb-" + secrets.token_hex(4)
+    gnb(name=name, threads=(f"{name}-r",), burn=(500, 10.0))
+    env.write_config(match={"comm": [name]})
+    _, out, _ = doctor(env.config_path, "--json", "--window", "1", "--max-wait", "0",
+                       "--sysfs", str(sysfs(tmp_path)), "--runtime-dir", str(tmp_path / "run"),
+                       env=fake_systemctl(tmp_path))
+    wait = by_name(out)[f"cpu wait {name}"]
+    share = re.match(rf"{name}: waited ([0-9.]+) % of its runnable time for a CPU over the "
+                     r"last 1 s \(worst task ", wait["saw"])
+    assert share, wait["saw"]
+    assert wait["saw"].endswith(" (sampled by doctor); the scheduler does NOT boost its worst "
+                                f"task {wait['saw'].split()[-1]}")
+    assert wait["level"] == ("warn" if float(share.group(1)) > 0 else "ok")
 
 
 def test_help_names_the_injectable_roots() -> None:
@@ -195,9 +225,13 @@ def test_help_names_the_injectable_roots() -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     flat = " ".join(out.stdout.split())
-    for flag in ("--proc", "--sysfs", "--tracefs", "--runtime-dir", "--window", "--json"):
+    for flag in ("--config", "--proc", "--sysfs", "--tracefs", "--runtime-dir", "--window",
+                 "--max-wait", "--json"):
         assert flag in flat
     assert flat.count("for inspecting another root or for tests") == 4
+    assert "(default 40)" in flat  # --max-wait
+    assert ("exit status: 0 when no check failed (warnings allowed), 1 when at least one "
+            "failed, 2 when the command line is wrong.") in flat
 
 
 def as_nobody(world: Path, api: FakeGthulhu, public_key: Path) -> Tuple[Path, Any]:
@@ -235,9 +269,11 @@ def test_as_an_unprivileged_user_it_names_the_missing_capability(
     checks = by_name(out.stdout)
     assert out.returncode == 1, out.stderr
     access = checks["trace access"]
-    assert access["level"] == "FAIL"
-    assert access["saw"] == (f"{fifo} (root:root 0600) is not readable by uid 65534 and "
-                             "CAP_DAC_READ_SEARCH is missing")
+    assert access["level"] == "fail"  # the kernel's answer to doctor itself, and it says so
+    assert access["saw"] == ("as doctor itself (not root: it cannot take the service's "
+                             "identity), uid 65534 without capabilities may not read "
+                             f"{fifo} ({fifo} (root:root 0600)) (the kernel's answer)")
+    assert access["advice"].startswith("doctor judged its own access, not the service's")
     assert checks["exe access"]["level"] == "warn" and "uid 65534" in checks["exe access"]["saw"]
     assert checks["api token"]["level"] == "ok"  # the rest still runs
 
@@ -258,10 +294,13 @@ def another_root(base: Path) -> Dict[str, Path]:
     for path in (gnb / "stat", gnb / "task" / "4242" / "stat"):
         path.write_text(stat)
     (gnb / "status").write_text("Tgid:\t4242\nUid:\t1000\t1000\t1000\t1000\n")
-    (gnb / "comm").write_text("nr-gnb\n")
+    for path in (gnb / "comm", gnb / "task" / "4242" / "comm"):
+        path.write_text("nr-gnb\n")
     os.symlink("/opt/gnb/nr-gnb", gnb / "exe")
     (proc / "777").mkdir()
     (proc / "777" / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/gtp5g-operator\0")
+    (proc / "777" / "status").write_text("Uid:\t4321\t4321\t4321\t4321\nGid:\t4321\t4321\t"
+                                         "4321\t4321\nGroups:\t\nCapEff:\t0000000000000004\n")
     (tracing / "per_cpu" / "cpu0").mkdir(parents=True)
     (tracing / "trace_pipe").write_text("")
     (tracing / "per_cpu" / "cpu0" / "stats").write_text("entries: 0\nread events: 5\n")
@@ -269,7 +308,12 @@ def another_root(base: Path) -> Dict[str, Path]:
     (run / "state.json").write_text(json.dumps({
         "pid": 777, "started_at": time.time() - 60, "processes": [{"tgid": 4242}],
         "last_push": {"ok": True, "at": time.time(), "count": 1},
-        "trace": {"path": str(tracing), "format": "raw", "open": True}}))
+        "trace": {"path": str(tracing), "format": "raw", "open": True},
+        "cpu_wait": {"unavailable": "", "lifetime": {}, "last_window": [{
+            "process": "nr-gnb", "seconds": 60.0, "tasks": 1, "run_ns": 450_000_000,
+            "wait_ns": 550_000_000, "slices": 1000, "worst": {
+                "tid": 4242, "name": "nr-gnb", "run_ns": 450_000_000, "wait_ns": 550_000_000,
+                "slices": 1000}}]}}))
     return {"proc": proc, "tracefs": tracing, "runtime-dir": run}
 
 
@@ -278,8 +322,9 @@ def test_another_root_is_inspected_through_the_injected_directories(
     env.write_config(trace={"pipe": "auto"}, match={"uid": [1000]})
     roots = another_root(tmp_path / "host")
     args = [f"--{name}={path}" for name, path in roots.items()]
+    args += ["--sysfs", str(sysfs(tmp_path))]
     code, out, _ = doctor(env.config_path, "--json", "--window", "0", *args,
-                          "--sysfs", str(sysfs(tmp_path)), env=fake_systemctl(tmp_path))
+                          env=fake_systemctl(tmp_path))
     checks = by_name(out)
     assert checks["target 4242"]["saw"] == ("PID 4242 nr-gnb, uid 1000, exe /opt/gnb/nr-gnb, "
                                             "1 thread: would be boosted")
@@ -288,5 +333,18 @@ def test_another_root_is_inspected_through_the_injected_directories(
     assert checks["tracefs"]["saw"].startswith(f"tracefs mounted at {roots['tracefs']}")
     assert checks["pid namespace"]["level"] == "ok"
     assert checks["service"]["saw"].endswith("tracking 1 process (4242)")
-    assert checks["api strategies"]["level"] == "warn"  # the test API holds nothing for 4242
+    assert checks["boost"]["level"] == "warn"  # the test API holds nothing for 4242
+    # judged as that host's service, as its /proc says it runs
+    assert checks["trace access"]["saw"].startswith(
+        "as the running service (PID 777), uid 4321 with CAP_DAC_READ_SEARCH may read ")
+    assert checks["exe access"]["level"] == "ok"  # a symlink in a directory, here
+    wait = checks["cpu wait nr-gnb"]  # the service's window, judged against --max-wait
+    assert wait["level"] == "warn"
+    assert wait["saw"] == ("nr-gnb: waited 55.0 % of its runnable time for a CPU over the "
+                           "last 60 s (worst task nr-gnb 55.0 %, 0.6 ms per scheduling), more "
+                           "than --max-wait 40.0 % (the service's last window); the scheduler "
+                           "does NOT boost its worst task 4242")
     assert code == 0
+    code, out, _ = doctor(env.config_path, "--json", "--window", "0", "--max-wait", "60",
+                          *args, env=fake_systemctl(tmp_path))
+    assert by_name(out)["cpu wait nr-gnb"]["level"] == "ok"

@@ -1,14 +1,17 @@
 """`gtp5g-operator doctor` against the real kernel: the real tracefs, its per-CPU
-counters, this kernel's sched_ext (or its absence).  Doctor must consume nothing: the
-test itself holds trace_pipe (so any reader doctor opened would get EBUSY) and, after
+counters, this kernel's sched_ext (or its absence), and the CPU wait of a gNB-like
+process that shares its CPU with busy loops.  Doctor must consume nothing: the test
+itself holds trace_pipe (so any reader doctor opened would get EBUSY) and, after
 doctor is done, finds every line written during doctor's window still there.
-Needs root and a mounted tracefs; writes only to trace_marker, changes no setting."""
+Needs root and a mounted tracefs; writes only to trace_marker, changes no setting
+(the CPU-wait test pins its own processes and makes a cgroup of its own)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import re
 import secrets
 import select
 import subprocess
@@ -17,12 +20,13 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
+from testbed.cpu_contention import BusyLoops, HeavyGroup, all_tids, pin
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import REPO, write_config
+from testbed.harness import REPO, GnbProcess, write_config
 from tests.conftest import base_config
 
 pytestmark = pytest.mark.kernel
@@ -58,13 +62,15 @@ def read_until(fd: int, wanted: List[str], timeout: float = 5.0) -> str:
 
 
 def run_doctor(config: Path, tmp_path: Path, window: float) -> Dict[str, Dict[str, Any]]:
+    """The checks by name (and subject: "cpu wait nr-gnb")."""
     out = subprocess.run(
         [sys.executable, "-m", "gtp5g_operator", "doctor", "--config", str(config), "--json",
          "--window", str(window), "--runtime-dir", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO)})
-    checks = {c["name"]: c for c in json.loads(out.stdout)}
-    assert out.returncode == (1 if any(c["level"] == "FAIL" for c in checks.values()) else 0)
+    checks = {" ".join(filter(None, (c["name"], c["subject"]))): c
+              for c in json.loads(out.stdout)}
+    assert out.returncode == (1 if any(c["level"] == "fail" for c in checks.values()) else 0)
     return checks
 
 
@@ -103,7 +109,8 @@ def test_doctor_on_the_real_tracefs_consumes_nothing(held_pipe: int, tmp_path: P
     assert checks["trace source"]["saw"] == f"{TRACING}/trace_pipe is the kernel's trace_pipe"
     assert checks["tracefs"]["level"] == "ok"
     assert checks["tracefs"]["saw"].startswith(f"tracefs mounted at {TRACING}")
-    assert checks["trace access"]["level"] == "ok"
+    assert checks["trace access"]["level"] == "ok"  # as the shipped unit: nobody + 2 caps
+    assert checks["trace access"]["saw"].startswith("as the shipped unit runs it")
     assert checks["trace events"]["level"] == "ok", checks["trace events"]
     assert checks["trace loss"]["saw"].endswith("KiB per CPU")
     assert checks["trace reader"]["level"] == "ok"
@@ -126,8 +133,56 @@ def test_the_scheduler_check_on_this_kernel(held_pipe: int, tmp_path: Path, api:
         return
     # this project's machines: a 6.18 kernel built without sched_ext
     sched = checks["sched_ext"]
-    assert sched["level"] == "FAIL"
+    assert sched["level"] == "fail"
     assert sched["saw"] == f"this kernel has no sched_ext (no {SCHED_EXT})"
     assert sched["advice"].startswith("strategies are stored but have no effect until a "
                                       "sched_ext scheduler such as Gthulhu's is running")
     assert "scheduler" not in checks
+
+
+BURN = (500, 10.0)  # each thread: 0.5 ms of CPU every 10 ms, like a gNB under traffic
+LOOPS = 4
+
+
+def wait_share(check: Dict[str, Any]) -> float:
+    found = re.search(r": waited ([0-9.]+) % of its runnable time", check["saw"])
+    assert found, check["saw"]
+    return float(found.group(1))
+
+
+def test_a_gnb_waiting_for_its_cpu_is_named_beside_the_boost(
+        tmp_path: Path, api: FakeGthulhu, keys: Dict[str, Path],
+        gnb: Callable[..., GnbProcess]) -> None:
+    """Alone on its CPU the gNB waits little; beside busy loops it waits more than the
+    default --max-wait, and doctor names the worst task and that the scheduler does
+    not boost it (the test API holds nothing)."""
+    name = "dgnb-" + secrets.token_hex(4)
+    config = write_config(tmp_path / "config.toml", **base_config(
+        Path("auto"), api.url, keys["public"], trace={"pipe": "auto"},
+        match={"comm": [name]}))
+    cpu = max(os.sched_getaffinity(0))
+    group = HeavyGroup(f"gtp5g-test-doctor-wait-{os.getpid()}")
+    g = gnb(name, (f"{name}-r", f"{name}-w"), burn=BURN)
+    try:
+        pin(all_tids(g.pid), cpu)
+        group.add(g.pid)
+        alone = run_doctor(config, tmp_path, 2.0)[f"cpu wait {name}"]
+        loops = BusyLoops(LOOPS, cpu, group)
+        try:
+            shared = run_doctor(config, tmp_path, 2.0)[f"cpu wait {name}"]
+        finally:
+            loops.stop()
+    finally:
+        g.stop()
+        group.remove()
+    if "not measured" in alone["saw"]:
+        pytest.skip(alone["saw"])
+    where = (f"CPU {cpu}, {'own cgroup' if not group.why else group.why}: alone "
+             f"{wait_share(alone)} %, with {LOOPS} busy loops {wait_share(shared)} %")
+    if alone["level"] != "ok":  # the host's own load, not ours, made it wait
+        pytest.skip(f"the host's own load drowns the baseline ({where})")
+    print(where)
+    assert shared["level"] == "warn", where
+    assert ", more than --max-wait 40.0 % (sampled by doctor); the scheduler does NOT boost " \
+           "its worst task " in shared["saw"], shared
+    assert "(worst task " in shared["saw"]

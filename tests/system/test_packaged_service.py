@@ -293,8 +293,13 @@ def test_doctor_inside_explains_what_it_sees(box: Container, api: FakeGthulhu) -
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["config"]["level"] == "ok" and checks["api token"]["level"] == "ok"
     assert checks["service"]["level"] == "ok"
+    # asked of the kernel as the sandboxed service: its dynamic user and two capabilities
+    access = checks["trace access"]
+    assert access["level"] == "ok", access
+    assert access["saw"].startswith("as the running service (PID "), access
+    assert " with CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE may read " in access["saw"], access
     # this kernel has no sched_ext: strategies have no effect, which is a failure
-    assert checks["sched_ext"]["level"] == "FAIL" and out.returncode == 1
+    assert checks["sched_ext"]["level"] == "fail" and out.returncode == 1
 
 
 def test_the_sandboxed_service_reads_the_real_ring_buffer_raw(

@@ -1,5 +1,6 @@
 """doctor's checks of the host, over injected roots: the configuration and its files,
-the credentials and /proc (a fake /proc), and the targets found there."""
+what the kernel's answers mean for the service's identity (the answers themselves:
+test_doctor_identity.py), /proc (a fake /proc), and the targets found there."""
 
 from __future__ import annotations
 
@@ -13,18 +14,14 @@ import pytest
 
 from gtp5g_operator.commands.doctor.config import config_checks, file_check
 from gtp5g_operator.commands.doctor.environment import (
-    CAP_DAC_READ_SEARCH,
-    CAP_SYS_PTRACE,
-    Creds,
     environment_checks,
     exe_access_check,
-    parse_creds,
+    other_user_process,
     pid_namespace_check,
     proc_visibility_check,
-    read_creds,
-    read_problem,
     trace_access_check,
 )
+from gtp5g_operator.commands.doctor.identity import UNIT_CAPS, Answers, Identity
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.targets import find_targets, targets_checks
 from gtp5g_operator.config import MatchConfig, check_not_writable_by_others, load
@@ -34,8 +31,8 @@ from testbed.harness import write_config
 INIT_NS = "pid:[4026531836]"
 STATUS_ROOT = ("Name:\tbash\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n"
                "CapEff:\t000001ffffffffff\n")
-STATUS_USER = ("Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n"
-               "Groups:\t24 1000\nCapEff:\t0000000000000000\n")
+UNIT = Identity(65534, 65534, (), UNIT_CAPS, "as the shipped unit runs it")
+USER = Identity(1000, 1000, (1000,), 0, "as doctor itself", switch=False)
 
 
 class FakeProc:
@@ -58,6 +55,8 @@ class FakeProc:
         for tid in (pid, *threads):
             (d / "task" / str(tid)).mkdir(parents=True)
             (d / "task" / str(tid) / "stat").write_text(self._stat(tid, comm))
+            (d / "task" / str(tid) / "comm").write_text(f"{comm}-{tid}\n" if tid != pid
+                                                        else comm + "\n")
         (d / "stat").write_text(self._stat(pid, comm))
         (d / "status").write_text(f"Name:\t{comm}\nTgid:\t{pid}\nUid:\t{uid}\t{uid}\t{uid}\t"
                                   f"{uid}\n")
@@ -177,15 +176,7 @@ def test_the_running_units_credential_is_found(tmp_path: Path, keys: Dict[str, P
     assert not config_checks(str(path), env={"CREDENTIALS_DIRECTORY": "/x"}).loaded
 
 
-# --- 2. where it runs ---------------------------------------------------------------------
-
-
-def test_credentials_from_proc_self_status(tmp_path: Path) -> None:
-    assert parse_creds(STATUS_USER) == Creds(1000, frozenset({1000, 24}), 0)
-    root = parse_creds(STATUS_ROOT)
-    assert root.uid == 0 and root.has(CAP_DAC_READ_SEARCH) and root.has(CAP_SYS_PTRACE)
-    fake = FakeProc(tmp_path / "proc", status=STATUS_USER)
-    assert read_creds(str(fake.root)).uid == 1000
+# --- 2. where it runs: what the kernel's answers mean ------------------------------------
 
 
 @pytest.fixture
@@ -197,33 +188,54 @@ def public_tmp() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
-def test_read_access_is_judged_from_modes_and_capabilities(public_tmp: Path) -> None:
+def test_trace_access_says_what_the_kernel_said(public_tmp: Path) -> None:
     d = public_tmp / "tracing"
     d.mkdir(mode=0o700)
     f = d / "trace_pipe"
     f.write_text("")
     f.chmod(0o440)
-    user = Creds(1000, frozenset({1000}), 0)
-    problem = read_problem(str(f), user)
-    assert problem == f"{d} (root:root 0700) is not searchable (x) by uid 1000"
-    d.chmod(0o755)
-    assert read_problem(str(f), user) == f"{f} (root:root 0440) is not readable by uid 1000"
-    assert read_problem(str(f), Creds(1000, frozenset({0}), 0)) == ""  # the group may read
-    assert read_problem(str(f), Creds(1000, frozenset(), 1 << CAP_DAC_READ_SEARCH)) == ""
-    check = trace_access_check([str(f)], user)
-    assert check.level == FAIL and "CAP_DAC_READ_SEARCH is missing" in check.saw
-    assert "AmbientCapabilities" in check.advice
-    check = trace_access_check([str(f)], parse_creds(STATUS_ROOT))
-    assert check.level == OK and "nothing was opened" in check.saw
-    assert trace_access_check([str(public_tmp / "none")], user).level == WARN
+    check = trace_access_check([str(f)], UNIT, Answers({str(f): ""}))
+    assert check.level == OK
+    assert check.saw == (f"as the shipped unit runs it, uid 65534 with CAP_DAC_READ_SEARCH, "
+                         f"CAP_SYS_PTRACE may read {f} (the kernel's answer to faccessat; "
+                         "nothing was opened)")
+    check = trace_access_check([str(f)], USER, Answers({str(f): str(d)}))
+    assert check.level == FAIL
+    assert check.saw == (f"as doctor itself, uid 1000 without capabilities may not read {f} "
+                         f"({d} (root:root 0700) is not searchable) (the kernel's answer)")
+    assert check.advice.startswith("doctor judged its own access, not the service's: run it "
+                                   "as root")
+    check = trace_access_check([str(f)], UNIT, Answers({str(f): str(f)}))
+    assert check.saw.endswith(f"may not read {f} ({f} (root:root 0440)) (the kernel's answer)")
+    assert check.advice == ("give that user CAP_DAC_READ_SEARCH (the shipped unit grants it "
+                            "with AmbientCapabilities=) or read access (setfacl -m u:65534:r "
+                            f"{f})")
+    assert trace_access_check([str(public_tmp / "none")], UNIT, Answers()).level == WARN
+    broken = trace_access_check([str(f)], UNIT, Answers(error="no answer within 5 s"))
+    assert broken.level == WARN and broken.saw.endswith("no answer within 5 s")
 
 
-def test_exe_access_needs_cap_sys_ptrace() -> None:
-    assert exe_access_check(parse_creds(STATUS_ROOT), ()).level == OK
-    user = parse_creds(STATUS_USER)
-    pinned = exe_access_check(user, ("/usr/bin/nr-gnb",))
-    assert pinned.level == FAIL and "without CAP_SYS_PTRACE" in pinned.saw
-    assert exe_access_check(user, ()).level == WARN
+def test_exe_access_of_another_users_process() -> None:
+    assert exe_access_check(UNIT, Answers(exe_error=""), (4242, 1000), ()).level == OK
+    denied = Answers(exe_error="Permission denied")
+    pinned = exe_access_check(USER, denied, (1, 0), ("/usr/bin/nr-gnb",))
+    assert pinned.level == FAIL
+    assert pinned.saw == ("as doctor itself, uid 1000 without capabilities may not read "
+                          "/proc/1/exe of PID 1 (uid 0): Permission denied; match.exe rejects "
+                          "a gNB of any other user")
+    assert exe_access_check(USER, denied, (1, 0), ()).level == WARN
+    alone = exe_access_check(UNIT, Answers(), None, ())
+    assert alone.level == OK and "nothing to ask" in alone.saw
+
+
+def test_another_users_process_to_ask_about(host: FakeProc) -> None:
+    found = find_targets(str(host.root), MatchConfig(comm=("nr-gnb", "bash")))
+    assert other_user_process(str(host.root), found, 0) == (4242, 1000)  # a target
+    assert other_user_process(str(host.root), found, 1000) == (6000, 0)
+    assert other_user_process(str(host.root), [], 1000) is None  # no init in this /proc
+    host.add(1, "init")
+    assert other_user_process(str(host.root), [], 1000) == (1, 0)
+    assert other_user_process(str(host.root), [], 0) is None
 
 
 def test_pid_namespace(tmp_path: Path) -> None:
@@ -233,16 +245,16 @@ def test_pid_namespace(tmp_path: Path) -> None:
     assert pid_namespace_check(False, True).level == WARN
     assert pid_namespace_check(None, False).level == WARN
     other = FakeProc(tmp_path / "other", ns="pid:[4026532999]")
-    checks = by_name(environment_checks(str(other.root), parse_creds(STATUS_ROOT), False,
+    checks = by_name(environment_checks(str(other.root), UNIT, Answers(), None, False,
                                         [str(tmp_path)], ()))
     assert checks["pid namespace"].level == FAIL
     init = FakeProc(tmp_path / "init")
-    checks = by_name(environment_checks(str(init.root), parse_creds(STATUS_ROOT), False,
+    checks = by_name(environment_checks(str(init.root), UNIT, Answers(), None, False,
                                         [str(tmp_path)], ()))
     assert checks["pid namespace"].level == OK and checks["proc visibility"].level == OK
 
 
-def test_hidepid_hides_other_users_processes_without_cap_sys_ptrace(tmp_path: Path) -> None:
+def test_hidepid_is_judged_by_what_the_identity_sees(tmp_path: Path) -> None:
     fake = FakeProc(tmp_path / "proc", mountinfo=(
         "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
         f"22 1 0:21 / {tmp_path / 'proc'} rw,nosuid - proc proc rw,hidepid=invisible\n"))
@@ -250,14 +262,17 @@ def test_hidepid_hides_other_users_processes_without_cap_sys_ptrace(tmp_path: Pa
     mount = mount_of(str(fake.root), mounts)
     assert mount == Mount(str(fake.root), "proc", {"rw": "", "nosuid": "",
                                                    "hidepid": "invisible"})
-    check = proc_visibility_check("/proc", mount, parse_creds(STATUS_USER))
+    check = proc_visibility_check("/proc", mount, USER, Answers(sees_other=False), (1, 0))
     assert check.level == FAIL
-    assert check.saw == ("/proc is mounted with hidepid=invisible: other users' processes "
-                         "are hidden from uid 1000 (CAP_SYS_PTRACE is missing)")
-    assert proc_visibility_check("/proc", mount, parse_creds(STATUS_ROOT)).level == OK
+    assert check.saw == ("/proc is mounted with hidepid=invisible: as doctor itself, uid 1000 "
+                         "without capabilities does not see PID 1 of uid 0 (the kernel's "
+                         "answer)")
+    seen = proc_visibility_check("/proc", mount, UNIT, Answers(sees_other=True), (1, 0))
+    assert seen.level == OK and "sees PID 1 of uid 0" in seen.saw
+    assert proc_visibility_check("/proc", mount, UNIT, Answers(), None).level == WARN
     plain = Mount("/proc", "proc", {"rw": ""})
-    assert proc_visibility_check("/proc", plain, parse_creds(STATUS_USER)).level == OK
-    assert proc_visibility_check("/proc", None, parse_creds(STATUS_USER)).level == WARN
+    assert proc_visibility_check("/proc", plain, USER, Answers(), None).level == OK
+    assert proc_visibility_check("/proc", None, USER, Answers(), None).level == WARN
 
 
 # --- 4. targets ---------------------------------------------------------------------------
@@ -277,11 +292,14 @@ def test_a_target_that_matches_would_be_boosted(host: FakeProc) -> None:
     found = find_targets(str(host.root), match)
     assert [(t.info.tgid, t.tids, t.boosted) for t in found] == [(4242, (4242, 4243, 4244),
                                                                   True)]
+    view = found[0].view()  # what the read-back compares: every thread, with its name
+    assert (view.tgid, view.tids, view.thread_names) == (
+        4242, (4242, 4243, 4244), frozenset({"nr-gnb", "nr-gnb-4243", "nr-gnb-4244"}))
     checks = by_name(targets_checks(match, found))
     assert checks["match rules"].level == OK
     assert checks["targets"].saw == "1 process named nr-gnb, 1 would be boosted"
-    assert checks["target 4242"].level == OK
-    assert checks["target 4242"].saw == ("PID 4242 nr-gnb, uid 1000, exe /tmp/nr-gnb, "
+    assert (checks["target"].level, checks["target"].subject) == (OK, "4242")
+    assert checks["target"].saw == ("PID 4242 nr-gnb, uid 1000, exe /tmp/nr-gnb, "
                                          "3 threads: would be boosted")
 
 
@@ -293,8 +311,8 @@ def test_a_target_the_rules_exclude_says_why(host: FakeProc, match: MatchConfig,
                                              why: str) -> None:
     checks = by_name(targets_checks(match, find_targets(str(host.root), match)))
     assert checks["targets"].level == WARN and "none would be boosted" in checks["targets"].saw
-    assert checks["target 4242"].level == WARN
-    assert checks["target 4242"].saw.endswith(f"not boosted: {why}")
+    assert checks["target"].level == WARN
+    assert checks["target"].saw.endswith(f"not boosted: {why}")
 
 
 def test_empty_allow_lists_warn_with_what_to_pin(host: FakeProc) -> None:
@@ -311,4 +329,4 @@ def test_no_target_running(tmp_path: Path) -> None:
     checks = by_name(targets_checks(MatchConfig(), find_targets(str(fake.root), MatchConfig())))
     assert checks["targets"].level == WARN
     assert checks["targets"].saw == "no process named nr-gnb is running"
-    assert [n for n in checks if n.startswith("target ")] == []
+    assert "target" not in checks

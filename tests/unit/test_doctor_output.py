@@ -8,20 +8,11 @@ import json
 import pytest
 
 from gtp5g_operator.cli import build_parser
-from gtp5g_operator.commands.doctor.model import (
-    FAIL,
-    OK,
-    WARN,
-    Check,
-    duration,
-    fail,
-    ok,
-    plural,
-    warn,
-)
+from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check, fail, ok, warn
 from gtp5g_operator.commands.doctor.options import options_from
 from gtp5g_operator.commands.doctor.output import exit_status, format_json, format_text
 from gtp5g_operator.commands.doctor.runner import guarded
+from gtp5g_operator.core.words import duration, plural
 
 CHECKS = [ok("config", "/etc/x.toml is valid"),
           warn("targets", "no process named nr-gnb is running", "start the gNB"),
@@ -49,11 +40,20 @@ def test_levels_are_checked() -> None:
         Check("x", "error", "saw")
 
 
-def test_json_is_a_list_of_objects() -> None:
-    parsed = json.loads(format_json(CHECKS))
-    assert parsed == [{"name": c.name, "level": c.level, "saw": c.saw, "advice": c.advice}
-                      for c in CHECKS]
-    assert [p["level"] for p in parsed] == [OK, WARN, FAIL]
+def test_json_has_stable_lower_case_keys_and_levels() -> None:
+    checks = [*CHECKS, warn("target", "PID 20055 nr-gnb: not boosted", "pin it", "20055")]
+    parsed = json.loads(format_json(checks))
+    assert [list(p) for p in parsed] == [["name", "subject", "level", "saw", "advice"]] * 4
+    assert [p["level"] for p in parsed] == [OK, WARN, FAIL, WARN] == ["ok", "warn", "fail",
+                                                                      "warn"]
+    assert parsed[3] == {"name": "target", "subject": "20055", "level": "warn",
+                         "saw": "PID 20055 nr-gnb: not boosted", "advice": "pin it"}
+    assert parsed[0]["subject"] is None
+
+
+def test_text_shows_the_subject_beside_the_name() -> None:
+    lines = format_text([ok("config", "valid"), ok("target", "PID 7: fine", "7")]).splitlines()
+    assert lines == ["ok    config    valid", "ok    target 7  PID 7: fine"]
 
 
 @pytest.mark.parametrize("checks,status", [
@@ -80,21 +80,30 @@ def test_plural() -> None:
 def test_options_from_the_command_line() -> None:
     args = build_parser().parse_args(["doctor", "--config", "/c.toml", "--json", "--proc",
                                       "/p", "--sysfs", "/s", "--tracefs", "/t",
-                                      "--runtime-dir", "/r", "--window", "0.25"])
+                                      "--runtime-dir", "/r", "--window", "0.25",
+                                      "--max-wait", "12.5"])
     o = options_from(args)
-    assert (o.config, o.as_json, o.proc, o.sysfs, o.tracefs, o.runtime_dir, o.window) == (
-        "/c.toml", True, "/p", "/s", "/t", "/r", 0.25)
+    assert (o.config, o.as_json, o.proc, o.sysfs, o.tracefs, o.runtime_dir, o.window,
+            o.max_wait) == ("/c.toml", True, "/p", "/s", "/t", "/r", 0.25, 0.125)
     default = options_from(build_parser().parse_args(["doctor"]))
-    assert (default.proc, default.sysfs, default.tracefs, default.window) == (
-        "/proc", "/sys", None, 1.0)
+    assert (default.proc, default.sysfs, default.tracefs, default.window, default.max_wait) == (
+        "/proc", "/sys", None, 1.0, 0.4)
     assert options_from(build_parser().parse_args(["--config", "/g.toml", "doctor"])
                         ).config == "/g.toml"
 
 
-@pytest.mark.parametrize("window", ["-1", "61", "soon"])
-def test_a_bad_window_is_refused(window: str) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["doctor", "--window", window])
+@pytest.mark.parametrize("option,value,said", [
+    ("--window", "-1", "must be between 0 and 60 seconds"),
+    ("--window", "61", "must be between 0 and 60 seconds"),
+    ("--window", "soon", "not a number of seconds: 'soon'"),
+    ("--max-wait", "101", "must be between 0 and 100 %"),
+    ("--max-wait", "40%", "not a number of %: '40%'")])
+def test_a_bad_number_is_refused_with_one_line(option: str, value: str, said: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["doctor", option, value])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"{option}: {said}")
 
 
 def test_a_group_that_breaks_is_one_fail_line_not_a_traceback() -> None:

@@ -17,11 +17,14 @@ from gtp5g_operator.commands.doctor.service import (
     probe_unit,
     push_check,
     read_state,
+    readback_check,
     service_checks,
     unit_check,
 )
 from gtp5g_operator.commands.doctor.targets import Target
 from gtp5g_operator.core.procfs import ProcessInfo
+from gtp5g_operator.core.tracker import TaskRef
+from gtp5g_operator.service.runtime_files import daemon_alive
 
 NOW = 1_800_000_000.0
 
@@ -108,7 +111,8 @@ def test_no_systemctl_at_all() -> None:
 
 
 def target(tgid: int, boosted: bool = True) -> Target:
-    return Target(ProcessInfo(tgid, 1, "nr-gnb", "/usr/bin/nr-gnb", 0), (tgid,),
+    return Target(ProcessInfo(tgid, 1, "nr-gnb", "/usr/bin/nr-gnb", 0),
+                  (TaskRef(tgid, tgid, 1, "nr-gnb", "nr-gnb"),),
                   "" if boosted else "its uid 0 is not in match.uid")
 
 
@@ -118,7 +122,9 @@ def state(**kw: Any) -> Dict[str, Any]:
         "processes": [{"tgid": 4242, "comm": "nr-gnb"}],
         "last_push": {"ok": True, "at": NOW - 4, "count": 3, "error": ""},
         "trace": {"path": "/sys/kernel/tracing", "format": "raw", "open": True, "lines": 99,
-                  "lost_events": 0, "dropped_lines": 0, "reopens": 0}}
+                  "lost_events": 0, "dropped_lines": 0, "reopens": 0},
+        "boost": {"verified": True, "diagnosis": "all covered: the scheduler boosts all 2 gNB "
+                  "tasks", "covered": [4242, 4243], "missing": [], "foreign": []}}
     return {**base, **kw}
 
 
@@ -134,8 +140,8 @@ def run(tmp_path: Path, doc: Optional[Dict[str, Any]], alive: bool = True,
                                            if alive else b"vim\0")
     systemctl = program(tmp_path, "systemctl", "echo active")
     loaded, problem = read_state(str(run_dir))
-    return by_name(service_checks(str(proc), str(run_dir), 10.0, targets, NOW, loaded,
-                                  problem, systemctl))
+    alive = daemon_alive(loaded.get("pid") if loaded else None, str(proc))
+    return by_name(service_checks(alive, 10.0, targets, NOW, loaded, problem, systemctl))
 
 
 def test_a_running_service(tmp_path: Path) -> None:
@@ -145,6 +151,9 @@ def test_a_running_service(tmp_path: Path) -> None:
     assert "PID 777, running since" in checks["service"].saw
     assert checks["service"].saw.endswith("tracking 1 process (4242)")
     assert (checks["last push"].level, checks["last push"].saw) == (OK, "ok, 3 entries, 4 s ago")
+    assert checks["service boost"].level == OK
+    assert checks["service boost"].saw == ("the service's read-back: all covered: the "
+                                           "scheduler boosts all 2 gNB tasks")
     assert checks["service counters"].level == OK
     assert checks["service counters"].saw == (
         "trace /sys/kernel/tracing (raw, open): 99 lines, 0 events lost, 0 over-long lines "
@@ -198,12 +207,26 @@ def test_the_service_counters(changes: Dict[str, Any], level: str, advice: str) 
     assert check.level == level and advice in check.advice
 
 
+@pytest.mark.parametrize("boost", [
+    {"verified": False, "diagnosis": "not verified: the Manager does not resolve PIDs"},
+    {"verified": True, "diagnosis": "this Decision Maker matches thread-group leaders only",
+     "covered": [4242], "missing": [4243], "foreign": []},
+    {"verified": True, "diagnosis": "1 task(s) this host does not track are boosted",
+     "covered": [4242], "missing": [], "foreign": [{"pid": 9}]},
+    "garbage"])
+def test_the_services_read_back_passes_only_when_nothing_is_missing_or_foreign(
+        boost: Any) -> None:
+    check = readback_check(boost)
+    assert check.level == WARN and check.advice.startswith("see the boost check above")
+    assert check.saw.startswith("the service's read-back: ")
+
+
 def test_an_unreadable_state_file(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("[1, 2]")
     loaded, problem = read_state(str(tmp_path))
     assert loaded is None and "is not a JSON object" in problem
     systemctl = program(tmp_path, "systemctl", "echo active")
-    checks = by_name(service_checks(str(tmp_path), str(tmp_path), 10.0, (), time.time(),
-                                    loaded, problem, systemctl))
+    checks = by_name(service_checks(False, 10.0, (), time.time(), loaded, problem,
+                                    systemctl))
     assert checks["service"].level == FAIL
     assert checks["service"].saw.startswith(f"cannot tell: cannot read {tmp_path}/state.json")

@@ -13,7 +13,13 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
-from gtp5g_operator.commands.doctor.trace import TraceSite, buffer_kb, locate, trace_checks
+from gtp5g_operator.commands.doctor.trace import (
+    TraceSite,
+    buffer_kb,
+    locate,
+    trace_checks,
+    watch,
+)
 from gtp5g_operator.config import TraceConfig
 
 RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"  # captured on 6.18
@@ -86,7 +92,7 @@ def run(site: TraceSite, during: Optional[List[object]] = None,
         for step in during or []:
             step()  # type: ignore[operator]
 
-    checks = trace_checks(site, window, sleep)
+    checks = trace_checks(site, watch(site.directory, window, sleep))
     assert slept in ([], [window])
     return {c.name: c for c in checks}
 

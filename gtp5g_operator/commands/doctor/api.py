@@ -1,34 +1,37 @@
-"""5. The API: reachable, which Gthulhu answers, our credentials, what it holds now.
+"""5. The API: reachable, which Gthulhu answers, our credentials, what it holds now, and
+what the scheduler will boost of the live gNB (boost.py words the read-back).
 
 Only what the service itself does to log in (a token for our public key, or
-the Manager's login) and read-only GETs: nothing is written.  Each exchange
-has one deadline of api.timeout (JsonHttp), and the whole section is capped
-at SECTION_BUDGET x api.timeout, so a hanging server cannot hold doctor up.
+the Manager's login) and read-only GETs, all through the daemon's code (the
+registry's detection, the flavor's writer, its `holdings` and `read_back`):
+nothing is written.  Each exchange has one deadline of api.timeout
+(JsonHttp), and the whole section is capped at SECTION_BUDGET x api.timeout,
+so a hanging server cannot hold doctor up.
 """
 
 from __future__ import annotations
 
-import re
-import socket
-import ssl
 import time
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Tuple, Type
-from urllib.parse import urlsplit
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Type
 
 from ...config import AUTO, Config
+from ...core.readback import Comparison
 from ...core.words import duration
 from ...gthulhu.detect import Probe, detect
 from ...gthulhu.errors import ApiError
-from ...gthulhu.http import DeadlineConnection, DeadlinePassed, JsonHttp, Resolver, tls_context
+from ...gthulhu.http import JsonHttp
 from ...gthulhu.registry import FLAVORS
-from ...gthulhu.writer import ApiWriter, PublicKeyToken
+from ...gthulhu.writer import ApiWriter, Holdings, PublicKeyToken
+from .boost import NOT_WRITTEN, boost_checks, not_verified_check
 from .model import FAIL, Check, fail, ok, warn
 from .targets import Target
 
 SECTION_BUDGET = 2.0  # the whole API section, in units of api.timeout
-NOT_PUSHED = ("the service writes a gNB once its tasks show up in the trace (GTP-U "
-              "traffic): see the trace events and service checks")
 ADVICE_BY_KIND = {
+    "connect": "is the API up at api.url (host name, port), and the port open through any "
+               "firewall?",
+    "tls": "set api.ca_file to the CA that signed the API's certificate and use a host name "
+           "the certificate names; https:// only for a TLS port",
     "timeout": "the API accepts connections but does not answer within api.timeout: is it "
                "hung or overloaded?",
     "redirect": "set api.url to the address that answers",
@@ -43,67 +46,11 @@ def advice_for(exc: ApiError) -> str:
     return ADVICE_BY_KIND.get(exc.kind, "see the API server's log")
 
 
-# --- reaching it --------------------------------------------------------------------------
-
-
-def connection_failure(exc: BaseException, url: str, host: str, port: int,
-                       timeout: float) -> Check:
-    """The check for a failed resolve, connect or handshake, by what failed."""
-    name = "api connection"
-    if isinstance(exc, socket.gaierror):
-        return fail(name, f"cannot resolve {host}: {exc.strerror}",
-                    "check the host name in api.url and the resolver (/etc/resolv.conf)")
-    if isinstance(exc, (DeadlinePassed, TimeoutError)):
-        detail = str(exc) if isinstance(exc, DeadlinePassed) else "no answer in time (connecting)"
-        return fail(name, f"{url}: {detail} (api.timeout {timeout:g} s)",
-                    "is the API host up, and the port open through any firewall?")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return fail(name, f"TLS with {host}: its certificate was refused: {exc.verify_message}",
-                    "set api.ca_file to the CA that signed the API's certificate, and use a "
-                    "host name the certificate names")
-    if isinstance(exc, ssl.SSLError):
-        return fail(name, f"TLS with {host}:{port} failed: {exc.reason or exc}",
-                    "does that port speak TLS? (https:// or http:// in api.url)")
-    if isinstance(exc, ConnectionRefusedError):
-        return fail(name, f"nothing listens at {host}:{port} (connection refused)",
-                    "start the Gthulhu API, or correct the port in api.url")
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-    return fail(name, f"cannot reach {host}:{port}: {reason}",
-                "check the network route to the API and api.url")
-
-
-def coverage(pids: Set[int], targets: Sequence[Target]) -> Tuple[List[int], List[int]]:
-    """(covered, missing) TGIDs of the live targets: a target counts when its process
-    or any of its threads is in the server's list."""
-    live = [t for t in targets if t.boosted]
-    covered = [t.info.tgid for t in live if t.info.tgid in pids or pids & set(t.tids)]
-    return covered, [t.info.tgid for t in live if t.info.tgid not in covered]
-
-
-def coverage_check(saw: str, covered: Sequence[int], missing: Sequence[int],
-                   advice: str = NOT_PUSHED) -> Check:
-    if missing:
-        return warn("api strategies", f"{saw}; they do not include the live target(s) "
-                                      f"{', '.join(map(str, missing))}", advice)
-    if covered:
-        return ok("api strategies", f"{saw}; they include this host's live target(s) "
-                                    f"{', '.join(map(str, covered))}")
-    return ok("api strategies", f"{saw}; no live target on this host to look for")
-
-
-def regex_matches(regex: str, name: str) -> bool:
-    """Python's re stands in for Go's RE2: the same for the rules this service writes."""
-    try:
-        return re.search(regex, name) is not None
-    except re.error:
-        return False
-
-
 class ApiProbe:
     """One run of the API checks, in order; stops at the first failure.  It speaks to
     the server through the daemon's own code: the registry's detection, the flavor's
-    writer (credentials obtained as the service obtains them) and its read-only
-    `holdings`."""
+    writer (credentials obtained as the service obtains them), its read-only
+    `holdings` and `read_back`.  `comparison` is the read-back, for the CPU-wait line."""
 
     def __init__(self, config: Config, targets: Sequence[Target],
                  state: Optional[Mapping[str, Any]], state_directory: str,
@@ -123,6 +70,8 @@ class ApiProbe:
         self.probe = Probe(self.http, config, clock, wall_clock)
         self.flavor: Optional[Type[ApiWriter]] = None
         self.writer: Optional[ApiWriter] = None
+        self.held: Optional[Holdings] = None
+        self.comparison: Optional[Comparison] = None
 
     def deadline(self) -> float:
         return min(self._clock() + self.api.timeout, self.end)
@@ -130,50 +79,43 @@ class ApiProbe:
     def run(self) -> List[Check]:
         checks: List[Check] = []
         try:
-            for step in (self.connection, self.identify, self.credentials, self.holdings):
-                checks.append(step())
+            for step in (self.identify, lambda: [self.credentials()],
+                         lambda: [self.holdings()], self.boost):
+                checks += step()
                 if checks[-1].level == FAIL:
                     break
         finally:
+            if self.writer is not None:
+                self.writer.close()  # its own connections too (a Manager's Decision Maker)
             self.http.close()
         return checks
 
-    # --- DNS, TCP, TLS --------------------------------------------------------------------
+    # --- reaching it, and which Gthulhu ------------------------------------------------
 
-    def connection(self) -> Check:
-        parts = urlsplit(self.api.url)
-        https = parts.scheme == "https"
-        host, port = parts.hostname or "", parts.port or (443 if https else 80)
-        tls = tls_context(self.config.ca_pem) if https else None
-        conn = DeadlineConnection(host, port, Resolver(), tls, self._clock)
-        conn.deadline = self.deadline()
-        try:
-            conn.connect()
-            peer = str(conn.sock.getpeername()[0])
-        except (OSError, ValueError) as exc:
-            return connection_failure(exc, self.api.url, host, port, self.api.timeout)
-        finally:
-            conn.close()
-        steps = [] if host == peer else [f"{host} resolved to {peer}"]
-        steps.append(f"TCP {peer}:{port} connected")
-        if https:
-            steps.append(f"TLS verified with {self.api.ca_file or 'the system CAs'}")
-        return ok("api connection", f"{self.api.url}: {'; '.join(steps)}")
-
-    # --- which Gthulhu --------------------------------------------------------------------
-
-    def identify(self) -> Check:
+    def identify(self) -> List[Check]:
+        """Detection's first request reaches the server through the daemon's client:
+        its resolver, TLS context (api.ca_file) and classification of what failed."""
         try:
             self.flavor = detect(self.probe, self.flavors, self.deadline())
         except ApiError as exc:
-            return self._identify_failed(exc)
+            if exc.kind in ("connect", "tls"):
+                return [fail("api connection", str(exc), advice_for(exc))]
+            # a timeout may have been while connecting: its message says which
+            reached = [] if exc.kind == "timeout" else [self._reached()]
+            return [*reached, self._identify_failed(exc)]
         name = self.flavor.display
         if self.api.flavor in (AUTO, self.flavor.name):
-            return ok("api flavor", f"the server is a Gthulhu {name}; api.flavor = "
-                                    f"{self.api.flavor}")
-        return fail("api flavor", f"api.flavor = {self.api.flavor}, but the server at "
-                                  f"{self.api.url} answers like a Gthulhu {name}",
-                    f'set api.flavor = "{self.flavor.name}" (or "auto")')
+            return [self._reached(), ok("api flavor", f"the server is a Gthulhu {name}; "
+                                                      f"api.flavor = {self.api.flavor}")]
+        return [self._reached(), fail(
+            "api flavor", f"api.flavor = {self.api.flavor}, but the server at {self.api.url} "
+                          f"answers like a Gthulhu {name}",
+            f'set api.flavor = "{self.flavor.name}" (or "auto")')]
+
+    def _reached(self) -> Check:
+        tls = (f"; TLS verified with {self.api.ca_file or 'the system CAs'}"
+               if self.api.url.startswith("https:") else "")
+        return ok("api connection", f"{self.api.url} answers{tls}")
 
     def _identify_failed(self, exc: ApiError) -> Check:
         login = self.probe.login
@@ -232,23 +174,35 @@ class ApiProbe:
         api = self.state.get("api")
         last = api.get("rule") if isinstance(api, dict) else None
         try:
-            held = self.writer.holdings(self.deadline(), last if isinstance(last, str) else None)
+            self.held = self.writer.holdings(self.deadline(),
+                                             last if isinstance(last, str) else None)
         except ApiError as exc:
             return fail("api strategies", str(exc), advice_for(exc))
-        if held.listed is not None:
-            return coverage_check(held.saw, *coverage({e.pid for e in held.listed},
-                                                      self.targets))
-        live = [t for t in self.targets if t.boosted]
-        if held.rule is None:
-            return coverage_check(held.saw, [], [t.info.tgid for t in live])
-        covered = [t.info.tgid for t in live if regex_matches(held.rule, t.info.comm)]
-        return coverage_check(held.saw, covered,
-                              [t.info.tgid for t in live if t.info.tgid not in covered])
+        live = any(t.boosted for t in self.targets)
+        if self.writer.sends_names and self.held.rule is None and live:
+            return warn("api strategies", f"{self.held.saw}; no rule of this host while a gNB "
+                                          "runs", NOT_WRITTEN)
+        return ok("api strategies", self.held.saw)
+
+    # --- what the scheduler will boost ------------------------------------------------------
+
+    def boost(self) -> List[Check]:
+        """The read-back of every thread of the live targets, against the rule the server
+        holds for this host (rule flavors) or the IDs the service would write (v0)."""
+        assert self.writer is not None and self.held is not None
+        views = [t.view() for t in self.targets if t.boosted]
+        if not views:
+            return [ok("boost", "no live target would be boosted: nothing to read back")]
+        rule = (self.held.rule or "") if self.writer.sends_names else None
+        try:
+            self.comparison = self.writer.read_back(views, self.deadline(), rule)
+        except ApiError as exc:
+            return [fail("boost", str(exc), advice_for(exc))]
+        if self.comparison is None:
+            return [not_verified_check(self.writer.verify_problem())]
+        return boost_checks(self.comparison, self.writer.readback_source)
 
 
-def api_checks(config: Config, loaded: bool, targets: Sequence[Target],
-               state: Optional[Mapping[str, Any]], state_directory: str) -> List[Check]:
-    if not loaded:
-        return [warn("api", "not checked: the configuration is invalid (see above)",
-                     "fix the configuration first")]
-    return ApiProbe(config, targets, state, state_directory).run()
+def not_loaded() -> List[Check]:
+    return [warn("api", "not checked: the configuration is invalid (see above)",
+                 "fix the configuration first")]

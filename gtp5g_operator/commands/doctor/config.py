@@ -16,7 +16,7 @@ import pwd
 import stat
 from typing import Callable, List, Mapping, Optional, Tuple
 
-from ...config import Config, ConfigError
+from ...config import Config, ConfigError, Vocabulary
 from ...config.load import host_node_name, judge_file, load_settings, named_files
 from ...service.vocabulary import VOCABULARY, load
 from .model import Check, fail, ok
@@ -31,39 +31,38 @@ class ConfigOutcome:
     checks: List[Check]
 
 
-def config_checks(path: str, env: Optional[Mapping[str, str]] = None) -> ConfigOutcome:
+def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
+                  vocabulary: Vocabulary = VOCABULARY) -> ConfigOutcome:
     env = os.environ if env is None else env
     try:
-        config = load(path, env)  # what the daemon and check-config load, the same way
+        # what the daemon and check-config load, the same way
+        config = load(path, env, vocabulary=vocabulary)
     except ConfigError as exc:
-        fallback, note = _fallback(path)
+        fallback, note = _fallback(path, vocabulary)
         check = fail("config", f"{exc} ({note})",
                      f"fix it; `gtp5g-operator check-config --config {path}` then prints ok")
-        return ConfigOutcome(fallback, False, [check, *file_checks(fallback, env)])
+        return ConfigOutcome(fallback, False, [check, *file_checks(fallback, env, vocabulary)])
     drop_ins = len(config.files) - 1
     check = ok("config", f"{path} is valid{f' with {drop_ins} drop-in(s)' if drop_ins else ''}: "
                          f"API {config.api.url} (flavor {config.api.flavor}), trace.pipe "
                          f"{config.trace.pipe}, match.comm {', '.join(config.match.comm)}")
-    return ConfigOutcome(config, True, [check, *file_checks(config, env)])
+    return ConfigOutcome(config, True, [check, *file_checks(config, env, vocabulary)])
 
 
-def _fallback(path: str) -> Tuple[Config, str]:
+def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
     """The settings to check the rest with when the service would refuse the files."""
     try:
-        config = load_settings(path, VOCABULARY)
+        config = load_settings(path, vocabulary)
     except ConfigError:
         return Config(source=path), "the other checks use the defaults"
     return (dataclasses.replace(config, node_name=config.api.node_name or host_node_name()),
             "the other checks use the files' settings; the API is not checked")
 
 
-def file_checks(config: Config, env: Mapping[str, str]) -> List[Check]:
-    return [file_check(what, path, functools.partial(_judge, secret=secret))
-            for what, path, secret in named_files(config, VOCABULARY, env)]
-
-
-def _judge(path: str, st: os.stat_result, secret: bool) -> None:
-    judge_file(path, st, secret)
+def file_checks(config: Config, env: Mapping[str, str],
+                vocabulary: Vocabulary = VOCABULARY) -> List[Check]:
+    return [file_check(what, path, functools.partial(judge_file, secret=secret))
+            for what, path, secret in named_files(config, vocabulary, env)]
 
 
 def file_check(what: str, path: str, judge: FileJudge) -> Check:

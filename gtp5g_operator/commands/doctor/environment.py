@@ -1,133 +1,32 @@
-"""2. Where it runs: the PID namespace, what /proc shows, and whether the credentials
-at hand can read the trace source and other users' /proc/PID/exe.
-
-Nothing is opened to find out: the trace source must not be opened at all
-(a second reader of trace_pipe gets EBUSY, and a reader takes lines from the
-service), so access is judged the way the kernel judges it — the file's and
-its directories' owner and mode against this process's file-system uid,
-groups and effective capabilities (/proc/self/status).
-"""
+"""2. Where it runs: the PID namespace, what /proc shows, and what the service's
+identity may read — the trace source and other users' /proc/PID/exe — as the
+kernel answers for that identity (identity.py), nothing judged from mode bits."""
 
 from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Callable, FrozenSet, List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ...config.paths import Mount, mount_of, read_mounts
-from ...core.procfs import in_initial_pid_namespace
+from ...core.procfs import ProcFS, in_initial_pid_namespace
 from .config import describe_owner
+from .identity import Answers, Identity
 from .model import Check, fail, ok, warn
+from .targets import Target
 
-CAP_DAC_OVERRIDE = 1
-CAP_DAC_READ_SEARCH = 2  # read any file, search any directory: what the unit grants
-CAP_SYS_PTRACE = 19  # read /proc/PID/exe of other users' processes
 GRANTED_BY_UNIT = "the shipped unit grants it with AmbientCapabilities="
+HIDDEN = ("1", "2", "4", "noaccess", "invisible", "ptraceable")
+Other = Tuple[int, int]  # (PID, uid) of a process of another user
 
 
-@dataclass(frozen=True)
-class Creds:
-    uid: int  # the file-system uid (what permission checks use; normally the euid)
-    gids: FrozenSet[int]  # file-system gid and supplementary groups
-    caps: int  # effective capability set
-
-    def has(self, cap: int) -> bool:
-        return bool(self.caps >> cap & 1)
-
-
-def _field(text: str, name: str) -> List[str]:
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return line.split()[1:]
-    return []
-
-
-def parse_creds(status: str) -> Creds:
-    """Credentials from the text of /proc/PID/status (Uid/Gid: real effective saved fs)."""
-    uids, gids = _field(status, "Uid"), _field(status, "Gid")
-    groups = {int(g) for g in _field(status, "Groups") if g.isdigit()}
-    cap = _field(status, "CapEff")
-    return Creds(uid=int(uids[3]) if len(uids) > 3 else os.geteuid(),
-                 gids=frozenset({int(gids[3]) if len(gids) > 3 else os.getegid()} | groups),
-                 caps=int(cap[0], 16) if cap else 0)
-
-
-def read_creds(proc: str) -> Creds:
-    try:
-        with open(os.path.join(proc, "self", "status"), encoding="ascii",
-                  errors="replace") as f:
-            return parse_creds(f.read(65536))
-    except OSError:  # no capabilities known: judge by the mode bits alone
-        return Creds(os.geteuid(), frozenset({os.getegid(), *os.getgroups()}), 0)
-
-
-# --- file access, judged rather than tried ------------------------------------------------
-
-R, X = 4, 1
-
-
-def permits(st: os.stat_result, creds: Creds, bit: int) -> bool:
-    if creds.has(CAP_DAC_READ_SEARCH) or creds.has(CAP_DAC_OVERRIDE):
-        return True  # both let a process read any file and search any directory
-    if st.st_uid == creds.uid:
-        granted = st.st_mode >> 6
-    elif st.st_gid in creds.gids:
-        granted = st.st_mode >> 3
-    else:
-        granted = st.st_mode
-    return bool(granted & bit)
-
-
-def read_problem(path: str, creds: Creds,
-                 stat_fn: Callable[[str], os.stat_result] = os.stat) -> str:
-    """Why `creds` cannot open `path` for reading ("" when they can)."""
-    path = os.path.abspath(path)
-    parts = path.split("/")[1:]
-    steps = ["/" + "/".join(parts[:i]) for i in range(len(parts))] + [path]
-    for i, step in enumerate(steps):
-        last = i == len(steps) - 1
-        try:
-            st = stat_fn(step)
-        except OSError as exc:
-            return f"{step}: {exc.strerror}"
-        if not permits(st, creds, R if last else X):
-            what = "readable" if last else "searchable (x)"
-            return (f"{step} ({describe_owner(st)} {stat.S_IMODE(st.st_mode):04o}) is not "
-                    f"{what} by uid {creds.uid}")
-    return ""
-
-
-def trace_access_check(paths: Sequence[str], creds: Creds) -> Check:
-    """Can the trace source (and for the binary reader its per-CPU files) be read?"""
-    present = [p for p in paths if os.path.lexists(p)]
-    if not present:
-        return warn("trace access", f"{paths[0]} does not exist: nothing to judge",
-                    "see the trace source check below")
-    problems = [p for p in (read_problem(path, creds) for path in present) if p]
-    if problems:
-        return fail("trace access", f"{problems[0]} and CAP_DAC_READ_SEARCH is missing",
-                    f"run as root or with CAP_DAC_READ_SEARCH ({GRANTED_BY_UNIT})")
-    how = "CAP_DAC_READ_SEARCH" if creds.has(CAP_DAC_READ_SEARCH) else (
-        "CAP_DAC_OVERRIDE" if creds.has(CAP_DAC_OVERRIDE) else "its mode")
-    return ok("trace access", f"uid {creds.uid} can read {', '.join(present)} ({how}); "
-                              "judged from owner and mode, nothing was opened")
-
-
-def exe_access_check(creds: Creds, match_exe: Sequence[str]) -> Check:
-    if creds.has(CAP_SYS_PTRACE):
-        return ok("exe access", "CAP_SYS_PTRACE: /proc/PID/exe of every user's process can "
-                                "be read")
-    saw = (f"uid {creds.uid} without CAP_SYS_PTRACE can read /proc/PID/exe only of its own "
-           "processes")
-    if match_exe:
-        return fail("exe access", f"{saw}: match.exe rejects a gNB of any other user",
-                    f"run as root or with CAP_SYS_PTRACE ({GRANTED_BY_UNIT})")
-    return warn("exe access", f"{saw} (match.exe is empty: only reports miss the executable)",
-                "run as root or with CAP_SYS_PTRACE to see every executable")
-
-
-# --- the PID namespace and /proc ----------------------------------------------------------
+def other_user_process(proc: str, targets: Sequence[Target], uid: int) -> Optional[Other]:
+    """A target of another user than `uid`, else init if it is another user's."""
+    for t in targets:
+        if t.info.uid != uid:
+            return t.info.tgid, t.info.uid
+    init = ProcFS(proc).process(1)
+    return (1, init.uid) if init is not None and init.uid != uid else None
 
 
 def pid_namespace_check(initial: Optional[bool], allowed: bool) -> Check:
@@ -145,10 +44,8 @@ def pid_namespace_check(initial: Optional[bool], allowed: bool) -> Check:
                 "run it on the host, not in a container without the host's PIDs")
 
 
-HIDDEN = ("1", "2", "4", "noaccess", "invisible", "ptraceable")
-
-
-def proc_visibility_check(proc: str, mount: Optional[Mount], creds: Creds) -> Check:
+def proc_visibility_check(proc: str, mount: Optional[Mount], who: Identity,
+                          answers: Answers, other: Optional[Other]) -> Check:
     if mount is None:
         return warn("proc visibility", f"{proc}: not found in the mount table",
                     "make sure the host's /proc is mounted there")
@@ -157,20 +54,74 @@ def proc_visibility_check(proc: str, mount: Optional[Mount], creds: Creds) -> Ch
         return ok("proc visibility", f"{proc} ({mount.fstype}) shows every user's processes "
                                      "(no hidepid)")
     saw = f"{proc} is mounted with hidepid={hidepid}"
-    group = mount.options.get("gid", "")
-    if creds.has(CAP_SYS_PTRACE) or (group.isdigit() and int(group) in creds.gids):
-        return ok("proc visibility", f"{saw}, but this process sees every process "
-                                     "(CAP_SYS_PTRACE or the gid= group)")
-    return fail("proc visibility", f"{saw}: other users' processes are hidden from uid "
-                                   f"{creds.uid} (CAP_SYS_PTRACE is missing)",
-                f"run as root or with CAP_SYS_PTRACE ({GRANTED_BY_UNIT}), or mount /proc "
-                "without hidepid")
+    if other is None or answers.sees_other is None:
+        return warn("proc visibility", f"{saw}; no process of another user to ask about",
+                    "look again while the gNB runs")
+    if answers.sees_other:
+        return ok("proc visibility", f"{saw}, but {who.describe()} sees PID {other[0]} of "
+                                     f"uid {other[1]} (the kernel's answer)")
+    return fail("proc visibility", f"{saw}: {who.describe()} does not see PID {other[0]} of "
+                                   f"uid {other[1]} (the kernel's answer)",
+                f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT}), or mount /proc without hidepid")
 
 
-def environment_checks(proc: str, creds: Creds, allow_pid_namespace: bool,
-                       trace_paths: Sequence[str], match_exe: Sequence[str]) -> List[Check]:
+def _shown(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    return f"{path} ({describe_owner(st)} {stat.S_IMODE(st.st_mode):04o})"
+
+
+def trace_access_check(paths: Sequence[str], who: Identity, answers: Answers) -> Check:
+    """May the service's identity open the trace source (and, for the binary reader,
+    its per-CPU files)?  Asked of the kernel; nothing is opened."""
+    present = [p for p in paths if os.path.lexists(p)]
+    if not present:
+        return warn("trace access", f"{paths[0]} does not exist: nothing to ask",
+                    "see the trace source check below")
+    if answers.error:
+        return warn("trace access", f"cannot ask the kernel {who.who}: {answers.error}",
+                    "not judged; see the service's log when it opens the trace source")
+    stops = [(p, answers.blocked.get(p, p)) for p in present if answers.blocked.get(p, p)]
+    if not stops:
+        return ok("trace access", f"{who.describe()} may read {', '.join(present)} (the "
+                                  "kernel's answer to faccessat; nothing was opened)")
+    path, at = stops[0]
+    where = f" ({_shown(at)} is not searchable)" if at != path else f" ({_shown(path)})"
+    mine = "" if who.switch else "doctor judged its own access, not the service's: run it " \
+                                 "as root to judge as the service; else "
+    return fail("trace access", f"{who.describe()} may not read {path}{where} (the kernel's "
+                                "answer)",
+                f"{mine}give that user CAP_DAC_READ_SEARCH ({GRANTED_BY_UNIT}) or read access "
+                f"(setfacl -m u:{who.uid}:r {path})")
+
+
+def exe_access_check(who: Identity, answers: Answers, other: Optional[Other],
+                     match_exe: Sequence[str]) -> Check:
+    if other is None:
+        return ok("exe access", f"no process of a user other than uid {who.uid} runs here: "
+                                "nothing to ask")
+    if answers.exe_error is None:
+        return warn("exe access", f"cannot ask the kernel {who.who}: {answers.error}",
+                    "not judged")
+    pid, uid = other
+    saw = f"{who.describe()} {{}} read /proc/{pid}/exe of PID {pid} (uid {uid})"
+    if not answers.exe_error:
+        return ok("exe access", saw.format("may") + " (the kernel's answer)")
+    saw = saw.format("may not") + f": {answers.exe_error}"
+    advice = f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT})"
+    if match_exe:
+        return fail("exe access", f"{saw}; match.exe rejects a gNB of any other user", advice)
+    return warn("exe access", f"{saw} (match.exe is empty: only reports miss the executable)",
+                advice)
+
+
+def environment_checks(proc: str, who: Identity, answers: Answers, other: Optional[Other],
+                       allow_pid_namespace: bool, trace_paths: Sequence[str],
+                       match_exe: Sequence[str]) -> List[Check]:
     mounts = read_mounts(proc) or []
     return [pid_namespace_check(in_initial_pid_namespace(proc), allow_pid_namespace),
-            proc_visibility_check(proc, mount_of(proc, mounts), creds),
-            trace_access_check(trace_paths, creds),
-            exe_access_check(creds, match_exe)]
+            proc_visibility_check(proc, mount_of(proc, mounts), who, answers, other),
+            trace_access_check(trace_paths, who, answers),
+            exe_access_check(who, answers, other, match_exe)]

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.words import duration, one_line, plural
+from ...core.words import one_line
 
-__all__ = ["FAIL", "LEVELS", "OK", "WARN", "Check", "duration", "fail", "ok", "plural", "warn"]
-
-OK, WARN, FAIL = "ok", "warn", "FAIL"
+OK, WARN, FAIL = "ok", "warn", "fail"
 LEVELS = (OK, WARN, FAIL)
 
 
 @dataclass(frozen=True)
 class Check:
-    name: str
-    level: str  # ok | warn | FAIL
+    name: str  # stable, lower-case, never a PID: what scripts select on
+    level: str  # ok | warn | fail
     saw: str  # what was found, in one line
     advice: str = ""  # what to do about it ("" when ok)
+    subject: str = ""  # which one, for a check that repeats (a PID, a process name)
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -26,15 +25,13 @@ class Check:
         object.__setattr__(self, "advice", one_line(self.advice, 600))
 
 
-def ok(name: str, saw: str) -> Check:
-    return Check(name, OK, saw)
+def ok(name: str, saw: str, subject: str = "") -> Check:
+    return Check(name, OK, saw, "", subject)
 
 
-def warn(name: str, saw: str, advice: str) -> Check:
-    return Check(name, WARN, saw, advice)
+def warn(name: str, saw: str, advice: str, subject: str = "") -> Check:
+    return Check(name, WARN, saw, advice, subject)
 
 
-def fail(name: str, saw: str, advice: str) -> Check:
-    return Check(name, FAIL, saw, advice)
-
-
+def fail(name: str, saw: str, advice: str, subject: str = "") -> Check:
+    return Check(name, FAIL, saw, advice, subject)

@@ -1,28 +1,37 @@
 """Run every check in order and print one line per check (or JSON).
 
 The groups run in the issue's order; what a later group needs from an
-earlier one (the configuration, the live targets) is passed along
-explicitly.  A group that breaks unexpectedly becomes one FAIL line rather
-than a traceback: the rest of the report is still worth having.
+earlier one (the configuration, the live targets, the service's state and
+identity, the read-back) is passed along explicitly.  Doctor waits once: the
+trace counters and, when the running service has no CPU-wait window to show,
+the live tasks' schedstat are read at both ends of the same window.  A group
+that breaks unexpectedly becomes one FAIL line rather than a traceback: the
+rest of the report is still worth having.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Type
 
-from ...service.runtime_files import runtime_dir, state_dir
-from .api import api_checks
+from ...config import Config, Vocabulary
+from ...gthulhu.registry import FLAVORS
+from ...gthulhu.writer import ApiWriter
+from ...service.runtime_files import daemon_alive, runtime_dir, state_dir
+from ...service.vocabulary import VOCABULARY
+from .api import ApiProbe, not_loaded
 from .config import config_checks
-from .environment import environment_checks, read_creds
+from .cpu_wait import CpuWait
+from .environment import environment_checks, other_user_process
+from .identity import Questions, ask, judge_as
 from .model import Check, fail
 from .options import Options
 from .output import exit_status, format_json, format_text
 from .scheduler import scheduler_checks
 from .service import read_state, service_checks
-from .targets import find_targets, targets_checks
-from .trace import locate, trace_checks
+from .targets import Target, find_targets, targets_checks
+from .trace import TraceSite, locate, trace_checks, watch
 
 
 def guarded(group: str, run: Callable[[], List[Check]]) -> List[Check]:
@@ -34,26 +43,48 @@ def guarded(group: str, run: Callable[[], List[Check]]) -> List[Check]:
 
 
 def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
-               systemctl: Optional[str] = None) -> List[Check]:
-    outcome = config_checks(options.config)
-    config = outcome.config
-    site = locate(config.trace, options.tracefs, options.proc)
-    creds = read_creds(options.proc)
+               systemctl: Optional[str] = None,
+               flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> List[Check]:
+    """`flavors`: the registry (a test registers a flavor of its own)."""
+    vocabulary = Vocabulary(flavors, VOCABULARY.readers)
+    outcome = config_checks(options.config, vocabulary=vocabulary)
+    config, proc = outcome.config, options.proc
+    site = locate(config.trace, options.tracefs, proc)
     state, problem = read_state(options.runtime_dir or runtime_dir())
-    targets = find_targets(options.proc, config.match)
+    pid = state.get("pid") if state is not None else None
+    alive = daemon_alive(pid, proc)
+    targets = find_targets(proc, config.match)
     checks = list(outcome.checks)
-    checks += guarded("environment", lambda: environment_checks(
-        options.proc, creds, config.trace.allow_pid_namespace, site.access_paths(),
-        config.match.exe))
-    checks += guarded("trace", lambda: trace_checks(site, options.window, sleep))
+    checks += guarded("environment", lambda: _environment(
+        proc, config, site, targets, pid if alive else None))
+    cpu = CpuWait(state if alive else None, proc,
+                  [task for t in targets if t.boosted for task in t.tasks], options.window)
+    cpu.start()
+    window = watch(site.directory, options.window, sleep, anyway=cpu.live is not None)
+    cpu.finish()
+    checks += guarded("trace", lambda: trace_checks(site, window))
     checks += targets_checks(config.match, targets)
-    checks += guarded("api", lambda: api_checks(config, outcome.loaded, targets, state,
-                                                state_dir()))
+    api = ApiProbe(config, targets, state, state_dir(), flavors=flavors) \
+        if outcome.loaded else None
+    checks += guarded("api", api.run if api is not None else not_loaded)
+    comparison = api.comparison if api is not None else None
+    checks += guarded("cpu wait", lambda: cpu.checks(options.max_wait, comparison))
     checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs))
     checks += guarded("service", lambda: service_checks(
-        options.proc, options.runtime_dir or runtime_dir(), config.strategy.resync_interval,
-        targets, time.time(), state, problem, systemctl))
+        alive, config.strategy.resync_interval, targets, time.time(), state, problem,
+        systemctl))
     return checks
+
+
+def _environment(proc: str, config: Config, site: TraceSite, targets: List[Target],
+                 service_pid: Optional[int]) -> List[Check]:
+    """What the service's identity may read, asked of the kernel as that identity."""
+    who = judge_as(proc, service_pid)
+    other = other_user_process(proc, targets, who.uid)
+    paths = site.access_paths()
+    answers = ask(who, Questions(tuple(paths), other[0] if other else None, proc))
+    return environment_checks(proc, who, answers, other, config.trace.allow_pid_namespace,
+                              paths, config.match.exe)
 
 
 def doctor(options: Options) -> int:

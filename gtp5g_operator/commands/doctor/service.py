@@ -1,5 +1,6 @@
 """7. The service: is the unit active, and what its state.json says — when it last
-pushed and with what result, and its lost-event and error counters."""
+pushed and with what result, its own read-back, and its lost-event and error
+counters."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ...core.words import one_line, when
+from ...core.words import duration, finite, one_line, plural, when
 from ...files import FileProblem
-from ...service.runtime_files import STATE_FILE, daemon_alive, read_json
-from .model import Check, duration, fail, ok, plural, warn
+from ...service.runtime_files import STATE_FILE, read_json
+from .model import Check, fail, ok, warn
 from .targets import Target
 
 UNIT = "gtp5g-operator"
@@ -99,8 +100,7 @@ def state_check(state: Optional[Mapping[str, Any]], problem: str, alive: bool, n
 
 
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else 0.0
+    return finite(value) or 0.0
 
 
 def push_check(last: Any, now: float, resync: float) -> Check:
@@ -116,6 +116,16 @@ def push_check(last: Any, now: float, resync: float) -> Check:
         return warn("last push", f"{saw}, though it re-sends every {resync:g} s",
                     f"the loop may be stuck: see /health and journalctl -u {UNIT}")
     return ok("last push", saw)
+
+
+def readback_check(boost: Any) -> Check:
+    """The service's own read-back (state.json's `boost`): of the tasks it tracks."""
+    b = boost if isinstance(boost, dict) else {}
+    saw = f"the service's read-back: {one_line(b.get('diagnosis'))}"
+    if b.get("verified") is not True or b.get("missing") or b.get("foreign"):
+        return warn("service boost", saw, "see the boost check above and journalctl -u "
+                                          f"{UNIT}")
+    return ok("service boost", saw)
 
 
 def counters_check(trace: Any) -> Check:
@@ -139,13 +149,12 @@ def counters_check(trace: Any) -> Check:
     return ok("service counters", saw)
 
 
-def service_checks(proc: str, directory: str, resync: float, targets: Sequence[Target],
-                   now: float, state: Optional[Dict[str, Any]], problem: str,
+def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: float,
+                   state: Optional[Dict[str, Any]], problem: str,
                    systemctl: Optional[str] = None) -> List[Check]:
-    checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl")))]
-    alive = state is not None and daemon_alive(state.get("pid"), proc)
-    checks.append(state_check(state, problem, alive, now, targets))
+    checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl"))),
+              state_check(state, problem, alive, now, targets)]
     if state is not None and alive:
         checks += [push_check(state.get("last_push"), now, resync),
-                   counters_check(state.get("trace"))]
+                   readback_check(state.get("boost")), counters_check(state.get("trace"))]
     return checks

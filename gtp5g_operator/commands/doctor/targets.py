@@ -1,5 +1,7 @@
 """4. Targets on this host now: every process named in match.comm, and whether the
-service would boost it — judged by the daemon's own rule (core.tracker.mismatch)."""
+service would boost it — judged by the daemon's own rule (core.tracker.mismatch).
+Each target carries all its threads (the daemon's `TaskRef`s, names from /proc):
+what the read-back compares and what the CPU wait samples."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from typing import List, Sequence, Tuple
 
 from ...config.schema import MatchConfig
 from ...core.procfs import ProcessInfo, ProcFS
-from ...core.tracker import mismatch
-from .model import Check, ok, plural, warn
+from ...core.tracker import ProcessView, TaskRef, mismatch
+from ...core.words import plural
+from .model import Check, ok, warn
 
 MAX_LISTED = 20  # processes listed one per line; more are only counted
 
@@ -19,28 +22,36 @@ MAX_LISTED = 20  # processes listed one per line; more are only counted
 @dataclass(frozen=True)
 class Target:
     info: ProcessInfo
-    tids: Tuple[int, ...]  # the process's threads now
+    tasks: Tuple[TaskRef, ...]  # the process's threads now
     why_not: str  # "" when it would be boosted
 
     @property
     def boosted(self) -> bool:
         return not self.why_not
 
+    @property
+    def tids(self) -> Tuple[int, ...]:
+        return tuple(t.tid for t in self.tasks)
 
-def _comm(proc: str, pid: str) -> str:
+    def view(self) -> ProcessView:
+        """The process as the writers see a tracked one, with every thread."""
+        i = self.info
+        return ProcessView(i.tgid, i.comm, i.exe, i.uid, 0.0, self.tids,
+                           frozenset(t.name for t in self.tasks))
+
+
+def _tasks(procfs: ProcFS, info: ProcessInfo) -> Tuple[TaskRef, ...]:
     try:
-        with open(os.path.join(proc, pid, "comm"), "rb") as f:
-            return f.read(64).rstrip(b"\n").decode("utf-8", "replace")
+        names = os.listdir(os.path.join(procfs.root, str(info.tgid), "task"))
     except OSError:
-        return ""
-
-
-def _tids(proc: str, tgid: int) -> Tuple[int, ...]:
-    try:
-        names = os.listdir(os.path.join(proc, str(tgid), "task"))
-    except OSError:
-        return (tgid,)
-    return tuple(sorted(int(n) for n in names if n.isdigit()))
+        names = []
+    tasks = []
+    for tid in sorted(int(n) for n in names if n.isdigit()):
+        st, name = procfs.stat(tid, info.tgid), procfs.thread_name(info.tgid, tid)
+        if st is not None and name is not None:  # else it just ended
+            tasks.append(TaskRef(info.tgid, tid, st.start_time, info.comm, name))
+    return tuple(tasks) or (TaskRef(info.tgid, info.tgid, info.start_time, info.comm,
+                                    info.comm),)
 
 
 def find_targets(proc: str, match: MatchConfig) -> List[Target]:
@@ -52,11 +63,11 @@ def find_targets(proc: str, match: MatchConfig) -> List[Target]:
     procfs = ProcFS(proc)
     found = []
     for pid in pids:
-        if _comm(proc, pid) not in match.comm:
+        if procfs.thread_name(int(pid), int(pid)) not in match.comm:
             continue  # a cheap look at the name first: most processes stop here
         info = procfs.process(int(pid))
         if info is not None:
-            found.append(Target(info, _tids(proc, info.tgid), mismatch(info, match)))
+            found.append(Target(info, _tasks(procfs, info), mismatch(info, match)))
     return found
 
 
@@ -82,11 +93,11 @@ def match_check(match: MatchConfig, found: Sequence[Target]) -> Check:
 def target_check(t: Target) -> Check:
     i = t.info
     saw = (f"PID {i.tgid} {i.comm}, uid {i.uid}, exe {i.exe or '(unreadable)'}, "
-           f"{plural(len(t.tids), 'thread')}")
+           f"{plural(len(t.tasks), 'thread')}")
     if t.boosted:
-        return ok(f"target {i.tgid}", f"{saw}: would be boosted")
-    return warn(f"target {i.tgid}", f"{saw}: not boosted: {t.why_not}",
-                "if this is the gNB, add its uid or executable to the match rules")
+        return ok("target", f"{saw}: would be boosted", str(i.tgid))
+    return warn("target", f"{saw}: not boosted: {t.why_not}",
+                "if this is the gNB, add its uid or executable to the match rules", str(i.tgid))
 
 
 def targets_checks(match: MatchConfig, found: Sequence[Target]) -> List[Check]:

@@ -18,9 +18,11 @@ from typing import Callable, Dict, List, Optional
 
 from ...config.paths import TRACEFS_TYPES, Mount, mode_problem, mount_of, read_mounts, resolve_pipe
 from ...config.schema import TraceConfig
+from ...core.words import plural
+from ...files import read_small_text
 from ...trace.readers import READERS, choose, reader_named
 from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, subbuf_size
-from .model import Check, fail, ok, plural, warn
+from .model import Check, fail, ok, warn
 
 MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
 
@@ -113,21 +115,19 @@ def read_counters(directory: str) -> Dict[int, CpuStats]:
     return found
 
 
-def watch(directory: str, seconds: float,
-          sleep: Callable[[float], None] = time.sleep) -> Window:
+def watch(directory: str, seconds: float, sleep: Callable[[float], None] = time.sleep,
+          anyway: bool = False) -> Window:
+    """The counters over `seconds`; without counters the window is waited out only
+    `anyway` (something else is measured over it)."""
     before = read_counters(directory)
-    if before:
+    if before or anyway:
         sleep(seconds)
     return Window(seconds, before, read_counters(directory) if before else {})
 
 
 def buffer_kb(directory: str) -> Optional[int]:
     """buffer_size_kb: "1410", or "7 (expanded: 1408)" before tracing's first use."""
-    try:
-        with open(os.path.join(directory, "buffer_size_kb"), encoding="ascii") as f:
-            text = f.read(128)
-    except (OSError, UnicodeDecodeError):
-        return None
+    text = read_small_text(os.path.join(directory, "buffer_size_kb"), 128) or ""
     text = text.split("expanded:")[1] if "expanded:" in text else text
     digits = text.strip(" )\n").split()
     return int(digits[0]) if digits and digits[0].isdigit() else None
@@ -232,11 +232,8 @@ def reader_check(site: TraceSite, problem: str) -> Check:
                               f"trace_pipe_raw{pages}), woken by trace_pipe ({chosen})")
 
 
-def trace_checks(site: TraceSite, seconds: float,
-                 sleep: Callable[[float], None] = time.sleep) -> List[Check]:
-    checks = [source_check(site), tracefs_check(site)]
-    window = watch(site.directory, seconds, sleep)
-    checks.append(events_check(site, window))
+def trace_checks(site: TraceSite, window: Window) -> List[Check]:
+    checks = [source_check(site), tracefs_check(site), events_check(site, window)]
     loss = loss_check(site, window, buffer_kb(site.directory))
     if loss is not None:
         checks.append(loss)
