@@ -12,14 +12,14 @@ instance, so whichever layout recognises lines in a chunk is used for it.
 
 The hot path runs one compiled pattern over a whole chunk with `findall`
 and returns every line's TID: no Python code runs per line.  The default
-pattern is not anchored at line starts (an anchored multi-line pattern costs
-three times as much); it demands the header's shape `-TID␠␠(` or `-TID␠␠[`
-instead, and one character of the column's content.  No `-` is ever
-consumed, so a thread named e.g. `x-9 [` cannot hide the real `-TID [` that
-follows it; the look-ahead that ensures it is left to the rare TGID column
-(a look-ahead on every line cost the scan a few percent: bench/results/).
-Anything picked up by accident is only a candidate: identity is decided
-from /proc.
+pattern is not anchored at line starts (an anchored multi-line pattern cannot
+use the search's literal prefix and costs several times as much); it demands
+the header's shape `-TID␠␠(` or `-TID␠␠[` instead, and one character of the
+column's content.  No `-` is ever consumed, so a thread named e.g. `x-9 [`
+cannot hide the real `-TID [` that follows it; the look-ahead that ensures
+that is left to the rare TGID column, since a look-ahead on every line is a
+measurable share of the scan (the figures: bench/results/, dated).  Anything
+picked up by accident is only a candidate: identity is decided from /proc.
 
 TIDs are returned as ints: a zero-padded "0042" and "42" are the same task,
 and at most 7 digits are accepted (PID_MAX_LIMIT is 4,194,304), so a run of
