@@ -3,7 +3,15 @@
 
     make bench        (or: python3 -m bench.run [--lines N] [--only NAME ...])
 
-Prints a markdown table and writes bench/results/bench-<date>.{json,md}.
+    python3 -m bench.run --only fifo --against REV [REV ...]   (bench/ab.py)
+
+Prints a markdown table and writes bench/results/bench-<date>.{json,md}
+(a partial run: bench-<date>-<sections>[-ab]).  `--against` turns the fifo
+section into an A/B: this tree's daemon against each revision's, alternating.
+The sections that use the host's ring buffer, tracefs or cgroups hold the
+machine-wide host lock (testbed/host_lock.py) while they run; the others
+(fifo among them) run beside the kernel and container tests.
+
 Sections: fifo (throughput from a FIFO), kernel (the real ring buffer filled by
 a BPF printk probe, drained by the daemon reading text and raw, by `cat
 trace_pipe` and by `cat` of the per-CPU raw files; root only), cpucap (a live
@@ -836,6 +844,10 @@ def main() -> int:
     a = ap.parse_args()
     if a.rounds < 1:
         ap.error(f"--rounds: {a.rounds}: at least 1")
+    if a.against and "fifo" not in a.only:
+        ap.error("--against: the A/B is of the fifo section; add fifo to --only")
+    for rev in a.against:  # a name that names no commit: said before anything starts
+        ab.resolve(rev)
     python = DEBIAN_PYTHON if subprocess.run(
         [DEBIAN_PYTHON, "-c", "import jwt, sdnotify, cryptography"],
         capture_output=True).returncode == 0 else sys.executable
