@@ -175,12 +175,22 @@ def run(world: World, lines: int, revs: Sequence[str], rounds: int) -> Dict[str,
 
 def summary(tree: Tree, runs: List[Flood], lines: int, base: List[Flood]) -> Dict[str, Any]:
     us = [f.cpu_s / lines * 1e6 for f in runs]
+    # the same round's runs: drift between rounds cancels out
+    ratios = [f.cpu_s / b.cpu_s for f, b in zip(runs, base, strict=True)]
     return {"label": tree.label, "commit": tree.commit,
             "us_per_line": us, "us_per_line_median": statistics.median(us),
             "lines_per_s_median": statistics.median(lines / f.wall_s for f in runs),
-            # the same round's runs: drift between rounds cancels out
-            "cpu_ratio_to_this_tree": statistics.median(
-                f.cpu_s / b.cpu_s for f, b in zip(runs, base, strict=True))}
+            "cpu_ratios_to_this_tree": ratios,
+            "cpu_ratio_to_this_tree": statistics.median(ratios),
+            "cpu_ratio_quartiles": quartiles(ratios)}
+
+
+def quartiles(values: List[float]) -> List[float]:
+    """[first, third] quartile: how far the rounds' ratios spread around their median."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q = statistics.quantiles(values, n=4)
+    return [q[0], q[2]]
 
 
 def rows(r: Dict[str, Any], row: Row) -> None:
@@ -190,5 +200,6 @@ def rows(r: Dict[str, Any], row: Row) -> None:
             f"{t['label']} ({t['commit'][:12]}{' + changes' if 'changes' in t['commit'] else ''})",
             f"{t['us_per_line_median']:.3f} µs CPU per line (range {min(us):.3f} to "
             f"{max(us):.3f}), {t['lines_per_s_median']:,.0f} lines/s; CPU "
-            f"{t['cpu_ratio_to_this_tree']:.2f} x this tree's (median of the rounds' ratios)",
+            f"{t['cpu_ratio_to_this_tree']:.2f} x this tree's (median of the rounds' ratios; "
+            f"quartiles {t['cpu_ratio_quartiles'][0]:.2f} to {t['cpu_ratio_quartiles'][1]:.2f})",
             "≤ 0.5 µs" if mine else "(report)", t["us_per_line_median"] <= 0.5 if mine else None)
