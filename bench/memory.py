@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bench.run import World
 
 NAME = "unit_memory"
+USES_HOST = True  # a memory cgroup of its own: bench/run.py holds the host lock
 TARGET_MB = 48.0  # daemon + endpoint, the unit's memory.current (MemoryHigh=48M)
 TRICKLERS = 300
 TRICKLE_SECONDS = 8.0  # beyond the endpoint's 5 s deadline per exchange

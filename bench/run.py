@@ -3,7 +3,15 @@
 
     make bench        (or: python3 -m bench.run [--lines N] [--only NAME ...])
 
-Prints a markdown table and writes bench/results/bench-<date>.{json,md}.
+    python3 -m bench.run --only fifo --against REV [REV ...]   (bench/ab.py)
+
+Prints a markdown table and writes bench/results/bench-<date>.{json,md}
+(a partial run: bench-<date>-<sections>[-ab]).  `--against` turns the fifo
+section into an A/B: this tree's daemon against each revision's, alternating.
+The sections that use the host's ring buffer, tracefs or cgroups hold the
+machine-wide host lock (testbed/host_lock.py) while they run; the others
+(fifo among them) run beside the kernel and container tests.
+
 Sections: fifo (throughput from a FIFO), kernel (the real ring buffer filled by
 a BPF printk probe, drained by the daemon reading text and raw, by `cat
 trace_pipe` and by `cat` of the per-CPU raw files; root only), cpucap (a live
@@ -16,7 +24,7 @@ Not a pass/fail test: it reports each figure against its target.
 from __future__ import annotations
 
 import argparse
-import fcntl
+import contextlib
 import functools
 import importlib
 import json
@@ -27,11 +35,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import termios
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from bench import ab
+from bench.stream import make_stream, open_writer, unread, write_all
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.harness import (
     REPO,
@@ -41,11 +50,11 @@ from testbed.harness import (
     wait_until,
     write_config,
 )
+from testbed.host_lock import HostLock
 from testbed.tracelines import gtp5g_line
 
 TICK = os.sysconf("SC_CLK_TCK")
 TRACING = Path("/sys/kernel/tracing")
-F_SETPIPE_SZ = 1031
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 
@@ -80,10 +89,6 @@ def rss_mb(pid: int) -> float:
     return status_field(pid, "VmRSS") / 1024
 
 
-def unread(fd: int) -> int:
-    buf = bytearray(4)
-    fcntl.ioctl(fd, termios.FIONREAD, buf)
-    return int.from_bytes(buf, sys.byteorder)
 
 
 # --- the world: API, keys, daemon --------------------------------------------------
@@ -135,30 +140,13 @@ def retarget(d: DaemonProcess, old: Path, fmt: str) -> None:
     cfg.write_text(text.replace('format = "text"', f'format = "{fmt}"'))
 
 
-def open_writer(fifo: Path) -> int:
-    fd = os.open(fifo, os.O_WRONLY)
-    fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)  # same pipe size for both readers
-    return fd
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view[: 1 << 20]):]
 
 
 # --- 1. throughput from a FIFO ------------------------------------------------------------
 
 
-def make_stream(lines: int, gnb: GnbProcess) -> bytes:
-    gen = subprocess.run([sys.executable, str(REPO / "bench" / "gen_trace.py"),
-                          "--lines", str(lines), "--seed", "1"],
-                         check=True, capture_output=True).stdout
-    live = [gnb.pid, *gnb.threads.values()]
-    recorded = [1150348] + [1150348 + 3 + i for i in range(7)]
-    for rec, tid in zip(recorded, live, strict=False):  # the generator's gNB becomes a live process
-        gen = gen.replace(b"%d" % rec, b"%d" % tid)
-    return gen
 
 
 def bench_fifo(world: World, lines: int) -> Dict[str, Any]:
@@ -797,20 +785,49 @@ def table(r: Dict[str, Any]) -> str:
                 f"{c[f'push_{n}_bytes'] / 1024:.0f} KiB", "(report)", None)
         row(f"liveness pass over {c['liveness_tasks']:,} tasks",
             f"{c['liveness_pass_ms']:.0f} ms", "(report)", None)
+    if "fifo_ab" in r:
+        ab.rows(r["fifo_ab"], row)
     for module in SECTION_MODULES:
         if module.NAME in r:
             module.rows(r[module.NAME], row)
     return "\n".join(rows)
 
 
-# Sections in modules of their own, one line each: the module has NAME,
-# run(world, python) -> results and rows(results, row).
+# Sections in modules of their own, one line each: the module has NAME, USES_HOST
+# (True: it needs the host lock), run(world, python) -> results and rows(results, row).
 SECTION_MODULES = [importlib.import_module(name) for name in (
     "bench.memory",
     "bench.schedstat",
 )]
 SECTIONS = ("fifo", "kernel", "cpucap", "reaction", "reaction_raw", "idle", "idle_raw",
             "memory", "startup", "scale", *(module.NAME for module in SECTION_MODULES))
+# Sections that use the host's shared kernel state (the trace ring buffer, trace_marker,
+# tracefs settings, cgroups, pinned busy loops) hold the machine-wide lock while they
+# run (testbed/host_lock.py), as the kernel and container tests do; the others take
+# nothing, so e.g. `--only fifo` runs beside those tests.
+HOST_SECTIONS = frozenset({"kernel", "cpucap", "reaction_raw", "idle_raw",
+                           *(m.NAME for m in SECTION_MODULES if m.USES_HOST)})
+
+
+@contextlib.contextmanager
+def host_lock_for(section: str) -> Iterator[None]:
+    if section not in HOST_SECTIONS:
+        yield
+        return
+    lock = HostLock()
+    lock.acquire(f"benchmark section {section}")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def result_name(date: str, only: List[str], against: bool) -> str:
+    """bench-DATE for a whole run; a partial one names its sections, so that it never
+    overwrites the day's whole run."""
+    if set(only) == set(SECTIONS) and not against:
+        return f"bench-{date}"
+    return "-".join([f"bench-{date}", *sorted(set(only)), *(["ab"] if against else [])])
 
 
 def main() -> int:
@@ -820,7 +837,17 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     ap.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--against", nargs="+", metavar="REV", default=[],
+                    help="fifo as an A/B: this tree's daemon against each revision's, "
+                    "alternating (bench/ab.py)")
+    ap.add_argument("--rounds", type=int, default=5, help="A/B rounds per tree (--against)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error(f"--rounds: {a.rounds}: at least 1")
+    if a.against and "fifo" not in a.only:
+        ap.error("--against: the A/B is of the fifo section; add fifo to --only")
+    for rev in a.against:  # a name that names no commit: said before anything starts
+        ab.resolve(rev)
     python = DEBIAN_PYTHON if subprocess.run(
         [DEBIAN_PYTHON, "-c", "import jwt, sdnotify, cryptography"],
         capture_output=True).returncode == 0 else sys.executable
@@ -842,12 +869,16 @@ def main() -> int:
         "scale": lambda: bench_scale(world),
         **{m.NAME: functools.partial(m.run, world, python) for m in SECTION_MODULES},
     }
+    if a.against:
+        runners["fifo"] = lambda: ab.run(world, a.lines, a.against, a.rounds)
     try:
         for name in SECTIONS:
             if name in a.only:
-                print(f"-- {name} ...", file=sys.stderr, flush=True)
-                results[name] = runners[name]()
-                print(f"   {json.dumps(results[name])}", file=sys.stderr, flush=True)
+                key = "fifo_ab" if name == "fifo" and a.against else name
+                print(f"-- {key} ...", file=sys.stderr, flush=True)
+                with host_lock_for(name):
+                    results[key] = runners[name]()
+                print(f"   {json.dumps(results[key])}", file=sys.stderr, flush=True)
     finally:
         world.close()
     m = results["machine"]
@@ -855,7 +886,7 @@ def main() -> int:
               f"Debian {m['os']}; daemon run by {m['python_daemon']}.\n\n" + table(results))
     print(report)
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / f"bench-{m['date']}"
+    stem = a.out / result_name(m["date"], a.only, bool(a.against))
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     stem.with_suffix(".md").write_text(report + "\n")
     return 0

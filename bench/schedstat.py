@@ -10,8 +10,8 @@ shares  the wait share of a gNB-like process (3 named threads: "idle", 200 µs
         cgroup of its own (testbed/cpu_contention.py), measured as the daemon
         would: the growth of the sampler's lifetime counters.
 
-It pins busy loops and makes a cgroup: run the benchmark under the host lock
-(flock /run/lock/gtp5g-operator-tests.host.lock make bench).
+It pins busy loops and makes a cgroup: bench/run.py holds the host lock
+(testbed/host_lock.py) while it runs.
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ def bench_schedstat() -> Dict[str, Any]:
 
 
 NAME = "schedstat"  # the section's name in bench/run.py
+USES_HOST = True  # pinned busy loops and a cgroup: bench/run.py holds the host lock
 
 
 def run(world: Any, python: str) -> Dict[str, Any]:

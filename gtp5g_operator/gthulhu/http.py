@@ -15,9 +15,9 @@ exchange may block past it:
 * the body is capped (answers are a few hundred bytes).
 
 It uses the standard library's http.client rather than requests: importing
-requests alone costs 4.5 MB of resident memory under Debian's python3 (see
-README, Performance), and requests cannot bound a whole exchange by one
-deadline.
+requests alone costs megabytes of resident memory under Debian's python3, a
+large share of the daemon's budget (the figure: bench/results/, dated), and
+requests cannot bound a whole exchange by one deadline.
 """
 
 from __future__ import annotations

@@ -30,30 +30,27 @@ Every trace event starts with the same common fields (`common_type`,
 `format` file), so the task ID of a record is read at the same offset whatever
 the event is.
 
-Cost (CPython 3.11, a 2-vCPU x86-64 VM, Debian 12's python3 and a pyenv
-build alike), per `bpf_trace_printk` record of the gtp5g-tracer format (56 per
-4 KiB page): 0.11-0.15 µs in `walk_into` (0.11 on pages in cache, 0.13-0.18 on
-fresh pages straight from the kernel); 0.20-0.25 µs of process CPU all in,
-with the read() of each page -- against 2.0-2.4 µs (kernel time) for `cat
-trace_pipe` draining the same records on the same VM.  Records of type_len 0
-(events over 112 bytes: the longest gtp5g-tracer lines) cost ~0.3 µs, a page
-whose pid changes at every record ~0.15-0.18 µs.
+What a record costs on our machines, and against `cat trace_pipe`, is
+measured by the benchmark (bench/run.py, section kernel: the raw reader's CPU
+per record) and kept, dated, in bench/results/ (module-figures-2026-11-28.md
+has the figures this paragraph used to quote).
 
 Why not less: the hot loop is one `Struct.unpack_from` that returns a record's
-first byte and its pid together (about 40 % of the time), one tuple lookup that
-turns that byte into the record's length, an addition, a record count, the
-loop test and a comparison with the previous pid; the set insertion runs only
-when the pid changes.  Unpacking and stepping alone cost ~0.09 µs.  Records
-have variable lengths and only the previous record's length tells where the
-next one starts, so no C-level bulk scan can find the boundaries (`re` and
-`struct.iter_unpack` cannot; a memoryview cast to 32-bit words indexes more
-slowly than `unpack_from`; an arithmetic type_len test instead of the table
-costs ~30 % more).  Everything else is kept out of the loop: the page header
-has a one-comparison fast path, bounds are tested only when the pid changes,
-and the unusual record kinds make the loop jump past its end (`_RARE`) instead
+first byte and its pid together (the largest share of the time), one tuple
+lookup that turns that byte into the record's length, an addition, a record
+count, the loop test and a comparison with the previous pid; the set
+insertion runs only when the pid changes.  Records have variable lengths and
+only the previous record's length tells where the next one starts, so no
+C-level bulk scan can find the boundaries (`re` and `struct.iter_unpack`
+cannot; a memoryview cast to 32-bit words indexes more slowly than
+`unpack_from`; an arithmetic type_len test instead of the table costs more).
+Everything else is kept out of the loop: the page header has a
+one-comparison fast path, bounds are tested only when the pid changes, and
+the unusual record kinds make the loop jump past its end (`_RARE`) instead
 of costing a test on every record.  Where the kernel sets
 RB_FORCE_8BYTE_ALIGNMENT (64-bit architectures without efficient unaligned
-access; not x86-64 or arm64) every event is type_len 0 and costs ~0.3 µs.
+access; not x86-64 or arm64) every event is type_len 0 and takes the slower
+path.
 
 Robustness: a page is never trusted.  `PageWalker.walk_into` never raises on
 the contents of a page and always terminates (every step advances by at least
@@ -441,7 +438,7 @@ class PageWalker:
         if off > end:  # the fast loop's last record ran past the data
             records -= 1
             problem = problem or f"record ending at {off} runs past the data end {end}"
-        # tuple.__new__: a NamedTuple's own __new__ is Python code, 3x slower
+        # tuple.__new__: a NamedTuple's own __new__ is Python code, far slower
         return _new_tuple(PageStats, (records, lost, problem))
 
     def decode(self, page: Buffer, off: int, end: int) -> Union[Record, str]:

@@ -23,6 +23,10 @@ from .tracefs import unusual_options
 log = logging.getLogger(__name__)
 
 UNRECOGNISED_WARN_BYTES = 16 * 1024  # this much text without one recognised line: say so
+# A turn scans up to this many fills of the framer (256 KiB each): a flood then
+# pays the loop's walk over every component once per MiB, not once per fill,
+# and a turn still ends within a few milliseconds.
+FILLS_PER_TURN = 4
 
 
 class TextTraceSource(TraceSource):
@@ -59,29 +63,39 @@ class TextTraceSource(TraceSource):
     # --- reading ---------------------------------------------------------------------------
 
     def _read_turn(self, fd: int) -> Turn:
-        """Read until EAGAIN or the buffer is full: bounded per turn by the
-        framer's capacity, so a flood cannot starve the watchdog or the push."""
-        framer, turn = self.framer, Turn()
+        """Fill and scan the framer until EAGAIN, at most FILLS_PER_TURN times:
+        bounded per turn, so a flood cannot starve the watchdog or the push."""
+        turn = Turn()
+        for _ in range(FILLS_PER_TURN):
+            full = self._fill(fd, turn)
+            turn.tids |= self._scan_framed()
+            if not full:
+                break
+        self.counters.bytes += turn.bytes
+        if turn.problem:  # the last line before EOF may lack its newline
+            turn.tids |= self._scan(*self.framer.flush_partial())
+        return turn
+
+    def _fill(self, fd: int, turn: Turn) -> bool:
+        """Read into the framer until it is full (True: more may be waiting), EAGAIN or
+        a problem (set on `turn`)."""
+        framer = self.framer
         while framer.filled < len(framer.buf):
             try:
                 n = os.readv(fd, [framer.space()])
             except BlockingIOError:
-                break
+                return False
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 turn.problem = f"reading trace source {self.path} failed: {exc.strerror}"
-                break
+                return False
             if n == 0:
                 turn.problem = f"trace source {self.path} reached end of file"
-                break
+                return False
             framer.commit(n)
             turn.bytes += n
-        self.counters.bytes += turn.bytes
-        turn.tids = self._scan_framed()
-        if turn.problem:  # the last line before EOF may lack its newline
-            turn.tids |= self._scan(*framer.flush_partial())
-        return turn
+        return True
 
     def _scan_framed(self) -> Set[int]:
         framer = self.framer

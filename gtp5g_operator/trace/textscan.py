@@ -12,11 +12,14 @@ instance, so whichever layout recognises lines in a chunk is used for it.
 
 The hot path runs one compiled pattern over a whole chunk with `findall`
 and returns every line's TID: no Python code runs per line.  The default
-pattern is not anchored at line starts (an anchored multi-line pattern costs
-three times as much); it demands the header's shape `-TID␠␠(` or `-TID␠␠[`
-instead, and the bracket is only looked at, not consumed, so a thread named
-e.g. `x-9 [` cannot hide the real `-TID [` that follows it.  Anything picked
-up by accident is only a candidate: identity is decided from /proc.
+pattern is not anchored at line starts (an anchored multi-line pattern cannot
+use the search's literal prefix and costs several times as much); it demands
+the header's shape `-TID␠␠(` or `-TID␠␠[` instead, and one character of the
+column's content.  No `-` is ever consumed, so a thread named e.g. `x-9 [`
+cannot hide the real `-TID [` that follows it; the look-ahead that ensures
+that is left to the rare TGID column, since a look-ahead on every line is a
+measurable share of the scan (the figures: bench/results/, dated).  Anything
+picked up by accident is only a candidate: identity is decided from /proc.
 
 TIDs are returned as ints: a zero-padded "0042" and "42" are the same task,
 and at most 7 digits are accepted (PID_MAX_LIMIT is 4,194,304), so a run of
@@ -43,7 +46,10 @@ class Layout:
         return self.pattern.findall(buf, start, end)  # type: ignore[arg-type]
 
 
-DEFAULT = Layout("default", re.compile(rb"-(\d{1,7}) +(?=[(\[][\d -])"), 10, "")
+# "[0-9]" (what "\d" means in a bytes pattern) compiles to a range test, "\d" to a
+# category look-up.  The CPU column's "[" is consumed with the digit or space after
+# it; after the TGID column's "(" ("(-------)" when unknown) the pattern only looks.
+DEFAULT = Layout("default", re.compile(rb"-([0-9]{1,7}) +(?:\[[0-9 ]|\((?=[0-9 -]))"), 10, "")
 LAYOUTS: Tuple[Layout, ...] = (
     DEFAULT,  # also record-tgid, irq-info off, funcgraph-*, ...
     # options/latency-format: "%8.8s-%-7d %3d" (comm cut to 8, TID, CPU), then the
