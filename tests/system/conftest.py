@@ -1,15 +1,14 @@
-"""The .deb, built once per test session, for every suite's container."""
+"""Each suite's .deb, built once per test session, for every suite's container."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
+from tests.system.builder import PREVIOUS_RELEASE, Built, build, has_commit, lintian_tags
 from tests.system.container import why_unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -18,23 +17,42 @@ REPO = Path(__file__).resolve().parent.parent.parent
 FINDINGS: Dict[str, List[str]] = {}
 
 
+class Builds:
+    """Each suite's package, built once per session in that suite's clean root
+    (tests/system/builder.py; cached across sessions by source)."""
+
+    def __init__(self) -> None:
+        self._built: Dict[Tuple[str, Optional[str]], Built] = {}
+
+    def of(self, suite: str) -> Built:
+        """This tree's package for `suite`; its lintian said no E or W."""
+        if (suite, None) not in self._built:
+            built = build(suite)
+            tags = lintian_tags(built.lintian)
+            assert tags == [], f"{suite}'s lintian: {tags}"
+            self._built[suite, None] = built
+        return self._built[suite, None]
+
+    def previous_release(self) -> Built:
+        """The previous release as fleets installed it: built on bookworm (0.1.0
+        shipped one .deb for bookworm and trixie), its tests not rerun."""
+        version, commit = PREVIOUS_RELEASE
+        if not has_commit(commit):
+            pytest.skip(f"the previous release {version} is commit {commit}, which this "
+                        "clone does not have (a shallow clone or an export: no git history)")
+        if ("bookworm", commit) not in self._built:
+            self._built["bookworm", commit] = build("bookworm", commit, check=False)
+        return self._built["bookworm", commit]
+
+
 @pytest.fixture(scope="session")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def builds() -> Builds:
     why = why_unavailable(None)
     if why:
         pytest.skip(f"system tests: {why}")
-    for tool in ("dpkg-buildpackage", "lintian"):
-        if shutil.which(tool, path="/usr/bin:/usr/sbin:/bin") is None and os.geteuid() != 0:
-            pytest.skip(f"system tests: {tool} missing and not root to install it")
-    out = tmp_path_factory.mktemp("deb")
-    r = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    debs = list(out.glob("gtp5g-operator_*_all.deb"))
-    assert len(debs) == 1
-    lintian = [ln for ln in r.stdout.splitlines() if ln[:2] in ("E:", "W:")]
-    assert lintian == [], lintian
-    return debs[0]
+    if shutil.which("git") is None:
+        pytest.skip("system tests: git is missing (the builds take the tree's files from it)")
+    return Builds()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
