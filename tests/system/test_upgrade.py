@@ -208,6 +208,24 @@ def test_the_previous_release_runs_as_its_readme_said(
 # --- the upgrade to this release ------------------------------------------------------
 
 
+def test_a_failed_upgrade_puts_the_edited_file_back(
+        box: Container, current: Built, previous_installed: str, tmp_path: Path) -> None:
+    """The preinst moved config.toml aside, then dpkg's unpack failed: the new
+    postrm's abort-upgrade restores it, and 0.1.0 stays as it was."""
+    edited = box.path(CONFIG).read_text()
+    broken = repack(current.deb, "0.2.0", tmp_path, steal="usr/share/doc/apt/changelog.gz")
+    shutil.copy(broken, box.path("/root/broken.deb"))
+    r = box.run("apt-get install -y -q /root/broken.deb 2>&1", check=False, timeout=900,
+                input="")
+    assert r.returncode != 0 and "trying to overwrite" in r.stdout, r.stdout[-3000:]
+    assert "your settings moved" in r.stdout  # the preinst did run
+    assert installed_version(box) == previous_installed
+    assert box.path(CONFIG).read_text() == edited
+    assert not box.path(MIGRATED).exists()
+    assert sh(box, "dpkg-query -W -f '${Status}' gtp5g-operator") == "install ok installed"
+    assert show(box, "ActiveState") == "active"
+
+
 @pytest.fixture(scope="module")
 def before_upgrade(box: Container) -> Dict[str, str]:
     return {"config": box.path(CONFIG).read_text(), "owned": box.path(OWNED).read_text(),
@@ -355,19 +373,23 @@ def test_purge_removes_what_it_made_and_keeps_the_admins_files(
     FINDINGS.setdefault(suite, []).append(f"purge: {said.split(': ', 1)[1]}")
 
 
-def repack(deb: Path, version: str, tmp: Path) -> Path:
+def repack(deb: Path, version: str, tmp: Path, steal: str = "") -> Path:
     """The package under a higher version with a changed file (as the next release
-    would change one), its conffile unchanged."""
-    tree = tmp / "tree"
+    would change one), its conffile unchanged; with `steal`, also a file another
+    package owns, so that dpkg's unpack fails after the preinst ran."""
+    tree = tmp / f"tree-{version}"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    if steal:
+        (tree / steal).parent.mkdir(parents=True, exist_ok=True)
+        (tree / steal).write_text("not apt's\n")
     control = tree / "DEBIAN" / "control"
     control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(),
                               flags=re.M))
     subprocess.run(["sed", "-i", "s/^CPUQuota=50%$/CPUQuota=60%/",
                     *map(str, tree.glob("**/systemd/system/gtp5g-operator.service"))],
                    check=True)
-    subprocess.run(["sh", "-c", "cd tree && find . -type f ! -path './DEBIAN/*' -printf '%P\\0'"
-                    " | xargs -0 md5sum > DEBIAN/md5sums"], cwd=tmp, check=True)
+    subprocess.run(["sh", "-c", "find . -type f ! -path './DEBIAN/*' -printf '%P\\0'"
+                    " | xargs -0 md5sum > DEBIAN/md5sums"], cwd=tree, check=True)
     out = tmp / f"gtp5g-operator_{version}_all.deb"
     subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(out)], check=True,
                    capture_output=True)
