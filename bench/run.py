@@ -637,10 +637,11 @@ def bench_startup(world: World, python: str, runs: int = 10) -> Dict[str, Any]:
 
 
 def bench_scale(world: World) -> Dict[str, Any]:
-    from gtp5g_operator.config import Config, MatchConfig, load_config
+    from gtp5g_operator.config import Config, MatchConfig
     from gtp5g_operator.core.procfs import ProcFS
     from gtp5g_operator.core.tracker import ProcessView, TaskTracker
-    from gtp5g_operator.gthulhu import build_writer
+    from gtp5g_operator.gthulhu.registry import build_writer
+    from gtp5g_operator.service.vocabulary import load as load_config
 
     out: Dict[str, Any] = {}
     config_path = write_config(world.tmp / "scale.toml", api={

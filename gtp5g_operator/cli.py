@@ -11,9 +11,10 @@ from typing import List, Optional
 from . import __version__
 from .commands.doctor.options import add_arguments as doctor_arguments
 from .commands.doctor.options import options_from
-from .config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .core.procfs import in_initial_pid_namespace
 from .service.logsetup import setup_logging, stderr_is_journal
+from .service.vocabulary import load
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 
@@ -30,10 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"configuration file (TOML; default {DEFAULT_CONFIG_PATH})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     here = argparse.SUPPRESS  # a subcommand's --config overrides the global one
-    for name, text in (("run", "run the daemon in the foreground (the default)"),
-                       ("check-config", "only validate the configuration and the files it "
-                                        "names; print ok or the error")):
-        sub.add_parser(name, help=text).add_argument("--config", default=here, metavar="PATH")
+    run = sub.add_parser("run", help="run the daemon in the foreground (the default)",
+                         description="Run the daemon in the foreground (systemd's "
+                                     "Type=notify). Exit 78 on an invalid configuration.")
+    run.add_argument("--config", default=here, metavar="PATH",
+                     help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
+                          "directory's config.d/*.toml are read after it")
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and the files it names",
+        description="Validate the main file, its drop-ins (config.d/*.toml) and every file "
+                    "they name, exactly as the daemon would; print ok, or the error and exit "
+                    "78 (EX_CONFIG).")
+    check.add_argument("--config", default=here, metavar="PATH",
+                       help=f"main configuration file (default {DEFAULT_CONFIG_PATH})")
+    check.add_argument("--print", action="store_true", dest="print_config",
+                       help="print the effective configuration, each value with the file "
+                            "that set it (or \"default\")")
     status = sub.add_parser("status", help="show the running daemon's state")
     status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
     status.add_argument("--runtime-dir", default=None, metavar="DIR",
@@ -55,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return doctor(options_from(args))
     if args.command == "check-config":
-        return _check_config(args.config)
+        return _check_config(args.config, args.print_config)
     return _run(args.config)
 
 
@@ -68,22 +81,27 @@ def _status(args: argparse.Namespace) -> int:
     return code
 
 
-def _check_config(path: str) -> int:
+def _check_config(path: str, print_config: bool = False) -> int:
     try:
-        load_config(path)
+        config = load(path)
     except ConfigError as exc:
         # Under systemd (ExecReload=) the journal reads <3> as priority "err".
         prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
         print(f"{prefix}error: {exc}", file=sys.stderr)
-        return 1
-    print("ok")
+        return EX_CONFIG  # as `run` exits on the same configuration
+    if print_config:
+        from .config.render import effective_config
+
+        print(effective_config(config), end="")
+    else:
+        print("ok")
     return 0
 
 
 def _run(path: str) -> int:
     setup_logging()
     try:
-        config = load_config(path)
+        config = load(path)
     except ConfigError as exc:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG

@@ -65,14 +65,34 @@ def read_small_text(path: str, limit: int = 65536) -> Optional[str]:
     return data.decode("utf-8", "replace")
 
 
+MAX_JSON_CONTAINERS = 100_000  # objects and arrays in one document (memory, not depth)
+
+
+def decode_json(data: bytes) -> Any:
+    """The JSON value of `data`, or ValueError — for anything at all in `data`.
+
+    Total, because what it decodes comes from servers and files others may
+    write: not UTF-8, not JSON, NaN or Infinity, nesting deeper than the parser
+    can follow (json raises RecursionError there), or more objects and arrays
+    than a few MB of memory hold (a 1 MiB body of `[{},{},...]` would otherwise
+    become 350,000 dicts) are all ValueError.
+    """
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
+        raise ValueError(f"more than {MAX_JSON_CONTAINERS} JSON objects and arrays")
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json_file(path: str) -> Any:
     """The JSON value of a small regular file.  Raises FileNotFoundError when it
     does not exist, FileProblem when it is not a regular file or is too large,
-    ValueError when it is not JSON (NaN and Infinity included)."""
+    ValueError when it is not JSON (`decode_json`)."""
     if not os.path.lexists(path):
         raise FileNotFoundError(path)
     data, _ = read_regular_file(path)
-    return json.loads(data, parse_constant=_no_constant)
+    return decode_json(data)
 
 
 def _no_constant(name: str) -> Any:

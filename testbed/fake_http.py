@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set, Tuple
 
 # The faults and what they do ("slow" delays, then lets the request through).
 FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "badjson",
@@ -49,6 +49,11 @@ class FakeServerBase:
         self.received: List[Any] = []
         self.fault: Optional[str] = None  # see FakeServerHandler.play_fault for the names
         self.fault_delay = 0.0
+        # Hostile answers a test plants: (method, path) -> (status, body bytes), answered
+        # instead of the route's own; and interim (1xx) answers sent before every answer.
+        self.answers: Dict[Tuple[str, str], Tuple[int, bytes]] = {}
+        self.answered: Dict[Tuple[str, str], int] = {}  # planted answers served, per route
+        self.interim: List[bytes] = []
         self._cond = threading.Condition()
         self.connections: Set[socket.socket] = set()
         self._stop_hang = threading.Event()
@@ -104,6 +109,9 @@ class FaultyServer(Protocol):
     fault: Any
     fault_delay: float
     _stop_hang: threading.Event
+    answers: Dict[Tuple[str, str], Tuple[int, bytes]]
+    answered: Dict[Tuple[str, str], int]
+    interim: List[bytes]
 
 
 class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
@@ -126,6 +134,26 @@ class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
+
+    def parse_request(self) -> bool:
+        """After the request line and headers: interim answers first, and a planted
+        answer instead of the route's own (returning False ends the request here)."""
+        if not super().parse_request():
+            return False
+        for interim in list(self.api.interim):
+            self.wfile.write(interim)
+        route = (self.command, self.path.split("?", 1)[0])
+        planted = self.api.answers.get(route)
+        if planted is None:
+            return True
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.raw_answer(*planted)
+        with self.api._cond:
+            self.api.answered[route] = self.api.answered.get(route, 0) + 1
+            self.api._cond.notify_all()
+        return False
 
     # --- each fake's own answer shapes --------------------------------------------------
 

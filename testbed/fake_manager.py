@@ -415,6 +415,16 @@ class FakeManager(FakeHTTPServer):
                     for p in sorted(self._policies.values(), key=lambda p: p.id)
                     if uid is None or p.creator == uid]
 
+    def add_policy(self, user: str, node_names: Sequence[str], command_regex: str,
+                   priority: int = 1, execution_time: int = 20_000_000) -> str:
+        """A policy `user` made by hand (the web UI, say); its id.  Not pushed to DMs."""
+        with self._cond:
+            policy = _Policy(new_object_id(), self._users[user].uid, [], list(node_names), [],
+                             command_regex, priority, execution_time)
+            self._policies[policy.id] = policy
+            self._cond.notify_all()
+        return policy.id
+
     def intents(self, node: Optional[str] = None) -> List[Dict[str, Any]]:
         """The per-node resolutions of the policies (NodeSchedulingIntent CRs)."""
         with self._cond:

@@ -24,7 +24,7 @@ class Clock:
 class RecordingWriter(ApiWriter):
     """Writes nothing anywhere; records the task IDs of every write, sorted."""
 
-    flavor = "recording"
+    name = "recording"
 
     def __init__(self) -> None:
         super().__init__(JsonHttp("http://127.0.0.1:9", 1.0), StrategyConfig())

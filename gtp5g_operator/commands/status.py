@@ -8,51 +8,19 @@ of the wrong shape gives one error line, never a traceback.
 from __future__ import annotations
 
 import json
-import math
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
+from ..core.words import finite as _num
+from ..core.words import one_line, when
 from ..files import FileProblem
-from ..service.runtime_files import STATE_FILE, read_json
+from ..service.runtime_files import STATE_FILE, daemon_alive, read_json
 
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
 
 
 def _d(value: Any) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _num(value: Any) -> Optional[float]:
-    """A finite number, else None (NaN or infinity cannot be a time or a count)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def one_line(value: Any) -> str:
-    return "?" if value is None else " ".join(str(value).split())[:200]
-
-
-def when(ts: Any, now: float) -> str:
-    t = _num(ts)
-    if t is None:
-        return "-"
-    age = max(0, int(now - t))
-    ago = f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else f"{age // 3600}h"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f" ({ago} ago)"
-    except (OverflowError, OSError, ValueError):
-        return "-"
-
-
-def _alive(pid: Any) -> bool:
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"gtp5g" in f.read()
-    except OSError:
-        return False
 
 
 def _last_push(push: Any, now: float) -> str:
@@ -130,7 +98,7 @@ def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
         return NOT_RUNNING, f"gtp5g-operator is not running (no {path})"
     except (OSError, FileProblem, ValueError) as exc:
         return 1, f"cannot read {path}: {exc}"
-    if not _alive(state.get("pid")):
+    if not daemon_alive(state.get("pid")):
         return NOT_RUNNING, (f"gtp5g-operator is not running (stale {path} of PID "
                              f"{one_line(state.get('pid'))}, last updated "
                              f"{when(state.get('updated_at'), time.time())})")

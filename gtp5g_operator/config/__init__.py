@@ -1,13 +1,14 @@
-"""The configuration: schema (`schema`), value validators (`values`), parsing
-(`parse`, pure) and loading with the files it names (`load`)."""
+"""The configuration: the schema with every key's default, validator and
+documentation (`schema`), value validators (`values`), parsing and merging
+(`parse`, pure), loading the files (`load`), the trace source's paths and the
+mount table (`paths`), and rendering (`render`)."""
 
 from .load import check_not_writable_by_others, load_config
-from .parse import SECTIONS, ConfigError, describe_changes, parse_config
+from .parse import SECTIONS, ConfigError, FlavorRules, Vocabulary, describe_changes, parse_config
+from .paths import TRACE_PIPE_CANDIDATES
 from .schema import (
+    AUTO,
     DEFAULT_CONFIG_PATH,
-    FLAVORS,
-    RULE_FLAVORS,
-    TRACE_PIPE_CANDIDATES,
     ApiConfig,
     Config,
     LogConfig,
@@ -19,8 +20,8 @@ from .schema import (
 from .values import split_listen
 
 __all__ = [
-    "DEFAULT_CONFIG_PATH", "FLAVORS", "RULE_FLAVORS", "SECTIONS", "TRACE_PIPE_CANDIDATES",
-    "ApiConfig", "Config", "ConfigError", "LogConfig", "MatchConfig", "MetricsConfig",
-    "StrategyConfig", "TraceConfig", "check_not_writable_by_others", "describe_changes",
-    "load_config", "parse_config", "split_listen",
+    "AUTO", "DEFAULT_CONFIG_PATH", "SECTIONS", "TRACE_PIPE_CANDIDATES", "ApiConfig", "Config",
+    "ConfigError", "FlavorRules", "LogConfig", "MatchConfig", "MetricsConfig",
+    "StrategyConfig", "TraceConfig", "Vocabulary", "check_not_writable_by_others",
+    "describe_changes", "load_config", "parse_config", "split_listen",
 ]

@@ -1,24 +1,26 @@
-"""Load the configuration: read the file and every file it names, validate all.
+"""Load the configuration: the main file, its drop-ins and every file they name.
 
 `load_config` is what the daemon (start and reload), `check-config` and
 `doctor` call, so whatever it accepts the daemon can run with.  Files are
 read through `files.read_regular_file`: regular files only, without
-blocking, at most 1 MiB.
+blocking, at most 1 MiB; none may be writable by other users.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
 import socket
 import ssl
 import stat
-from typing import Mapping
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..files import FileProblem, read_regular_file
-from .parse import ConfigError, parse_config
-from .schema import CREDENTIAL_NAME, Config
+from .parse import ConfigError, Vocabulary, build_config, merge, read_toml
+from .paths import file_kind, trace_pipe_problem
+from .schema import CREDENTIAL_NAME, DROP_IN_DIR, Config
 
 
 def check_not_writable_by_others(path: str, st: os.stat_result) -> None:
@@ -46,9 +48,7 @@ def read_text(path: str, what: str, secret: bool = False) -> str:
         data, st = read_regular_file(path)
     except FileProblem as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
-    check_not_writable_by_others(path, st)
-    if secret:
-        check_not_readable_by_others(path, st)
+    judge_file(path, st, secret)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -82,52 +82,149 @@ def validate_ca(pem: str, path: str) -> None:
         raise ConfigError(f"{path}: api.ca_file: no certificate in it")
 
 
-def read_password(config: Config, env: Mapping[str, str]) -> str:
-    """api.password_file, else the systemd credential, else an error (Manager only)."""
-    path = config.api.password_file
-    if not path:
-        creds = env.get("CREDENTIALS_DIRECTORY", "")
-        candidate = os.path.join(creds, CREDENTIAL_NAME) if creds else ""
-        if not candidate or not os.path.exists(candidate):
-            raise ConfigError(f"{config.source}: api.password_file: not set, and no systemd "
-                              f"credential {CREDENTIAL_NAME} (LoadCredential=) either")
-        path = candidate
+# --- where the Manager's password is ---------------------------------------------------------
+
+# The running unit's credentials, as a root shell outside the unit sees them, and
+# systemd's credential stores (what LoadCredential=gthulhu-password searches).
+UNIT_CREDENTIALS = "/run/credentials/gtp5g-operator.service"
+CREDSTORES = ("/etc/credstore", "/run/credstore", "/usr/lib/credstore")
+
+
+def credential_dirs(env: Mapping[str, str]) -> Tuple[str, ...]:
+    """Where the systemd credential is looked for, in order.  Inside the unit only
+    $CREDENTIALS_DIRECTORY counts; outside it (check-config or doctor from a shell)
+    the running unit's directory, then the credential stores — so that all three
+    find the password the service is given."""
+    given = env.get("CREDENTIALS_DIRECTORY", "")
+    return (given,) if given else (UNIT_CREDENTIALS, *CREDSTORES)
+
+
+def password_path(config: Config, env: Mapping[str, str],
+                  dirs: Optional[Sequence[str]] = None) -> str:
+    """api.password_file, else the first systemd credential found; ConfigError if none."""
+    if config.api.password_file:
+        return config.api.password_file
+    searched = tuple(dirs) if dirs is not None else credential_dirs(env)
+    for directory in searched:
+        candidate = os.path.join(directory, CREDENTIAL_NAME)
+        if os.path.lexists(candidate):
+            return candidate
+    raise ConfigError(f"{config.origins.get('api.username', config.source)}: "
+                      f"api.password_file: not set, and no systemd credential "
+                      f"{CREDENTIAL_NAME} in {', '.join(searched)}: put the password in "
+                      f"/etc/credstore/{CREDENTIAL_NAME} (mode 0600) or set "
+                      "api.password_file")
+
+
+def read_password(config: Config, env: Mapping[str, str],
+                  dirs: Optional[Sequence[str]] = None) -> str:
+    path = password_path(config, env, dirs)
     text = read_text(path, "password", secret=True).rstrip("\r\n")
     if not text:
         raise ConfigError(f"{path}: the password file is empty")
     return text
 
 
-def load_config(path: str, env: Mapping[str, str] = os.environ) -> Config:
-    """Read, parse and validate the whole configuration, named files included."""
-    config = parse_config(read_text(path, "configuration"), path)
+# --- the files a configuration is made of -----------------------------------------------------
+
+
+def drop_ins(main: str) -> List[str]:
+    """DIR/config.d/*.toml beside the main file, in lexical order (hidden files and other
+    names, e.g. x.toml.dpkg-dist, left out).  The directory must not be writable by
+    others: whoever can add a file there steers the scheduler."""
+    directory = os.path.join(os.path.dirname(os.path.abspath(main)), DROP_IN_DIR)
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"{directory}: cannot look at the drop-in directory: "
+                          f"{exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{directory}: not a directory ({file_kind(st.st_mode)})")
+    check_not_writable_by_others(directory, st)
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise ConfigError(f"{directory}: cannot list the drop-ins: {exc.strerror}") from None
+    return [os.path.join(directory, n) for n in sorted(names)
+            if n.endswith(".toml") and not n.startswith(".")]
+
+
+def needs(config: Config, vocabulary: Vocabulary) -> Tuple[bool, bool]:
+    """(public key, password): what the flavor logs in with.  With "auto" the key is
+    always read (detection trades it for a token) and the password when a user is set."""
+    chosen = vocabulary.flavor(config.api.flavor)
+    if chosen is not None:
+        kinds = chosen.credentials(config)
+        return "public-key" in kinds, "password" in kinds
+    every = frozenset().union(*(f.credentials(config) for f in vocabulary.flavors))
+    return "public-key" in every, "password" in every and bool(config.api.username)
+
+
+def named_files(config: Config, vocabulary: Vocabulary,
+                env: Mapping[str, str]) -> List[Tuple[str, str, bool]]:
+    """(what, path, secret) of every file this configuration is read from — the list
+    `doctor` judges too.  A password not found is left out (load says why)."""
+    files = config.files or (config.source,)
+    named = [("config file" if i == 0 else "drop-in", f, False) for i, f in enumerate(files)]
+    key, password = needs(config, vocabulary)
+    if key:
+        named.append(("key file", config.api.public_key, False))
+    if config.api.ca_file:
+        named.append(("CA file", config.api.ca_file, False))
+    if password:
+        with contextlib.suppress(ConfigError):
+            named.append(("password file", password_path(config, env), True))
+    return named
+
+
+def judge_file(path: str, st: os.stat_result, secret: bool) -> None:
+    """The checks every named file passes (ConfigError when it does not)."""
+    check_not_writable_by_others(path, st)
+    if secret:
+        check_not_readable_by_others(path, st)
+
+
+def load_settings(path: str, vocabulary: Vocabulary) -> Config:
+    """The main file and its drop-ins, validated, without the files they name."""
+    files = [path, *drop_ins(path)]
+    documents = [(f, read_toml(read_text(f, "configuration"), f)) for f in files]
+    raw, origins = merge(documents)
+    return dataclasses.replace(build_config(raw, origins, vocabulary, path), files=tuple(files),
+                               node_name="")
+
+
+def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.environ,
+                credentials: Optional[Sequence[str]] = None) -> Config:
+    """Read, parse and validate the whole configuration: the main file, its drop-ins
+    and every file they name.  `credentials` overrides where the systemd credential
+    is looked for (tests)."""
+    config = load_settings(path, vocabulary)
+    origins = config.origins
+    key, password_needed = needs(config, vocabulary)
     pem = ca = password = ""
-    if config.api.flavor != "manager":  # the Manager logs in with a password instead
+    if key:
         pem = read_text(config.api.public_key, "public key")
         validate_public_key(pem, config.api.public_key)
     if config.api.ca_file:
         ca = read_text(config.api.ca_file, "CA file")
         validate_ca(ca, config.api.ca_file)
-    if config.api.flavor == "manager" or (config.api.flavor == "auto" and config.api.username):
-        password = read_password(config, env)
+    if password_needed:
+        password = read_password(config, env, credentials)
     metrics = config.metrics
     if (metrics.listen or metrics.textfile) and importlib.util.find_spec(
             "prometheus_client") is None:
-        raise ConfigError(f"{path}: metrics: the prometheus_client module is not installed "
+        raise ConfigError(f"{origins.get('metrics.listen') or origins.get('metrics.textfile')}"
+                          ": metrics: the prometheus_client module is not installed "
                           "(Debian: python3-prometheus-client)")
-    _check_trace_pipe(config)
-    return dataclasses.replace(config, public_key_pem=pem, ca_pem=ca, password=password,
-                               node_name=config.api.node_name or _host_name())
-
-
-def _host_name() -> str:
-    # Kubernetes names a node after its host name, lower-cased.
-    return socket.gethostname().split(".")[0].lower()
-
-
-def _check_trace_pipe(config: Config) -> None:
-    from ..trace.tracefs import trace_pipe_problem
-
     problem = trace_pipe_problem(config.trace.pipe)
     if problem:
-        raise ConfigError(f"{config.source}: trace.pipe: {problem}")
+        raise ConfigError(f"{origins.get('trace.pipe', path)}: trace.pipe: {problem}")
+    return dataclasses.replace(config, public_key_pem=pem, ca_pem=ca, password=password,
+                               node_name=config.api.node_name or host_node_name())
+
+
+def host_node_name() -> str:
+    # Kubernetes names a node after its host name, lower-cased.
+    return socket.gethostname().split(".")[0].lower()

@@ -1,9 +1,16 @@
-"""Parse TOML text into a validated Config: pure.
+"""TOML documents into a validated Config: pure.
 
-Errors are `ConfigError`s whose message is one line naming the file and the
-key path, e.g.
-``config.toml: strategy.execution_time_ns: expected a positive integer, got "20ms"``.
+A configuration is one main file and any drop-ins (`load` reads them); each
+is partial TOML of the same schema, and a later document overrides an
+earlier one key by key.  Errors are `ConfigError`s whose message is one line
+naming the file that set the key and the key path, e.g.
+``config.d/50-site.toml: strategy.execution_time_ns: expected a positive integer
+(nanoseconds), got "20ms"`` (on one line).
 Unknown keys are errors: a typo must never silently fall back to a default.
+
+Which flavors and trace readers exist is not known here (they live in
+higher layers): the caller passes them in a `Vocabulary`, and each flavor
+states its own constraints (`FlavorRules`).
 """
 
 from __future__ import annotations
@@ -11,19 +18,23 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import sys
-from typing import Any, Callable, Dict, Mapping, Tuple
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from . import values as v
-from .schema import (
-    RULE_FLAVORS,
-    ApiConfig,
-    Config,
-    LogConfig,
-    MatchConfig,
-    MetricsConfig,
-    StrategyConfig,
-    TraceConfig,
-)
+from .schema import AUTO, Config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,81 +46,132 @@ class ConfigError(Exception):
     """A configuration problem, with a one-line message naming file and key."""
 
 
-_SCHEMA: Dict[str, Tuple[type, Dict[str, Callable[[Any], Any]]]] = {
-    "trace": (TraceConfig, {
-        "pipe": v.trace_pipe,
-        "format": v.choice("auto", "raw", "text"),
-        "allow_pid_namespace": v.boolean,
-    }),
-    "match": (MatchConfig, {"comm": v.comm_list, "exe": v.exe_list, "uid": v.uid_list}),
-    "api": (ApiConfig, {
-        "url": v.api_url,
-        "flavor": v.choice("auto", "v0", "decision-maker", "manager"),
-        "public_key": v.abs_path,
-        "timeout": v.seconds(0.1, 60.0),
-        "ca_file": v.optional_abs_path,
-        "node_name": v.node_name,
-        "username": v.username,
-        "password_file": v.optional_abs_path,
-    }),
-    "strategy": (StrategyConfig, {
-        "priority": v.priority,
-        "execution_time_ns": v.positive_ns,
-        "targets": v.choice("tgid", "tid", "both"),
-        "mode": v.choice("overwrite", "merge"),
-        "resync_interval": v.seconds(0.5, 3600.0),
-        "liveness_interval": v.seconds(0.1, 3600.0),
-        "clear_on_stop": v.boolean,
-    }),
-    "log": (LogConfig, {"level": v.choice("debug", "info", "warning", "error")}),
-    "metrics": (MetricsConfig, {
-        "listen": v.listen_address,
-        "allow_remote": v.boolean,
-        "textfile": v.optional_abs_path,
-    }),
-}
-SECTIONS = tuple(_SCHEMA)
+class FlavorRules(Protocol):
+    """What the configuration needs to know of a Gthulhu flavor."""
+
+    name: str  # its api.flavor value
+    summary: str  # one line for the example configuration
+
+    def credentials(self, config: Config) -> FrozenSet[str]:
+        """What it logs in with: "public-key" (a token for our key), "password"."""
+        ...
+
+    def priority_problem(self, priority: Union[bool, int]) -> str:
+        """Why this flavor cannot take `strategy.priority` ("" when it can)."""
+        ...
+
+    def config_problem(self, config: Config) -> str:
+        """What else this flavor cannot honour ("strategy.mode: ...", or "")."""
+        ...
 
 
-def parse_config(text: str, source: str = "config.toml") -> Config:
-    """Parse TOML text into a Config (without reading the files it names)."""
+@dataclass(frozen=True)
+class Vocabulary:
+    """The names some keys take, from the registries of the layers above."""
+
+    flavors: Sequence[FlavorRules]
+    readers: Sequence[str]  # trace reader kinds, in the order "auto" tries them
+
+    def choices(self, kind: str) -> Tuple[str, ...]:
+        names = [f.name for f in self.flavors] if kind == "flavors" else list(self.readers)
+        return (AUTO, *names)
+
+    def flavor(self, name: str) -> Optional[FlavorRules]:
+        return next((f for f in self.flavors if f.name == name), None)
+
+
+Document = Tuple[str, Mapping[str, Any]]  # (file, its TOML as a mapping)
+
+
+def sections() -> Dict[str, type]:
+    """The TOML sections: Config's fields marked as sections, in order."""
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)  # type: ignore[misc]
+            if f.metadata.get("section")}
+
+
+SECTIONS = tuple(sections())
+
+
+def keys(cls: type) -> Dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def read_toml(text: str, source: str) -> Dict[str, Any]:
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # message carries "(at line L, column C)"
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    return build_config(raw, source)
+    except RecursionError:  # arrays nested deeper than the parser follows
+        raise ConfigError(f"{source}: invalid TOML: nested too deeply") from None
 
 
-def build_config(raw: Mapping[str, Any], source: str) -> Config:
-    sections = {name: _section(name, value, source) for name, value in raw.items()}
-    config = Config(source=source, **sections)
-    for check in (_check_metrics_address, _check_timeout, _check_flavor):
-        problem = check(config)
+def merge(documents: Sequence[Document]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
+    """The documents' keys, later ones winning key by key, and which file set each."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    origins: Dict[str, str] = {}
+    known = sections()
+    for source, doc in documents:
+        for name, value in doc.items():
+            if name not in known:
+                raise ConfigError(f"{source}: {v.fmt(name)[1:-1]}: unknown section "
+                                  f"(known: {', '.join(known)})")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {name}: expected a table [{name}], got "
+                                  f"{v.fmt(value)}")
+            fields = keys(known[name])
+            for key, item in value.items():
+                if key not in fields:
+                    raise ConfigError(f"{source}: {name}.{v.fmt(key)[1:-1]}: unknown key "
+                                      f"(known: {', '.join(fields)})")
+                merged.setdefault(name, {})[key] = item
+                origins[f"{name}.{key}"] = source
+    return merged, origins
+
+
+def _validator(f: dataclasses.Field[Any], vocabulary: Vocabulary) -> Callable[[Any], Any]:
+    choices = f.metadata.get("choices")
+    if choices:
+        return v.choice(*vocabulary.choices(choices))
+    check: Callable[[Any], Any] = f.metadata["check"]
+    return check
+
+
+def build_config(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str],
+                 vocabulary: Vocabulary, source: str) -> Config:
+    """Validate merged sections into a Config (`origins` names the file of each key)."""
+    built = {}
+    for name, cls in sections().items():
+        kwargs = {}
+        fields = keys(cls)
+        for key, item in raw.get(name, {}).items():
+            try:
+                kwargs[key] = _validator(fields[key], vocabulary)(item)
+            except ValueError as exc:
+                raise ConfigError(f"{origins.get(f'{name}.{key}', source)}: {name}.{key}: "
+                                  f"{exc}") from None
+        built[name] = cls(**kwargs)
+    config = Config(source=source, origins=dict(origins), **built)
+    for problem in _problems(config, vocabulary):
         if problem:
-            raise ConfigError(f"{source}: {problem}")
+            key = problem.split(":", 1)[0]
+            raise ConfigError(f"{origins.get(key, source)}: {problem}")
     return config
 
 
-def _section(name: str, value: Any, source: str) -> Any:
-    if name not in _SCHEMA:
-        raise ConfigError(f"{source}: {v.fmt(name)[1:-1]}: unknown section "
-                          f"(known: {', '.join(_SCHEMA)})")
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {name}: expected a table [{name}], got {v.fmt(value)}")
-    cls, fields = _SCHEMA[name]
-    kwargs = {}
-    for key, item in value.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: {name}.{v.fmt(key)[1:-1]}: unknown key "
-                              f"(known: {', '.join(fields)})")
-        try:
-            kwargs[key] = fields[key](item)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {name}.{key}: {exc}") from None
-    return cls(**kwargs)
+def parse_config(text: str, vocabulary: Vocabulary, source: str = "config.toml") -> Config:
+    """Parse one TOML document into a Config (without reading the files it names)."""
+    raw, origins = merge([(source, read_toml(text, source))])
+    return build_config(raw, origins, vocabulary, source)
 
 
-def _check_metrics_address(config: Config) -> str:
+# --- rules across keys -----------------------------------------------------------------------
+
+
+def _problems(config: Config, vocabulary: Vocabulary) -> List[str]:
+    return [_metrics_address(config), _timeout(config), _flavor(config, vocabulary)]
+
+
+def _metrics_address(config: Config) -> str:
     listen = config.metrics.listen
     if listen and not config.metrics.allow_remote and not ipaddress.ip_address(
             v.split_listen(listen)[0]).is_loopback:
@@ -118,35 +180,35 @@ def _check_metrics_address(config: Config) -> str:
     return ""
 
 
-def _check_timeout(config: Config) -> str:
+def _timeout(config: Config) -> str:
     if config.api.timeout >= config.strategy.resync_interval:
         return (f"api.timeout: must be shorter than strategy.resync_interval "
                 f"({config.strategy.resync_interval:g} s)")
     return ""
 
 
-def _check_flavor(config: Config) -> str:
-    api, strategy = config.api, config.strategy
-    if api.flavor in RULE_FLAVORS and strategy.mode == "merge":
-        return (f'strategy.mode: "merge" is for the v0 API only; a {api.flavor} keeps each '
-                "writer's rules apart by itself (use \"overwrite\")")
-    if api.flavor != "v0" and strategy.priority is not True and strategy.priority <= 0:
-        return (f"strategy.priority: {v.fmt(strategy.priority)} would not boost anything: the "
-                "Decision Maker and the Manager take an integer > 0 (true means 1); only "
-                'api.flavor = "v0" (the 2025 API) takes false')
-    if api.flavor == "manager" and not api.username:
-        return 'api.username: required with api.flavor = "manager"'
+def _flavor(config: Config, vocabulary: Vocabulary) -> str:
+    """An explicit flavor's own constraints; with "auto", the priority must suit every
+    flavor that could be detected."""
+    chosen = vocabulary.flavor(config.api.flavor)
+    if chosen is not None:
+        return (chosen.priority_problem(config.strategy.priority)
+                or chosen.config_problem(config))
+    for flavor in vocabulary.flavors:
+        problem = flavor.priority_problem(config.strategy.priority)
+        if problem:
+            return f"{problem} (api.flavor = \"auto\" may find a {flavor.name})"
     return ""
 
 
 def describe_changes(old: Config, new: Config) -> Tuple[str, ...]:
     """Key paths whose values differ, e.g. ("strategy.execution_time_ns",)."""
     changed = []
-    for section in _SCHEMA:
-        a, b = getattr(old, section), getattr(new, section)
+    for name in sections():
+        a, b = getattr(old, name), getattr(new, name)
         for f in dataclasses.fields(a):
             if getattr(a, f.name) != getattr(b, f.name):
-                changed.append(f"{section}.{f.name}")
+                changed.append(f"{name}.{f.name}")
     for attr, what in (("public_key_pem", "api.public_key"), ("ca_pem", "api.ca_file"),
                        ("password", "the API password")):
         if getattr(old, attr) != getattr(new, attr):

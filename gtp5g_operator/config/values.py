@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable, Tuple, Union
+from typing import Any, Callable, Tuple, TypeVar, Union, cast
 from urllib.parse import urlsplit
 
-from .schema import TASK_COMM_LEN
-
+TASK_COMM_LEN = 16  # kernel limit including the NUL: names are at most 15 bytes
 MAX_STRING = 4096  # no setting needs more; a longer value is a mistake or an attack
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})")
 _URL_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")  # RFC 3986 pchar and "/"
@@ -66,10 +65,14 @@ def seconds(low: float, high: float) -> Callable[[Any], float]:
     return check
 
 
-def choice(*choices: str) -> Callable[[Any], str]:
-    def check(v: Any) -> str:
-        expect(v in choices, "one of " + ", ".join(f'"{c}"' for c in choices), v)
-        return str(v)
+Word = TypeVar("Word", bound=str)
+
+
+def choice(*choices: Word) -> Callable[[Any], Word]:
+    def check(v: Any) -> Word:
+        expect(isinstance(v, str) and v in choices,
+               "one of " + ", ".join(f'"{c}"' for c in choices), v)
+        return cast(Word, v)
 
     return check
 

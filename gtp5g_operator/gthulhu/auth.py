@@ -20,14 +20,17 @@ read their lifetime.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
+
+from ..files import decode_json
+from .answers import claim_times
 
 REFRESH_MARGIN = 300.0  # refresh this long before exp ...
 SHORT_LIFETIME = 600.0  # ... unless the token lives less than this: then at half-life
 CLOCK_LEEWAY = 60  # seconds of clock difference considered normal
 MAX_SKEW_REPORTED = 30.0  # below this a clock difference is not worth a log line
+MAX_CLAIMS = 64 * 1024  # characters of a token's claims part we are willing to decode
 
 
 class TokenError(Exception):
@@ -46,25 +49,6 @@ class Token:
                 f"skew={self.skew})")
 
 
-def extract_token(body: Any) -> tuple[str, Optional[float]]:
-    """Token text and optional expiry from either answer shape.
-
-    2025 release: {"success": true, "token": "..."}
-    later:        {"success": true, "data": {"token": "...", "expired_at": 1700000000}}
-    """
-    if not isinstance(body, Mapping):
-        raise TokenError("token answer is not a JSON object")
-    data = body.get("data")
-    holder: Mapping[str, Any] = data if isinstance(data, Mapping) else body
-    token = holder.get("token")
-    if not isinstance(token, str) or not token:
-        raise TokenError("token answer has no token field")
-    expired_at = holder.get("expired_at")
-    if isinstance(expired_at, bool) or not isinstance(expired_at, (int, float)):
-        expired_at = None
-    return token, expired_at
-
-
 def refresh_delay(lifetime: float) -> float:
     """Seconds after issue to renew a token valid for `lifetime` seconds."""
     if lifetime < SHORT_LIFETIME:
@@ -72,21 +56,14 @@ def refresh_delay(lifetime: float) -> float:
     return lifetime - REFRESH_MARGIN
 
 
-def _number(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def token_from_claims(value: str, claims: Mapping[str, Any], now: float,
                       expired_at: Optional[float] = None) -> Token:
     """Lifetime and skew from the claims; refuses a token expired on both clocks."""
-    exp = _number(claims.get("exp"))
+    exp, iat = claim_times(claims)
     if exp is None:
         exp = expired_at
     if exp is None:
-        raise TokenError("token has no exp claim and the answer no expired_at")
-    iat = _number(claims.get("iat")) or _number(claims.get("nbf"))
+        raise TokenError("token has no usable exp claim and the answer no expired_at")
     skew = (iat - now) if iat is not None and abs(iat - now) > MAX_SKEW_REPORTED else 0.0
     lifetime = exp - iat if iat is not None else exp - now
     if lifetime <= 0 or exp - skew <= now - CLOCK_LEEWAY:
@@ -112,14 +89,21 @@ def verify_token(token: str, public_key_pem: str, now: float,
                          "(the API's JWT key is not the pair of our public key)") from None
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"the token cannot be read: {type(exc).__name__}") from None
+    except RecursionError:  # its JSON nested deeper than the parser follows
+        raise TokenError("the token cannot be read: its claims are nested too deeply") from None
     return token_from_claims(token, claims, now, expired_at)
 
 
 def unverified_claims(token: str) -> Mapping[str, Any]:
-    """The claims of a JWT we cannot verify (the Manager's), {} if unreadable."""
+    """The claims of a JWT we cannot verify (the Manager's), {} if unreadable.
+
+    Total: whatever the token holds (not base64, not JSON, nested too deeply for
+    the parser, not an object) the answer is a mapping."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > MAX_CLAIMS:
+        return {}
     try:
-        payload = token.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
+        data = decode_json(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:  # binascii.Error is one
         return {}
     return data if isinstance(data, dict) else {}

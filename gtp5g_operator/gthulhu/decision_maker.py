@@ -5,10 +5,16 @@ regular expression on task names — into PIDs by scanning /proc itself.  This
 host owns exactly one rule (`policyID` gtp5g-operator@<node>); POST
 /api/v1/node-intents replaces the DM's whole list, DELETE removes one rule.
 
-The DM keeps rules in memory only, so a restart loses them.  Its merkle root
-(`GET /api/v1/node-intents/merkle`) is, with exactly one rule, the SHA-256 of
-that rule's fields: a resync compares it with the root of the rule we wrote
-and rewrites the rule only when they differ.
+Because a POST replaces *every* rule the DM holds, this host writes only when
+the DM holds nothing, or nothing but a rule provably this host's: the DM's
+merkle root (`GET /api/v1/node-intents/merkle`) is, with exactly one rule,
+the SHA-256 of that rule's fields, so it is compared with the root of the
+rule this host wrote last — kept in the state directory
+(`decision-maker-rule.json`) so that a restarted operator still recognises
+its own rule.  Rules of anyone else (a Manager that feeds this node, a
+user's own) are never replaced: the write is refused with an error that
+says so.  The DM keeps rules in memory only, so a restart loses them and
+the next resync writes this host's rule again.
 """
 
 from __future__ import annotations
@@ -16,19 +22,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any, Callable, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from ..config import Config
-from ..core.strategy import NodeRule, build_rule, policy_id
+from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
+from ..core.words import plural
+from .answers import listed_strategies, merkle_root
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
-from .writer import ApiWriter, PublicKeyToken
+from .ownership import OwnershipFile
+from .writer import Holdings, PublicKeyToken, RuleWriter
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 log = logging.getLogger(__name__)
 
 RULES_PATH = "/api/v1/node-intents"
+STRATEGIES_PATH = "/api/v1/scheduling/strategies"  # what the scheduler reads
 MERKLE_PATH = "/api/v1/node-intents/merkle"
+RULE_FILE = "decision-maker-rule.json"
 EMPTY_ROOTS = ("", hashlib.sha256(b"").hexdigest())  # a fresh DM; one emptied since
 _GONE = object()  # the last write removed our rule
 NO_SUCH_ROUTE = (404, 405, 501)  # Go routers: 404 (or 405); Python's http.server: 501
@@ -47,20 +61,35 @@ def rule_root(rule: NodeRule) -> str:
     return hashlib.sha256(leaf.encode()).hexdigest()
 
 
-class DecisionMakerWriter(ApiWriter):
-    flavor = "decision-maker"
-    sends_names = True
+class DecisionMakerWriter(RuleWriter):
+    name = "decision-maker"
+    display = "Decision Maker"
+    summary = ("a node's Decision Maker (Gthulhu since late 2025, no Manager): one rule "
+               "naming this host's gNB tasks")
     login: PublicKeyToken
 
-    def __init__(self, http: JsonHttp, config: Config,
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        # A token for our key, and the node-rule merkle route (DMs from 2026-08 on).
+        return (probe.token(deadline) is not None
+                and probe.status("GET", MERKLE_PATH, None, deadline, authorized=True) == 200)
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]
+               ) -> DecisionMakerWriter:
+        cls.announce(config)
+        return cls(http, config, state_dir, clock, wall_clock)
+
+    def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(http, config.strategy)
         self.node = config.node_name
         self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
                                     f"gtp5g-operator@{self.node}", clock, wall_clock)
+        self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
-        self._merkle = True  # the DM has the merkle route (DMs from 2026-08 on)
 
     # --- what status shows ------------------------------------------------------------------
 
@@ -80,50 +109,78 @@ class DecisionMakerWriter(ApiWriter):
             if self._written is not _GONE:
                 self._delete(deadline)
             return 0
-        if rule != self._written or not self._holds(rule, deadline):
-            self._post(rule, deadline)
+        root = self.root(deadline)
+        if root == rule_root(rule):
+            self._written = rule  # intact (also right after our own restart)
+            return 1
+        if self._written == rule:
+            log.info("the Decision Maker no longer holds this host's rule (restarted?): "
+                     "writing it again")
+        self._check_replaceable(root)
+        self._post(rule, deadline)
         return 1
 
     def clear(self, deadline: float) -> None:
         self._delete(deadline)
 
-    def _holds(self, rule: NodeRule, deadline: float) -> bool:
-        """Does the DM still hold exactly our rule?  (It forgets on restart.)"""
-        if not self._merkle:
-            return False  # no way to tell: write it again
-        answer = self._call("GET", MERKLE_PATH, None, deadline)
-        if answer.status == 404:
-            self._merkle = False
-            log.info("the Decision Maker has no merkle route: each resync rewrites the rule")
-            return False
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        root = data.get("rootHash") if isinstance(data, dict) else None
-        if root == rule_root(rule):
-            return True
-        log.info("the Decision Maker no longer holds this host's rule (restarted?): "
-                 "writing it again")
-        return False
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        listed = listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
+        root = self.root(deadline)
+        said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
+                        self.strategy.execution_time_ns) if last_rule else None
+        if root in EMPTY_ROOTS:
+            relation = "it holds no node rule"
+        elif self.owns(root) or (said is not None and root == rule_root(said)):
+            relation = "it holds exactly the rule this service last wrote"
+        else:
+            relation = f"it holds node rules that are not this host's (merkle root {root[:12]}…)"
+        return Holdings(f"the Decision Maker resolves "
+                        f"{plural(len(listed), 'strategy', 'strategies')} for the scheduler; "
+                        f"{relation}", listed, last_rule if said and root == rule_root(said)
+                        else None)
+
+    def root(self, deadline: float) -> str:
+        """The DM's merkle root now."""
+        return merkle_root(self._call("GET", MERKLE_PATH, None, deadline).body)
+
+    def owns(self, root: str) -> bool:
+        """Does a DM with this merkle root hold only a rule of this host?"""
+        known = [r for r in (self._written, self.proof.rule) if isinstance(r, NodeRule)]
+        return any(root == rule_root(r) for r in known)
+
+    def _check_replaceable(self, root: str) -> None:
+        """A POST replaces every rule the DM holds: only nothing, or ours, may go."""
+        if root in EMPTY_ROOTS or self.owns(root):
+            return
+        raise ApiError("not-ours", f"the Decision Maker at {self.http.base_url} holds node "
+                       f"rules that are not this host's (merkle root {root[:12]}…); writing "
+                       "this host's rule would replace them all (POST /api/v1/node-intents "
+                       "replaces the whole list), so it is not written. If a Gthulhu Manager "
+                       "feeds this node, point api.url at the Manager (api.flavor = "
+                       '"manager"); otherwise remove the other rules from the Decision Maker')
 
     def _post(self, rule: NodeRule, deadline: float) -> None:
         self._written = None  # unknown until the DM confirms
+        self.proof.store(None, rule)  # before the POST: a crash after it leaves the proof
         self._call("POST", RULES_PATH, {"policies": [rule_body(rule)]}, deadline)
         self._written = rule
         log.info("rule %s for node %s: %s", rule.policy_id, rule.node, rule.command_regex)
 
     def _delete(self, deadline: float) -> None:
+        # By our own policyID: the DM removes that rule only, whoever else has rules there.
         self._call("DELETE", RULES_PATH, {"policyId": policy_id(self.node)}, deadline)
         if self._written is not None:
             log.info("rule %s removed (no target is live)", policy_id(self.node))
         self._written = _GONE
+        self.proof.store(None, None)
 
     def _call(self, method: str, path: str, payload: Any, deadline: float) -> Answer:
         answer = self.http.request(method, path, payload, deadline, self.login.header())
         what = f"{method} {self.http.base_url}{path}"
-        if answer.status in NO_SUCH_ROUTE and path == RULES_PATH:
+        if answer.status in NO_SUCH_ROUTE and path in (RULES_PATH, MERKLE_PATH):
             raise ApiError("wrong-flavor", f"{what} answered {answer.status}: the server is not "
                            "a Gthulhu Decision Maker that takes node rules (from 2026-08 on)",
                            answer.status)
-        if not (answer.status == 404 and path == MERKLE_PATH):
-            check_answer(answer.status, answer.body, what, answer.location)
+        check_answer(answer.status, answer.body, what, answer.location)
         return answer
 

@@ -1,17 +1,13 @@
-"""api.flavor = "auto": tell the three Gthulhu servers apart, then speak that one.
+"""api.flavor = "auto": ask the server what it can do, then speak that flavor.
 
-No version field can be trusted (Gthulhu's `/version` answers a constant),
-so the server is asked what it can do:
-
-1. POST /api/v1/auth/token with our public key.  An answer with a token:
-   v0 or a Decision Maker — the token is kept, it is the one we need anyway;
-   then GET /api/v1/node-intents/merkle: 200 is a Decision Maker (that takes
-   rules); anything else is taken for v0, whose first POST then says whether
-   it really is one (a Decision Maker from before 2026-08 answers 404 there,
-   and cannot take rules either).  A 401 is our key refused: no flavor can be
-   told, the error is the key's.
-2. 404 to the token route: POST /api/v1/auth/login with an empty body — a
-   Manager answers 400/401/422, never 404.
+No version field can be trusted (Gthulhu's `/version` answers a constant), so
+each flavor of the registry, in its order, looks at the server through one
+`Probe` — which trades our public key for a token at most once (a 401 there
+is our key refused: no flavor can be told, the error is the key's) and
+remembers the answers — until one says "that is me".  Today: a token and the
+node-rule merkle route are a Decision Maker; a token alone is v0 (whose
+first POST then says whether it really is one); a login route answering
+400/401/422 is a Manager.
 
 Detection runs before the first push and again after any failure to reach
 the server (a reconnect may reach another server); the result is logged
@@ -22,88 +18,83 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 from ..config import Config
 from ..config.schema import StrategyConfig
 from ..core.tracker import ProcessView
-from .decision_maker import MERKLE_PATH, DecisionMakerWriter
-from .errors import ApiError
-from .http import JsonHttp
-from .manager import LOGIN_PATH, ManagerWriter
-from .merge import OwnedIds
-from .v0 import V0Writer
+from .auth import Token
+from .errors import ApiError, ErrorKind
+from .http import Answer, JsonHttp
 from .writer import ApiWriter, PublicKeyToken
 
 log = logging.getLogger(__name__)
 
-REDETECT_AFTER = ("connect", "timeout", "tls", "wrong-flavor")
+REDETECT_AFTER: Sequence[ErrorKind] = ("connect", "timeout", "tls", "wrong-flavor")
+_NOT_ASKED = object()
 
 
-def make_flavor_writer(flavor: str, http: JsonHttp, config: Config, state_dir: str,
-                       clock: Callable[[], float] = time.monotonic,
-                       wall_clock: Callable[[], float] = time.time) -> ApiWriter:
-    """The writer of one flavor (announcing what a rule flavor means for this host)."""
-    if flavor == "v0":
-        owned = OwnedIds(state_dir, config.api.url) if config.strategy.mode == "merge" else None
-        return V0Writer(http, config, owned, clock, wall_clock)
-    if config.strategy.mode == "merge":
-        raise ApiError("wrong-flavor", f'strategy.mode = "merge" needs the v0 API, but the '
-                       f"server is a {flavor}: use \"overwrite\"")
-    announce_rule_flavor(flavor, config)
-    if flavor == "decision-maker":
-        return DecisionMakerWriter(http, config, clock, wall_clock)
-    if not config.api.username:
-        raise ApiError("wrong-flavor", "the server is a Gthulhu Manager: set api.username and "
-                       "its password (api.password_file or LoadCredential=gthulhu-password)")
-    return ManagerWriter(http, config, state_dir, clock)
+class Probe:
+    """What detection has learnt of the server so far (each question asked once)."""
+
+    def __init__(self, http: JsonHttp, config: Config,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.http = http
+        self.login: Optional[PublicKeyToken] = None
+        if config.public_key_pem:
+            self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
+                                        f"gtp5g-operator@{config.node_name}", clock, wall_clock)
+        self._token: Any = _NOT_ASKED
+
+    def token(self, deadline: float) -> Optional[Token]:
+        """A verified token for our public key, None when the server has no such route
+        (or we have no key); raises ApiError when the key is refused or the answer bad."""
+        if self._token is _NOT_ASKED:
+            self._token = None
+            if self.login is not None:
+                answer: Answer = self.login.request(deadline)
+                if answer.status != 404:
+                    self._token = self.login.accept(answer)
+        return self._token  # type: ignore[no-any-return]
+
+    def status(self, method: str, path: str, payload: Any, deadline: float,
+               authorized: bool = False) -> int:
+        """The HTTP status of one request (with our token when `authorized`)."""
+        bearer = self.login.header() if authorized and self.login is not None else None
+        return self.http.request(method, path, payload, deadline, bearer).status
 
 
-def announce_rule_flavor(flavor: str, config: Config) -> None:
-    log.info("strategy.targets is ignored with the %s flavor: the server picks the tasks "
-             "from this host's rule", flavor)
-    if config.match.uid or config.match.exe:
-        log.warning("the %s matches tasks by name: a process of any user named like a "
-                    "tracked thread (%s) is boosted too; match.uid and match.exe only decide "
-                    "whether this host publishes the rule", flavor, "/".join(config.match.comm))
-
-
-def detect(http: JsonHttp, login: Optional[PublicKeyToken], deadline: float) -> str:
-    """The flavor of the server at `http` (see the module docstring)."""
-    if login is not None:
-        answer = login.request(deadline)
-        if answer.status != 404:
-            token = login.accept(answer)  # raises for a refused key or a broken answer
-            if http.request("GET", MERKLE_PATH, None, deadline, token.value).status == 200:
-                return "decision-maker"
-            return "v0"
-    if http.request("POST", LOGIN_PATH, {}, deadline).status in (400, 401, 422):
-        return "manager"
-    raise ApiError("wrong-flavor", f"{http.base_url} answers none of Gthulhu's login routes: "
-                   "is api.url a Gthulhu API (host, port, path)?")
+def detect(probe: Probe, flavors: Sequence[Type[ApiWriter]], deadline: float
+           ) -> Type[ApiWriter]:
+    """The first flavor of `flavors` (the registry's order) that recognises the server."""
+    for flavor in flavors:
+        if flavor.probe(probe, deadline):
+            return flavor
+    raise ApiError("wrong-flavor", f"{probe.http.base_url} answers none of Gthulhu's login "
+                   "routes: is api.url a Gthulhu API (host, port, path)?")
 
 
 class AutoWriter(ApiWriter):
     """Detects the flavor when needed and delegates to that flavor's writer."""
 
+    name = "auto"
+
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
+                 flavors: Sequence[Type[ApiWriter]],
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(http, config.strategy)
         self._config = config
         self._state_dir = state_dir
+        self._flavors = flavors
         self._clock = clock
         self._wall = wall_clock
         self.delegate: Optional[ApiWriter] = None
         self._redetect = True
 
-    @property
-    def flavor(self) -> str:  # type: ignore[override]
-        return self.delegate.flavor if self.delegate is not None else "auto"
-
-    @property
-    def sends_names(self) -> bool:  # type: ignore[override]
-        return self.delegate is None or self.delegate.sends_names
+    def names_tasks(self) -> bool:
+        return self.delegate is None or self.delegate.names_tasks()
 
     def authenticate(self, deadline: float) -> bool:
         fresh = False
@@ -114,26 +105,24 @@ class AutoWriter(ApiWriter):
 
     def _detect(self, deadline: float) -> bool:
         """Detect; True when detecting obtained fresh credentials for the delegate."""
-        login = None
-        if self._config.public_key_pem:
-            login = PublicKeyToken(self.http, self._config.public_key_pem,
-                                   self._config.api.public_key,
-                                   f"gtp5g-operator@{self._config.node_name}", self._clock,
-                                   self._wall)
-        flavor = detect(self.http, login, deadline)
+        probe = Probe(self.http, self._config, self._clock, self._wall)
+        flavor = detect(probe, self._flavors, deadline)
         self._redetect = False
-        if self.delegate is None or self.delegate.flavor != flavor:
+        if self.delegate is None or self.delegate.name != flavor.name:
             log.info("the server at %s is a Gthulhu %s (api.flavor = auto)", self.http.base_url,
-                     {"v0": "2025 API (v0)", "decision-maker": "Decision Maker",
-                      "manager": "Manager"}[flavor])
-            self.delegate = make_flavor_writer(flavor, self.http, self._config,
-                                               self._state_dir, self._clock, self._wall)
+                     flavor.display)
+            problem = flavor.priority_problem(self.strategy.priority) or flavor.config_problem(
+                self._config)
+            if problem:
+                raise ApiError("wrong-flavor", f"the server is a Gthulhu {flavor.display}, "
+                               f"which this configuration does not suit: {problem}")
+            self.delegate = flavor.create(self.http, self._config, self._state_dir,
+                                          self._clock, self._wall)
             self.delegate.strategy = self.strategy
-        # The token detection obtained is the one v0 and the Decision Maker need.
-        if login is None or login.token is None:
-            return False
-        if isinstance(self.delegate, (V0Writer, DecisionMakerWriter)):
-            self.delegate.login = login
+        # The token detection obtained is the one a public-key flavor needs.
+        token = probe.login if probe.login is not None and probe.login.token else None
+        if token is not None and isinstance(self.delegate.login, PublicKeyToken):
+            self.delegate.login = token
             return True
         return False
 

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import logging
+from typing import Any, FrozenSet, Literal, Optional
+
+# What went wrong, in groups: each is logged once per change of state.
+ErrorKind = Literal["connect", "timeout", "tls", "redirect", "unauthorized", "forbidden",
+                    "not-found", "http-4xx", "http-5xx", "bad-answer", "wrong-flavor",
+                    "not-ours"]
+# What only a person can fix (a key or password refused, a missing permission, an
+# unknown node, the wrong server or address, a certificate, a request the server
+# rejects, rules of someone else in the way): logged at ERROR, so that
+# `journalctl -p err` lists exactly what needs a person.  The rest passes by itself
+# (a server down, slow or failing for a while, a garbled answer) and is a WARNING.
+NEEDS_PERSON: FrozenSet[ErrorKind] = frozenset({
+    "unauthorized", "forbidden", "not-found", "wrong-flavor", "redirect", "tls", "http-4xx",
+    "not-ours"})
 
 
 class ApiError(Exception):
-    """A failed API call.  `kind` groups failures so each is logged once per
-    change of state: connect, timeout, tls, redirect, unauthorized, forbidden,
-    not-found, http-4xx, http-5xx, bad-answer, wrong-flavor."""
+    """A failed API call, with its `kind` (ErrorKind) and HTTP status if any."""
 
-    def __init__(self, kind: str, detail: str, status: Optional[int] = None) -> None:
+    def __init__(self, kind: ErrorKind, detail: str, status: Optional[int] = None) -> None:
         super().__init__(detail)
-        self.kind = kind
+        self.kind: ErrorKind = kind
         self.status = status
 
     @property
     def summary(self) -> str:
         return f"{self.kind}: {self}"
+
+    @property
+    def level(self) -> int:
+        """The log level of this failure (see NEEDS_PERSON)."""
+        return logging.ERROR if self.kind in NEEDS_PERSON else logging.WARNING
 
 
 def error_text(body: Any) -> str:
@@ -40,8 +57,8 @@ def status_error(status: int, body: Any, what: str, location: str = "") -> ApiEr
         where = f" to {short(location, 120)}" if location else ""
         return ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
                         "set api.url to the address that answers", status)
-    kinds = {401: "unauthorized", 403: "forbidden", 404: "not-found"}
-    kind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
+    kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found"}
+    kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
     return ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status)
 
 

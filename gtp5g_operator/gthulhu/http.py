@@ -35,9 +35,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from ..files import decode_json
 from .errors import ApiError, short
 
 MAX_BODY = 1 << 20
+MAX_INTERIM = 16  # interim (1xx) answers skipped before one request's final answer
+MAX_HEADER_LINES = 100  # as http.client's own limit
+MAX_HEADER_LINE = 65536
+TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
+                "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE")
 AddrInfo = Tuple[Any, ...]
 
 
@@ -148,9 +154,45 @@ class _DeadlineSocket:
         return getattr(self._sock, name)
 
 
+class FinalAnswer(http.client.HTTPResponse):
+    """A response that reads past interim answers to the request's final one.
+
+    RFC 9110 §15.2: a server may send any number of 1xx answers (102
+    Processing, 103 Early Hints, ...) before the final one.  http.client skips
+    only 100 Continue and would take a 103 for the answer — and the real answer
+    would then be read as the answer to the *next* request on the kept-alive
+    connection.  Here every interim answer and its header block are skipped
+    (at most MAX_INTERIM of them, every read under the exchange's deadline);
+    101 Switching Protocols, which we never ask for, is an error.
+    """
+
+    def _read_status(self) -> Tuple[str, int, str]:
+        read_status = super()._read_status  # type: ignore[misc]
+        for _ in range(MAX_INTERIM):
+            version, status, reason = read_status()
+            if status == 101:
+                raise http.client.HTTPException("101 Switching Protocols, which was never "
+                                                "asked for")
+            if not 100 <= status < 200:
+                return version, status, reason
+            self._skip_header_block()
+        raise http.client.HTTPException(f"more than {MAX_INTERIM} interim (1xx) answers")
+
+    def _skip_header_block(self) -> None:
+        for _ in range(MAX_HEADER_LINES + 1):
+            line = self.fp.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                raise http.client.LineTooLong("header line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException(f"more than {MAX_HEADER_LINES} header lines")
+
+
 class DeadlineConnection(http.client.HTTPConnection):
     """http:// and https:// alike: `connect` resolves, connects and (for TLS)
     handshakes within `deadline`, which the caller sets before each request."""
+
+    response_class = FinalAnswer
 
     def __init__(self, host: str, port: int, resolver: Resolver,
                  tls: Optional[ssl.SSLContext], clock: Callable[[], float]) -> None:
@@ -214,6 +256,12 @@ class DeadlineConnection(http.client.HTTPConnection):
 
 
 # --- the client ------------------------------------------------------------------------------
+
+
+def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Certificate and host name verified against the system CAs or the configured CA
+    (read at load); there is no switch to turn that off."""
+    return ssl.create_default_context(cadata=ca_pem or None)
 
 
 @dataclass
@@ -294,9 +342,7 @@ class JsonHttp:
     def _connection(self, deadline: float) -> DeadlineConnection:
         if self._conn is None:
             if self._https and self._tls is None:
-                # Certificate and host name are verified against the system CAs or
-                # the configured CA (read at load); there is no switch to turn that off.
-                self._tls = ssl.create_default_context(cadata=self._ca_pem or None)
+                self._tls = tls_context(self._ca_pem)
             self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
                                             self._clock)
         self._conn.deadline = deadline
@@ -325,7 +371,7 @@ class JsonHttp:
     def _decode(resp: http.client.HTTPResponse, raw: bytes, what: str) -> Answer:
         location = resp.getheader("Location") or ""
         try:
-            return Answer(resp.status, json.loads(raw) if raw.strip() else None, location)
+            return Answer(resp.status, decode_json(raw) if raw.strip() else None, location)
         except ValueError:
             if 200 <= resp.status < 300:
                 raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
@@ -340,8 +386,12 @@ class JsonHttp:
         if isinstance(exc, (DeadlinePassed, TimeoutError, socket.timeout)):
             detail = str(exc) if isinstance(exc, DeadlinePassed) else "no answer in time"
             return ApiError("timeout", f"{what}: {detail} (api.timeout {self.timeout:g} s)")
-        if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
+        if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)) or (
+                isinstance(exc, ssl.SSLError) and exc.reason in TLS_MISMATCH):
+            # the certificate, the CA or the port's protocol: only a person can fix it
             return ApiError("tls", f"TLS with {self.base_url} failed: {short(exc)}")
+        if isinstance(exc, ssl.SSLError):  # cut off mid-handshake: passes by itself
+            return ApiError("connect", f"TLS with {self.base_url} broke off: {short(exc)}")
         if isinstance(exc, socket.gaierror):
             return ApiError("connect", f"cannot resolve {self._host}: {short(exc.strerror)}")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc

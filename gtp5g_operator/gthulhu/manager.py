@@ -8,27 +8,36 @@ again.  The Manager signs with its own key, so its tokens are only read for
 their lifetime, never verified.
 
 State: one node scheduling policy for this host, created (POST answers no
-id), then updated (PUT) and deleted by its id.  The id is found with
-GET …/self and kept in the state directory, so a restart adopts the policy
-instead of creating a duplicate.
+id), then updated (PUT) and deleted by its id.  A policy is changed or
+deleted only when it is provably this host's: the id this host stored when it
+created or adopted the policy (state directory, `manager-policy.json`), or a
+policy that says exactly what this host would write (node, regex, priority,
+time slice, no selectors).  Without such proof the writer creates its own
+policy and deletes nothing: the user's other policies — hand-made ones, other
+hosts' — are never touched.  A stored id the Manager keeps refusing is dropped
+after a few tries (the log names the file), and the policy is adopted or
+created again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
 
 from ..config import Config
-from ..core.strategy import NodeRule, build_rule
+from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
-from ..files import FileProblem, atomic_write, read_json_file
+from ..core.words import plural
+from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
-from .writer import ApiWriter
+from .ownership import OwnershipFile
+from .writer import Holdings, RuleWriter
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,7 @@ REFRESH_PATH = "/api/v1/auth/refresh"
 POLICIES_PATH = "/api/v1/node-scheduling-policies"
 SELF_PATH = "/api/v1/node-scheduling-policies/self"
 POLICY_FILE = "manager-policy.json"
+MAX_LIFETIME = 86400.0  # trust no claimed token lifetime beyond a day: renew at least daily
 PERMISSION = {("POST", POLICIES_PATH): "node_scheduling_policy.create",
               ("GET", SELF_PATH): "node_scheduling_policy.read",
               ("PUT", POLICIES_PATH): "node_scheduling_policy.update",
@@ -48,51 +58,12 @@ def policy_body(rule: NodeRule) -> Dict[str, Any]:
             "priority": rule.priority, "executionTime": rule.execution_time_ns}
 
 
-def same_policy(item: Dict[str, Any], rule: NodeRule) -> bool:
-    """Does a policy of GET …/self say what `rule` says?  (Zero fields are omitted.)"""
-    return (item.get("nodeNames") == [rule.node]
-            and item.get("commandRegex") == rule.command_regex
-            and item.get("priority", 0) == rule.priority
-            and item.get("executionTime", 0) == rule.execution_time_ns)
-
-
-class PolicyIdFile:
-    """The id of this host's policy, kept across restarts (state directory)."""
-
-    def __init__(self, directory: str, api_url: str, user: str, node: str) -> None:
-        self.path = os.path.join(directory, POLICY_FILE)
-        self._key = {"api_url": api_url, "user": user, "node": node}
-        self.policy_id: Optional[str] = self._load()
-
-    def _load(self) -> Optional[str]:
-        try:
-            data = read_json_file(self.path)
-        except FileNotFoundError:
-            return None
-        except (OSError, FileProblem, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return None
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
-            return None  # another Manager, user or node: not ours to adopt
-        value = data.get("policy_id")
-        return value if isinstance(value, str) and value else None
-
-    def store(self, policy_id: Optional[str]) -> None:
-        if policy_id == self.policy_id:
-            return
-        self.policy_id = policy_id
-        try:
-            if policy_id is None:
-                os.unlink(self.path)
-            else:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                data = json.dumps({**self._key, "policy_id": policy_id}) + "\n"
-                atomic_write(self.path, data.encode(), 0o600, durable=True)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot record the Manager policy id in %s: %s (a restart may "
-                        "create a duplicate policy)", self.path, exc.strerror)
+def same_policy(policy: Policy, rule: NodeRule) -> bool:
+    """Does `policy` say exactly what this host writes for `rule`?  Then it is ours
+    to adopt (a policy with selectors never is: we do not write selectors)."""
+    return (policy.node_names == (rule.node,) and policy.command_regex == rule.command_regex
+            and policy.priority == rule.priority
+            and policy.execution_time == rule.execution_time_ns and not policy.selectors)
 
 
 class ManagerLogin:
@@ -134,7 +105,7 @@ class ManagerLogin:
         self._accept(self._post(LOGIN_PATH, {"username": self.user,
                                              "password": self._password}, deadline))
 
-    def _post(self, path: str, payload: Dict[str, str], deadline: float) -> Dict[str, Any]:
+    def _post(self, path: str, payload: Dict[str, str], deadline: float) -> Any:
         answer = self.http.request("POST", path, payload, deadline)
         what = f"POST {self.http.base_url}{path}"
         if answer.status == 404:
@@ -146,41 +117,53 @@ class ManagerLogin:
         if answer.status == 401:
             raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}", 401)
         check_answer(answer.status, answer.body, what, answer.location)
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        if not isinstance(data, dict):
-            raise ApiError("bad-answer", f"{what}: the answer has no data object")
-        return data
+        return answer.body
 
-    def _accept(self, data: Dict[str, Any]) -> None:
-        access = data.get("accessToken") or data.get("token")
-        refresh = data.get("refreshToken")
-        if not isinstance(access, str) or not access:
-            raise ApiError("bad-answer", "the Manager's login answer has no access token")
-        self.access = access
-        self._refresh = refresh if isinstance(refresh, str) and refresh else None
+    def _accept(self, body: Any) -> None:
+        self.access, self._refresh = manager_tokens(body)
         self.obtained += 1
-        claims = unverified_claims(access)
-        exp, iat = claims.get("exp"), claims.get("iat")
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                      for v in (exp, iat))
-        lifetime = float(exp) - float(iat) if numbers else 2 * REFRESH_MARGIN  # type: ignore
-        self._renew_at = self._clock() + refresh_delay(max(lifetime, 2.0))
+        exp, iat = claim_times(unverified_claims(self.access))
+        lifetime = exp - iat if exp is not None and iat is not None else 2 * REFRESH_MARGIN
+        lifetime = min(max(lifetime, 2.0), MAX_LIFETIME)
+        self._renew_at = self._clock() + refresh_delay(lifetime)
         self.expires_at = time.time() + lifetime
         log.debug("Manager access token for %s, renewing in %.0f s", self.user,
-                  refresh_delay(max(lifetime, 2.0)))
+                  refresh_delay(lifetime))
 
 
-class ManagerWriter(ApiWriter):
-    flavor = "manager"
-    sends_names = True
+class ManagerWriter(RuleWriter):
+    name = "manager"
+    display = "Manager"
+    summary = "a cluster's Gthulhu Manager: one node scheduling policy for this host"
+    credential = "password"
     login: ManagerLogin
+
+    @classmethod
+    def config_problem(cls, config: Config) -> str:
+        if not config.api.username:
+            return ('api.username: required with a Gthulhu Manager (and its password: '
+                    "api.password_file or the systemd credential gthulhu-password)")
+        return super().config_problem(config)
+
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        # A Manager answers a login with an empty body 400/401/422, never 404.
+        return probe.status("POST", LOGIN_PATH, {}, deadline) in (400, 401, 422)
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]) -> ManagerWriter:
+        cls.announce(config)
+        return cls(http, config, state_dir, clock)
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(http, config.strategy)
         self.node = config.node_name
         self.login = ManagerLogin(http, config.api.username, config.password, clock)
-        self.ids = PolicyIdFile(state_dir, config.api.url, config.api.username, self.node)
+        self.ids = OwnershipFile(state_dir, POLICY_FILE, {
+            "api_url": config.api.url, "user": config.api.username, "node": self.node},
+            OBJECT_ID)
         self._written: Optional[NodeRule] = None  # what the policy says, as far as we know
         self._cleared = False
 
@@ -188,7 +171,7 @@ class ManagerWriter(ApiWriter):
 
     def describe(self) -> Dict[str, Any]:
         return {**super().describe(), "node": self.node, "user": self.login.user,
-                "policy_id": self.ids.policy_id,
+                "policy_id": self.ids.object_id,
                 "rule": self._written.command_regex if self._written else None,
                 "token_expires_at": self.login.expires_at,
                 "credentials_obtained": self.login.obtained}
@@ -208,61 +191,103 @@ class ManagerWriter(ApiWriter):
         return 1
 
     def clear(self, deadline: float) -> None:
-        policy = self.ids.policy_id or self._find(None, deadline)
-        if policy is not None:
-            self._call("DELETE", POLICIES_PATH, {"policyId": policy}, deadline,
-                       missing_ok=True)
+        """Delete this host's policy — only one provably ours, else nothing."""
+        policy = self.ids.object_id
+        written = self._written or self.ids.rule  # what we wrote (or were writing)
+        if policy is None and written is not None:
+            policy = self._find(written, deadline)
+        if policy is None:
+            log.info("no policy of this host is known on the Manager: nothing to remove "
+                     "(policies not provably this host's are never deleted)")
+        else:
+            self._with_stored_id(policy, lambda: self._call(
+                "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
             log.info("policy %s for node %s removed (no target is live)", policy, self.node)
-        self.ids.store(None)
+        self.ids.store(None, None)
         self._written, self._cleared = None, True
 
+    def own_policy(self, rule: Optional[NodeRule], deadline: float,
+                   policies: Optional[List[Policy]] = None) -> Optional[Policy]:
+        """This host's policy as the Manager lists it: by the stored id, else one that says
+        exactly `rule` or what this host last wrote; None when there is none (read-only:
+        doctor uses it too)."""
+        listed = self._policies(deadline) if policies is None else policies
+        for p in listed:
+            if p.id == self.ids.object_id:
+                return p
+        candidates = [r for r in (rule, self.ids.rule) if r is not None]
+        return next((p for p in listed for r in candidates if same_policy(p, r)), None)
+
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
+                        self.strategy.execution_time_ns) if last_rule else None
+        policies = self._policies(deadline)
+        mine = self.own_policy(said, deadline, policies)
+        if mine is None:
+            return Holdings(f"the Manager holds no policy of this host for node {self.node} "
+                            f"({plural(len(policies), 'policy', 'policies')} of user "
+                            f"{self.login.user!r} in all)", None)
+        why = "its stored id" if mine.id == self.ids.object_id else "what it says"
+        return Holdings(f"policy {mine.id} for node {self.node} (this host's, by {why}): "
+                        f"{mine.command_regex}", None, mine.command_regex)
+
     def _still_there(self, rule: NodeRule, deadline: float) -> bool:
-        mine = [p for p in self._policies(deadline) if p.get("id") == self.ids.policy_id]
+        mine = [p for p in self._policies(deadline) if p.id == self.ids.object_id]
         return bool(mine) and same_policy(mine[0], rule)
 
     def _put_or_create(self, rule: NodeRule, deadline: float) -> None:
-        policy = self.ids.policy_id or self._find(rule, deadline)
-        if policy is not None:
-            answer = self._call("PUT", POLICIES_PATH, {"policyId": policy, **policy_body(rule)},
-                                deadline, missing_ok=True)
+        stored = self.ids.object_id
+        if stored is not None:
+            answer = self._with_stored_id(stored, lambda: self._call(
+                "PUT", POLICIES_PATH, {"policyId": stored, **policy_body(rule)}, deadline,
+                missing_ok=True))
             if answer.status != 404:
-                self._done(policy, rule, "updated")
+                self._done(stored, rule, "updated")
                 return
-            log.info("policy %s is gone from the Manager: creating a new one", policy)
-        before = {p.get("id") for p in self._policies(deadline)}
+            log.info("policy %s is gone from the Manager: adopting or creating one", stored)
+            self.ids.store(None, self.ids.rule)
+        policies = self._policies(deadline)
+        same = next((p.id for p in policies if same_policy(p, rule)), None)
+        if same is not None:  # says exactly what we would write: ours to adopt
+            self._done(same, rule, "adopted")
+            return
+        before = {p.id for p in policies}
+        self.ids.store(None, rule)  # before the POST: proof of what may be there after it
         self._call("POST", POLICIES_PATH, policy_body(rule), deadline)
+        self._written = rule
         created = self._find(rule, deadline, exclude=before)
         if created is None:
             raise ApiError("bad-answer", "the Manager accepted the policy but GET …/self does "
                            "not list it")
         self._done(created, rule, "created")
 
+    def _with_stored_id(self, policy: str, call: Callable[[], Answer]) -> Answer:
+        """A request naming the stored id; refusals other than "gone" are counted."""
+        try:
+            answer = call()
+        except ApiError as exc:
+            if policy == self.ids.object_id and exc.kind in ("http-4xx", "http-5xx",
+                                                             "bad-answer"):
+                self.ids.refused(exc)
+            raise
+        self.ids.refusals = 0
+        return answer
+
     def _done(self, policy: str, rule: NodeRule, how: str) -> None:
-        self.ids.store(policy)
+        self.ids.store(policy, rule)
         self._written = rule
         log.info("policy %s %s for node %s: %s", policy, how, rule.node, rule.command_regex)
 
-    def _find(self, rule: Optional[NodeRule], deadline: float,
-              exclude: Optional[set[Any]] = None) -> Optional[str]:
-        """The id of this host's policy among the user's: by what it says, never the first."""
-        for item in self._policies(deadline):
-            ident = item.get("id")
-            if not isinstance(ident, str) or (exclude and ident in exclude):
-                continue
-            if item.get("nodeNames") == [self.node] and (rule is None
-                                                        or same_policy(item, rule)):
-                return ident
+    def _find(self, rule: NodeRule, deadline: float,
+              exclude: Optional[Set[str]] = None) -> Optional[str]:
+        """The id of a policy that says exactly `rule` (never merely the first one)."""
+        for p in self._policies(deadline):
+            if (not exclude or p.id not in exclude) and same_policy(p, rule):
+                return p.id
         return None
 
-    def _policies(self, deadline: float) -> List[Dict[str, Any]]:
-        answer = self._call("GET", SELF_PATH, None, deadline)
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        items = data.get("policies") if isinstance(data, dict) else None
-        if items is None:
-            return []
-        if not isinstance(items, list):
-            raise ApiError("bad-answer", "GET …/self: policies is not a list")
-        return [i for i in items if isinstance(i, dict)]
+    def _policies(self, deadline: float) -> List[Policy]:
+        return manager_policies(self._call("GET", SELF_PATH, None, deadline).body)
 
     def _call(self, method: str, path: str, payload: Any, deadline: float,
               missing_ok: bool = False) -> Answer:

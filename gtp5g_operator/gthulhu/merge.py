@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Set
+from typing import Any, Dict, Iterable, List, Mapping, Set
 
 from ..files import FileProblem, atomic_write, read_json_file
+from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ Strategy = Dict[str, Any]
 OWNED_FILE = "owned.json"
 
 
-def merge_strategies(current: Iterable[Strategy], ours: List[Strategy],
+def merge_strategies(current: Iterable[Mapping[str, Any]], ours: List[Strategy],
                      owned: Set[int]) -> List[Strategy]:
     """Everyone else's entries from `current`, then `ours`.
 
@@ -42,7 +43,11 @@ def merge_strategies(current: Iterable[Strategy], ours: List[Strategy],
     for entry in current:
         if entry.get("selectors"):
             rule = {k: v for k, v in entry.items() if k != "pid"}
-            key = json.dumps(rule, sort_keys=True)
+            try:
+                key = json.dumps(rule, sort_keys=True)
+            except (RecursionError, ValueError, TypeError):  # nested past what json writes
+                raise ApiError("bad-answer", "the strategies answer holds a selector that "
+                               "cannot be kept as it is") from None
             if key not in selector_keys:
                 selector_keys.add(key)
                 kept.append(rule)
@@ -52,7 +57,7 @@ def merge_strategies(current: Iterable[Strategy], ours: List[Strategy],
             continue
         if pid in owned or pid in wanted:
             continue
-        kept.append(entry)
+        kept.append(dict(entry))
     return kept + ours
 
 

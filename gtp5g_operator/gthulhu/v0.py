@@ -8,22 +8,40 @@ the list is read first and only this host's entries are replaced (merge.py).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import Config
 from ..core.strategy import Strategy, build_strategies, target_ids
 from ..core.tracker import ProcessView
+from ..core.words import plural
+from .answers import listed_strategies, v0_strategy_list
 from .errors import ApiError, check_answer
 from .http import JsonHttp
 from .merge import OwnedIds, merge_strategies
-from .writer import ApiWriter, PublicKeyToken
+from .writer import ApiWriter, Holdings, PublicKeyToken
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 STRATEGIES_PATH = "/api/v1/scheduling/strategies"
 
 
 class V0Writer(ApiWriter):
-    flavor = "v0"
+    name = "v0"
+    display = "2025 API (v0)"
+    summary = "the 2025 API (<= v0.4.4): strategies with explicit PIDs"
     login: PublicKeyToken
+
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        # Gives a token for our key (so does a Decision Maker, tried first).
+        return probe.token(deadline) is not None
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]) -> V0Writer:
+        owned = OwnedIds(state_dir, config.api.url) if config.strategy.mode == "merge" else None
+        return cls(http, config, owned, clock, wall_clock)
 
     def __init__(self, http: JsonHttp, config: Config, owned: Optional[OwnedIds],
                  clock: Callable[[], float] = time.monotonic,
@@ -76,14 +94,16 @@ class V0Writer(ApiWriter):
         check_answer(answer.status, answer.body, f"POST {self.http.base_url}{STRATEGIES_PATH}",
                      answer.location)
 
-    def get_strategies(self, deadline: float) -> List[Strategy]:
+    def get_strategies(self, deadline: float) -> List[Mapping[str, Any]]:
+        return v0_strategy_list(self._get_strategies(deadline))
+
+    def _get_strategies(self, deadline: float) -> Any:
         answer = self.http.request("GET", STRATEGIES_PATH, None, deadline, self.login.header())
         check_answer(answer.status, answer.body, f"GET {self.http.base_url}{STRATEGIES_PATH}",
                      answer.location)
-        body = answer.body
-        items = body.get("scheduling") if isinstance(body, dict) else None
-        if items is None:  # the 2025 server answers null when nothing resolves to a PID
-            return []
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ApiError("bad-answer", "strategies answer: scheduling is not a list of objects")
-        return items
+        return answer.body
+
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        listed = listed_strategies(self._get_strategies(deadline))
+        return Holdings(f"the server holds {plural(len(listed), 'strategy', 'strategies')}",
+                        listed)

@@ -11,17 +11,43 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Protocol, Sequence
+from dataclasses import dataclass
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Union,
+)
 
-from ..config.schema import StrategyConfig
+from ..config.schema import Config, StrategyConfig
 from ..core.tracker import ProcessView
-from .auth import Token, TokenError, extract_token, verify_token
+from .answers import Listed, token_answer
+from .auth import Token, TokenError, verify_token
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
+
+if TYPE_CHECKING:
+    from .detect import Probe
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/api/v1/auth/token"
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What the server holds of this host, read without changing anything."""
+
+    saw: str  # in words, for doctor
+    listed: Optional[List[Listed]]  # what the scheduler will read; None: not said here
+    rule: Optional[str] = None  # this host's rule (regex) as the server holds it, if any
 
 
 class Credentials(Protocol):
@@ -37,13 +63,53 @@ class Credentials(Protocol):
 
 
 class ApiWriter(abc.ABC):
-    flavor = "?"
-    sends_names = False  # the rule flavors name tasks; v0 sends IDs
+    """One Gthulhu flavor: its facts, its rules for the configuration, how `auto`
+    recognises it (`probe`), and — an instance — its writer.
+
+    The registry (`registry.FLAVORS`) is an ordered tuple of these classes;
+    configuration checks, detection, the writer factory, `status` and `doctor`
+    all derive from it, so a new flavor is one module and one line there.
+    """
+
+    name: ClassVar[str] = "?"  # its api.flavor value
+    display: ClassVar[str] = "?"  # "a Gthulhu <display>"
+    summary: ClassVar[str] = ""  # one line for the example configuration
+    credential: ClassVar[str] = "public-key"  # or "password" (a login)
+    sends_names: ClassVar[bool] = False  # True: a rule naming tasks; False: task IDs
     login: Credentials
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
         self.http = http
         self.strategy = strategy  # the values to send; replaced on reload
+
+    # --- the flavor's facts (class level) ---------------------------------------------------
+
+    @classmethod
+    def credentials(cls, config: Config) -> FrozenSet[str]:
+        """What it logs in with for `config`: "public-key" (a token for our key), "password"."""
+        return frozenset({cls.credential})
+
+    @classmethod
+    def priority_problem(cls, priority: Union[bool, int]) -> str:
+        """Why this flavor cannot take `strategy.priority` ("" when it can)."""
+        return ""
+
+    @classmethod
+    def config_problem(cls, config: Config) -> str:
+        """What else of the configuration this flavor cannot honour ("" when none)."""
+        return ""
+
+    @classmethod
+    def probe(cls, probe: Probe, deadline: float) -> bool:
+        """Does the server `probe` asks look like this flavor?  (api.flavor = "auto")"""
+        return False
+
+    @classmethod
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]) -> ApiWriter:
+        """The writer for `config` (state files under `state_dir`); every flavor of the
+        registry has one."""
+        raise NotImplementedError(f"{cls.__name__} is not a flavor of the registry")
 
     @property
     def timeout(self) -> float:
@@ -64,6 +130,10 @@ class ApiWriter(abc.ABC):
         """Forget the credentials (the server refused them)."""
         self.login.drop()
 
+    def names_tasks(self) -> bool:
+        """Does what this writer sends name tasks (so thread names matter)?"""
+        return self.sends_names
+
     @abc.abstractmethod
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
         """Make the server hold exactly this host's desired state; the entries written."""
@@ -72,11 +142,50 @@ class ApiWriter(abc.ABC):
     def clear(self, deadline: float) -> None:
         """Remove what this host wrote (clear_on_stop)."""
 
+    def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
+        """What the server holds of this host (read-only; `last_rule`: the regex the
+        running service says it wrote last, when known)."""
+        return Holdings("not known for this flavor", None)
+
     def describe(self) -> Dict[str, Any]:
-        return {"flavor": self.flavor, "url": self.http.base_url}
+        return {"flavor": self.name, "url": self.http.base_url}
 
     def close(self) -> None:
         self.http.close()
+
+
+class RuleWriter(ApiWriter):
+    """The flavors that take one rule naming this host's tasks (the server finds the
+    PIDs itself): an integer priority > 0, no merge mode, a warning about name
+    matching when allow-lists are set."""
+
+    sends_names = True
+
+    @classmethod
+    def priority_problem(cls, priority: Union[bool, int]) -> str:
+        if priority is True or (not isinstance(priority, bool) and priority > 0):
+            return ""
+        return (f"strategy.priority: {str(priority).lower()} would not boost anything: a "
+                f"Gthulhu {cls.display} takes an integer > 0 (true means 1); only "
+                'api.flavor = "v0" (the 2025 API) takes false')
+
+    @classmethod
+    def config_problem(cls, config: Config) -> str:
+        if config.strategy.mode == "merge":
+            return (f'strategy.mode: "merge" is for the v0 API only; a Gthulhu {cls.display} '
+                    "keeps each writer's rules apart by itself (use \"overwrite\")")
+        return ""
+
+    @classmethod
+    def announce(cls, config: Config) -> None:
+        """What a rule flavor means for this host, said once when it is chosen."""
+        log.info("strategy.targets is ignored with the %s flavor: the server picks the tasks "
+                 "from this host's rule", cls.name)
+        if config.match.uid or config.match.exe:
+            log.warning("the %s matches tasks by name: a process of any user named like a "
+                        "tracked thread (%s) is boosted too; match.uid and match.exe only "
+                        "decide whether this host publishes the rule (the read-back names "
+                        "every such task)", cls.display, "/".join(config.match.comm))
 
 
 class PublicKeyToken:
@@ -123,8 +232,8 @@ class PublicKeyToken:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server gives no tokens "
                            "for a public key (a Gthulhu Manager? set api.flavor)", 404)
         check_answer(answer.status, answer.body, what, answer.location)
+        value, expired_at = token_answer(answer.body)
         try:
-            value, expired_at = extract_token(answer.body)
             token = verify_token(value, self._pem, self._wall(), expired_at)
         except TokenError as exc:
             raise ApiError("bad-answer", str(exc), answer.status) from None

@@ -12,17 +12,19 @@ import logging
 import os
 import selectors
 import time
-from typing import Callable, Collection, Dict, List, Mapping, Optional, Set
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set
 
 from .. import __version__
-from ..config import Config, ConfigError, describe_changes, load_config
+from ..config import Config, ConfigError, describe_changes
 from ..core.component import Component
 from ..core.procfs import ProcFS
 from ..core.tracker import ProcessView, TaskTracker
-from ..gthulhu import build_writer
+from ..gthulhu.registry import build_writer
 from ..gthulhu.writer import ApiWriter
-from ..trace.feed import SourceFactory, TraceFeed, make_source
+from ..trace.feed import TraceFeed
+from ..trace.readers import READERS, Reader
 from .endpoint import Endpoint
+from .guard import GuardedComponent
 from .liveness import LivenessPass
 from .logsetup import LogLevel
 from .notify import Notifier, watchdog_interval
@@ -31,6 +33,7 @@ from .pusher import Pusher, PushResult
 from .runtime_files import Heartbeat, runtime_dir, state_dir
 from .scheduler_watch import SchedulerWatch
 from .signals import SignalWaker
+from .vocabulary import load
 from .watchdog import WatchdogPinger
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ class Daemon:
                  wall_clock: Callable[[], float] = time.time,
                  procfs: Optional[ProcFS] = None, sysfs: str = "/sys",
                  make_writer: Optional[Callable[[Config], ApiWriter]] = None,
-                 trace_factory: SourceFactory = make_source) -> None:
+                 readers: Sequence[Reader] = READERS) -> None:
         # Every component is built here, so the daemon's parts read as one list
         # (longer than the package's other functions for that reason).
         self.config = config
@@ -63,7 +66,7 @@ class Daemon:
         self.notifier = Notifier(env)
         self.tracker = TaskTracker(procfs or ProcFS(), config.match, wall_clock)
         self.scheduler = SchedulerWatch(sysfs)
-        self.trace = TraceFeed(config.trace, clock, self._on_tids, trace_factory)
+        self.trace = TraceFeed(config.trace, clock, self._on_tids, readers)
         self._make_writer = make_writer or (
             lambda cfg: build_writer(cfg, state_dir(env), clock, wall_clock))
         self.pusher = Pusher(self._make_writer(config), config.strategy.resync_interval,
@@ -81,9 +84,10 @@ class Daemon:
         self._wire()
         # run_due order: signals and pings first, the push (which may block) last.
         # Fixed for the daemon's life (a reload reconfigures them, it does not swap them).
-        self.components: List[Component] = [
+        # Each is called through a guard: a bug in one never ends the process (guard.py).
+        self.components: List[Component] = [GuardedComponent(c, clock) for c in (
             self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
-            self.log_level, self.publisher, self.pusher]
+            self.log_level, self.publisher, self.pusher)]
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()
         self._registered: Dict[Component, Collection[int]] = {}
@@ -93,7 +97,7 @@ class Daemon:
         """The few calls components make to each other."""
         self.pusher.before_push = self.watchdog.ping_if_stale  # see watchdog.py's bound
         self.pusher.on_pushed = self._on_pushed
-        self.liveness.names_wanted = lambda: self.pusher.writer.sends_names
+        self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
                                  self.publisher.publish]
 
@@ -221,7 +225,11 @@ class Daemon:
         self.notifier.send("STOPPING=1", "STATUS=stopping")
         log.info("stopping")
         if self.config.strategy.clear_on_stop:
-            error = self.pusher.clear(STOP_PUSH_BUDGET)
+            try:
+                error = self.pusher.clear(STOP_PUSH_BUDGET)
+            except Exception:  # a bug must not keep the rest of the stop from happening
+                log.exception("bug: clearing this host's strategies on stop failed")
+                return
             if error is None:
                 log.info("cleared this host's strategies (clear_on_stop)")
             else:
@@ -232,7 +240,7 @@ class Daemon:
     def reload(self) -> None:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
         try:
-            new = load_config(self.config_path, self.env)
+            new = load(self.config_path, self.env)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             self.publisher.reloaded(False)
@@ -240,7 +248,8 @@ class Daemon:
             self.apply(new)
             self.publisher.reloaded(True)
             self.publisher.publish()
-        self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
+        finally:  # whatever happened, systemd must hear that the reload is over
+            self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
 
     def apply(self, new: Config) -> None:
         """Swap in a validated config; each component takes its own part."""

@@ -172,7 +172,7 @@ class Pusher(Component):
     def _failed(self, exc: ApiError, start: float, tids: FrozenSet[int]) -> PushResult:
         now = self._clock()
         delay = self._backoff.next_delay()
-        if not self._state.problem(exc.kind, logging.WARNING, "push failed: %s (retrying "
+        if not self._state.problem(exc.kind, exc.level, "push failed: %s (retrying "
                                    "with backoff, first in %.1f s)", exc.summary, delay):
             log.debug("push still failing: %s; next try in %.1f s", exc.summary, delay)
         if exc.kind in ("unauthorized", "bad-answer"):

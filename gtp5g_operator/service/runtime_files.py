@@ -139,6 +139,18 @@ def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
     return turned_at, next_by
 
 
+def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
+    """Is `pid` (from a state.json) a running gtp5g-operator, and not another program
+    that got its PID since?"""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
+            return b"gtp5g" in f.read(4096)
+    except OSError:
+        return False
+
+
 def read_json(directory: str, name: str) -> Dict[str, Any]:
     """A published JSON file; raises FileNotFoundError, FileProblem or ValueError."""
     value = read_json_file(os.path.join(directory, name))

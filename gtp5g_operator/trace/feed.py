@@ -1,74 +1,42 @@
 """The trace feed: the loop's one trace component, holding the current source.
 
-It chooses the source for `trace.format` and `trace.pipe`, keeps the
+It picks the source's reader through `readers` (`trace.format`, and for
+"auto" the first reader of the list that can read `trace.pipe`), keeps the
 counters across sources, swaps in a new source when a reload changes the
-trace settings, and falls back to the text reader when the binary one finds
-it cannot work here — so the loop never needs to know which reader runs.
-
-`trace.format`:
-
-* "text": trace_pipe's text (`text_reader`).
-* "raw": the per-CPU binary ring buffer beside trace_pipe (`raw_reader`).
-* "auto" (the default): raw when `trace.pipe` is the kernel's trace_pipe on
-  tracefs, or does not exist yet (tracefs may be mounted later); text for a
-  FIFO or any other file.
-
-Whenever raw turns out not to work (not tracefs after all, a kernel without
-the raw files or their layout, no permission) the feed says so in one line
-and reads the text instead: never nothing.
+trace settings, and hands over to the next reader of the list when the
+current one finds at open time that it cannot work here (the binary reader:
+not tracefs after all, no raw files or layout, no permission) — saying so in
+one line, so the loop never reads nothing and never needs to know which
+reader runs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import TYPE_CHECKING, Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
-from ..config.schema import TraceConfig
+from ..config.schema import AUTO, TraceConfig
 from ..core.component import Component
-from .raw_reader import RawTraceSource
-from .source import OnTids, TraceCounters, TraceSource
-from .text_reader import TextTraceSource
-from .tracefs import is_tracefs_pipe, resolve_pipe
+from .readers import READERS, Reader, choose, next_reader
+from .source import OnTids, TraceCounters
 
 if TYPE_CHECKING:
     from ..config import Config
 
 log = logging.getLogger(__name__)
 
-SourceFactory = Callable[[TraceConfig, Callable[[], float], OnTids, TraceCounters], TraceSource]
-
-
-def choose_format(config: TraceConfig) -> str:
-    """"raw" or "text" for `trace.format` and what `trace.pipe` points at now."""
-    if config.format != "auto":
-        return config.format
-    path = resolve_pipe(config.pipe)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "raw"  # not there (yet): raw waits for it, and reads text if it is a FIFO
-    return "raw" if is_tracefs_pipe(path, st) else "text"
-
-
-def make_source(config: TraceConfig, clock: Callable[[], float], on_tids: OnTids,
-                counters: TraceCounters) -> TraceSource:
-    if choose_format(config) == "raw":
-        return RawTraceSource(config.pipe, clock, on_tids, counters)
-    return TextTraceSource(config.pipe, clock, on_tids, counters)
-
 
 class TraceFeed(Component):
     name = "trace"
 
     def __init__(self, config: TraceConfig, clock: Callable[[], float], on_tids: OnTids,
-                 factory: SourceFactory = make_source) -> None:
+                 readers: Sequence[Reader] = READERS) -> None:
         self._config = config
         self._clock = clock
         self._on_tids = on_tids
-        self._factory = factory
+        self._readers = readers
         self.counters = TraceCounters()
-        self.source = factory(config, clock, on_tids, self.counters)
+        self.source = choose(config, readers).create(config, clock, on_tids, self.counters)
 
     # --- what the reports read ------------------------------------------------------------
 
@@ -115,7 +83,8 @@ class TraceFeed(Component):
         if old.trace != new.trace:
             self._config = new.trace
             self.source.close()
-            self.source = self._factory(new.trace, self._clock, self._on_tids, self.counters)
+            self.source = choose(new.trace, self._readers).create(
+                new.trace, self._clock, self._on_tids, self.counters)
             self.open()
         return False
 
@@ -125,14 +94,14 @@ class TraceFeed(Component):
     # --- falling back to text ------------------------------------------------------------------
 
     def _fall_back(self) -> bool:
-        """The current source can never work here: read the text instead (one log line)."""
-        why = self.source.unusable
+        """The current source can never work here: the next reader takes over (one line)."""
+        why, failed = self.source.unusable, type(self.source)
         self.source.close()
-        self.source = TextTraceSource(self._config.pipe, self._clock, self._on_tids,
-                                      self.counters)
-        asked = self._config.format == "raw"
+        reader = next_reader(failed, self.source.path, self._readers) or self._readers[-1]
+        self.source = reader.create(self._config, self._clock, self._on_tids, self.counters)
+        asked = self._config.format != AUTO
         log.log(logging.WARNING if asked else logging.INFO,
-                "%s: cannot read the binary ring buffer (%s); reading %s as text instead",
-                "trace.format = raw" if asked else "trace.format = auto", why,
-                self.source.path)
+                "trace.format = %s: cannot read the %s trace (%s); reading %s with the %s "
+                "reader instead", self._config.format, failed.kind, why, self.source.path,
+                reader.kind)
         return self.source.open()

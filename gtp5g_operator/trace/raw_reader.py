@@ -44,10 +44,17 @@ import errno
 import glob
 import logging
 import os
+import stat
 import struct
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ..config.schema import TRACE_PIPE_CANDIDATES
+from ..config.paths import (
+    TRACE_PIPE_CANDIDATES,
+    TRACEFS_TYPES,
+    fs_type,
+    is_tracefs_pipe,
+    resolve_pipe,
+)
 from ..core.once import StateLog
 from ..files import read_small_text
 from .lost import LossCounter
@@ -64,11 +71,9 @@ from .source import REST, OnTids, SourceProblem, TraceCounters, TraceSource, Tur
 from .tracefs import (
     CPU_ONLINE,
     CpuStats,
-    is_tracefs_pipe,
     online_cpus,
     per_cpu_dirs,
     read_cpu_stats,
-    resolve_pipe,
     subbuf_size,
 )
 
@@ -133,6 +138,31 @@ def load_layout(tracing_dir: str) -> RawLayout:
 
 class RawTraceSource(TraceSource):
     kind = "raw"
+
+    @classmethod
+    def problem(cls, pipe: str, proc: str = "/proc") -> str:
+        try:
+            st = os.stat(pipe)
+        except OSError:
+            return ""  # not there (yet): raw waits for it, and reads text if it is a FIFO
+        if stat.S_ISREG(st.st_mode) and os.path.basename(pipe) == "trace_pipe" and fs_type(
+                pipe, proc) in TRACEFS_TYPES:
+            return ""
+        return f"{pipe} is not the kernel's trace_pipe on tracefs"
+
+    @classmethod
+    def readiness(cls, pipe: str, proc: str = "/proc") -> str:
+        problem = cls.problem(pipe, proc)
+        if problem or not os.path.exists(pipe):
+            return problem
+        directory = os.path.dirname(pipe)
+        if not per_cpu_dirs(directory):
+            return f"no per_cpu directories in {directory}"
+        try:
+            load_layout(directory)
+        except Unusable as exc:
+            return str(exc)
+        return ""
 
     def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
                  counters: Optional[TraceCounters] = None,

@@ -23,8 +23,9 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Optional, Set, Tuple
+from typing import Callable, ClassVar, Collection, Optional, Set, Tuple
 
+from ..config.schema import TraceConfig
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
@@ -68,7 +69,26 @@ OnTids = Callable[[Set[int]], None]
 
 
 class TraceSource(Component, abc.ABC):
-    kind = "?"  # "text" or "raw"
+    """One trace reader: a loop component, and as a class the facts `readers`
+    chooses by (its `kind`, what it cannot read, how it is made)."""
+
+    kind: ClassVar[str] = "?"  # its trace.format value
+
+    @classmethod
+    def problem(cls, pipe: str, proc: str = "/proc") -> str:
+        """Why this reader cannot read the trace source at `pipe` (resolved), judged
+        without opening it; "" when it can, or may once the path appears."""
+        return ""
+
+    @classmethod
+    def readiness(cls, pipe: str, proc: str = "/proc") -> str:
+        """`problem`, and whatever else can be judged without reading an event (doctor)."""
+        return cls.problem(pipe, proc)
+
+    @classmethod
+    def create(cls, config: TraceConfig, clock: Callable[[], float], on_tids: OnTids,
+               counters: TraceCounters) -> TraceSource:
+        return cls(config.pipe, clock, on_tids, counters)
 
     def __init__(self, path: str, clock: Callable[[], float], on_tids: OnTids,
                  counters: Optional[TraceCounters] = None) -> None:

@@ -13,12 +13,12 @@ import logging
 import os
 from typing import Callable, Optional, Sequence, Set, Tuple
 
-from ..config.schema import TRACE_PIPE_CANDIDATES
+from ..config.paths import TRACE_PIPE_CANDIDATES, mode_problem, resolve_pipe
 from ..core.once import StateLog
 from .framing import LineFramer
 from .source import OnTids, SourceProblem, TraceCounters, TraceSource, Turn
 from .textscan import DEFAULT, Layout, scan
-from .tracefs import mode_problem, resolve_pipe, unusual_options
+from .tracefs import unusual_options
 
 log = logging.getLogger(__name__)
 

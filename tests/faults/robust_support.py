@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from gtp5g_operator.config.parse import _SCHEMA
+from gtp5g_operator.config.parse import keys, sections
 from testbed.harness import REPO, DaemonProcess, NotifySocket, wait_until
 
 Sections = Dict[str, Dict[str, Any]]
@@ -88,12 +88,11 @@ def with_value(base: Sections, section: str, key: str, value: Any) -> Sections:
 
 def schema_keys() -> List[Tuple[str, str, Any]]:
     """(section, key, default) for every key the configuration schema knows."""
-    keys = []
-    for section, (cls, validators) in _SCHEMA.items():
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        for key in validators:
-            keys.append((section, key, defaults.get(key)))
-    return keys
+    found = []
+    for section, cls in sections().items():
+        for key, f in keys(cls).items():
+            found.append((section, key, f.default))
+    return found
 
 
 # --- hostile values ----------------------------------------------------------------------

@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from gtp5g_operator import cli
-from gtp5g_operator.config import ApiConfig, ConfigError, load_config
+from gtp5g_operator.config import ApiConfig, ConfigError
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_gthulhu import make_keypair
 from testbed.harness import (
     ENTRYPOINT_WRAPPER,
@@ -925,7 +926,7 @@ def test_userinfo_in_api_url_through_check_config_start_and_reload(
             runs.append((what, text, item, check_config(item.config)))
         for what, text, item, proc in runs:
             out, err = proc.communicate(timeout=20)
-            assert proc.returncode == 1 and SECRET not in out + err, f"{what}: {out}{err}"
+            assert proc.returncode == 78 and SECRET not in out + err, f"{what}: {out}{err}"
             assert item.daemon.proc.wait(20) == 78 and not item.ready(), what
             assert SECRET not in item.log(), f"{what}: {item.log()}"
             env.config_path.write_text(text)

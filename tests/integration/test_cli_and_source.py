@@ -32,7 +32,7 @@ def test_check_config_ok_and_error(env: Env) -> None:
     assert (out.returncode, out.stdout) == (0, "ok\n")
     env.config_path.write_text("[strategy]\ntargets = \"all\"\n")
     out = run_cli("--config", str(env.config_path), "check-config")
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert out.stderr == (f'error: {env.config_path}: strategy.targets: expected one of '
                           '"tgid", "tid", "both", got "all"\n')
 

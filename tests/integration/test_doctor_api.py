@@ -5,6 +5,7 @@ reads: no test server ever receives a write."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import socket
@@ -17,8 +18,9 @@ import pytest
 from gtp5g_operator.commands.doctor.api import ApiProbe, api_checks, connection_failure
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.targets import Target, find_targets
-from gtp5g_operator.config import Config, MatchConfig, load_config
+from gtp5g_operator.config import Config, MatchConfig
 from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.fake_manager import FakeManager
@@ -54,7 +56,8 @@ def live(name: str, gnb: Callable[..., GnbProcess]) -> Iterator[List[Target]]:
 
 def checks_of(config: Config, targets: Sequence[Target] = (),
               state: Optional[Dict[str, Any]] = None) -> Dict[str, Check]:
-    return {c.name: c for c in ApiProbe(config, targets, state).run()}
+    return {c.name: c for c in ApiProbe(config, targets, state,
+                                          str(Path(config.source).parent / "state")).run()}
 
 
 def levels(checks: Dict[str, Check]) -> Dict[str, str]:
@@ -287,22 +290,43 @@ def create_policy(url: str, regex: str) -> None:
         http.close()
 
 
-def test_a_manager_with_this_nodes_policy(tmp_path: Path, trace_pipe: Path,
+def test_a_manager_with_this_hosts_policy(tmp_path: Path, trace_pipe: Path,
                                           manager: FakeManager, keys: Dict[str, Path],
                                           live: List[Target], name: str) -> None:
+    """The policy the service stored the id of is this host's: doctor judges that one,
+    even when the user has other policies for the node listed before it."""
+    manager.add_policy("op", [NODE], "^(?:someone-elses-job)$")  # listed first
     create_policy(manager.url, f"^(?:{name})$")
+    ours = manager.policies("op")[-1]["id"]
+    config = manager_config(tmp_path, trace_pipe, manager.url, keys)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manager-policy.json").write_text(json.dumps(
+        {"api_url": manager.url, "user": "op", "node": NODE, "policy_id": ours}))
     posts = len(manager.posts())
-    checks = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys), live)
+    checks = checks_of(config, live)
     assert levels(checks) == {"api connection": OK, "api flavor": OK, "api login": OK,
                               "api strategies": OK}
     assert checks["api flavor"].saw == "the server is a Gthulhu Manager; api.flavor = auto"
-    assert checks["api login"].saw == ("logged in to the Manager as 'op'; access token valid "
-                                       "60 s")
-    policy = manager.policies("op")[0]["id"]
-    assert checks["api strategies"].saw == (f"policy {policy} for node {NODE}: ^(?:{name})$; "
-                                            "they include this host's live target(s) "
-                                            f"{live[0].info.tgid}")
+    assert checks["api login"].saw == ("logged in to the Gthulhu Manager as 'op'; access token "
+                                       "valid 60 s")
+    assert checks["api strategies"].saw == (
+        f"policy {ours} for node {NODE} (this host's, by its stored id): ^(?:{name})$; "
+        f"they include this host's live target(s) {live[0].info.tgid}")
     assert len(manager.posts()) == posts
+
+
+def test_a_policy_of_the_user_for_this_node_is_not_taken_for_ours(
+        tmp_path: Path, trace_pipe: Path, manager: FakeManager, keys: Dict[str, Path],
+        live: List[Target], name: str) -> None:
+    """Another host's (or a hand-made) policy for the node, even one that names our gNB:
+    without the stored id or the rule the service wrote, it is not this host's."""
+    create_policy(manager.url, f"^(?:{name})$")
+    check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw.startswith(f"the Manager holds no policy of this host for node {NODE} "
+                                "(1 policy of user 'op' in all)")
 
 
 def test_a_manager_without_a_policy_for_this_node(tmp_path: Path, trace_pipe: Path,
@@ -311,8 +335,8 @@ def test_a_manager_without_a_policy_for_this_node(tmp_path: Path, trace_pipe: Pa
     check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
                       live)["api strategies"]
     assert check.level == WARN
-    assert check.saw.startswith(f"the Manager holds no policy of 'op' for node {NODE} "
-                                "(0 policies of this user in all)")
+    assert check.saw.startswith(f"the Manager holds no policy of this host for node {NODE} "
+                                "(0 policies of user 'op' in all)")
 
 
 def test_a_manager_refusing_the_login(tmp_path: Path, trace_pipe: Path, manager: FakeManager,
@@ -323,5 +347,5 @@ def test_a_manager_refusing_the_login(tmp_path: Path, trace_pipe: Path, manager:
 
 
 def test_an_invalid_configuration_is_not_taken_to_the_api() -> None:
-    checks = api_checks(Config(), False, (), None)
+    checks = api_checks(Config(), False, (), None, "/nonexistent")
     assert [(c.name, c.level) for c in checks] == [("api", WARN)]

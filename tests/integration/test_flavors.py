@@ -259,7 +259,7 @@ def test_forbidden_says_what_to_change(env: Env, keys: Dict[str, Path],
         env.writer.write(lines(g))
         d.wait_log(message)
         time.sleep(1.5)
-        said = [ln for ln in d.log().splitlines() if "WARNING" in ln and message in ln]
+        said = [ln for ln in d.log().splitlines() if "ERROR" in ln and message in ln]
         assert len(said) == 1 and d.proc.poll() is None  # once, then quiet retries
     finally:
         manager.stop()
@@ -324,6 +324,6 @@ def test_check_config_needs_a_password_for_the_manager(env: Env,
     from tests.integration.test_cli_and_source import run_cli
 
     out = run_cli("check-config", "--config", str(env.config_path))
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert "api.password_file: not set, and no systemd credential gthulhu-password" in out.stderr
     assert not os.environ.get("CREDENTIALS_DIRECTORY")

@@ -9,17 +9,17 @@ from typing import Dict
 
 import pytest
 
-from gtp5g_operator.config import (
-    SECTIONS,
-    Config,
-    ConfigError,
-    describe_changes,
-    load_config,
-    parse_config,
-)
+from gtp5g_operator.config import SECTIONS, Config, ConfigError, describe_changes
+from gtp5g_operator.config import parse_config as parse_with
+from gtp5g_operator.service.vocabulary import VOCABULARY
+from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.harness import toml_value
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_config(text: str, source: str = "config.toml") -> Config:
+    return parse_with(text, VOCABULARY, source)
 
 
 def test_empty_file_gives_documented_defaults() -> None:

@@ -11,7 +11,7 @@ from typing import Dict, Iterator, Optional, Sequence
 
 import pytest
 
-from gtp5g_operator.commands.doctor.config import config_checks, credentials_env, file_check
+from gtp5g_operator.commands.doctor.config import config_checks, file_check
 from gtp5g_operator.commands.doctor.environment import (
     CAP_DAC_READ_SEARCH,
     CAP_SYS_PTRACE,
@@ -26,9 +26,9 @@ from gtp5g_operator.commands.doctor.environment import (
     trace_access_check,
 )
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
-from gtp5g_operator.commands.doctor.mounts import Mount, mount_of, parse_mountinfo
 from gtp5g_operator.commands.doctor.targets import find_targets, targets_checks
-from gtp5g_operator.config import MatchConfig, check_not_writable_by_others
+from gtp5g_operator.config import MatchConfig, check_not_writable_by_others, load
+from gtp5g_operator.config.paths import Mount, mount_of, parse_mountinfo
 from testbed.harness import write_config
 
 INIT_NS = "pid:[4026531836]"
@@ -114,7 +114,7 @@ def test_a_refused_key_file_keeps_the_files_settings(tmp_path: Path,
     out = config_checks(str(path))
     checks = by_name(out.checks)
     assert not out.loaded and out.config.api.url == "http://127.0.0.1:9"
-    assert "the file's settings" in checks["config"].saw
+    assert "the files' settings" in checks["config"].saw
     assert checks["key file"].level == FAIL
     assert checks["key file"].saw == f"{tmp_path / 'missing.pem'}: No such file or directory"
 
@@ -170,11 +170,11 @@ def test_the_running_units_credential_is_found(tmp_path: Path, keys: Dict[str, P
     unit.mkdir()
     (unit / "gthulhu-password").write_text("s3cret\n")
     (unit / "gthulhu-password").chmod(0o600)
-    env = credentials_env({}, str(unit))
-    assert env == {"CREDENTIALS_DIRECTORY": str(unit)}
-    assert config_checks(str(path), env=env).loaded
-    assert credentials_env({"CREDENTIALS_DIRECTORY": "/x"}, str(unit)) == {
-        "CREDENTIALS_DIRECTORY": "/x"}
+    with pytest.MonkeyPatch.context() as mp:  # where a root shell finds the running unit's
+        mp.setattr(load, "UNIT_CREDENTIALS", str(unit))
+        assert config_checks(str(path), env={}).loaded
+    assert config_checks(str(path), env={"CREDENTIALS_DIRECTORY": str(unit)}).loaded
+    assert not config_checks(str(path), env={"CREDENTIALS_DIRECTORY": "/x"}).loaded
 
 
 # --- 2. where it runs ---------------------------------------------------------------------

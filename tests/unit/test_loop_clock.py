@@ -7,6 +7,8 @@ the trace source's rest and reloads.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import selectors
 import signal
@@ -205,3 +207,61 @@ def test_close_restores_signal_handlers_and_the_wakeup_fd(
     d.close()
     assert {s: signal.getsignal(s) for s in before} == before
     assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind
+
+
+class Unexpected(ArithmeticError):
+    """A type no component expects (as a decode that was not total would raise)."""
+
+
+@pytest.mark.parametrize("name", ["signals", "watchdog", "trace", "liveness pass",
+                                  "metrics endpoint", "log level", "publisher", "pusher"])
+def test_a_bug_in_any_component_is_logged_once_and_the_loop_goes_on(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]], name: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception out of any component's run_due or on_readable: logged
+    once with its traceback at ERROR as a bug, that component rests with a growing
+    backoff (never a busy loop), and the loop, the watchdog and the rest go on; once
+    the bug is gone it runs again."""
+    fifo, clock, sent = world
+    d, writer = make(tmp_path, fifo, clock, sent, {"WATCHDOG_USEC": "2000000"})  # ping: 1 s
+    guard = next(c for c in d.components if c.name.startswith(name))
+    inner = guard.inner  # type: ignore[attr-defined]
+    calls: List[float] = []
+
+    def boom(*_: Any) -> None:
+        calls.append(clock.now)
+        raise Unexpected("a hostile value nobody checked")
+
+    real_run, real_read, real_deadline = inner.run_due, inner.on_readable, inner.next_deadline
+    inner.run_due = inner.on_readable = boom
+    inner.next_deadline = lambda: clock.now  # always due: the guard alone keeps it quiet
+    w = os.open(fifo, os.O_WRONLY)
+    try:
+        caplog.set_level(logging.DEBUG)
+        for _ in range(60):  # 30 s of turns
+            os.write(w, b"          nr-gnb-1       [000] ..s21  1.0: e: m\n")
+            d.run_once()
+            clock.now += 0.5
+        bugs = [r for r in caplog.records if r.levelno == logging.ERROR
+                and r.getMessage().startswith("bug: ")]
+        said = [r.getMessage().split(" raised ")[0] for r in bugs]
+        assert 1 <= len(bugs) == len(set(said)), said  # once per place (run_due, on_readable)
+        assert all(r.exc_info is not None and "Unexpected" in r.getMessage() for r in bugs)
+        assert 2 <= len(calls) <= 8, calls  # rests of 1, 2, 4, 8, 16 s: not every turn
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps  # growing rests
+        if name != "watchdog":
+            assert sent.count("WATCHDOG=1") >= 25  # the pings went on, every second
+        if name != "pusher":
+            assert writer.writes  # the push went on
+        inner.run_due, inner.on_readable, inner.next_deadline = (
+            real_run, real_read, real_deadline)
+        before = len(calls)
+        clock.now += 61.0
+        for _ in range(4):
+            d.run_once()
+            clock.now += 0.5
+        assert len(calls) == before and guard.resting_until is None  # type: ignore
+    finally:
+        os.close(w)
+        d.close()

@@ -20,7 +20,7 @@ from tests.doubles import Clock
 class ScriptedWriter(ApiWriter):
     """A writer whose answers the test scripts; it records every call."""
 
-    flavor = "scripted"
+    name = "scripted"
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(JsonHttp("http://127.0.0.1:9", 5.0), StrategyConfig())

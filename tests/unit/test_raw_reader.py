@@ -15,17 +15,19 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 import pytest
 
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.service.daemon import Daemon
 from gtp5g_operator.trace import lost, raw_reader
-from gtp5g_operator.trace.feed import TraceFeed, choose_format, make_source
+from gtp5g_operator.trace.feed import TraceFeed
 from gtp5g_operator.trace.raw_reader import MIN_CPU_PAGES, RawTraceSource
+from gtp5g_operator.trace.readers import READERS, choose
+from gtp5g_operator.trace.readers import Reader as ReaderClass
 from gtp5g_operator.trace.ringbuf import MISSED_EVENTS, MISSED_STORED
-from gtp5g_operator.trace.source import REST, TraceCounters
+from gtp5g_operator.trace.source import REST, TraceCounters, TraceSource
 from gtp5g_operator.trace.text_reader import TextTraceSource
 from gtp5g_operator.trace.tracefs import parse_cpu_list, parse_cpu_stats
 from testbed.harness import GnbProcess
@@ -368,23 +370,45 @@ def test_a_missing_trace_pipe_is_waited_for(tmp_path: Path) -> None:
     assert not src.unusable and src.retry_at is not None  # retried with backoff
 
 
-def feed(config: TraceConfig, factory: Callable[..., Any] = make_source) -> TraceFeed:
-    return TraceFeed(config, Clock(), lambda tids: None, factory)
+def feed(config: TraceConfig, readers: Sequence[ReaderClass] = READERS) -> TraceFeed:
+    return TraceFeed(config, Clock(), lambda tids: None, readers)
+
+
+def fake_raw(fs: FakeTracefs) -> ReaderClass:
+    """The raw reader over the fake tracefs (not a tracefs mount, its own CPU list)."""
+
+    class FakeRaw(RawTraceSource):
+        @classmethod
+        def problem(cls, pipe: str, proc: str = "/proc") -> str:
+            return ""
+
+        @classmethod
+        def create(cls, config: TraceConfig, clock: Callable[[], float], on_tids: Any,
+                   counters: TraceCounters) -> TraceSource:
+            return cls(config.pipe, clock, on_tids, counters, require_tracefs=False,
+                       online_path=str(fs.online))
+
+    return FakeRaw
+
+
+class TriesRawFirst(RawTraceSource):
+    """The real raw reader, as if the source looked like tracefs's trace_pipe."""
+
+    @classmethod
+    def problem(cls, pipe: str, proc: str = "/proc") -> str:
+        return ""
 
 
 @pytest.mark.parametrize("fmt,level", [("raw", logging.WARNING), ("auto", logging.INFO)])
 def test_the_feed_falls_back_to_text_with_one_line(
         fs: FakeTracefs, caplog: pytest.LogCaptureFixture, fmt: str, level: int) -> None:
-    def raw_only(config: TraceConfig, *args: Any) -> RawTraceSource:
-        return RawTraceSource(config.pipe, *args)
-
     caplog.set_level(logging.INFO)
-    f = feed(TraceConfig(pipe=fs.pipe, format=fmt), raw_only)
+    f = feed(TraceConfig(pipe=fs.pipe, format=fmt), (TriesRawFirst, TextTraceSource))
     try:
         assert f.kind == "raw"
         assert f.open()
         assert isinstance(f.source, TextTraceSource) and f.kind == "text" and f.is_open
-        lines = [r for r in caplog.records if "as text instead" in r.getMessage()]
+        lines = [r for r in caplog.records if "with the text reader instead" in r.getMessage()]
         assert len(lines) == 1 and lines[0].levelno == level
         assert f"trace.format = {fmt}" in lines[0].getMessage()
     finally:
@@ -409,13 +433,14 @@ def test_auto_waits_as_raw_and_reads_a_fifo_that_appears_as_text(tmp_path: Path)
 def test_choose_format(tmp_path: Path, fs: FakeTracefs) -> None:
     plain = tmp_path / "plain"
     plain.write_text("")
-    assert choose_format(TraceConfig(pipe=fs.pipe)) == "text"  # a FIFO
-    assert choose_format(TraceConfig(pipe=str(plain))) == "text"
-    assert choose_format(TraceConfig(pipe=str(tmp_path / "nothing"))) == "raw"
-    assert choose_format(TraceConfig(pipe=fs.pipe, format="raw")) == "raw"
-    assert choose_format(TraceConfig(pipe=str(tmp_path / "nothing"), format="text")) == "text"
+    assert choose(TraceConfig(pipe=fs.pipe)).kind == "text"  # a FIFO
+    assert choose(TraceConfig(pipe=str(plain))).kind == "text"
+    assert choose(TraceConfig(pipe=str(tmp_path / "nothing"))).kind == "raw"
+    assert choose(TraceConfig(pipe=fs.pipe, format="raw")).kind == "raw"
+    assert choose(TraceConfig(pipe=str(tmp_path / "nothing"), format="text")).kind == "text"
     counters = TraceCounters()
-    src = make_source(TraceConfig(pipe=fs.pipe), Clock(), lambda tids: None, counters)
+    config = TraceConfig(pipe=fs.pipe)
+    src = choose(config).create(config, Clock(), lambda tids: None, counters)
     assert isinstance(src, TextTraceSource) and src.counters is counters
 
 
@@ -423,13 +448,7 @@ def test_a_reload_to_raw_keeps_the_counters(fs: FakeTracefs, tmp_path: Path) -> 
     text_fifo = tmp_path / "text_pipe"
     os.mkfifo(text_fifo)
 
-    def factory(config: TraceConfig, *args: Any) -> Any:
-        if config.format == "raw":
-            return RawTraceSource(config.pipe, *args, require_tracefs=False,
-                                  online_path=str(fs.online))
-        return make_source(config, *args)
-
-    f = feed(TraceConfig(pipe=str(text_fifo)), factory)
+    f = feed(TraceConfig(pipe=str(text_fifo)), (fake_raw(fs), TextTraceSource))
     try:
         assert f.open() and f.kind == "text"
         f.counters.lines = 5
@@ -473,14 +492,10 @@ def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(
     fs.online.write_text("0\n")
     clock, writer = Clock(), RecordingWriter()
 
-    def factory(config: TraceConfig, *args: Any) -> Any:
-        return RawTraceSource(config.pipe, *args, require_tracefs=False,
-                              online_path=str(fs.online))
-
     d = Daemon(Config(trace=TraceConfig(pipe=fs.pipe, format="raw")),
                str(tmp_path / "config.toml"), env={"RUNTIME_DIRECTORY": str(tmp_path / "run")},
                clock=clock, wall_clock=clock, make_writer=lambda c: writer,
-               trace_factory=factory)
+               readers=(fake_raw(fs), TextTraceSource))
     d.notifier.send = lambda *fields: None  # type: ignore[method-assign]
     g = GnbProcess(threads=())
     d.setup()

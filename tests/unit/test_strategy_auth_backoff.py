@@ -14,12 +14,13 @@ from gtp5g_operator.config import StrategyConfig
 from gtp5g_operator.core.backoff import Backoff
 from gtp5g_operator.core.strategy import build_strategies, target_ids
 from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.answers import token_answer
 from gtp5g_operator.gthulhu.auth import (
     TokenError,
-    extract_token,
     refresh_delay,
     verify_token,
 )
+from gtp5g_operator.gthulhu.errors import ApiError
 
 
 def view(tgid: int, tids: tuple[int, ...], comm: str = "nr-gnb",
@@ -57,12 +58,16 @@ def make_token(private: Path, lifetime: float, **extra: object) -> str:
 
 
 def test_extract_both_shapes() -> None:
-    assert extract_token({"success": True, "token": "abc"}) == ("abc", None)
-    assert extract_token({"success": True, "data": {"token": "t", "expired_at": 17}}) == ("t", 17)
+    assert token_answer({"success": True, "token": "abc"}) == ("abc", None)
+    assert token_answer({"success": True, "data": {"token": "t", "expired_at": 17}}) == ("t", 17)
+    # an expiry that is not a usable time is left out, never trusted
+    for odd in (1e400, -5, 10**40, True, "17", float("nan")):
+        assert token_answer({"data": {"token": "t", "expired_at": odd}}) == ("t", None)
     bads: List[Any] = [None, [], {"success": True}, {"data": {"token": 5}}]
     for bad in bads:
-        with pytest.raises(TokenError):
-            extract_token(bad)
+        with pytest.raises(ApiError) as info:
+            token_answer(bad)
+        assert info.value.kind == "bad-answer"
 
 
 @pytest.mark.parametrize("lifetime,delay", [

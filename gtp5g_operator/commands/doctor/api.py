@@ -12,24 +12,20 @@ import re
 import socket
 import ssl
 import time
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Tuple, Type
 from urllib.parse import urlsplit
 
-from ...config import Config
-from ...core.strategy import NodeRule, rule_priority
-from ...gthulhu.decision_maker import EMPTY_ROOTS, MERKLE_PATH, rule_root
-from ...gthulhu.detect import detect
-from ...gthulhu.errors import ApiError, check_answer
-from ...gthulhu.http import DeadlineConnection, DeadlinePassed, JsonHttp, Resolver
-from ...gthulhu.manager import SELF_PATH, ManagerLogin
-from ...gthulhu.v0 import STRATEGIES_PATH
-from ...gthulhu.writer import PublicKeyToken
-from .model import FAIL, Check, duration, fail, ok, plural, warn
+from ...config import AUTO, Config
+from ...core.words import duration
+from ...gthulhu.detect import Probe, detect
+from ...gthulhu.errors import ApiError
+from ...gthulhu.http import DeadlineConnection, DeadlinePassed, JsonHttp, Resolver, tls_context
+from ...gthulhu.registry import FLAVORS
+from ...gthulhu.writer import ApiWriter, PublicKeyToken
+from .model import FAIL, Check, fail, ok, warn
 from .targets import Target
 
 SECTION_BUDGET = 2.0  # the whole API section, in units of api.timeout
-FLAVOR_NAMES = {"v0": "2025 API (v0)", "decision-maker": "Decision Maker",
-                "manager": "Manager"}
 NOT_PUSHED = ("the service writes a gNB once its tasks show up in the trace (GTP-U "
               "traffic): see the trace events and service checks")
 ADVICE_BY_KIND = {
@@ -95,16 +91,6 @@ def coverage_check(saw: str, covered: Sequence[int], missing: Sequence[int],
     return ok("api strategies", f"{saw}; no live target on this host to look for")
 
 
-def strategy_pids(body: Any) -> Set[int]:
-    """PIDs of a strategies answer (`scheduling` is null when empty on the 2025 server)."""
-    items = body.get("scheduling") if isinstance(body, dict) else None
-    if items is None:
-        return set()
-    if not isinstance(items, list):
-        raise ApiError("bad-answer", "strategies answer: scheduling is not a list")
-    return {i["pid"] for i in items if isinstance(i, dict) and isinstance(i.get("pid"), int)}
-
-
 def regex_matches(regex: str, name: str) -> bool:
     """Python's re stands in for Go's RE2: the same for the rules this service writes."""
     try:
@@ -114,23 +100,29 @@ def regex_matches(regex: str, name: str) -> bool:
 
 
 class ApiProbe:
-    """One run of the API checks, in order; stops at the first failure."""
+    """One run of the API checks, in order; stops at the first failure.  It speaks to
+    the server through the daemon's own code: the registry's detection, the flavor's
+    writer (credentials obtained as the service obtains them) and its read-only
+    `holdings`."""
 
     def __init__(self, config: Config, targets: Sequence[Target],
-                 state: Optional[Mapping[str, Any]],
+                 state: Optional[Mapping[str, Any]], state_directory: str,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> None:
         self.config = config
         self.api = config.api
         self.targets = targets
         self.state = state or {}
+        self.state_dir = state_directory
+        self.flavors = flavors
         self._clock = clock
         self._wall = wall_clock
         self.http = JsonHttp(self.api.url, self.api.timeout, config.ca_pem, clock)
         self.end = clock() + SECTION_BUDGET * self.api.timeout
-        self.login: Optional[PublicKeyToken] = None
-        self.flavor = ""
-        self.bearer = ""
+        self.probe = Probe(self.http, config, clock, wall_clock)
+        self.flavor: Optional[Type[ApiWriter]] = None
+        self.writer: Optional[ApiWriter] = None
 
     def deadline(self) -> float:
         return min(self._clock() + self.api.timeout, self.end)
@@ -152,7 +144,7 @@ class ApiProbe:
         parts = urlsplit(self.api.url)
         https = parts.scheme == "https"
         host, port = parts.hostname or "", parts.port or (443 if https else 80)
-        tls = ssl.create_default_context(cadata=self.config.ca_pem or None) if https else None
+        tls = tls_context(self.config.ca_pem) if https else None
         conn = DeadlineConnection(host, port, Resolver(), tls, self._clock)
         conn.deadline = self.deadline()
         try:
@@ -171,25 +163,21 @@ class ApiProbe:
     # --- which Gthulhu --------------------------------------------------------------------
 
     def identify(self) -> Check:
-        if self.config.public_key_pem:
-            self.login = PublicKeyToken(self.http, self.config.public_key_pem,
-                                        self.api.public_key,
-                                        f"gtp5g-operator@{self.config.node_name}",
-                                        self._clock, self._wall)
         try:
-            self.flavor = detect(self.http, self.login, self.deadline())
+            self.flavor = detect(self.probe, self.flavors, self.deadline())
         except ApiError as exc:
             return self._identify_failed(exc)
-        name = FLAVOR_NAMES[self.flavor]
-        if self.api.flavor in ("auto", self.flavor):
+        name = self.flavor.display
+        if self.api.flavor in (AUTO, self.flavor.name):
             return ok("api flavor", f"the server is a Gthulhu {name}; api.flavor = "
                                     f"{self.api.flavor}")
         return fail("api flavor", f"api.flavor = {self.api.flavor}, but the server at "
                                   f"{self.api.url} answers like a Gthulhu {name}",
-                    f'set api.flavor = "{self.flavor}" (or "auto")')
+                    f'set api.flavor = "{self.flavor.name}" (or "auto")')
 
     def _identify_failed(self, exc: ApiError) -> Check:
-        token_step = self.login is not None and self.login.token is None and exc.kind in (
+        login = self.probe.login
+        token_step = login is not None and login.token is None and exc.kind in (
             "unauthorized", "bad-answer")
         if exc.kind == "unauthorized":
             return fail("api token", str(exc), f"install the API's public key as "
@@ -197,105 +185,70 @@ class ApiProbe:
                         "tokens with")
         return fail("api token" if token_step else "api flavor", str(exc), advice_for(exc))
 
-    # --- credentials ----------------------------------------------------------------------
+    # --- credentials, as the service obtains them ----------------------------------------
 
     def credentials(self) -> Check:
-        if self.flavor == "manager":
-            return self._manager_login()
-        assert self.login is not None and self.login.token is not None  # detect() got it
-        token = self.login.token
-        self.bearer = token.value
+        assert self.flavor is not None
+        name = "api login" if self.flavor.credential == "password" else "api token"
+        problem = (self.flavor.priority_problem(self.config.strategy.priority)
+                   or self.flavor.config_problem(self.config))
+        if problem:
+            return fail(name, f"the server is a Gthulhu {self.flavor.display}, which this "
+                              f"configuration does not suit: {problem}", "fix the configuration")
+        writer = self.flavor.create(self.http, self.config, self.state_dir, self._clock,
+                                    self._wall)
+        if isinstance(writer.login, PublicKeyToken) and self.probe.login is not None \
+                and self.probe.login.token is not None:
+            writer.login = self.probe.login  # the token detection got: the service's too
+        try:
+            writer.authenticate(self.deadline())
+        except ApiError as exc:
+            if exc.kind == "unauthorized" and name == "api login":
+                return fail(name, str(exc), "check api.username and the password")
+            return fail(name, str(exc), advice_for(exc))
+        self.writer = writer
+        return self._credentials_check(name, writer)
+
+    def _credentials_check(self, name: str, writer: ApiWriter) -> Check:
+        expires = writer.describe().get("token_expires_at")
+        lifetime = duration(expires - self._wall()) if isinstance(expires, float) else "?"
+        if not isinstance(writer.login, PublicKeyToken):
+            return ok(name, f"logged in to the Gthulhu {writer.display} as "
+                            f"{self.api.username!r}; access token valid {lifetime}")
+        token = writer.login.token
+        assert token is not None
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at))
         saw = (f"obtained with our public key {self.api.public_key} and verified (RS256); "
-               f"valid {duration(token.expires_at - self._wall())} (until {until})")
+               f"valid {lifetime} (until {until})")
         if token.skew:
-            return warn("api token", f"{saw}; the API host's clock is {token.skew:+.0f} s off "
-                                     "ours", "check NTP on both hosts")
-        return ok("api token", saw)
-
-    def _manager_login(self) -> Check:
-        if not self.api.username:
-            return fail("api login", "the server is a Gthulhu Manager, but api.username is not "
-                                     "set", "set api.username and its password "
-                                            "(api.password_file or LoadCredential=)")
-        login = ManagerLogin(self.http, self.api.username, self.config.password, self._clock)
-        try:
-            login.obtain(self.deadline())
-        except ApiError as exc:
-            return fail("api login", str(exc), advice_for(exc) if exc.kind != "unauthorized"
-                        else "check api.username and the password file")
-        self.bearer = login.access or ""
-        lifetime = (login.expires_at or self._wall()) - self._wall()
-        return ok("api login", f"logged in to the Manager as {self.api.username!r}; access "
-                               f"token valid {duration(lifetime)}")
+            return warn(name, f"{saw}; the API host's clock is {token.skew:+.0f} s off ours",
+                        "check NTP on both hosts")
+        return ok(name, saw)
 
     # --- what it holds --------------------------------------------------------------------
 
-    def _get(self, path: str) -> Any:
-        answer = self.http.request("GET", path, None, self.deadline(), self.bearer)
-        check_answer(answer.status, answer.body, f"GET {self.http.base_url}{path}",
-                     answer.location)
-        return answer.body
-
     def holdings(self) -> Check:
+        assert self.writer is not None
+        api = self.state.get("api")
+        last = api.get("rule") if isinstance(api, dict) else None
         try:
-            if self.flavor == "manager":
-                return self._manager_policy()
-            pids = strategy_pids(self._get(STRATEGIES_PATH))
-            saw = f"the server holds {plural(len(pids), 'strategy', 'strategies')}"
-            if self.flavor == "decision-maker":
-                saw = (f"the Decision Maker resolves {plural(len(pids), 'strategy', 'strategies')}"
-                       f" for the scheduler; {self._rules()}")
-            return coverage_check(saw, *coverage(pids, self.targets))
+            held = self.writer.holdings(self.deadline(), last if isinstance(last, str) else None)
         except ApiError as exc:
             return fail("api strategies", str(exc), advice_for(exc))
-
-    def _expected_root(self) -> str:
-        """The merkle root of the rule the running service last wrote (its state.json)."""
-        api = self.state.get("api")
-        regex = api.get("rule") if isinstance(api, dict) else None
-        if not isinstance(regex, str):
-            return ""
-        node = self.config.node_name
-        return rule_root(NodeRule(f"gtp5g-operator@{node}", node, regex,
-                                  rule_priority(self.config.strategy),
-                                  self.config.strategy.execution_time_ns))
-
-    def _rules(self) -> str:
-        answer = self.http.request("GET", MERKLE_PATH, None, self.deadline(), self.bearer)
-        if answer.status == 404:
-            return "it has no merkle route (a Decision Maker from before 2026-08)"
-        check_answer(answer.status, answer.body, f"GET {self.http.base_url}{MERKLE_PATH}")
-        data = answer.body.get("data") if isinstance(answer.body, dict) else None
-        root = data.get("rootHash") if isinstance(data, dict) else None
-        if root in EMPTY_ROOTS:
-            return "it holds no node rule"
-        if root == self._expected_root():
-            return "it holds exactly the rule this service last wrote"
-        return f"it holds node rules (merkle root {str(root)[:12]}…)"
-
-    def _manager_policy(self) -> Check:
-        body = self._get(SELF_PATH)
-        data = body.get("data") if isinstance(body, dict) else None
-        policies = data.get("policies") if isinstance(data, dict) else None
-        items = [p for p in policies if isinstance(p, dict)] if isinstance(policies, list) else []
-        node = self.config.node_name
-        mine = [p for p in items if p.get("nodeNames") == [node]]
-        if not mine:
-            saw = (f"the Manager holds no policy of {self.api.username!r} for node {node} "
-                   f"({plural(len(items), 'policy', 'policies')} of this user in all)")
-            return coverage_check(saw, [], [t.info.tgid for t in self.targets if t.boosted])
-        regex = str(mine[0].get("commandRegex", ""))
-        saw = f"policy {mine[0].get('id')} for node {node}: {regex}"
+        if held.listed is not None:
+            return coverage_check(held.saw, *coverage({e.pid for e in held.listed},
+                                                      self.targets))
         live = [t for t in self.targets if t.boosted]
-        covered = [t.info.tgid for t in live if regex_matches(regex, t.info.comm)]
-        return coverage_check(saw, covered, [t.info.tgid for t in live
-                                             if t.info.tgid not in covered])
+        if held.rule is None:
+            return coverage_check(held.saw, [], [t.info.tgid for t in live])
+        covered = [t.info.tgid for t in live if regex_matches(held.rule, t.info.comm)]
+        return coverage_check(held.saw, covered,
+                              [t.info.tgid for t in live if t.info.tgid not in covered])
 
 
 def api_checks(config: Config, loaded: bool, targets: Sequence[Target],
-               state: Optional[Mapping[str, Any]]) -> List[Check]:
+               state: Optional[Mapping[str, Any]], state_directory: str) -> List[Check]:
     if not loaded:
         return [warn("api", "not checked: the configuration is invalid (see above)",
                      "fix the configuration first")]
-    return ApiProbe(config, targets, state).run()
+    return ApiProbe(config, targets, state, state_directory).run()

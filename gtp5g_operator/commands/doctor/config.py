@@ -9,16 +9,16 @@ the report still needs the settings: they are taken from the file alone
 from __future__ import annotations
 
 import dataclasses
+import functools
 import grp
 import os
 import pwd
-import socket
 import stat
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
-from ...config import Config, ConfigError, check_not_writable_by_others, load_config
-from ...config.load import check_not_readable_by_others, read_text
-from ...config.parse import parse_config
+from ...config import Config, ConfigError
+from ...config.load import host_node_name, judge_file, load_settings, named_files
+from ...service.vocabulary import VOCABULARY, load
 from .model import Check, fail, ok
 
 FileJudge = Callable[[str, os.stat_result], None]
@@ -27,67 +27,43 @@ FileJudge = Callable[[str, os.stat_result], None]
 @dataclasses.dataclass(frozen=True)
 class ConfigOutcome:
     config: Config
-    loaded: bool  # load_config accepted it: every file it names was read and checked
+    loaded: bool  # the service would accept it: every file it names was read and checked
     checks: List[Check]
 
 
-# Where systemd keeps the running unit's credentials (LoadCredential=): the Manager's
-# password may be there only, and doctor runs outside the unit.
-UNIT_CREDENTIALS = "/run/credentials/gtp5g-operator.service"
-
-
-def credentials_env(env: Mapping[str, str], unit_dir: str = UNIT_CREDENTIALS) -> Dict[str, str]:
-    if env.get("CREDENTIALS_DIRECTORY") or not os.path.isdir(unit_dir):
-        return dict(env)
-    return {**env, "CREDENTIALS_DIRECTORY": unit_dir}
-
-
 def config_checks(path: str, env: Optional[Mapping[str, str]] = None) -> ConfigOutcome:
+    env = os.environ if env is None else env
     try:
-        config = load_config(path, credentials_env(os.environ if env is None else env))
+        config = load(path, env)  # what the daemon and check-config load, the same way
     except ConfigError as exc:
         fallback, note = _fallback(path)
         check = fail("config", f"{exc} ({note})",
                      f"fix it; `gtp5g-operator check-config --config {path}` then prints ok")
-        return ConfigOutcome(fallback, False, [check, *file_checks(fallback, path)])
-    check = ok("config", f"{path} is valid: API {config.api.url} (flavor {config.api.flavor}), "
-                         f"trace.pipe {config.trace.pipe}, match.comm "
-                         f"{', '.join(config.match.comm)}")
-    return ConfigOutcome(config, True, [check, *file_checks(config, path)])
+        return ConfigOutcome(fallback, False, [check, *file_checks(fallback, env)])
+    drop_ins = len(config.files) - 1
+    check = ok("config", f"{path} is valid{f' with {drop_ins} drop-in(s)' if drop_ins else ''}: "
+                         f"API {config.api.url} (flavor {config.api.flavor}), trace.pipe "
+                         f"{config.trace.pipe}, match.comm {', '.join(config.match.comm)}")
+    return ConfigOutcome(config, True, [check, *file_checks(config, env)])
 
 
 def _fallback(path: str) -> Tuple[Config, str]:
-    """The settings to check the rest with when load_config refused the file."""
+    """The settings to check the rest with when the service would refuse the files."""
     try:
-        config = parse_config(read_text(path, "configuration"), path)
+        config = load_settings(path, VOCABULARY)
     except ConfigError:
         return Config(source=path), "the other checks use the defaults"
-    node = config.api.node_name or socket.gethostname().split(".")[0].lower()
-    return (dataclasses.replace(config, node_name=node),
-            "the other checks use the file's settings; the API is not checked")
+    return (dataclasses.replace(config, node_name=config.api.node_name or host_node_name()),
+            "the other checks use the files' settings; the API is not checked")
 
 
-def named_files(config: Config, path: str) -> List[Tuple[str, str, FileJudge]]:
-    """(what, path, judge) of every file the configuration is read from."""
-    files: List[Tuple[str, str, FileJudge]] = [("config file", path,
-                                                check_not_writable_by_others)]
-    api = config.api
-    if api.flavor != "manager":
-        files.append(("key file", api.public_key, check_not_writable_by_others))
-    if api.ca_file:
-        files.append(("CA file", api.ca_file, check_not_writable_by_others))
-    if api.password_file:
-        files.append(("password file", api.password_file, _private))
-    return files
+def file_checks(config: Config, env: Mapping[str, str]) -> List[Check]:
+    return [file_check(what, path, functools.partial(_judge, secret=secret))
+            for what, path, secret in named_files(config, VOCABULARY, env)]
 
 
-def _private(path: str, st: os.stat_result) -> None:
-    check_not_writable_by_others(path, st)
-    check_not_readable_by_others(path, st)
-
-
-def file_checks(config: Config, path: str) -> List[Check]:
-    return [file_check(what, name, judge) for what, name, judge in named_files(config, path)]
+def _judge(path: str, st: os.stat_result, secret: bool) -> None:
+    judge_file(path, st, secret)
 
 
 def file_check(what: str, path: str, judge: FileJudge) -> Check:

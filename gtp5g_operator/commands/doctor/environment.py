@@ -15,10 +15,10 @@ import stat
 from dataclasses import dataclass
 from typing import Callable, FrozenSet, List, Optional, Sequence
 
+from ...config.paths import Mount, mount_of, read_mounts
 from ...core.procfs import in_initial_pid_namespace
 from .config import describe_owner
 from .model import Check, fail, ok, warn
-from .mounts import Mount, mount_of, read_mounts
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2  # read any file, search any directory: what the unit grants

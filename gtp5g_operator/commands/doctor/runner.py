@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Callable, List, Optional
 
-from ...service.runtime_files import runtime_dir
+from ...service.runtime_files import runtime_dir, state_dir
 from .api import api_checks
 from .config import config_checks
 from .environment import environment_checks, read_creds
@@ -47,7 +47,8 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
         config.match.exe))
     checks += guarded("trace", lambda: trace_checks(site, options.window, sleep))
     checks += targets_checks(config.match, targets)
-    checks += guarded("api", lambda: api_checks(config, outcome.loaded, targets, state))
+    checks += guarded("api", lambda: api_checks(config, outcome.loaded, targets, state,
+                                                state_dir()))
     checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs))
     checks += guarded("service", lambda: service_checks(
         options.proc, options.runtime_dir or runtime_dir(), config.strategy.resync_interval,

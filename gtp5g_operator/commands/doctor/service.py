@@ -9,9 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ...core.words import one_line, when
 from ...files import FileProblem
-from ...service.runtime_files import STATE_FILE, read_json
-from ..status import one_line, when
+from ...service.runtime_files import STATE_FILE, daemon_alive, read_json
 from .model import Check, duration, fail, ok, plural, warn
 from .targets import Target
 
@@ -69,17 +69,6 @@ def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:
         return None, f"no {path}"
     except (OSError, FileProblem, ValueError) as exc:
         return None, f"cannot read {path}: {exc}"
-
-
-def is_alive(proc: str, pid: Any) -> bool:
-    """Is `pid` a running gtp5g-operator (and not another program that got its PID)?"""
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
-            return b"gtp5g" in f.read(4096)
-    except OSError:
-        return False
 
 
 def _tracked(state: Mapping[str, Any]) -> List[int]:
@@ -154,7 +143,7 @@ def service_checks(proc: str, directory: str, resync: float, targets: Sequence[T
                    now: float, state: Optional[Dict[str, Any]], problem: str,
                    systemctl: Optional[str] = None) -> List[Check]:
     checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl")))]
-    alive = state is not None and is_alive(proc, state.get("pid"))
+    alive = state is not None and daemon_alive(state.get("pid"), proc)
     checks.append(state_check(state, problem, alive, now, targets))
     if state is not None and alive:
         checks += [push_check(state.get("last_push"), now, resync),

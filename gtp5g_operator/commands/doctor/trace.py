@@ -16,20 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from ...config.paths import TRACEFS_TYPES, Mount, mode_problem, mount_of, read_mounts, resolve_pipe
 from ...config.schema import TraceConfig
-from ...trace.raw_reader import load_layout
-from ...trace.source import Unusable
-from ...trace.tracefs import (
-    TRACEFS_TYPES,
-    CpuStats,
-    mode_problem,
-    per_cpu_dirs,
-    read_cpu_stats,
-    resolve_pipe,
-    subbuf_size,
-)
+from ...trace.readers import READERS, choose, reader_named
+from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, subbuf_size
 from .model import Check, fail, ok, plural, warn
-from .mounts import Mount, mount_of, read_mounts
 
 MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
 
@@ -44,6 +35,7 @@ class TraceSite:
     stat_error: str  # why it could not be looked at ("" when it could, or is absent)
     holder: Optional[Mount]  # the mount holding the source
     tracefs_mounts: List[Mount] = field(default_factory=list)
+    proc: str = "/proc"  # whose mount table judges what is tracefs
 
     @property
     def directory(self) -> str:
@@ -62,11 +54,9 @@ class TraceSite:
 
     @property
     def reader(self) -> str:
-        """"raw" or "text": trace.feed.choose_format's rule, judged with the injected
-        mount table."""
-        if self.configured_format != "auto":
-            return self.configured_format
-        return "raw" if self.st is None or self.is_kernel_pipe else "text"
+        """The reader the service would choose (trace.readers.choose, the daemon's rule)."""
+        config = TraceConfig(pipe=self.pipe, format=self.configured_format)
+        return choose(config, READERS, self.proc).kind
 
     def access_paths(self) -> List[str]:
         """What the service opens: trace_pipe, and for the binary reader a per-CPU file."""
@@ -88,7 +78,7 @@ def locate(trace: TraceConfig, tracefs: Optional[str], proc: str) -> TraceSite:
         error = exc.strerror or str(exc)
     mounts = read_mounts(proc) or []
     return TraceSite(pipe, trace.format, st, error, mount_of(pipe, mounts),
-                     [m for m in mounts if m.fstype in TRACEFS_TYPES])
+                     [m for m in mounts if m.fstype in TRACEFS_TYPES], proc)
 
 
 # --- the counters -------------------------------------------------------------------------
@@ -223,18 +213,9 @@ def loss_check(site: TraceSite, window: Window, size_kb: Optional[int]) -> Optio
 
 
 def raw_problem(site: TraceSite) -> str:
-    """Why the binary reader would not work here ("" when it would)."""
-    if site.st is None:
-        return ""  # not there yet: judged when it appears
-    if not site.is_kernel_pipe:
-        return f"{site.pipe} is not the kernel's trace_pipe on tracefs"
-    if not per_cpu_dirs(site.directory):
-        return f"no per_cpu directories in {site.directory}"
-    try:
-        load_layout(site.directory)
-    except Unusable as exc:
-        return str(exc)
-    return ""
+    """Why the binary reader would not work here ("" when it would): its own readiness."""
+    raw = reader_named("raw")
+    return raw.readiness(site.pipe, site.proc) if raw is not None else "no binary reader"
 
 
 def reader_check(site: TraceSite, problem: str) -> Check:

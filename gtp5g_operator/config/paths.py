@@ -1,0 +1,142 @@
+"""Where the kernel's trace_pipe is, and what a configured trace path points at.
+
+The one reader of the mount table (/proc/self/mountinfo): which file system
+holds a path, with which options (the trace readers, the configuration's
+checks and `doctor` all ask here).  Reads only: the mount table and `stat`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+TRACE_PIPE_CANDIDATES = (
+    "/sys/kernel/tracing/trace_pipe",
+    "/sys/kernel/debug/tracing/trace_pipe",
+)
+TRACEFS_TYPES = ("tracefs", "debugfs")
+
+
+# --- the mount table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mount:
+    point: str
+    fstype: str
+    options: Dict[str, str]  # mount and super-block options together: {"hidepid": "2"}
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def _options(*fields: str) -> Dict[str, str]:
+    found: Dict[str, str] = {}
+    for field in fields:
+        for item in field.split(","):
+            key, _, value = item.partition("=")
+            if key:
+                found[key] = value
+    return found
+
+
+def parse_mountinfo(text: str) -> List[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 6 or not tail:
+            continue
+        super_options = tail[2] if len(tail) > 2 else ""
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _options(fields[5], super_options)))
+    return mounts
+
+
+def read_mounts(proc: str = "/proc") -> Optional[List[Mount]]:
+    """The mount table as this process sees it, None when it cannot be read."""
+    try:
+        with open(os.path.join(proc, "self", "mountinfo"), encoding="utf-8",
+                  errors="replace") as f:
+            return parse_mountinfo(f.read(1 << 20))
+    except OSError:
+        return None
+
+
+def mount_of(path: str, mounts: Sequence[Mount]) -> Optional[Mount]:
+    """The mount holding `path`: the last-mounted of the longest matching mount points."""
+    real = os.path.realpath(path)
+    best: Optional[Mount] = None
+    for m in mounts:
+        inside = real == m.point or real.startswith(m.point.rstrip("/") + "/")
+        if inside and (best is None or len(m.point) >= len(best.point)):
+            best = m
+    return best
+
+
+def fs_type(path: str, proc: str = "/proc") -> Optional[str]:
+    """File system type of the mount holding `path` (None when unknown)."""
+    mount = mount_of(path, read_mounts(proc) or [])
+    return mount.fstype if mount is not None else None
+
+
+# --- the trace source ------------------------------------------------------------------------
+
+
+def resolve_pipe(setting: str, candidates: Sequence[str] = TRACE_PIPE_CANDIDATES) -> str:
+    """The path `trace.pipe` names: itself, or for "auto" the first that exists."""
+    if setting != "auto":
+        return setting
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    return candidates[0]  # report the modern path when neither exists
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def is_tracefs_pipe(path: str, st: os.stat_result) -> bool:
+    """Is `path` (with status `st`) the kernel's trace_pipe on a tracefs mount?"""
+    return (stat.S_ISREG(st.st_mode) and os.path.basename(path) == "trace_pipe"
+            and fs_type(path) in TRACEFS_TYPES)
+
+
+def mode_problem(path: str, st: os.stat_result) -> str:
+    """Why the file `path` with status `st` cannot be followed like trace_pipe, or ""."""
+    if stat.S_ISFIFO(st.st_mode):
+        return ""
+    name = os.path.basename(path)
+    on_tracefs = stat.S_ISREG(st.st_mode) and fs_type(path) in TRACEFS_TYPES
+    if on_tracefs and name == "trace_pipe":
+        return ""
+    if on_tracefs:
+        return (f"{path} is the tracefs file {name!r}, which cannot be followed; "
+                f"use {os.path.join(os.path.dirname(path), 'trace_pipe')}")
+    return (f"{path} is {file_kind(st.st_mode)}, which cannot be followed like trace_pipe "
+            "(expected the kernel's trace_pipe or a FIFO)")
+
+
+def trace_pipe_problem(setting: str) -> str:
+    """Why `setting` cannot be followed like trace_pipe, or "" when it can (or may).
+
+    Accepted: a FIFO (tests, replays) or a file named trace_pipe on tracefs.
+    A regular file, /dev/null or tracefs's non-pipe `trace` file cannot be
+    polled; a path that does not exist (yet) is accepted, the daemon waits.
+    """
+    if setting == "auto":
+        return ""
+    try:
+        st = os.stat(setting)
+    except OSError:  # absent (the daemon waits), or not allowed to look (it says so later)
+        return ""
+    return mode_problem(setting, st)

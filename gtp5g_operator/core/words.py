@@ -1,0 +1,57 @@
+"""Numbers and values in words, the same way in logs, `status` and `doctor`."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """"1 process", "2 processes", "3 strategies" (with many="strategies")."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {many or (word + 'es' if word.endswith('s') else word + 's')}"
+
+
+def duration(seconds: float) -> str:
+    """A lifetime or an age, the way a person reads it: 45 s, 12 min, 23 h 59 min."""
+    s = round(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def one_line(value: Any, limit: int = 200) -> str:
+    """Any value on one line, shortened: server messages and file names may hold
+    newlines, and a report or status line must not ("?" for None)."""
+    if value is None:
+        return "?"
+    flat = " ".join(str(value).split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def finite(value: Any) -> Optional[float]:
+    """A finite number, else None (NaN or infinity cannot be a time or a count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def when(ts: Any, now: float) -> str:
+    """A wall-clock time and its age: "2026-12-06 14:03:12 (5s ago)", or "-"."""
+    t = finite(ts)
+    if t is None:
+        return "-"
+    age = max(0, int(now - t))
+    ago = f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else f"{age // 3600}h"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f" ({ago} ago)"
+    except (OverflowError, OSError, ValueError):
+        return "-"

@@ -1,0 +1,239 @@
+"""Never change or delete what is not provably this host's, and stored proof that
+the server keeps refusing heals (robustness issue, classes 2 and 5).
+
+The class: any path that adopts, updates or deletes a server object — a
+restart before the first packet, clear_on_stop, a resync, two hosts sharing a
+node name, a Decision Maker that also holds others' rules — must act only on
+an object proven ours (the id stored, an exact match of what we would write);
+without proof it creates and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List
+
+import pytest
+
+from testbed.fake_decision_maker import FakeDecisionMaker
+from testbed.fake_manager import FakeManager
+from testbed.harness import GnbProcess, wait_until
+from tests.conftest import Env
+from tests.integration.test_flavors import (
+    NODE,
+    lines,
+    manager_for,
+    my_policies,
+    regex_is,
+    rule,
+    start_dm,
+    start_manager,
+)
+
+pytestmark = pytest.mark.faults
+
+OTHERS = "^(?:my-batch-job)$"  # a policy the user made by hand for the same node
+
+
+@pytest.fixture
+def manager(keys: Dict[str, Path]) -> Iterator[FakeManager]:
+    server = manager_for(keys)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dm(keys: Dict[str, Path]) -> Iterator[FakeDecisionMaker]:
+    server = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    yield server
+    server.stop()
+
+
+def regexes(manager: FakeManager) -> List[str]:
+    return sorted(p["commandRegex"] for p in my_policies(manager))
+
+
+def quiet_for(seconds: float) -> None:
+    """Give the daemon several resyncs in which it could act (asserting an absence)."""
+    time.sleep(seconds)
+
+
+# --- the Manager -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clear_on_stop", [False, True])
+def test_restarts_before_the_first_packet_never_delete_a_users_own_policies(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess],
+        clear_on_stop: bool) -> None:
+    """The reported defect: every restart took the first policy of the user for the
+    node as "ours" and deleted it.  Restart three times (with and without
+    clear_on_stop, with no gNB and after one); the hand-made policies stay."""
+    handmade = [manager.add_policy("operator", [NODE], OTHERS),
+                manager.add_policy("operator", [NODE, "node-b"], "^(?:nr-gnb)$")]
+    strategy = {"clear_on_stop": clear_on_stop}
+    for _ in range(3):
+        d = start_manager(env, manager, strategy=strategy)
+        d.wait_log("nothing to remove", timeout=10)  # the first push ran: no target yet
+        assert d.stop() == 0
+        env.writer.close()
+    assert sorted(p["id"] for p in my_policies(manager)) == sorted(handmade)
+    # and with a gNB: ours is created beside them, and only ours is removed
+    d = start_manager(env, manager, strategy=strategy)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: len(my_policies(manager)) == 3, 10)
+    g.stop()
+    manager.wait_for(lambda: sorted(p["id"] for p in my_policies(manager)) == sorted(handmade),
+                     10)
+    assert d.stop() == 0
+    assert manager.requests("DELETE", "/api/v1/node-scheduling-policies")  # ours, once
+
+
+def test_a_policy_saying_exactly_what_we_write_is_adopted_not_duplicated(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """Lost state file, same Manager: an exact match is ours (adopted); a policy for the
+    same node with another regex is not (left alone, ours created beside it)."""
+    same = manager.add_policy("operator", [NODE], "^(?:nr-gnb)$")
+    other = manager.add_policy("operator", [NODE], OTHERS)
+    d = start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    d.wait_log(f"policy {same} adopted", timeout=10)
+    quiet_for(2.0)
+    assert manager.posts() == [] and {p["id"] for p in my_policies(manager)} == {same, other}
+    g.stop()
+    manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [other], 10)
+
+
+def test_two_hosts_sharing_a_node_name_touch_only_their_own(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """Host A and host B: one user, one node name, gNBs with different thread names.
+    Each keeps its own policy; B's gNB stopping (and B's clear_on_stop) leaves A's."""
+    a = start_manager(env, manager)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g, "gnb worker"))
+    manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$"], 10)
+    a_policy = my_policies(manager)[0]["id"]
+    b_env = second_host(tmp_path / "host-b", env)
+    try:
+        b = start_manager(b_env, manager, strategy={"clear_on_stop": True})
+        h = gnb(threads=())
+        b_env.writer.write(lines(h))
+        manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$",
+                                                      "^(?:nr-gnb)$"], 10)
+        h.stop()
+        manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [a_policy], 10)
+        assert b.stop() == 0
+        assert [p["id"] for p in my_policies(manager)] == [a_policy]
+    finally:
+        b_env.close()
+        b_env.notify.close()
+    assert a.proc.poll() is None
+
+
+def second_host(root: Path, first: Env) -> Env:
+    """Another host's world: its own FIFO, notify socket, state and runtime directories."""
+    from testbed.harness import NotifySocket
+
+    root.mkdir()
+    fifo = root / "tracing" / "trace_pipe"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    return Env(root, fifo, first.api, first.keys, NotifySocket(root / "notify.sock"))
+
+
+def test_a_stored_id_the_manager_keeps_refusing_is_dropped_and_named(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """A policy id in the state directory that the Manager answers 500 to for ever (as
+    the real Manager answers a malformed id) is dropped after a few tries; the log
+    names the file; the policy is created again and the gNB is boosted."""
+    state = env.tmp / "state"
+    state.mkdir(exist_ok=True)
+    stored = state / "manager-policy.json"
+    bogus = "0123456789abcdef01234567"
+    stored.write_text(json.dumps({"api_url": manager.url, "user": "operator", "node": NODE,
+                                  "policy_id": bogus}))
+    manager.answers[("PUT", "/api/v1/node-scheduling-policies")] = (
+        500, b'{"success":false,"error":"Internal Server Error"}')
+    d = start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    d.wait_log(f"{stored}: the server refused the id {bogus}", timeout=30)
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    created = my_policies(manager)[0]["id"]
+    wait_until(lambda: stored.exists() and json.loads(stored.read_text())["object_id"]
+               == created, 10, "the new id stored")
+    assert d.proc.poll() is None
+
+
+def test_a_malformed_stored_id_is_named_and_replaced(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    state = env.tmp / "state"
+    state.mkdir(exist_ok=True)
+    stored = state / "manager-policy.json"
+    stored.write_text(json.dumps({"api_url": manager.url, "user": "operator", "node": NODE,
+                                  "policy_id": "../../etc/passwd"}))
+    d = start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 10)
+    assert f"ignoring {stored}: its id" in d.log()
+    assert not manager.requests("PUT", "/api/v1/node-scheduling-policies")
+
+
+# --- the Decision Maker ---------------------------------------------------------------------
+
+
+def test_rules_of_others_on_a_decision_maker_are_never_replaced(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """POST /api/v1/node-intents replaces the DM's whole list: with someone else's rule
+    there (a Manager's, a user's), this host writes nothing and says why, once, at
+    ERROR; once the DM holds nothing else, the rule is written."""
+    theirs = {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}
+    dm.set_rules([theirs])
+    d = start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    d.wait_log("holds node rules that are not this host's", timeout=10)
+    quiet_for(3.0)  # two resyncs
+    assert dm.posts() == [] and dm.rules() == [theirs]
+    said = [ln for ln in d.log().splitlines() if "not this host's" in ln and " DEBUG " not in ln]
+    assert len(said) == 1 and " ERROR " in said[0]
+    dm.set_rules([])  # the other writer is gone
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    g.stop()
+    dm.wait_for(lambda: dm.rules() == [], 10)
+
+
+def test_after_a_restart_our_own_previous_rule_is_recognised_and_replaced(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """The rule this host wrote before a restart is provably ours (its root is the
+    hash of the rule kept in the state directory), even when the new one differs."""
+    d = start_dm(env, dm)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g, "gnb worker"))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")], 10)
+    assert d.stop() == 0
+    env.writer.close()
+    d = start_dm(env, dm)
+    env.writer.write(lines(g))  # after the restart only the main thread is seen
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    assert "not this host's" not in d.log()
+
+
+def test_deleting_ours_leaves_the_others_rules(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    d = start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    theirs = {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}
+    dm.set_rules([rule("^(?:nr-gnb)$"), theirs])  # another writer added its rule
+    g.stop()
+    dm.wait_for(lambda: dm.rules() == [theirs], 10)  # DELETE by our policyID only
+    assert d.proc.poll() is None
+
+
