@@ -182,7 +182,7 @@ def test_apt_install_resolves_from_the_archive_and_does_not_start(box: Container
     assert sh(box, "gtp5g-operator --version").startswith("gtp5g-operator ")
     man = sh(box, "zcat /usr/share/man/man8/gtp5g-operator.8.gz")
     assert ".SH NAME\ngtp5g-operator \\- keep Gthulhu" in man
-    # the shipped conffile is valid as is (its key file is what is missing)
+    # the shipped conffile is valid as is (its key file is what is missing): EX_CONFIG
     out = box.run("gtp5g-operator check-config", check=False)
     assert out.returncode == 78 and "jwt_public_key.pem: cannot read public key" in out.stderr
 
