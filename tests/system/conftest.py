@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -52,6 +53,11 @@ def builds() -> Builds:
         pytest.skip(f"system tests: {why}")
     if shutil.which("git") is None:
         pytest.skip("system tests: git is missing (the builds take the tree's files from it)")
+    inside = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True)
+    if inside.stdout.strip() != "true":
+        pytest.skip(f"system tests: {REPO} is not a git work tree (the builds take the "
+                    "tree's files and the previous release from git)")
     return Builds()
 
 
