@@ -6,7 +6,7 @@ OUT    ?= out
 REPO   ?= $(OUT)/repo
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' gtp5g_operator/__init__.py)
 
-.PHONY: help venv demo test test-fast lint bench deb repo clean
+.PHONY: help venv demo test test-fast lint bench deb repo clean example-config
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
@@ -19,6 +19,7 @@ help:
 	@echo "make deb        build the Debian package into $(OUT)/ (for the Debian release it runs on)"
 	@echo "make repo       add it to a signed flat apt repository, $(REPO)/ (REPO_KEY: the gpg"
 	@echo "                key to sign with; see packaging/make-repo)"
+	@echo "make example-config  regenerate packaging/config.toml from the schema"
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +51,10 @@ deb:
 repo: deb
 	packaging/make-repo $(REPO) $(OUT)/gtp5g-operator_$(VERSION)_all.deb
 
+# packaging/config.toml is generated from the schema (gtp5g_operator/config/schema.py);
+# a unit test fails while it differs
+example-config: venv
+	$(PY) -c 'from gtp5g_operator.service.vocabulary import example_config as e; print(e(), end="")' > packaging/config.toml
+
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

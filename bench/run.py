@@ -8,7 +8,8 @@ Sections: fifo (throughput from a FIFO), kernel (the real ring buffer filled by
 a BPF printk probe, drained by the daemon reading text and raw, by `cat
 trace_pipe` and by `cat` of the per-CPU raw files; root only), cpucap (a live
 flood under CPU caps, text and raw), reaction and idle (FIFO, and the real
-ring buffer read raw), memory, startup, scale.
+ring buffer read raw), memory, startup, scale, schedstat (the CPU-wait sampler:
+its cost per task beside the liveness pass, and the wait shares it reads here).
 Not a pass/fail test: it reports each figure against its target.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
+import importlib
 import json
 import os
 import platform
@@ -794,11 +797,20 @@ def table(r: Dict[str, Any]) -> str:
                 f"{c[f'push_{n}_bytes'] / 1024:.0f} KiB", "(report)", None)
         row(f"liveness pass over {c['liveness_tasks']:,} tasks",
             f"{c['liveness_pass_ms']:.0f} ms", "(report)", None)
+    for module in SECTION_MODULES:
+        if module.NAME in r:
+            module.rows(r[module.NAME], row)
     return "\n".join(rows)
 
 
+# Sections in modules of their own, one line each: the module has NAME,
+# run(world, python) -> results and rows(results, row).
+SECTION_MODULES = [importlib.import_module(name) for name in (
+    "bench.memory",
+    "bench.schedstat",
+)]
 SECTIONS = ("fifo", "kernel", "cpucap", "reaction", "reaction_raw", "idle", "idle_raw",
-            "memory", "startup", "scale")
+            "memory", "startup", "scale", *(module.NAME for module in SECTION_MODULES))
 
 
 def main() -> int:
@@ -828,6 +840,7 @@ def main() -> int:
         "memory": lambda: bench_memory(world, python),
         "startup": lambda: bench_startup(world, python),
         "scale": lambda: bench_scale(world),
+        **{m.NAME: functools.partial(m.run, world, python) for m in SECTION_MODULES},
     }
     try:
         for name in SECTIONS:

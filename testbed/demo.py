@@ -71,8 +71,9 @@ class Server:
             password.chmod(0o600)
             self.manager = FakeManager({"operator": {"password": "demo-Passw0rd"}}, {NODE},
                                        key, decision_makers={NODE: self.dm}).start()
+            # the Manager resolves no PIDs: read back from the node's Decision Maker
             self.api.update(url=self.manager.url, username="operator",
-                            password_file=str(password))
+                            password_file=str(password), decision_maker_url=self.dm.url)
 
     def held(self) -> Any:
         """What the server holds for this host."""
@@ -97,7 +98,7 @@ class Server:
                 server.stop()
 
 
-def expect(what: str, check: Callable[[], bool], server: Server) -> bool:
+def expect(what: str, check: Callable[[], bool], server: Server, state: Path) -> bool:
     try:
         wait_until(check, 10, what)
     except AssertionError:
@@ -107,7 +108,33 @@ def expect(what: str, check: Callable[[], bool], server: Server) -> bool:
     print("    server holds:       " + json.dumps(server.held()), flush=True)
     if server.flavor != "v0":
         print(f"    scheduler would read: PIDs {sorted(server.scheduler_pids())}", flush=True)
+    said = read_back(state)
+    if said:
+        print(f"    operator read back: {said}", flush=True)
     return True
+
+
+def read_back(state: Path) -> str:
+    """The operator's own account of what the scheduler boosts (its state.json), once
+    it has read back after the write that matches the tracked tasks."""
+    def consistent() -> Any:
+        try:
+            s = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return None
+        tracked = sum(len(p["tids"]) for p in s["processes"])
+        boost = s["boost"]
+        if not tracked or not boost.get("verified"):
+            return None
+        counted = len(boost["covered"]) + len(boost["missing"])
+        return boost if counted == tracked else None
+
+    try:
+        boost = wait_until(consistent, 10, "the operator's read-back")
+    except AssertionError:
+        return ""
+    return (f"{len(boost['covered'])} covered, {len(boost['missing'])} missing, "
+            f"{len(boost['foreign'])} foreign: {boost['diagnosis']}")
 
 
 def run_demo(flavor: str) -> int:
@@ -127,7 +154,7 @@ def run_demo(flavor: str) -> int:
                                              "RUNTIME_DIRECTORY": str(tmp / "run"),
                                              "STATE_DIRECTORY": str(tmp / "state")})
     try:
-        return 0 if replay(server, fifo, gnb, decoy) else 1
+        return 0 if replay(server, fifo, gnb, decoy, tmp / "run" / "state.json") else 1
     finally:
         daemon.terminate()
         daemon.wait(10)
@@ -136,7 +163,8 @@ def run_demo(flavor: str) -> int:
         server.stop()
 
 
-def replay(server: Server, fifo: Path, gnb: GnbProcess, decoy: GnbProcess) -> bool:
+def replay(server: Server, fifo: Path, gnb: GnbProcess, decoy: GnbProcess,
+           state: Path) -> bool:
     writer = TraceWriter(fifo)
     writer.open()
     mapping = {LEADER: gnb.pid, OTHER: decoy.pid}
@@ -146,13 +174,13 @@ def replay(server: Server, fifo: Path, gnb: GnbProcess, decoy: GnbProcess) -> bo
     steps: List[Callable[[], bool]] = [
         lambda: expect("all nr-gnb tasks boosted, the decoy not",
                        lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc", "gnb worker"}),
-                       server),
+                       server, state),
         lambda: step(lambda: gnb.exit_thread("gnb worker"), "thread 'gnb worker' exits"),
         lambda: expect("the exited thread is removed",
-                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc"}), server),
+                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc"}), server, state),
         lambda: step(gnb.stop, "the nr-gnb process exits"),
         lambda: expect("nothing is boosted any more (stale entries cleared)",
-                       lambda: server.held() == [], server),
+                       lambda: server.held() == [], server, state),
     ]
     ok = all(s() for s in steps)
     writer.close()

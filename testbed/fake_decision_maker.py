@@ -5,9 +5,11 @@ describe it (not part of this repository).  Details beyond those notes were
 read from Gthulhu's public sources (repository Gthulhu/Gthulhu, folder api/, and
 its former home Gthulhu/api); each is cited where it is used:
 
-- routes and the `/api` catch-all: api/decisionmaker/rest/handler.go (echo router;
-  a group with middleware registers a 404 route for `/api/*`, so an unknown path
-  and a known path with the wrong method both answer 404 {"message":"Not Found"}).
+- routes and the `/api` catch-all: api/decisionmaker/rest/handler.go (echo v4.13
+  router; a group with middleware registers a 404 route for `/api/*`, so an unknown
+  path and a known path with the wrong method both answer 404 {"message":"Not
+  Found"}; outside /api a wrong method is 405 with `Allow: OPTIONS, GET`, OPTIONS
+  204; no Content-Type on HEAD answers).
 - node rules: api/decisionmaker/rest/node_policy_hdl.go (request structs, the
   "Invalid request payload" and "policyId is required when 'all' is false"
   errors, success answers without `data`) and
@@ -17,9 +19,11 @@ its former home Gthulhu/api); each is cited where it is used:
 - the Merkle tree: Gthulhu/api pkg/util/merkle.go (empty tree = sha256(""),
   odd node paired with itself, parent = sha256(raw(left) + raw(right))).  The
   root is "" only until the first POST or DELETE (zero value of the field).
-- the /proc scan: api/decisionmaker/service/procmonitor.go (thread-group leaders,
-  comm trimmed) and its successor (every /proc/<tgid>/task/<tid>/comm, sorted by
-  TID): `match_threads=True`.
+- the /proc scan: api/decisionmaker/service/procmonitor.go at v1.3.0 (thread-group
+  leaders, by PID) and after PR #135, `match_threads=True` (every
+  /proc/<tgid>/task/<tid>/comm, one entry per TID: the last matching rule in
+  canonical order, sorted by TID; a scan error other than a task gone fails the
+  GET with 500 "Failed to list scheduling intents").
 - strategies answer: Gthulhu/api decisionmaker/rest/intent_handler.go (message
   "Scheduling intents retrieved successfully", `scheduling` is [] when empty,
   execution_time is a uint64: a negative executionTime wraps around).
@@ -30,16 +34,22 @@ its former home Gthulhu/api); each is cited where it is used:
   decisionmaker/rest/middleware.go (401 "Authorization header is required",
   "Authorization header must start with 'Bearer '", "Invalid or expired token: "
   + the golang-jwt/v5 error text).
-- request decoding: Go's encoding/json as used by JSONBind (json.NewDecoder().
-  Decode): first JSON value only, keys matched case-insensitively, unknown keys
-  ignored, `null` leaves a field unchanged, a wrong type (true, "1" or 1.5 for an
-  int) is an error.  See go_decode().
+- request decoding: Go's encoding/json as used by JSONBind (testbed/go_json.py):
+  first JSON value only, keys matched by Go's case folding, unknown keys ignored,
+  `null` leaves a field unchanged, a duplicate key decodes into what the first
+  left, a wrong type (true, "1" or 1.5 for an int) is an error.
+- token errors: golang-jwt v5.3.0's, in its order of checks (testbed/golang_jwt.py).
+- rules: Go's regexp (RE2 syntax) translated onto Python's `re`
+  (testbed/go_regexp.py); comm trimmed as strings.TrimSpace does.
 
-Deliberate stand-ins: Python `re` (ASCII classes) for Go RE2, with the RE2-only
-rejections of look-arounds, back-references, atomic groups and \\Z; processes are
-listed by PID (the real DM iterates a Go map: random order).  The DM's other
-routes (/api/v1/intents, metrics, runtime-config, pods/pids) check the token and
-then answer 501: they are not modelled.
+All of this is compared with real builds of the DM (v1.3.0 against the default
+mode, PR #135 against match_threads=True) by tests/contract/, where such builds
+exist (see tests/contract/real_dm.py).
+
+Deliberate stand-ins: leaders-only mode lists processes by PID (the real v1.3.0
+walks a Go map: any order).  The DM's other routes (/api/v1/intents, metrics,
+runtime-config, pods/pids) check the token and then answer 501: they are not
+modelled (the real ones answer 200; the operator uses none of them).
 
 Faults (`server.fault = ...`, optionally limited with `server.fault_paths`):
 "hang", "slow" (sleeps fault_delay, then answers), "trickle", "500", "400",
@@ -56,6 +66,7 @@ import abc
 import argparse
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -66,7 +77,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Pattern, Sequence, Tuple
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -74,6 +85,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_gthulhu import Received, make_keypair
 from testbed.fake_http import FakeServerBase, FakeServerHandler
+from testbed.go_json import GoJSONError, Kind, go_decode, go_json, zero_value
+from testbed.go_regexp import compile_re2
+from testbed.golang_jwt import golang_jwt_error
 
 __all__ = [
     "DM_ISSUER",
@@ -81,9 +95,11 @@ __all__ = [
     "EMPTY_ROOT",
     "FakeDecisionMaker",
     "GoJSONError",
+    "Kind",
     "Received",
     "compile_re2",
     "go_decode",
+    "go_json",
     "make_keypair",
     "merkle_root",
     "node_policies_root",
@@ -98,128 +114,6 @@ EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 PAUSE_COMMAND = "pause"  # service.go: pauseCommand, never matched
 RULE_FIELDS = ("policyID", "nodeID", "commandRegex", "priority", "executionTime")
 _UINT64 = (1 << 64) - 1
-
-# --- Go encoding/json, the parts the handlers rely on ----------------------------------
-
-Kind = Union[str, Tuple[str, Any], Dict[str, Any]]
-"""A field's Go type: "string", "int", "int64", "bool", ("list", Kind) or a struct
-given as {json name: Kind}."""
-
-_INT_RANGES = {"int": (-(1 << 63), (1 << 63) - 1), "int64": (-(1 << 63), (1 << 63) - 1)}
-
-
-class GoJSONError(ValueError):
-    """What json.Decoder.Decode would have returned as an error."""
-
-
-class _Obj(list):  # type: ignore[type-arg]
-    """A JSON object as its (key, value) pairs, in order, duplicates kept."""
-
-
-class _Keep:
-    """A JSON null for a Go value that null leaves unchanged."""
-
-
-_KEEP = _Keep()
-
-
-def _zero(kind: Kind) -> Any:
-    if isinstance(kind, dict):
-        return {name: _zero(k) for name, k in kind.items()}
-    if isinstance(kind, tuple):
-        return []
-    return {"string": "", "int": 0, "int64": 0, "bool": False}[kind]
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, _Obj):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    return "number"
-
-
-def _decode(value: Any, kind: Kind, where: str) -> Any:
-    if isinstance(kind, dict):
-        if value is None:
-            return _KEEP
-        if not isinstance(value, _Obj):
-            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        result = _zero(kind)
-        lowered = {name.lower(): name for name in kind}
-        for key, item in value:
-            name = key if key in kind else lowered.get(key.lower())
-            if name is None:
-                continue  # unknown fields are ignored (no DisallowUnknownFields)
-            decoded = _decode(item, kind[name], f"{where}.{name}")
-            if decoded is not _KEEP:
-                result[name] = decoded
-        return result
-    if isinstance(kind, tuple):
-        if value is None:
-            return []  # null sets a slice to nil
-        if not isinstance(value, list) or isinstance(value, _Obj):
-            raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go value {where}")
-        out = []
-        for item in value:
-            decoded = _decode(item, kind[1], f"{where}[]")
-            out.append(_zero(kind[1]) if decoded is _KEEP else decoded)
-        return out
-    if value is None:
-        return _KEEP
-    if kind == "string":
-        if isinstance(value, str):
-            return value
-    elif kind == "bool":
-        if isinstance(value, bool):
-            return value
-    elif kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
-        # type() is int: excludes bool; json gives a float for 1.5, 1.0 and 1e3, which Go
-        # refuses for an int as well
-        if type(value) is int and low <= value <= high:
-            return value
-    else:
-        raise AssertionError(f"unknown kind {kind!r}")
-    raise GoJSONError(f"json: cannot unmarshal {_type_name(value)} into Go struct field "
-                      f"{where} of type {kind}")
-
-
-def _reject_constant(name: str) -> Any:
-    raise GoJSONError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-def go_decode(raw: bytes, schema: Dict[str, Kind]) -> Dict[str, Any]:
-    """Decode a request body into the struct `schema` the way JSONBind does.
-
-    Only the first JSON value is read (trailing bytes are ignored, as by
-    json.Decoder); an empty body is an error (EOF); a top-level `null` gives the
-    zero struct.  Raises GoJSONError.
-    """
-    text = raw.decode("utf-8", errors="replace").lstrip(" \t\r\n")
-    if not text:
-        raise GoJSONError("EOF")
-    decoder = json.JSONDecoder(object_pairs_hook=_Obj, parse_constant=_reject_constant)
-    try:
-        value, _ = decoder.raw_decode(text)
-    except json.JSONDecodeError as e:
-        raise GoJSONError(str(e)) from None
-    decoded = _decode(value, schema, "request")
-    return _zero(schema) if decoded is _KEEP else decoded  # type: ignore[no-any-return]
-
-
-def go_json(value: Any) -> bytes:
-    """json.NewEncoder(w).Encode(value): compact, HTML characters escaped, newline."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return (text + "\n").encode()
-
 
 def rfc3339_now() -> str:
     """time.Now().UTC().Format(time.RFC3339)"""
@@ -266,32 +160,25 @@ def node_policies_root(rules: Sequence[Dict[str, Any]]) -> str:
     return merkle_root([node_policy_hash(r) for r in sorted(rules, key=_sort_key)])
 
 
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!>#]|\(\?<[=!]|\(\?P=|\\[1-9]|\\Z")
+# strings.TrimSpace: Unicode White_Space (not Python's str.strip(), which also takes
+# \x1c-\x1f)
+_GO_SPACE = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+             "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_GONE = (errno.ENOENT, errno.ESRCH)  # procmonitor.go isTransientProcError
 
 
-def compile_re2(pattern: str) -> Optional[Pattern[str]]:
-    """regexp.Compile stand-in: None where Go would return an error (as far as Python's
-    `re` can tell; constructs only Python accepts are refused explicitly)."""
-    if _RE2_UNSUPPORTED.search(pattern):
-        return None
-    try:
-        return re.compile(pattern.replace(r"\z", r"\Z"), re.ASCII)
-    except (re.error, OverflowError, RecursionError):
-        return None
-
-
-def _read_comm(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace").strip()  # strings.TrimSpace
-    except OSError:
-        return None
+def _read_comm(path: str) -> str:
+    """os.ReadFile + strings.TrimSpace; raises OSError."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace").strip(_GO_SPACE)
 
 
 def _numeric_dirs(directory: str) -> List[int]:
+    """The numeric sub-folders of `directory` (os.ReadDir, IsDir, strconv.Atoi); raises
+    OSError when the folder cannot be read."""
     out = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(directory):
+    with os.scandir(directory) as entries:
+        for entry in entries:
             name = entry.name
             if name.isascii() and name.isdigit():
                 with contextlib.suppress(OSError):
@@ -301,56 +188,81 @@ def _numeric_dirs(directory: str) -> List[int]:
 
 
 def scan_processes(proc_root: str = "/proc") -> List[Tuple[int, str]]:
-    """(pid, comm) of every thread-group leader, by PID (procScanSource.Snapshot)."""
-    if not os.path.isdir(proc_root):
-        raise OSError(f"cannot read {proc_root}")
+    """(pid, comm) of every thread-group leader, by PID (v1.3.0 procScanSource.Snapshot:
+    a process whose comm cannot be read, for whatever reason, is left out).  Raises
+    OSError when proc_root cannot be listed."""
     out = []
     for pid in _numeric_dirs(proc_root):
-        comm = _read_comm(f"{proc_root}/{pid}/comm")
-        if comm is not None:
-            out.append((pid, comm))
+        with contextlib.suppress(OSError):
+            out.append((pid, _read_comm(f"{proc_root}/{pid}/comm")))
     return sorted(out)
 
 
 def scan_tasks(proc_root: str = "/proc") -> List[Tuple[int, int, str]]:
-    """(tgid, tid, comm) of every thread, by TID (procTaskSource.Snapshot)."""
-    if not os.path.isdir(proc_root):
-        raise OSError(f"cannot read {proc_root}")
+    """(tgid, tid, comm) of every thread, by TID (procTaskSource.Snapshot after PR #135).
+    A task gone mid-scan (ENOENT, ESRCH) is left out; any other error is raised
+    (OSError): an incomplete snapshot must not pass for the whole."""
     out = []
     for tgid in _numeric_dirs(proc_root):
-        for tid in _numeric_dirs(f"{proc_root}/{tgid}/task"):
-            comm = _read_comm(f"{proc_root}/{tgid}/task/{tid}/comm")
-            if comm is not None:
-                out.append((tgid, tid, comm))
+        try:
+            tids = _numeric_dirs(f"{proc_root}/{tgid}/task")
+        except OSError as e:
+            if e.errno in _GONE:
+                continue
+            raise
+        for tid in tids:
+            try:
+                out.append((tgid, tid, _read_comm(f"{proc_root}/{tgid}/task/{tid}/comm")))
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
     return sorted(out, key=lambda t: t[1])
+
+
+def _intent(rule: Dict[str, Any], task_id: int) -> Dict[str, Any]:
+    return {"priority": rule["priority"], "execution_time": rule["executionTime"] & _UINT64,
+            "pid": task_id, "command_regex": rule["commandRegex"]}
+
+
+def _usable_patterns(rules: Sequence[Dict[str, Any]]
+                     ) -> List[Tuple[Dict[str, Any], Pattern[str]]]:
+    """Rules with their compiled regex; an empty or invalid regex is skipped (the DM logs
+    "invalid commandRegex ... in node policy" and goes on)."""
+    out = []
+    for rule in rules:
+        pattern = compile_re2(rule["commandRegex"]) if rule["commandRegex"] else None
+        if pattern is not None:
+            out.append((rule, pattern))
+    return out
 
 
 def resolve_rules(rules: Sequence[Dict[str, Any]], proc_root: str = "/proc",
                   match_threads: bool = False) -> List[Dict[str, Any]]:
-    """resolveNodeSchedulingIntents + ListIntents: the `scheduling` list of a GET."""
+    """resolveNodeSchedulingIntents: the node rules' part of a strategies GET.
+
+    Leaders only (v1.3.0): rules in the order held, processes by PID (the real DM
+    walks a Go map: any order), one entry per rule and matching process; /proc
+    unreadable gives no entries (logged).  Thread-aware (PR #135): rules in their
+    canonical (merkle) order, at most one entry per TID, the last matching rule's,
+    sorted by TID; a scan error is raised (OSError) and the GET fails.
+    """
     if not rules:
         return []
-    try:
-        if match_threads:
-            tasks = [(tid, comm) for _, tid, comm in scan_tasks(proc_root)]
-        else:
-            tasks = scan_processes(proc_root)
-    except OSError:
-        return []  # the real DM logs a warning and lists no node rules
-    out = []
-    for rule in rules:
-        if rule["commandRegex"] == "":
-            continue
-        pattern = compile_re2(rule["commandRegex"])
-        if pattern is None:
-            continue  # "invalid commandRegex ... in node policy", logged and skipped
-        for pid, comm in tasks:
-            if comm == PAUSE_COMMAND or not pattern.search(comm):
-                continue
-            out.append({"priority": rule["priority"],
-                        "execution_time": rule["executionTime"] & _UINT64,
-                        "pid": pid, "command_regex": rule["commandRegex"]})
-    return out
+    if not match_threads:
+        try:
+            processes = scan_processes(proc_root)
+        except OSError:
+            return []
+        return [_intent(rule, pid) for rule, pattern in _usable_patterns(rules)
+                for pid, comm in processes
+                if comm != PAUSE_COMMAND and pattern.search(comm)]
+    tasks = scan_tasks(proc_root)
+    by_tid: Dict[int, Dict[str, Any]] = {}
+    for rule, pattern in _usable_patterns(sorted(rules, key=_sort_key)):
+        for _, tid, comm in tasks:
+            if comm != PAUSE_COMMAND and pattern.search(comm):
+                by_tid[tid] = _intent(rule, tid)
+    return [by_tid[tid] for tid in sorted(by_tid)]
 
 
 # --- HTTP plumbing shared with testbed.fake_manager ------------------------------------
@@ -373,7 +285,7 @@ class HTTPRequest:
 class HTTPResponse:
     status: int
     body: bytes
-    content_type: str = "application/json"
+    content_type: str = "application/json"  # "" sends no Content-Type
     headers: Dict[str, str] = field(default_factory=dict)
 
 
@@ -382,14 +294,28 @@ def json_response(status: int, value: Any) -> HTTPResponse:
 
 
 def echo_not_found() -> HTTPResponse:
-    """echo.ErrNotFound as rendered by echo's default error handler."""
-    return HTTPResponse(404, go_json({"message": "Not Found"}),
-                        "application/json; charset=UTF-8")
+    """echo.ErrNotFound as rendered by echo's default error handler (echo v4.13:
+    Content-Type without a charset)."""
+    return HTTPResponse(404, go_json({"message": "Not Found"}))
+
+
+# router.go updateAllowHeader: OPTIONS first, then the path's methods in this order
+_ECHO_METHOD_ORDER = ("CONNECT", "DELETE", "GET", "HEAD", "PATCH", "POST", "PROPFIND", "PUT",
+                      "TRACE", "REPORT")
+
+
+def echo_allow(methods: Sequence[str]) -> str:
+    return ", ".join(["OPTIONS", *(m for m in _ECHO_METHOD_ORDER if m in methods)])
 
 
 def echo_method_not_allowed(allowed: Sequence[str]) -> HTTPResponse:
     return HTTPResponse(405, go_json({"message": "Method Not Allowed"}),
-                        "application/json; charset=UTF-8", {"Allow": ", ".join(allowed)})
+                        headers={"Allow": echo_allow(allowed)})
+
+
+def echo_options(allowed: Sequence[str]) -> HTTPResponse:
+    """echo's optionsMethodHandler: an OPTIONS request to a path that has routes."""
+    return HTTPResponse(204, b"", "", {"Allow": echo_allow(allowed)})
 
 
 Handler = Callable[[HTTPRequest], HTTPResponse]
@@ -399,8 +325,8 @@ Routes = Dict[str, Dict[str, Handler]]
 def route(routes: Routes, request: HTTPRequest, web_ui: Optional[Handler] = None
           ) -> HTTPResponse:
     """echo's routing as both services set it up: under /api every miss is the group's
-    404 catch-all; elsewhere a wrong method is 405, an unknown path 404 (or the web UI's
-    SPA fallback for GET, when there is one)."""
+    404 catch-all; elsewhere a wrong method is 405 (OPTIONS: 204 with Allow), an
+    unknown path 404 (or the web UI's SPA fallback for GET, when there is one)."""
     path = request.path
     methods = routes.get(path)
     if path == "/api" or path.startswith("/api/"):
@@ -411,12 +337,18 @@ def route(routes: Routes, request: HTTPRequest, web_ui: Optional[Handler] = None
         if request.method in methods:
             return methods[request.method](request)
         if web_ui is None or request.method != "GET":
-            return echo_method_not_allowed(sorted(methods))
+            return _wrong_method(request, sorted(methods))
     if web_ui is not None:
         if request.method == "GET":
             return web_ui(request)
-        return echo_method_not_allowed(["GET"])
+        return _wrong_method(request, ["GET"])
     return echo_not_found()
+
+
+def _wrong_method(request: HTTPRequest, allowed: Sequence[str]) -> HTTPResponse:
+    if request.method == "OPTIONS":
+        return echo_options(allowed)
+    return echo_method_not_allowed(allowed)
 
 
 def _record_body(raw: bytes) -> Any:
@@ -493,7 +425,8 @@ def _make_handler(api: FakeHTTPServer) -> type:
 
         def _send(self, resp: HTTPResponse) -> None:
             self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
+            if resp.content_type and self.command != "HEAD":  # Go sends none for HEAD
+                self.send_header("Content-Type", resp.content_type)
             self.send_header("Content-Length", str(len(resp.body)))
             for name, value in resp.headers.items():
                 self.send_header(name, value)
@@ -531,7 +464,11 @@ def _make_handler(api: FakeHTTPServer) -> type:
                 resp = HTTPResponse(500, b"Internal Server Error\n", "text/plain; charset=utf-8")
             self._send(resp)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+        def __getattr__(self, name: str) -> Any:
+            # Go serves every method name (TRACE, PROPFIND, even "get"): echo routes it
+            if name.startswith("do_"):
+                return self._handle
+            raise AttributeError(name)
 
     Handler.api = api
     return Handler
@@ -564,19 +501,6 @@ def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
     except (ValueError, TypeError):
         return None
     return key if isinstance(key, rsa.RSAPublicKey) else None
-
-
-def golang_jwt_error(exc: Exception) -> str:
-    """The text golang-jwt/v5 gives for the failure PyJWT reported."""
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return "token has invalid claims: token is expired"
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return "token has invalid claims: token is not valid yet"
-    if isinstance(exc, jwt.InvalidSignatureError):
-        return "token signature is invalid: crypto/rsa: verification error"
-    if isinstance(exc, jwt.InvalidAlgorithmError):
-        return "token is unverifiable: error while executing keyfunc: unexpected signing method"
-    return "token is malformed: could not JSON decode header"
 
 
 def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
@@ -632,7 +556,7 @@ class FakeDecisionMaker(FakeHTTPServer):
 
     def set_rules(self, rules: Sequence[Dict[str, Any]]) -> None:
         """Replace the rules as a POST would (missing fields get Go's zero values)."""
-        full = [{name: r.get(name, _zero(NODE_POLICY[name])) for name in RULE_FIELDS}
+        full = [{name: r.get(name, zero_value(NODE_POLICY[name])) for name in RULE_FIELDS}
                 for r in rules]
         with self._cond:
             self._rules = full
@@ -705,18 +629,15 @@ class FakeDecisionMaker(FakeHTTPServer):
 
     def _auth(self, handler: Handler) -> Handler:
         def checked(request: HTTPRequest) -> HTTPResponse:
-            header = request.authorization
+            header = request.authorization.strip(" \t")  # as Go's header parsing does
             if header == "":
                 return self.error_response(401, "Authorization header is required")
             if not header.startswith("Bearer "):
                 return self.error_response(401, "Authorization header must start with 'Bearer '")
-            try:
-                jwt.decode(header[len("Bearer "):], self._key.public_key(),
-                           algorithms=["RS256", "RS384", "RS512"],
-                           options={"verify_aud": False, "verify_iat": False})
-            except jwt.InvalidTokenError as e:
-                return self.error_response(401, "Invalid or expired token: "
-                                           + golang_jwt_error(e))
+            problem = golang_jwt_error(header[len("Bearer "):], self._key.public_key(),
+                                       time.time())
+            if problem is not None:
+                return self.error_response(401, "Invalid or expired token: " + problem)
             return handler(request)
         return checked
 
@@ -768,10 +689,14 @@ class FakeDecisionMaker(FakeHTTPServer):
         return self._success({"rootHash": self.merkle_root()})
 
     def _strategies(self, request: HTTPRequest) -> HTTPResponse:
+        try:
+            scheduling = self.strategies()
+        except OSError:  # thread-aware only: ListIntents fails on a scan error
+            return self.error_response(500, "Failed to list scheduling intents")
         return json_response(200, {"success": True,
                                    "message": "Scheduling intents retrieved successfully",
                                    "timestamp": rfc3339_now(),
-                                   "scheduling": self.strategies()})
+                                   "scheduling": scheduling})
 
 
 def main() -> None:

@@ -18,6 +18,10 @@ Fields are separated by tabs (thread names may contain spaces):
                      start time (prints nothing itself)
     (EOF)            exit the process
 
+With --burn-us N, every named thread also uses N µs of CPU every --every-ms
+milliseconds, like a gNB serving traffic (hashing, which releases the GIL:
+the threads compete for CPUs, not for the interpreter).
+
 Run: python3 -m testbed.gnb_sim --name nr-gnb --thread nr-gnb-rlc --thread "gnb worker"
 """
 
@@ -25,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import queue
 import sys
 import threading
+import time
 from typing import Dict, List, Tuple
 
 PR_SET_NAME = 15
@@ -47,6 +53,9 @@ def main(argv: List[str]) -> None:
     ap.add_argument("--thread", action="append", default=[])
     ap.add_argument("--workers", type=int, default=0,
                     help="add this many more threads, named gnb-w0, gnb-w1, ...")
+    ap.add_argument("--burn-us", type=int, default=0,
+                    help="CPU each named thread uses every --every-ms (0: none)")
+    ap.add_argument("--every-ms", type=float, default=10.0)
     a = ap.parse_args(argv)
     a.thread += [f"gnb-w{i}" for i in range(a.workers)]
     threading.stack_size(256 * 1024)  # thousands of threads stay cheap
@@ -61,7 +70,11 @@ def main(argv: List[str]) -> None:
         tids[name] = threading.get_native_id()
         started.wait()
         while True:
-            cmd, arg = inbox.get()
+            try:
+                cmd, arg = inbox.get(timeout=a.every_ms / 1e3) if a.burn_us else inbox.get()
+            except queue.Empty:
+                burn(a.burn_us / 1e6)
+                continue
             if cmd == "exit":
                 return
             mark(arg, tids[name], os.getpid())
@@ -95,6 +108,16 @@ def main(argv: List[str]) -> None:
             if cmd == "exit":
                 threads[name].join()
                 print(f"ok {name}", flush=True)
+
+
+_BLOCK = bytes(16384)
+
+
+def burn(seconds: float) -> None:
+    """Use `seconds` of this thread's CPU time, mostly without the GIL."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        hashlib.sha256(_BLOCK).digest()
 
 
 def mark(path: str, tid: int, tgid: int) -> None:

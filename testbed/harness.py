@@ -14,12 +14,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition",
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
                interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -29,6 +29,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class SchedulingLag:
+    """How late this machine wakes a sleeper, measured in a thread while a test runs.
+
+    Timing bounds in tests (watchdog ping gaps) hold for the daemon's own work; on a
+    loaded CI host the kernel may also keep any process off the CPU for a while.  A
+    thread that sleeps `step` seconds over and over sees exactly that delay, so a test
+    can add `worst` to its bound: the bound adapts to the machine, the defect it
+    guards against (a loop that blocks) still fails it."""
+
+    def __init__(self, step: float = 0.02) -> None:
+        self.step = step
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            self._stop.wait(self.step)
+            self.worst = max(self.worst, time.monotonic() - before - self.step)
+
+    def __enter__(self) -> SchedulingLag:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class NotifySocket:
@@ -61,7 +91,7 @@ class NotifySocket:
         with self._lock:
             return list(self.messages)
 
-    def wait(self, key: str, value: Optional[str] = None, timeout: float = 5.0,
+    def wait(self, key: str, value: Optional[str] = None, timeout: float = 20.0,
              after: int = 0) -> Dict[str, str]:
         def find() -> Optional[Dict[str, str]]:
             for m in self.all()[after:]:
@@ -105,9 +135,13 @@ def _sim_command(executable: Optional[str], user: Optional[int]) -> List[str]:
 
 
 def sim_argv(name: str = "nr-gnb", threads: Sequence[str] = ("nr-gnb-rlc",), workers: int = 0,
-             executable: Optional[str] = None, user: Optional[int] = None) -> List[str]:
-    """The command line of a gnb_sim (run with cwd=REPO), e.g. for GnbProcess.exec."""
+             executable: Optional[str] = None, user: Optional[int] = None,
+             burn: Tuple[int, float] = (0, 10.0)) -> List[str]:
+    """The command line of a gnb_sim (run with cwd=REPO), e.g. for GnbProcess.exec.
+    `burn`: each named thread uses that many µs of CPU every that many ms."""
     cmd = [*_sim_command(executable, user), "--name", name, "--workers", str(workers)]
+    if burn[0]:
+        cmd += ["--burn-us", str(burn[0]), "--every-ms", str(burn[1])]
     for t in threads:
         cmd += ["--thread", t]
     return cmd
@@ -129,11 +163,12 @@ class GnbProcess:
 
     def __init__(self, name: str = "nr-gnb", threads: tuple[str, ...] = ("nr-gnb-rlc",),
                  user: Optional[int] = None, executable: Optional[str] = None,
-                 workers: int = 0, wrapper: Sequence[str] = ()) -> None:
+                 workers: int = 0, wrapper: Sequence[str] = (),
+                 burn: Tuple[int, float] = (0, 10.0)) -> None:
         """`wrapper`: a program that holds until `release()` and then execs the
         simulator, keeping its PID (e.g. ENTRYPOINT_WRAPPER, like a container's
-        entrypoint doing exec "$@")."""
-        cmd = [*wrapper, *sim_argv(name, threads, workers, executable, user)]
+        entrypoint doing exec "$@").  `burn`: see sim_argv."""
+        cmd = [*wrapper, *sim_argv(name, threads, workers, executable, user, burn)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=REPO, user=user)
         self.pid: int = self.proc.pid
@@ -261,7 +296,7 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 5.0) -> str:
+    def wait_log(self, text: str, timeout: float = 20.0) -> str:
         return wait_until(lambda: text in self.log() and self.log(), timeout,  # type: ignore
                           f"log line containing {text!r}")
 

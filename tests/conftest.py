@@ -14,6 +14,7 @@ from testbed.harness import (
     DaemonProcess,
     GnbProcess,
     NotifySocket,
+    SchedulingLag,
     TraceWriter,
     write_config,
 )
@@ -78,6 +79,14 @@ def tls_api(keys: Dict[str, Path], tmp_path: Path) -> Iterator[Tuple[FakeGthulhu
     server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
     yield server, paths["ca"]
     server.stop()
+
+
+@pytest.fixture
+def lag() -> Iterator[SchedulingLag]:
+    """How late this machine woke a sleeper during the test (add `.worst` to timing
+    bounds: they adapt to a loaded host, and a loop that blocks still fails them)."""
+    with SchedulingLag() as measured:
+        yield measured
 
 
 @pytest.fixture
@@ -148,7 +157,7 @@ class Env:
         self.daemons.append(daemon)
         if ready:
             try:
-                self.notify.wait("READY", "1", timeout=10)
+                self.notify.wait("READY", "1", timeout=30)
             except AssertionError:
                 daemon.stop()
                 raise AssertionError(f"daemon not READY (exit {daemon.proc.returncode}):\n"

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any, Dict, List, Tuple
 
+from ..core.schedstat_text import describe, report_from_json
 from ..core.words import finite as _num
 from ..core.words import one_line, when
 from ..files import FileProblem
@@ -52,9 +53,39 @@ def _header(state: Dict[str, Any], now: float) -> List[str]:
         + (f"valid until {when(token, now).split(' (')[0]}" if token else "none")
         + (f", policy {one_line(api.get('policy_id'))}" if api.get("policy_id") else ""),
         f"scheduler:  {_scheduler(sched)}",
+        f"boosted:    {_boost(_d(state.get('boost')))}",
+        *_cpu_wait(_d(state.get("cpu_wait"))),
         f"last push:  {_last_push(state.get('last_push'), now)}",
         "",
     ]
+
+
+def _boost(boost: Dict[str, Any]) -> str:
+    """What the scheduler will boost, as read back after the last write."""
+    if not boost:
+        return "?"
+    diagnosis = one_line(boost.get("diagnosis"), 300)
+    if boost.get("verified") is not True:
+        return diagnosis
+    counts = ", ".join(f"{len(v) if isinstance(v, list) else '?'} {k}" for k, v in (
+        ("covered", boost.get("covered")), ("missing", boost.get("missing")),
+        ("foreign", boost.get("foreign"))))
+    return f"{counts} (read back from {one_line(boost.get('source'))}): {diagnosis}"
+
+
+def _cpu_wait(waits: Dict[str, Any]) -> List[str]:
+    """How long the tracked tasks waited for a CPU over the last window, in words."""
+    if waits.get("unavailable"):
+        return [f"CPU wait:   not measured: {one_line(waits.get('unavailable'), 300)}"]
+    reports = waits.get("last_window")
+    lines = []
+    for i, raw in enumerate(reports if isinstance(reports, list) else []):
+        try:
+            text = describe(report_from_json(raw, f"cpu_wait.last_window[{i}]"))
+        except ValueError as exc:
+            text = f"? ({exc})"
+        lines.append(f"CPU wait:   {one_line(text, 300)}")
+    return lines or ["CPU wait:   not measured yet (the first window is 60 s)"]
 
 
 def _scheduler(sched: Dict[str, Any]) -> str:

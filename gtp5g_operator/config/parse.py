@@ -101,8 +101,11 @@ def read_toml(text: str, source: str) -> Dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # message carries "(at line L, column C)"
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    except RecursionError:  # arrays nested deeper than the parser follows
-        raise ConfigError(f"{source}: invalid TOML: nested too deeply") from None
+    except ValueError:  # int() inside tomllib refuses a decimal of over 4,300 digits
+        raise ConfigError(f"{source}: invalid TOML: an integer too long to read") from None
+    except RecursionError:  # arrays or inline tables nested about a thousand deep
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply"
+                          ) from None
 
 
 def merge(documents: Sequence[Document]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:

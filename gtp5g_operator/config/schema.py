@@ -102,6 +102,11 @@ class ApiConfig:
         ("" = this host's name, lower case, without the domain).""")
     username: str = setting("", v.username, """
         Manager only: the user to log in as.""")
+    decision_maker_url: str = setting("", v.optional_api_url, """
+        Manager only: the URL of this node's Decision Maker, read (never written) after
+        each write to verify what the scheduler will boost; its token is obtained with
+        api.public_key (the Decision Maker's key).  "" = not verified (the Manager itself
+        does not resolve PIDs).""")
     password_file: str = setting("", v.optional_abs_path, """
         Manager only: a file holding the password (mode 0600; refused when other users can
         read it).  Unset: the systemd credential "gthulhu-password" (put the password in

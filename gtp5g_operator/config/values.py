@@ -27,7 +27,10 @@ def fmt(value: Any) -> str:
     elif isinstance(value, bool):
         text = "true" if value else "false"
     else:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # an integer of over 4,300 digits, in a list too
+            text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -141,6 +144,10 @@ def api_url(v: Any) -> str:
     expect(_valid_host(parts.hostname or ""), what, v)
     expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)
     return str(v).rstrip("/")
+
+
+def optional_api_url(v: Any) -> str:
+    return "" if v == "" else api_url(v)
 
 
 def _valid_host(host: str) -> bool:

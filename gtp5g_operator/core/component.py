@@ -24,7 +24,13 @@ class Component:
     name = "component"
 
     def watched_fds(self) -> Collection[int]:
-        """The fds to watch for reading now (may change after any call)."""
+        """The fds to watch for reading now (may change after any call).
+
+        Contract: return the *same object* for as long as the fds are unchanged, and a
+        new object whenever they change.  The loop compares it with what it registered
+        by identity (`is`), once per turn, and re-registers only on a new object — so a
+        component that mutated a collection in place would never be re-registered, and
+        one that built a new tuple every turn would cost a selector update per turn."""
         return ()
 
     def on_readable(self, fd: int) -> None:

@@ -81,8 +81,10 @@ def parse_status(data: bytes) -> tuple[Optional[int], Optional[int]]:
 
 
 def _first_int(line: bytes) -> Optional[int]:
+    # at most 10 digits (ids are 32-bit): int() raises on over 4,300 of them
     fields = line.split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    ok = len(fields) > 1 and fields[1].isdigit() and len(fields[1]) <= 10
+    return int(fields[1]) if ok else None
 
 
 class ProcFS:

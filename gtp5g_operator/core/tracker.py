@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Set, Tuple
 
 from ..config.schema import MatchConfig
 from .procfs import ProcessInfo, ProcFS
@@ -66,6 +66,17 @@ class ProcessView:
     since: float
     tids: Tuple[int, ...]
     thread_names: FrozenSet[str]
+
+
+class TaskRef(NamedTuple):
+    """One tracked task with its identity (ID, start time), for per-task readers
+    (the CPU-wait sampler) that must not carry a measure across a reused ID."""
+
+    tgid: int
+    tid: int
+    start_time: int
+    process: str  # the process's name (the leader's comm)
+    name: str  # the thread's own name
 
 
 class TaskTracker:
@@ -244,6 +255,13 @@ class TaskTracker:
                             tuple(sorted(p.tasks)),
                             frozenset(t.name for t in p.tasks.values()))
                 for tgid, p in sorted(self.processes.items())]
+
+    def tracked_tasks(self) -> Iterator[TaskRef]:
+        """Every tracked task, in no set order (a generator: no copy of 10,000
+        tasks when the caller only walks them)."""
+        for tgid, p in self.processes.items():
+            for tid, task in p.tasks.items():
+                yield TaskRef(tgid, tid, task.start_time, p.info.comm, task.name)
 
     @property
     def task_count(self) -> int:

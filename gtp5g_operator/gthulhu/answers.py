@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
+from ..core.readback import ListedEntry
 from .errors import ApiError
 
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last second strftime can show
@@ -115,16 +116,8 @@ def merkle_root(body: Any) -> str:
                    allow_empty=True)
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One entry the scheduler reads: a task ID, and the rule it came from (DM only)."""
-
-    pid: int
-    command_regex: str = ""  # "" when the server does not say (v0)
-
-
-def _pid(value: Any) -> Optional[int]:
-    return value if is_int(value) and 0 < value < 2**31 else None
+MAX_LISTED = 65536  # entries accepted from one answer (a 1 MiB answer holds ~12,000)
+PID_MAX_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
 
 
 def _scheduling(body: Any, what: str) -> List[Any]:
@@ -136,22 +129,35 @@ def _scheduling(body: Any, what: str) -> List[Any]:
     return items
 
 
-def listed_strategies(body: Any) -> List[Listed]:
-    """What GET /api/v1/scheduling/strategies lists (v0 and the DM alike).
-
-    Entries without a usable PID are left out: the scheduler cannot boost them
-    either.  A `command_regex` that is not a string counts as absent.
-    """
-    out: List[Listed] = []
-    for item in _scheduling(body, "the strategies answer"):
+def listed_strategies(body: Any) -> List[ListedEntry]:
+    """What GET /api/v1/scheduling/strategies lists (v0 and the DM alike): what the
+    scheduler will boost.  Entries without a PID (another writer's selector, v0) are
+    left out; anything else malformed refuses the whole answer, since what the
+    scheduler boosts cannot then be told."""
+    items = _scheduling(body, "the strategies answer")
+    if len(items) > MAX_LISTED:
+        raise bad(f"the strategies answer lists {len(items)} entries, more than {MAX_LISTED}")
+    out = []
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
+            raise bad(f"the strategies answer: scheduling[{i}] is not an object")
+        pid = item.get("pid")
+        if pid is None or pid == 0:
             continue
-        pid = _pid(item.get("pid"))
-        if pid is None:
-            continue
+        if not is_int(pid) or not 0 < pid <= PID_MAX_LIMIT:
+            raise bad(f"the strategies answer: scheduling[{i}].pid is not a PID: "
+                      f"{_shown(pid)}")
         regex = item.get("command_regex")
-        out.append(Listed(pid, regex if isinstance(regex, str) else ""))
+        if regex is not None and not isinstance(regex, str):
+            raise bad(f"the strategies answer: scheduling[{i}].command_regex is not a string: "
+                      f"{_shown(regex)}")
+        out.append(ListedEntry(pid, regex or None))
     return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def v0_strategy_list(body: Any) -> List[Mapping[str, Any]]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from ..files import decode_json
-from .answers import claim_times
+from .answers import claim_times, time_value
 
 REFRESH_MARGIN = 300.0  # refresh this long before exp ...
 SHORT_LIFETIME = 600.0  # ... unless the token lives less than this: then at half-life
@@ -61,7 +61,7 @@ def token_from_claims(value: str, claims: Mapping[str, Any], now: float,
     """Lifetime and skew from the claims; refuses a token expired on both clocks."""
     exp, iat = claim_times(claims)
     if exp is None:
-        exp = expired_at
+        exp = time_value(expired_at)
     if exp is None:
         raise TokenError("token has no usable exp claim and the answer no expired_at")
     skew = (iat - now) if iat is not None and abs(iat - now) > MAX_SKEW_REPORTED else 0.0

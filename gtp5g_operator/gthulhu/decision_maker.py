@@ -22,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from ..config import Config
+from ..core.procfs import ProcFS
+from ..core.readback import Comparison, ListedEntry, compare_rule
 from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
 from ..core.words import plural
@@ -61,6 +63,32 @@ def rule_root(rule: NodeRule) -> str:
     return hashlib.sha256(leaf.encode()).hexdigest()
 
 
+class DecisionMakerView:
+    """What a node's Decision Maker tells its scheduler, read and never written (the
+    Manager flavor's read-back, when api.decision_maker_url is set)."""
+
+    def __init__(self, http: JsonHttp, login: PublicKeyToken) -> None:
+        self.http = http
+        self.login = login
+
+    def listed(self, deadline: float) -> List[ListedEntry]:
+        for attempt in (1, 2):
+            if not self.login.valid():
+                self.login.obtain(deadline)
+            answer = self.http.request("GET", STRATEGIES_PATH, None, deadline,
+                                       self.login.header())
+            if answer.status == 401 and attempt == 1:
+                self.login.drop()  # restarted, or its key changed: one fresh token
+                continue
+            check_answer(answer.status, answer.body,
+                         f"GET {self.http.base_url}{STRATEGIES_PATH}", answer.location)
+            return listed_strategies(answer.body)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.http.close()
+
+
 class DecisionMakerWriter(RuleWriter):
     name = "decision-maker"
     display = "Decision Maker"
@@ -89,6 +117,7 @@ class DecisionMakerWriter(RuleWriter):
         self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
                                     f"gtp5g-operator@{self.node}", clock, wall_clock)
         self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
+        self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
 
     # --- what status shows ------------------------------------------------------------------
@@ -123,8 +152,21 @@ class DecisionMakerWriter(RuleWriter):
     def clear(self, deadline: float) -> None:
         self._delete(deadline)
 
+    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+        rule = build_rule(views, self.strategy, self.node)
+        return compare_rule(self.listed(deadline), rule.command_regex if rule else None, views,
+                            self.procfs)
+
+    def listed(self, deadline: float) -> List[ListedEntry]:
+        """What the scheduler reads from this Decision Maker now."""
+        return listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
+
+    @property
+    def readback_source(self) -> str:
+        return f"{self.http.base_url}{STRATEGIES_PATH}"
+
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
-        listed = listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
+        listed = self.listed(deadline)
         root = self.root(deadline)
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 from ..config import Config
 from ..config.schema import StrategyConfig
+from ..core.readback import Comparison
 from ..core.tracker import ProcessView
 from .auth import Token
 from .errors import ApiError, ErrorKind
@@ -146,6 +147,19 @@ class AutoWriter(ApiWriter):
 
     def clear(self, deadline: float) -> None:
         self._delegated(lambda w: w.clear(deadline))
+
+    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+        result: Optional[Comparison] = self._delegated(lambda w: w.read_back(views, deadline))
+        return result
+
+    def verify_problem(self) -> str:
+        if self.delegate is None:
+            return "the server's flavor is not known yet"
+        return self.delegate.verify_problem()
+
+    @property
+    def readback_source(self) -> str:
+        return self.delegate.readback_source if self.delegate is not None else ""
 
     def describe(self) -> Dict[str, Any]:
         if self.delegate is None:

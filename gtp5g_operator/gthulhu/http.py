@@ -168,8 +168,14 @@ class FinalAnswer(http.client.HTTPResponse):
 
     def _read_status(self) -> Tuple[str, int, str]:
         read_status = super()._read_status  # type: ignore[misc]
-        for _ in range(MAX_INTERIM):
-            version, status, reason = read_status()
+        for interim in range(MAX_INTERIM):
+            try:
+                version, status, reason = read_status()
+            except http.client.RemoteDisconnected:
+                if interim:  # it did answer: an interim answer, then nothing
+                    raise http.client.HTTPException("the connection closed after an "
+                                                    "interim answer") from None
+                raise
             if status == 101:
                 raise http.client.HTTPException("101 Switching Protocols, which was never "
                                                 "asked for")
@@ -394,5 +400,8 @@ class JsonHttp:
             return ApiError("connect", f"TLS with {self.base_url} broke off: {short(exc)}")
         if isinstance(exc, socket.gaierror):
             return ApiError("connect", f"cannot resolve {self._host}: {short(exc.strerror)}")
+        if isinstance(exc, http.client.HTTPException):  # reached, but not an HTTP answer
+            return ApiError("bad-answer", f"{what}: the answer is not HTTP/1.1 "
+                            f"({type(exc).__name__}: {short(exc, 80)})")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         return ApiError("connect", f"cannot reach {self.base_url}: {short(reason)}")

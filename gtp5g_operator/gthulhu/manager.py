@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
 
 from ..config import Config
+from ..core.procfs import ProcFS
+from ..core.readback import Comparison, compare_rule
 from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
 from ..core.words import plural
 from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
+from .decision_maker import STRATEGIES_PATH, DecisionMakerView
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
 from .ownership import OwnershipFile
-from .writer import Holdings, RuleWriter
+from .writer import Holdings, PublicKeyToken, RuleWriter
 
 if TYPE_CHECKING:
     from .detect import Probe
@@ -139,6 +142,12 @@ class ManagerWriter(RuleWriter):
     login: ManagerLogin
 
     @classmethod
+    def credentials(cls, config: Config) -> FrozenSet[str]:
+        # a password for the Manager; the node DM's key to read back from it, if asked
+        return frozenset({"password", *(("public-key",) if config.api.decision_maker_url
+                                        else ())})
+
+    @classmethod
     def config_problem(cls, config: Config) -> str:
         if not config.api.username:
             return ('api.username: required with a Gthulhu Manager (and its password: '
@@ -154,7 +163,16 @@ class ManagerWriter(RuleWriter):
     def create(cls, http: JsonHttp, config: Config, state_dir: str,
                clock: Callable[[], float], wall_clock: Callable[[], float]) -> ManagerWriter:
         cls.announce(config)
-        return cls(http, config, state_dir, clock)
+        writer = cls(http, config, state_dir, clock)
+        dm_url = config.api.decision_maker_url
+        if dm_url:
+            dm = JsonHttp(dm_url, config.api.timeout, config.ca_pem, clock)
+            writer.view = DecisionMakerView(dm, PublicKeyToken(
+                dm, config.public_key_pem, config.api.public_key, f"gtp5g-operator@{writer.node}",
+                clock, wall_clock))
+        else:
+            log.info("%s", writer.verify_problem())
+        return writer
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -166,6 +184,8 @@ class ManagerWriter(RuleWriter):
             OBJECT_ID)
         self._written: Optional[NodeRule] = None  # what the policy says, as far as we know
         self._cleared = False
+        self.view: Optional[DecisionMakerView] = None  # the node's DM, read back from
+        self.procfs = ProcFS()
 
     # --- what status shows ------------------------------------------------------------------
 
@@ -217,6 +237,29 @@ class ManagerWriter(RuleWriter):
                 return p
         candidates = [r for r in (rule, self.ids.rule) if r is not None]
         return next((p for p in listed for r in candidates if same_policy(p, r)), None)
+
+    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+        if self.view is None:
+            return None
+        rule = build_rule(views, self.strategy, self.node)
+        return compare_rule(self.view.listed(deadline), rule.command_regex if rule else None,
+                            views, self.procfs)
+
+    def verify_problem(self) -> str:
+        if self.view is not None:
+            return ""
+        return ("what the scheduler boosts is not verified: the Manager does not resolve "
+                "PIDs; set api.decision_maker_url to this node's Decision Maker (and "
+                "api.public_key to its key) to read back what it lists")
+
+    @property
+    def readback_source(self) -> str:
+        return f"{self.view.http.base_url}{STRATEGIES_PATH}" if self.view is not None else ""
+
+    def close(self) -> None:
+        super().close()
+        if self.view is not None:
+            self.view.close()
 
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import Config
+from ..core.readback import Comparison, compare_ids
 from ..core.strategy import Strategy, build_strategies, target_ids
 from ..core.tracker import ProcessView
 from ..core.words import plural
@@ -102,6 +103,14 @@ class V0Writer(ApiWriter):
         check_answer(answer.status, answer.body, f"GET {self.http.base_url}{STRATEGIES_PATH}",
                      answer.location)
         return answer.body
+
+    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+        listed = listed_strategies(self._get_strategies(deadline))
+        return compare_ids(listed, target_ids(views, self.strategy.targets))
+
+    @property
+    def readback_source(self) -> str:
+        return f"{self.http.base_url}{STRATEGIES_PATH}"
 
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         listed = listed_strategies(self._get_strategies(deadline))

@@ -27,8 +27,9 @@ from typing import (
 )
 
 from ..config.schema import Config, StrategyConfig
+from ..core.readback import Comparison, ListedEntry
 from ..core.tracker import ProcessView
-from .answers import Listed, token_answer
+from .answers import token_answer
 from .auth import Token, TokenError, verify_token
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
@@ -46,7 +47,7 @@ class Holdings:
     """What the server holds of this host, read without changing anything."""
 
     saw: str  # in words, for doctor
-    listed: Optional[List[Listed]]  # what the scheduler will read; None: not said here
+    listed: Optional[List[ListedEntry]]  # what the scheduler will read; None: not said here
     rule: Optional[str] = None  # this host's rule (regex) as the server holds it, if any
 
 
@@ -146,6 +147,20 @@ class ApiWriter(abc.ABC):
         """What the server holds of this host (read-only; `last_rule`: the regex the
         running service says it wrote last, when known)."""
         return Holdings("not known for this flavor", None)
+
+    def read_back(self, views: Sequence[ProcessView], deadline: float) -> Optional[Comparison]:
+        """What the scheduler will boost (the strategies it reads), compared with `views`;
+        None when this server cannot tell (`verify_problem` says why).  One GET."""
+        return None
+
+    def verify_problem(self) -> str:
+        """Why `read_back` cannot tell, "" when it can."""
+        return ""
+
+    @property
+    def readback_source(self) -> str:
+        """Where `read_back` reads (a URL), for the reports."""
+        return ""
 
     def describe(self) -> Dict[str, Any]:
         return {"flavor": self.name, "url": self.http.base_url}

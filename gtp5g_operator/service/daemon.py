@@ -18,6 +18,7 @@ from .. import __version__
 from ..config import Config, ConfigError, describe_changes
 from ..core.component import Component
 from ..core.procfs import ProcFS
+from ..core.schedstat import SchedstatSampler
 from ..core.tracker import ProcessView, TaskTracker
 from ..gthulhu.registry import build_writer
 from ..gthulhu.writer import ApiWriter
@@ -38,6 +39,7 @@ from .watchdog import WatchdogPinger
 
 log = logging.getLogger(__name__)
 
+CPU_WAIT_WINDOW = 60.0  # seconds over which status and doctor judge how long tasks waited
 FIRST_PUSH_DELAY = 0.25  # let the first lines arrive so the first push is not a needless clear
 STOP_PUSH_BUDGET = 1.5  # clear_on_stop must fit in systemd's expectation of a quick stop
 MAX_SLEEP = 3600.0
@@ -64,11 +66,14 @@ class Daemon:
         self._wall = wall_clock
         self.loaded_at = wall_clock()
         self.notifier = Notifier(env)
-        self.tracker = TaskTracker(procfs or ProcFS(), config.match, wall_clock)
+        self.state_directory = state_dir(env)
+        procfs = procfs or ProcFS()
+        self.tracker = TaskTracker(procfs, config.match, wall_clock)
+        self.cpu_wait = SchedstatSampler(procfs.root, clock, CPU_WAIT_WINDOW)
         self.scheduler = SchedulerWatch(sysfs)
         self.trace = TraceFeed(config.trace, clock, self._on_tids, readers)
         self._make_writer = make_writer or (
-            lambda cfg: build_writer(cfg, state_dir(env), clock, wall_clock))
+            lambda cfg: build_writer(cfg, self.state_directory, clock, wall_clock))
         self.pusher = Pusher(self._make_writer(config), config.strategy.resync_interval,
                              self._desired, clock, wall_clock,
                              first_push_delay=FIRST_PUSH_DELAY, make_writer=self._make_writer)
@@ -99,6 +104,7 @@ class Daemon:
         self.pusher.on_pushed = self._on_pushed
         self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
+                                 self._sample_cpu_wait,
                                  self.publisher.publish]
 
 
@@ -111,6 +117,9 @@ class Daemon:
         self.scheduler.check()
         self.trace.open()
         self.publisher.publish()
+        # Before READY=1, so that a probe right after it is never refused; after the
+        # first publish, so that the endpoint process finds the files it serves.
+        self.endpoint.open()
 
     def _log_start(self) -> None:
         cfg = self.config
@@ -203,6 +212,9 @@ class Daemon:
         if self.tracker.observe(tids):
             self.publisher.tasks_added(self.tracker.take_added())
             self.pusher.mark_changed()
+
+    def _sample_cpu_wait(self) -> None:
+        self.cpu_wait.sample(self.tracker.tracked_tasks())
 
     def _desired(self) -> List[ProcessView]:
         self.tracker.prune()  # never push a task that exited or whose ID was reused

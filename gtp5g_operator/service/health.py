@@ -11,13 +11,29 @@ order.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+# The endpoint process imports this module and nothing heavy: `typing` (about
+# 2 MB of its memory) is imported for the type checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, Tuple
 
 STALL_GRACE = 2.0  # seconds past its announced next turn before a loop counts as stalled
 
 
+def finite(value: Any) -> Optional[float]:
+    """A finite number of the published document, else None (whatever is in the file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if number - number == 0 else None  # NaN and infinities are not
+
+
 def _age(now: float, then: Any) -> Optional[float]:
-    return round(now - then, 3) if isinstance(then, (int, float)) else None
+    t = finite(then)
+    return round(now - t, 3) if t is not None else None
 
 
 def health_answer(doc: Optional[Mapping[str, Any]], heartbeat: Optional[Tuple[float, float]],
@@ -26,7 +42,7 @@ def health_answer(doc: Optional[Mapping[str, Any]], heartbeat: Optional[Tuple[fl
     if doc is None:
         return 503, {"status": "starting", "detail": "the daemon has not published yet"}
     body: Dict[str, Any] = {k: doc.get(k) for k in (
-        "tracked_processes", "tracked_tasks", "api", "trace", "scheduler")}
+        "tracked_processes", "tracked_tasks", "api", "trace", "scheduler", "boost")}
     last = doc.get("last_push") if isinstance(doc.get("last_push"), dict) else None
     body["last_push"] = None if last is None else {
         "ok": last.get("ok"), "age_s": _age(now, last.get("at_mono")),
@@ -43,9 +59,9 @@ def health_answer(doc: Optional[Mapping[str, Any]], heartbeat: Optional[Tuple[fl
 
 
 def _push_recent(doc: Mapping[str, Any], now: float) -> bool:
-    window = 3 * float(doc.get("resync_interval") or 10.0)
-    success = doc.get("last_success_mono")
-    if isinstance(success, (int, float)):
+    window = 3 * (finite(doc.get("resync_interval")) or 10.0)
+    success = finite(doc.get("last_success_mono"))
+    if success is not None:
         return now - success <= window
-    started = doc.get("started_mono")
-    return isinstance(started, (int, float)) and now - started <= window
+    started = finite(doc.get("started_mono"))
+    return started is not None and now - started <= window

@@ -1,80 +1,169 @@
-"""Prometheus metrics: kept by the loop, rendered as text when it publishes.
+"""Prometheus metrics: rendered from the one snapshot the loop publishes.
 
 Off unless `metrics.listen` or `metrics.textfile` is set, and prometheus_client
-is imported only then.  The loop is the only writer of the metric objects and
-renders the exposition text at each publish (after every push, reload and
-liveness pass); the text goes to the textfile and to the runtime directory,
-from where the endpoint process serves /metrics.  So the numbers are at most
-`liveness_interval` old, and no other thread ever touches the loop's state.
+is imported only then.  Nothing is mirrored: a custom collector turns the
+snapshot (the same dict as state.json, built by `Publisher.snapshot`) and the
+two histograms the loop keeps into metric families at each publish (after
+every push, reload and liveness pass).  The text goes to the textfile and to
+the runtime directory, from where the endpoint process serves /metrics.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import bisect
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from .. import __version__
 
-_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 P = "gtp5g_operator_"
+NS = 1e-9
 
 
-class Metrics:
-    def __init__(self) -> None:
-        import prometheus_client as prom
+class Histogram:
+    """A histogram the loop observes into (the collector reads it)."""
 
-        self._prom = prom
-        self.registry = prom.CollectorRegistry(auto_describe=True)
-        self._trace_and_targets(prom)
-        self._api(prom)
-        self.config_reloads = self._counter("config_reloads", "Configuration reloads",
-                                            ["result"])
-        self.scheduler_enabled = prom.Gauge(
-            P + "scheduler_enabled", "1 when a sched_ext scheduler is running (strategies "
-            "have an effect), 0 when not", ["ops"], registry=self.registry)
-        prom.Info(P + "build", "Build information", registry=self.registry).info(
-            {"version": __version__})
-        for result in ("ok", "error"):  # export zeros, so rate() works from the start
-            self.pushes.labels(result)
-            self.config_reloads.labels(result)
+    def __init__(self, buckets: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
 
-    def _counter(self, name: str, text: str, labels: Any = ()) -> Any:
-        return self._prom.Counter(P + name, text, labels, registry=self.registry)
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
-    def _gauge(self, name: str, text: str) -> Any:
-        return self._prom.Gauge(P + name, text, registry=self.registry)
+    def cumulative(self) -> List[Tuple[str, int]]:
+        out, total = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
 
-    def _trace_and_targets(self, prom: Any) -> None:
-        self.tracked_processes = self._gauge("tracked_processes", "Processes whose tasks "
-                                             "are boosted")
-        self.tracked_tasks = self._gauge("tracked_tasks", "Tasks (threads) boosted")
-        self.trace_lines = self._counter("trace_lines", "Trace lines (text) or records (raw) "
-                                         "read")
-        self.trace_bytes = self._counter("trace_bytes", "Bytes read from the trace source")
-        self.trace_dropped = self._counter("trace_dropped_lines", "Over-long trace lines "
-                                           "dropped")
-        self.trace_reopens = self._counter("trace_reopens", "Times the trace source had to "
-                                           "be (re)opened after a failure or EOF")
-        self.trace_lost = self._counter("trace_lost_events", "Trace events the kernel "
-                                        "overwrote before they were read")
-        self.trace_unrecognised = self._counter("trace_unrecognised_bytes", "Trace text in "
-                                                "which no line could be recognised")
-        self.trace_reader = prom.Info(P + "trace_reader", "The trace reader in use",
-                                      registry=self.registry)
 
-    def _api(self, prom: Any) -> None:
-        self.pushes = self._counter("pushes", "Pushes by result", ["result"])
-        self.push_duration = prom.Histogram(P + "push_duration_seconds", "Duration of one "
-                                            "push (credentials + write)",
-                                            buckets=_DURATION_BUCKETS, registry=self.registry)
-        self.detect_to_push = prom.Histogram(P + "detect_to_push_seconds", "From a new "
-                                             "task's first trace line to the successful "
-                                             "push that contains it",
-                                             buckets=_DURATION_BUCKETS, registry=self.registry)
-        self.token_refreshes = self._counter("token_refreshes", "API credentials obtained")
-        self.last_success = self._gauge("last_successful_push_timestamp_seconds",
-                                        "Unix time of the last successful push")
-        self.api_flavor = prom.Info(P + "api", "The Gthulhu flavor spoken",
-                                    registry=self.registry)
+def _d(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
 
-    def render(self) -> bytes:
-        return bytes(self._prom.generate_latest(self.registry))
+
+def _n(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else 0.0
+
+
+class SnapshotCollector:
+    """Metric families from the snapshot and the histograms (prometheus_client's
+    custom-collector protocol: `collect()` yields families)."""
+
+    def __init__(self, snapshot: Mapping[str, Any], histograms: Mapping[str, Histogram]) -> None:
+        self.snap = snapshot
+        self.histograms = histograms
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
+
+        s = self.snap
+        trace, counts = _d(s.get("trace")), _d(s.get("counts"))
+        yield GaugeMetricFamily(P + "tracked_processes", "Processes whose tasks are boosted",
+                                value=len(s.get("processes") or []))
+        yield GaugeMetricFamily(P + "tracked_tasks", "Tasks (threads) boosted",
+                                value=sum(len(_d(p).get("tids") or []) for p in
+                                          s.get("processes") or []))
+        for key, name, text in (
+                ("lines", "trace_lines", "Trace lines (text) or records (raw) read"),
+                ("bytes", "trace_bytes", "Bytes read from the trace source"),
+                ("dropped_lines", "trace_dropped_lines", "Over-long trace lines dropped"),
+                ("reopens", "trace_reopens", "Times the trace source had to be (re)opened "
+                                             "after a failure or EOF"),
+                ("lost_events", "trace_lost_events", "Trace events the kernel overwrote "
+                                                     "before they were read"),
+                ("unrecognised_bytes", "trace_unrecognised_bytes", "Trace text in which no "
+                                                                   "line could be recognised")):
+            yield CounterMetricFamily(P + name, text, value=_n(trace.get(key)))
+        yield InfoMetricFamily(P + "trace_reader", "The trace reader in use", value={
+            "format": str(trace.get("format", "")), "path": str(trace.get("path", ""))})
+        yield from self._api(counts, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily,
+                             HistogramMetricFamily)
+        yield from self._scheduler(GaugeMetricFamily, InfoMetricFamily)
+        yield from self._cpu_wait(CounterMetricFamily, GaugeMetricFamily)
+        reloads = CounterMetricFamily(P + "config_reloads", "Configuration reloads",
+                                      labels=["result"])
+        for result in ("ok", "error"):
+            reloads.add_metric([result], _n(_d(counts.get("reloads")).get(result)))
+        yield reloads
+        yield InfoMetricFamily(P + "build", "Build information", value={"version": __version__})
+
+    def _api(self, counts: Mapping[str, Any], counter: Any, gauge: Any, info: Any,
+             histogram: Any) -> Iterator[Any]:
+        s, api = self.snap, _d(self.snap.get("api"))
+        pushes = counter(P + "pushes", "Pushes by result", labels=["result"])
+        for result in ("ok", "error"):  # both exported from the start, so rate() works
+            pushes.add_metric([result], _n(_d(counts.get("pushes")).get(result)))
+        yield pushes
+        for name, text in (("push_duration_seconds", "Duration of one push (credentials + "
+                                                     "write + read-back)"),
+                           ("detect_to_push_seconds", "From a new task's first trace line "
+                                                      "to the successful push that contains "
+                                                      "it")):
+            h = self.histograms[name]
+            yield histogram(P + name, text, buckets=h.cumulative(), sum_value=h.sum)
+        yield counter(P + "token_refreshes", "API credentials obtained",
+                      value=_n(api.get("credentials_obtained")))
+        last = _n(s.get("last_success_at"))
+        if last:
+            yield gauge(P + "last_successful_push_timestamp_seconds", "Unix time of the last "
+                        "successful push", value=last)
+        yield info(P + "api", "The Gthulhu flavor spoken", value={
+            "flavor": str(api.get("flavor", "?"))})
+
+    def _scheduler(self, gauge: Any, info: Any) -> Iterator[Any]:
+        sched, boost = _d(self.snap.get("scheduler")), _d(self.snap.get("boost"))
+        if sched:
+            enabled = gauge(P + "scheduler_enabled", "1 when a sched_ext scheduler is running "
+                            "(strategies have an effect), 0 when not", labels=["ops"])
+            enabled.add_metric([str(sched.get("ops", ""))], 1 if sched.get("enabled") else 0)
+            yield enabled
+        if not boost.get("verified"):
+            return  # nothing read back: no numbers rather than zeros
+        for key, text in (("covered", "Tracked tasks the scheduler lists (boosts)"),
+                          ("missing", "Tracked tasks the scheduler does not list"),
+                          ("foreign", "Tasks listed under this host's rule that it does not "
+                                      "track")):
+            yield gauge(P + f"scheduler_{key}_tasks", text, value=len(boost.get(key) or []))
+        yield info(P + "scheduler", "The sched_ext scheduler that reads the strategies",
+                   value={"ops": str(boost.get("scheduler") or "")})
+
+    def _cpu_wait(self, counter: Any, gauge: Any) -> Iterator[Any]:
+        waits = _d(self.snap.get("cpu_wait"))
+        lifetime, windows = _d(waits.get("lifetime")), waits.get("last_window") or []
+        run = counter(P + "target_run_seconds", "Time the tracked tasks ran on a CPU",
+                      labels=["process"])
+        wait = counter(P + "target_runqueue_wait_seconds", "Time the tracked tasks were "
+                       "runnable but waited for a CPU", labels=["process"])
+        slices = counter(P + "target_timeslices", "Times the tracked tasks got a CPU",
+                         labels=["process"])
+        for process, c in sorted(lifetime.items()):
+            c = _d(c)
+            run.add_metric([process], _n(c.get("run_ns")) * NS)
+            wait.add_metric([process], _n(c.get("wait_ns")) * NS)
+            slices.add_metric([process], _n(c.get("slices")))
+        yield from (run, wait, slices)
+        worst = gauge(P + "target_worst_task_wait_ratio", "The highest share of its runnable "
+                      "time any one tracked task waited for a CPU over the last window",
+                      labels=["process"])
+        for report in windows:
+            w = _d(_d(report).get("worst"))
+            if w.get("wait_share") is not None:
+                worst.add_metric([str(_d(report).get("process"))], _n(w.get("wait_share")))
+        yield worst
+
+
+def render(snapshot: Mapping[str, Any], histograms: Dict[str, Histogram]) -> bytes:
+    import prometheus_client as prom
+
+    registry = prom.CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, histograms))  # type: ignore[arg-type]
+    return bytes(prom.generate_latest(registry))

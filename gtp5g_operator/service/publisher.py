@@ -1,5 +1,13 @@
-"""What the daemon tells the outside: the STATUS= line, state.json, metrics,
-health.json — built from the loop's parts, only from the loop's own thread."""
+"""What the daemon tells the outside, all from one snapshot: the STATUS= line,
+state.json, health.json (/health), the metrics text (/metrics and the
+node-exporter textfile) and SIGUSR1's log lines.
+
+`snapshot()` builds the state once from the loop's parts; every output is a
+rendering of it, so they cannot disagree.  The publisher also keeps what only
+it needs: the read-back verdict (`core.boost_verdict`, said once per
+episode), the push and reload counts, and the two histograms.  Only the
+loop's own thread calls it.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,16 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Protocol
 
 from .. import __version__
+from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
 from ..core.component import Component
-from .metrics import Metrics
+from ..core.schedstat_text import report_json, status_note
+from .metrics import Histogram, render
 from .pusher import PushResult
-from .runtime_files import HEALTH_FILE, METRICS_FILE, PublishedFile, StateFile
+from .runtime_files import HEALTH_FILE, METRICS_FILE, PublishedFile, StateFile, record_textfile
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..core.schedstat import SchedstatSampler
     from ..core.tracker import TaskTracker
     from ..trace.feed import TraceFeed
     from .pusher import Pusher
@@ -30,11 +41,14 @@ class Parts(Protocol):
     """The daemon as the publisher sees it."""
 
     config: Config
+    config_path: str
     loaded_at: float
     tracker: TaskTracker
     trace: TraceFeed
     pusher: Pusher
     scheduler: SchedulerWatch
+    cpu_wait: SchedstatSampler
+    state_directory: str
 
 
 class Publisher(Component):
@@ -51,106 +65,79 @@ class Publisher(Component):
         self._metrics_text = PublishedFile(os.path.join(directory, METRICS_FILE))
         self._health = PublishedFile(os.path.join(directory, HEALTH_FILE))
         self._textfile: Optional[PublishedFile] = None
-        self.metrics: Optional[Metrics] = None
-        self._counted: Dict[str, int] = {}  # counter name -> value already exported
+        self.metrics_on = False
+        self.histograms = {"push_duration_seconds": Histogram(),
+                           "detect_to_push_seconds": Histogram()}
+        self.counts: Dict[str, Dict[str, int]] = {"pushes": {"ok": 0, "error": 0},
+                                                  "reloads": {"ok": 0, "error": 0}}
         self._pending: Dict[int, float] = {}  # tid -> when first seen (monotonic)
         self.last_success_mono: Optional[float] = None
+        self.last_success_at: Optional[float] = None
+        self.boost = BoostReporter(logging.getLogger("gtp5g_operator.readback"),
+                                   parts.config.strategy.resync_interval, clock)
+        self.verdict: BoostVerdict = not_verified("nothing written yet")
         self.configure_metrics(parts.config)
 
     # --- configuration -------------------------------------------------------------------
 
     def configure_metrics(self, config: Config) -> None:
         m = config.metrics
-        if (m.listen or m.textfile) and self.metrics is None:
-            self.metrics = Metrics()
+        self.metrics_on = bool(m.listen or m.textfile)
         self._textfile = PublishedFile(m.textfile) if m.textfile else None
+        record_textfile(self.parts.state_directory, m.textfile)  # for the package's purge
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if old.metrics != new.metrics:
             self.configure_metrics(new)
+        self.boost.grace = new.strategy.resync_interval
         return False
 
     # --- events from the loop -------------------------------------------------------------
 
     def tasks_added(self, tids: Iterable[int]) -> None:
-        if self.metrics is None:
-            return
         now = self._clock()
         for tid in tids:
             if len(self._pending) < MAX_PENDING:
                 self._pending.setdefault(tid, now)
 
     def pushed(self, result: PushResult) -> None:
+        self.counts["pushes"]["ok" if result.ok else "error"] += 1
+        self.histograms["push_duration_seconds"].observe(result.duration)
         if result.ok:
-            self.last_success_mono = result.at_mono
-        if self.metrics is not None:
-            self._push_metrics(self.metrics, result)
-        self.publish()
-
-    def _push_metrics(self, m: Metrics, result: PushResult) -> None:
-        m.pushes.labels("ok" if result.ok else "error").inc()
-        m.push_duration.observe(result.duration)
-        if result.ok:
-            m.last_success.set(result.at_wall)
+            self.last_success_mono, self.last_success_at = result.at_mono, result.at_wall
             for tid, seen in self._pending.items():
                 if tid in result.tids:
-                    m.detect_to_push.observe(result.at_mono - seen)
+                    self.histograms["detect_to_push_seconds"].observe(result.at_mono - seen)
             self._pending.clear()
+            self.verdict = (self.boost.update(result.comparison, self.parts.scheduler.state,
+                                              result.readback_source)
+                            if result.comparison is not None else
+                            not_verified(result.readback_problem))
+        self.publish()
 
     def reloaded(self, ok: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.config_reloads.labels("ok" if ok else "error").inc()
+        self.counts["reloads"]["ok" if ok else "error"] += 1
 
-    # --- publishing --------------------------------------------------------------------------
-
-    def publish(self) -> None:
-        """Refresh metrics, state.json and health.json (each written only if changed)."""
-        if self.metrics is not None:
-            self._refresh_metrics(self.metrics)
-            text = self.metrics.render()
-            self._metrics_text.write(text)
-            if self._textfile is not None:
-                self._textfile.write(text)
-        self.state.write_state(self.snapshot(), self._wall())
-        self._health.write((json.dumps(self.health(), sort_keys=True) + "\n").encode())
-
-    def _refresh_metrics(self, m: Metrics) -> None:
-        p = self.parts
-        m.tracked_processes.set(len(p.tracker.processes))
-        m.tracked_tasks.set(p.tracker.task_count)
-        c = p.trace.counters
-        for counter, name, total in (
-                (m.trace_lines, "lines", c.lines), (m.trace_bytes, "bytes", c.bytes),
-                (m.trace_dropped, "dropped", c.dropped_lines),
-                (m.trace_reopens, "reopens", c.reopens), (m.trace_lost, "lost", c.lost_events),
-                (m.trace_unrecognised, "unrecognised", c.unrecognised_bytes),
-                (m.token_refreshes, "tokens", self._api().get("credentials_obtained", 0))):
-            delta = total - self._counted.get(name, 0)
-            if delta > 0:
-                counter.inc(delta)
-                self._counted[name] = total
-        m.trace_reader.info({"format": p.trace.kind, "path": p.trace.path})
-        m.api_flavor.info({"flavor": str(self._api().get("flavor", "?"))})
-        p.scheduler.export(m.scheduler_enabled)
-
-    def _api(self) -> Dict[str, Any]:
-        return self.parts.pusher.writer.describe()
+    # --- the snapshot ----------------------------------------------------------------------
 
     def snapshot(self) -> Dict[str, Any]:
+        """The daemon's state now: what state.json holds and every output renders."""
         p = self.parts
         cfg, last, c = p.config, p.pusher.last, p.trace.counters
         return {
             "pid": os.getpid(),
             "version": __version__,
             "started_at": self.started_at,
-            "config": {"path": cfg.source, "loaded_at": p.loaded_at,
+            "config": {"path": cfg.source, "files": list(cfg.files), "loaded_at": p.loaded_at,
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
-            "api": {**self._api(), "url": cfg.api.url},
+            "api": {**p.pusher.writer.describe(), "url": cfg.api.url},
             "trace": {"path": p.trace.path, "format": p.trace.kind, "open": p.trace.is_open,
-                      "lines": c.lines, "dropped_lines": c.dropped_lines,
+                      "lines": c.lines, "bytes": c.bytes, "dropped_lines": c.dropped_lines,
                       "lost_events": c.lost_events, "reopens": c.reopens,
                       "unrecognised_bytes": c.unrecognised_bytes},
             "scheduler": p.scheduler.describe(),
+            "boost": self.verdict.state(),
+            "cpu_wait": self._cpu_wait(),
             "processes": [
                 {"tgid": v.tgid, "comm": v.comm, "exe": v.exe, "uid": v.uid,
                  "tids": list(v.tids), "thread_names": sorted(v.thread_names),
@@ -160,50 +147,78 @@ class Publisher(Component):
                 "ok": last.ok, "at": last.at_wall, "count": last.count,
                 "duration_s": round(last.duration, 6), "error": last.error,
                 "error_kind": last.error_kind},
+            "last_success_at": self.last_success_at,
+            "counts": self.counts,
         }
 
-    def health(self) -> Dict[str, Any]:
-        """What /health answers from (ages are computed by whoever reads it)."""
-        p = self.parts
-        last = p.pusher.last
+    def _cpu_wait(self) -> Dict[str, Any]:
+        sampler = self.parts.cpu_wait
+        return {"unavailable": sampler.unavailable,
+                "lifetime": {name: c._asdict() for name, c in sorted(sampler.lifetime.items())},
+                "last_window": [report_json(r) for r in sampler.reports.values()]}
+
+    # --- renderings -------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Refresh state.json, health.json and the metrics (each written only if changed)."""
+        snap = self.snapshot()
+        self.state.write_state(snap, self._wall())
+        self._health.write((json.dumps(self.health(snap), sort_keys=True) + "\n").encode())
+        if self.metrics_on:
+            text = render(snap, self.histograms)
+            self._metrics_text.write(text)
+            if self._textfile is not None:
+                self._textfile.write(text)
+
+    def health(self, snap: Dict[str, Any]) -> Dict[str, Any]:
+        """What /health answers from (ages are computed by whoever reads it): the
+        snapshot's summary, with the loop's monotonic times."""
+        p, last, boost = self.parts, self.parts.pusher.last, snap["boost"]
         return {
-            "tracked_processes": len(p.tracker.processes),
-            "tracked_tasks": p.tracker.task_count,
+            "tracked_processes": len(snap["processes"]),
+            "tracked_tasks": sum(len(pr["tids"]) for pr in snap["processes"]),
             "started_mono": self.started_mono,
             "resync_interval": p.config.strategy.resync_interval,
             "last_push": None if last is None else {
                 "ok": last.ok, "at": last.at_wall, "at_mono": last.at_mono,
                 "error_kind": last.error_kind},
             "last_success_mono": self.last_success_mono,
-            "api": {"flavor": self._api().get("flavor"), "url": p.config.api.url},
-            "trace": {"format": p.trace.kind, "open": p.trace.is_open,
-                      "lost_events": p.trace.counters.lost_events},
-            "scheduler": p.scheduler.describe(),
+            "api": {"flavor": snap["api"].get("flavor"), "url": snap["api"]["url"]},
+            "trace": {k: snap["trace"][k] for k in ("format", "open", "lost_events")},
+            "scheduler": snap["scheduler"],
+            # a difference is not an outage of the operator: in the body, never the status
+            "boost": {"verified": boost["verified"], "diagnosis": boost["diagnosis"],
+                      **{k: len(boost.get(k) or []) for k in ("covered", "missing",
+                                                              "foreign")}},
         }
 
-    def status_line(self) -> str:
+    def status_line(self, snap: Optional[Dict[str, Any]] = None) -> str:
         """One line for systemctl status."""
-        p = self.parts
-        text = f"tracking {len(p.tracker.processes)} process(es), {p.tracker.task_count} task(s)"
-        scheduler = p.scheduler.status_note()
+        s = snap if snap is not None else self.snapshot()
+        tasks = sum(len(pr["tids"]) for pr in s["processes"])
+        text = f"tracking {len(s['processes'])} process(es), {tasks} task(s)"
+        scheduler = self.parts.scheduler.status_note()
         if scheduler:
             text += "; " + scheduler
-        last = p.pusher.last
-        text += f"; API {self._api().get('flavor', '?')}"
+        text += f"; API {s['api'].get('flavor', '?')}"
+        last = self.parts.pusher.last
         if last is None:
             return text + ", no push yet"
         age = max(0.0, self._clock() - last.at_mono)
-        if last.ok:
-            return text + f", last push ok ({last.count} entries) {age:.0f}s ago"
-        return text + f", last push failed ({last.error_kind}) {age:.0f}s ago"
+        if not last.ok:
+            return text + f", last push failed ({last.error_kind}) {age:.0f}s ago"
+        text += f", last push ok ({last.count} entries) {age:.0f}s ago"
+        if tasks:
+            text += "; " + self.verdict.status_fragment()
+        waits = status_note(self.parts.cpu_wait.reports.values())
+        return text + ("; " + waits if waits else "")
 
     def report_lines(self) -> List[str]:
         """The state in a few log lines (SIGUSR1)."""
         state = self.snapshot()
-        lines = [f"state: {self.status_line()}",
-                 f"state: api {json.dumps(state['api'], sort_keys=True)}",
-                 f"state: trace {json.dumps(state['trace'], sort_keys=True)}",
-                 f"state: scheduler {json.dumps(state['scheduler'], sort_keys=True)}"]
+        lines = [f"state: {self.status_line(state)}"]
+        lines += [f"state: {key} {json.dumps(state[key], sort_keys=True)}"
+                  for key in ("api", "trace", "scheduler", "boost", "cpu_wait")]
         lines += [f"state: process {pr['tgid']} ({pr['comm']}, exe {pr['exe'] or '?'}, "
                   f"uid {pr['uid']}) tasks {pr['tids']}" for pr in state["processes"]]
         return lines

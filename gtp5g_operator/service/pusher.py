@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, FrozenSet, List, Optional, Tuple
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
+from ..core.readback import Comparison
 from ..core.tracker import ProcessView
 from ..gthulhu.errors import ApiError
 from ..gthulhu.writer import ApiWriter
@@ -39,6 +40,9 @@ class PushResult:
     tids: FrozenSet[int] = frozenset()  # the tracked tasks this push covered
     error: str = ""
     error_kind: str = ""
+    comparison: Optional[Comparison] = None  # what the scheduler lists, compared
+    readback_source: str = ""  # where that was read
+    readback_problem: str = ""  # why there is no comparison
 
 
 def _server_identity(config: Config) -> Tuple[object, ...]:
@@ -70,6 +74,7 @@ class Pusher(Component):
         self.before_push: Callable[[], None] = lambda: None  # e.g. a watchdog ping
         self.stopping = False
         self.last: Optional[PushResult] = None
+        self._readback = StateLog(log)
 
     # --- the component's face -----------------------------------------------------------
 
@@ -126,15 +131,33 @@ class Pusher(Component):
         views = self._snapshot()
         start = self._clock()
         tids = frozenset(t for v in views for t in v.tids)
+        deadline = start + self.writer.timeout
         try:
-            count = self._with_credentials(lambda d: self.writer.write(views, d),
-                                           start + self.writer.timeout) or 0
+            count = self._with_credentials(lambda d: self.writer.write(views, d), deadline) or 0
         except ApiError as exc:
             result = self._failed(exc, start, tids)
         else:
-            result = self._succeeded(count, start, tids)
+            result = self._read_back(self._succeeded(count, start, tids), views, deadline)
         self.on_pushed(result)
         return result
+
+    def _read_back(self, result: PushResult, views: List[ProcessView],
+                   deadline: float) -> PushResult:
+        """What the scheduler will boost, within the same push deadline (one GET)."""
+        problem, comparison = self.writer.verify_problem(), None
+        if not problem:
+            try:
+                comparison = self.writer.read_back(views, deadline)
+            except ApiError as exc:
+                problem = f"read-back failed: {exc.summary}"
+                self._readback.problem(exc.kind, logging.WARNING, "cannot read back what the "
+                                       "scheduler boosts: %s", exc.summary)
+            else:
+                self._readback.recovered("reading back what the scheduler boosts works again")
+        self.last = dataclasses.replace(
+            result, comparison=comparison, readback_source=self.writer.readback_source,
+            readback_problem=problem or ("" if comparison is not None else "not verified"))
+        return self.last
 
     def clear(self, budget: float) -> Optional[ApiError]:
         """Remove this host's state within `budget` seconds (on stop); the error, if any."""

@@ -20,19 +20,17 @@ import json
 import logging
 import mmap
 import os
-import struct
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
 from ..files import FileProblem, atomic_write, read_json_file, read_regular_file
+from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
+from .runtime_names import HEARTBEAT as _HEARTBEAT
+from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
+from .runtime_names import METRICS_FILE as METRICS_FILE
+from .runtime_names import STATE_FILE as STATE_FILE
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-METRICS_FILE = "metrics.prom"
-HEALTH_FILE = "health.json"
-HEARTBEAT_FILE = "heartbeat"
-_HEARTBEAT = struct.Struct("<dd")  # turned_at, next_turn_by (monotonic seconds)
 
 
 def _first_dir(env: Mapping[str, str], var: str, default: str) -> str:
@@ -137,6 +135,25 @@ def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
         return None
     turned_at, next_by = _HEARTBEAT.unpack(data)
     return turned_at, next_by
+
+
+TEXTFILE_RECORD = "textfile.path"  # in the state directory: the package's purge reads it
+
+
+def record_textfile(state_directory: str, textfile: str) -> None:
+    """Note which metrics textfile this service maintains (one absolute path, or no
+    file), so that purging the package removes exactly that file and no other."""
+    path = os.path.join(state_directory, TEXTFILE_RECORD)
+    try:
+        if not textfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        os.makedirs(state_directory, exist_ok=True)
+        atomic_write(path, (textfile + "\n").encode(), 0o644)
+    except OSError as exc:
+        log.warning("cannot record the metrics textfile in %s: %s (purging the package "
+                    "will leave %s behind)", path, exc.strerror, textfile or "it")
 
 
 def daemon_alive(pid: Any, proc: str = "/proc") -> bool:

@@ -23,9 +23,11 @@ class SchedulerWatch:
         old, self.state = self.state, new
         if old is not None and old.enabled == new.enabled and old.ops == new.ops:
             return
-        if new.enabled:
-            log.info("%s%s", new.summary(),
-                     "" if new.looks_like_gthulhu else " (it does not look like Gthulhu's)")
+        if new.enabled and new.looks_like_gthulhu:
+            log.info("%s", new.summary())
+        elif new.enabled:
+            log.warning("sched_ext scheduler %r is running, not Gthulhu's: the strategies this "
+                        "service writes have no effect", new.ops)
         elif old is None or old.enabled:
             log.warning("%s: the strategies this service writes have no effect until one "
                         "(such as Gthulhu's) runs", new.summary())

@@ -21,3 +21,10 @@ VOCABULARY = Vocabulary(flavors=FLAVORS, readers=tuple(r.kind for r in READERS))
 def load(path: str, env: Mapping[str, str] = os.environ,
          credentials: Optional[Sequence[str]] = None) -> Config:
     return load_config(path, VOCABULARY, env, credentials)
+
+
+def example_config() -> str:
+    """packaging/config.toml: every key at its default, documented (`make example-config`)."""
+    from ..config.render import example_config as render
+
+    return render(VOCABULARY)

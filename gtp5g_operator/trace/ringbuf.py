@@ -91,11 +91,15 @@ _RARE = 1 << 29
 
 LOST_UNKNOWN = -1  # PageStats.lost: events were lost but the page has no room for the count
 
-_FIELD_RE = re.compile(
-    r"field:\s*(?P<decl>[^;]*?)\s*;\s*offset:\s*(?P<offset>\d+)\s*;"
-    r"\s*size:\s*(?P<size>\d+)\s*;(?:\s*signed:\s*(?P<signed>\d+)\s*;)?"
-)
-_NAME_RE = re.compile(r"(\w+)\s*(?:\[[^\]]*\])?$")
+# The field's name: the declaration's last word, before an optional array size
+# ("char buf[]").  The look-behind lets the word start only at a word's start,
+# and the brackets hold no bracket: both keep the search linear in the length.
+_NAME_RE = re.compile(r"(?<!\w)(\w+)\s*(?:\[[^\[\]]*\])?$")
+MAX_DIGITS = 9  # no offset or size of a format file comes near a billion
+# The largest sub-buffer a kernel makes: buffer_subbuf_size_kb takes 1 to 128
+# pages (kernel/trace/trace.c), 8 MiB with 64 KiB pages.  The reader allocates
+# one sub-buffer per read, so a layout file must not be able to ask for more.
+MAX_SUBBUF_SIZE = 128 * 65536
 
 
 class FormatError(ValueError):
@@ -170,15 +174,35 @@ class Record(NamedTuple):
 
 
 def parse_fields(text: str) -> Dict[str, Field]:
-    """All `field:` lines of a format file (header_page or an event's format), by name."""
+    """All `field:` lines of a format file (header_page or an event's format), by name.
+
+    A line is ``field:DECL; offset:N; size:N; [signed:N;]``.  It is split with
+    str methods, a line at a time: one pattern over the whole text that may skip
+    whitespace between its parts backtracks polynomially over a malformed file
+    (2,000 spaces after "field:" took 12 s; read_small_text allows 64 KiB).
+    Lines that are not fields are skipped; a number too long for a layout is a
+    FormatError.
+    """
     fields: Dict[str, Field] = {}
-    for m in _FIELD_RE.finditer(text):
-        name = _NAME_RE.search(m.group("decl"))
-        if name is None:
+    for line in text.splitlines():
+        head, _, rest = line.partition(";")
+        lead, sep, decl = head.partition("field:")
+        if not sep or lead.strip():
             continue
-        signed = m.group("signed")
-        fields[name.group(1)] = Field(name.group(1), int(m.group("offset")),
-                                      int(m.group("size")), signed == "1")
+        attrs = {}
+        for part in rest.split(";"):
+            key, sep, value = part.partition(":")
+            if sep:
+                attrs[key.strip()] = value.strip()
+        name = _NAME_RE.search(decl.strip())
+        numbers = [attrs.get("offset", ""), attrs.get("size", ""), attrs.get("signed", "0")]
+        if name is None or not all(n.isascii() and n.isdigit() for n in numbers):
+            continue
+        if any(len(n) > MAX_DIGITS for n in numbers):
+            raise FormatError(f"field {name.group(1)!r}: a number of more than "
+                              f"{MAX_DIGITS} digits")
+        offset, size, signed = map(int, numbers)
+        fields[name.group(1)] = Field(name.group(1), offset, size, signed == 1)
     return fields
 
 
@@ -197,7 +221,8 @@ def parse_header_page(text: str, byteorder: str = sys.byteorder) -> PageLayout:
         raise FormatError(f"header_page: commit of {commit.size} bytes")
     if data.offset < commit.offset + commit.size or data.offset % ALIGNMENT:
         raise FormatError(f"header_page: data at offset {data.offset}")
-    if data.size < 2 * RECORD_HEADER_SIZE or data.size % ALIGNMENT:
+    if data.size < 2 * RECORD_HEADER_SIZE or data.size % ALIGNMENT or \
+            data.offset + data.size > MAX_SUBBUF_SIZE:
         raise FormatError(f"header_page: data of {data.size} bytes")
     if byteorder not in ("little", "big"):
         raise FormatError(f"byte order {byteorder!r}")
@@ -210,16 +235,19 @@ def parse_header_event(text: str) -> EventHeader:
         m = re.search(pattern, text)
         if m is None:
             raise FormatError(f"header_event: no match for {pattern!r}")
+        if len(m.group(1)) > MAX_DIGITS:  # int() refuses over 4,300 digits: a ValueError
+            raise FormatError(f"header_event: {pattern!r}: a number of more than "
+                              f"{MAX_DIGITS} digits")
         return int(m.group(1))
 
     return EventHeader(
-        number(r"type_len\s*:\s*(\d+)\s*bits"),
-        number(r"time_delta\s*:\s*(\d+)\s*bits"),
-        number(r"array\s*:\s*(\d+)\s*bits"),
-        number(r"padding\s*:\s*type\s*==\s*(\d+)"),
-        number(r"time_extend\s*:\s*type\s*==\s*(\d+)"),
-        number(r"time_stamp\s*:\s*type\s*==\s*(\d+)"),
-        number(r"data max type_len\s*==\s*(\d+)"),
+        number(r"type_len\s*:\s*([0-9]+)\s*bits"),
+        number(r"time_delta\s*:\s*([0-9]+)\s*bits"),
+        number(r"array\s*:\s*([0-9]+)\s*bits"),
+        number(r"padding\s*:\s*type\s*==\s*([0-9]+)"),
+        number(r"time_extend\s*:\s*type\s*==\s*([0-9]+)"),
+        number(r"time_stamp\s*:\s*type\s*==\s*([0-9]+)"),
+        number(r"data max type_len\s*==\s*([0-9]+)"),
     )
 
 

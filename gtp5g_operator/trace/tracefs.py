@@ -9,11 +9,13 @@ diagnostic command, without taking events from the daemon).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Dict, NamedTuple, Optional, Set
 
 from ..files import read_small_text
+from .ringbuf import MAX_SUBBUF_SIZE
 
 OPTIONS_OF_NOTE = (("bin", "1"), ("hex", "1"), ("raw", "1"), ("context-info", "0"),
                    ("latency-format", "1"), ("verbose", "1"))
@@ -69,13 +71,16 @@ def parse_cpu_stats(text: str) -> CpuStats:
         name = _STATS_KEYS.get(key.strip())
         if not sep or name is None:
             continue
-        try:
-            if name.endswith("_ts"):
-                times[name] = float(value)
-            else:
-                counts[name] = int(value)
-        except ValueError:
-            continue  # a field this kernel prints differently: leave it at 0
+        value = value.strip()
+        if name.endswith("_ts"):
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue  # a field this kernel prints differently: leave it at 0
+            if math.isfinite(seconds):
+                times[name] = seconds
+        elif value.isascii() and value.isdigit() and len(value) <= 20 and int(value) < 2**64:
+            counts[name] = int(value)  # an unsigned long; "-1", "1_000" or "+5" are not
     c = counts.get
     return CpuStats(c("entries", 0), c("overrun", 0), c("commit_overrun", 0), c("bytes", 0),
                     c("dropped_events", 0), c("read_events", 0),
@@ -106,14 +111,22 @@ def per_cpu_dirs(tracing_dir: str) -> Dict[int, str]:
     return found
 
 
+MAX_CPUS = 1 << 16  # far beyond any kernel's NR_CPUS (8192): bounds the set a list can make
+_CPU_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+
+
 def parse_cpu_list(text: str) -> Set[int]:
     """The kernel's CPU list format: "0-3,8,10-11" (empty: no CPU); ValueError if garbled."""
     cpus: Set[int] = set()
     for part in text.strip().split(","):
         if not part:
             continue
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
+        m = _CPU_RANGE.fullmatch(part)
+        first = int(m.group(1)) if m else -1
+        last = int(m.group(2) or first) if m else -1
+        if not 0 <= first <= last < MAX_CPUS:
+            raise ValueError(f"not a CPU list: {text.strip()[:40]!r}")
+        cpus.update(range(first, last + 1))
     return cpus
 
 
@@ -136,6 +149,7 @@ def read_int_file(path: str) -> Optional[int]:
 
 
 def subbuf_size(tracing_dir: str) -> Optional[int]:
-    """Bytes per sub-buffer (buffer_subbuf_size_kb, kernels >= 6.8), or None if not shown."""
+    """Bytes per sub-buffer (buffer_subbuf_size_kb, kernels >= 6.8), or None if not shown
+    (or not a size a kernel makes: the reader allocates one sub-buffer per read)."""
     kb = read_int_file(os.path.join(tracing_dir, "buffer_subbuf_size_kb"))
-    return kb * 1024 if kb and kb > 0 else None
+    return kb * 1024 if kb and 0 < kb * 1024 <= MAX_SUBBUF_SIZE else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from testbed.harness import (
     SYSTEM_PYTHON,
     DaemonProcess,
     GnbProcess,
+    SchedulingLag,
     TraceWriter,
     public_copy,
     wait_until,
@@ -76,7 +78,7 @@ def start_watched(env: Env, **overrides: Dict[str, object]) -> DaemonProcess:
     ("huge", "bytes is larger than 1048576: ignored"),
 ])
 def test_api_fault_then_recovery_watchdog_fed(env: Env, gnb: Callable[..., GnbProcess],
-                                              fault: str, logged: str) -> None:
+                                              fault: str, logged: str, lag: SchedulingLag) -> None:
     d = start_watched(env)
     env.api.wait_post(lambda s: True)
     t0 = time.monotonic()
@@ -91,7 +93,7 @@ def test_api_fault_then_recovery_watchdog_fed(env: Env, gnb: Callable[..., GnbPr
                       after=len(env.api.posts()))
     d.wait_log("API reachable again")
     gaps = ping_gaps(env, t0)
-    assert gaps and max(gaps) < 0.5 + API_TIMEOUT + 0.3, gaps
+    assert gaps and max(gaps) < 0.5 + API_TIMEOUT + 0.3 + lag.worst, gaps
     assert d.proc.poll() is None
 
 
@@ -106,7 +108,7 @@ def test_api_slow_but_in_time(env: Env, gnb: Callable[..., GnbProcess]) -> None:
 
 
 def test_api_refusing_connections(env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path,
-                                  keys: Dict[str, Path]) -> None:
+                                  keys: Dict[str, Path], lag: SchedulingLag) -> None:
     port = int(env.api.url.rsplit(":", 1)[1])
     env.api.stop()
     d = start_watched(env)
@@ -122,7 +124,7 @@ def test_api_refusing_connections(env: Env, gnb: Callable[..., GnbProcess], tmp_
     finally:
         back.stop()
     gaps = ping_gaps(env, t0)
-    assert max(gaps) < 0.5 + 0.3, gaps  # refused connections never block
+    assert max(gaps) < 0.5 + 0.3 + lag.worst, gaps  # refused connections never block
 
 
 def test_wrong_key_401_names_the_key_file_and_does_not_hammer(env: Env,
@@ -221,7 +223,8 @@ def need_system_python(*modules: str) -> None:
         pytest.skip(f"{SYSTEM_PYTHON} with {', '.join(modules)} is needed (Debian packages)")
 
 
-def test_garbage_binary_nuls_and_a_10mb_line(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+def test_garbage_binary_nuls_and_a_10mb_line(
+        env: Env, gnb: Callable[..., GnbProcess], lag: SchedulingLag) -> None:
     d = start_watched(env)
     t0 = time.monotonic()
     g = gnb(threads=())
@@ -232,7 +235,7 @@ def test_garbage_binary_nuls_and_a_10mb_line(env: Env, gnb: Callable[..., GnbPro
     assert d.log().count("dropped a trace line longer than") == 1
     time.sleep(1.2)  # at least two more pings to measure against
     gaps = ping_gaps(env, t0)
-    assert max(gaps) < 0.8, gaps
+    assert max(gaps) < 0.8 + lag.worst, gaps
     assert d.proc.poll() is None
 
 
@@ -269,18 +272,23 @@ def test_a_flood_that_saturates_the_loop_does_not_starve_watchdog_or_push(
     # A pipe as large as a kernel ring (1.4 MB per CPU): with the default 64 KiB the
     # loop's batching rest (5 ms after a small turn) would pace the writer instead.
     fcntl.fcntl(env.writer.fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-    cpu0 = process_cpu(d.pid)
     t0 = time.monotonic()
     n0 = len(env.api.posts())
-    while time.monotonic() - t0 < 3.0:  # as fast as the daemon takes it
-        env.writer.write(chunk)
-    elapsed = time.monotonic() - t0
-    # A flood: the daemon's loop was busy reading all along (the writer waited on it),
-    # whatever this machine's speed (the lines/s themselves are a benchmark figure).
-    busy = (process_cpu(d.pid) - cpu0) / elapsed
-    assert busy > 0.6, f"the daemon used only {busy:.0%} of a CPU: not a flood"
+    waiting = 0.0
+    with SchedulingLag() as lag:
+        while time.monotonic() - t0 < 3.0:  # as fast as the daemon takes it
+            before = time.monotonic()
+            env.writer.write(chunk)
+            waiting += time.monotonic() - before
+        elapsed = time.monotonic() - t0
+    # A flood: the writer waited on a full pipe most of the time, so the daemon's loop
+    # found data at every turn, whatever this machine's speed or load (the lines/s are
+    # a benchmark figure, not a test's).
+    if waiting < 0.5 * elapsed:
+        pytest.skip(f"the writer kept the pipe full only {waiting / elapsed:.0%} of the "
+                    "time: this machine could not produce a flood now")
     gaps = ping_gaps(env, t0)
-    assert gaps and max(gaps) < 0.8, gaps
+    assert gaps and max(gaps) < 0.8 + lag.worst, (gaps, lag.worst)
     posts = [p for p in env.api.posts()[n0:] if p.at <= t0 + elapsed]
     assert len(posts) >= 2, "resync pushes must go on during the flood"
     assert d.proc.poll() is None
@@ -480,6 +488,9 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
 def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:
     d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True})
     env.api.wait_post(lambda s: True)
+    # the push is over, its read-back (a GET after the POST) included: nothing in flight
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
     env.api.fault = "hang"
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)

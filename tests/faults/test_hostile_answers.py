@@ -110,7 +110,8 @@ def dm(keys: Dict[str, Path]) -> Iterator[FakeDecisionMaker]:
 
 @pytest.mark.parametrize("route", [("POST", "/api/v1/auth/token"),
                                    ("GET", "/api/v1/node-intents/merkle"),
-                                   ("POST", "/api/v1/node-intents")])
+                                   ("POST", "/api/v1/node-intents"),
+                                   ("GET", "/api/v1/scheduling/strategies")])  # read-back
 def test_decision_maker_routes(env: Env, dm: FakeDecisionMaker,
                                gnb: Callable[..., GnbProcess], route: Tuple[str, str]) -> None:
     d = start_dm(env, dm, strategy={"resync_interval": 1.5})

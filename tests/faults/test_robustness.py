@@ -38,6 +38,7 @@ from testbed.harness import (
     ZOMBIE_LEADER_C,
     DaemonProcess,
     GnbProcess,
+    SchedulingLag,
     ZombieLeaderGnb,
     build_c_program,
     sim_argv,
@@ -352,7 +353,7 @@ def ipv6_loopback() -> bool:
 @pytest.mark.parametrize("when,host", [("start", "127.0.0.1"), ("reload", "127.0.0.1"),
                                        ("reload", "::1")])
 def test_metrics_on_a_port_in_use_is_an_error_and_a_retry(env: Env, when: str,
-                                                          host: str) -> None:
+                                                          host: str, lag: SchedulingLag) -> None:
     """The port is taken between check and bind: the daemon is READY anyway (not a
     traceback and exit 1 at start, not a dead daemon after a reload), says so in
     one error line, and serves /metrics once the port is free."""
@@ -381,7 +382,7 @@ def test_metrics_on_a_port_in_use_is_an_error_and_a_retry(env: Env, when: str,
     with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as answer:
         assert answer.status == 200 and b"gtp5g_operator" in answer.read()
     gaps = ping_gaps(env, t0)
-    assert gaps and max(gaps) < 1.0, f"a ping gap reached WatchdogSec=1s: {max(gaps):.2f} s"
+    assert gaps and max(gaps) < 1.0 + lag.worst, f"a ping gap of {max(gaps):.2f} s"
 
 
 def replace_with(kind: str, path: Path, keep: List[socket.socket]) -> str:
@@ -415,7 +416,7 @@ def remove_any(path: Path) -> None:
 
 
 def test_trace_path_replaced_at_run_time_by_what_cannot_be_followed(
-        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+        env: Env, gnb: Callable[..., GnbProcess], lag: SchedulingLag) -> None:
     """The FIFO checked at load is replaced, while running, by a regular file, a
     device, a directory, a socket, a link to tracefs's non-pipe `trace`: each is
     an error line and a retry with backoff; the FIFO back, lines are read again."""
@@ -461,24 +462,31 @@ def test_trace_path_replaced_at_run_time_by_what_cannot_be_followed(
         for sock in keep:
             sock.close()
     gaps = ping_gaps(env, t0)
-    assert gaps and max(gaps) < 1.0, f"a ping gap reached WatchdogSec=1s: {max(gaps):.2f} s"
+    assert gaps and max(gaps) < 1.0 + lag.worst, f"a ping gap of {max(gaps):.2f} s"
 
 
 def test_a_reload_that_closes_an_fd_ready_in_the_same_turn_runs_no_callback_for_it(
-        env: Env, busy_port_socket: socket.socket) -> None:
+        env: Env) -> None:
     """The issue's race, on the fd of the metrics endpoint's pipe: a reload that
     turns metrics.listen on (and changes a strategy value, so the push comes in
     the same turn) starts the endpoint child, then the push hangs; meanwhile a
     second SIGHUP (metrics.listen off) arrives and only then the child says
-    "error: cannot listen" and exits.  The next select returns the signal's fd
-    first and the endpoint's second; the reload closes the endpoint's pipe, so
-    no callback may run for it (before the fix: an assertion, and the daemon
-    exited).  (The trace fd cannot be made ready in that order any more: it is
-    re-registered after its rest only in a turn that ends before any push.)"""
-    port = busy_port_socket.getsockname()[1]
+    "error: cannot read ..." (its runtime directory is root's only, and as root it
+    runs as nobody) and exits.  The next select returns the signal's fd first and
+    the endpoint's second; the reload closes the endpoint's pipe, so no callback
+    may run for it (before the fix: an assertion, and the daemon exited).  (The
+    trace fd cannot be made ready in that order any more: it is re-registered
+    after its rest only in a turn that ends before any push.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the endpoint process then runs as nobody, who cannot "
+                    "read a runtime directory of root's, and fails after starting")
+    (env.tmp / "run").mkdir(mode=0o700)
+    port = free_port()
     d = env.start(env={"WATCHDOG_USEC": "6000000"}, api={"timeout": 1.5},
                   strategy={"resync_interval": 5.0})
     env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"  # the push is over, its read-back included
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
     for round_ in range(1):
         mark = len(d.log())
         env.api.fault = "hang"
@@ -502,13 +510,10 @@ def test_a_reload_that_closes_an_fd_ready_in_the_same_turn_runs_no_callback_for_
                    "a push that succeeds")
 
 
-@pytest.fixture
-def busy_port_socket() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    yield sock
-    sock.close()
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # =================================================================================================
@@ -564,7 +569,7 @@ class SilentNameserver:
 
 
 def test_a_nameserver_that_never_answers_does_not_hold_the_loop(
-        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path, lag: SchedulingLag) -> None:
     """api.url names a host that only a silent nameserver could resolve (the
     daemon runs in a mount namespace whose resolv.conf names it, with glibc's
     5 s timeout and 3 attempts).  Each push gives up after api.timeout, ping
@@ -596,7 +601,7 @@ def test_a_nameserver_that_never_answers_does_not_hold_the_loop(
         # the trace is read while pushes keep failing
         g = gnb(threads=("nr-gnb-rlc",))
         env.writer.write(lines_for(g))
-        d.wait_log(f"task {g.threads['nr-gnb-rlc']} (nr-gnb-rlc) added", timeout=3)
+        d.wait_log(f"task {g.threads['nr-gnb-rlc']} (nr-gnb-rlc) added", timeout=15)
         # every failed push took about api.timeout; one lookup thread at most
         durations: Dict[float, float] = {}
         most_tasks = 0
@@ -617,7 +622,7 @@ def test_a_nameserver_that_never_answers_does_not_hold_the_loop(
         pre = min(1.0, watchdog_sec / 2 / 4)  # a ping comes right before a push that is due
         bound = max(watchdog_sec / 2, pre + timeout + 0.5)
         gaps = ping_gaps(env, t0)
-        assert gaps and max(gaps) <= bound < watchdog_sec, (max(gaps), bound)
+        assert gaps and max(gaps) <= bound + lag.worst and bound < watchdog_sec, (max(gaps), bound)
         assert "is too long for WatchdogSec" not in d.log()
     finally:
         ns.close()
@@ -645,6 +650,9 @@ def test_a_fifo_where_the_daemon_reads_or_writes_never_blocks_it(
             os.mkfifo(options / name)
         d = start_watched(env)
         env.writer.write("neither a trace line nor anything like one\n" * 2000)
+        # read alone (with real lines in the same read, the text would be recognised):
+        # the warning reads the options, which must not block
+        d.wait_log("no trace line in them could be recognised", timeout=30)
     elif spot == "metrics.textfile":
         textfile = tmp_path / "gtp5g_operator.prom"
         os.mkfifo(textfile)
@@ -654,15 +662,13 @@ def test_a_fifo_where_the_daemon_reads_or_writes_never_blocks_it(
         os.mkfifo(env.tmp / "run" / f"state.json.tmp.{d.pid}")
     try:
         env.writer.write(lines_for(g))
-        env.api.wait_post(lambda s: g.pid in pids(s), timeout=4)
+        env.api.wait_post(lambda s: g.pid in pids(s), timeout=15)
         n = len(env.notify.all())
-        env.notify.wait("WATCHDOG", "1", timeout=1.5, after=n)
+        env.notify.wait("WATCHDOG", "1", timeout=5.0, after=n)  # pings due every 0.5 s
     except (TimeoutError, AssertionError):
         d.proc.kill()  # blocked where no signal can stop it: do not wait for SIGTERM
         pytest.fail(f"the daemon is stuck ({spot} is a FIFO):\n{d.log()[-1500:]}")
     assert d.proc.poll() is None
-    if spot == "tracing options":
-        d.wait_log("no trace line in them could be recognised", timeout=2)
     if spot == "metrics.textfile":
         wait_until(lambda: textfile.is_file() and b"gtp5g_operator" in textfile.read_bytes(),
                    5, "the textfile written")
@@ -732,7 +738,7 @@ def test_the_watchdog_warning_comes_on_reload_too(env: Env) -> None:
     d.wait_log("api.timeout (1.8 s) is too long for WatchdogSec=2s", timeout=5)
 
 
-def test_ping_gaps_under_a_hanging_api_stay_within_the_bound(env: Env) -> None:
+def test_ping_gaps_under_a_hanging_api_stay_within_the_bound(env: Env, lag: SchedulingLag) -> None:
     """The issue's measurement (pings 2.3 s apart with WatchdogSec=2s and no
     warning), redone at the worst moment: a push that hangs for api.timeout is
     started just before the next ping is due (by a reload that changes a
@@ -759,7 +765,7 @@ def test_ping_gaps_under_a_hanging_api_stay_within_the_bound(env: Env) -> None:
         time.sleep(timeout + 0.2)
     gaps = ping_gaps(env, t0)
     bound = worst_gap(watchdog_sec, timeout, 0.5)
-    assert gaps and max(gaps) <= bound < watchdog_sec, (max(gaps), bound)
+    assert gaps and max(gaps) <= bound + lag.worst and bound < watchdog_sec, (max(gaps), bound)
     assert "is too long for WatchdogSec" not in d.log()
 
 
@@ -1016,7 +1022,7 @@ def test_text_that_is_never_recognised_is_warned_about_once_per_episode(
         g = gnb(threads=())
         env.writer.write(lines_for(g))  # recognised again: the episode ends
         env.api.wait_post(lambda s, g=g: g.pid in pids(s), timeout=5)  # type: ignore[misc]
-        d.wait_log("trace lines are recognised again", timeout=3)
+        d.wait_log("trace lines are recognised again", timeout=15)
     assert d.proc.poll() is None
 
 
@@ -1113,7 +1119,7 @@ def test_a_redirect_is_reported_as_one_with_its_location(
         assert "http-4xx" not in d.log()[mark:] and "HTTP 4xx" not in d.log()[mark:]
         env.api.fault = None
         env.api.wait_post(lambda s, g=g: g.pid in pids(s), timeout=5)  # type: ignore[misc]
-        d.wait_log("API reachable again", timeout=3)
+        d.wait_log("API reachable again", timeout=15)
 
 
 WRONG = [None, True, 0, -1, 1e308, 2**70, "x", "", [], {}, [None], {"x": None},

@@ -11,7 +11,7 @@ import pytest
 
 from gtp5g_operator.config import SECTIONS, Config, ConfigError, describe_changes
 from gtp5g_operator.config import parse_config as parse_with
-from gtp5g_operator.service.vocabulary import VOCABULARY
+from gtp5g_operator.service.vocabulary import VOCABULARY, example_config
 from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.harness import toml_value
 
@@ -125,7 +125,8 @@ def test_timeout_must_be_below_resync() -> None:
 
 def test_example_config_is_valid_and_documents_every_default() -> None:
     text = (REPO / "packaging" / "config.toml").read_text()
-    assert parse_config(text) == Config(source="config.toml")
+    assert text == example_config(), "packaging/config.toml is stale: run make example-config"
+    assert parse_config(text) == Config(source="config.toml", origins={})
     defaults = Config()
     for section in SECTIONS:  # every key of the schema, so a new key cannot be forgotten
         values = getattr(defaults, section)

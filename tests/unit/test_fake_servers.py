@@ -13,10 +13,12 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from testbed.fake_decision_maker import EMPTY_ROOT, FakeDecisionMaker
+from testbed.fake_decision_maker import EMPTY_ROOT, FakeDecisionMaker, resolve_rules
 from testbed.fake_gthulhu import make_keypair
 from testbed.fake_manager import DEFAULT_PERMISSIONS, FakeManager
+from testbed.golang_jwt import golang_jwt_error
 from testbed.harness import GnbProcess
 
 Answer = Tuple[int, Any]
@@ -274,6 +276,132 @@ def test_dm_thread_mode_lists_tids(dm: FakeDecisionMaker, dm_token: str) -> None
         assert gnb.threads["gnb-other"] not in ids
     finally:
         gnb.stop()
+
+
+def make_proc(root: Path, tasks: Dict[int, Dict[int, str]]) -> Path:
+    """A /proc of {tgid: {tid: comm}}: <tgid>/comm (the leader's) and <tgid>/task/<tid>/comm."""
+    for tgid, threads in tasks.items():
+        (root / str(tgid) / "task").mkdir(parents=True)
+        (root / str(tgid) / "comm").write_text(threads.get(tgid, "gone") + "\n")
+        for tid, comm in threads.items():
+            (root / str(tgid) / "task" / str(tid)).mkdir()
+            (root / str(tgid) / "task" / str(tid) / "comm").write_text(comm + "\n")
+    return root
+
+
+def entry(rule: Dict[str, Any], task_id: int) -> Dict[str, Any]:
+    return {"priority": rule["priority"], "execution_time": rule["executionTime"],
+            "pid": task_id, "command_regex": rule["commandRegex"]}
+
+
+def test_dm_resolution_leaders_only_and_thread_aware(tmp_path: Path) -> None:
+    """v1.3.0: one entry per rule and matching leader; PR #135: one per TID, the last
+    matching rule in canonical (policyID...) order wins, sorted by TID; "pause" never."""
+    proc = make_proc(tmp_path, {100: {100: "engine", 101: "engine-io", 102: "pause"},
+                                200: {200: "pause", 201: "engine-x"}})
+    a = {**RULE, "policyID": "a", "commandRegex": "^engine"}
+    b = {**RULE, "policyID": "b", "commandRegex": "engine-", "priority": 2}
+    unusable = [{**RULE, "policyID": "e", "commandRegex": ""},
+                {**RULE, "policyID": "i", "commandRegex": "("}]
+    for rules in ([a, b, *unusable], [*unusable, b, a]):
+        assert resolve_rules(rules, str(proc)) == [entry(a, 100)]
+        assert resolve_rules(rules, str(proc), match_threads=True) == [
+            entry(a, 100), entry(b, 101), entry(b, 201)]
+    z = {**a, "policyID": "z"}  # now last in canonical order: it wins where both match
+    assert resolve_rules([z, b], str(proc), match_threads=True) == [
+        entry(z, 100), entry(z, 101), entry(z, 201)]
+    assert resolve_rules([a, a], str(proc)) == [entry(a, 100)] * 2
+
+
+def test_dm_scan_errors(tmp_path: Path, dm_keys: Dict[str, Path]) -> None:
+    """PR #135 fails the GET when /proc cannot be read whole (a task gone is not an
+    error); v1.3.0 lists what it could read."""
+    proc = make_proc(tmp_path / "proc", {100: {100: "engine"}})
+    (proc / "300").mkdir()
+    (proc / "300" / "comm").write_text("engine\n")
+    (proc / "300" / "task").write_text("")  # not a folder: ENOTDIR, a real error
+    (proc / "400").mkdir()  # no task folder: the process is gone (ENOENT)
+    rule = {**RULE, "commandRegex": "^engine$"}
+    assert resolve_rules([rule], str(proc)) == [entry(rule, 100), entry(rule, 300)]
+    with pytest.raises(NotADirectoryError):
+        resolve_rules([rule], str(proc), match_threads=True)
+    (proc / "300" / "task").unlink()
+    assert resolve_rules([rule], str(proc), match_threads=True) == [entry(rule, 100)]
+    (proc / "300" / "task").write_text("")
+    for threads, status in ((False, 200), (True, 500)):
+        server = FakeDecisionMaker(dm_keys["private"].read_bytes(), match_threads=threads,
+                                   proc_root=str(proc)).start()
+        try:
+            server.set_rules([rule])
+            token, _ = server.issue_token()
+            got, body = call(server.url, "GET", "/api/v1/scheduling/strategies", token=token)
+            assert got == status
+            if status == 500:
+                assert body == {"success": False, "error": "Failed to list scheduling intents"}
+        finally:
+            server.stop()
+    assert resolve_rules([rule], str(tmp_path / "absent")) == []  # v1.3.0: logged, none
+
+
+def test_dm_decoding_duplicates_folding_and_surrogates(dm: FakeDecisionMaker,
+                                                       dm_token: str) -> None:
+    def post(raw: bytes) -> None:
+        assert call(dm.url, "POST", "/api/v1/node-intents", raw=raw, token=dm_token)[0] == 200
+
+    # a duplicate key decodes into what the first left (Go reuses the slice element)
+    post(b'{"policies": [{"policyID": "a", "priority": 5}], "policies": [{"policyID": "b"}]}')
+    assert dm.rules() == [{"policyID": "b", "nodeID": "", "commandRegex": "", "priority": 5,
+                           "executionTime": 0}]
+    post(b'{"policie\xc5\xbf": [{"policyID": "long-s"}]}')  # the long s folds to s
+    assert [r["policyID"] for r in dm.rules()] == ["long-s"]
+    post(b'{"policies": [{"policyID": "\\ud800x"}]}')  # a lone surrogate: U+FFFD
+    assert [r["policyID"] for r in dm.rules()] == ["\ufffdx"]
+
+
+def test_dm_echo_answers_outside_api(dm: FakeDecisionMaker) -> None:
+    def raw_call(method: str) -> Tuple[int, Dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", dm.port, timeout=5)
+        try:
+            conn.request(method, "/health")
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    status, headers, body = raw_call("OPTIONS")
+    assert (status, headers["Allow"], body) == (204, "OPTIONS, GET", b"")
+    status, headers, body = raw_call("POST")
+    assert (status, headers["Allow"], headers["Content-Type"]) == (
+        405, "OPTIONS, GET", "application/json")
+    status, headers, body = raw_call("HEAD")
+    assert status == 405 and "Content-Type" not in headers and body == b""
+
+
+def test_dm_token_errors_follow_golang_jwt(dm: FakeDecisionMaker, dm_keys: Dict[str, Path],
+                                           dm_token: str) -> None:
+    key = serialization.load_pem_private_key(dm_keys["private"].read_bytes(), password=None)
+    public = key.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    head, claims, _ = dm_token.split(".")
+    now = jwt.decode(dm_token, options={"verify_signature": False})["iat"]
+    cases = {
+        "a.b": "token is malformed: token contains an invalid number of segments",
+        "ab=c." + claims + ".x":
+            "token is malformed: could not base64 decode header: illegal base64 data at "
+            "input byte 2",
+        jwt.encode({"exp": now + 60}, "", algorithm="none"):  # type: ignore[arg-type]
+            "token is unverifiable: error while executing keyfunc: unexpected signing "
+            "method: none",
+        jwt.encode({"exp": now - 1, "nbf": now + 60}, key, algorithm="RS256"):  # type: ignore
+            "token has invalid claims: token is expired, token is not valid yet",
+        f"{head}.{claims}.{'A' * 342}": "token signature is invalid: crypto/rsa: "
+                                        "verification error",
+        dm_token: None}
+    for token, error in cases.items():
+        assert golang_jwt_error(token, public, now) == error, token
+    status, body = call(dm.url, "GET", "/api/v1/node-intents/merkle",
+                        headers={"Authorization": "Bearer "})  # Go trims the header value
+    assert (status, body["error"]) == (401, "Authorization header must start with 'Bearer '")
 
 
 def test_dm_faults(dm: FakeDecisionMaker, dm_token: str) -> None:

@@ -1,0 +1,130 @@
+"""CPU wait in words and in JSON: what `status` prints, the short STATUS= form,
+and a window report as state.json holds it (checked field by field when read
+back: anything may be in the file `status` is pointed at)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable
+
+from .schedstat import Counters, TaskWait, WindowReport, wait_per_slice_ns, wait_share
+
+
+def percent(share: float) -> str:
+    p = share * 100
+    if p == 0 or p >= 0.1:
+        return f"{p:.1f} %" if p else "0 %"
+    return f"{p:.1g} %"  # 0.04 %: a tiny wait is still not none
+
+
+def duration(ns: float) -> str:
+    return f"{ns / 1e6:.1f} ms" if ns >= 100_000 else f"{ns / 1e3:.0f} µs"
+
+
+def _printable(name: str) -> str:
+    """A thread name is whatever the task set with prctl: no control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in name)[:64]
+
+
+def _worst_words(worst: TaskWait) -> str:
+    share = wait_share(worst.counters)
+    text = f"worst task {_printable(worst.name)} {percent(share or 0.0)}"
+    per_slice = wait_per_slice_ns(worst.counters)
+    return text if per_slice is None else text + f", {duration(per_slice)} per scheduling"
+
+
+def describe(report: WindowReport) -> str:
+    """e.g. nr-gnb: waited 0.8 % of its runnable time for a CPU over the last 60 s
+    (worst task nr-gnb-rlc 2.1 %, 0.4 ms per scheduling)"""
+    name, over = _printable(report.process), f"over the last {report.seconds:.0f} s"
+    share = wait_share(report.counters)
+    if share is None:
+        return f"{name}: not runnable {over}"
+    text = f"{name}: waited {percent(share)} of its runnable time for a CPU {over}"
+    return text if report.worst is None else text + f" ({_worst_words(report.worst)})"
+
+
+def status_note(reports: Iterable[WindowReport]) -> str:
+    """The STATUS= form, e.g. "CPU wait nr-gnb 0.8 % (worst 2.1 %)"; "" when
+    nothing was measured yet."""
+    parts = []
+    for r in reports:
+        share = wait_share(r.counters)
+        if share is None:
+            continue
+        part = f"{_printable(r.process)} {percent(share)}"
+        worst = None if r.worst is None else wait_share(r.worst.counters)
+        parts.append(part if worst is None else part + f" (worst {percent(worst)})")
+    return "CPU wait " + ", ".join(parts) if parts else ""
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def _counters_json(c: Counters) -> Dict[str, Any]:
+    share, per_slice = wait_share(c), wait_per_slice_ns(c)
+    return {"run_ns": c.run_ns, "wait_ns": c.wait_ns, "slices": c.slices,
+            "wait_share": None if share is None else round(share, 6),
+            "wait_per_slice_ns": None if per_slice is None else round(per_slice)}
+
+
+def report_json(r: WindowReport) -> Dict[str, Any]:
+    """The report with its derived numbers (share, wait per scheduling) spelled out."""
+    worst = None if r.worst is None else {
+        "tid": r.worst.tid, "name": r.worst.name, **_counters_json(r.worst.counters)}
+    return {"process": r.process, "seconds": round(r.seconds, 3), "tasks": r.tasks,
+            **_counters_json(r.counters), "worst": worst}
+
+
+def report_from_json(obj: Any, where: str = "cpu_wait") -> WindowReport:
+    """A report from `report_json`'s shape; ValueError naming the first bad field."""
+    d = _object(obj, where)
+    worst = d.get("worst")
+    return WindowReport(
+        process=_text(d.get("process"), f"{where}.process"),
+        seconds=_seconds(d.get("seconds"), f"{where}.seconds"),
+        counters=_counters(d, where),
+        tasks=_count(d.get("tasks"), f"{where}.tasks"),
+        worst=None if worst is None else _worst(worst, f"{where}.worst"))
+
+
+def _worst(obj: Any, where: str) -> TaskWait:
+    d = _object(obj, where)
+    return TaskWait(_count(d.get("tid"), f"{where}.tid"), _text(d.get("name"), f"{where}.name"),
+                    _counters(d, where))
+
+
+def _counters(d: Dict[str, Any], where: str) -> Counters:
+    return Counters(*(_count(d.get(k), f"{where}.{k}") for k in ("run_ns", "wait_ns", "slices")))
+
+
+def _object(obj: Any, where: str) -> Dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object, got {type(obj).__name__}")
+    return obj
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise ValueError(f"{where}: expected an integer from 0 to 2^64-1, got {_shown(value)}")
+    return value
+
+
+def _seconds(value: Any, where: str) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and math.isfinite(value) and value >= 0)
+    if not ok:
+        raise ValueError(f"{where}: expected a non-negative number of seconds, "
+                         f"got {_shown(value)}")
+    return float(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,170 @@
+"""Properties of the configuration parser (config.parse_config): any TOML document
+built from the schema's sections and keys, with hostile values, and any text.
+
+Whatever the file says, the result is a Config or a ConfigError whose message is
+one line that starts with the file's name and then names the key (or says the
+TOML itself is invalid) — never another exception, which would be a traceback
+at start, on reload or in check-config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import sys
+from typing import Any, Dict, List
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from gtp5g_operator.config import SECTIONS, Config, ConfigError, parse_config
+from gtp5g_operator.config import values as v
+from gtp5g_operator.service.vocabulary import VOCABULARY
+from tests.faults.robust_support import toml_string
+from tests.property.bounds import check_total, one_line
+from tests.property.strategies import HOSTILE_NUMBERS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the fallback the package uses too (a module-level alias: vermin accepts it)
+    import tomli as tomllib
+
+SOURCE = "/etc/gtp5g-operator/config.toml"
+SCHEMA: Dict[str, List[str]] = {
+    section: [f.name for f in dataclasses.fields(getattr(Config(), section))]
+    for section in SECTIONS}
+
+# --- TOML for any document: robust_support's strings, plus quoted keys, sections that are
+# not tables, dates and raw fragments (what the fault suite's `dumps` does not write) -------
+
+
+def toml_key(k: str) -> str:
+    return k if k and all(c.isascii() and (c.isalnum() or c in "-_") for c in k) \
+        else toml_string(k)
+
+
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    """TOML text written as is: values Python cannot even print (a decimal of
+    5,000 digits) and the TOML spellings of values it cannot hold."""
+
+    text: str
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, Raw):
+        return value.text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # hex for the huge ones: a decimal of over 4,300 digits cannot even be written
+        return str(value) if abs(value) < 10**4000 else hex(abs(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(x) for x in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in value.items()) + "}"
+
+
+def toml_document(doc: Dict[str, Any]) -> str:
+    lines = []
+    for section, body in doc.items():
+        if isinstance(body, dict):
+            lines.append(f"[{toml_key(section)}]")
+            lines.extend(f"{toml_key(k)} = {toml_value(x)}" for k, x in body.items())
+        else:
+            lines.insert(0, f"{toml_key(section)} = {toml_value(body)}")  # before any table
+    return "\n".join(lines) + "\n"
+
+
+# --- values: plausible ones (to get past one key to the next) and hostile ones ----------------
+
+PLAUSIBLE = ["auto", "raw", "text", "v0", "decision-maker", "manager", "tgid", "tid", "both",
+             "overwrite", "merge", "debug", "info", "/etc/gtp5g-operator/key.pem", "",
+             "http://127.0.0.1:8080", "https://[::1]:8443/api", "127.0.0.1:9469", "[::1]:1",
+             "0.0.0.0:9469", "nr-gnb", "node-1.example", "admin", 1, 5, 10.0, 0.1, 3600,
+             20_000_000, True, False, ["nr-gnb"], ["/usr/bin/nr-gnb"], [0, 1000]]
+HOSTILE = [*HOSTILE_NUMBERS, Raw("0x" + "f" * 5000), Raw("9" * 5000), Raw("-" + "9" * 5000),
+           Raw("[" * 5000 + "]" * 5000), Raw("1e400"), Raw("0o777"), Raw("0b101"), "x" * 5000,
+           "a\nb", "\x00", "\u2028",
+           "http://user:pw@host", "http://[::1", "http://h:99999", "http://h:0", "1.2.3.4:",
+           "[]:1", "::1:80", "/a\x00b", "é" * 20, [], [[]], [{}], {}, {"a": 1},
+           [Raw("0x" + "f" * 5000)], ["x" * 20], datetime.datetime(2026, 1, 1, 12, 0),
+           datetime.date(2026, 1, 1), datetime.time(12, 0)]
+
+scalar = st.one_of(st.sampled_from(PLAUSIBLE), st.sampled_from(HOSTILE),
+                   st.text(max_size=20), st.integers(), st.floats(), st.booleans())
+toml_values = st.recursive(scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=8)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {}
+    for section in draw(st.lists(st.one_of(st.sampled_from(SECTIONS), st.text(max_size=8)),
+                                 max_size=6, unique=True)):
+        if draw(st.integers(0, 9)) == 0:
+            doc[section] = draw(toml_values)  # not a table at all
+            continue
+        known = SCHEMA.get(section, [])
+        keys = draw(st.lists(st.one_of(st.sampled_from(known) if known else st.nothing(),
+                                       st.text(max_size=8)), max_size=6, unique=True))
+        doc[section] = {k: draw(toml_values) for k in keys}
+    return doc
+
+
+def error_paths(doc: Dict[str, Any]) -> List[str]:
+    """What a ConfigError about `doc` may name right after the file's name."""
+    paths = ["invalid TOML"]
+    for section, body in doc.items():
+        name = v.fmt(section)[1:-1]  # as the parser escapes an unknown name
+        paths.append(name)
+        if isinstance(body, dict):
+            paths.extend(f"{section}.{v.fmt(k)[1:-1]}" for k in body)
+    paths.extend(f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys)  # cross-key checks
+    return paths
+
+
+def judge(text: str, paths: List[str]) -> None:
+    result = check_total(lambda: parse_config(text, VOCABULARY, SOURCE), returns=Config,
+                         raises=(ConfigError,))
+    if isinstance(result, ConfigError):
+        message = str(result)
+        assert one_line(message), repr(message)
+        assert message.startswith(SOURCE + ": "), message
+        rest = message[len(SOURCE) + 2:]
+        assert any(rest.startswith(p + ": ") for p in paths), message
+
+
+@given(documents())
+@example({"trace": Raw("0x" + "f" * 5000)})  # repr() of the value refused: over 4,300 digits
+@example({"strategy": {"execution_time_ns": Raw("0x" + "f" * 5000)}})
+@example({"match": {"uid": [Raw("0x" + "f" * 5000)]}})
+def test_any_schema_document_gives_a_config_or_a_one_line_error(doc: Dict[str, Any]) -> None:
+    judge(toml_document(doc), error_paths(doc))
+
+
+@given(st.one_of(st.text(max_size=300), documents().map(toml_document).flatmap(
+    lambda text: st.integers(0, len(text)).map(lambda cut: text[:cut]))))
+@example("a = " + "[" * 100_000 + "]" * 100_000)  # RecursionError inside tomllib
+@example("a = " + "9" * 5000)  # tomllib's int() refuses it with a plain ValueError
+def test_any_text_gives_a_config_or_a_one_line_error(text: str) -> None:
+    judge(text, ["invalid TOML", *error_paths(_parsed_or_empty(text))])
+
+
+def _parsed_or_empty(text: str) -> Dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except (ValueError, RecursionError):
+        return {}
