@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,29 @@ def build(suite: str, commit: Optional[str] = None, check: bool = True) -> Built
     assert len(debs) == 1, debs
     lintian = (cached / "lintian.txt").read_text() if (cached / "lintian.txt").exists() else ""
     return Built(debs[0], lintian, suite)
+
+
+def repack(deb: Path, version: str, tmp: Path, steal: str = "") -> Path:
+    """The package under a higher version with a changed file (as the next release
+    would change one), its conffile unchanged; with `steal`, also a file another
+    package owns, so that dpkg's unpack fails after the preinst ran."""
+    tree = tmp / f"tree-{version}"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    if steal:
+        (tree / steal).parent.mkdir(parents=True, exist_ok=True)
+        (tree / steal).write_text("not apt's\n")
+    control = tree / "DEBIAN" / "control"
+    control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(),
+                              flags=re.M))
+    subprocess.run(["sed", "-i", "s/^CPUQuota=50%$/CPUQuota=60%/",
+                    *map(str, tree.glob("**/systemd/system/gtp5g-operator.service"))],
+                   check=True)
+    subprocess.run(["sh", "-c", "find . -type f ! -path './DEBIAN/*' -printf '%P\\0'"
+                    " | xargs -0 md5sum > DEBIAN/md5sums"], cwd=tree, check=True)
+    out = tmp / f"gtp5g-operator_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(out)], check=True,
+                   capture_output=True)
+    return out
 
 
 def lintian_tags(text: str, levels: str = "EW") -> List[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -20,19 +20,35 @@ FINDINGS: Dict[str, List[str]] = {}
 
 class Builds:
     """Each suite's package, built once per session in that suite's clean root
-    (tests/system/builder.py; cached across sessions by source)."""
+    (tests/system/builder.py; cached across sessions by source).  A build that
+    failed is not tried again in the session: every test that needs it fails
+    at once with the first failure's reason."""
 
     def __init__(self) -> None:
         self._built: Dict[Tuple[str, Optional[str]], Built] = {}
+        self._failed: Dict[Tuple[str, Optional[str]], str] = {}
 
     def of(self, suite: str) -> Built:
         """This tree's package for `suite`; its lintian said no E or W."""
-        if (suite, None) not in self._built:
-            built = build(suite)
-            tags = lintian_tags(built.lintian)
-            assert tags == [], f"{suite}'s lintian: {tags}"
-            self._built[suite, None] = built
-        return self._built[suite, None]
+        return self._once((suite, None), lambda: self._checked(build(suite)))
+
+    @staticmethod
+    def _checked(built: Built) -> Built:
+        tags = lintian_tags(built.lintian)
+        assert tags == [], f"{built.suite}'s lintian: {tags}"
+        return built
+
+    def _once(self, key: Tuple[str, Optional[str]], make: Callable[[], Built]) -> Built:
+        if key in self._failed:
+            pytest.fail(f"the {key[0]} build failed earlier in this session: "
+                        f"{self._failed[key]}", pytrace=False)
+        if key not in self._built:
+            try:
+                self._built[key] = make()
+            except (AssertionError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                self._failed[key] = str(exc)[-3000:]
+                raise
+        return self._built[key]
 
     def previous_release(self) -> Built:
         """The previous release as fleets installed it: built on bookworm (0.1.0
@@ -41,9 +57,7 @@ class Builds:
         if not has_commit(commit):
             pytest.skip(f"the previous release {version} is commit {commit}, which this "
                         "clone does not have (a shallow clone or an export: no git history)")
-        if ("bookworm", commit) not in self._built:
-            self._built["bookworm", commit] = build("bookworm", commit, check=False)
-        return self._built["bookworm", commit]
+        return self._once(("bookworm", commit), lambda: build("bookworm", commit, check=False))
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +73,13 @@ def builds() -> Builds:
         pytest.skip(f"system tests: {REPO} is not a git work tree (the builds take the "
                     "tree's files and the previous release from git)")
     return Builds()
+
+
+@pytest.fixture(scope="module")
+def deb(suite: str, builds: Builds) -> Path:
+    """This tree's package as `suite` builds it (the unit where its debhelper puts
+    it); `suite` is each test module's own parametrized fixture."""
+    return builds.of(suite).deb
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -18,9 +18,9 @@ from typing import Dict, Iterator
 
 import pytest
 
+from tests.system.builder import repack
 from tests.system.conftest import FINDINGS, Builds
 from tests.system.container import SUITES, Container, why_unavailable
-from tests.system.test_upgrade import repack
 
 pytestmark = pytest.mark.system
 

@@ -28,7 +28,7 @@ import pytest
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import REPO, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
-from tests.system.conftest import FINDINGS, Builds
+from tests.system.conftest import FINDINGS
 from tests.system.container import KNOWN, SUITES, Container, why_unavailable
 
 pytestmark = pytest.mark.system
@@ -51,12 +51,6 @@ def suite(request: pytest.FixtureRequest) -> str:
     if why:
         pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
     return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def deb(suite: str, builds: Builds) -> Path:
-    """This tree's package as `suite` builds it (the unit where its debhelper puts it)."""
-    return builds.of(suite).deb
 
 
 @pytest.fixture(scope="module")

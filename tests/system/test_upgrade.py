@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -33,7 +32,7 @@ import pytest
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.harness import REPO, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
-from tests.system.builder import PREVIOUS_RELEASE, Built
+from tests.system.builder import PREVIOUS_RELEASE, Built, repack
 from tests.system.conftest import FINDINGS, Builds
 from tests.system.container import SUITES, Container, why_unavailable
 
@@ -381,26 +380,3 @@ def test_purge_removes_what_it_made_and_keeps_the_admins_files(
     assert all(f in said for f in (KEY, SITE, CREDENTIAL)), said
     assert f"removed the metrics textfile {TEXTFILE}" in out
     FINDINGS.setdefault(suite, []).append(f"purge: {said.split(': ', 1)[1]}")
-
-
-def repack(deb: Path, version: str, tmp: Path, steal: str = "") -> Path:
-    """The package under a higher version with a changed file (as the next release
-    would change one), its conffile unchanged; with `steal`, also a file another
-    package owns, so that dpkg's unpack fails after the preinst ran."""
-    tree = tmp / f"tree-{version}"
-    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
-    if steal:
-        (tree / steal).parent.mkdir(parents=True, exist_ok=True)
-        (tree / steal).write_text("not apt's\n")
-    control = tree / "DEBIAN" / "control"
-    control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(),
-                              flags=re.M))
-    subprocess.run(["sed", "-i", "s/^CPUQuota=50%$/CPUQuota=60%/",
-                    *map(str, tree.glob("**/systemd/system/gtp5g-operator.service"))],
-                   check=True)
-    subprocess.run(["sh", "-c", "find . -type f ! -path './DEBIAN/*' -printf '%P\\0'"
-                    " | xargs -0 md5sum > DEBIAN/md5sums"], cwd=tree, check=True)
-    out = tmp / f"gtp5g-operator_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "-b", "--root-owner-group", str(tree), str(out)], check=True,
-                   capture_output=True)
-    return out
