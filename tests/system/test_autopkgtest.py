@@ -55,8 +55,16 @@ def test_autopkgtest_passes_every_test(testbed: Container, suite: str, builds: B
     summary = testbed.run("cat /root/summary", check=False).stdout
     results: Dict[str, str] = dict(line.split()[:2] for line in summary.splitlines()
                                    if len(line.split()) >= 2)
-    assert results == {t: "PASS" for t in TESTS}, r.stdout[-5000:]
+    failed = [t for t in TESTS if results.get(t) != "PASS"]
+    assert not failed, "\n".join(output_of(r.stdout, t)[-4000:] for t in failed) + summary
     assert r.returncode == 0, r.stdout[-5000:]
     FINDINGS.setdefault(suite, []).append(
         "autopkgtest (null testbed = the booted container): "
         + ", ".join(f"{t} {v}" for t, v in results.items()))
+
+
+def output_of(log: str, test: str) -> str:
+    """What one test printed, from autopkgtest's log (between its [--- and ---] marks)."""
+    start = log.find(f"test {test}: [---")
+    end = log.find(f"test {test}:  - - - - - - - - - - results", start)
+    return log[start:end] if start >= 0 else log[-3000:]
