@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 OUT    ?= out
+REPO   ?= $(OUT)/repo
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' gtp5g_operator/__init__.py)
 
-.PHONY: help venv demo test test-fast lint bench deb clean example-config
+.PHONY: help venv demo test test-fast lint bench deb repo clean example-config
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
@@ -14,7 +16,9 @@ help:
 	@echo "make test-fast  unit and integration tests only"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
-	@echo "make deb        build the Debian package into $(OUT)/"
+	@echo "make deb        build the Debian package into $(OUT)/ (for the Debian release it runs on)"
+	@echo "make repo       add it to a signed flat apt repository, $(REPO)/ (REPO_KEY: the gpg"
+	@echo "                key to sign with; see packaging/make-repo)"
 	@echo "make example-config  regenerate packaging/config.toml from the schema"
 
 $(VENV)/.done: pyproject.toml
@@ -43,6 +47,9 @@ bench: venv
 
 deb:
 	packaging/build-deb $(OUT)
+
+repo: deb
+	packaging/make-repo $(REPO) $(OUT)/gtp5g-operator_$(VERSION)_all.deb
 
 # packaging/config.toml is generated from the schema (gtp5g_operator/config/schema.py);
 # a unit test fails while it differs

@@ -1,15 +1,15 @@
-"""The .deb, built once per test session, for every suite's container."""
+"""Each suite's .deb, built once per test session, for every suite's container."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+from tests.system.builder import PREVIOUS_RELEASE, Built, build, has_commit, lintian_tags
 from tests.system.container import why_unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -18,23 +18,68 @@ REPO = Path(__file__).resolve().parent.parent.parent
 FINDINGS: Dict[str, List[str]] = {}
 
 
+class Builds:
+    """Each suite's package, built once per session in that suite's clean root
+    (tests/system/builder.py; cached across sessions by source).  A build that
+    failed is not tried again in the session: every test that needs it fails
+    at once with the first failure's reason."""
+
+    def __init__(self) -> None:
+        self._built: Dict[Tuple[str, Optional[str]], Built] = {}
+        self._failed: Dict[Tuple[str, Optional[str]], str] = {}
+
+    def of(self, suite: str) -> Built:
+        """This tree's package for `suite`; its lintian said no E or W."""
+        return self._once((suite, None), lambda: self._checked(build(suite)))
+
+    @staticmethod
+    def _checked(built: Built) -> Built:
+        tags = lintian_tags(built.lintian)
+        assert tags == [], f"{built.suite}'s lintian: {tags}"
+        return built
+
+    def _once(self, key: Tuple[str, Optional[str]], make: Callable[[], Built]) -> Built:
+        if key in self._failed:
+            pytest.fail(f"the {key[0]} build failed earlier in this session: "
+                        f"{self._failed[key]}", pytrace=False)
+        if key not in self._built:
+            try:
+                self._built[key] = make()
+            except (AssertionError, RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                self._failed[key] = str(exc)[-3000:]
+                raise
+        return self._built[key]
+
+    def previous_release(self) -> Built:
+        """The previous release as fleets installed it: built on bookworm (0.1.0
+        shipped one .deb for bookworm and trixie), its tests not rerun."""
+        version, commit = PREVIOUS_RELEASE
+        if not has_commit(commit):
+            pytest.skip(f"the previous release {version} is commit {commit}, which this "
+                        "clone does not have (a shallow clone or an export: no git history)")
+        return self._once(("bookworm", commit), lambda: build("bookworm", commit, check=False))
+
+
 @pytest.fixture(scope="session")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def builds() -> Builds:
     why = why_unavailable(None)
     if why:
         pytest.skip(f"system tests: {why}")
-    for tool in ("dpkg-buildpackage", "lintian"):
-        if shutil.which(tool, path="/usr/bin:/usr/sbin:/bin") is None and os.geteuid() != 0:
-            pytest.skip(f"system tests: {tool} missing and not root to install it")
-    out = tmp_path_factory.mktemp("deb")
-    r = subprocess.run([str(REPO / "packaging" / "build-deb"), str(out)],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    debs = list(out.glob("gtp5g-operator_*_all.deb"))
-    assert len(debs) == 1
-    lintian = [ln for ln in r.stdout.splitlines() if ln[:2] in ("E:", "W:")]
-    assert lintian == [], lintian
-    return debs[0]
+    if shutil.which("git") is None:
+        pytest.skip("system tests: git is missing (the builds take the tree's files from it)")
+    inside = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True)
+    if inside.stdout.strip() != "true":
+        pytest.skip(f"system tests: {REPO} is not a git work tree (the builds take the "
+                    "tree's files and the previous release from git)")
+    return Builds()
+
+
+@pytest.fixture(scope="module")
+def deb(suite: str, builds: Builds) -> Path:
+    """This tree's package as `suite` builds it (the unit where its debhelper puts
+    it); `suite` is each test module's own parametrized fixture."""
+    return builds.of(suite).deb
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

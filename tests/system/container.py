@@ -142,7 +142,7 @@ def _root_complete(suite: str) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(suite: str) -> Iterator[None]:
+def locked(suite: str) -> Iterator[None]:
     """Two test runs must not debootstrap the same root at once."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"{suite}.lock", "w") as lock:
@@ -157,7 +157,7 @@ def base_root(name: str = DEFAULT_SUITE) -> Path:
     suite = KNOWN[name]
     key = _cache_key(name)
     root, done = CACHE / key, CACHE / f"{key}.complete"
-    with _locked(name):
+    with locked(name):
         if done.exists():
             return root
         for old in CACHE.glob(f"{name}-base*"):  # older recipes of this suite

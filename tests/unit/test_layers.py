@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequ
 
 import pytest
 
+import gtp5g_operator
 from gtp5g_operator.commands.doctor.api import ApiProbe
 from gtp5g_operator.commands.status import format_status
 from gtp5g_operator.config import (
@@ -33,7 +34,8 @@ from gtp5g_operator.gthulhu.writer import ApiWriter, Holdings
 from gtp5g_operator.trace.readers import READERS, choose
 from gtp5g_operator.trace.source import TraceSource, Turn
 
-PACKAGE = Path(__file__).resolve().parents[2] / "gtp5g_operator"
+# the package being tested: the checkout's, or the installed one (autopkgtest)
+PACKAGE = Path(gtp5g_operator.__file__).resolve().parent
 LAYERS = {"files": 0, "config": 1, "core": 2, "trace": 3, "gthulhu": 3, "service": 4,
           "commands": 5, "cli": 6, "__main__": 7, "__init__": 0}
 

@@ -1,0 +1,88 @@
+"""One version per release, written once (gtp5g_operator/__init__.py) and said the
+same everywhere: `--version`, the build backend's metadata, debian/changelog
+and NEWS, the man page; and the pointer conffile the preinst writes is the one
+the package ships."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gtp5g_operator import __version__
+from gtp5g_operator.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the fallback the package uses too
+    import tomli as tomllib
+
+CHANGELOG_HEAD = re.compile(r"^gtp5g-operator \(([^)]+)\) [a-z-]+; urgency=\w+$")
+
+
+def changelog_versions(text: str) -> list[str]:
+    return [m.group(1) for line in text.splitlines() if (m := CHANGELOG_HEAD.match(line))]
+
+
+def test_version_is_a_release_number() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__), __version__
+
+
+def test_the_command_line_says_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gtp5g-operator {__version__}"
+
+
+def test_the_installed_program_says_the_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "gtp5g_operator", "--version"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == f"gtp5g-operator {__version__}", out
+
+
+def test_the_build_backend_reads_the_version_from_the_package() -> None:
+    """No second copy in pyproject.toml: hatchling takes it from __init__.py."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["hatch"]["version"]["path"] == "gtp5g_operator/__init__.py"
+    assert project["build-system"]["build-backend"] == "hatchling.build"
+    assert project["project"]["license"] == "Apache-2.0"  # SPDX (PEP 639)
+
+
+def test_debian_changelog_releases_this_version_first() -> None:
+    versions = changelog_versions((REPO / "debian" / "changelog").read_text())
+    assert versions[0] == __version__, versions
+    assert len(versions) == len(set(versions)), versions  # every release its own entry
+
+
+def test_the_changelog_entry_says_what_changed() -> None:
+    text = (REPO / "debian" / "changelog").read_text()
+    entry = text.split("\n -- ", 1)[0]
+    bullets = [line for line in entry.splitlines() if line.strip().startswith(("*", "-"))]
+    assert len(bullets) >= 5, entry
+
+
+def test_news_speaks_of_this_release_or_an_earlier_one() -> None:
+    news = changelog_versions((REPO / "debian" / "NEWS").read_text())
+    known = changelog_versions((REPO / "debian" / "changelog").read_text())
+    assert news and set(news) <= set(known), (news, known)
+
+
+def test_the_man_page_names_this_version() -> None:
+    th = (REPO / "packaging" / "gtp5g-operator.8").read_text().splitlines()[0]
+    assert th.startswith(".TH GTP5G-OPERATOR 8 ") and f'"gtp5g-operator {__version__}"' in th, th
+
+
+def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
+    """dpkg installs the new conffile without asking only when the file on disk is
+    byte-identical to it: the preinst's copy must be the shipped one."""
+    preinst = (REPO / "debian" / "gtp5g-operator.preinst").read_text()
+    embedded = preinst.split("<<'POINTER'\n", 1)[1].split("\nPOINTER\n", 1)[0] + "\n"
+    assert embedded == (REPO / "packaging" / "config.toml.conffile").read_text()
