@@ -19,7 +19,7 @@ import pytest
 
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import DEFAULT_PERMISSIONS, PERM_NODE_POLICY_CREATE, FakeManager
-from testbed.harness import GnbProcess
+from testbed.harness import GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
@@ -327,3 +327,38 @@ def test_check_config_needs_a_password_for_the_manager(env: Env,
     assert out.returncode == 78
     assert "api.password_file: not set, and no systemd credential gthulhu-password" in out.stderr
     assert not os.environ.get("CREDENTIALS_DIRECTORY")
+
+
+def read_state(env: Env) -> Dict[str, Any]:
+    state = env.tmp / "run" / "state.json"
+    return json.loads(state.read_text()) if state.exists() else {}  # type: ignore[no-any-return]
+
+
+def test_the_manager_flavor_reads_back_from_the_nodes_decision_maker(
+        env: Env, keys: Dict[str, Path], dm: FakeDecisionMaker,
+        gnb: Callable[..., GnbProcess]) -> None:
+    """The Manager resolves no PIDs: without api.decision_maker_url the boost is "not
+    verified" (said once at start); with it, the node's Decision Maker — fed by the
+    Manager — is read back and the gNB is covered."""
+    manager = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                          keys["private"].read_bytes(), decision_makers={NODE: dm}).start()
+    try:
+        d = start_manager(env, manager)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 10)
+        wait_until(lambda: "not verified" in read_state(env).get("boost", {}).get(
+            "diagnosis", ""), 10, "the boost not verified")
+        assert d.log().count("set api.decision_maker_url") == 1
+        assert d.stop() == 0
+        env.writer.close()
+        d = start_manager(env, manager, api={"decision_maker_url": dm.url})
+        env.writer.write(lines(g))
+        wait_until(lambda: read_state(env).get("boost", {}).get("covered") == [g.pid], 10,
+                   "the gNB covered, read back from the Decision Maker")
+        boost = read_state(env)["boost"]
+        assert boost["verified"] and boost["missing"] == [] and boost["source"] == (
+            f"{dm.url}/api/v1/scheduling/strategies")
+        assert "set api.decision_maker_url" not in d.log()
+    finally:
+        manager.stop()

@@ -72,3 +72,73 @@ def test_a_body_that_trickles_past_the_deadline_times_out() -> None:
         assert err.value.kind == "timeout" and time.monotonic() - t0 < 0.8
     finally:
         server.close()
+
+
+class KeepAliveServer:
+    """One kept-alive connection; each request gets `interim` answers, then a final
+    answer whose body names the request's own path, so an answer read for the wrong
+    request shows."""
+
+    def __init__(self, interim: List[bytes]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.interim = interim
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                reader = conn.makefile("rb")
+                while True:
+                    line = reader.readline()
+                    if not line:
+                        break
+                    path = line.split()[1]
+                    while reader.readline() not in (b"\r\n", b""):
+                        pass
+                    body = b'{"path": "%s"}' % path
+                    conn.sendall(b"".join(self.interim) + b"HTTP/1.1 200 OK\r\nContent-Length: "
+                                 b"%d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("interim", [
+    [b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"],
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 102 Processing\r\n\r\n",
+     b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nLink: </b>\r\n\r\n"],
+])
+def test_each_request_gets_its_own_answer_past_interim_ones(interim: List[bytes]) -> None:
+    """RFC 9110 §15.2: interim answers are skipped.  Taking a 103 for the answer left
+    the real one to be read as the *next* request's on the kept-alive connection."""
+    server = KeepAliveServer(interim)
+    http = JsonHttp(server.url, 2.0)
+    try:
+        for path in ("/first", "/second", "/third"):
+            answer = http.request("GET", path, None, time.monotonic() + 2)
+            assert (answer.status, answer.body) == (200, {"path": path})
+    finally:
+        http.close()
+        server.close()
+
+
+@pytest.mark.parametrize("interim,said", [
+    ([b"HTTP/1.1 103 Early Hints\r\n\r\n"] * 17, "more than 16 interim"),
+    ([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"], "101 Switching"),
+])
+def test_endless_or_switching_interim_answers_are_a_bad_answer(interim: List[bytes],
+                                                               said: str) -> None:
+    server = KeepAliveServer(interim)
+    try:
+        with pytest.raises(ApiError) as err:
+            JsonHttp(server.url, 2.0).request("GET", "/x", None, time.monotonic() + 2)
+        assert err.value.kind == "bad-answer" and said in str(err.value)
+    finally:
+        server.close()

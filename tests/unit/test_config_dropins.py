@@ -1,0 +1,139 @@
+"""The main file and its drop-ins (config.d/*.toml): merged key by key in lexical order,
+every value's origin known and printed, every file judged as the main one, and the
+Manager's password found where the service gets it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from gtp5g_operator.config import ConfigError, load
+from gtp5g_operator.config.render import effective_config
+from gtp5g_operator.service.vocabulary import load as load_config
+from testbed.harness import REPO, write_config
+
+
+@pytest.fixture
+def etc(tmp_path: Path, keys: Dict[str, Path]) -> Path:
+    """/etc/gtp5g-operator as the package leaves it: a main file of comments only."""
+    root = tmp_path / "etc"
+    (root / "config.d").mkdir(parents=True)
+    (root / "config.toml").write_text("# the settings are in config.d/*.toml\n")
+    (root / "config.d" / "00-key.toml").write_text(
+        f'[api]\npublic_key = "{keys["public"]}"\n[trace]\npipe = "{tmp_path / "pipe"}"\n')
+    return root
+
+
+def test_drop_ins_override_key_by_key_in_lexical_order(etc: Path) -> None:
+    d = etc / "config.d"
+    (d / "50-site.toml").write_text('[api]\nurl = "http://10.0.0.5:8080"\ntimeout = 2.0\n'
+                                    "[match]\nuid = [1000]\n")
+    (d / "60-override.toml").write_text("[api]\ntimeout = 3.0\n")
+    (d / ".hidden.toml").write_text("[api]\ntimeout = 4.0\n")
+    (d / "70-old.toml.dpkg-dist").write_text("[api]\ntimeout = 5.5\n")
+    (d / "README").write_text("not a drop-in")
+    config = load_config(str(etc / "config.toml"))
+    assert config.api.url == "http://10.0.0.5:8080"  # from 50, untouched by 60
+    assert config.api.timeout == 3.0  # 60 after 50; hidden and other names ignored
+    assert config.match.uid == (1000,)
+    assert config.files == (str(etc / "config.toml"), str(d / "00-key.toml"),
+                            str(d / "50-site.toml"), str(d / "60-override.toml"))
+    assert config.origins["api.timeout"] == str(d / "60-override.toml")
+    assert config.origins["api.url"] == str(d / "50-site.toml")
+    assert "strategy.mode" not in config.origins  # a default
+
+
+def test_print_names_the_origin_of_every_value(etc: Path) -> None:
+    (etc / "config.d" / "50-site.toml").write_text("[strategy]\nclear_on_stop = true\n")
+    text = effective_config(load_config(str(etc / "config.toml")))
+    assert f"clear_on_stop = true  # {etc}/config.d/50-site.toml" in text
+    assert 'mode = "overwrite"  # default' in text
+    assert text.count("# ") >= 25  # every key of every section
+    out = subprocess.run([sys.executable, "-m", "gtp5g_operator", "check-config", "--print",
+                          "--config", str(etc / "config.toml")], capture_output=True,
+                         text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0 and out.stdout == text
+
+
+def test_an_error_names_the_drop_in_that_set_the_key(etc: Path) -> None:
+    bad = etc / "config.d" / "50-site.toml"
+    bad.write_text('[strategy]\nexecution_time_ns = "20ms"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert str(exc.value).startswith(f"{bad}: strategy.execution_time_ns: expected")
+    bad.write_text("[stratgy]\nmode = 1\n")
+    with pytest.raises(ConfigError, match=f"^{bad}: stratgy: unknown section"):
+        load_config(str(etc / "config.toml"))
+    bad.write_text("[api\n")
+    with pytest.raises(ConfigError, match=f"^{bad}: invalid TOML"):
+        load_config(str(etc / "config.toml"))
+
+
+def test_a_cross_key_rule_names_the_file_of_the_key_it_is_about(etc: Path) -> None:
+    (etc / "config.d" / "10-api.toml").write_text("[api]\ntimeout = 20.0\n")
+    with pytest.raises(ConfigError, match=f"^{etc}/config.d/10-api.toml: api.timeout: must "
+                                          "be shorter than strategy.resync_interval"):
+        load_config(str(etc / "config.toml"))
+
+
+@pytest.mark.parametrize("mode,kind,message", [
+    (0o777, "dir", "writable by other users"),
+    (0o755, "file", "not a directory"),
+])
+def test_a_drop_in_directory_others_could_fill_is_refused(tmp_path: Path, keys: Dict[str, Path],
+                                                          mode: int, kind: str,
+                                                          message: str) -> None:
+    main = write_config(tmp_path / "config.toml", api={"public_key": str(keys["public"])})
+    target = tmp_path / "config.d"
+    if kind == "dir":
+        target.mkdir()
+    else:
+        target.write_text("")
+    target.chmod(mode)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(main))
+
+
+def test_a_drop_in_others_can_write_is_refused_like_the_main_file(etc: Path) -> None:
+    drop = etc / "config.d" / "50-site.toml"
+    drop.write_text("[log]\nlevel = \"debug\"\n")
+    drop.chmod(0o666)
+    with pytest.raises(ConfigError, match=f"{drop}: writable by other users"):
+        load_config(str(etc / "config.toml"))
+
+
+def test_the_password_is_found_where_the_service_gets_it(
+        tmp_path: Path, keys: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the unit: $CREDENTIALS_DIRECTORY only.  From a shell (check-config,
+    doctor, ExecReload sees the unit's variable): the running unit's credentials,
+    then systemd's credential stores — the same password the service is given."""
+    main = write_config(tmp_path / "config.toml", api={"flavor": "manager", "username": "op"})
+    unit, store = tmp_path / "unit-credentials", tmp_path / "credstore"
+    monkeypatch.setattr(load, "UNIT_CREDENTIALS", str(unit))
+    monkeypatch.setattr(load, "CREDSTORES", (str(store), str(tmp_path / "run-credstore")))
+    with pytest.raises(ConfigError, match=f"no systemd credential gthulhu-password in {unit}, "
+                                          f"{store}, .*/etc/credstore/gthulhu-password"):
+        load_config(str(main), env={})
+    store.mkdir()
+    (store / "gthulhu-password").write_text("from-the-store\n")
+    (store / "gthulhu-password").chmod(0o600)
+    assert load_config(str(main), env={}).password == "from-the-store"
+    unit.mkdir()
+    (unit / "gthulhu-password").write_text("from-the-running-unit\n")
+    (unit / "gthulhu-password").chmod(0o600)
+    assert load_config(str(main), env={}).password == "from-the-running-unit"
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    (inside / "gthulhu-password").write_text("the-units-own\n")
+    (inside / "gthulhu-password").chmod(0o600)
+    assert load_config(str(main), env={"CREDENTIALS_DIRECTORY": str(inside)}
+                       ).password == "the-units-own"
+    (store / "gthulhu-password").chmod(0o644)  # the store's file is judged like any other
+    (unit / "gthulhu-password").unlink()
+    with pytest.raises(ConfigError, match="readable by other users"):
+        load_config(str(main), env={})
