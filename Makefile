@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 OUT    ?= out
 
-.PHONY: help venv demo test test-fast lint bench deb clean
+.PHONY: help venv demo test test-fast lint bench deb vm-proof clean
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
@@ -15,6 +15,9 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
 	@echo "make deb        build the Debian package into $(OUT)/"
+	@echo "make vm-proof   operator -> Decision Maker -> Gthulhu's scheduler in sched_ext QEMU guests,"
+	@echo "                and the boost's effect (root; cache /var/cache/gtp5g-operator-tests/vm;"
+	@echo "                VM_PROOF_ARGS=\"--reps 5\" passes options, see python3 -m bench.vm -h)"
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +45,9 @@ bench: venv
 
 deb:
 	packaging/build-deb $(OUT)
+
+vm-proof:
+	$(PYTHON) -m bench.vm $(VM_PROOF_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
