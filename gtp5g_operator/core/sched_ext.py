@@ -44,7 +44,9 @@ class SchedulerState:
 
 
 def _read(path: str) -> str:
-    text = read_small_text(path, 256)
+    # sysfs gives every attribute st_size 4096 (a page) whatever its text: a
+    # smaller limit refuses them all (seen on 7.2 in bench/vm's proof).
+    text = read_small_text(path, 4096)
     return text.strip() if text is not None else ""
 
 
