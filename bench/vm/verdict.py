@@ -85,12 +85,15 @@ class Functional:
     boost_latency: Optional[float]  # first event -> last expected task in the map
     left_after_exit: Set[int]    # gNB tasks still in the map after the exit wait
     exit_latency: Optional[float]   # exit -> last one out
+    held: bool                   # the expected tasks still in the map seconds later
+    operator_sees: str           # the operator's view of the scheduler ("" when right)
     operator_ok: Optional[bool]
     operator_text: str
 
     @property
     def ok(self) -> bool:
-        return (self.boosted == self.expected and not self.foreign and not self.left_after_exit
+        return (self.boosted == self.expected and self.held and not self.operator_sees
+                and not self.foreign and not self.left_after_exit
                 and self.boost_latency is not None and self.boost_latency <= BOOST_DEADLINE_S
                 and self.exit_latency is not None and self.exit_latency <= EXIT_DEADLINE_S
                 and self.operator_ok is not False)
@@ -101,8 +104,9 @@ class Functional:
         gone = ("not all" if self.exit_latency is None or self.left_after_exit
                 else f"{self.exit_latency:.1f} s")
         return (f"{len(self.boosted)}/{self.gnb_tasks} tasks boosted by {self.ops or '?'} "
-                f"{within}, {len(self.foreign)} foreign (expected {which}); "
-                f"out of the map {gone} after the gNB exited")
+                f"{within}, {len(self.foreign)} foreign (expected {which})"
+                f"{'' if self.held else ', NOT held'}; out of the map {gone} after the gNB "
+                f"exited{'; ' + self.operator_sees if self.operator_sees else ''}")
 
 
 def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]]) -> Functional:
@@ -110,7 +114,7 @@ def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]])
     sched = _one(records, "scheduler") or {}
     if boost is None or gone is None:
         return Functional(dm, expect, str(sched.get("ops", "")), 0, set(), set(), set(), None,
-                          set(), None, False, "the guest reported no functional part")
+                          set(), None, False, "", False, "the guest reported no functional part")
     gnb = boost["gnb"]
     tids = {int(t) for t in gnb["tids"].values()}
     first = int(gnb["first_event_ns"]) / 1e9
@@ -126,9 +130,20 @@ def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]])
     exit_latency = (max((removed[p] for p in boosted), default=exited) - exited
                     if boosted <= set(removed) else None)
     map_at_report = gthulhu_log.boosted_at(_changes(boost["changes"]))
+    ops = str(boost.get("ops") or sched.get("ops", ""))
     op_ok, op_text = compare_operator_report(boost.get("operator"), tids, map_at_report)
-    return Functional(dm, expect, str(sched.get("ops", "")), len(tids), expected, boosted,
-                      foreign, latency, still, exit_latency, op_ok, op_text)
+    return Functional(dm, expect, ops, len(tids), expected, boosted, foreign, latency, still,
+                      exit_latency, expected <= map_at_report,
+                      operator_sees_scheduler(boost.get("operator"), ops), op_ok, op_text)
+
+
+def operator_sees_scheduler(view: Optional[Mapping[str, Any]], ops: str) -> str:
+    """'' when the operator's state names the running scheduler, else what it says."""
+    seen = (view or {}).get("scheduler") or {}
+    if seen.get("enabled") is True and seen.get("ops") == ops:
+        return ""
+    return (f"the operator sees no scheduler running (its state.json: {dict(seen)}; "
+            f"sysfs: {ops or 'none'})")
 
 
 # --- effect -----------------------------------------------------------------------

@@ -24,10 +24,10 @@ import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Set
@@ -45,6 +45,7 @@ RUNTIME_DIR = Path("/run/gtp5g-operator")
 REPORT_PORT = "/dev/ttyS1"
 LOGS = Path("/tmp/proof")
 SETTLE_S = 2.0  # hogs and gNB running before the probe starts, in every case alike
+HOLD_S = 6.0    # functional: the boost is looked at again this long after it came
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,13 @@ def wait_until(cond: Callable[[], Any], timeout: float, step: float = 0.1) -> bo
             return False
         time.sleep(step)
     return True
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"({exc})"
 
 
 def sched_ext_state() -> str:
@@ -180,7 +188,8 @@ def start_decision_maker(plan: Plan) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     line = LineReader(proc.stdout).line(320.0) or ""
     if not line.startswith("GTHULHU_DM_LISTEN"):
-        raise RuntimeError(f"the Decision Maker did not start: {line!r}")
+        raise RuntimeError(f"the Decision Maker did not start: {line!r}; its log ends: "
+                           + _tail(LOGS / "dm.log"))
     return proc
 
 
@@ -226,13 +235,6 @@ builtin_idle: false
     def boosted(self) -> Set[int]:
         return gthulhu_log.boosted_at(self.changes())
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Operator:
@@ -259,6 +261,7 @@ clear_on_stop = true
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> bool:
+        RUNTIME_DIR.mkdir(parents=True, exist_ok=True)  # systemd's RuntimeDirectory=
         self._log = open(LOGS / "operator.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             ["gtp5g-operator", "--config", str(OPERATOR_CONFIG), "run"], stdout=self._log,
@@ -308,8 +311,11 @@ def functional(plan: Plan, sched: Scheduler, report: Reporter) -> None:
     # let the operator catch up on every thread and, where it reads back, verify
     wait_until(lambda: op.tracked_tids() >= tids, 20.0)
     wait_until(lambda: _boost_settled(op.state()), 20.0)
+    # the boost must hold over several of the scheduler's polls, and the
+    # operator's liveness pass must have looked at the scheduler meanwhile
+    time.sleep(HOLD_S)
     report("functional-boost", gnb=gnb.started, changes=_changes(sched),
-           operator=_operator_view(op.state()))
+           operator=_operator_view(op.state()), ops=sched.ops())
     exited = gnb.stop()
     wait_until(lambda: not (sched.boosted() & tids), 60.0)
     wait_until(lambda: not (op.tracked_tids() & tids), 20.0)
@@ -409,11 +415,22 @@ def main() -> int:
             effect_gthulhu(plan, sched, report)
     report("scheduler-log", lines=(LOGS / "gthulhu.log").read_text(errors="replace")
            .splitlines()[-30:], state=sched_ext_state())
-    sched.stop()
-    dm.terminate()
-    report("done")
+    # No disabling of the scheduler nor stopping of the DM: /init powers off
+    # next, and a second sched_ext transition would be a second chance to oops.
+    report("done", dm_running=dm.poll() is None)
     return 0
 
 
+def guarded() -> int:
+    """main(), and a crash of it told to the host (whose boot then counts as failed)."""
+    try:
+        return main()
+    except Exception as exc:
+        with open(REPORT_PORT, "w") as port:
+            port.write("PROOF " + json.dumps({"kind": "error", "what": repr(exc),
+                                               "trace": traceback.format_exc()[-2000:]}) + "\n")
+        raise
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guarded())
