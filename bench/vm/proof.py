@@ -118,9 +118,10 @@ def report_lines(runs: Sequence[DmRun], versions: Mapping[str, str], reps: int,
     funcs = {r.name: verdict.judge_functional(r.name, r.expect, r.records) for r in runs}
     rows = [row for r in runs for row in verdict.effect_rows(r.name, r.records)]
     if not functional_only:
-        out.append(f"Probe p99 wake-up lateness, ms, median [min-max] of the runs; emulated, "
-                   f"ratios only ({reps} runs per cell, one boot per DM build):")
-        out += verdict.effect_table(rows)
+        for metric in ("p99", "p50"):
+            out.append(f"Probe {metric} wake-up lateness, ms, median [min-max] of the runs; "
+                       f"emulated, ratios only ({reps} runs per cell, one boot per DM build):")
+            out += verdict.effect_table(rows, metric)
     for r in runs:
         f = funcs[r.name]
         out.append(f"DM {r.name}: functional {'ok' if f.ok else 'FAILED'}: {f.summary()}")

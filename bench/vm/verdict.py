@@ -152,30 +152,37 @@ def operator_sees_scheduler(view: Optional[Mapping[str, Any]], ops: str) -> str:
 @dataclass(frozen=True)
 class Cell:
     p99_us: Tuple[float, ...]        # one per run
+    p50_us: Tuple[float, ...]
     probe_boosted: Tuple[bool, ...]  # was the probe's task in the map when it started
 
-    @property
-    def median(self) -> Optional[float]:
-        return statistics.median(self.p99_us) if self.p99_us else None
+    def values(self, metric: str = "p99") -> Tuple[float, ...]:
+        return self.p99_us if metric == "p99" else self.p50_us
 
-    def text(self) -> str:
-        if not self.p99_us:
+    def median(self, metric: str = "p99") -> Optional[float]:
+        v = self.values(metric)
+        return statistics.median(v) if v else None
+
+    def text(self, metric: str = "p99") -> str:
+        if not self.values(metric):
             return "-"
-        ms = [v / 1000 for v in self.p99_us]
-        spread = f" [{min(ms):.1f}-{max(ms):.1f}]" if len(ms) > 1 else ""
-        return f"{statistics.median(ms):.1f}{spread} (n={len(ms)})"
+        ms = [v / 1000 for v in self.values(metric)]
+        digits = 1 if metric == "p99" else 2
+        spread = f" [{min(ms):.{digits}f}-{max(ms):.{digits}f}]" if len(ms) > 1 else ""
+        return f"{statistics.median(ms):.{digits}f}{spread} (n={len(ms)})"
 
 
 def probe_cells(records: Iterable[Mapping[str, Any]]) -> Dict[Tuple[str, str], Cell]:
-    """(case, position) -> the p99s of its runs."""
-    acc: Dict[Tuple[str, str], List[Tuple[float, bool]]] = {}
+    """(case, position) -> the p99s and p50s of its runs."""
+    acc: Dict[Tuple[str, str], List[Tuple[float, float, bool]]] = {}
     for r in records:
         if r.get("kind") != "probe":
             continue
-        probe_tid = int(r["result"]["tid"])
+        res = r["result"]
         acc.setdefault((r["case"], r["position"]), []).append(
-            (float(r["result"]["p99_us"]), probe_tid in set(r.get("boosted", []))))
-    return {k: Cell(tuple(p for p, _ in v), tuple(b for _, b in v)) for k, v in acc.items()}
+            (float(res["p99_us"]), float(res["p50_us"]),
+             int(res["tid"]) in set(r.get("boosted", []))))
+    return {k: Cell(tuple(a for a, _, _ in v), tuple(b for _, b, _ in v),
+                    tuple(c for _, _, c in v)) for k, v in acc.items()}
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -188,12 +195,15 @@ class EffectRow:
     position: str
     cells: Dict[str, Cell]   # case -> cell
 
-    def boost_ratio(self) -> Optional[float]:
-        """p99 with the operator running / with it stopped (Gthulhu both times)."""
-        return ratio(self.cells["gthulhu-operator"].median, self.cells["gthulhu-stopped"].median)
+    def boost_ratio(self, metric: str = "p99") -> Optional[float]:
+        """The probe's lateness with the operator running / with it stopped
+        (Gthulhu both times)."""
+        return ratio(self.cells["gthulhu-operator"].median(metric),
+                     self.cells["gthulhu-stopped"].median(metric))
 
-    def vs_eevdf(self) -> Optional[float]:
-        return ratio(self.cells["gthulhu-operator"].median, self.cells["eevdf"].median)
+    def vs_eevdf(self, metric: str = "p99") -> Optional[float]:
+        return ratio(self.cells["gthulhu-operator"].median(metric),
+                     self.cells["eevdf"].median(metric))
 
     def runs(self) -> int:
         return min(len(c.p99_us) for c in self.cells.values())
@@ -205,7 +215,7 @@ class EffectRow:
 
 def effect_rows(dm: str, records: Sequence[Mapping[str, Any]]) -> List[EffectRow]:
     cells = probe_cells(records)
-    empty = Cell((), ())
+    empty = Cell((), (), ())
     return [EffectRow(dm, pos, {c: cells.get((c, pos), empty) for c in CASES})
             for pos in POSITIONS]
 
@@ -214,15 +224,16 @@ def fmt_ratio(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def effect_table(rows: Sequence[EffectRow]) -> List[str]:
-    head = ("| Decision Maker | probe | " + " | ".join(CASE_LABELS[c] + ", p99 ms" for c in CASES)
+def effect_table(rows: Sequence[EffectRow], metric: str = "p99") -> List[str]:
+    head = ("| Decision Maker | probe | "
+            + " | ".join(f"{CASE_LABELS[c]}, {metric} ms" for c in CASES)
             + " | running / stopped | running / EEVDF | probe boosted |")
     lines = [head, "|" + "---|" * 8]
     for row in rows:
         lines.append(f"| {row.dm} | {row.position} | "
-                     + " | ".join(row.cells[c].text() for c in CASES)
-                     + f" | {fmt_ratio(row.boost_ratio())} | {fmt_ratio(row.vs_eevdf())} | "
-                       f"{row.probe_boosted()} |")
+                     + " | ".join(row.cells[c].text(metric) for c in CASES)
+                     + f" | {fmt_ratio(row.boost_ratio(metric))} | "
+                       f"{fmt_ratio(row.vs_eevdf(metric))} | {row.probe_boosted()} |")
     return lines
 
 

@@ -189,7 +189,8 @@ def test_medians_ratios_and_the_table() -> None:
         recs += [probe(case, "worker", v * (1 if case != "gthulhu-operator" else 3), False)
                  for v in p99s]
     leader, worker = verdict.effect_rows("v1.3.0", recs)
-    assert leader.cells["eevdf"].median == 5500.0
+    assert leader.cells["eevdf"].median() == 5500.0
+    assert leader.cells["eevdf"].median("p50") == 300.0
     assert leader.boost_ratio() == pytest.approx(4.0 / 12.0)
     assert leader.vs_eevdf() == pytest.approx(4.0 / 5.5)
     assert (leader.probe_boosted(), worker.probe_boosted()) == ("yes", "no")
@@ -197,6 +198,7 @@ def test_medians_ratios_and_the_table() -> None:
     table = verdict.effect_table([leader, worker])
     assert table[2].startswith("| v1.3.0 | leader | 5.5 [5.0-6.0] (n=3) | 12.0 [11.0-13.0] (n=3)")
     assert table[2].endswith("| 0.33 | 0.73 | yes |")
+    assert "0.30 [0.30-0.30] (n=3)" in verdict.effect_table([leader], "p50")[2]
 
 
 def test_wait_share_hook() -> None:

@@ -7,9 +7,10 @@
 // common_pid is that task's TID, as the gtp5g tracer's records are.
 //
 // One task can be a latency probe (like a slot task): it waits for a line on
-// stdin ("go"), then wakes every PERIOD_US for SECS seconds
-// (clock_nanosleep TIMER_ABSTIME, CLOCK_MONOTONIC), busy-works WORK_US each
-// period, and records how late each wake-up was.
+// stdin ("go"), then for SECS seconds wakes every PERIOD_US (clock_nanosleep
+// TIMER_ABSTIME, CLOCK_MONOTONIC), busy-works WORK_US each period, and records
+// how late each wake-up was; a wake-up later than a whole period restarts the
+// schedule from now ("missed").
 //
 //   nr-gnb [-p leader|worker|none] [-s SECS] [-P PERIOD_US] [-w WORK_US] [-e EVENT_MS] [-t PATH]
 //
@@ -87,13 +88,16 @@ static int cmp_ll(const void *a, const void *b) {
 // The probe: periodic wake-ups, lateness recorded; also keeps writing an event
 // every event_ms so that its task stays a live gNB task in the trace.
 static void probe(int task) {
-    long n = (long)(secs * 1e6 / (double)period_us);
-    if (n < 1) n = 1;
-    long long *late = malloc((size_t)n * sizeof *late);
+    long cap = (long)(secs * 1e6 / (double)period_us) + 1;
+    long long *late = malloc((size_t)cap * sizeof *late);
     if (!late) die("malloc");
     long period = period_us * 1000L, work = work_us * 1000L;
     long long next = now_ns(CLOCK_MONOTONIC), last_event = 0, missed = 0;
-    for (long i = 0; i < n; i++) {
+    // A fixed wall-clock length, not a fixed count: a probe that keeps missing
+    // its period would otherwise run several times longer under a slow case.
+    long long end_at = next + (long long)(secs * 1e9);
+    long n = 0;
+    for (long i = 0; i < cap && next + period <= end_at; i++, n++) {
         next += period;
         struct timespec ts = {next / 1000000000LL, next % 1000000000LL};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
@@ -113,6 +117,7 @@ static void probe(int task) {
             missed++;
         }
     }
+    if (n == 0) late[n++] = 0;
     qsort(late, (size_t)n, sizeof *late, cmp_ll);
     long over1ms = 0;
     for (long i = 0; i < n; i++) over1ms += late[i] > 1000000LL;

@@ -347,24 +347,36 @@ def _operator_view(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 def probe_run(plan: Plan, case: str, position: str, rep: int,
               sched: Optional[Scheduler], report: Reporter) -> None:
-    hogs = Hogs(plan.hogs)
+    marks = {"start": time.monotonic()}
+
+    def mark(name: str) -> None:
+        marks[name] = round(time.monotonic() - marks["start"], 2)
+
+    # the operator starts before the hogs (its start-up is not what is measured)
     op = Operator(plan) if case == "gthulhu-operator" else None
+    if op is not None and not op.start():
+        report("error", what="the operator wrote no state.json within 120 s")
+        op.stop()
+        return
+    mark("operator")
+    hogs = Hogs(plan.hogs)
     gnb: Optional[Gnb] = None
     try:
-        if op is not None and not op.start():
-            report("error", what="the operator wrote no state.json within 120 s")
-            return
         gnb = Gnb(position, plan)
         g = gnb
+        mark("gnb")
         time.sleep(SETTLE_S)
         if op is not None and sched is not None:
             wait_until(lambda: expected_boost(plan, g) <= sched.boosted(), 30.0)
         boosted = sorted(sched.boosted() & set(gnb.tids.values())) if sched else []
+        mark("go")
         result = gnb.probe(plan.secs * 4 + 60)
+        mark("probed")
         report("probe", case=case, position=position, rep=rep, dm=plan.dm, boosted=boosted,
                gnb=gnb.started, result=result, sched_ext=sched_ext_state(),
                ops=sched.ops() if sched else "",
-               operator=_operator_view(op.state()) if op is not None else None)
+               operator=_operator_view(op.state()) if op is not None else None,
+               marks={k: v for k, v in marks.items() if k != "start"})
     finally:
         if gnb is not None:
             gnb.stop()
