@@ -150,10 +150,21 @@ def report_lines(runs: Sequence[DmRun], args: argparse.Namespace) -> List[str]:
 
 def final_line(runs: Sequence[DmRun], funcs: Mapping[str, verdict.Functional],
                rows: Sequence[verdict.EffectRow], reps: int, functional_only: bool) -> str:
+    """The issue's last line: the functional verdict (the thread-aware DM first), then
+    the boost's effect: p99 with / without the operator under the thread-aware DM,
+    and the worker probe's under the leader-only DM."""
     ok = bool(funcs) and all(f.ok for f in funcs.values())
-    thread_aware = funcs.get("pr135") or next(iter(funcs.values()), None)
-    head = (f"vm-proof: functional {'ok' if ok else 'FAILED'} "
-            f"({thread_aware.summary() if thread_aware else 'no DM run'})")
+    order = sorted(funcs.values(), key=lambda f: f.expect != "threads")
+    parts = [f"{f.dm}: {f.brief()}" for f in order]
+    first = order[0] if order else None
+    if first is not None and first.exit_latency is not None and not first.left_after_exit:
+        parts[0] += f", out {first.exit_latency:.1f} s after the gNB's exit"
+    if any(f.operator_ok is None for f in funcs.values()):
+        parts.append("operator read-back not in this tree")
+    elif funcs:
+        parts.append("operator read-back " + ("matches" if all(f.operator_ok for f in
+                                                               funcs.values()) else "DIFFERS"))
+    head = f"vm-proof: functional {'ok' if ok else 'FAILED'} ({'; '.join(parts) or 'no DM run'})"
     if functional_only:
         return head
     by = {(row.dm, row.position): row for row in rows}

@@ -165,6 +165,17 @@ def test_read_back_that_claims_more_than_the_map_differs() -> None:
     assert ok is False and "covered [100, 101, 102, 103] where the scheduler shows [100]" in text
 
 
+def test_read_back_foreign_tasks_come_as_objects() -> None:
+    # the closed-loop issue's shape: foreign entries describe the task
+    view = {**TRACKED, "boost": {"verified": True, "covered": [100, 101, 102, 103],
+                                 "missing": [], "foreign": [{"pid": 4242, "comm": "nr-gnb-rlc"}]}}
+    ok, text = verdict.compare_operator_report(view, set(TIDS.values()), {100, 101, 102, 103,
+                                                                          4242})
+    assert ok is True and "foreign 1" in text
+    ok, _ = verdict.compare_operator_report(view, set(TIDS.values()), set(TIDS.values()))
+    assert ok is False
+
+
 def test_read_back_absent_or_no_state() -> None:
     assert verdict.compare_operator_report(TRACKED, {100}, {100})[0] is None
     assert verdict.compare_operator_report(None, {100}, {100})[0] is False
