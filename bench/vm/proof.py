@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def run_dm(lay: Layout, initrd: Path, name: str, args: argparse.Namespace) -> Dm
 
 
 def build(lay: Layout, dms: Sequence[str], costs: List[Cost]) -> Dict[str, Any]:
+    missing, sources = artefacts.missing_cached(lay), lay.missing_sources()
+    if missing and sources:
+        raise BuildError(f"{missing}; and it cannot be built here: {sources}")
     t = time.monotonic()
     versions = artefacts.recipe_world(lay)
     costs.append(Cost("kernel, QEMU, Gthulhu (vm-schedext)", time.monotonic() - t, False))
@@ -226,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     costs: List[Cost] = []
     try:
         built = build(lay, dms, costs)
-    except (BuildError, OSError) as exc:
+    except (BuildError, OSError, subprocess.CalledProcessError) as exc:
         print(f"vm-proof: {exc}", file=sys.stderr)
         return 2
     for k, v in built["versions"].items():

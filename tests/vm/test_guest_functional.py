@@ -30,7 +30,11 @@ def _why_not(lay: Layout) -> str:
     for tool in ("cpio", "gcc", "chroot", "dpkg-buildpackage"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    return artefacts.missing_cached(lay) or ""
+    missing = artefacts.missing_cached(lay)
+    sources = lay.missing_sources()
+    if missing and sources:
+        return f"{missing}; it cannot be built here either: {sources}"
+    return missing or ""
 
 
 @pytest.fixture(scope="module")
