@@ -53,6 +53,9 @@ def _progress(dm: str) -> Any:
             say(f"  {dm}: {r['case']} {r['position']} run {r['rep']}: p99 "
                 f"{res['p99_us'] / 1000:.1f} ms, p50 {res['p50_us'] / 1000:.2f} ms"
                 f"{', probe boosted' if res['tid'] in r.get('boosted', []) else ''}")
+        elif kind == "scheduler-log":
+            for line in [x for x in r.get("lines", []) if "uei" in x or "stall" in x][-2:]:
+                say(f"  {dm}: scheduler's log: {line[:160]}")
         elif kind in ("scheduler", "error", "functional-boost", "functional-exit", "dm-ready",
                       "plan"):
             brief = {k: v for k, v in r.items() if k in ("enabled", "ops", "state", "what",
@@ -81,7 +84,8 @@ def run_dm(lay: Layout, initrd: Path, name: str, args: argparse.Namespace) -> Dm
     run = DmRun(name, layout.DM_BOOSTS[name])
     parts = "functional" if args.functional_only else "functional,effect"
     cmdline = (f"proof.dm={name} proof.expect={run.expect} proof.reps={args.reps} "
-               f"proof.secs={args.secs} proof.hogs={args.hogs} proof.parts={parts}")
+               f"proof.secs={args.secs} proof.hogs={args.hogs} proof.parts={parts} "
+               f"proof.kernel_mode={'false' if args.user_mode else 'true'}")
     start = time.monotonic()
     for attempt in range(1, args.tries + 1):
         run.boots += 1
@@ -161,7 +165,8 @@ def final_line(runs: Sequence[DmRun], funcs: Mapping[str, verdict.Functional],
     order = sorted(funcs.values(), key=lambda f: f.expect != "threads")
     parts = [f"{f.dm}: {f.brief()}" for f in order]
     first = order[0] if order else None
-    if first is not None and first.exit_latency is not None and not first.left_after_exit:
+    if (first is not None and first.boosted and first.exit_latency is not None
+            and not first.left_after_exit):
         parts[0] += f", out {first.exit_latency:.1f} s after the gNB's exit"
     if any(f.operator_ok is None for f in funcs.values()):
         parts.append("operator read-back not in this tree")
@@ -214,6 +219,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--icount-shift", type=int, default=ICOUNT_SHIFT,
                    help=f"virtual clock: 2**N ns per guest instruction (default {ICOUNT_SHIFT})")
     p.add_argument("--functional-only", action="store_true", help="skip the effect runs")
+    p.add_argument("--user-mode", action="store_true",
+                   help="diagnosis: run Gthulhu in its default user-space mode (kernel_mode "
+                        "false), which the sched_ext watchdog ejects in these guests")
     p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
     args = p.parse_args(argv)
     if args.reps < 1 or args.secs <= 0 or args.hogs < 0 or args.tries < 1:

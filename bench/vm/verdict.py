@@ -118,12 +118,13 @@ class Functional:
     def summary(self) -> str:
         which = "the leader only" if self.expect == "leader" else "every thread"
         within = "never" if self.boost_latency is None else f"within {self.boost_latency:.1f} s"
-        gone = ("not all" if self.exit_latency is None or self.left_after_exit
-                else f"{self.exit_latency:.1f} s")
+        gone = ("not all out of the map" if self.exit_latency is None or self.left_after_exit
+                else f"out of the map {self.exit_latency:.1f} s" if self.boosted
+                else "nothing to take out of the map")
         return (f"{len(self.boosted)}/{self.gnb_tasks} tasks boosted by {self.ops or '?'} "
                 f"{within}, {len(self.foreign)} foreign (expected {which})"
-                f"{'' if self.held else ', NOT held'}; out of the map {gone} after the gNB "
-                f"exited{'; ' + self.operator_sees if self.operator_sees else ''}")
+                f"{'' if self.held else ', NOT held'}; {gone} after the gNB exited"
+                f"{'; ' + self.operator_sees if self.operator_sees else ''}")
 
 
 def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]]) -> Functional:

@@ -57,6 +57,7 @@ class Plan:
     hogs: int = 4
     period_us: int = 1000
     parts: frozenset[str] = frozenset({"functional", "effect"})
+    kernel_mode: bool = True  # false: Gthulhu's default user-space mode (a diagnosis)
 
     @classmethod
     def from_cmdline(cls, text: str) -> Plan:
@@ -68,7 +69,8 @@ class Plan:
         return cls(dm=get("dm", "pr135"), expect=get("expect", "threads"),
                    reps=int(get("reps", "3")), secs=float(get("secs", "10")),
                    hogs=int(get("hogs", "4")), period_us=int(get("period_us", "1000")),
-                   parts=frozenset(get("parts", "functional,effect").split(",")))
+                   parts=frozenset(get("parts", "functional,effect").split(",")),
+                   kernel_mode=get("kernel_mode", "true") == "true")
 
 
 class Reporter:
@@ -194,8 +196,9 @@ def start_decision_maker(plan: Plan) -> subprocess.Popen[str]:
 
 
 class Scheduler:
-    """Gthulhu's scheduler, kernel mode (its user-space mode is ejected by the
-    sched_ext watchdog in this VM), fetching strategies from the DM every second."""
+    """Gthulhu's scheduler, kernel mode (its default user-space mode is ejected by
+    the sched_ext watchdog in this VM: proof.kernel_mode=false shows it),
+    fetching strategies from the DM every second."""
 
     def __init__(self, plan: Plan) -> None:
         self.log_path = LOGS / "gthulhu.log"
@@ -206,7 +209,7 @@ scheduler:
   slice_ns_default: 20000000
   slice_ns_min: 1000000
   mode: gthulhu
-  kernel_mode: true
+  kernel_mode: {'true' if plan.kernel_mode else 'false'}
   max_time_watchdog: true
 api:
   url: http://127.0.0.1:{PORT}
@@ -411,7 +414,8 @@ def main() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     plan = Plan.from_cmdline(Path("/proc/cmdline").read_text())
     report = Reporter(REPORT_PORT)
-    report("plan", dm=plan.dm, expect=plan.expect, reps=plan.reps, secs=plan.secs,
+    report("plan", dm=plan.dm, expect=plan.expect, kernel_mode=plan.kernel_mode,
+           reps=plan.reps, secs=plan.secs,
            hogs=plan.hogs, period_us=plan.period_us, parts=sorted(plan.parts),
            kernel=os.uname().release, cpus=os.cpu_count())
     dm = start_decision_maker(plan)
