@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -186,12 +187,26 @@ def final_line(runs: Sequence[DmRun], funcs: Mapping[str, verdict.Functional],
             f"probe {worker}; emulated, ratios only; oops retries {oopses}")
 
 
+def host_facts() -> str:
+    """CPU model, cores, kernel and load: the emulation's speed depends on them
+    (the virtual clock's figures do not)."""
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, Linux {os.uname().release}, load average {load}"
+
+
 def write_results(lines: Sequence[str], runs: Sequence[DmRun], versions: Mapping[str, str],
                   costs: Sequence[Cost]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     day = datetime.date.today().isoformat()
     md = RESULTS / f"vm-proof-{day}.md"
-    header = [f"# vm-proof {day}", ""] + [f"- {k}: {v}" for k, v in versions.items()] + [
+    header = [f"# vm-proof {day}", "", f"- host: {host_facts()}"] + [
+        f"- {k}: {v}" for k, v in versions.items()] + [
         f"- cost: {c.name} {c.seconds / 60:.1f} min" for c in costs] + [""]
     md.write_text("\n".join(header + list(lines)) + "\n")
     (RESULTS / f"vm-proof-{day}.json").write_text(json.dumps({
