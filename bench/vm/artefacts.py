@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -53,7 +52,7 @@ def _say(msg: str) -> None:
     print(f"vm-proof: {msg}", file=sys.stderr, flush=True)
 
 
-def _run_logged(argv: List[str], log: Path, what: str, env: Optional[Mapping[str, str]] = None,
+def run_logged(argv: List[str], log: Path, what: str, env: Optional[Mapping[str, str]] = None,
                 cwd: Optional[Path] = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
@@ -131,7 +130,7 @@ def recipe_world(lay: Layout) -> Dict[str, str]:
     _copy_recipe(lay)
     _say("building kernel, QEMU, busybox and Gthulhu's scheduler with vm-schedext/setup.sh "
          f"(about 15-30 min cold; log {lay.logs / 'setup.log'})")
-    _run_logged([str(lay.e2e / "scripts/setup.sh")], lay.logs / "setup.log", "vm-schedext setup.sh",
+    run_logged([str(lay.e2e / "scripts/setup.sh")], lay.logs / "setup.log", "vm-schedext setup.sh",
                 env={**_apt_env(lay), "MIRROR_ROOT": str(lay.mirror_root)}, cwd=lay.cache)
     for need in (lay.kernel, lay.gthulhu_binary, lay.qemu_root / "usr/bin/qemu-system-x86_64",
                  lay.busybox):
@@ -183,7 +182,7 @@ def decision_maker(lay: Layout, name: str, rev: str, commit: str) -> Path:
         if _git(mirror, "rev-parse", f"{rev}^{{commit}}") != commit:
             raise BuildError(f"{rev} in {mirror} is not the pinned {commit[:12]}")
         _say(f"building the Decision Maker {name} with gthulhu-dm/build.sh (a few minutes)")
-        _run_logged([str(lay.dm_recipe / "build.sh"), str(mirror), commit],
+        run_logged([str(lay.dm_recipe / "build.sh"), str(mirror), commit],
                     lay.logs / f"dm-{name}.log", f"gthulhu-dm build.sh {name}",
                     env={**_apt_env(lay), "GTHULHU_DM_DIR": str(d),
                          "GTHULHU_DM_BUILD": str(lay.cache / "dm-build" / name),
@@ -223,7 +222,7 @@ def guest_base(lay: Layout) -> Path:
     if root.exists():
         shutil.rmtree(root)
     _say(f"making the guest's Debian root with debootstrap ({pins.GUEST_SUITE}, a few minutes)")
-    _run_logged(_debootstrap_argv(root), lay.logs / "debootstrap.log", "debootstrap")
+    run_logged(_debootstrap_argv(root), lay.logs / "debootstrap.log", "debootstrap")
     done.write_text(" ".join(_debootstrap_argv(root)) + "\n")
     return root
 
@@ -236,7 +235,7 @@ def guest_binaries(lay: Layout) -> Path:
     out = lay.work / "bin"
     out.mkdir(parents=True, exist_ok=True)
     for name, src in (("nr-gnb", "nr_gnb.c"), ("hog", "hog.c")):
-        _run_logged(["gcc", "-O2", "-Wall", "-Wextra", "-static", "-pthread", "-o",
+        run_logged(["gcc", "-O2", "-Wall", "-Wextra", "-static", "-pthread", "-o",
                      str(out / name), str(GUEST_SRC / src)], lay.logs / f"cc-{name}.log",
                     f"compiling {src}")
     return out
@@ -247,13 +246,9 @@ def operator_deb(lay: Layout) -> Path:
     out = lay.work / "deb"
     if out.exists():
         shutil.rmtree(out)
-    _run_logged([str(REPO / "packaging/build-deb"), str(out)], lay.logs / "deb.log",
+    run_logged([str(REPO / "packaging/build-deb"), str(out)], lay.logs / "deb.log",
                 "packaging/build-deb", env=_apt_env(lay))
     debs = sorted(out.glob("gtp5g-operator_*_all.deb"))
     if len(debs) != 1:
         raise BuildError(f"packaging/build-deb left {len(debs)} packages in {out}")
     return debs[0]
-
-
-def timed(costs: List[Cost], name: str, reused_before: bool, start: float) -> None:
-    costs.append(Cost(name, time.monotonic() - start, reused_before))

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict
 
-from bench.vm.artefacts import GUEST_SRC, BuildError, _run_logged
+from bench.vm.artefacts import GUEST_SRC, BuildError, run_logged
 from bench.vm.layout import REPO, Layout
 
 # files of a DM build the guest needs (build.sh's output, minus nothing else)
@@ -32,7 +32,7 @@ TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
 def _install_deb(root: Path, deb: Path, log: Path) -> None:
     inside = root / "tmp" / deb.name
     shutil.copy(deb, inside)
-    _run_logged(["chroot", str(root), "dpkg", "-i", f"/tmp/{deb.name}"], log,
+    run_logged(["chroot", str(root), "dpkg", "-i", f"/tmp/{deb.name}"], log,
                 "installing the operator's .deb into the guest root")
     inside.unlink()
 

@@ -31,6 +31,11 @@ DM_BUILDS: Tuple[Tuple[str, str, str], ...] = (
     ("v1.3.0", "v1.3.0", "0520224327d0ebaaae7fcf2849fac08ca6126f56"),
     ("pr135", "refs/pull/135/head", "d29da168f45ba3585e0a148dbd501e367a53b12c"),
 )
+# The bare clones the recipes build from (vm-schedext: the first six; gthulhu-dm:
+# Gthulhu/Gthulhu and the Go modules Debian lacks).
+MIRRORS = ("Gthulhu+Gthulhu", "Gthulhu+qumun", "Gthulhu+libbpfgo", "Gthulhu+plugin",
+           "sched-ext+scx", "libbpf+libbpf", "uber-go+fx", "uber-go+dig",
+           "mongodb+mongo-go-driver", "labstack+echo", "golang-jwt+jwt")
 # What each build lists for a rule naming the gNB's process and thread names.
 DM_BOOSTS = {"v1.3.0": "leader", "pr135": "threads"}
 
@@ -121,8 +126,7 @@ class Layout:
             return f"no vm-schedext recipe at {self.recipe} (set GTP5G_SHARED_TOOLS)"
         if not (self.dm_recipe / "build.sh").is_file():
             return f"no gthulhu-dm recipe at {self.dm_recipe} (set GTP5G_SHARED_TOOLS)"
-        for repo in ("Gthulhu+Gthulhu", "Gthulhu+qumun", "Gthulhu+libbpfgo", "Gthulhu+plugin",
-                     "sched-ext+scx", "libbpf+libbpf"):
+        for repo in MIRRORS:
             if not (self.mirror_root / repo / "repo").is_dir():
                 return f"no mirror {self.mirror_root / repo / 'repo'} (set MIRROR_ROOT)"
         return None

@@ -93,9 +93,9 @@ def boot(lay: Layout, initrd: Path, cmdline: str, name: str, timeout_s: float,
     for f in (console, report):
         f.unlink(missing_ok=True)
     start = time.monotonic()
-    proc = subprocess.Popen(qemu_argv(lay, initrd, console, report, cmdline, icount_shift),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(lay.work / f"{name}.qemu.log", "wb"))  # noqa: SIM115
+    with open(lay.work / f"{name}.qemu.log", "wb") as err:
+        proc = subprocess.Popen(qemu_argv(lay, initrd, console, report, cmdline, icount_shift),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     seen = 0
     records: List[Dict[str, Any]] = []
     exit_code: Optional[int] = None

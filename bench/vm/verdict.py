@@ -55,7 +55,7 @@ def compare_operator_report(view: Optional[Mapping[str, Any]], gnb_tids: Set[int
         return None, 'operator read-back: not available in this tree (state.json has no "boost")'
     if not isinstance(boost, Mapping):
         return False, f"operator read-back: unreadable boost {boost!r:.80}"
-    tracked = {t for p in view.get("processes", []) for t in p.get("tids", [])}
+    tracked = _tracked(view)
     said = {k: _pids(boost.get(k)) for k in ("covered", "missing", "foreign")}
     want = {"covered": map_pids & tracked, "missing": tracked - map_pids,
             "foreign": map_pids - gnb_tids}
@@ -96,13 +96,13 @@ class Functional:
     left_after_exit: Set[int]    # gNB tasks still in the map after the exit wait
     exit_latency: Optional[float]   # exit -> last one out
     held: bool                   # the expected tasks still in the map seconds later
-    operator_sees: str           # the operator's view of the scheduler ("" when right)
+    operator_wrong: str          # what the operator's state.json gets wrong ("" when right)
     operator_ok: Optional[bool]
     operator_text: str
 
     @property
     def ok(self) -> bool:
-        return (self.boosted == self.expected and self.held and not self.operator_sees
+        return (self.boosted == self.expected and self.held and not self.operator_wrong
                 and not self.foreign and not self.left_after_exit
                 and self.boost_latency is not None and self.boost_latency <= BOOST_DEADLINE_S
                 and self.exit_latency is not None and self.exit_latency <= EXIT_DEADLINE_S
@@ -124,7 +124,7 @@ class Functional:
         return (f"{len(self.boosted)}/{self.gnb_tasks} tasks boosted by {self.ops or '?'} "
                 f"{within}, {len(self.foreign)} foreign (expected {which})"
                 f"{'' if self.held else ', NOT held'}; {gone} after the gNB exited"
-                f"{'; ' + self.operator_sees if self.operator_sees else ''}")
+                f"{'; ' + self.operator_wrong if self.operator_wrong else ''}")
 
 
 def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]]) -> Functional:
@@ -152,16 +152,32 @@ def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]])
     op_ok, op_text = compare_operator_report(boost.get("operator"), tids, map_at_report)
     return Functional(dm, expect, ops, len(tids), expected, boosted, foreign, latency, still,
                       exit_latency, expected <= map_at_report,
-                      operator_sees_scheduler(boost.get("operator"), ops), op_ok, op_text)
+                      operator_state_wrong(boost.get("operator"), gone.get("operator"), tids,
+                                           ops), op_ok, op_text)
 
 
-def operator_sees_scheduler(view: Optional[Mapping[str, Any]], ops: str) -> str:
-    """'' when the operator's state names the running scheduler, else what it says."""
-    seen = (view or {}).get("scheduler") or {}
-    if seen.get("enabled") is True and seen.get("ops") == ops:
-        return ""
-    return (f"the operator sees no scheduler running (its state.json: {dict(seen)}; "
-            f"sysfs: {ops or 'none'})")
+def operator_state_wrong(during: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]],
+                         tids: Set[int], ops: str) -> str:
+    """What the operator's state.json gets wrong, '' when nothing: it must track
+    exactly the gNB's tasks while it runs and none after its exit, and name the
+    running scheduler."""
+    wrong = []
+    tracked = _tracked(during)
+    if tracked != tids:
+        wrong.append(f"the operator tracked {sorted(tracked)}, the gNB's tasks are "
+                     f"{sorted(tids)}")
+    if _tracked(after) & tids:
+        wrong.append(f"the operator still tracked {sorted(_tracked(after) & tids)} after the "
+                     "gNB's exit")
+    seen = (during or {}).get("scheduler") or {}
+    if not (seen.get("enabled") is True and seen.get("ops") == ops):
+        wrong.append(f"the operator sees no scheduler running (its state.json: {dict(seen)}; "
+                     f"sysfs: {ops or 'none'})")
+    return "; ".join(wrong)
+
+
+def _tracked(view: Optional[Mapping[str, Any]]) -> Set[int]:
+    return {int(t) for p in (view or {}).get("processes", []) for t in p.get("tids", [])}
 
 
 # --- effect -----------------------------------------------------------------------

@@ -86,12 +86,13 @@ def records(boost: List[List[Any]], exit_changes: List[List[Any]],
     op = operator if operator is not None else {
         "processes": [{"tgid": 100, "tids": list(TIDS.values())}],
         "scheduler": {"sched_ext": True, "state": "enabled", "ops": "goland", "enabled": True}}
+    after = {**op, "processes": []}
     return [
         {"kind": "scheduler", "enabled": True, "ops": "goland"},
         {"kind": "functional-boost", "gnb": gnb, "changes": boost, "operator": op,
          "ops": "goland"},
         {"kind": "functional-exit", "gnb": gnb, "exited_at": T0 + 20,
-         "changes": boost + exit_changes, "operator": op},
+         "changes": boost + exit_changes, "operator": after},
     ]
 
 
@@ -139,6 +140,14 @@ def test_an_operator_that_does_not_see_the_scheduler_fails() -> None:
              "scheduler": {"sched_ext": True, "state": "", "ops": "", "enabled": False}}
     f = verdict.judge_functional("pr135", "threads", records(ALL_IN, ALL_OUT, blind))
     assert not f.ok and "the operator sees no scheduler running" in f.summary()
+
+
+def test_an_operator_that_tracks_other_tasks_fails() -> None:
+    partial = {"processes": [{"tgid": 100, "tids": [100, 101]}],
+               "scheduler": {"sched_ext": True, "state": "enabled", "ops": "goland",
+                             "enabled": True}}
+    f = verdict.judge_functional("pr135", "threads", records(ALL_IN, ALL_OUT, partial))
+    assert not f.ok and "the operator tracked [100, 101]" in f.summary()
 
 
 def test_no_functional_report_is_a_failure() -> None:
