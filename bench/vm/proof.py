@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from bench.vm import artefacts, guest_root, layout, qemu, verdict
 from bench.vm.artefacts import BuildError, Cost
@@ -46,7 +46,9 @@ def say(msg: str) -> None:
     print(f"vm-proof: {msg}", flush=True)
 
 
-def _progress(dm: str) -> Any:
+def _progress(dm: str) -> Callable[[Mapping[str, Any]], None]:
+    """One line per thing the guest reports, as it reports it."""
+
     def show(r: Mapping[str, Any]) -> None:
         kind = r.get("kind")
         if kind == "probe":

@@ -239,7 +239,6 @@ builtin_idle: false
         return gthulhu_log.boosted_at(self.changes())
 
 
-
 class Operator:
     """This tree's operator, installed from its .deb; api.flavor = auto."""
 
