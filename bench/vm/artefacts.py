@@ -12,6 +12,7 @@ point into the cache instead.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -21,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from bench.vm import layout as pins
 from bench.vm.layout import REPO, Layout
@@ -50,6 +51,19 @@ class Cost:
 
 def _say(msg: str) -> None:
     print(f"vm-proof: {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, holder: str) -> Iterator[None]:
+    """An flock on `path` for the block; says once whom it waits for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for {holder} ({path})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def run_logged(argv: List[str], log: Path, what: str, env: Optional[Mapping[str, str]] = None,
@@ -168,14 +182,7 @@ def decision_maker(lay: Layout, name: str, rev: str, commit: str) -> Path:
     d = lay.dm_dir(name)
     if _dm_build_ok(d, commit):
         return d
-    lay.dm_cache.mkdir(parents=True, exist_ok=True)
-    with open(lay.dm_cache / f"{name}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another build of the Decision Maker {name} "
-                 f"({lay.dm_cache / (name + '.lock')})")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(lay.dm_cache / f"{name}.lock", f"another build of the Decision Maker {name}"):
         if _dm_build_ok(d, commit):
             return d
         mirror = lay.mirror_root / "Gthulhu+Gthulhu/repo"

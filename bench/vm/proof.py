@@ -253,6 +253,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lay = Layout.from_env()
     dms = args.dm or [n for n, _, _ in layout.DM_BUILDS]
     costs: List[Cost] = []
+    with artefacts.exclusive(lay.cache / f"{lay.work_name}.lock", "another vm-proof run"):
+        return _prove(lay, dms, costs, args)
+
+
+def _prove(lay: Layout, dms: Sequence[str], costs: List[Cost], args: argparse.Namespace) -> int:
     try:
         built = build(lay, dms, costs)
     except (BuildError, OSError, subprocess.CalledProcessError) as exc:
