@@ -6,7 +6,7 @@ OUT    ?= out
 REPO   ?= $(OUT)/repo
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' gtp5g_operator/__init__.py)
 
-.PHONY: help venv demo test test-fast lint bench deb repo clean example-config
+.PHONY: help venv demo test test-fast lint bench deb repo clean example-config vm-proof
 
 help:
 	@echo "make demo       run the daemon on an embedded default (recorded trace, local API);"
@@ -20,6 +20,9 @@ help:
 	@echo "make repo       add it to a signed flat apt repository, $(REPO)/ (REPO_KEY: the gpg"
 	@echo "                key to sign with; see packaging/make-repo)"
 	@echo "make example-config  regenerate packaging/config.toml from the schema"
+	@echo "make vm-proof   operator -> Decision Maker -> Gthulhu's scheduler in sched_ext QEMU guests,"
+	@echo "                and the boost's effect (root; cache /var/cache/gtp5g-operator-tests/vm;"
+	@echo "                VM_PROOF_ARGS=\"--reps 5\" passes options, see python3 -m bench.vm -h)"
 
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +58,9 @@ repo: deb
 # a unit test fails while it differs
 example-config: venv
 	$(PY) -c 'from gtp5g_operator.service.vocabulary import example_config as e; print(e(), end="")' > packaging/config.toml
+
+vm-proof:
+	$(PYTHON) -m bench.vm $(VM_PROOF_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
