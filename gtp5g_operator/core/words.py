@@ -1,10 +1,15 @@
-"""Numbers and values in words, the same way in logs, `status` and `doctor`."""
+"""Numbers and values in words, the same way in logs, `status`, `doctor` and /health."""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+
+# The endpoint process imports this module (health.py): `typing` would cost it about
+# 2 MB of memory, and the annotations need it only for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 
 def plural(n: int, word: str, many: str = "") -> str:

@@ -13,22 +13,13 @@ from __future__ import annotations
 
 # The endpoint process imports this module and nothing heavy: `typing` (about
 # 2 MB of its memory) is imported for the type checker only.
+from ..core.words import finite
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, Mapping, Optional, Tuple
 
 STALL_GRACE = 2.0  # seconds past its announced next turn before a loop counts as stalled
-
-
-def finite(value: Any) -> Optional[float]:
-    """A finite number of the published document, else None (whatever is in the file)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if number - number == 0 else None  # NaN and infinities are not
 
 
 def _age(now: float, then: Any) -> Optional[float]:

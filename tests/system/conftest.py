@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 
 from tests.system.builder import PREVIOUS_RELEASE, Built, build, has_commit, lintian_tags
-from tests.system.container import why_unavailable
+from tests.system.container import SUITES, why_unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -88,3 +88,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for suite, lines in FINDINGS.items():
             for line in lines:
                 terminalreporter.write_line(f"{suite}: {line}")
+
+
+@pytest.fixture(scope="module", params=list(SUITES))
+def suite(request: pytest.FixtureRequest) -> str:
+    """Each Debian release the system tests walk (bookworm, trixie), or a skip saying
+    why this machine cannot boot it."""
+    why = why_unavailable(request.param)
+    if why:
+        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
+    return str(request.param)

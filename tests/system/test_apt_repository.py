@@ -20,7 +20,7 @@ import pytest
 
 from tests.system.builder import repack
 from tests.system.conftest import FINDINGS, Builds
-from tests.system.container import SUITES, Container, why_unavailable
+from tests.system.container import Container
 
 pytestmark = pytest.mark.system
 
@@ -32,15 +32,11 @@ Unattended-Upgrade::Automatic-Reboot "false";
 """
 
 
-@pytest.fixture(scope="module", params=list(SUITES))
-def suite(request: pytest.FixtureRequest) -> str:
-    why = why_unavailable(request.param)
-    if why:
-        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
+@pytest.fixture(scope="module", autouse=True)
+def repository_tools() -> None:
     for tool in ("apt-ftparchive", "gpg"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-utils, gnupg)")
-    return str(request.param)
 
 
 def gnupg_home(directory: Path, name: str) -> Dict[str, str]:

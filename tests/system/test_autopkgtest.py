@@ -16,19 +16,11 @@ from typing import Dict, Iterator
 import pytest
 
 from tests.system.conftest import FINDINGS, Builds
-from tests.system.container import SUITES, Container, why_unavailable
+from tests.system.container import Container
 
 pytestmark = pytest.mark.system
 
 TESTS = ("unit-tests", "check-config-example", "doctor-json")
-
-
-@pytest.fixture(scope="module", params=list(SUITES))
-def suite(request: pytest.FixtureRequest) -> str:
-    why = why_unavailable(request.param)
-    if why:
-        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.harness import REPO, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.system.conftest import FINDINGS
-from tests.system.container import SUITES, Container, why_unavailable
+from tests.system.container import Container
 
 pytestmark = pytest.mark.system
 
@@ -39,14 +39,6 @@ THREADS = 1000
 FLOOD = 100_000
 TRICKLERS = 300
 TRICKLE_SECONDS = 8.0  # beyond the endpoint's 5 s deadline per exchange
-
-
-@pytest.fixture(scope="module", params=list(SUITES))
-def suite(request: pytest.FixtureRequest) -> str:
-    why = why_unavailable(request.param)
-    if why:
-        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import REPO, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.system.conftest import FINDINGS
-from tests.system.container import KNOWN, SUITES, Container, why_unavailable
+from tests.system.container import KNOWN, Container
 
 pytestmark = pytest.mark.system
 
@@ -43,14 +43,6 @@ DROPIN = "[Service]\nWatchdogSec=6s\nTimeoutStopSec=5s\nRestartSec=1s\n"
 
 # `systemd-analyze security` rating of the shipped unit: at most this (README, Sandbox)
 MAX_EXPOSURE = 2.0
-
-
-@pytest.fixture(scope="module", params=list(SUITES))
-def suite(request: pytest.FixtureRequest) -> str:
-    why = why_unavailable(request.param)
-    if why:
-        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from testbed.harness import REPO, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.system.builder import PREVIOUS_RELEASE, Built, repack
 from tests.system.conftest import FINDINGS, Builds
-from tests.system.container import SUITES, Container, why_unavailable
+from tests.system.container import Container
 
 pytestmark = pytest.mark.system
 
@@ -52,14 +52,6 @@ UNIT = "gtp5g-operator.service"
 OTHER_WRITER = {"priority": True, "execution_time": 1_000_000, "pid": 4_000_001}
 # dpkg's words when it would ask about a conffile (it fails without a terminal)
 PROMPT = re.compile(r"Configuration file .* ==> |conffile prompt|\(Y/I/N/O/D/Z\)")
-
-
-@pytest.fixture(scope="module", params=list(SUITES))
-def suite(request: pytest.FixtureRequest) -> str:
-    why = why_unavailable(request.param)
-    if why:
-        pytest.skip(f"system tests ({request.param}, {SUITES[request.param]}): {why}")
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
