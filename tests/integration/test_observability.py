@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
 
+from gtp5g_operator import __version__
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import REPO, GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line
@@ -62,7 +63,7 @@ def test_metrics_endpoint_and_textfile_follow_the_scenario(
     assert before["gtp5g_operator_tracked_processes"] == 0
     if not os.path.isdir("/sys/kernel/sched_ext"):  # this kernel: strategies have no effect
         assert before['gtp5g_operator_scheduler_enabled{ops=""}'] == 0
-    assert before['gtp5g_operator_build_info{version="0.1.0"}'] == 1
+    assert before[f'gtp5g_operator_build_info{{version="{__version__}"}}'] == 1
     g = gnb(threads=("nr-gnb-rlc",))
     env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids) + "junk\n")
     env.api.wait_post(lambda s: pids(s) == set(g.tids))
