@@ -82,13 +82,13 @@ def test_each_reader_finds_nr_gnb(tracefs: Path, env: Env, gnb: Callable[..., Gn
 def test_auto_reads_a_fifo_as_text(tracefs: Path, env: Env) -> None:
     d = env.start()  # trace.pipe: the test's FIFO
     assert state(env)["trace"]["format"] == "text"
-    assert "as text instead" not in d.log()  # chosen, not fallen back to
+    assert "with the text reader instead" not in d.log()  # chosen, not fallen back to
 
 
 def test_raw_asked_for_on_a_fifo_falls_back_to_text(tracefs: Path, env: Env,
                                                     gnb: Callable[..., GnbProcess]) -> None:
     d = env.start(trace={"format": "raw"})
-    d.wait_log("as text instead")
+    d.wait_log("with the text reader instead")
     assert state(env)["trace"]["format"] == "text"
     g = gnb(threads=())
     env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
