@@ -39,7 +39,7 @@ test: venv
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest -m "not system and not kernel and not faults and not compat"
+	$(PY) -m pytest -m "not system and not kernel and not faults and not compat and not contract"
 
 lint: venv
 	$(VENV)/bin/ruff check gtp5g_operator testbed tests bench
