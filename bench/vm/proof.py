@@ -140,6 +140,7 @@ def report_lines(runs: Sequence[DmRun], args: argparse.Namespace) -> List[str]:
     out: List[str] = []
     funcs = {r.name: verdict.judge_functional(r.name, r.expect, r.records) for r in runs}
     rows = [row for r in runs for row in verdict.effect_rows(r.name, r.records)]
+    waits = {r.name: verdict.wait_rows(r.name, r.records, rows) for r in runs}
     if not functional_only:
         for metric in ("p99", "p50"):
             out.append(f"Probe {metric} wake-up lateness, ms, median [min-max] of the runs; "
@@ -147,35 +148,36 @@ def report_lines(runs: Sequence[DmRun], args: argparse.Namespace) -> List[str]:
                        f"{clock_text(args)}; {args.hogs} hogs on {qemu.SMP} vCPUs, a wake-up "
                        f"every 1 ms for {args.secs:g} s):")
             out += verdict.effect_table(rows, metric)
+        out.append("CPU wait share over the probe runs (schedstat: wait / (run + wait) of "
+                   "the gNB's tasks, and of the probe's own task, read in the guest from "
+                   "/proc just before and after each probe; the operator's own reading is "
+                   "its cpu_wait.lifetime at the same moments), median of the runs:")
+        out += verdict.wait_table([w for r in runs for w in waits[r.name]])
     for r in runs:
         f = funcs[r.name]
         out.append(f"DM {r.name}: functional {'ok' if f.ok else 'FAILED'}: {f.summary()}")
-        out.append(f"DM {r.name}: {f.operator_text}")
-        out.append(f"DM {r.name}: {verdict.wait_share_line(r.records)}")
+        out.append(f"DM {r.name}: {f.readback.text}")
+        if not functional_only:
+            probes = [x for x in r.records if x.get("kind") == "probe"]
+            out.append(f"DM {r.name}: {verdict.wait_share_line(waits[r.name], probes)}")
         out.append(f"DM {r.name}: boots {r.boots}, oops retries {len(r.oopses)}"
                    + (f", other failed boots {len(r.failures)}" if r.failures else "")
                    + f", {r.seconds / 60:.1f} min")
-    out.append(final_line(runs, funcs, rows, reps, functional_only))
+    out.append(final_line(runs, funcs, rows, [w for ws in waits.values() for w in ws], reps,
+                          functional_only))
     return out
 
 
 def final_line(runs: Sequence[DmRun], funcs: Mapping[str, verdict.Functional],
-               rows: Sequence[verdict.EffectRow], reps: int, functional_only: bool) -> str:
-    """The issue's last line: the functional verdict (the thread-aware DM first), then
-    the boost's effect: p99 with / without the operator under the thread-aware DM,
-    and the worker probe's under the leader-only DM."""
+               rows: Sequence[verdict.EffectRow], waits: Sequence[verdict.WaitRow],
+               reps: int, functional_only: bool) -> str:
+    """The issue's last line: the functional verdict with the operator's account of
+    it (the thread-aware DM first), then the boost's effect: p99 with / without the
+    operator under the thread-aware DM, the worker probe's under the leader-only
+    DM, and the gNB's wait share under the thread-aware DM, which way it moved."""
     ok = bool(funcs) and all(f.ok for f in funcs.values())
     order = sorted(funcs.values(), key=lambda f: f.expect != "threads")
-    parts = [f"{f.dm}: {f.brief()}" for f in order]
-    first = order[0] if order else None
-    if (first is not None and first.boosted and first.exit_latency is not None
-            and not first.left_after_exit):
-        parts[0] += f", out {first.exit_latency:.1f} s after the gNB's exit"
-    if any(f.operator_ok is None for f in funcs.values()):
-        parts.append("operator read-back not in this tree")
-    elif funcs:
-        parts.append("operator read-back " + ("matches" if all(f.operator_ok for f in
-                                                               funcs.values()) else "DIFFERS"))
+    parts = [f"{f.dm}: {f.brief(short=i > 0)}" for i, f in enumerate(order)]
     head = f"vm-proof: functional {'ok' if ok else 'FAILED'} ({'; '.join(parts) or 'no DM run'})"
     if functional_only:
         return head
@@ -185,8 +187,14 @@ def final_line(runs: Sequence[DmRun], funcs: Mapping[str, verdict.Functional],
     oopses = sum(len(r.oopses) for r in runs)
     both = verdict.fmt_ratio(boosted.boost_ratio() if boosted else None)
     worker = verdict.fmt_ratio(leader_only.boost_ratio() if leader_only else None)
+    wait = next((w for w in waits if (w.dm, w.position) == ("pr135", "leader")), None)
+    wait_text = ("gNB wait share not measured" if wait is None or wait.direction() == "-" else
+                 f"gNB wait share {wait.change()} with the boost (the operator's own reading "
+                 f"{verdict.pct(wait.operator)}), "
+                 + ("the same way as the p99" if wait.direction() == "same"
+                    else "OPPOSITE to the p99"))
     return (head + f"; p99 boosted/unboosted {both} ({reps} runs), leader-only DM: worker "
-            f"probe {worker}; emulated, ratios only; oops retries {oopses}")
+            f"probe {worker}; {wait_text}; emulated, ratios only; oops retries {oopses}")
 
 
 def host_facts() -> str:
