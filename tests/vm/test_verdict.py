@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from bench.vm import gthulhu_log, qemu, verdict
+from bench.vm import gthulhu_log, proof, qemu, verdict
 from bench.vm.guest.run import Plan
 
 T0 = 1_800_000_000.0  # the gNB's first event, seconds since the epoch
@@ -353,3 +353,43 @@ def test_no_schedstat_is_said() -> None:
     rows = verdict.wait_rows("pr135", recs, verdict.effect_rows("pr135", recs))
     assert rows[0].direction() == "-"
     assert "not measured" in verdict.wait_share_line(rows, recs)
+
+
+# --- the report's last line ------------------------------------------------------------------
+
+
+def dm_records(dm: str) -> List[Dict[str, Any]]:
+    """A boot's records: the functional part as the DM build boosts, and the probe
+    runs of every case (the leader probe boosted by either DM build, the worker
+    only by the thread-aware one)."""
+    leader_only = dm == "v1.3.0"
+    boost_in = [[T0 + 2, 100, True]] if leader_only else ALL_IN
+    boost_out = [[T0 + 21, 100, False]] if leader_only else ALL_OUT
+    recs = records(boost_in, boost_out)
+    for case, p99, share in (("eevdf", 2.6, 0.2), ("gthulhu-stopped", 11.0, 0.61),
+                             ("gthulhu-operator", 1.3, 0.09)):
+        for pos in verdict.POSITIONS:
+            unboosted = case == "gthulhu-operator" and leader_only and pos == "worker"
+            recs.append(waited(case, pos, 9.7 if unboosted else p99,
+                               0.58 if unboosted else share,
+                               (0.58 if unboosted else 0.1) if case == "gthulhu-operator"
+                               else None))
+    return recs
+
+
+def test_the_last_line_has_the_read_back_and_the_wait_share() -> None:
+    runs = [proof.DmRun(dm, expect, dm_records(dm), boots=1)
+            for dm, expect in (("v1.3.0", "leader"), ("pr135", "threads"))]
+    lines = proof.report_lines(runs, proof.parse_args(["--reps", "1"]))
+    assert lines[-1] == (
+        "vm-proof: functional ok (pr135: 4/4 tasks boosted by goland within 1.2 s, 0 foreign, "
+        "operator agrees (4/4 covered); v1.3.0: 1/4 (the leader), operator agrees (leaders "
+        "only)); p99 boosted/unboosted 0.12 (1 runs), leader-only DM: worker probe 0.88; gNB "
+        "wait share 61 % -> 9 % with the boost (the operator's own reading 10 %), the same way "
+        "as the p99; emulated, ratios only; oops retries 0")
+    assert "| v1.3.0 | worker | 20 % | 61 % | 58 % | 58 % | 61 % | 58 % | 0.88 | same |" in lines
+    assert any(x.startswith("DM v1.3.0: operator read-back agrees with the scheduler's map "
+                            "(covered 1, missing 3,") for x in lines)
+    functional = proof.report_lines(runs, proof.parse_args(["--functional-only"]))
+    assert functional[-1].endswith("v1.3.0: 1/4 (the leader), operator agrees (leaders only))")
+    assert not any("wait share" in x for x in functional)
