@@ -397,7 +397,20 @@ def _median_or_none(xs: Iterable[Optional[float]]) -> Optional[float]:
 
 
 def pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x * 100:.0f} %"
+    """61 %, 9.5 %, 0.3 %: one decimal below 10 % (a boosted task waits little)."""
+    if x is None:
+        return "-"
+    return f"{x * 100:.0f} %" if x >= 0.1 else f"{x * 100:.1f} %"
+
+
+FLAT = 0.05  # a change of less than 5 % (of the value stopped) is no move either way
+
+
+def move(ratio: Optional[float]) -> str:
+    """'down', 'up' or 'flat' for a value running / stopped."""
+    if ratio is None:
+        return "-"
+    return "down" if ratio < 1 - FLAT else "up" if ratio > 1 + FLAT else "flat"
 
 
 @dataclass(frozen=True)
@@ -411,14 +424,19 @@ class WaitRow:
     operator: Optional[float]          # the operator's reading, operator running
     p99_ratio: Optional[float]         # running / stopped, from the effect row
 
+    def share_ratio(self) -> Optional[float]:
+        return ratio(self.gnb["gthulhu-operator"], self.gnb["gthulhu-stopped"])
+
     def direction(self) -> str:
         """Did the gNB's wait share move the way the probe's p99 did, operator
-        stopped -> running?  'same' / 'opposite' / '-' (a side not measured)."""
-        stopped, running = self.gnb["gthulhu-stopped"], self.gnb["gthulhu-operator"]
-        if stopped is None or running is None or self.p99_ratio is None:
+        stopped -> running?  'same (both down)', 'not the same (share flat, p99
+        down)', or '-' (a side not measured)."""
+        share, p99 = move(self.share_ratio()), move(self.p99_ratio)
+        if "-" in (share, p99):
             return "-"
-        share_down, p99_down = running < stopped, self.p99_ratio < 1.0
-        return "same" if share_down == p99_down else "opposite"
+        if share == p99:
+            return f"same (both {share})"
+        return f"not the same (share {share}, p99 {p99})"
 
     def change(self) -> str:
         """'61 % -> 9 %' (operator stopped -> running, the guest's reading)."""

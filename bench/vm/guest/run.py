@@ -51,9 +51,6 @@ REPORT_PORT = "/dev/ttyS1"
 LOGS = Path("/tmp/proof")
 SETTLE_S = 2.0  # hogs and gNB running before the probe starts, in every case alike
 HOLD_S = 6.0    # functional: the boost is looked at again this long after it came
-# The operator samples its tasks' schedstat at each liveness pass: often, so that
-# its counters at the probe's start and end are fresh.
-LIVENESS_S = 0.5
 READBACK_S = 45.0  # functional: the operator's read-back agrees with the map (resync 10 s)
 
 
@@ -67,6 +64,9 @@ class Plan:
     period_us: int = 1000
     parts: frozenset[str] = frozenset({"functional", "effect"})
     kernel_mode: bool = True  # false: Gthulhu's default user-space mode (a diagnosis)
+    # the operator's strategy.liveness_interval: it samples its tasks' schedstat at
+    # each liveness pass, so a short one keeps its counters fresh around a probe
+    liveness: float = 0.5
 
     @classmethod
     def from_cmdline(cls, text: str) -> Plan:
@@ -79,7 +79,8 @@ class Plan:
                    reps=int(get("reps", "3")), secs=float(get("secs", "10")),
                    hogs=int(get("hogs", "4")), period_us=int(get("period_us", "1000")),
                    parts=frozenset(get("parts", "functional,effect").split(",")),
-                   kernel_mode=get("kernel_mode", "true") == "true")
+                   kernel_mode=get("kernel_mode", "true") == "true",
+                   liveness=float(get("liveness", "0.5")))
 
 
 class Reporter:
@@ -268,8 +269,9 @@ public_key = "{OPERATOR_KEY}"
 
 [strategy]
 clear_on_stop = true
-liveness_interval = {LIVENESS_S}
+liveness_interval = {plan.liveness}
 """)
+        self.liveness = plan.liveness
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> bool:
@@ -295,7 +297,7 @@ liveness_interval = {LIVENESS_S}
         cpu = (self.state() or {}).get("cpu_wait")
         return cpu if isinstance(cpu, dict) else {}
 
-    def fresh_cpu_wait(self, timeout: float = 10 * LIVENESS_S) -> Dict[str, Any]:
+    def fresh_cpu_wait(self) -> Dict[str, Any]:
         """state.json's cpu_wait once the operator has sampled again (its lifetime
         counters changed): taken within a poll of a sample, not up to a liveness
         interval old.  The gNB's event tasks run every 100 ms, so the counters move
@@ -308,7 +310,7 @@ liveness_interval = {LIVENESS_S}
             latest = self.cpu_wait()
             return latest.get("lifetime") != before
 
-        wait_until(moved, timeout, 0.02)
+        wait_until(moved, 3 * self.liveness + 2.0, 0.02)
         return latest
 
     def stop(self) -> Optional[int]:
@@ -472,6 +474,7 @@ def main() -> int:
     plan = Plan.from_cmdline(Path("/proc/cmdline").read_text())
     report = Reporter(REPORT_PORT)
     report("plan", dm=plan.dm, expect=plan.expect, kernel_mode=plan.kernel_mode,
+           liveness=plan.liveness,
            reps=plan.reps, secs=plan.secs,
            hogs=plan.hogs, period_us=plan.period_us, parts=sorted(plan.parts),
            kernel=os.uname().release, cpus=os.cpu_count())
