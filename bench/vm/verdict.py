@@ -5,9 +5,11 @@ Input: the `PROOF {json}` records of the boots of one Decision Maker build
 map get exactly the gNB's tasks the DM build lists (the leader for v1.3.0,
 every thread after PR #135), how soon after the gNB's first event, nothing
 foreign, and did they leave it when the gNB exited; does the operator's own
-read-back (state.json "boost", the closed-loop issue) say the same as the
-scheduler's map.  Effect: the probe's p99 wake-up lateness, medians over the
-runs, per DM build, probe position and case.
+read-back (state.json "boost") say the same as the scheduler's map.  Effect:
+the probe's p99 wake-up lateness, medians over the runs, per DM build, probe
+position and case; and beside it the gNB's CPU wait share over the same probe
+runs (schedstat, read from /proc by the guest and by the operator), and
+whether it moved the way the lateness did.
 """
 
 from __future__ import annotations
@@ -43,31 +45,67 @@ def expected_boost(expect: str, tgid: int, tids: Iterable[int]) -> Set[int]:
 # --- the operator's read-back against the scheduler's map --------------------------
 
 
+@dataclass(frozen=True)
+class ReadBack:
+    """The operator's account of the boost (state.json "boost") held against the map."""
+
+    ok: bool
+    text: str    # a line for the report
+    brief: str   # for the last line: "operator agrees (4/4 covered)"
+
+
 def compare_operator_report(view: Optional[Mapping[str, Any]], gnb_tids: Set[int],
-                            map_pids: Set[int]) -> Tuple[Optional[bool], str]:
-    """Does the operator's closed-loop report (state.json "boost": covered,
-    missing, foreign) say what the scheduler's map shows?  (None, why) when the
-    operator has no such report in this tree."""
+                            map_pids: Set[int], ops: str) -> ReadBack:
+    """Does the operator's read-back (core/boost_verdict.py BoostVerdict.state():
+    verified, scheduler, covered, missing, foreign, unseen, gone, unchecked,
+    diagnosis) say what the scheduler's map shows?  What the map shows of the
+    tracked tasks (`tracked`: the operator's own processes' TIDs) decides what
+    each list must hold, and which diagnosis: all covered, leaders only (the map
+    holds exactly the tracked processes' leaders), or tasks missing."""
     if view is None:
-        return False, "the operator wrote no state.json"
+        return ReadBack(False, "operator read-back: the operator wrote no state.json",
+                        "operator wrote no state")
     boost = view.get("boost")
-    if boost is None:
-        return None, 'operator read-back: not available in this tree (state.json has no "boost")'
     if not isinstance(boost, Mapping):
-        return False, f"operator read-back: unreadable boost {boost!r:.80}"
-    tracked = _tracked(view)
-    said = {k: _pids(boost.get(k)) for k in ("covered", "missing", "foreign")}
+        return ReadBack(False, f"operator read-back: state.json has no boost object "
+                               f"({boost!r:.80})", "operator has no read-back")
+    diagnosis = str(boost.get("diagnosis", ""))
+    if boost.get("verified") is not True:
+        return ReadBack(False, f"operator read-back: not verified ({diagnosis:.160})",
+                        "operator did not verify")
+    tracked, leaders = _tracked(view), _leaders(view)
+    said = {k: _pids(boost.get(k)) for k in ("covered", "missing", "unseen", "foreign")}
     want = {"covered": map_pids & tracked, "missing": tracked - map_pids,
-            "foreign": map_pids - gnb_tids}
+            "unseen": (map_pids & gnb_tids) - tracked, "foreign": map_pids - gnb_tids}
     wrong = [f"{k} {sorted(said[k])} where the scheduler shows {sorted(want[k])}"
-             for k in ("covered", "missing", "foreign") if said[k] != want[k]]
-    summary = (f"covered {len(said['covered'])}, missing {len(said['missing'])}, "
-               f"foreign {len(said['foreign'])}, verified {boost.get('verified')}")
+             for k in ("covered", "missing", "unseen", "foreign") if said[k] != want[k]]
+    unchecked = {k: boost.get(k) for k in ("gone", "unchecked") if boost.get(k)}
+    if unchecked:
+        wrong.append(f"it could not check every listed task ({unchecked})")
+    if boost.get("scheduler") != ops:
+        wrong.append(f"it names the scheduler {boost.get('scheduler')!r}, sysfs {ops!r}")
+    kind, words = _expected_diagnosis(tracked, leaders, map_pids)
+    if words not in diagnosis:
+        wrong.append(f"its diagnosis does not say {words!r}: {diagnosis!r:.200}")
+    counts = (f"covered {len(said['covered'])}, missing {len(said['missing'])}, "
+              f"foreign {len(said['foreign'])}, unseen {len(said['unseen'])}")
     if wrong:
-        return False, "operator read-back differs from the scheduler: " + "; ".join(wrong)
-    diagnosis = boost.get("diagnosis")
-    return True, (f"operator read-back matches the scheduler ({summary}"
-                  + (f"; diagnosis: {diagnosis}" if diagnosis else "") + ")")
+        return ReadBack(False, "operator read-back differs from the scheduler's map: "
+                        + "; ".join(wrong), "operator DIFFERS")
+    brief = ("leaders only" if kind == "leaders"
+             else f"{len(said['covered'])}/{len(tracked)} covered")
+    return ReadBack(True, f"operator read-back agrees with the scheduler's map ({counts}; "
+                          f"diagnosis: {diagnosis})", f"operator agrees ({brief})")
+
+
+def _expected_diagnosis(tracked: Set[int], leaders: Set[int], in_map: Set[int]
+                        ) -> Tuple[str, str]:
+    """(kind, words the operator's diagnosis must contain), from what the map shows."""
+    if tracked and tracked <= in_map:
+        return "all", "all covered"
+    if leaders and (tracked & in_map) == leaders and tracked - leaders:
+        return "leaders", "thread-group leaders only"
+    return "missing", "does not boost"
 
 
 def _pids(entries: Any) -> Set[int]:
@@ -97,8 +135,7 @@ class Functional:
     exit_latency: Optional[float]   # exit -> last one out
     held: bool                   # the expected tasks still in the map seconds later
     operator_wrong: str          # what the operator's state.json gets wrong ("" when right)
-    operator_ok: Optional[bool]
-    operator_text: str
+    readback: ReadBack           # its account of the boost against the scheduler's map
 
     @property
     def ok(self) -> bool:
@@ -106,14 +143,18 @@ class Functional:
                 and not self.foreign and not self.left_after_exit
                 and self.boost_latency is not None and self.boost_latency <= BOOST_DEADLINE_S
                 and self.exit_latency is not None and self.exit_latency <= EXIT_DEADLINE_S
-                and self.operator_ok is not False)
+                and self.readback.ok)
 
-    def brief(self) -> str:
-        """For the last line: '4/4 tasks boosted by goland within 0.9 s, 0 foreign'."""
-        within = "never" if self.boost_latency is None else f"within {self.boost_latency:.1f} s"
+    def brief(self, short: bool = False) -> str:
+        """For the last line: '4/4 tasks boosted by goland within 0.9 s, 0 foreign,
+        operator agrees (4/4 covered)'; `short` (a second DM build whose boost
+        went as expected): '1/4 (the leader), operator agrees (leaders only)'."""
         who = " (the leader)" if self.expect == "leader" and self.boosted == self.expected else ""
+        if short and self.ok:
+            return f"{len(self.boosted)}/{self.gnb_tasks}{who}, {self.readback.brief}"
+        within = "never" if self.boost_latency is None else f"within {self.boost_latency:.1f} s"
         return (f"{len(self.boosted)}/{self.gnb_tasks} tasks{who} boosted by {self.ops or '?'} "
-                f"{within}, {len(self.foreign)} foreign")
+                f"{within}, {len(self.foreign)} foreign, {self.readback.brief}")
 
     def summary(self) -> str:
         which = "the leader only" if self.expect == "leader" else "every thread"
@@ -132,7 +173,8 @@ def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]])
     sched = _one(records, "scheduler") or {}
     if boost is None or gone is None:
         return Functional(dm, expect, str(sched.get("ops", "")), 0, set(), set(), set(), None,
-                          set(), None, False, "", False, "the guest reported no functional part")
+                          set(), None, False, "",
+                          ReadBack(False, "the guest reported no functional part", "-"))
     gnb = boost["gnb"]
     tids = {int(t) for t in gnb["tids"].values()}
     first = int(gnb["first_event_ns"]) / 1e9
@@ -149,11 +191,11 @@ def judge_functional(dm: str, expect: str, records: Sequence[Mapping[str, Any]])
                     if boosted <= set(removed) else None)
     map_at_report = gthulhu_log.boosted_at(_changes(boost["changes"]))
     ops = str(boost.get("ops") or sched.get("ops", ""))
-    op_ok, op_text = compare_operator_report(boost.get("operator"), tids, map_at_report)
     return Functional(dm, expect, ops, len(tids), expected, boosted, foreign, latency, still,
                       exit_latency, expected <= map_at_report,
                       operator_state_wrong(boost.get("operator"), gone.get("operator"), tids,
-                                           ops), op_ok, op_text)
+                                           ops),
+                      compare_operator_report(boost.get("operator"), tids, map_at_report, ops))
 
 
 def operator_state_wrong(during: Optional[Mapping[str, Any]], after: Optional[Mapping[str, Any]],
@@ -178,6 +220,10 @@ def operator_state_wrong(during: Optional[Mapping[str, Any]], after: Optional[Ma
 
 def _tracked(view: Optional[Mapping[str, Any]]) -> Set[int]:
     return {int(t) for p in (view or {}).get("processes", []) for t in p.get("tids", [])}
+
+
+def _leaders(view: Optional[Mapping[str, Any]]) -> Set[int]:
+    return {int(p["tgid"]) for p in (view or {}).get("processes", []) if "tgid" in p}
 
 
 # --- effect -----------------------------------------------------------------------
@@ -271,44 +317,182 @@ def effect_table(rows: Sequence[EffectRow], metric: str = "p99") -> List[str]:
     return lines
 
 
-# --- the wait-share hook (issue 22: state.json "waits") -----------------------------
+# --- CPU wait: schedstat over the probe runs ------------------------------------------
 
 
-def _shares(waits: Any) -> Dict[int, float]:
-    """tid -> wait share, from the shapes "waits" may take: {tid: share},
-    {tid: {"share": x}} or [{"tid": t, "share": x}]."""
-    pairs: List[Tuple[Any, Any]] = []
-    if isinstance(waits, Mapping):
-        pairs = list(waits.items())
-    elif isinstance(waits, list):
-        pairs = [(w.get("tid"), w) for w in waits if isinstance(w, Mapping)]
-    out: Dict[int, float] = {}
-    for tid, v in pairs:
-        share: Any = v.get("share") if isinstance(v, Mapping) else v
-        try:
-            out[int(tid)] = float(share)
-        except (TypeError, ValueError):
-            continue
-    return out
+def _counters(raw: Any) -> Optional[Tuple[int, int]]:
+    """(run ns, wait ns) from [run, wait, slices] or {"run_ns", "wait_ns", ...}."""
+    try:
+        if isinstance(raw, Mapping):
+            return int(raw["run_ns"]), int(raw["wait_ns"])
+        if isinstance(raw, list) and len(raw) >= 2:
+            return int(raw[0]), int(raw[1])
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
-def _median(xs: Sequence[float]) -> str:
-    return f"{statistics.median(xs):.2f}" if xs else "-"
+def delta(before: Any, after: Any) -> Optional[Tuple[int, int]]:
+    """(run ns, wait ns) from `before` to `after`; None when unreadable or gone
+    backwards (a reused ID, a mixed read)."""
+    a, b = _counters(before), _counters(after)
+    if a is None or b is None or b[0] < a[0] or b[1] < a[1]:
+        return None
+    return b[0] - a[0], b[1] - a[1]
 
 
-def wait_share_line(records: Iterable[Mapping[str, Any]]) -> str:
-    """Boosted vs unboosted tasks' schedstat wait share, from the operator's
-    own "waits" in the runs with the operator; 'not available' without it."""
-    boosted: List[float] = []
-    other: List[float] = []
+def share_of(d: Optional[Tuple[int, int]]) -> Optional[float]:
+    """wait / (run + wait); None when not measured or never runnable."""
+    return d[1] / (d[0] + d[1]) if d is not None and d[0] + d[1] > 0 else None
+
+
+def _sum_deltas(before: Mapping[str, Any], after: Mapping[str, Any]
+                ) -> Optional[Tuple[int, int]]:
+    """Every task's delta summed; None unless each task read before has one."""
+    deltas = [delta(before[t], after.get(t)) for t in before]
+    got = [d for d in deltas if d is not None]
+    if not got or len(got) != len(deltas):
+        return None
+    return sum(d[0] for d in got), sum(d[1] for d in got)
+
+
+@dataclass(frozen=True)
+class WaitShares:
+    """One probe run's wait shares over the probe, each None when not measured."""
+
+    gnb: Optional[float]       # the gNB's tasks together, read from /proc by the guest
+    probe: Optional[float]     # the probe's own task, likewise
+    operator: Optional[float]  # the gNB's, by the operator (cpu_wait.lifetime; its runs)
+
+
+def wait_shares(record: Mapping[str, Any]) -> WaitShares:
+    stat = record.get("schedstat") or {}
+    before, after = stat.get("before") or {}, stat.get("after") or {}
+    probe_tid = str(record.get("result", {}).get("tid"))
+    probe = share_of(delta(before.get(probe_tid), after.get(probe_tid)))
+    return WaitShares(share_of(_sum_deltas(before, after)), probe, _operator_share(record))
+
+
+def _operator_share(record: Mapping[str, Any]) -> Optional[float]:
+    """The change of the operator's lifetime counters of the gNB's process name."""
+    cpu = record.get("operator_cpu_wait")
+    if not isinstance(cpu, Mapping):
+        return None
+    gnb = record.get("gnb") or {}
+    names = [n for n, t in (gnb.get("tids") or {}).items() if t == gnb.get("tgid")]
+    if not names:
+        return None
+
+    def lifetime(at: str) -> Any:
+        reading = cpu.get(at)
+        if not isinstance(reading, Mapping) or reading.get("unavailable"):
+            return None
+        return (reading.get("lifetime") or {}).get(names[0])
+    return share_of(delta(lifetime("before"), lifetime("after")))
+
+
+def _median_or_none(xs: Iterable[Optional[float]]) -> Optional[float]:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def pct(x: Optional[float]) -> str:
+    """61 %, 9.5 %, 0.3 %: one decimal below 10 % (a boosted task waits little)."""
+    if x is None:
+        return "-"
+    return f"{x * 100:.0f} %" if x >= 0.1 else f"{x * 100:.1f} %"
+
+
+FLAT = 0.05  # a change of less than 5 % (of the value stopped) is no move either way
+
+
+def move(ratio: Optional[float]) -> str:
+    """'down', 'up' or 'flat' for a value running / stopped."""
+    if ratio is None:
+        return "-"
+    return "down" if ratio < 1 - FLAT else "up" if ratio > 1 + FLAT else "flat"
+
+
+@dataclass(frozen=True)
+class WaitRow:
+    """The wait shares of one DM build and probe position, medians over the runs."""
+
+    dm: str
+    position: str
+    gnb: Dict[str, Optional[float]]    # case -> the gNB's share
+    probe: Dict[str, Optional[float]]  # case -> the probe task's share
+    operator: Optional[float]          # the operator's reading, operator running
+    p99_ratio: Optional[float]         # running / stopped, from the effect row
+
+    def share_ratio(self) -> Optional[float]:
+        return ratio(self.gnb["gthulhu-operator"], self.gnb["gthulhu-stopped"])
+
+    def direction(self) -> str:
+        """Did the gNB's wait share move the way the probe's p99 did, operator
+        stopped -> running?  'same (both down)', 'not the same (share flat, p99
+        down)', or '-' (a side not measured)."""
+        share, p99 = move(self.share_ratio()), move(self.p99_ratio)
+        if "-" in (share, p99):
+            return "-"
+        if share == p99:
+            return f"same (both {share})"
+        return f"not the same (share {share}, p99 {p99})"
+
+    def change(self) -> str:
+        """'61 % -> 9 %' (operator stopped -> running, the guest's reading)."""
+        return f"{pct(self.gnb['gthulhu-stopped'])} -> {pct(self.gnb['gthulhu-operator'])}"
+
+
+def wait_rows(dm: str, records: Sequence[Mapping[str, Any]],
+              effect: Sequence[EffectRow]) -> List[WaitRow]:
+    acc: Dict[Tuple[str, str], List[WaitShares]] = {}
     for r in records:
-        view = r.get("operator") if r.get("kind") == "probe" else None
-        if not isinstance(view, Mapping) or "waits" not in view:
-            continue
-        in_map = set(r.get("boosted", []))
-        for tid, share in _shares(view["waits"]).items():
-            (boosted if tid in in_map else other).append(share)
-    if not boosted and not other:
-        return 'wait share: not available in this tree (state.json has no "waits")'
-    return (f"wait share (operator's schedstat): boosted tasks {_median(boosted)}, "
-            f"unboosted gNB tasks {_median(other)}")
+        if r.get("kind") == "probe":
+            acc.setdefault((r["case"], r["position"]), []).append(wait_shares(r))
+    ratios = {row.position: row.boost_ratio() for row in effect if row.dm == dm}
+    rows = []
+    for pos in POSITIONS:
+        runs = {c: acc.get((c, pos), []) for c in CASES}
+        rows.append(WaitRow(
+            dm, pos, {c: _median_or_none(w.gnb for w in runs[c]) for c in CASES},
+            {c: _median_or_none(w.probe for w in runs[c]) for c in CASES},
+            _median_or_none(w.operator for w in runs["gthulhu-operator"]), ratios.get(pos)))
+    return rows
+
+
+def operator_vs_proc(records: Iterable[Mapping[str, Any]]) -> Optional[float]:
+    """The largest difference, in points, between the operator's reading of the
+    gNB's wait share and the guest's own over the same probe run (their moments
+    differ by up to a poll before the probe and a liveness pass after it)."""
+    diffs = [abs(w.operator - w.gnb) * 100 for w in map(wait_shares, records)
+             if w.operator is not None and w.gnb is not None]
+    return max(diffs) if diffs else None
+
+
+def wait_table(rows: Sequence[WaitRow]) -> List[str]:
+    head = ("| Decision Maker | probe | gNB wait share: EEVDF | Gthulhu, operator stopped | "
+            "Gthulhu, operator running | the operator's own reading (running) | probe task: "
+            "operator stopped | probe task: operator running | p99 running / stopped | "
+            "moved the same way |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(f"| {r.dm} | {r.position} | "
+                     + " | ".join(pct(r.gnb[c]) for c in CASES)
+                     + f" | {pct(r.operator)} | {pct(r.probe['gthulhu-stopped'])} | "
+                       f"{pct(r.probe['gthulhu-operator'])} | {fmt_ratio(r.p99_ratio)} | "
+                       f"{r.direction()} |")
+    return lines
+
+
+def wait_share_line(rows: Sequence[WaitRow], records: Sequence[Mapping[str, Any]]) -> str:
+    """One DM build's wait shares in a line."""
+    if all(r.gnb[c] is None for r in rows for c in CASES):
+        return "wait share: not measured (no schedstat readings in the guest's report)"
+    parts = [f"{r.position} probe: gNB {r.change()} with the boost (the operator's own "
+             f"reading {pct(r.operator)}), p99 {fmt_ratio(r.p99_ratio)}: {r.direction()}"
+             for r in rows]
+    worst = operator_vs_proc(records)
+    agree = ("" if worst is None else
+             f"; the operator's reading and /proc's differ by at most {worst:.1f} points")
+    return "wait share (schedstat over the probe, median of the runs): " + "; ".join(
+        parts) + agree

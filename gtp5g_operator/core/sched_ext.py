@@ -14,7 +14,10 @@ from typing import Any, Dict
 
 from ..files import read_small_text
 
-GTHULHU_OPS = ("gthulhu",)  # the ops name Gthulhu's scheduler registers
+# The ops names Gthulhu's scheduler registers: its BPF part comes from Gthulhu/qumun,
+# whose SCX_OPS_DEFINE names it "goland" (Gthulhu c969a96 attaches as goland; seen in
+# bench/vm's proof, where "gthulhu" alone called the real scheduler "not Gthulhu's").
+GTHULHU_OPS = ("gthulhu", "goland")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import pytest
 
-from gtp5g_operator.core.sched_ext import read_scheduler
+from gtp5g_operator.core.sched_ext import SchedulerState, read_scheduler
 from gtp5g_operator.service.health import STALL_GRACE, health_answer
 from gtp5g_operator.service.scheduler_watch import SchedulerWatch
 
@@ -74,6 +74,13 @@ def test_read_scheduler(tmp_path: Path, state: Optional[str], ops: str, supporte
                         enabled: bool) -> None:
     s = read_scheduler(sysfs(tmp_path, state, ops))
     assert (s.supported, s.enabled) == (supported, enabled)
+
+
+@pytest.mark.parametrize("ops,gthulhu", [("gthulhu", True), ("goland", True),
+                                          ("rustland", False), ("simple", False)])
+def test_gthulhus_scheduler_is_known_by_its_ops_name(ops: str, gthulhu: bool) -> None:
+    # Gthulhu's scheduler registers as "goland" (its BPF part, Gthulhu/qumun)
+    assert SchedulerState(True, "enabled", ops).looks_like_gthulhu is gthulhu
 
 
 def test_the_watch_says_when_the_scheduler_goes_and_comes_back(

@@ -57,4 +57,4 @@ def test_scheduler_boosts_what_the_dm_lists_and_drops_it_at_exit(
     run = proof.run_dm(lay, initrd, dm, args)
     assert run.records, f"no guest finished in {run.boots} boots: {run.oopses + run.failures}"
     f = verdict.judge_functional(dm, run.expect, run.records)
-    assert f.ok, f"{f.summary()}; {f.operator_text}"
+    assert f.ok, f"{f.summary()}; {f.readback.text}"

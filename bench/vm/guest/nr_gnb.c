@@ -19,7 +19,9 @@
 //       once every task has written its first event (first_event_ns: CLOCK_REALTIME
 //       of the earliest write, to compare with the scheduler's log)
 //   {"event":"probe","position":"leader","tid":..,"n":..,"p50_us":..,...}
-//       when the probe is done; the process then exits.
+//       when the probe is done; the process then lives on (the probe idle, the
+//       other tasks still writing events) until stdin reaches EOF, so that its
+//       tasks' schedstat can be read after the probe, as before it.
 // With -p none it runs until stdin reaches EOF.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -139,6 +141,15 @@ static void wait_for_go(void) {
     if (r <= 0) exit(0);  // EOF before go: nothing to measure
 }
 
+// After the probe: idle until stdin's EOF, then end the process.
+static void wait_for_eof(void) {
+    char buf[64];
+    ssize_t r;
+    while ((r = read(0, buf, sizeof buf)) > 0 || (r < 0 && errno == EINTR)) {
+    }
+    exit(0);
+}
+
 static void *thread_main(void *arg) {
     int task = (int)(long)arg;
     tids[task] = (pid_t)syscall(SYS_gettid);
@@ -150,7 +161,7 @@ static void *thread_main(void *arg) {
         atomic_fetch_add(&started, 1);
         wait_for_go();
         probe(task);
-        exit(0);
+        wait_for_eof();
     }
     event_loop(task);
     return NULL;
@@ -210,7 +221,7 @@ int main(int argc, char **argv) {
     if (probe_task == LEADER) {
         wait_for_go();
         probe(LEADER);
-        return 0;
+        wait_for_eof();
     }
     // The leader keeps writing events; without a probe it also watches stdin,
     // and ends the process at EOF.

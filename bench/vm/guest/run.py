@@ -13,9 +13,14 @@ then when a scheduler is enabled, and the host retries the boot):
   2. EEVDF: the probe under hogs, as the gNB's leader and as a worker thread
   3. Gthulhu's scheduler, kernel_mode true, polling the DM every second
   4. functional: the operator, then a gNB; when does the scheduler's map get
-     the gNB's tasks, what does the operator report; the gNB exits: when do
-     they leave the map
+     the gNB's tasks, what does the operator report (its read-back, state.json
+     "boost"); the gNB exits: when do they leave the map
   5. effect: the probe under hogs, with the operator stopped and running
+
+Every probe run also records the gNB's tasks' schedstat (run, wait, slices)
+read from /proc just before the probe and just after it, in every case alike,
+and in the operator's runs the operator's own counters (state.json
+"cpu_wait".lifetime) at the same two moments: the wait shares come from those.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Set
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Set
 
 from bench.vm import gthulhu_log
 
@@ -46,6 +51,7 @@ REPORT_PORT = "/dev/ttyS1"
 LOGS = Path("/tmp/proof")
 SETTLE_S = 2.0  # hogs and gNB running before the probe starts, in every case alike
 HOLD_S = 6.0    # functional: the boost is looked at again this long after it came
+READBACK_S = 45.0  # functional: the operator's read-back agrees with the map (resync 10 s)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class Plan:
     period_us: int = 1000
     parts: frozenset[str] = frozenset({"functional", "effect"})
     kernel_mode: bool = True  # false: Gthulhu's default user-space mode (a diagnosis)
+    # the operator's strategy.liveness_interval: it samples its tasks' schedstat at
+    # each liveness pass, so a short one keeps its counters fresh around a probe
+    liveness: float = 0.5
 
     @classmethod
     def from_cmdline(cls, text: str) -> Plan:
@@ -70,7 +79,8 @@ class Plan:
                    reps=int(get("reps", "3")), secs=float(get("secs", "10")),
                    hogs=int(get("hogs", "4")), period_us=int(get("period_us", "1000")),
                    parts=frozenset(get("parts", "functional,effect").split(",")),
-                   kernel_mode=get("kernel_mode", "true") == "true")
+                   kernel_mode=get("kernel_mode", "true") == "true",
+                   liveness=float(get("liveness", "0.5")))
 
 
 class Reporter:
@@ -259,7 +269,9 @@ public_key = "{OPERATOR_KEY}"
 
 [strategy]
 clear_on_stop = true
+liveness_interval = {plan.liveness}
 """)
+        self.liveness = plan.liveness
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> bool:
@@ -280,6 +292,26 @@ clear_on_stop = true
     def tracked_tids(self) -> Set[int]:
         state = self.state() or {}
         return {t for p in state.get("processes", []) for t in p.get("tids", [])}
+
+    def cpu_wait(self) -> Dict[str, Any]:
+        cpu = (self.state() or {}).get("cpu_wait")
+        return cpu if isinstance(cpu, dict) else {}
+
+    def fresh_cpu_wait(self) -> Dict[str, Any]:
+        """state.json's cpu_wait once the operator has sampled again (its lifetime
+        counters changed): taken within a poll of a sample, not up to a liveness
+        interval old.  The gNB's event tasks run every 100 ms, so the counters move
+        at every sample; if they do not (no schedstat), the last one as it is."""
+        before = self.cpu_wait().get("lifetime")
+        latest: Dict[str, Any] = {}
+
+        def moved() -> bool:
+            nonlocal latest
+            latest = self.cpu_wait()
+            return latest.get("lifetime") != before
+
+        wait_until(moved, 3 * self.liveness + 2.0, 0.02)
+        return latest
 
     def stop(self) -> Optional[int]:
         if self.proc is None:
@@ -310,9 +342,11 @@ def functional(plan: Plan, sched: Scheduler, report: Reporter) -> None:
     gnb = Gnb("none", plan)
     tids = set(gnb.tids.values())
     wait_until(lambda: expected_boost(plan, gnb) <= sched.boosted(), 60.0)
-    # let the operator catch up on every thread and, where it reads back, verify
+    # let the operator catch up on every thread, and its read-back (after each
+    # write and at each resync) on what the DM lists; the host judges whether
+    # that account matches the map, this only waits for it to settle
     wait_until(lambda: op.tracked_tids() >= tids, 20.0)
-    wait_until(lambda: _boost_settled(op.state()), 20.0)
+    wait_until(lambda: _read_back_is(op.state(), sched.boosted()), READBACK_S)
     # the boost must hold over several of the scheduler's polls, and the
     # operator's liveness pass must have looked at the scheduler meanwhile
     time.sleep(HOLD_S)
@@ -326,12 +360,15 @@ def functional(plan: Plan, sched: Scheduler, report: Reporter) -> None:
     report("operator-stopped", rc=op.stop())
 
 
-def _boost_settled(state: Optional[Dict[str, Any]]) -> bool:
-    """No read-back in this tree, or the operator's read-back says verified."""
-    if state is None:
+def _read_back_is(state: Optional[Dict[str, Any]], in_map: Set[int]) -> bool:
+    """Has the operator verified, and does what it read back as listed under its
+    rule (covered, unseen, foreign) name the tasks now in the scheduler's map?"""
+    boost = (state or {}).get("boost")
+    if not isinstance(boost, dict) or boost.get("verified") is not True:
         return False
-    boost = state.get("boost")
-    return boost is None or (isinstance(boost, dict) and boost.get("verified") is True)
+    listed = {p for k in ("covered", "unseen") for p in boost.get(k) or []}
+    listed |= {f.get("pid") for f in boost.get("foreign") or [] if isinstance(f, dict)}
+    return bool(in_map) and listed == in_map
 
 
 def _changes(sched: Scheduler) -> List[List[Any]]:
@@ -340,11 +377,24 @@ def _changes(sched: Scheduler) -> List[List[Any]]:
 
 def _operator_view(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """What the proof compares: tracked tasks, the push, and the read-back keys
-    ("boost": closed loop; "waits": schedstat wait shares) where this tree has them."""
+    ("boost": the closed loop; "cpu_wait": schedstat counters) where this tree has them."""
     if state is None:
         return None
-    keep = ("processes", "api", "last_push", "boost", "waits", "scheduler", "trace")
+    keep = ("processes", "api", "last_push", "boost", "cpu_wait", "scheduler", "trace")
     return {k: state[k] for k in keep if k in state}
+
+
+def read_schedstat(tgid: int, tids: Iterable[int]) -> Dict[str, List[int]]:
+    """Each task's run ns, wait ns, slices now (/proc/TGID/task/TID/schedstat),
+    as the operator reads them; a task whose file is gone or odd is left out."""
+    out: Dict[str, List[int]] = {}
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{tgid}/task/{tid}/schedstat").read_text().split()[:3]
+            out[str(tid)] = [int(f) for f in fields]
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def probe_run(plan: Plan, case: str, position: str, rep: int,
@@ -371,13 +421,23 @@ def probe_run(plan: Plan, case: str, position: str, rep: int,
         if op is not None and sched is not None:
             wait_until(lambda: expected_boost(plan, g) <= sched.boosted(), 30.0)
         boosted = sorted(sched.boosted() & set(gnb.tids.values())) if sched else []
+        # the counters right before and right after the probe (the gNB lives on,
+        # idle, until its stdin closes); the operator's first, its sample being
+        # the one that cannot be timed
+        op_before = op.fresh_cpu_wait() if op is not None else None
+        direct_before = read_schedstat(gnb.tgid, gnb.tids.values())
         mark("go")
         result = gnb.probe(plan.secs * 4 + 60)
+        direct_after = read_schedstat(gnb.tgid, gnb.tids.values())
+        op_after = op.fresh_cpu_wait() if op is not None else None
         mark("probed")
         report("probe", case=case, position=position, rep=rep, dm=plan.dm, boosted=boosted,
                gnb=gnb.started, result=result, sched_ext=sched_ext_state(),
                ops=sched.ops() if sched else "",
                operator=_operator_view(op.state()) if op is not None else None,
+               schedstat={"before": direct_before, "after": direct_after},
+               operator_cpu_wait=None if op is None else {"before": op_before,
+                                                          "after": op_after},
                marks={k: v for k, v in marks.items() if k != "start"})
     finally:
         if gnb is not None:
@@ -414,6 +474,7 @@ def main() -> int:
     plan = Plan.from_cmdline(Path("/proc/cmdline").read_text())
     report = Reporter(REPORT_PORT)
     report("plan", dm=plan.dm, expect=plan.expect, kernel_mode=plan.kernel_mode,
+           liveness=plan.liveness,
            reps=plan.reps, secs=plan.secs,
            hogs=plan.hogs, period_us=plan.period_us, parts=sorted(plan.parts),
            kernel=os.uname().release, cpus=os.cpu_count())
