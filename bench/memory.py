@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
-from testbed.harness import DaemonProcess, GnbProcess, NotifySocket, wait_until, write_config
+from testbed.harness import (
+    DaemonProcess,
+    GnbProcess,
+    NotifySocket,
+    scrape_endpoint,
+    wait_until,
+    write_config,
+)
 from testbed.tracelines import gtp5g_line
 
 if TYPE_CHECKING:
@@ -130,15 +137,6 @@ def health(port: int) -> Tuple[int, float]:
     return int(answer.split(b" ", 2)[1]), time.monotonic() - t0
 
 
-def serve(port: int, times: int) -> None:
-    for _ in range(times):
-        for path in (b"/metrics", b"/health"):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-                while sock.recv(65536):
-                    pass
-
-
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -208,10 +206,10 @@ def measure(tmp: Path, api: FakeGthulhu, public_key: Path, python: str) -> Dict[
         notify.wait("READY", "1", timeout=20)
         api.wait_post(lambda s: True, timeout=10)
         endpoint = endpoint_of(d)
-        serve(port, 5)
+        scrape_endpoint(port, 5)
         out["start"] = snapshot(d.pid, endpoint, group)
         flood(fifo, gnb, api)
-        serve(port, 50)
+        scrape_endpoint(port, 50)
         out["after_flood"] = snapshot(d.pid, endpoint, group)
         out["trickling"] = trickle(port, endpoint, group)
         out["after_trickling"] = snapshot(d.pid, endpoint, group)

@@ -315,6 +315,17 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+def scrape_endpoint(port: int, times: int) -> None:
+    """GET /metrics and /health `times` times each, reading every answer to its end
+    (what a Prometheus scraper and a health probe cost the daemon's endpoint)."""
+    for _ in range(times):
+        for path in (b"/metrics", b"/health"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                while sock.recv(65536):
+                    pass
+
+
 def write_config(path: Path, **sections: Dict[str, Any]) -> Path:
     """Write a TOML config from {section: {key: value}} (values: str/int/float/bool/list)."""
     lines = []

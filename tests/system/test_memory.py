@@ -25,7 +25,7 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from testbed.fake_gthulhu import FakeGthulhu, make_keypair
-from testbed.harness import REPO, TraceWriter, wait_until
+from testbed.harness import REPO, TraceWriter, scrape_endpoint, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.system.conftest import FINDINGS
 from tests.system.container import Container
@@ -89,15 +89,6 @@ def health_status(port: int) -> int:
         return 0
 
 
-def serve(port: int, times: int) -> None:
-    for _ in range(times):
-        for path in (b"/metrics", b"/health"):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-                while sock.recv(65536):
-                    pass
-
-
 def trickle(port: int, box: Container) -> float:
     """TRICKLERS clients send a byte each per 0.2 s; the highest MemoryCurrent seen."""
     socks: List[socket.socket] = [socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -148,7 +139,7 @@ def test_memory_current_of_daemon_and_endpoint_after_a_flood_while_serving(
                              for i in range(FLOOD)))
         writer.close()
         wait_until(lambda: lines_read(box) >= THREADS + FLOOD, 60, "the flood read")
-        serve(port, 50)
+        scrape_endpoint(port, 50)
         after_flood = memory_current_mb(box)
         trickling = trickle(port, box)
     finally:
