@@ -107,7 +107,6 @@ class Daemon:
                                  self._sample_cpu_wait,
                                  self.publisher.publish]
 
-
     # --- set-up and tear-down -----------------------------------------------
 
     def setup(self) -> None:
