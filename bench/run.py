@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -129,6 +130,7 @@ class World:
 
     def close(self) -> None:
         self.api.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def retarget(d: DaemonProcess, old: Path, fmt: str) -> None:

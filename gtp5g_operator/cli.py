@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    _never_fail_on_text()
     args = build_parser().parse_args(argv)
     if args.command == "status":
         return _status(args)
@@ -67,6 +69,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "check-config":
         return _check_config(args.config, args.print_config)
     return _run(args.config)
+
+
+def _never_fail_on_text() -> None:
+    """What we print holds text others chose: a process's path or name (any bytes,
+    read back as lone surrogates), a server's strings.  Under a strict UTF-8
+    locale one such character would end the report with a traceback: show it
+    escaped instead."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _status(args: argparse.Namespace) -> int:

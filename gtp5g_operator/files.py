@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import stat
 from typing import Any, Optional
@@ -75,12 +76,14 @@ def decode_json(data: bytes) -> Any:
     write: not UTF-8, not JSON, NaN or Infinity, nesting deeper than the parser
     can follow (json raises RecursionError there), or more objects and arrays
     than a few MB of memory hold (a 1 MiB body of `[{},{},...]` would otherwise
-    become 350,000 dicts) are all ValueError.
+    become 350,000 dicts) are all ValueError.  A number too large for a float
+    (1e999) is one too: kept, it would be sent back as `Infinity`, which is not
+    JSON, by whatever re-sends what it read (merge mode keeps others' entries).
     """
     if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
         raise ValueError(f"more than {MAX_JSON_CONTAINERS} JSON objects and arrays")
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -97,6 +100,13 @@ def read_json_file(path: str) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} does not fit a float")
+    return value
 
 
 def _kind(mode: int) -> str:
@@ -145,3 +155,10 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
         if exc.errno == errno.EISDIR:
             raise IsADirectoryError(errno.EISDIR, "is a directory", path) from None
         raise
+    if durable:
+        directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY
+                            | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,7 @@ def run_demo(flavor: str) -> int:
         decoy.stop()
         gnb.stop()
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replay(server: Server, fifo: Path, gnb: GnbProcess, decoy: GnbProcess,

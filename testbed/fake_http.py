@@ -149,10 +149,12 @@ class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self.raw_answer(*planted)
+        # Counted before it is sent: a client that refuses a body by its Content-Length
+        # (over 1 MiB) closes at once, and the send then fails with a broken pipe.
         with self.api._cond:
             self.api.answered[route] = self.api.answered.get(route, 0) + 1
             self.api._cond.notify_all()
+        self.raw_answer(*planted)
         return False
 
     # --- each fake's own answer shapes --------------------------------------------------

@@ -3,6 +3,7 @@ standing in for trace_pipe, a test-owned NOTIFY_SOCKET, nr-gnb-like children."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -115,6 +116,8 @@ def public_copy(*files: Path) -> Path:
     if _public_dir is None:
         _public_dir = Path(tempfile.mkdtemp(prefix="gtp5g-public-"))
         os.chmod(_public_dir, 0o755)
+        # One copy per test process, gone with it: CI hosts run the suite many times.
+        atexit.register(shutil.rmtree, _public_dir, ignore_errors=True)
     for f in files:
         target = _public_dir / f.name
         if f.is_dir():

@@ -12,6 +12,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+# openssl ecparam -name secp112r1 -genkey | openssl ec -pubout: a well-formed public
+# key of a curve the cryptography library does not support (no secret in it)
+SECP112R1_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MDIwEAYHKoZIzj0CAQYFK4EEAAYDHgAEaJMeWtEI+5Ov87nEqO2MaIVQ/JRUD8lk
+3T3D3Q==
+-----END PUBLIC KEY-----
+"""
+
 
 def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import ipaddress
 import os
+import re
 import socket
 import ssl
 import stat
 from typing import List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 from ..files import FileProblem, read_regular_file
 from .parse import ConfigError, Vocabulary, build_config, merge, read_toml
@@ -57,11 +60,15 @@ def read_text(path: str, what: str, secret: bool = False) -> str:
 
 def validate_public_key(pem: str, path: str) -> None:
     """The API only accepts an RSA public key in PKIX PEM: check that up front."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
         key = load_pem_public_key(pem.encode())
+    except UnsupportedAlgorithm as exc:  # e.g. an EC curve or SM2 this build lacks
+        raise ConfigError(f"{path}: api.public_key: not an RSA key ({exc}); "
+                          "the API needs RSA") from None
     except (ValueError, TypeError):
         raise ConfigError(f"{path}: api.public_key: not a PEM public key "
                           "(expected -----BEGIN PUBLIC KEY-----)") from None
@@ -70,16 +77,30 @@ def validate_public_key(pem: str, path: str) -> None:
                           f"({type(key).__name__.lstrip('_')}); the API needs RSA")
 
 
-def validate_ca(pem: str, path: str) -> None:
+# A certificate block; what lies between blocks (comments, often not ASCII, as in
+# curl's cacert.pem) is left out, since ssl refuses cadata that is not ASCII.
+CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*-----END CERTIFICATE-----")
+
+
+def ca_certificates(pem: str, path: str) -> str:
+    """The certificates of a CA file, as the ASCII text TLS contexts load (ConfigError
+    when it holds none that loads)."""
+    blocks = CERTIFICATE.findall(pem)
+    if not blocks:
+        raise ConfigError(f"{path}: api.ca_file: no PEM certificate in it "
+                          "(expected -----BEGIN CERTIFICATE-----)")
+    text = "\n".join(blocks) + "\n"
     # A fresh context: create_default_context(cadata="") would quietly fall back
     # to the system CAs, and an empty or certificate-less file must be an error.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        context.load_verify_locations(cadata=pem)
-    except (ssl.SSLError, ValueError):
-        raise ConfigError(f"{path}: api.ca_file: no PEM certificate in it") from None
+        context.load_verify_locations(cadata=text)
+    except (ssl.SSLError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: api.ca_file: a certificate in it does not load "
+                          f"({getattr(exc, 'reason', None) or exc})") from None
     if not context.cert_store_stats().get("x509"):  # also a pinned self-signed certificate
         raise ConfigError(f"{path}: api.ca_file: no certificate in it")
+    return text
 
 
 # --- where the Manager's password is ---------------------------------------------------------
@@ -123,6 +144,28 @@ def read_password(config: Config, env: Mapping[str, str],
     if not text:
         raise ConfigError(f"{path}: the password file is empty")
     return text
+
+
+def cleartext_credentials(config: Config, vocabulary: Vocabulary) -> str:
+    """What would cross a network in clear with this api.url ("" when nothing would):
+    plain http:// to a host that is not this one carries the tokens (which let anyone
+    who reads them write strategies) and, to a Manager, the password itself."""
+    parts = urlsplit(config.api.url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or _loopback_address(host):
+        return ""
+    _, password = needs(config, vocabulary)
+    what = "the Manager's password and the tokens" if password else "the API's tokens"
+    return (f"api.url {config.api.url} is plain http:// to another host: {what} cross the "
+            "network in clear, for anyone on the path to reuse; use https:// (with "
+            "api.ca_file for a private CA)")
+
+
+def _loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- the files a configuration is made of -----------------------------------------------------
@@ -205,11 +248,18 @@ def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.e
     key, password_needed = needs(config, vocabulary)
     pem = ca = password = ""
     if key:
-        pem = read_text(config.api.public_key, "public key")
+        try:
+            pem = read_text(config.api.public_key, "public key")
+        except ConfigError as exc:
+            if config.api.flavor != "auto" or not config.api.username:
+                raise
+            # A Manager user on the default flavor: say why a key is wanted at all.
+            raise ConfigError(f"{exc} (api.public_key: api.flavor = \"auto\" tries the "
+                              "flavors that log in with it first; with a Manager set "
+                              "api.flavor = \"manager\")") from None
         validate_public_key(pem, config.api.public_key)
     if config.api.ca_file:
-        ca = read_text(config.api.ca_file, "CA file")
-        validate_ca(ca, config.api.ca_file)
+        ca = ca_certificates(read_text(config.api.ca_file, "CA file"), config.api.ca_file)
     if password_needed:
         password = read_password(config, env, credentials)
     metrics = config.metrics

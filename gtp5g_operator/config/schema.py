@@ -107,8 +107,8 @@ class ApiConfig:
         each write to verify what the scheduler will boost; its token is obtained with
         api.public_key (the Decision Maker's key).  "" = not verified (the Manager itself
         does not resolve PIDs).""")
-    password_file: str = setting("", v.optional_abs_path, """
-        Manager only: a file holding the password (mode 0600; refused when other users can
+    password_file: str = setting("", v.password_file, """
+        Manager only: a file holding the password (mode 0600; refused when all users can
         read it).  Unset: the systemd credential "gthulhu-password" (put the password in
         /etc/credstore/gthulhu-password, mode 0600).""")
 

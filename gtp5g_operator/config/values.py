@@ -99,6 +99,16 @@ def trace_pipe(v: Any) -> str:
     return str(v)
 
 
+NOT_SHOWN = " (the value is not shown: it may be the password itself)"
+
+
+def password_file(v: Any) -> str:
+    # The one key a person may fill with the secret by mistake: never echo it.
+    if not (v == "" or _abs_path_ok(v)):
+        raise ValueError('expected an absolute path or ""' + NOT_SHOWN)
+    return str(v)
+
+
 def comm_list(v: Any) -> Tuple[str, ...]:
     what = "a non-empty list of process names (1 to 15 bytes each, printable)"
     expect(isinstance(v, list) and len(v) > 0, what, v)
@@ -181,7 +191,8 @@ def node_name(v: Any) -> str:
 
 
 def username(v: Any) -> str:
-    expect(v == "" or (_clean_string(v) and len(v) <= 256), 'a user name or ""', v)
+    if not (v == "" or (_clean_string(v) and len(v) <= 256)):
+        raise ValueError('expected a user name or ""' + NOT_SHOWN)
     return str(v)
 
 

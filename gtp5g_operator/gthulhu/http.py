@@ -305,7 +305,7 @@ class JsonHttp:
     def request(self, method: str, path: str, payload: Any, deadline: float,
                 bearer: Optional[str] = None) -> Answer:
         """One exchange (and one fresh retry if a kept-alive connection was stale)."""
-        body = json.dumps(payload).encode() if payload is not None else None
+        body = json.dumps(payload, allow_nan=False).encode() if payload is not None else None
         headers = self._headers(body is not None, bearer)
         what = f"{method} {self.base_url}{path}"
         for attempt in (1, 2):
@@ -357,7 +357,7 @@ class JsonHttp:
     @staticmethod
     def _read_body(resp: http.client.HTTPResponse, what: str) -> bytes:
         length = resp.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
+        if length and length.isascii() and length.isdigit() and int(length) > MAX_BODY:
             raise ApiError("bad-answer", f"{what}: answer of {length} bytes is larger than "
                            f"{MAX_BODY}: ignored", resp.status)
         chunks: List[bytes] = []
@@ -378,10 +378,10 @@ class JsonHttp:
         location = resp.getheader("Location") or ""
         try:
             return Answer(resp.status, decode_json(raw) if raw.strip() else None, location)
-        except ValueError:
+        except ValueError as exc:
             if 200 <= resp.status < 300:
                 raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
-                               "not JSON", resp.status) from None
+                               f"not JSON we take ({short(str(exc))})", resp.status) from None
             return Answer(resp.status, None, location)
 
     def _error(self, exc: BaseException, what: str) -> ApiError:

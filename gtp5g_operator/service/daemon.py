@@ -16,6 +16,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence
 
 from .. import __version__
 from ..config import Config, ConfigError, describe_changes
+from ..config.load import cleartext_credentials
 from ..core.component import Component
 from ..core.procfs import ProcFS
 from ..core.schedstat import SchedstatSampler
@@ -34,7 +35,7 @@ from .pusher import Pusher, PushResult
 from .runtime_files import Heartbeat, runtime_dir, state_dir
 from .scheduler_watch import SchedulerWatch
 from .signals import SignalWaker
-from .vocabulary import load
+from .vocabulary import VOCABULARY, load
 from .watchdog import WatchdogPinger
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ class Daemon:
                    "their own code boosted")
             log.warning("match.uid is empty: %s; pin the gNB's user with match.uid in %s",
                         why, self.config_path)
+        cleartext = cleartext_credentials(cfg, VOCABULARY)
+        if cleartext:
+            log.warning("%s", cleartext)
         self.watchdog.check_budget(cfg.api.timeout)
 
     def close(self) -> None:

@@ -84,7 +84,9 @@ class Publisher(Component):
         m = config.metrics
         self.metrics_on = bool(m.listen or m.textfile)
         self._textfile = PublishedFile(m.textfile) if m.textfile else None
-        record_textfile(self.parts.state_directory, m.textfile)  # for the package's purge
+        before = record_textfile(self.parts.state_directory, m.textfile)  # for the purge
+        if before and before != m.textfile:  # ours, and no longer kept up to date
+            PublishedFile(before).remove()
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if old.metrics != new.metrics:

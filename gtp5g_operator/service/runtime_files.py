@@ -23,7 +23,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
-from ..files import FileProblem, atomic_write, read_json_file, read_regular_file
+from ..files import FileProblem, atomic_write, read_json_file, read_regular_file, read_small_text
 from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
 from .runtime_names import HEARTBEAT as _HEARTBEAT
 from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
@@ -140,20 +140,27 @@ def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
 TEXTFILE_RECORD = "textfile.path"  # in the state directory: the package's purge reads it
 
 
-def record_textfile(state_directory: str, textfile: str) -> None:
+def record_textfile(state_directory: str, textfile: str) -> str:
     """Note which metrics textfile this service maintains (one absolute path, or no
-    file), so that purging the package removes exactly that file and no other."""
+    file), so that purging the package removes exactly that file and no other.
+    Returns the path recorded before ("" if none): a file this service wrote
+    and no longer maintains, which its caller removes (left, node-exporter would
+    export its last values for ever)."""
     path = os.path.join(state_directory, TEXTFILE_RECORD)
+    before = (read_small_text(path, 4096) or "").strip()
+    if not before.startswith("/") or "\n" in before:
+        before = ""
     try:
         if not textfile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            return
-        os.makedirs(state_directory, exist_ok=True)
-        atomic_write(path, (textfile + "\n").encode(), 0o644)
+        elif textfile != before:
+            os.makedirs(state_directory, exist_ok=True)
+            atomic_write(path, (textfile + "\n").encode(), 0o644)
     except OSError as exc:
         log.warning("cannot record the metrics textfile in %s: %s (purging the package "
                     "will leave %s behind)", path, exc.strerror, textfile or "it")
+    return before
 
 
 def daemon_alive(pid: Any, proc: str = "/proc") -> bool:

@@ -522,6 +522,6 @@ def test_size_limit_is_an_error_not_a_truncation(env: Env, tmp_path: Path, role:
         env.config_path.write_text(dumps(with_value(walk_base(env), "api", "public_key",
                                                     str(tmp_path / f"{role}-{limit + 1}"))))
     d.signal(signal.SIGHUP)
-    d.wait_log("reload rejected, keeping the running configuration", timeout=5)
+    d.wait_log("reload rejected, keeping the running configuration", timeout=20)
     assert "larger than" in d.log().split("reload rejected", 1)[1]
     assert d.proc.poll() is None

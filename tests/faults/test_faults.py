@@ -34,6 +34,7 @@ from testbed.harness import (
     wait_until,
     write_config,
 )
+from testbed.tls import SECP112R1_PUBLIC_KEY
 from testbed.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env, base_config
 from tests.unit.test_config import BAD
@@ -373,6 +374,12 @@ def test_unreadable_config_and_bad_keys_exit_78(env: Env, tmp_path: Path) -> Non
     garbage.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
     d = env.start(ready=False, api={"public_key": str(garbage)})
     assert d.proc.wait(10) == 78 and "not a PEM public key" in d.log()
+    # a well-formed key of a curve the cryptography library does not support
+    small_curve = tmp_path / "secp112r1.pem"
+    small_curve.write_text(SECP112R1_PUBLIC_KEY)
+    d = env.start(ready=False, api={"public_key": str(small_curve)})
+    assert d.proc.wait(10) == 78 and "api.public_key: not an RSA key" in d.log()
+    assert "Traceback" not in d.log()
 
 
 def test_config_writable_by_others_is_refused(env: Env) -> None:
@@ -452,10 +459,14 @@ def test_no_secret_in_logs_state_or_errors(env: Env, gnb: Callable[..., GnbProce
         assert key_body not in text
 
 
+@pytest.mark.parametrize("comments", [False, True], ids=["bare", "bundle-with-utf8-comments"])
 def test_https_with_the_right_ca_works(env: Env, tls_api: Tuple[FakeGthulhu, Path],
-                                       gnb: Callable[..., GnbProcess]) -> None:
+                                       gnb: Callable[..., GnbProcess], comments: bool) -> None:
     server, ca = tls_api
     assert server.url.startswith("https://")
+    if comments:  # as in curl's cacert.pem; ssl refuses any text that is not ASCII
+        ca.write_text("# NetLock Arany (Class Gold) Főtanúsítvány\n" + ca.read_text()
+                      + "\n# Удостоверяющий центр\n")
     env.start(api={"url": server.url, "ca_file": str(ca)})
     g = gnb(threads=())
     env.writer.write(lines_for(g))

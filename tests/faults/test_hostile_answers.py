@@ -72,7 +72,12 @@ def survive(server: FakeServerBase, d: DaemonProcess, route: Tuple[str, str],
     for what, body in HOSTILE:
         before = server.answered.get(route, 0)
         server.answers[route] = (200, body)
-        server.wait_for(lambda b=before: server.answered.get(route, 0) > b, 30)  # type: ignore
+        try:
+            server.wait_for(lambda b=before: server.answered.get(route, 0) > b,  # type: ignore
+                            60)
+        except TimeoutError:
+            raise AssertionError(f"{route} {what}: not asked for again within 60 s\n"
+                                 f"{d.log()[-3000:]}") from None
         assert d.proc.poll() is None, f"{route} {what}: the daemon exited\n{d.log()[-3000:]}"
     del server.answers[route]
     log = d.log()
@@ -92,7 +97,7 @@ def test_v0_routes(env: Env, gnb: Callable[..., GnbProcess], route: Tuple[str, s
     d = env.start(api={"flavor": "v0"}, strategy={"resync_interval": 1.5, "mode": "merge"})
     g = gnb(threads=())
     env.writer.write(lines(g))
-    env.api.wait_post(lambda s: {x.get("pid") for x in s} >= {g.pid}, timeout=10)
+    env.api.wait_post(lambda s: {x.get("pid") for x in s} >= {g.pid}, timeout=30)
     survive(env.api, d, route, V0_POST if "token" in route[1] else None)
     posts = len(env.api.posts())
     env.api.wait_post(lambda s: {x.get("pid") for x in s} >= {g.pid}, timeout=30, after=posts)
@@ -117,7 +122,7 @@ def test_decision_maker_routes(env: Env, dm: FakeDecisionMaker,
     d = start_dm(env, dm, strategy={"resync_interval": 1.5})
     g = gnb(threads=())
     env.writer.write(lines(g))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
     if route == ("POST", "/api/v1/node-intents"):
         dm.set_rules([])  # so that each resync writes the rule again
     survive(dm, d, route, ("GET", "/api/v1/node-intents/merkle") if "token" in route[1]
@@ -144,9 +149,9 @@ def test_manager_routes(env: Env, manager: FakeManager, gnb: Callable[..., GnbPr
     d = start_manager(env, manager, strategy={"resync_interval": 1.5})
     g = gnb(threads=())
     env.writer.write(lines(g))
-    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 10)
-    d.wait_log("policy", timeout=10)  # its id is stored: ours is known from here on
-    d.wait_log(" created for node", timeout=10)
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    d.wait_log("policy", timeout=30)  # its id is stored: ours is known from here on
+    d.wait_log(" created for node", timeout=30)
     if route[0] == "POST" and "policies" in route[1]:  # ours looks gone: created again
         manager.answers[("PUT", "/api/v1/node-scheduling-policies")] = (
             404, b'{"success":false,"error":"node policy not found or you don\'t have '
@@ -176,7 +181,7 @@ def test_token_claims_no_clock_can_show(env: Env, manager: FakeManager,
                       strategy={"resync_interval": 1.5})
     g = gnb(threads=())
     env.writer.write(lines(g))
-    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 10)
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
     login = ("POST", "/api/v1/auth/login")
     for claims in (b'{"exp":1e999,"iat":-1e999}', b'{"exp":' + b"9" * 400 + b',"iat":1}',
                    b"[" * DEEP + b"]" * DEEP, b'{"exp":"soon","iat":[1]}', b"\xff"):
@@ -212,7 +217,7 @@ def test_interim_answers_are_skipped_and_every_request_gets_its_own(
     d = env.start(strategy={"mode": "merge", "resync_interval": 1.5})
     g = gnb(threads=())
     env.writer.write(lines(g))
-    env.api.wait_post(lambda s: {x.get("pid") for x in s} == {999_999, g.pid}, timeout=10)
+    env.api.wait_post(lambda s: {x.get("pid") for x in s} == {999_999, g.pid}, timeout=30)
     posts = len(env.api.posts())
     env.api.wait_post(lambda s: {x.get("pid") for x in s} == {999_999, g.pid}, timeout=10,
                       after=posts)  # and again at the resync, on the same connection

@@ -76,7 +76,7 @@ def test_restarts_before_the_first_packet_never_delete_a_users_own_policies(
     strategy = {"clear_on_stop": clear_on_stop}
     for _ in range(3):
         d = start_manager(env, manager, strategy=strategy)
-        d.wait_log("nothing to remove", timeout=10)  # the first push ran: no target yet
+        d.wait_log("nothing to remove", timeout=30)  # the first push ran: no target yet
         assert d.stop() == 0
         env.writer.close()
     assert sorted(p["id"] for p in my_policies(manager)) == sorted(handmade)
@@ -84,7 +84,7 @@ def test_restarts_before_the_first_packet_never_delete_a_users_own_policies(
     d = start_manager(env, manager, strategy=strategy)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    manager.wait_for(lambda: len(my_policies(manager)) == 3, 10)
+    manager.wait_for(lambda: len(my_policies(manager)) == 3, 30)
     g.stop()
     manager.wait_for(lambda: sorted(p["id"] for p in my_policies(manager)) == sorted(handmade),
                      10)
@@ -101,11 +101,11 @@ def test_a_policy_saying_exactly_what_we_write_is_adopted_not_duplicated(
     d = start_manager(env, manager)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    d.wait_log(f"policy {same} adopted", timeout=10)
+    d.wait_log(f"policy {same} adopted", timeout=30)
     quiet_for(2.0)
     assert manager.posts() == [] and {p["id"] for p in my_policies(manager)} == {same, other}
     g.stop()
-    manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [other], 10)
+    manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [other], 30)
 
 
 def test_two_hosts_sharing_a_node_name_touch_only_their_own(
@@ -115,7 +115,7 @@ def test_two_hosts_sharing_a_node_name_touch_only_their_own(
     a = start_manager(env, manager)
     g = gnb(threads=("gnb worker",))
     env.writer.write(lines(g, "gnb worker"))
-    manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$"], 10)
+    manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$"], 30)
     a_policy = my_policies(manager)[0]["id"]
     b_env = second_host(tmp_path / "host-b", env)
     try:
@@ -125,7 +125,7 @@ def test_two_hosts_sharing_a_node_name_touch_only_their_own(
         manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$",
                                                       "^(?:nr-gnb)$"], 10)
         h.stop()
-        manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [a_policy], 10)
+        manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [a_policy], 30)
         assert b.stop() == 0
         assert [p["id"] for p in my_policies(manager)] == [a_policy]
     finally:
@@ -179,7 +179,7 @@ def test_a_malformed_stored_id_is_named_and_replaced(
     d = start_manager(env, manager)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 10)
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
     assert f"ignoring {stored}: its id" in d.log()
     assert not manager.requests("PUT", "/api/v1/node-scheduling-policies")
 
@@ -197,15 +197,15 @@ def test_rules_of_others_on_a_decision_maker_are_never_replaced(
     d = start_dm(env, dm)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    d.wait_log("holds node rules that are not this host's", timeout=10)
+    d.wait_log("holds node rules that are not this host's", timeout=30)
     quiet_for(3.0)  # two resyncs
     assert dm.posts() == [] and dm.rules() == [theirs]
     said = [ln for ln in d.log().splitlines() if "not this host's" in ln and " DEBUG " not in ln]
     assert len(said) == 1 and " ERROR " in said[0]
     dm.set_rules([])  # the other writer is gone
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
     g.stop()
-    dm.wait_for(lambda: dm.rules() == [], 10)
+    dm.wait_for(lambda: dm.rules() == [], 30)
 
 
 def test_after_a_restart_our_own_previous_rule_is_recognised_and_replaced(
@@ -215,12 +215,12 @@ def test_after_a_restart_our_own_previous_rule_is_recognised_and_replaced(
     d = start_dm(env, dm)
     g = gnb(threads=("gnb worker",))
     env.writer.write(lines(g, "gnb worker"))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")], 10)
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")], 30)
     assert d.stop() == 0
     env.writer.close()
     d = start_dm(env, dm)
     env.writer.write(lines(g))  # after the restart only the main thread is seen
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
     assert "not this host's" not in d.log()
 
 
@@ -229,7 +229,7 @@ def test_deleting_ours_leaves_the_others_rules(
     d = start_dm(env, dm)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
     theirs = {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}
     dm.set_rules([rule("^(?:nr-gnb)$"), theirs])  # another writer added its rule
     g.stop()

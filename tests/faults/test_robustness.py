@@ -192,7 +192,7 @@ def test_a_process_that_becomes_the_gnb_under_its_pid_is_tracked(
         for case in cases:
             traffic.add(case.proc.pid, case.proc.pid, comm="nr-gnb")  # the trace's name lies
         for case in cases:  # each was looked at, and refused
-            d.wait_log(f"process {case.proc.pid} not tracked: {case.before_why}", timeout=5)
+            d.wait_log(f"process {case.proc.pid} not tracked: {case.before_why}", timeout=20)
         time.sleep(2 * LIVENESS)  # the refusal has lived through liveness passes
         assert not any(pushed_at(env, c.proc.pid, 0) for c in cases)
         started: Dict[int, float] = {}
@@ -595,8 +595,8 @@ def test_a_nameserver_that_never_answers_does_not_hold_the_loop(
         env.daemons.append(d)
         env.notify.wait("READY", "1", timeout=10)
         t0 = time.monotonic()
-        wait_until(lambda: ns.queries, 5, "a query at the silent nameserver")
-        d.wait_log("push failed: timeout", timeout=5)
+        wait_until(lambda: ns.queries, 20, "a query at the silent nameserver")
+        d.wait_log("push failed: timeout", timeout=20)
         assert "resolving the name gthulhu-api.robustness.test did not finish in time" in d.log()
         # the trace is read while pushes keep failing
         g = gnb(threads=("nr-gnb-rlc",))
@@ -735,7 +735,7 @@ def test_the_watchdog_warning_comes_on_reload_too(env: Env) -> None:
     assert "is too long for WatchdogSec" not in d.log()
     env.write_config(api={"timeout": 1.8})
     d.signal(signal.SIGHUP)
-    d.wait_log("api.timeout (1.8 s) is too long for WatchdogSec=2s", timeout=5)
+    d.wait_log("api.timeout (1.8 s) is too long for WatchdogSec=2s", timeout=20)
 
 
 def test_ping_gaps_under_a_hanging_api_stay_within_the_bound(env: Env, lag: SchedulingLag) -> None:
@@ -822,7 +822,7 @@ def test_a_bad_signature_names_the_signature_not_the_clock(
     env.api.signing_key_pem = other_private.read_bytes()
     env.api.clock_skew = skew
     d = start_watched(env)
-    d.wait_log("the token's signature does not verify with api.public_key", timeout=5)
+    d.wait_log("the token's signature does not verify with api.public_key", timeout=20)
     assert "clock" not in d.log()
     assert env.api.posts() == []
 
@@ -832,7 +832,7 @@ def test_a_token_expired_on_both_clocks_blames_the_clocks_not_the_key(
         env: Env, skew: int) -> None:
     env.api.token_lifetime, env.api.clock_skew = -30, skew
     d = start_watched(env)
-    d.wait_log("already expired", timeout=5)
+    d.wait_log("already expired", timeout=20)
     line = next(ln for ln in d.log().splitlines() if "already expired" in ln)
     assert "clock" in line and "public key" not in line and "signature" not in line, line
 
@@ -1066,7 +1066,7 @@ def test_a_zero_padded_tid_is_the_same_task_and_is_pruned(
     env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
     state = env.tmp / "run" / "state.json"
     wait_until(lambda: [p["tids"] for p in json.loads(state.read_text())["processes"]]
-               == [[g.pid]], 3, "state.json to list only the live task")
+               == [[g.pid]], 20, "state.json to list only the live task")
     def status() -> str:
         return [m["STATUS"] for m in env.notify.all() if "STATUS" in m][-1]
     try:
@@ -1157,7 +1157,7 @@ def test_status_on_a_wrong_shaped_state_json_never_prints_a_traceback(
     state = env.tmp / "run" / "state.json"
     # a state with a process, so that its fields are walked too
     real = wait_until(lambda: (lambda doc: doc if doc["processes"] else None)(
-        json.loads(state.read_text())), 5, "state.json with the process")
+        json.loads(state.read_text())), 20, "state.json with the process")
     probe = tmp_path / "probe"
     probe.mkdir()
     problems = []
@@ -1193,12 +1193,12 @@ def test_sigusr1_logs_the_state_and_sigusr2_toggles_debug(
     env.writer.write(lines_for(g))
     env.api.wait_post(lambda s: g.pid in pids(s))
     d.signal(signal.SIGUSR1)
-    d.wait_log(f"state: process {g.pid} (nr-gnb", timeout=5)
+    d.wait_log(f"state: process {g.pid} (nr-gnb", timeout=20)
     assert "state: tracking 1 process(es)" in d.log()
     d.signal(signal.SIGUSR2)
-    d.wait_log("debug logging on (SIGUSR2)", timeout=5)
+    d.wait_log("debug logging on (SIGUSR2)", timeout=20)
     d.signal(signal.SIGUSR2)
-    d.wait_log("debug logging off (back to info)", timeout=5)
+    d.wait_log("debug logging off (back to info)", timeout=20)
     assert d.proc.poll() is None
     assert (env.tmp / "run" / "state.json").exists()
 

@@ -122,6 +122,18 @@ def test_401_gets_a_new_token(env: Env, gnb: Callable[..., GnbProcess]) -> None:
     assert "the API refused our credentials (HTTP 401): getting new ones" in d.log()
 
 
+def test_a_plain_http_api_on_another_host_is_warned_about_at_start(env: Env) -> None:
+    # 192.0.2.0/24 is TEST-NET-1: nothing answers there, and nothing needs to
+    d = env.start(api={"url": "http://192.0.2.1:8080", "timeout": 0.5})
+    d.wait_log("api.url http://192.0.2.1:8080 is plain http:// to another host: the API's "
+               "tokens cross the network in clear", timeout=20)
+    assert "WARNING" in next(line for line in d.log().splitlines() if "plain http://" in line)
+    d.stop()
+    loopback = env.start(api={"url": env.api.url})
+    env.api.wait_post(lambda s: True)
+    assert "plain http://" not in loopback.log()
+
+
 def test_api_down_then_back(env: Env, gnb: Callable[..., GnbProcess],
                             keys: Dict[str, Path]) -> None:
     port = int(env.api.url.rsplit(":", 1)[1])
@@ -130,7 +142,7 @@ def test_api_down_then_back(env: Env, gnb: Callable[..., GnbProcess],
     env.api.stop()
     g = gnb(threads=())
     env.writer.write(lines_for(g))
-    d.wait_log("cannot reach http://127.0.0.1", timeout=5)
+    d.wait_log("cannot reach http://127.0.0.1", timeout=20)
     time.sleep(2.5)  # several retries while down: logged once
     assert d.log().count("push failed:") == 1
     back = FakeGthulhu(keys["private"].read_bytes(), port=port).start()

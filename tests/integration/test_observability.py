@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from gtp5g_operator import __version__
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import REPO, GnbProcess, wait_until
+from testbed.harness import REPO, SYSTEM_PYTHON, GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
@@ -59,7 +60,7 @@ def test_metrics_endpoint_and_textfile_follow_the_scenario(
     d = env.start(metrics={"listen": f"127.0.0.1:{port}", "textfile": str(textfile)})
     env.api.wait_post(lambda s: s == [])
     before = wait_until(lambda: scrape(port).get('gtp5g_operator_pushes_total{result="ok"}')
-                        and scrape(port), 5, "first push counted")
+                        and scrape(port), 20, "first push counted")
     assert before["gtp5g_operator_tracked_processes"] == 0
     if not os.path.isdir("/sys/kernel/sched_ext"):  # this kernel: strategies have no effect
         assert before['gtp5g_operator_scheduler_enabled{ops=""}'] == 0
@@ -67,33 +68,59 @@ def test_metrics_endpoint_and_textfile_follow_the_scenario(
     g = gnb(threads=("nr-gnb-rlc",))
     env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids) + "junk\n")
     env.api.wait_post(lambda s: pids(s) == set(g.tids))
-    after = wait_until(lambda: scrape(port)["gtp5g_operator_tracked_processes"] == 1
-                       and scrape(port), 5, "tracked process in metrics")
+    ok = 'gtp5g_operator_pushes_total{result="ok"}'
+
+    def after_the_push() -> Dict[str, float]:
+        # The server saw the POST before the daemon read its answer and counted it:
+        # wait for the metrics of the push, not only of the tracked process.
+        now = scrape(port)
+        return now if now["gtp5g_operator_tracked_processes"] == 1 and now[ok] > before[ok] \
+            else {}
+
+    after = wait_until(after_the_push, 20, "tracked process and its push in metrics")
     assert after["gtp5g_operator_tracked_tasks"] == 2
     assert after["gtp5g_operator_trace_lines_total"] == 2  # the junk line is not a trace line
     assert after["gtp5g_operator_trace_bytes_total"] > 100
-    assert after['gtp5g_operator_pushes_total{result="ok"}'] > before[
-        'gtp5g_operator_pushes_total{result="ok"}']
     assert after["gtp5g_operator_detect_to_push_seconds_count"] == 2
     assert 0 < after["gtp5g_operator_detect_to_push_seconds_sum"] < 2
     assert after["gtp5g_operator_token_refreshes_total"] == 1
     assert after["gtp5g_operator_last_successful_push_timestamp_seconds"] > 1.7e9
     # the textfile: same metrics, atomically replaced, readable by node-exporter
     file_values = wait_until(lambda: textfile.exists() and parse(textfile.read_text()).get(
-        "gtp5g_operator_tracked_processes") == 1 and parse(textfile.read_text()), 5,
+        "gtp5g_operator_tracked_processes") == 1 and parse(textfile.read_text()), 20,
         "textfile with the tracked process")
     assert file_values["gtp5g_operator_tracked_tasks"] == 2
     assert textfile.stat().st_mode & 0o777 == 0o644
     # a reload is counted by result
     d.signal(signal.SIGHUP)
     wait_until(lambda: scrape(port).get('gtp5g_operator_config_reloads_total{result="ok"}')
-               == 1, 5, "reload counted")
+               == 1, 20, "reload counted")
     # an over-long line (its newline arrives late, so it must be held) is dropped, counted
     env.writer.write(b"x" * (64 * 1024))
     time.sleep(0.2)
     env.writer.write(b"\n")
-    wait_until(lambda: scrape(port)["gtp5g_operator_trace_dropped_lines_total"] == 1, 5,
+    wait_until(lambda: scrape(port)["gtp5g_operator_trace_dropped_lines_total"] == 1, 20,
                "dropped line counted")
+
+
+def test_a_textfile_no_longer_configured_is_removed(env: Env, tmp_path: Path) -> None:
+    """node-exporter would export a file left behind for ever: the one the service no
+    longer keeps is removed, whether a reload or a restart moved the setting — and only
+    that one (the record in the state directory says which)."""
+    first, second, third = (tmp_path / f"{n}.prom" for n in ("first", "second", "third"))
+    stranger = tmp_path / "someone-elses.prom"
+    stranger.write_text("# another exporter's file\n")
+    d = env.start(metrics={"textfile": str(first)})
+    wait_until(first.exists, 30, "the first textfile")
+    env.write_config(metrics={"textfile": str(second)})
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: second.exists() and not first.exists(), 30,
+               "the second textfile, the first removed")
+    d.stop()
+    env.start(metrics={"textfile": str(third)})  # the setting changed while stopped
+    wait_until(lambda: third.exists() and not second.exists(), 30,
+               "the third textfile, the second removed")
+    assert stranger.exists() and not first.exists()
 
 
 def test_metrics_refuse_a_remote_address_unless_allowed(env: Env) -> None:
@@ -110,6 +137,29 @@ def run_status(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+def test_status_shows_a_path_that_is_not_utf8_under_a_strict_locale(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """Any local user can run an nr-gnb from a directory whose name is not UTF-8: its
+    path, read back from /proc, must not end `status` with a UnicodeEncodeError."""
+    odd = os.path.join(os.fsencode(tmp_path), b"bad\xff")
+    os.mkdir(odd)
+    interpreter = os.path.join(odd, b"python3")
+    shutil.copy2(os.fsencode(SYSTEM_PYTHON), interpreter)
+    rundir = env.tmp / "run"
+    env.start()
+    g = gnb(threads=(), executable=os.fsdecode(interpreter))
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    strict = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8:strict",
+              "LC_ALL": "C.UTF-8"}
+    out = wait_until(lambda: (r := subprocess.run(
+        [sys.executable, "-m", "gtp5g_operator", "status", "--runtime-dir", str(rundir)],
+        cwd=REPO, capture_output=True, text=True, timeout=30, env=strict)).returncode == 0
+        and str(g.pid) in r.stdout and r, 20, "status with the process")
+    assert "Traceback" not in out.stderr
+    assert "bad\\udcff" in out.stdout or "bad\\xff" in out.stdout, out.stdout
+
+
 def test_status_of_a_running_daemon_and_of_none(env: Env,
                                                  gnb: Callable[..., GnbProcess]) -> None:
     rundir = env.tmp / "run"
@@ -120,7 +170,7 @@ def test_status_of_a_running_daemon_and_of_none(env: Env,
     env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids))
     env.api.wait_post(lambda s: pids(s) == set(g.tids))
     table = wait_until(lambda: (r := run_status("--runtime-dir", str(rundir))).returncode == 0
-                       and str(g.pid) in r.stdout and r.stdout, 5, "status with the process")
+                       and str(g.pid) in r.stdout and r.stdout, 20, "status with the process")
     assert f"PID {d.pid}" in table and f"config:     {env.config_path}" in table
     row = next(line for line in table.splitlines() if line.startswith(str(g.pid)))
     assert row.split()[1] == "nr-gnb" and str(g.threads["gnb worker"]) in row
@@ -232,7 +282,7 @@ def test_health_is_200_when_healthy_and_503_stalled_while_the_daemon_is_stopped(
 def test_health_names_the_api_when_it_is_down(env: Env) -> None:
     port = free_port()
     env.start(metrics={"listen": f"127.0.0.1:{port}"}, strategy={"resync_interval": 1.5})
-    wait_until(lambda: probe(port)[0] == 200, 5, "healthy first")
+    wait_until(lambda: probe(port)[0] == 200, 20, "healthy first")
     env.api.stop()
     _, body, _ = wait_until(lambda: (r := probe(port))[0] == 503 and r, 15,
                                "503 with the API down")

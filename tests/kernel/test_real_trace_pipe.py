@@ -76,7 +76,7 @@ def test_each_reader_finds_nr_gnb(tracefs: Path, env: Env, gnb: Callable[..., Gn
     nr_gnb_is_pushed(env, gnb, tracefs)
     assert state(env)["trace"]["format"] == fmt
     # state.json is refreshed at each liveness pass (0.5 s here)
-    wait_until(lambda: state(env)["trace"]["lines"] >= 3, 3, "lines counted")
+    wait_until(lambda: state(env)["trace"]["lines"] >= 3, 20, "lines counted")
 
 
 def test_auto_reads_a_fifo_as_text(tracefs: Path, env: Env) -> None:

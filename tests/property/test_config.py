@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 
 from gtp5g_operator.config import SECTIONS, Config, ConfigError, parse_config
 from gtp5g_operator.config import values as v
+from gtp5g_operator.config.load import ca_certificates, validate_public_key
 from gtp5g_operator.service.vocabulary import VOCABULARY
+from testbed.tls import SECP112R1_PUBLIC_KEY
 from tests.faults.robust_support import toml_string
 from tests.property.bounds import check_total, one_line
-from tests.property.strategies import HOSTILE_NUMBERS
+from tests.property.strategies import HOSTILE_NUMBERS, texts_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -168,3 +170,69 @@ def _parsed_or_empty(text: str) -> Dict[str, Any]:
         return tomllib.loads(text)
     except (ValueError, RecursionError):
         return {}
+
+
+# --- the files a configuration names: the CA bundle and the public key ------------------------
+# What cryptography and ssl raise on odd input is not one error type (TypeError for
+# text that is not ASCII, UnsupportedAlgorithm for a curve the build lacks, SSLError,
+# ValueError): whatever the file holds, load must say one line that names the file.
+
+FILE = "/etc/gtp5g-operator/named.pem"
+
+
+def _pems() -> List[str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "property test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(ec_key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(ec_key, hashes.SHA256()))
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return [cert.public_bytes(serialization.Encoding.PEM).decode(),
+            rsa_key.public_key().public_bytes(serialization.Encoding.PEM, public).decode(),
+            ec_key.public_key().public_bytes(serialization.Encoding.PEM, public).decode(),
+            SECP112R1_PUBLIC_KEY]
+
+
+PEMS = _pems()
+COMMENTS = ["# NetLock Arany (Class Gold) Főtanúsítvány\n", "\x00", "é", "\ufeff", "\r\n"]
+
+
+@st.composite
+def pem_files(draw: st.DrawFn) -> str:
+    """PEM blocks, whole or damaged, with text between and around them."""
+    parts = draw(st.lists(st.one_of(st.sampled_from(PEMS), texts_of(PEMS),
+                                    st.sampled_from(COMMENTS), st.text(max_size=40)),
+                          min_size=1, max_size=4))
+    return "".join(parts)
+
+
+def judge_file_error(result: object) -> None:
+    if isinstance(result, ConfigError):
+        message = str(result)
+        assert one_line(message) and message.startswith(FILE + ": "), message
+
+
+@given(pem_files())
+@example(COMMENTS[0] + PEMS[0])
+@example("-----BEGIN CERTIFICATE-----\né\n-----END CERTIFICATE-----\n")
+def test_any_ca_file_gives_its_certificates_or_a_one_line_error(text: str) -> None:
+    result = check_total(lambda: ca_certificates(text, FILE), returns=str,
+                         raises=(ConfigError,))
+    judge_file_error(result)
+    if isinstance(result, str):
+        assert result.isascii()  # what ssl's cadata takes, in every TLS context
+
+
+@given(pem_files())
+@example(SECP112R1_PUBLIC_KEY)
+def test_any_public_key_file_is_an_rsa_key_or_a_one_line_error(text: str) -> None:
+    judge_file_error(check_total(lambda: validate_public_key(text, FILE), returns=type(None),
+                                 raises=(ConfigError,)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Dict
@@ -100,6 +101,18 @@ def test_error_shows_the_bad_value() -> None:
     with pytest.raises(ConfigError, match=r'execution_time_ns: expected a positive integer '
                                           r'\(nanoseconds\), got "20ms"'):
         parse_config(BAD["strategy.execution_time_ns"])
+
+
+@pytest.mark.parametrize("key,value", [("password_file", "S3cr3t-Passw0rd!"),
+                                       ("username", "S3cr3t-Passw0rd!\x07")])
+def test_a_secret_typed_into_a_credential_key_is_not_echoed(key: str, value: str) -> None:
+    # The one place a person may paste the password by mistake: the error goes to the
+    # journal and into doctor's output, so it names the key and not the value.
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"[api]\n{key} = {json.dumps(value)}\n", "/etc/x/config.toml")
+    message = str(err.value)
+    assert message.startswith(f"/etc/x/config.toml: api.{key}: expected")
+    assert "S3cr3t" not in message and "not shown" in message
 
 
 @pytest.mark.parametrize("text,where", [

@@ -148,6 +148,31 @@ def test_a_password_file_others_can_read_fails(tmp_path: Path, keys: Dict[str, P
     assert by_name(config_checks(str(path)).checks)["password file"].level == OK
 
 
+@pytest.mark.parametrize("url,manager,said", [
+    ("http://10.0.0.5:8080", True, "the Manager's password and the tokens cross the network"),
+    ("http://gthulhu-api.example:80", False, "the API's tokens cross the network"),
+    ("http://127.0.0.1:8080", True, None), ("http://[::1]:8080", True, None),
+    ("http://localhost:8080", False, None), ("https://10.0.0.5", True, None),
+])
+def test_credentials_sent_in_clear_to_another_host_are_a_warning(
+        tmp_path: Path, keys: Dict[str, Path], url: str, manager: bool,
+        said: Optional[str]) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    api = ({"flavor": "manager", "username": "op", "password_file": str(secret)} if manager
+           else {"public_key": str(keys["public"])})
+    path = write_config(tmp_path / "config.toml", trace={"pipe": "auto"}, api={"url": url, **api})
+    out = config_checks(str(path))
+    assert out.loaded, out.checks[0].saw
+    transport = by_name(out.checks).get("transport")
+    if said is None:
+        assert transport is None
+    else:
+        assert transport is not None and transport.level == WARN and said in transport.saw
+        assert "s3cret" not in transport.saw
+
+
 def test_the_ca_file_is_judged_like_the_others(tmp_path: Path, keys: Dict[str, Path]) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not even PEM\n")

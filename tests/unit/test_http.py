@@ -61,6 +61,21 @@ def test_an_answer_that_closes_the_connection_is_read_whole(
         assert (answer.status, answer.body) == (200, {"success": True, "data": {"x": 1}})
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"\xd9\xa3", b"1_0", b" 12", b"-1", b"1e3"])
+def test_a_content_length_that_is_not_ascii_digits_is_read_to_the_close(length: bytes) -> None:
+    # "\xb2" is "²" in the header's Latin-1: str.isdigit() says yes, int() says no.
+    body = b'{"success": true}'
+    server = OneShotServer([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: "
+                            + length + b"\r\n\r\n" + body])
+    try:
+        answer = JsonHttp(server.url, 2.0).request("GET", "/x", None, time.monotonic() + 5)
+        assert (answer.status, answer.body) == (200, {"success": True})
+    except ApiError as exc:  # refusing the answer is fine; calling it a lost server is not
+        assert exc.kind == "bad-answer", exc
+    finally:
+        server.close()
+
+
 def test_a_body_that_trickles_past_the_deadline_times_out() -> None:
     body = b'{"success": true}'
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)

@@ -17,9 +17,15 @@ import stat
 from typing import Callable, List, Mapping, Optional, Tuple
 
 from ...config import Config, ConfigError, Vocabulary
-from ...config.load import host_node_name, judge_file, load_settings, named_files
+from ...config.load import (
+    cleartext_credentials,
+    host_node_name,
+    judge_file,
+    load_settings,
+    named_files,
+)
 from ...service.vocabulary import VOCABULARY, load
-from .model import Check, fail, ok
+from .model import Check, fail, ok, warn
 
 FileJudge = Callable[[str, os.stat_result], None]
 
@@ -46,7 +52,10 @@ def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
     check = ok("config", f"{path} is valid{f' with {drop_ins} drop-in(s)' if drop_ins else ''}: "
                          f"API {config.api.url} (flavor {config.api.flavor}), trace.pipe "
                          f"{config.trace.pipe}, match.comm {', '.join(config.match.comm)}")
-    return ConfigOutcome(config, True, [check, *file_checks(config, env, vocabulary)])
+    cleartext = cleartext_credentials(config, vocabulary)
+    transport = [warn("transport", cleartext, "serve the API over https://")] if cleartext else []
+    return ConfigOutcome(config, True,
+                         [check, *transport, *file_checks(config, env, vocabulary)])
 
 
 def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
