@@ -22,6 +22,7 @@ requests cannot bound a whole exchange by one deadline.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import ipaddress
@@ -42,6 +43,7 @@ MAX_BODY = 1 << 20
 MAX_INTERIM = 16  # interim (1xx) answers skipped before one request's final answer
 MAX_HEADER_LINES = 100  # as http.client's own limit
 MAX_HEADER_LINE = 65536
+QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
                 "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE")
 AddrInfo = Tuple[Any, ...]
@@ -125,6 +127,12 @@ class _DeadlineRaw(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         self._sock.settimeout(self._conn.time_left("reading the answer"))
+        if QUICKACK is not None:
+            # Acknowledge at once what arrives: a server that writes its header and its
+            # body in two sends with Nagle on (Python's http.server does) holds the body
+            # until our delayed ACK of the header, 40 ms on Linux, with the loop waiting.
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         n = self._io.readinto(buffer)
         assert n is not None  # None only in non-blocking mode; a timeout raises instead
         return n
