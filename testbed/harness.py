@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from testbed.toml_write import toml_value
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -339,18 +341,6 @@ def write_config(path: Path, **sections: Dict[str, Any]) -> Path:
         lines.append("")
     path.write_text("\n".join(lines))
     return path
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(value)
 
 
 # --- a gNB whose main thread has called pthread_exit() --------------------------------------

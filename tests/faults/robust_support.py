@@ -28,52 +28,15 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from gtp5g_operator.config.parse import keys, sections
 from testbed.harness import REPO, DaemonProcess, NotifySocket, wait_until
+from testbed.toml_write import toml_value
 
 Sections = Dict[str, Dict[str, Any]]
 
 # --- TOML ------------------------------------------------------------------------------------
 
 
-def toml_string(text: str) -> str:
-    """A TOML basic string; every control character and non-ASCII one escaped."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or code >= 0x7F:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {literal(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
 def dumps(sections: Mapping[str, Mapping[str, Any]]) -> str:
-    return "".join(f"[{name}]\n" + "".join(f"{k} = {literal(v)}\n" for k, v in items.items())
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in items.items())
                    + "\n" for name, items in sections.items())
 
 

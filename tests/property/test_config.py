@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 import sys
 from typing import Any, Dict, List
 
@@ -23,7 +22,7 @@ from gtp5g_operator.config import values as v
 from gtp5g_operator.config.load import ca_certificates, validate_public_key
 from gtp5g_operator.service.vocabulary import VOCABULARY
 from testbed.tls import SECP112R1_PUBLIC_KEY
-from tests.faults.robust_support import toml_string
+from testbed.toml_write import Raw, toml_document
 from tests.property.bounds import check_total, one_line
 from tests.property.strategies import HOSTILE_NUMBERS, texts_of
 
@@ -36,58 +35,6 @@ SOURCE = "/etc/gtp5g-operator/config.toml"
 SCHEMA: Dict[str, List[str]] = {
     section: [f.name for f in dataclasses.fields(getattr(Config(), section))]
     for section in SECTIONS}
-
-# --- TOML for any document: robust_support's strings, plus quoted keys, sections that are
-# not tables, dates and raw fragments (what the fault suite's `dumps` does not write) -------
-
-
-def toml_key(k: str) -> str:
-    return k if k and all(c.isascii() and (c.isalnum() or c in "-_") for c in k) \
-        else toml_string(k)
-
-
-@dataclasses.dataclass(frozen=True)
-class Raw:
-    """TOML text written as is: values Python cannot even print (a decimal of
-    5,000 digits) and the TOML spellings of values it cannot hold."""
-
-    text: str
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, Raw):
-        return value.text
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        # hex for the huge ones: a decimal of over 4,300 digits cannot even be written
-        return str(value) if abs(value) < 10**4000 else hex(abs(value))
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(x) for x in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in value.items()) + "}"
-
-
-def toml_document(doc: Dict[str, Any]) -> str:
-    lines = []
-    for section, body in doc.items():
-        if isinstance(body, dict):
-            lines.append(f"[{toml_key(section)}]")
-            lines.extend(f"{toml_key(k)} = {toml_value(x)}" for k, x in body.items())
-        else:
-            lines.insert(0, f"{toml_key(section)} = {toml_value(body)}")  # before any table
-    return "\n".join(lines) + "\n"
-
 
 # --- values: plausible ones (to get past one key to the next) and hostile ones ----------------
 

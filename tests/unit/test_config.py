@@ -14,7 +14,7 @@ from gtp5g_operator.config import SECTIONS, Config, ConfigError, describe_change
 from gtp5g_operator.config import parse_config as parse_with
 from gtp5g_operator.service.vocabulary import VOCABULARY, example_config
 from gtp5g_operator.service.vocabulary import load as load_config
-from testbed.harness import toml_value
+from testbed.toml_write import toml_value
 
 REPO = Path(__file__).resolve().parents[2]
 
