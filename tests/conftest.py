@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import ssl
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -97,6 +99,16 @@ def trace_pipe(tmp_path: Path) -> Path:
     fifo = tracing / "trace_pipe"
     os.mkfifo(fifo)
     return fifo
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A directory every user may search (pytest's own tmp_path is root's, 0700): for
+    what another identity (nobody, the service's user) must reach."""
+    base = Path(tempfile.mkdtemp(prefix="gtp5g-public-tmp-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ test_doctor_identity.py), /proc (a fake /proc), and the targets found there."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import pytest
 
@@ -202,15 +200,6 @@ def test_the_running_units_credential_is_found(tmp_path: Path, keys: Dict[str, P
 
 
 # --- 2. where it runs: what the kernel's answers mean ------------------------------------
-
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A directory every user may search (pytest's own tmp_path is root's, 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="doctor-"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base)
 
 
 def test_trace_access_says_what_the_kernel_said(public_tmp: Path) -> None:

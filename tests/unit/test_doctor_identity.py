@@ -9,10 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -84,17 +82,8 @@ def test_not_root_it_judges_as_itself(tmp_path: Path) -> None:
 # --- the kernel's answers, as that identity ----------------------------------------------------
 
 
-@pytest.fixture
-def world() -> Iterator[Path]:
-    """A directory every user may search (pytest's tmp_path is root's, 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="doctor-identity-"))
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base)
-
-
-def root_only(world: Path, name: str = "trace_pipe") -> Path:
-    path = world / name
+def root_only(public_tmp: Path, name: str = "trace_pipe") -> Path:
+    path = public_tmp / name
     path.write_text("")
     path.chmod(0o600)
     return path
@@ -102,8 +91,8 @@ def root_only(world: Path, name: str = "trace_pipe") -> Path:
 
 @needs_root
 def test_a_file_the_identity_cannot_read_and_the_capability_that_changes_it(
-        world: Path) -> None:
-    path = root_only(world)
+        public_tmp: Path) -> None:
+    path = root_only(public_tmp)
     q = Questions((str(path),))
     assert ask(as_nobody(), q) == Answers({str(path): str(path)})
     assert ask(as_nobody(1 << CAP_DAC_READ_SEARCH), q) == Answers({str(path): ""})
@@ -111,8 +100,8 @@ def test_a_file_the_identity_cannot_read_and_the_capability_that_changes_it(
 
 
 @needs_root
-def test_the_directory_that_stops_it_is_named(world: Path) -> None:
-    inner = world / "tracing"
+def test_the_directory_that_stops_it_is_named(public_tmp: Path) -> None:
+    inner = public_tmp / "tracing"
     inner.mkdir(mode=0o700)
     path = inner / "trace_pipe"
     path.write_text("")
@@ -122,11 +111,11 @@ def test_the_directory_that_stops_it_is_named(world: Path) -> None:
 
 
 @needs_root
-def test_a_posix_acl_for_a_group_the_identity_has(world: Path) -> None:
+def test_a_posix_acl_for_a_group_the_identity_has(public_tmp: Path) -> None:
     setfacl = shutil.which("setfacl")
     if setfacl is None:
         pytest.skip("setfacl is missing (Debian package acl)")
-    path = root_only(world)
+    path = root_only(public_tmp)
     done = subprocess.run([setfacl, "-m", "g:4242:r", str(path)], capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
@@ -152,9 +141,9 @@ def test_an_identity_that_cannot_be_taken_is_said() -> None:
     assert answers.blocked == {} and answers.error.startswith("cannot take the identity: ")
 
 
-def test_its_own_identity_is_asked_in_this_process(world: Path) -> None:
+def test_its_own_identity_is_asked_in_this_process(public_tmp: Path) -> None:
     me = Identity(os.geteuid(), os.getegid(), (), 0, "as doctor itself", switch=False)
-    path = world / "f"
+    path = public_tmp / "f"
     path.write_text("")
     assert ask(me, Questions((str(path),), other=os.getpid())) == Answers(
         {str(path): ""}, True, "")

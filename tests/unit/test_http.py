@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import socket
 import threading
@@ -14,7 +15,7 @@ from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 
 
-class TinyServer:
+class TinyServer(abc.ABC):
     """A listening socket on 127.0.0.1 whose every connection gets `serve` in a thread."""
 
     def __init__(self) -> None:
@@ -33,8 +34,9 @@ class TinyServer:
             with conn, contextlib.suppress(OSError):  # the client may give up first
                 self.serve(conn)
 
+    @abc.abstractmethod
     def serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+        """Answer one accepted connection."""
 
     def close(self) -> None:
         self.sock.close()
