@@ -37,7 +37,7 @@ def read_regular_file(path: str, limit: int = MAX_FILE_SIZE) -> tuple[bytes, os.
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise FileProblem(f"not a regular file ({_kind(st.st_mode)})")
+            raise FileProblem(f"not a regular file ({file_kind(st.st_mode)})")
         if st.st_size > limit:
             raise FileProblem(f"larger than {limit} bytes ({st.st_size} bytes)")
         chunks: list[bytes] = []
@@ -109,10 +109,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
         if test(mode):
             return name
     return "a special file"

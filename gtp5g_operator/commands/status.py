@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Tuple
 from ..core.schedstat_text import describe, report_from_json
 from ..core.words import finite as _num
 from ..core.words import one_line, when
-from ..files import FileProblem
-from ..service.runtime_files import STATE_FILE, daemon_alive, read_json
+from ..service.runtime_files import STATE_FILE, daemon_alive, read_state
 
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
 
@@ -123,12 +122,11 @@ def format_status(state: Dict[str, Any], now: float) -> str:
 def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
     """(exit status, text to print)."""
     path = f"{directory}/{STATE_FILE}"
-    try:
-        state = read_json(directory, STATE_FILE)
-    except FileNotFoundError:
-        return NOT_RUNNING, f"gtp5g-operator is not running (no {path})"
-    except (OSError, FileProblem, ValueError) as exc:
-        return 1, f"cannot read {path}: {exc}"
+    state, problem = read_state(directory)
+    if state is None and problem.startswith("no "):
+        return NOT_RUNNING, f"gtp5g-operator is not running ({problem})"
+    if state is None:
+        return 1, problem
     if not daemon_alive(state.get("pid")):
         return NOT_RUNNING, (f"gtp5g-operator is not running (stale {path} of PID "
                              f"{one_line(state.get('pid'))}, last updated "

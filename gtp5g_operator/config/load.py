@@ -20,9 +20,9 @@ import stat
 from typing import List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from ..files import FileProblem, read_regular_file
+from ..files import FileProblem, file_kind, read_regular_file
 from .parse import ConfigError, Vocabulary, build_config, merge, read_toml
-from .paths import file_kind, trace_pipe_problem
+from .paths import trace_pipe_problem
 from .schema import CREDENTIAL_NAME, DROP_IN_DIR, Config
 
 
@@ -37,13 +37,6 @@ def check_not_writable_by_others(path: str, st: os.stat_result) -> None:
     if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != 0):
         raise ConfigError(f"{path}: writable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod go-w {path}")
-
-
-def check_not_readable_by_others(path: str, st: os.stat_result) -> None:
-    """A password file must be private to its owner (and root)."""
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ConfigError(f"{path}: readable by other users (mode "
-                          f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
 
 
 def read_text(path: str, what: str, secret: bool = False) -> str:
@@ -225,8 +218,9 @@ def named_files(config: Config, vocabulary: Vocabulary,
 def judge_file(path: str, st: os.stat_result, secret: bool) -> None:
     """The checks every named file passes (ConfigError when it does not)."""
     check_not_writable_by_others(path, st)
-    if secret:
-        check_not_readable_by_others(path, st)
+    if secret and st.st_mode & (stat.S_IROTH | stat.S_IWOTH):  # private to owner and root
+        raise ConfigError(f"{path}: readable by other users (mode "
+                          f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
 
 
 def load_settings(path: str, vocabulary: Vocabulary) -> Config:

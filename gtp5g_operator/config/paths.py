@@ -12,6 +12,8 @@ import stat
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ..files import file_kind
+
 TRACE_PIPE_CANDIDATES = (
     "/sys/kernel/tracing/trace_pipe",
     "/sys/kernel/debug/tracing/trace_pipe",
@@ -96,19 +98,10 @@ def resolve_pipe(setting: str, candidates: Sequence[str] = TRACE_PIPE_CANDIDATES
     return candidates[0]  # report the modern path when neither exists
 
 
-def file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
-        if test(mode):
-            return name
-    return "a special file"
-
-
-def is_tracefs_pipe(path: str, st: os.stat_result) -> bool:
+def is_tracefs_pipe(path: str, st: os.stat_result, proc: str = "/proc") -> bool:
     """Is `path` (with status `st`) the kernel's trace_pipe on a tracefs mount?"""
     return (stat.S_ISREG(st.st_mode) and os.path.basename(path) == "trace_pipe"
-            and fs_type(path) in TRACEFS_TYPES)
+            and fs_type(path, proc) in TRACEFS_TYPES)
 
 
 def mode_problem(path: str, st: os.stat_result) -> str:

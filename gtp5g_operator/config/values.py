@@ -39,7 +39,7 @@ def expect(cond: bool, what: str, value: Any) -> None:
         raise ValueError(f"expected {what}, got {fmt(value)}")
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -130,7 +130,7 @@ def uid_list(v: Any) -> Tuple[int, ...]:
     what = "a list of uids (integers from 0 to 4294967294)"
     expect(isinstance(v, list), what, v)
     for uid in v:
-        expect(_is_int(uid) and 0 <= uid < 2**32 - 1, what, uid)
+        expect(is_int(uid) and 0 <= uid < 2**32 - 1, what, uid)
     return tuple(v)
 
 
@@ -171,13 +171,13 @@ def _valid_host(host: str) -> bool:
 def priority(v: Any) -> Union[bool, int]:
     # The 2025 API takes a bool, later releases an integer: both are passed
     # through to v0 unchanged (the server rejects the other type with a 400).
-    expect(isinstance(v, bool) or (_is_int(v) and -(2**31) <= v < 2**31),
+    expect(isinstance(v, bool) or (is_int(v) and -(2**31) <= v < 2**31),
            "true/false (2025 API) or an integer (later API)", v)
     return v  # type: ignore[no-any-return]
 
 
 def positive_ns(v: Any) -> int:
-    expect(_is_int(v) and 0 < v < 2**63, "a positive integer (nanoseconds)", v)
+    expect(is_int(v) and 0 < v < 2**63, "a positive integer (nanoseconds)", v)
     return int(v)
 
 

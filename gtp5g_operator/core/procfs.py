@@ -99,10 +99,6 @@ class ProcFS:
         data = _read(path)
         return parse_stat(data) if data else None
 
-    def _same(self, tid: int, tgid: int, before: TaskStat) -> bool:
-        after = self.stat(tid, tgid)
-        return after is not None and after.start_time == before.start_time
-
     def task(self, tid: int) -> Optional[TaskInfo]:
         """TGID and start time of a thread (works for any TID, listed or not)."""
         status = _read(f"{self.root}/{tid}/status")
@@ -122,7 +118,8 @@ class ProcFS:
             return None
         _, uid = parse_status(status)
         exe = self.exe(tgid)
-        if not self._same(tgid, tgid, st):
+        again = self.stat(tgid, tgid)
+        if again is None or again.start_time != st.start_time:
             return None  # the ID was reused while we read: what we read is mixed
         if exe.endswith(_DELETED):  # binary replaced on disk (e.g. upgraded) since exec
             exe = exe[: -len(_DELETED)]

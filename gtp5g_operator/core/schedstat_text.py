@@ -4,10 +4,10 @@ back: anything may be in the file `status` is pointed at)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Iterable
 
 from .schedstat import Counters, TaskWait, WindowReport, wait_per_slice_ns, wait_share
+from .words import finite, shown
 
 
 def percent(share: float) -> str:
@@ -106,25 +106,19 @@ def _object(obj: Any, where: str) -> Dict[str, Any]:
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
-        raise ValueError(f"{where}: expected an integer from 0 to 2^64-1, got {_shown(value)}")
+        raise ValueError(f"{where}: expected an integer from 0 to 2^64-1, got {shown(value)}")
     return value
 
 
 def _seconds(value: Any, where: str) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-          and math.isfinite(value) and value >= 0)
-    if not ok:
+    seconds = finite(value)
+    if seconds is None or seconds < 0:
         raise ValueError(f"{where}: expected a non-negative number of seconds, "
-                         f"got {_shown(value)}")
-    return float(value)
+                         f"got {shown(value)}")
+    return seconds
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string, got {_shown(value)}")
+        raise ValueError(f"{where}: expected a string, got {shown(value)}")
     return value
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."

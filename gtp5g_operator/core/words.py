@@ -38,6 +38,12 @@ def one_line(value: Any, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
+def shown(value: Any) -> str:
+    """A value of unknown JSON in an error message: its repr (a container's type), short."""
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def finite(value: Any) -> Optional[float]:
     """A finite number, else None (NaN or infinity cannot be a time or a count)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

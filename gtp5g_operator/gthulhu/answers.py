@@ -13,12 +13,13 @@ years a clock can show, or they would overflow later when formatted.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
+from ..config.values import is_int
 from ..core.readback import ListedEntry
+from ..core.words import finite, shown
 from .errors import ApiError
 
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last second strftime can show
@@ -42,25 +43,10 @@ def _data(body: Any, what: str) -> Mapping[str, Any]:
     return _object(_object(body, what).get("data"), f"{what}: data")
 
 
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def time_value(value: Any) -> Optional[float]:
     """A Unix time from a JSON number, or None when it is not a usable one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:  # an integer too large for a float
-        return None
-    return seconds if math.isfinite(seconds) and 0.0 <= seconds <= MAX_TIME else None
-
-
-def _string(value: Any, what: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or (not value and not allow_empty):
-        raise bad(f"{what} is not a{'' if allow_empty else ' non-empty'} string")
-    return value
+    seconds = finite(value)
+    return seconds if seconds is not None and 0.0 <= seconds <= MAX_TIME else None
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -112,8 +98,10 @@ def manager_tokens(body: Any) -> Tuple[str, Optional[str]]:
 
 def merkle_root(body: Any) -> str:
     """data.rootHash of GET /api/v1/node-intents/merkle ("" on a fresh DM)."""
-    return _string(_data(body, "the merkle answer").get("rootHash"), "data.rootHash",
-                   allow_empty=True)
+    root = _data(body, "the merkle answer").get("rootHash")
+    if not isinstance(root, str):
+        raise bad("data.rootHash is not a string")
+    return root
 
 
 MAX_LISTED = 65536  # entries accepted from one answer (a 1 MiB answer holds ~12,000)
@@ -146,18 +134,13 @@ def listed_strategies(body: Any) -> List[ListedEntry]:
             continue
         if not is_int(pid) or not 0 < pid <= PID_MAX_LIMIT:
             raise bad(f"the strategies answer: scheduling[{i}].pid is not a PID: "
-                      f"{_shown(pid)}")
+                      f"{shown(pid)}")
         regex = item.get("command_regex")
         if regex is not None and not isinstance(regex, str):
             raise bad(f"the strategies answer: scheduling[{i}].command_regex is not a string: "
-                      f"{_shown(regex)}")
+                      f"{shown(regex)}")
         out.append(ListedEntry(pid, regex or None))
     return out
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def v0_strategy_list(body: Any) -> List[Mapping[str, Any]]:

@@ -34,7 +34,7 @@ from .answers import listed_strategies, merkle_root
 from .errors import ApiError, check_answer
 from .http import Answer, JsonHttp
 from .ownership import OwnershipFile
-from .writer import Holdings, PublicKeyToken, RuleWriter
+from .writer import STRATEGIES_PATH, Holdings, PublicKeyToken, RuleWriter
 
 if TYPE_CHECKING:
     from .detect import Probe
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RULES_PATH = "/api/v1/node-intents"
-STRATEGIES_PATH = "/api/v1/scheduling/strategies"  # what the scheduler reads
 MERKLE_PATH = "/api/v1/node-intents/merkle"
 RULE_FILE = "decision-maker-rule.json"
 EMPTY_ROOTS = ("", hashlib.sha256(b"").hexdigest())  # a fresh DM; one emptied since
@@ -94,6 +93,7 @@ class DecisionMakerWriter(RuleWriter):
     display = "Decision Maker"
     summary = ("a node's Decision Maker (Gthulhu since late 2025, no Manager): one rule "
                "naming this host's gNB tasks")
+    readback_path = STRATEGIES_PATH
     login: PublicKeyToken
 
     @classmethod
@@ -163,10 +163,6 @@ class DecisionMakerWriter(RuleWriter):
         """What the scheduler reads from this Decision Maker now."""
         return listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
 
-    @property
-    def readback_source(self) -> str:
-        return f"{self.http.base_url}{STRATEGIES_PATH}"
-
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         listed = self.listed(deadline)
         root = self.root(deadline)
@@ -229,4 +225,3 @@ class DecisionMakerWriter(RuleWriter):
                            answer.status)
         check_answer(answer.status, answer.body, what, answer.location)
         return answer
-

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar
 
 from ..config import Config
 from ..config.schema import StrategyConfig
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REDETECT_AFTER: Sequence[ErrorKind] = ("connect", "timeout", "tls", "wrong-flavor")
 _NOT_ASKED = object()
+T = TypeVar("T")
 
 
 class Probe:
@@ -127,7 +128,7 @@ class AutoWriter(ApiWriter):
             return True
         return False
 
-    def _delegated(self, call: Callable[[ApiWriter], Any]) -> Any:
+    def _delegated(self, call: Callable[[ApiWriter], T]) -> T:
         if self.delegate is None:
             raise ApiError("wrong-flavor", "the server's flavor is not known yet")
         try:
@@ -142,17 +143,14 @@ class AutoWriter(ApiWriter):
             self.delegate.drop_credentials()
 
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
-        count: int = self._delegated(lambda w: w.write(views, deadline))
-        return count
+        return self._delegated(lambda w: w.write(views, deadline))
 
     def clear(self, deadline: float) -> None:
         self._delegated(lambda w: w.clear(deadline))
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:
-        result: Optional[Comparison] = self._delegated(
-            lambda w: w.read_back(views, deadline, rule))
-        return result
+        return self._delegated(lambda w: w.read_back(views, deadline, rule))
 
     def verify_problem(self) -> str:
         if self.delegate is None:

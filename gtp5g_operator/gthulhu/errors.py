@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, FrozenSet, Literal, Optional
 
+from ..core.words import one_line
+
 # What went wrong, in groups: each is logged once per change of state.
 ErrorKind = Literal["connect", "timeout", "tls", "redirect", "unauthorized", "forbidden",
                     "not-found", "http-4xx", "http-5xx", "bad-answer", "wrong-flavor",
@@ -42,30 +44,20 @@ def error_text(body: Any) -> str:
     if isinstance(body, dict):
         for key in ("error", "message"):
             if isinstance(body.get(key), str):
-                return short(body[key])
+                return one_line(body[key])
     return "no error message"
-
-
-def short(text: object, limit: int = 200) -> str:
-    one_line = " ".join(str(text).split())
-    return one_line if len(one_line) <= limit else one_line[:limit] + "…"
-
-
-def status_error(status: int, body: Any, what: str, location: str = "") -> ApiError:
-    """The ApiError for a non-2xx answer."""
-    if 300 <= status < 400:
-        where = f" to {short(location, 120)}" if location else ""
-        return ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
-                        "set api.url to the address that answers", status)
-    kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found"}
-    kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
-    return ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status)
 
 
 def check_answer(status: int, body: Any, what: str, location: str = "") -> None:
     """Raise for anything but a 2xx answer that does not say success=false."""
+    if 300 <= status < 400:
+        where = f" to {one_line(location, 120)}" if location else ""
+        raise ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
+                       "set api.url to the address that answers", status)
     if not 200 <= status < 300:
-        raise status_error(status, body, what, location)
+        kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found"}
+        kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
+        raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status)
     if isinstance(body, dict) and body.get("success") is False:
         raise ApiError("bad-answer", f"{what}: the API said success=false: {error_text(body)}",
                        status)

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from ..core.words import one_line
 from ..files import decode_json
-from .errors import ApiError, short
+from .errors import ApiError
 
 MAX_BODY = 1 << 20
 MAX_INTERIM = 16  # interim (1xx) answers skipped before one request's final answer
@@ -389,7 +390,7 @@ class JsonHttp:
         except ValueError as exc:
             if 200 <= resp.status < 300:
                 raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
-                               f"not JSON we take ({short(str(exc))})", resp.status) from None
+                               f"not JSON we take ({one_line(str(exc))})", resp.status) from None
             return Answer(resp.status, None, location)
 
     def _error(self, exc: BaseException, what: str) -> ApiError:
@@ -403,13 +404,13 @@ class JsonHttp:
         if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)) or (
                 isinstance(exc, ssl.SSLError) and exc.reason in TLS_MISMATCH):
             # the certificate, the CA or the port's protocol: only a person can fix it
-            return ApiError("tls", f"TLS with {self.base_url} failed: {short(exc)}")
+            return ApiError("tls", f"TLS with {self.base_url} failed: {one_line(exc)}")
         if isinstance(exc, ssl.SSLError):  # cut off mid-handshake: passes by itself
-            return ApiError("connect", f"TLS with {self.base_url} broke off: {short(exc)}")
+            return ApiError("connect", f"TLS with {self.base_url} broke off: {one_line(exc)}")
         if isinstance(exc, socket.gaierror):
-            return ApiError("connect", f"cannot resolve {self._host}: {short(exc.strerror)}")
+            return ApiError("connect", f"cannot resolve {self._host}: {one_line(exc.strerror)}")
         if isinstance(exc, http.client.HTTPException):  # reached, but not an HTTP answer
             return ApiError("bad-answer", f"{what}: the answer is not HTTP/1.1 "
-                            f"({type(exc).__name__}: {short(exc, 80)})")
+                            f"({type(exc).__name__}: {one_line(exc, 80)})")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return ApiError("connect", f"cannot reach {self.base_url}: {short(reason)}")
+        return ApiError("connect", f"cannot reach {self.base_url}: {one_line(reason)}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from ..config import Config
 from ..core.procfs import ProcFS
@@ -33,11 +33,11 @@ from ..core.tracker import ProcessView
 from ..core.words import plural
 from .answers import OBJECT_ID, Policy, claim_times, manager_policies, manager_tokens
 from .auth import REFRESH_MARGIN, refresh_delay, unverified_claims
-from .decision_maker import STRATEGIES_PATH, DecisionMakerView
+from .decision_maker import DecisionMakerView
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
 from .ownership import OwnershipFile
-from .writer import Holdings, PublicKeyToken, RuleWriter
+from .writer import STRATEGIES_PATH, Holdings, PublicKeyToken, RuleWriter
 
 if TYPE_CHECKING:
     from .detect import Probe
@@ -67,6 +67,12 @@ def same_policy(policy: Policy, rule: NodeRule) -> bool:
     return (policy.node_names == (rule.node,) and policy.command_regex == rule.command_regex
             and policy.priority == rule.priority
             and policy.execution_time == rule.execution_time_ns and not policy.selectors)
+
+
+def find_policy(policies: Sequence[Policy], rule: NodeRule,
+                exclude: FrozenSet[str] = frozenset()) -> Optional[str]:
+    """The id of a policy that says exactly `rule` (never merely the first one)."""
+    return next((p.id for p in policies if p.id not in exclude and same_policy(p, rule)), None)
 
 
 class ManagerLogin:
@@ -215,7 +221,7 @@ class ManagerWriter(RuleWriter):
         policy = self.ids.object_id
         written = self._written or self.ids.rule  # what we wrote (or were writing)
         if policy is None and written is not None:
-            policy = self._find(written, deadline)
+            policy = find_policy(self._policies(deadline), written)
         if policy is None:
             log.info("no policy of this host is known on the Manager: nothing to remove "
                      "(policies not provably this host's are never deleted)")
@@ -292,15 +298,15 @@ class ManagerWriter(RuleWriter):
             log.info("policy %s is gone from the Manager: adopting or creating one", stored)
             self.ids.store(None, self.ids.rule)
         policies = self._policies(deadline)
-        same = next((p.id for p in policies if same_policy(p, rule)), None)
+        same = find_policy(policies, rule)
         if same is not None:  # says exactly what we would write: ours to adopt
             self._done(same, rule, "adopted")
             return
-        before = {p.id for p in policies}
+        before = frozenset(p.id for p in policies)
         self.ids.store(None, rule)  # before the POST: proof of what may be there after it
         self._call("POST", POLICIES_PATH, policy_body(rule), deadline)
         self._written = rule
-        created = self._find(rule, deadline, exclude=before)
+        created = find_policy(self._policies(deadline), rule, exclude=before)
         if created is None:
             raise ApiError("bad-answer", "the Manager accepted the policy but GET …/self does "
                            "not list it")
@@ -322,14 +328,6 @@ class ManagerWriter(RuleWriter):
         self.ids.store(policy, rule)
         self._written = rule
         log.info("policy %s %s for node %s: %s", policy, how, rule.node, rule.command_regex)
-
-    def _find(self, rule: NodeRule, deadline: float,
-              exclude: Optional[Set[str]] = None) -> Optional[str]:
-        """The id of a policy that says exactly `rule` (never merely the first one)."""
-        for p in self._policies(deadline):
-            if (not exclude or p.id not in exclude) and same_policy(p, rule):
-                return p.id
-        return None
 
     def _policies(self, deadline: float) -> List[Policy]:
         return manager_policies(self._call("GET", SELF_PATH, None, deadline).body)

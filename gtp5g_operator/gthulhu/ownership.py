@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import re
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import asdict, fields
+from typing import Any, Mapping, Optional
 
+from ..config.values import is_int
 from ..core.strategy import NodeRule
 from ..files import FileProblem, atomic_write, read_json_file
-from .answers import is_int
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -28,18 +29,12 @@ log = logging.getLogger(__name__)
 MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 
 
-def rule_data(rule: NodeRule) -> Dict[str, Any]:
-    return {"policy_id": rule.policy_id, "node": rule.node, "command_regex": rule.command_regex,
-            "priority": rule.priority, "execution_time_ns": rule.execution_time_ns}
-
-
 def rule_from(data: Any) -> Optional[NodeRule]:
     if not isinstance(data, dict):
         return None
-    fields = (data.get("policy_id"), data.get("node"), data.get("command_regex"),
-              data.get("priority"), data.get("execution_time_ns"))
-    if all(isinstance(f, str) for f in fields[:3]) and all(is_int(f) for f in fields[3:]):
-        return NodeRule(*fields)  # type: ignore[arg-type]
+    values = tuple(data.get(f.name) for f in fields(NodeRule))
+    if all(isinstance(v, str) for v in values[:3]) and all(is_int(v) for v in values[3:]):
+        return NodeRule(*values)  # type: ignore[arg-type]
     return None
 
 
@@ -85,7 +80,7 @@ class OwnershipFile:
                 return
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             data = {**self._key, "object_id": object_id,
-                    "rule": rule_data(rule) if rule is not None else None}
+                    "rule": asdict(rule) if rule is not None else None}
             atomic_write(self.path, (json.dumps(data) + "\n").encode(), 0o600, durable=True)
         except FileNotFoundError:
             pass

@@ -11,7 +11,7 @@ its server).
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Tuple, Type
+from typing import Callable, Tuple, Type
 
 from ..config import AUTO, Config
 from .decision_maker import DecisionMakerWriter
@@ -28,11 +28,6 @@ FLAVORS: Tuple[Type[ApiWriter], ...] = (
 )
 
 
-def flavor_named(name: str, flavors: Tuple[Type[ApiWriter], ...] = FLAVORS
-                 ) -> Optional[Type[ApiWriter]]:
-    return next((f for f in flavors if f.name == name), None)
-
-
 def build_writer(config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
@@ -40,7 +35,7 @@ def build_writer(config: Config, state_dir: str,
     """The writer `api.flavor` asks for (the configuration was validated against
     `flavors`, so the name is one of them or "auto")."""
     http = JsonHttp(config.api.url, config.api.timeout, config.ca_pem, clock)
-    flavor = flavor_named(config.api.flavor, flavors)
+    flavor = next((f for f in flavors if f.name == config.api.flavor), None)
     if config.api.flavor == AUTO or flavor is None:
         return AutoWriter(http, config, state_dir, flavors, clock, wall_clock)
     return flavor.create(http, config, state_dir, clock, wall_clock)

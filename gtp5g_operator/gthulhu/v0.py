@@ -8,7 +8,7 @@ the list is read first and only this host's entries are replaced (merge.py).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from ..config import Config
 from ..core.readback import Comparison, compare_ids
@@ -19,18 +19,17 @@ from .answers import listed_strategies, v0_strategy_list
 from .errors import ApiError, check_answer
 from .http import JsonHttp
 from .merge import OwnedIds, merge_strategies
-from .writer import ApiWriter, Holdings, PublicKeyToken
+from .writer import STRATEGIES_PATH, ApiWriter, Holdings, PublicKeyToken
 
 if TYPE_CHECKING:
     from .detect import Probe
-
-STRATEGIES_PATH = "/api/v1/scheduling/strategies"
 
 
 class V0Writer(ApiWriter):
     name = "v0"
     display = "2025 API (v0)"
     summary = "the 2025 API (<= v0.4.4): strategies with explicit PIDs"
+    readback_path = STRATEGIES_PATH
     login: PublicKeyToken
 
     @classmethod
@@ -73,48 +72,37 @@ class V0Writer(ApiWriter):
 
     def _write(self, strategies: List[Strategy], deadline: float) -> None:
         if not self.merge:
-            self._post(strategies, deadline)
+            self._call("POST", {"strategies": strategies}, deadline)
             return
         owned = set(self.owned.ids) if self.owned is not None else set()
         ours = {s["pid"] for s in strategies}
-        merged = merge_strategies(self.get_strategies(deadline), strategies, owned)
+        merged = merge_strategies(v0_strategy_list(self._call("GET", None, deadline)),
+                                  strategies, owned)
         if self.owned is not None:
             self.owned.replace(owned | ours)  # recorded before the POST: a crash after it
-        self._post(merged, deadline)  # must not orphan entries
+        self._call("POST", {"strategies": merged}, deadline)  # must not orphan entries
         if self.owned is not None:
             self.owned.replace(ours)
 
-    def _post(self, strategies: List[Strategy], deadline: float) -> None:
-        answer = self.http.request("POST", STRATEGIES_PATH, {"strategies": strategies},
-                                   deadline, self.login.header())
-        if answer.status == 404:
-            raise ApiError("wrong-flavor", f"POST {self.http.base_url}{STRATEGIES_PATH} "
-                           "answered 404: the server is not Gthulhu's 2025 API (v0); newer "
-                           'Gthulhu runs a Decision Maker or a Manager (api.flavor = "auto")',
-                           404)
-        check_answer(answer.status, answer.body, f"POST {self.http.base_url}{STRATEGIES_PATH}",
-                     answer.location)
-
-    def get_strategies(self, deadline: float) -> List[Mapping[str, Any]]:
-        return v0_strategy_list(self._get_strategies(deadline))
-
-    def _get_strategies(self, deadline: float) -> Any:
-        answer = self.http.request("GET", STRATEGIES_PATH, None, deadline, self.login.header())
-        check_answer(answer.status, answer.body, f"GET {self.http.base_url}{STRATEGIES_PATH}",
-                     answer.location)
+    def _call(self, method: str, payload: Any, deadline: float) -> Any:
+        """One request to the one route of the v0 API; the body of its answer."""
+        answer = self.http.request(method, STRATEGIES_PATH, payload, deadline,
+                                   self.login.header())
+        what = f"{method} {self.http.base_url}{STRATEGIES_PATH}"
+        if answer.status == 404 and method == "POST":
+            raise ApiError("wrong-flavor", f"{what} answered 404: the server is not Gthulhu's "
+                           "2025 API (v0); newer Gthulhu runs a Decision Maker or a Manager "
+                           '(api.flavor = "auto")', 404)
+        check_answer(answer.status, answer.body, what, answer.location)
         return answer.body
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:
         # explicit IDs: this host's are those it writes for `views`; there is no rule
-        listed = listed_strategies(self._get_strategies(deadline))
+        listed = listed_strategies(self._call("GET", None, deadline))
         return compare_ids(listed, target_ids(views, self.strategy.targets))
 
-    @property
-    def readback_source(self) -> str:
-        return f"{self.http.base_url}{STRATEGIES_PATH}"
-
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
-        listed = listed_strategies(self._get_strategies(deadline))
+        listed = listed_strategies(self._call("GET", None, deadline))
         return Holdings(f"the server holds {plural(len(listed), 'strategy', 'strategies')}",
                         listed)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/api/v1/auth/token"
+STRATEGIES_PATH = "/api/v1/scheduling/strategies"  # what the scheduler reads (v0, DM)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ApiWriter(abc.ABC):
     summary: ClassVar[str] = ""  # one line for the example configuration
     credential: ClassVar[str] = "public-key"  # or "password" (a login)
     sends_names: ClassVar[bool] = False  # True: a rule naming tasks; False: task IDs
+    readback_path: ClassVar[str] = ""  # where `read_back` reads on api.url, if it does
     login: Credentials
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
@@ -164,7 +166,7 @@ class ApiWriter(abc.ABC):
     @property
     def readback_source(self) -> str:
         """Where `read_back` reads (a URL), for the reports."""
-        return ""
+        return f"{self.http.base_url}{self.readback_path}" if self.readback_path else ""
 
     def describe(self) -> Dict[str, Any]:
         return {"flavor": self.name, "url": self.http.base_url}

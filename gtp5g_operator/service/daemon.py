@@ -280,7 +280,3 @@ class Daemon:
             push_now |= component.reconfigure(old, new)
         if push_now:
             self.pusher.push_now()
-
-    def status_line(self) -> str:
-        return self.publisher.status_line()
-

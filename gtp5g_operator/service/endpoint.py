@@ -172,7 +172,6 @@ class Endpoint(Component):
             still = f"; still serving on {self._bound}" if self._listener is not None else ""
             self._failed(f"cannot listen on {self.listen}: {exc.strerror or exc}{still}")
             return False
-        self._end_child(terminate=True)
         self._close_listener()
         self._listener, self._bound = sock, self.listen
         self._backoff.reset()
@@ -185,7 +184,6 @@ class Endpoint(Component):
             if exc.errno != errno.EADDRINUSE or not self._holds_port_of(self.listen):
                 raise
         # Our own socket may hold the port (127.0.0.1:P -> 0.0.0.0:P): free it, then bind.
-        self._end_child(terminate=True)
         self._close_listener()
         return bind_listener(self.listen)
 
@@ -194,6 +192,8 @@ class Endpoint(Component):
             split_listen(listen)[1]
 
     def _close_listener(self) -> None:
+        """Stop the child that serves on the listener, then close it."""
+        self._end_child(terminate=True)
         if self._listener is not None:
             self._listener.close()
         self._listener, self._bound = None, ""
@@ -288,6 +288,5 @@ class Endpoint(Component):
         return False
 
     def close(self) -> None:
-        self._end_child(terminate=True)
         self._close_listener()
         self._retry_at = None

@@ -41,7 +41,7 @@ import time
 
 from .endpoint_http import MAX_HEAD, BadRequest, head_length, parse_request_line, response
 from .health import health_answer
-from .runtime_names import HEALTH_FILE, HEARTBEAT, HEARTBEAT_FILE, METRICS_FILE
+from .runtime_names import HEALTH_FILE, HEARTBEAT_FILE, METRICS_FILE, decode_heartbeat
 
 TYPE_CHECKING = False  # `typing` costs this process about 2 MB: for the type checker only
 if TYPE_CHECKING:
@@ -133,7 +133,8 @@ def answer(method: str, path: str, files: Published, now: float, wall: float
         if text is None:
             return response(503, "text/plain", b"no metrics published yet\n", with_body, wall)
         return response(200, PROMETHEUS_TEXT, text, with_body, wall)
-    code, doc = health_answer(_health_doc(files), _heartbeat(files), now)
+    heartbeat = decode_heartbeat(files.read(HEARTBEAT_FILE, 64))
+    code, doc = health_answer(_health_doc(files), heartbeat, now)
     body = (json.dumps(doc, sort_keys=True) + "\n").encode()
     return response(code, "application/json", body, with_body, wall)
 
@@ -145,14 +146,6 @@ def _health_doc(files: Published) -> Optional[Dict[str, Any]]:
     except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _heartbeat(files: Published) -> Optional[Tuple[float, float]]:
-    data = files.read(HEARTBEAT_FILE, 64)
-    if data is None or len(data) != HEARTBEAT.size:
-        return None
-    turned_at, next_by = HEARTBEAT.unpack(data)
-    return turned_at, next_by
 
 
 # --- the loop ------------------------------------------------------------------------------

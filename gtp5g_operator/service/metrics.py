@@ -11,6 +11,7 @@ the runtime directory, from where the endpoint process serves /metrics.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from .. import __version__
@@ -33,11 +34,8 @@ class Histogram:
         self.sum += value
 
     def cumulative(self) -> List[Tuple[str, int]]:
-        out, total = [], 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            total += count
-            out.append((bound, total))
-        return out
+        return list(zip((*map(str, self.bounds), "+Inf"), itertools.accumulate(self.counts),
+                        strict=True))
 
 
 def _d(value: Any) -> Mapping[str, Any]:
@@ -139,18 +137,15 @@ class SnapshotCollector:
     def _cpu_wait(self, counter: Any, gauge: Any) -> Iterator[Any]:
         waits = _d(self.snap.get("cpu_wait"))
         lifetime, windows = _d(waits.get("lifetime")), waits.get("last_window") or []
-        run = counter(P + "target_run_seconds", "Time the tracked tasks ran on a CPU",
-                      labels=["process"])
-        wait = counter(P + "target_runqueue_wait_seconds", "Time the tracked tasks were "
-                       "runnable but waited for a CPU", labels=["process"])
-        slices = counter(P + "target_timeslices", "Times the tracked tasks got a CPU",
-                         labels=["process"])
-        for process, c in sorted(lifetime.items()):
-            c = _d(c)
-            run.add_metric([process], _n(c.get("run_ns")) * NS)
-            wait.add_metric([process], _n(c.get("wait_ns")) * NS)
-            slices.add_metric([process], _n(c.get("slices")))
-        yield from (run, wait, slices)
+        for key, name, text, scale in (
+                ("run_ns", "target_run_seconds", "Time the tracked tasks ran on a CPU", NS),
+                ("wait_ns", "target_runqueue_wait_seconds", "Time the tracked tasks were "
+                                                            "runnable but waited for a CPU", NS),
+                ("slices", "target_timeslices", "Times the tracked tasks got a CPU", 1)):
+            family = counter(P + name, text, labels=["process"])
+            for process, c in sorted(lifetime.items()):
+                family.add_metric([process], _n(_d(c).get(key)) * scale)
+            yield family
         worst = gauge(P + "target_worst_task_wait_ratio", "The highest share of its runnable "
                       "time any one tracked task waited for a CPU over the last window",
                       labels=["process"])

@@ -35,8 +35,7 @@ class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
         self._notifier = None
         self._state = StateLog(log)
-        self.enabled = bool(env.get("NOTIFY_SOCKET"))
-        if self.enabled:
+        if env.get("NOTIFY_SOCKET"):
             import sdnotify
 
             try:

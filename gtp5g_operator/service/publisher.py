@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from .. import __version__
 from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
@@ -26,35 +26,17 @@ from .runtime_files import HEALTH_FILE, METRICS_FILE, PublishedFile, StateFile, 
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..core.schedstat import SchedstatSampler
-    from ..core.tracker import TaskTracker
-    from ..trace.feed import TraceFeed
-    from .pusher import Pusher
-    from .scheduler_watch import SchedulerWatch
+    from .daemon import Daemon
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 65536  # new tasks awaiting their first successful push (detect-to-push)
 
 
-class Parts(Protocol):
-    """The daemon as the publisher sees it."""
-
-    config: Config
-    config_path: str
-    loaded_at: float
-    tracker: TaskTracker
-    trace: TraceFeed
-    pusher: Pusher
-    scheduler: SchedulerWatch
-    cpu_wait: SchedstatSampler
-    state_directory: str
-
-
 class Publisher(Component):
     name = "publisher"
 
-    def __init__(self, parts: Parts, directory: str, clock: Callable[[], float],
+    def __init__(self, parts: Daemon, directory: str, clock: Callable[[], float],
                  wall_clock: Callable[[], float]) -> None:
         self.parts = parts
         self._clock = clock
@@ -125,7 +107,7 @@ class Publisher(Component):
     def snapshot(self) -> Dict[str, Any]:
         """The daemon's state now: what state.json holds and every output renders."""
         p = self.parts
-        cfg, last, c = p.config, p.pusher.last, p.trace.counters
+        cfg, last = p.config, p.pusher.last
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -134,9 +116,7 @@ class Publisher(Component):
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
             "api": {**p.pusher.writer.describe(), "url": cfg.api.url},
             "trace": {"path": p.trace.path, "format": p.trace.kind, "open": p.trace.is_open,
-                      "lines": c.lines, "bytes": c.bytes, "dropped_lines": c.dropped_lines,
-                      "lost_events": c.lost_events, "reopens": c.reopens,
-                      "unrecognised_bytes": c.unrecognised_bytes},
+                      **vars(p.trace.counters)},
             "scheduler": p.scheduler.describe(),
             "boost": self.verdict.state(),
             "cpu_wait": self._cpu_wait(),

@@ -23,7 +23,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
-from ..files import FileProblem, atomic_write, read_json_file, read_regular_file, read_small_text
+from ..files import FileProblem, atomic_write, read_json_file, read_small_text
 from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
 from .runtime_names import HEARTBEAT as _HEARTBEAT
 from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
@@ -125,18 +125,6 @@ class Heartbeat:
             os.unlink(self.path)
 
 
-def read_heartbeat(directory: str) -> Optional[Tuple[float, float]]:
-    """(turned_at, next_turn_by), or None when there is none."""
-    try:
-        data, _ = read_regular_file(os.path.join(directory, HEARTBEAT_FILE), 64)
-    except FileProblem:
-        return None
-    if len(data) != _HEARTBEAT.size:
-        return None
-    turned_at, next_by = _HEARTBEAT.unpack(data)
-    return turned_at, next_by
-
-
 TEXTFILE_RECORD = "textfile.path"  # in the state directory: the package's purge reads it
 
 
@@ -175,9 +163,15 @@ def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
         return False
 
 
-def read_json(directory: str, name: str) -> Dict[str, Any]:
-    """A published JSON file; raises FileNotFoundError, FileProblem or ValueError."""
-    value = read_json_file(os.path.join(directory, name))
+def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(state.json's object, "") or (None, why not): "no PATH" when there is none."""
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        value = read_json_file(path)
+    except FileNotFoundError:
+        return None, f"no {path}"
+    except (OSError, FileProblem, ValueError) as exc:
+        return None, f"cannot read {path}: {exc}"
     if not isinstance(value, dict):
-        raise ValueError(f"{name} is not a JSON object")
-    return value
+        return None, f"cannot read {path}: {STATE_FILE} is not a JSON object"
+    return value, ""

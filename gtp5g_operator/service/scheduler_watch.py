@@ -3,7 +3,6 @@ sysfs reads) and say when it goes away or comes back."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any, Dict, Optional
 
@@ -16,7 +15,6 @@ class SchedulerWatch:
     def __init__(self, sysfs: str = "/sys") -> None:
         self.sysfs = sysfs
         self.state: Optional[SchedulerState] = None
-        self._exported_ops: Optional[str] = None  # the `ops` label last set on the gauge
 
     def check(self) -> None:
         new = read_scheduler(self.sysfs)
@@ -39,14 +37,3 @@ class SchedulerWatch:
         if self.state is None or self.state.enabled:
             return ""
         return "no sched_ext scheduler: strategies have no effect"
-
-    def export(self, gauge: Any) -> None:
-        if self.state is None:
-            return
-        # Drop the previous scheduler's series by its label (Gauge.clear() needs
-        # prometheus_client >= 0.10; Ubuntu 22.04 ships 0.9).
-        if self._exported_ops not in (None, self.state.ops):
-            with contextlib.suppress(KeyError):
-                gauge.remove(self._exported_ops)
-        gauge.labels(self.state.ops).set(1 if self.state.enabled else 0)
-        self._exported_ops = self.state.ops

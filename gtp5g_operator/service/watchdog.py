@@ -37,17 +37,12 @@ def pre_push_threshold(interval: float) -> float:
     return min(1.0, interval / 4)
 
 
-def longest_gap(interval: float, api_timeout: float) -> float:
-    """The longest possible time between two pings (see the module docstring)."""
-    return max(interval, pre_push_threshold(interval) + api_timeout + TURN_MARGIN)
-
-
 def budget_problem(interval: Optional[float], api_timeout: float) -> str:
     """Why api.timeout could get the service killed by the watchdog, or ""."""
     if interval is None:
         return ""
     watchdog_sec = 2 * interval
-    gap = longest_gap(interval, api_timeout)
+    gap = max(interval, pre_push_threshold(interval) + api_timeout + TURN_MARGIN)  # the bound
     if gap < watchdog_sec:
         return ""
     return (f"api.timeout ({api_timeout:g} s) is too long for WatchdogSec={watchdog_sec:g}s: a "

@@ -98,11 +98,8 @@ class LossCounter:
         stats = self._read_stats(cpu)
         if stats is None:
             return
-        if stats.lost < seen:  # the buffer was reset (e.g. `> trace`): count from here
-            self._seen[cpu] = stats.lost
-            return
+        self._seen[cpu] = stats.lost  # below `seen`: the buffer was reset (e.g. `> trace`)
         if stats.lost > seen:
-            self._seen[cpu] = stats.lost
             self._add(cpu, stats.lost - seen)
 
     def _add(self, cpu: int, lost: int) -> None:

@@ -44,21 +44,15 @@ import errno
 import glob
 import logging
 import os
-import stat
 import struct
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ..config.paths import (
-    TRACE_PIPE_CANDIDATES,
-    TRACEFS_TYPES,
-    fs_type,
-    is_tracefs_pipe,
-    resolve_pipe,
-)
+from ..config.paths import TRACE_PIPE_CANDIDATES, is_tracefs_pipe, resolve_pipe
 from ..core.once import StateLog
 from ..files import read_small_text
 from .lost import LossCounter
 from .ringbuf import (
+    COMMIT_SIZE_MASK,
     Buffer,
     FormatError,
     PageStats,
@@ -84,7 +78,6 @@ MIN_CPU_PAGES = 8  # ... but at least this many per CPU on hosts with many CPUs
 RESCAN_MIN_INTERVAL = 1.0  # seconds between re-listings of the CPUs prompted by empty turns
 EMPTY_REST_MAX = 0.25  # the longest rest after doorbell rings that yielded nothing
 EMPTY_WARN_TURNS = 12  # consecutive empty rings (about 2 s) before saying so
-_SIZE_MASK = (1 << 30) - 1  # the commit word's size bits (ringbuf: the flags sit above)
 
 # Any event's format file gives the common fields; these two exist on most kernels.
 EVENT_FORMATS = ("events/bpf_trace/bpf_trace_printk/format", "events/ftrace/print/format")
@@ -145,8 +138,7 @@ class RawTraceSource(TraceSource):
             st = os.stat(pipe)
         except OSError:
             return ""  # not there (yet): raw waits for it, and reads text if it is a FIFO
-        if stat.S_ISREG(st.st_mode) and os.path.basename(pipe) == "trace_pipe" and fs_type(
-                pipe, proc) in TRACEFS_TYPES:
+        if is_tracefs_pipe(pipe, st, proc):
             return ""
         return f"{pipe} is not the kernel's trace_pipe on tracefs"
 
@@ -245,12 +237,9 @@ class RawTraceSource(TraceSource):
         if len(self._buf) != layout.read_size:
             self._buf = bytearray(layout.read_size)
             self._view = memoryview(self._buf)
-        page = layout.walker.layout
         self._walk = layout.walker.walk_into
         # the page's commit word, read once per page to count its data bytes
-        order = "<" if page.byteorder == "little" else ">"
-        self._commit = struct.Struct(order + ("Q" if page.commit_size == 8 else "I"))
-        self._commit_offset = page.commit_offset
+        self._commit, self._commit_offset = layout.walker.commit, layout.walker.commit_offset
 
     def _open_cpus(self) -> None:
         dirs = per_cpu_dirs(self.path)
@@ -339,7 +328,7 @@ class RawTraceSource(TraceSource):
             stats = walk(page, pids)
             pages += 1
             records += stats[0]
-            data += commit(page, offset)[0] & _SIZE_MASK
+            data += commit(page, offset)[0] & COMMIT_SIZE_MASK
             if stats[1] or stats[2]:
                 self._odd_page(cpu, stats)
         turn.bytes += data

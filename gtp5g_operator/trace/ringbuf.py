@@ -80,7 +80,7 @@ ALIGNMENT = 4  # RB_ALIGNMENT: every record length is a multiple of it
 # Flags in the page's commit word (kernel/trace/ring_buffer.c).
 MISSED_EVENTS = 1 << 31
 MISSED_STORED = 1 << 30
-_COMMIT_SIZE_MASK = MISSED_STORED - 1
+COMMIT_SIZE_MASK = MISSED_STORED - 1
 
 _new_tuple = tuple.__new__
 # Larger than any page, and still a one-digit int (< 2**30) so additions stay cheap.
@@ -282,10 +282,10 @@ class PageWalker:
         self.layout = layout
         self.pid = pid
         self._data_offset = layout.data_offset
-        self._commit_offset = layout.commit_offset
+        self.commit_offset = layout.commit_offset
         order = "<" if layout.byteorder == "little" else ">"
         self._big = order == ">"
-        self._commit = struct.Struct(order + ("Q" if layout.commit_size == 8 else "I"))
+        self.commit = struct.Struct(order + ("Q" if layout.commit_size == 8 else "I"))
         self._u32 = struct.Struct(order + "I")
         self._pid = struct.Struct(order + _int_code(pid))
         # The record's first byte and its pid in one call: `B` is the byte that
@@ -333,8 +333,8 @@ class PageWalker:
         room = len(page) - layout.data_offset
         if room < 0:
             return 0, 0, f"truncated page: {len(page)} bytes, header needs {layout.data_offset}"
-        (word,) = self._commit.unpack_from(page, layout.commit_offset)
-        size = word & _COMMIT_SIZE_MASK
+        (word,) = self.commit.unpack_from(page, layout.commit_offset)
+        size = word & COMMIT_SIZE_MASK
         problem = ""
         if word >> 32 and not (word & MISSED_EVENTS and word >> 32 == 0xFFFFFFFF):
             # The kernel adds the int (1 << 31) to a 64-bit local_t: it is
@@ -358,7 +358,7 @@ class PageWalker:
         width = self.layout.commit_size  # unsigned long, the same size as local_t
         if size + width > room:
             return LOST_UNKNOWN, problem or "missed-events count runs past the page"
-        (count,) = self._commit.unpack_from(page, self.layout.data_offset + size)
+        (count,) = self.commit.unpack_from(page, self.layout.data_offset + size)
         return count, problem
 
     # --- records ---
@@ -377,7 +377,7 @@ class PageWalker:
         """
         off = self._data_offset
         room = len(page) - off
-        size = self._commit.unpack_from(page, self._commit_offset)[0] if room >= 0 else -1
+        size = self.commit.unpack_from(page, self.commit_offset)[0] if room >= 0 else -1
         lost, problem = 0, ""
         if not 0 <= size <= room:  # flags set, or a bad or truncated page
             size, lost, problem = self.page_header(page)
@@ -476,17 +476,10 @@ class PageWalker:
         if type_len <= DATA_TYPE_LEN_MAX:
             # type_len 0: the event follows the length word (array[1])
             event = off + (8 if type_len == 0 else RECORD_HEADER_SIZE)
-            pid = self._read_pid(page, event, off + length - event)
-            if pid is None:
+            if off + length - event < self._pid_end:
                 return f"event at {off} of {off + length - event} bytes cannot hold the pid"
+            pid = self._pid.unpack_from(page, event + self.pid.offset)[0]
         return Record(off, type_len, delta, length, pid)
-
-    def _read_pid(self, page: Buffer, event: int, event_size: int) -> Optional[int]:
-        """The pid of an event of `event_size` bytes at `event`; None if too short."""
-        if event_size < self._pid_end:
-            return None
-        pid: int = self._pid.unpack_from(page, event + self.pid.offset)[0]
-        return pid
 
 
 def iter_records(walker: PageWalker, page: Buffer) -> Iterator[Union[Record, str]]:

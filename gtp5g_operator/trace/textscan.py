@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Set, Tuple, Union
+from typing import Optional, Set, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -41,9 +41,6 @@ class Layout:
     pattern: re.Pattern[bytes]
     base: int  # 10, or 16 for the hex layout
     option: str  # the tracefs option that produces it ("" for the default)
-
-    def findall(self, buf: Buffer, start: int, end: int) -> List[bytes]:
-        return self.pattern.findall(buf, start, end)  # type: ignore[arg-type]
 
 
 # "[0-9]" (what "\d" means in a bytes pattern) compiles to a range test, "\d" to a
@@ -67,11 +64,6 @@ LAYOUTS: Tuple[Layout, ...] = (
 )
 
 
-def to_ids(found: List[bytes], base: int = 10) -> Set[int]:
-    """Distinct task IDs from the raw matches (distinct first: few per chunk)."""
-    return {int(t, base) for t in set(found)}
-
-
 def scan(buf: Buffer, start: int, end: int,
          layouts: Tuple[Layout, ...] = LAYOUTS) -> Tuple[Set[int], int, Optional[Layout]]:
     """(distinct TIDs, lines recognised, layout used) for the complete lines in buf[start:end].
@@ -80,7 +72,7 @@ def scan(buf: Buffer, start: int, end: int,
     chunk in the default layout costs one `findall`.
     """
     for layout in layouts:
-        found = layout.findall(buf, start, end)
-        if found:
-            return to_ids(found, layout.base), len(found), layout
+        found = layout.pattern.findall(buf, start, end)
+        if found:  # the distinct matches first: few per chunk
+            return {int(t, layout.base) for t in set(found)}, len(found), layout
     return set(), 0, None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Dict, NamedTuple, Optional, Set
+from typing import Any, Dict, NamedTuple, Optional, Set
 
 from ..files import read_small_text
 from .ringbuf import MAX_SUBBUF_SIZE
@@ -41,14 +41,14 @@ _CPU_DIR = re.compile(r"cpu(\d+)$")
 class CpuStats(NamedTuple):
     """One CPU's ring-buffer counters (per_cpu/cpuN/stats); counts since the last reset."""
 
-    entries: int  # events in the buffer now, not yet read
-    overrun: int  # events overwritten before anyone read them (overwrite mode, the default)
-    commit_overrun: int  # events lost inside a nested write that wrapped the buffer
-    bytes: int  # bytes of the unread events
-    dropped_events: int  # events refused because the buffer was full (options/overwrite = 0)
-    read_events: int  # events consumed by readers
-    oldest_event_ts: float  # seconds (trace clock)
-    now_ts: float
+    entries: int = 0  # events in the buffer now, not yet read
+    overrun: int = 0  # events overwritten before anyone read them (overwrite mode, the default)
+    commit_overrun: int = 0  # events lost inside a nested write that wrapped the buffer
+    bytes: int = 0  # bytes of the unread events
+    dropped_events: int = 0  # events refused because the buffer was full (options/overwrite = 0)
+    read_events: int = 0  # events consumed by readers
+    oldest_event_ts: float = 0.0  # seconds (trace clock)
+    now_ts: float = 0.0
 
     @property
     def lost(self) -> int:
@@ -56,16 +56,13 @@ class CpuStats(NamedTuple):
         return self.overrun + self.commit_overrun + self.dropped_events
 
 
-_STATS_KEYS = {"entries": "entries", "overrun": "overrun", "commit overrun": "commit_overrun",
-               "bytes": "bytes", "dropped events": "dropped_events",
-               "read events": "read_events", "oldest event ts": "oldest_event_ts",
-               "now ts": "now_ts"}
+# The stats file's keys are CpuStats's field names with spaces: "commit overrun".
+_STATS_KEYS = {name.replace("_", " "): name for name in CpuStats._fields}
 
 
 def parse_cpu_stats(text: str) -> CpuStats:
     """The counters from the text of a per-CPU `stats` file (missing ones are 0)."""
-    counts: Dict[str, int] = {}
-    times: Dict[str, float] = {}
+    values: Dict[str, Any] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         name = _STATS_KEYS.get(key.strip())
@@ -78,13 +75,10 @@ def parse_cpu_stats(text: str) -> CpuStats:
             except ValueError:
                 continue  # a field this kernel prints differently: leave it at 0
             if math.isfinite(seconds):
-                times[name] = seconds
+                values[name] = seconds
         elif value.isascii() and value.isdigit() and len(value) <= 20 and int(value) < 2**64:
-            counts[name] = int(value)  # an unsigned long; "-1", "1_000" or "+5" are not
-    c = counts.get
-    return CpuStats(c("entries", 0), c("overrun", 0), c("commit_overrun", 0), c("bytes", 0),
-                    c("dropped_events", 0), c("read_events", 0),
-                    times.get("oldest_event_ts", 0.0), times.get("now_ts", 0.0))
+            values[name] = int(value)  # an unsigned long; "-1", "1_000" or "+5" are not
+    return CpuStats(**values)  # missing ones keep their 0
 
 
 def read_cpu_stats(tracing_dir: str, cpu: int) -> Optional[CpuStats]:
@@ -139,17 +133,12 @@ def online_cpus(path: str = CPU_ONLINE) -> Optional[Set[int]]:
         return None
 
 
-def read_int_file(path: str) -> Optional[int]:
-    """A small tracefs file holding one integer (e.g. buffer_subbuf_size_kb), or None."""
-    text = read_small_text(path, 64)
-    try:
-        return int(text.split()[0]) if text is not None else None
-    except (ValueError, IndexError):
-        return None
-
-
 def subbuf_size(tracing_dir: str) -> Optional[int]:
     """Bytes per sub-buffer (buffer_subbuf_size_kb, kernels >= 6.8), or None if not shown
     (or not a size a kernel makes: the reader allocates one sub-buffer per read)."""
-    kb = read_int_file(os.path.join(tracing_dir, "buffer_subbuf_size_kb"))
-    return kb * 1024 if kb and 0 < kb * 1024 <= MAX_SUBBUF_SIZE else None
+    text = read_small_text(os.path.join(tracing_dir, "buffer_subbuf_size_kb"), 64)
+    try:
+        kb = int(text.split()[0]) if text is not None else 0
+    except (ValueError, IndexError):
+        return None
+    return kb * 1024 if 0 < kb * 1024 <= MAX_SUBBUF_SIZE else None

@@ -16,7 +16,6 @@ from gtp5g_operator.commands.doctor.service import (
     counters_check,
     probe_unit,
     push_check,
-    read_state,
     readback_check,
     service_checks,
     unit_check,
@@ -24,7 +23,7 @@ from gtp5g_operator.commands.doctor.service import (
 from gtp5g_operator.commands.doctor.targets import Target
 from gtp5g_operator.core.procfs import ProcessInfo
 from gtp5g_operator.core.tracker import TaskRef
-from gtp5g_operator.service.runtime_files import daemon_alive
+from gtp5g_operator.service.runtime_files import daemon_alive, read_state
 
 NOW = 1_800_000_000.0
 

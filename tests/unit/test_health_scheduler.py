@@ -103,21 +103,6 @@ def test_the_watch_says_when_the_scheduler_goes_and_comes_back(
                for r in caplog.records if r.levelno == logging.WARNING)
 
 
-def test_the_watch_exports_the_gauge_with_the_ops_label(tmp_path: Path) -> None:
-    prom = pytest.importorskip("prometheus_client", reason="metrics need prometheus_client")
-    registry = prom.CollectorRegistry()
-    gauge = prom.Gauge("x_scheduler_enabled", "t", ["ops"], registry=registry)
-    watch = SchedulerWatch(sysfs(tmp_path, "enabled", "gthulhu"))
-    watch.check()
-    watch.export(gauge)
-    assert registry.get_sample_value("x_scheduler_enabled", {"ops": "gthulhu"}) == 1
-    sysfs(tmp_path, "disabled")
-    watch.check()
-    watch.export(gauge)
-    assert registry.get_sample_value("x_scheduler_enabled", {"ops": "gthulhu"}) is None
-    assert registry.get_sample_value("x_scheduler_enabled", {"ops": ""}) == 0
-
-
 def test_sysfs_attributes_are_read_whatever_size_they_claim() -> None:
     """sysfs says every attribute is 4096 bytes long (one page) whatever it holds; a
     read limited below that refused them all and the daemon never saw a running

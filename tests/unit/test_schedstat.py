@@ -468,6 +468,7 @@ def test_a_report_survives_json() -> None:
     (lambda d: d.update(tasks=1.5), "cpu_wait.tasks: expected an integer"),
     (lambda d: d.update(seconds=float("nan")), "cpu_wait.seconds: expected a non-negative"),
     (lambda d: d.update(seconds="60"), "cpu_wait.seconds: expected a non-negative"),
+    (lambda d: d.update(seconds=10**400), "cpu_wait.seconds: expected a non-negative"),
     (lambda d: d.update(worst=[1]), "cpu_wait.worst: expected an object, got list"),
     (lambda d: d["worst"].update(name=None), "cpu_wait.worst.name: expected a string"),
     (lambda d: d["worst"].update(run_ns="x" * 100),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from ...core.readback import Comparison
 from ...core.schedstat import SchedstatSampler, WindowReport, wait_share
@@ -45,22 +45,6 @@ def from_state(state: Optional[Mapping[str, Any]]) -> Optional[Waits]:
     return Waits(reports, "the service's last window", why)
 
 
-class LiveSample:
-    """The live tasks' schedstat read at `start()` and at `finish()`: one window."""
-
-    def __init__(self, proc: str, tasks: Sequence[TaskRef],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.tasks = tasks
-        self.sampler = SchedstatSampler(proc, clock, 0.0, on_unavailable=lambda why: None)
-
-    def start(self) -> None:
-        self.sampler.sample(self.tasks)
-
-    def finish(self) -> Waits:
-        self.sampler.sample(self.tasks)
-        return Waits(list(self.sampler.reports.values()), SAMPLED, self.sampler.unavailable)
-
-
 class CpuWait:
     """Where this run's CPU wait comes from: the running service's last window, else
     the live tasks sampled around doctor's window (`start` before it, `finish` after)."""
@@ -74,16 +58,19 @@ class CpuWait:
             self.waits, self.problem = None, f"state.json: {exc}"
         if self.waits is None and not self.problem and not tasks:
             self.waits = Waits([], SAMPLED)
-        self.live = (LiveSample(proc, tasks) if self.waits is None and not self.problem
-                     and window > 0 else None)
+        self.tasks = tasks
+        # the live tasks' schedstat, read at `start()` and at `finish()`: one window
+        self.live = (SchedstatSampler(proc, time.monotonic, 0.0, on_unavailable=lambda why: None)
+                     if self.waits is None and not self.problem and window > 0 else None)
 
     def start(self) -> None:
         if self.live is not None:
-            self.live.start()
+            self.live.sample(self.tasks)
 
     def finish(self) -> None:
         if self.live is not None:
-            self.waits = self.live.finish()
+            self.live.sample(self.tasks)
+            self.waits = Waits(list(self.live.reports.values()), SAMPLED, self.live.unavailable)
 
     def checks(self, max_share: float, cmp: Optional[Comparison]) -> List[Check]:
         if self.problem:

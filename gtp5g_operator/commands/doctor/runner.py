@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Sequence, Type
 from ...config import Config, Vocabulary
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter
-from ...service.runtime_files import daemon_alive, runtime_dir, state_dir
+from ...service.runtime_files import daemon_alive, read_state, runtime_dir, state_dir
 from ...service.vocabulary import VOCABULARY
 from .api import ApiProbe, not_loaded
 from .config import config_checks
@@ -29,7 +29,7 @@ from .model import Check, fail
 from .options import Options
 from .output import exit_status, format_json, format_text
 from .scheduler import scheduler_checks
-from .service import read_state, service_checks
+from .service import service_checks
 from .targets import Target, find_targets, targets_checks
 from .trace import TraceSite, locate, trace_checks, watch
 

@@ -4,15 +4,12 @@ counters."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ...core.words import duration, finite, one_line, plural, when
-from ...files import FileProblem
-from ...service.runtime_files import STATE_FILE, read_json
 from .model import Check, fail, ok, warn
 from .targets import Target
 
@@ -59,17 +56,6 @@ def unit_check(unit: UnitState) -> Check:
 
 
 # --- state.json ---------------------------------------------------------------------------
-
-
-def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:
-    """(state, "") or (None, why not)."""
-    path = os.path.join(directory, STATE_FILE)
-    try:
-        return read_json(directory, STATE_FILE), ""
-    except FileNotFoundError:
-        return None, f"no {path}"
-    except (OSError, FileProblem, ValueError) as exc:
-        return None, f"cannot read {path}: {exc}"
 
 
 def _tracked(state: Mapping[str, Any]) -> List[int]:
