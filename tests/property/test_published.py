@@ -110,7 +110,7 @@ def state_files(pid: int) -> st.SearchStrategy[bytes]:
         return json.dumps({**state, "pid": pid}).encode("utf-8", "surrogatepass")
 
     return st.one_of(
-        states.map(with_pid),  # NaN and Infinity in it: read_json refuses those
+        states.map(with_pid),  # NaN and Infinity in it: read_json_file refuses those
         json_answers,
         st.builds(lambda n: b'{"pid": %d, "version": %s}' % (pid, deep_text(n, "list")),
                   st.integers(1, 100_000)),
