@@ -14,10 +14,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
+from testbed.harness import wait_until
 from tests.system.builder import repack
 from tests.system.conftest import FINDINGS, Builds
 from tests.system.container import Container
@@ -39,14 +40,47 @@ def repository_tools() -> None:
             pytest.skip(f"{tool} is not installed (apt-utils, gnupg)")
 
 
-def gnupg_home(directory: Path, name: str) -> Dict[str, str]:
-    """A keyring holding one new signing key: the environment that signs with it."""
-    directory.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(directory)}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
-                    f"{name} <{name}@invalid>", "ed25519", "sign", "never"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    return env
+Keyring = Callable[[Path, str], Dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def keyrings() -> Iterator[Keyring]:
+    """Makes keyrings holding one new signing key each, and gives the environment that
+    signs with one; at the end stops the gpg-agent each keyring started (gpg starts one
+    per GNUPGHOME, and it outlives the test otherwise)."""
+    made: List[Dict[str, str]] = []
+
+    def make(directory: Path, name: str) -> Dict[str, str]:
+        directory.mkdir(mode=0o700)
+        env = {**os.environ, "GNUPGHOME": str(directory)}
+        made.append(env)
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
+                        f"{name} <{name}@invalid>", "ed25519", "sign", "never"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        return env
+
+    yield make
+    for env in made:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True,
+                       timeout=60, check=False)
+    homes = [env["GNUPGHOME"] for env in made]
+    wait_until(lambda: not any(agents_of(home) for home in homes), 60,
+               "the test keyrings' gpg-agents to stop")
+
+
+def agents_of(home: str) -> List[int]:
+    """PIDs of the gpg-agents serving the keyring at `home`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # not a process, or one that just ended
+        if argv and argv[0].endswith(b"gpg-agent") and home.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
 
 
 def make_repo(repo: Path, deb: Path, env: Dict[str, str]) -> str:
@@ -57,8 +91,8 @@ def make_repo(repo: Path, deb: Path, env: Dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
-    return gnupg_home(tmp_path_factory.mktemp("gpg") / "home", "gtp5g-test-repo")
+def signer(tmp_path_factory: pytest.TempPathFactory, keyrings: Keyring) -> Dict[str, str]:
+    return keyrings(tmp_path_factory.mktemp("gpg") / "home", "gtp5g-test-repo")
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +128,10 @@ def trust(box: Container, repo: Path) -> None:
 
 
 def test_a_repository_signed_by_another_key_is_refused(
-        box: Container, repo: Path, tmp_path: Path, builds: Builds, suite: str) -> None:
+        box: Container, repo: Path, tmp_path: Path, builds: Builds, suite: str,
+        keyrings: Keyring) -> None:
     forged = tmp_path / "forged"
-    make_repo(forged, builds.of(suite).deb, gnupg_home(tmp_path / "other", "someone-else"))
+    make_repo(forged, builds.of(suite).deb, keyrings(tmp_path / "other", "someone-else"))
     shutil.copy(repo / "gtp5g-operator-archive-keyring.gpg",
                 forged / "gtp5g-operator-archive-keyring.gpg")  # the host trusts ours
     publish(box, forged)
