@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import TYPE_CHECKING, Callable, Collection, Optional, Set, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Collection, Optional, Set, Tuple
 
 from ..core.backoff import Backoff
 from ..core.component import Component
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 REST_FIRST = 1.0
 REST_CAP = 60.0
-T = TypeVar("T")
 NO_FDS: Tuple[int, ...] = ()  # one object: the loop compares watched fds by identity
 
 
@@ -45,17 +44,31 @@ class GuardedComponent(Component):
         self._reported: Set[Tuple[str, str, str]] = set()
 
     # --- the component's face, guarded ------------------------------------------------
+    # Each call is guarded in place rather than through one helper taking a lambda: these
+    # run every loop turn, and a closure per call would double the guard's cost.
 
     def watched_fds(self) -> Collection[int]:
         if self.resting_until is not None:
             return NO_FDS
-        return self._call("watched_fds", lambda: self.inner.watched_fds(), NO_FDS)
+        try:
+            return self.inner.watched_fds()
+        except Exception as exc:
+            self._bug("watched_fds", exc)
+            return NO_FDS
 
     def on_readable(self, fd: int) -> None:
-        self._call("on_readable", lambda: self.inner.on_readable(fd), None, succeeded=True)
+        try:
+            self.inner.on_readable(fd)
+        except Exception as exc:
+            self._bug("on_readable", exc)
+        else:
+            self._backoff.failures = 0
 
     def fd_failed(self, fd: int, exc: OSError) -> None:
-        self._call("fd_failed", lambda: self.inner.fd_failed(fd, exc), None)
+        try:
+            self.inner.fd_failed(fd, exc)
+        except Exception as bug:
+            self._bug("fd_failed", bug)
 
     def next_deadline(self) -> float:
         if self.resting_until is not None:
@@ -71,25 +84,25 @@ class GuardedComponent(Component):
             if now < self.resting_until:
                 return
             self.resting_until = None  # each component checks its own deadline in run_due
-        self._call("run_due", lambda: self.inner.run_due(now), None, succeeded=True)
+        try:
+            self.inner.run_due(now)
+        except Exception as exc:
+            self._bug("run_due", exc)
+        else:
+            self._backoff.failures = 0
 
     def reconfigure(self, old: Config, new: Config) -> bool:
-        return self._call("reconfigure", lambda: self.inner.reconfigure(old, new), False)
+        try:
+            return self.inner.reconfigure(old, new)
+        except Exception as exc:
+            self._bug("reconfigure", exc)
+            return False
 
     def close(self) -> None:
-        self._call("close", lambda: self.inner.close(), None)
-
-    def _call(self, where: str, call: Callable[[], T], failed: T, succeeded: bool = False) -> T:
-        """`call()`, or `failed` once the bug is logged; `succeeded`: a call that succeeds
-        ends the rest's growth."""
         try:
-            result = call()
+            self.inner.close()
         except Exception as exc:
-            self._bug(where, exc)
-            return failed
-        if succeeded:
-            self._backoff.failures = 0
-        return result
+            self._bug("close", exc)
 
     # --- a bug ------------------------------------------------------------------------------
 
