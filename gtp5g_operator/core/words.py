@@ -29,12 +29,23 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal or the journal would act on (ESC and
+    the other controls, newlines, bidi overrides, lone surrogates) escaped as
+    Python writes it: a process's name or path is anyone's choice, and reaches
+    the logs, `status` and `doctor`."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def one_line(value: Any, limit: int = 200) -> str:
-    """Any value on one line, shortened: server messages and file names may hold
-    newlines, and a report or status line must not ("?" for None)."""
+    """Any value on one line, shortened and `printable`: server messages and file
+    names may hold newlines and control sequences, and a report or status line must
+    not ("?" for None)."""
     if value is None:
         return "?"
-    flat = " ".join(str(value).split())
+    flat = printable(" ".join(str(value).split()))
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 

@@ -121,8 +121,11 @@ class ManagerLogin:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server is not a "
                            "Gthulhu Manager", 404)
         if answer.status in (400, 401, 422) and path == LOGIN_PATH:
-            raise ApiError("unauthorized", f"the Manager refused the login of user "
-                           f"{self.user!r}: {error_text(answer.body)}", answer.status)
+            # not the user name itself: until a login succeeds it may be a password
+            # pasted into api.username, and this text reaches the journal, the
+            # world-readable state.json and `status`
+            raise ApiError("unauthorized", "the Manager refused the login of api.username "
+                           f"with its password: {error_text(answer.body)}", answer.status)
         if answer.status == 401:
             raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}", 401)
         check_answer(answer.status, answer.body, what, answer.location)
@@ -196,7 +199,9 @@ class ManagerWriter(RuleWriter):
     # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
-        return {**super().describe(), "node": self.node, "user": self.login.user,
+        # the user name once the Manager accepted it (before, it may be a pasted password)
+        user = self.login.user if self.login.obtained else None
+        return {**super().describe(), "node": self.node, "user": user,
                 "policy_id": self.ids.object_id,
                 "rule": self._written.command_regex if self._written else None,
                 "token_expires_at": self.login.expires_at,

@@ -3,7 +3,8 @@
 Under systemd with StandardError=journal, JOURNAL_STREAM names the stream;
 journald reads a leading `<N>` as the line's priority and stamps its own
 time, so we print neither time nor level name there.  Anything shaped like
-a JWT is redacted from every record, whatever logged it.
+a JWT is redacted from every record, whatever logged it, and a message's
+control characters are escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Mapping, Optional, TextIO
 
 from ..core.component import Component
+from ..core.words import printable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -29,6 +31,13 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message on one line with its controls escaped: a name or path in it is
+        # anyone's choice, and a newline would forge a journal entry of its own (a
+        # traceback, added after this, keeps its lines).
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 

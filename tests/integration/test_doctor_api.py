@@ -348,7 +348,7 @@ def test_a_manager_refusing_the_login(tmp_path: Path, trace_pipe: Path, manager:
                                       keys: Dict[str, Path]) -> None:
     checks = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys, "wrong"))
     assert levels(checks) == {"api connection": OK, "api flavor": OK, "api login": FAIL}
-    assert checks["api login"].saw.startswith("the Manager refused the login of user 'op'")
+    assert checks["api login"].saw.startswith("the Manager refused the login of api.username")
 
 
 def test_an_invalid_configuration_is_not_taken_to_the_api() -> None:

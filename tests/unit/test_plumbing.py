@@ -57,3 +57,24 @@ def test_journal_prefixes_when_stderr_is_the_journal_stream() -> None:
 def test_journal_stream_of_another_file_is_ignored() -> None:
     with tempfile.TemporaryFile("w+") as f:
         assert not stderr_is_journal({"JOURNAL_STREAM": "1:2"}, f)
+
+
+def test_a_forged_line_or_control_sequence_in_a_message_is_escaped() -> None:
+    # an executable path is anyone's choice: it must not make a second journal entry
+    # or reach a terminal as a control sequence; a traceback keeps its lines
+    exe = "/tmp/x\n<6>process 1 (nr-gnb) removed: exited\x1b[8m/nr-gnb"
+    with tempfile.TemporaryFile("w+") as f:
+        st = os.fstat(f.fileno())
+        setup_logging("info", {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, f)  # type: ignore[arg-type]
+        log = logging.getLogger("t")
+        log.info("process 7 (nr-gnb, exe %s) matches", exe)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        f.seek(0)
+        lines = f.read().splitlines()
+    assert lines[0] == ("<6>process 7 (nr-gnb, exe /tmp/x\\n<6>process 1 (nr-gnb) removed: "
+                        "exited\\x1b[8m/nr-gnb) matches")
+    assert lines[1] == "<3>failed" and lines[2] == "<3>Traceback (most recent call last):"
+    assert lines[-1] == "<3>ValueError: boom"

@@ -1,0 +1,72 @@
+"""The preinst's migration of an edited 0.1.x config.toml, failing halfway: the
+abort-upgrade (or abort-install) that dpkg runs then must give the admin back
+config.toml, which 0.1.x reads (it knows nothing of config.d/).  Run with
+DPKG_ROOT in a temporary directory, a stub dpkg-query and a failing command
+stubbed in PATH; nothing of the real system is touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PREINST = REPO / "debian" / "gtp5g-operator.preinst"
+POSTRM = REPO / "debian" / "gtp5g-operator.postrm"
+ADMIN = '[api]\nurl = "http://gthulhu.example:8080"\n'
+
+pytestmark = pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg")
+
+
+def _stub(bin_dir: Path, name: str, script: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def _run(script: Path, root: Path, bin_dir: Path, *args: str) -> int:
+    env = {**os.environ, "DPKG_ROOT": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", str(script), *args], env=env, capture_output=True).returncode
+
+
+@pytest.mark.parametrize("failing", [
+    # the pointer's chmod: after it was written, before it is renamed into place
+    ("chmod", "exit 1\n"),
+    # the last rename (the pointer into place), the first one done
+    ("mv", 'case "$1" in *.dpkg-tmp) exit 1;; esac\nexec /bin/mv "$@"\n'),
+])
+def test_a_preinst_failing_halfway_is_undone_by_abort_upgrade(
+        tmp_path: Path, failing: tuple[str, str]) -> None:
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    etc = root / "etc" / "gtp5g-operator"
+    etc.mkdir(parents=True)
+    bin_dir.mkdir()
+    (etc / "config.toml").write_text(ADMIN)
+    # the md5sum dpkg recorded for 0.1.0's conffile: not the admin's file's
+    _stub(bin_dir, "dpkg-query",
+          "echo ' /etc/gtp5g-operator/config.toml 0123456789abcdef0123456789abcdef'\n")
+    _stub(bin_dir, *failing)
+    assert _run(PREINST, root, bin_dir, "upgrade", "0.1.0") != 0
+    (bin_dir / failing[0]).unlink()
+    assert _run(POSTRM, root, bin_dir, "abort-upgrade", "0.1.0") == 0
+    assert (etc / "config.toml").read_text() == ADMIN
+    assert not (etc / "config.d" / "50-migrated-from-0.1.toml").exists()
+    assert not (etc / "config.toml.dpkg-tmp").exists()
+
+
+def test_the_migration_and_its_undo(tmp_path: Path) -> None:
+    root, bin_dir = tmp_path / "root", tmp_path / "bin"
+    etc = root / "etc" / "gtp5g-operator"
+    etc.mkdir(parents=True)
+    bin_dir.mkdir()
+    (etc / "config.toml").write_text(ADMIN)
+    _stub(bin_dir, "dpkg-query",
+          "echo ' /etc/gtp5g-operator/config.toml 0123456789abcdef0123456789abcdef'\n")
+    assert _run(PREINST, root, bin_dir, "upgrade", "0.1.0") == 0
+    assert (etc / "config.d" / "50-migrated-from-0.1.toml").read_text() == ADMIN
+    assert (etc / "config.toml").read_text() != ADMIN
+    assert _run(POSTRM, root, bin_dir, "abort-upgrade", "0.1.0") == 0
+    assert (etc / "config.toml").read_text() == ADMIN
