@@ -106,6 +106,7 @@ class Heartbeat:
                         self.path, exc.strerror)
             return
         try:
+            os.fchmod(fd, 0o644)  # whatever the umask: the endpoint reads it as another user
             os.ftruncate(fd, _HEARTBEAT.size)
             self._map = mmap.mmap(fd, _HEARTBEAT.size)
         except (OSError, ValueError) as exc:

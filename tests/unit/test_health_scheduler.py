@@ -11,6 +11,8 @@ import pytest
 
 from gtp5g_operator.core.sched_ext import SchedulerState, read_scheduler
 from gtp5g_operator.service.health import STALL_GRACE, health_answer
+from gtp5g_operator.service.runtime_files import Heartbeat
+from gtp5g_operator.service.runtime_names import HEARTBEAT_FILE
 from gtp5g_operator.service.scheduler_watch import SchedulerWatch
 
 NOW = 1000.0
@@ -118,3 +120,18 @@ def test_sysfs_attributes_are_read_whatever_size_they_claim() -> None:
     if os.stat(path).st_size < 4096:
         pytest.skip(f"{path} does not claim a page-sized length here")
     assert sched_ext._read(path) != ""
+
+
+def test_the_heartbeat_is_readable_by_the_endpoint_whatever_the_umask(tmp_path: Path) -> None:
+    # the endpoint child reads it as another user; a daemon started by hand under
+    # umask 077 (or a stale file of another mode) must not make /health say "stalled"
+    (tmp_path / HEARTBEAT_FILE).touch(mode=0o600)
+    old = os.umask(0o077)
+    try:
+        beat = Heartbeat(str(tmp_path))
+    finally:
+        os.umask(old)
+    try:
+        assert (tmp_path / HEARTBEAT_FILE).stat().st_mode & 0o777 == 0o644
+    finally:
+        beat.close()
