@@ -12,7 +12,7 @@ from typing import List, Optional
 from . import __version__
 from .commands.doctor.options import add_parser as add_doctor
 from .commands.doctor.options import options_from
-from .config import DEFAULT_CONFIG_PATH, ConfigError
+from .config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from .core.procfs import in_initial_pid_namespace
 from .service.logsetup import setup_logging, stderr_is_journal
 from .service.vocabulary import load
@@ -93,6 +93,7 @@ def _status(args: argparse.Namespace) -> int:
 def _check_config(path: str, print_config: bool = False) -> int:
     try:
         config = load(path)
+        _check_namespace(config)
     except ConfigError as exc:
         # Under systemd (ExecReload=) the journal reads <3> as priority "err".
         prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
@@ -107,6 +108,17 @@ def _check_config(path: str, print_config: bool = False) -> int:
     return 0
 
 
+def _check_namespace(config: Config) -> None:
+    """The configuration fits where it runs: `run` refuses to start on it otherwise,
+    and check-config says so rather than "ok"."""
+    if not config.trace.allow_pid_namespace and in_initial_pid_namespace() is False:
+        raise ConfigError(
+            "this process is not in the initial PID namespace, but trace_pipe reports task "
+            "IDs of that namespace, so /proc here would name other processes and the wrong "
+            "ones would be boosted; run it on the host (or set trace.allow_pid_namespace = "
+            "true for a trace source of this namespace)")
+
+
 def _run(path: str) -> int:
     setup_logging()
     try:
@@ -115,12 +127,10 @@ def _run(path: str) -> int:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG
     setup_logging(config.log.level)
-    if not config.trace.allow_pid_namespace and in_initial_pid_namespace() is False:
-        log.error("not starting: this process is not in the initial PID namespace, but "
-                  "trace_pipe reports task IDs of that namespace, so /proc here would name "
-                  "other processes and the wrong ones would be boosted; run it on the host "
-                  "(or set trace.allow_pid_namespace = true for a trace source of this "
-                  "namespace)")
+    try:
+        _check_namespace(config)
+    except ConfigError as exc:
+        log.error("not starting: %s", exc)
         return EX_CONFIG
     from .service.daemon import Daemon
 

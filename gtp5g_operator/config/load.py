@@ -26,25 +26,26 @@ from .paths import trace_pipe_problem
 from .schema import CREDENTIAL_NAME, DROP_IN_DIR, Config
 
 
-def check_not_writable_by_others(path: str, st: os.stat_result) -> None:
+def check_not_writable_by_others(path: str, st: os.stat_result, any_owner: bool = False) -> None:
     """Refuse files others could edit (like sshd's StrictModes).
 
     The file steers the CPU scheduler as root: if another user could edit it
     (or the key it names), that user could boost anything.
     """
-    if st.st_uid not in (0, os.geteuid()):
+    if not any_owner and st.st_uid not in (0, os.geteuid()):
         raise ConfigError(f"{path}: owned by uid {st.st_uid}; must be owned by root")
     if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != 0):
         raise ConfigError(f"{path}: writable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod go-w {path}")
 
 
-def read_text(path: str, what: str, secret: bool = False) -> str:
+def read_text(path: str, what: str, secret: bool = False,
+              env: Mapping[str, str] = os.environ) -> str:
     try:
         data, st = read_regular_file(path)
     except FileProblem as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
-    judge_file(path, st, secret)
+    judge_file(path, st, secret, env)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -133,7 +134,7 @@ def password_path(config: Config, env: Mapping[str, str],
 def read_password(config: Config, env: Mapping[str, str],
                   dirs: Optional[Sequence[str]] = None) -> str:
     path = password_path(config, env, dirs)
-    text = read_text(path, "password", secret=True).rstrip("\r\n")
+    text = read_text(path, "password", secret=True, env=env).rstrip("\r\n")
     if not text:
         raise ConfigError(f"{path}: the password file is empty")
     return text
@@ -168,7 +169,15 @@ def drop_ins(main: str) -> List[str]:
     """DIR/config.d/*.toml beside the main file, in lexical order (hidden files and other
     names, e.g. x.toml.dpkg-dist, left out).  The directory must not be writable by
     others: whoever can add a file there steers the scheduler."""
-    directory = os.path.join(os.path.dirname(os.path.abspath(main)), DROP_IN_DIR)
+    parent = os.path.dirname(os.path.abspath(main))
+    directory = os.path.join(parent, DROP_IN_DIR)
+    try:  # whoever may rename or remove config.d there drops every setting in it, silently
+        st = os.stat(parent)
+    except OSError as exc:
+        raise ConfigError(f"{parent}: cannot look at the configuration's directory: "
+                          f"{exc.strerror}") from None
+    if not st.st_mode & stat.S_ISVTX:  # in a sticky directory only its owner may
+        check_not_writable_by_others(parent, st)
     try:
         st = os.stat(directory)
     except FileNotFoundError:
@@ -215,9 +224,20 @@ def named_files(config: Config, vocabulary: Vocabulary,
     return named
 
 
-def judge_file(path: str, st: os.stat_result, secret: bool) -> None:
+def systemd_credential(path: str, env: Mapping[str, str] = os.environ) -> bool:
+    """Is `path` a credential systemd wrote for the unit (its $CREDENTIALS_DIRECTORY, or
+    the running unit's directory as a shell sees it)?  systemd makes those files
+    read-only (0400, on a read-only mount) and, where the file system takes no ACL
+    (ramfs: systemd 252, or any kernel before 6.3), chowns them to the service's
+    DynamicUser= uid instead of adding one: that owner is systemd's doing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return directory in {UNIT_CREDENTIALS, env.get("CREDENTIALS_DIRECTORY", "").rstrip("/")}
+
+
+def judge_file(path: str, st: os.stat_result, secret: bool,
+               env: Mapping[str, str] = os.environ) -> None:
     """The checks every named file passes (ConfigError when it does not)."""
-    check_not_writable_by_others(path, st)
+    check_not_writable_by_others(path, st, any_owner=secret and systemd_credential(path, env))
     if secret and st.st_mode & (stat.S_IROTH | stat.S_IWOTH):  # private to owner and root
         raise ConfigError(f"{path}: readable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")

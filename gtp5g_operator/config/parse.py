@@ -157,8 +157,22 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str
     for problem in _problems(config, vocabulary):
         if problem:
             key = problem.split(":", 1)[0]
-            raise ConfigError(f"{origins.get(key, source)}: {problem}")
+            # A rule across keys may be broken by the other key alone (the one the
+            # message is about still at its default): name the file that set that.
+            related = (key, *RELATED.get(key, ()))
+            origin = next((origins[k] for k in related if k in origins), source)
+            raise ConfigError(f"{origin}: {problem}")
     return config
+
+
+# The keys a cross-key rule (below) also depends on, by the key its message names.
+RELATED = {
+    "api.timeout": ("strategy.resync_interval",),
+    "metrics.listen": ("metrics.allow_remote",),
+    "strategy.priority": ("api.flavor",),
+    "strategy.mode": ("api.flavor",),
+    "api.username": ("api.flavor",),
+}
 
 
 def parse_config(text: str, vocabulary: Vocabulary, source: str = "config.toml") -> Config:

@@ -487,13 +487,16 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
         pytest.skip("needs root and unshare to make a PID namespace")
     env.write_config()
     repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "gtp5g_operator",
-         "--config", str(env.config_path)],
-        capture_output=True, text=True, timeout=30,
-        env={**os.environ, "PYTHONPATH": str(repo), "RUNTIME_DIRECTORY": str(env.tmp / "r")})
-    assert out.returncode == 78
-    assert "not in the initial PID namespace" in out.stderr
+    # run refuses to start, and check-config (ExecReload=, an admin's check) says the same
+    for command in ("run", "check-config"):
+        out = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+             "gtp5g_operator", "--config", str(env.config_path), command],
+            capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(repo), "RUNTIME_DIRECTORY": str(env.tmp / "r")})
+        assert out.returncode == 78, (command, out.stdout, out.stderr)
+        assert "not in the initial PID namespace" in out.stderr
+        assert "ok" not in out.stdout
 
 
 def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:

@@ -12,6 +12,7 @@ from typing import Dict
 
 import pytest
 
+from gtp5g_operator.commands.doctor.config import config_checks
 from gtp5g_operator.config import ConfigError, load
 from gtp5g_operator.config.render import effective_config
 from gtp5g_operator.service.vocabulary import load as load_config
@@ -137,3 +138,63 @@ def test_the_password_is_found_where_the_service_gets_it(
     (unit / "gthulhu-password").unlink()
     with pytest.raises(ConfigError, match="readable by other users"):
         load_config(str(main), env={})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_the_running_units_credential_owned_by_its_dynamic_user_is_accepted(
+        tmp_path: Path, keys: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the credentials file system takes no ACL (ramfs: systemd 252 on Debian 12,
+    or a kernel before 6.3), systemd chowns each credential to the unit's DynamicUser=
+    uid (mode 0400).  check-config and doctor from a root shell read the running unit's
+    copy first: it must not be refused for the owner systemd gave it."""
+    main = write_config(tmp_path / "config.toml", api={"flavor": "manager", "username": "op"})
+    unit = tmp_path / "unit-credentials"
+    unit.mkdir()
+    monkeypatch.setattr(load, "UNIT_CREDENTIALS", str(unit))
+    monkeypatch.setattr(load, "CREDSTORES", (str(tmp_path / "credstore"),))
+    cred = unit / "gthulhu-password"
+    cred.write_text("s3cret")
+    cred.chmod(0o400)
+    os.chown(cred, 61234, 61234)  # the unit's dynamic uid, as systemd leaves it on ramfs
+    assert load_config(str(main), env={}).password == "s3cret"
+    assert config_checks(str(main), env={}).loaded
+    # inside the unit ($CREDENTIALS_DIRECTORY, e.g. ExecReload= as another uid) too
+    assert load_config(str(main), env={"CREDENTIALS_DIRECTORY": str(unit)}).password == "s3cret"
+    # still refused: one others may read, and a password_file an ordinary user owns
+    cred.chmod(0o404)
+    with pytest.raises(ConfigError, match="readable by other users"):
+        load_config(str(main), env={})
+    own = tmp_path / "pw"
+    own.write_text("s3cret")
+    own.chmod(0o600)
+    os.chown(own, 61234, 61234)
+    main = write_config(tmp_path / "config.toml", api={
+        "flavor": "manager", "username": "op", "password_file": str(own)})
+    with pytest.raises(ConfigError, match="owned by uid 61234"):
+        load_config(str(main), env={})
+
+
+@pytest.mark.parametrize("drop_in,key", [
+    ("[strategy]\nresync_interval = 3.0\n", "api.timeout"),  # api.timeout at its default 5
+    ('[api]\nflavor = "manager"\n', "api.username"),  # no user: the flavor asks for one
+])
+def test_a_cross_key_rule_broken_by_a_drop_in_names_that_drop_in(
+        etc: Path, drop_in: str, key: str) -> None:
+    """The main file is the package's comments-only file: an error must not send the
+    admin there when the drop-in that broke the rule set the other key."""
+    site = etc / "config.d" / "50-site.toml"
+    site.write_text(drop_in)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert str(exc.value).startswith(f"{site}: {key}: ")
+
+
+def test_a_configuration_directory_others_could_empty_is_refused(etc: Path) -> None:
+    """Whoever may write the directory holding config.toml may rename config.d away, and
+    every drop-in setting (match.uid, ...) would silently fall back to its default."""
+    (etc / "config.d" / "50-site.toml").write_text("[match]\nuid = [0]\n")
+    etc.chmod(0o777)
+    with pytest.raises(ConfigError, match=f"^{etc}: writable by other users"):
+        load_config(str(etc / "config.toml"))
+    etc.chmod(0o1777)  # sticky: others may not rename what they do not own
+    assert load_config(str(etc / "config.toml")).match.uid == (0,)

@@ -70,7 +70,7 @@ def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
 
 def file_checks(config: Config, env: Mapping[str, str],
                 vocabulary: Vocabulary = VOCABULARY) -> List[Check]:
-    return [file_check(what, path, functools.partial(judge_file, secret=secret))
+    return [file_check(what, path, functools.partial(judge_file, secret=secret, env=env))
             for what, path, secret in named_files(config, vocabulary, env)]
 
 
