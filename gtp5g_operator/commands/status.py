@@ -45,7 +45,7 @@ def _header(state: Dict[str, Any], now: float) -> List[str]:
         f"config:     {one_line(cfg.get('path'))}, loaded {when(cfg.get('loaded_at'), now)}; "
         f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}",
         f"trace:      {one_line(trace.get('path'))} ({one_line(trace.get('format'))}, "
-        f"{'open' if trace.get('open') is True else 'NOT OPEN'}), {lines:,.0f} lines, "
+        f"{'open' if trace.get('open') is True else _not_open(trace)}), {lines:,.0f} lines, "
         f"{one_line(trace.get('dropped_lines', 0))} dropped, "
         f"{one_line(trace.get('lost_events', 0))} lost",
         f"API:        {one_line(api.get('url'))} ({one_line(api.get('flavor'))}), token "
@@ -57,6 +57,11 @@ def _header(state: Dict[str, Any], now: float) -> List[str]:
         f"last push:  {_last_push(state.get('last_push'), now)}",
         "",
     ]
+
+
+def _not_open(trace: Dict[str, Any]) -> str:
+    problem = trace.get("problem")
+    return f"NOT OPEN: {one_line(problem)}" if problem else "NOT OPEN"
 
 
 def _boost(boost: Dict[str, Any]) -> str:

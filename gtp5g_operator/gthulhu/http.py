@@ -12,7 +12,10 @@ exchange may block past it:
 * every read of the answer, status line and headers included: a socket
   timeout bounds one recv(), not a response, so a server trickling its
   headers a byte at a time could otherwise hold a request for ever;
-* the body is capped (answers are a few hundred bytes).
+* the body is capped (answers are a few hundred bytes);
+* a stop signal ends whichever of these waits is under way (`network_wait`):
+  the exchange then fails as if its deadline had passed, so a stop is never
+  held for `api.timeout`.
 
 It uses the standard library's http.client rather than requests: importing
 requests alone costs megabytes of resident memory under Debian's python3, a
@@ -33,7 +36,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..core.words import one_line
@@ -52,6 +55,30 @@ AddrInfo = Tuple[Any, ...]
 
 class DeadlinePassed(TimeoutError):
     """The exchange's deadline passed (the message says during what)."""
+
+
+class StopRequested(DeadlinePassed):
+    """A stop signal ended a network wait (service/signals.py raises it)."""
+
+
+_waiting = 0  # how many network waits the process is in (0 or 1: one thread does I/O)
+
+
+def in_network_wait() -> bool:
+    """Is an exchange blocked on the network now?  Only there may a signal handler
+    raise StopRequested: that is what the deadline passing at the same point raises,
+    and nothing of the exchange's bookkeeping is half done."""
+    return _waiting > 0
+
+
+@contextlib.contextmanager
+def network_wait() -> Iterator[None]:
+    global _waiting
+    try:
+        _waiting += 1
+        yield
+    finally:
+        _waiting -= 1
 
 
 # --- name resolution ---------------------------------------------------------------------
@@ -97,7 +124,9 @@ class Resolver:
             self._pending = lookup
         elif lookup.key != (host, port):
             raise DeadlinePassed(f"an earlier lookup of {lookup.key[0]} has not finished")
-        if not lookup.done.wait(max(0.0, timeout)):
+        with network_wait():
+            done = lookup.done.wait(max(0.0, timeout))
+        if not done:
             raise DeadlinePassed(f"resolving the name {host} did not finish in time "
                                  "(is the nameserver answering?)")
         self._pending = None
@@ -134,7 +163,8 @@ class _DeadlineRaw(io.RawIOBase):
             # until our delayed ACK of the header, 40 ms on Linux, with the loop waiting.
             with contextlib.suppress(OSError):
                 self._sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
-        n = self._io.readinto(buffer)
+        with network_wait():
+            n = self._io.readinto(buffer)
         assert n is not None  # None only in non-blocking mode; a timeout raises instead
         return n
 
@@ -157,7 +187,9 @@ class _DeadlineSocket:
         view = memoryview(data).cast("B")
         while view:
             self._sock.settimeout(self._conn.time_left("sending the request"))
-            view = view[self._sock.send(view[:65536]):]
+            with network_wait():
+                sent = self._sock.send(view[:65536])
+            view = view[sent:]
 
     def __getattr__(self, name: str) -> Any:  # close, settimeout, fileno, ...
         return getattr(self._sock, name)
@@ -240,7 +272,8 @@ class DeadlineConnection(http.client.HTTPConnection):
             sock = socket.socket(family, type_, proto)
             try:
                 sock.settimeout(self.time_left("connecting"))
-                sock.connect(address)
+                with network_wait():
+                    sock.connect(address)
             except OSError as exc:
                 sock.close()
                 if isinstance(exc, DeadlinePassed):
@@ -267,7 +300,8 @@ class DeadlineConnection(http.client.HTTPConnection):
                 poller.modify(tls, select.POLLIN)
             except ssl.SSLWantWriteError:
                 poller.modify(tls, select.POLLOUT)
-            poller.poll(left * 1000)
+            with network_wait():
+                poller.poll(left * 1000)
 
 
 # --- the client ------------------------------------------------------------------------------

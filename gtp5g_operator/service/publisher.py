@@ -20,6 +20,7 @@ from .. import __version__
 from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
 from ..core.component import Component
 from ..core.schedstat_text import report_json, status_note
+from ..core.words import one_line
 from .metrics import Histogram, render
 from .pusher import PushResult
 from .runtime_files import HEALTH_FILE, METRICS_FILE, PublishedFile, StateFile, record_textfile
@@ -116,7 +117,7 @@ class Publisher(Component):
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
             "api": {**p.pusher.writer.describe(), "url": cfg.api.url},
             "trace": {"path": p.trace.path, "format": p.trace.kind, "open": p.trace.is_open,
-                      **vars(p.trace.counters)},
+                      "problem": p.trace.problem, **vars(p.trace.counters)},
             "scheduler": p.scheduler.describe(),
             "boost": self.verdict.state(),
             "cpu_wait": self._cpu_wait(),
@@ -166,7 +167,7 @@ class Publisher(Component):
                 "error_kind": last.error_kind},
             "last_success_mono": self.last_success_mono,
             "api": {"flavor": snap["api"].get("flavor"), "url": snap["api"]["url"]},
-            "trace": {k: snap["trace"][k] for k in ("format", "open", "lost_events")},
+            "trace": {k: snap["trace"][k] for k in ("format", "open", "problem", "lost_events")},
             "scheduler": snap["scheduler"],
             # a difference is not an outage of the operator: in the body, never the status
             "boost": {"verified": boost["verified"], "diagnosis": boost["diagnosis"],
@@ -179,6 +180,9 @@ class Publisher(Component):
         s = snap if snap is not None else self.snapshot()
         tasks = sum(len(pr["tids"]) for pr in s["processes"])
         text = f"tracking {len(s['processes'])} process(es), {tasks} task(s)"
+        if not s["trace"]["open"]:  # nothing new can be seen: say so where systemctl shows it
+            why = s["trace"]["problem"]
+            text += "; trace source NOT OPEN" + (f" ({one_line(why, 160)})" if why else "")
         scheduler = self.parts.scheduler.status_note()
         if scheduler:
             text += "; " + scheduler

@@ -6,6 +6,12 @@ is one reload.  Every signal whose default action would end the process is
 caught, so none leaves a stale state.json behind (SIGKILL cannot be, and
 SIGABRT is left to systemd's watchdog, which sends it to get a core dump).
 `close()` restores the handlers and the wakeup fd found at `install()`.
+
+One exception: the first stop signal that finds an API exchange waiting on the
+network also ends that wait (gthulhu/http.py's StopRequested, which fails the
+exchange as its deadline would), else the stop would wait up to `api.timeout`
+(60 s allowed, past the unit's TimeoutStopSec).  Later stop signals never raise,
+so the clear on stop is not cut short.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import socket
 from typing import Any, Callable, Collection, Dict, Optional, Tuple
 
 from ..core.component import Component
+from ..gthulhu.http import StopRequested, in_network_wait
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class SignalWaker(Component):
         self._fds: Tuple[int, ...] = ()  # the same object while unchanged (daemon.py)
         self._previous: Dict[int, Any] = {}
         self._previous_fd = -1
+        self._stop_seen = False
 
     def install(self) -> None:
         self._r, self._w = socket.socketpair()
@@ -61,7 +69,13 @@ class SignalWaker(Component):
         self._previous_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
         self._fds = (self._r.fileno(),)
         for sig in HANDLED:
-            self._previous[sig] = signal.signal(sig, _ignore)
+            self._previous[sig] = signal.signal(sig, self._on_stop if sig in STOP else _ignore)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        if not self._stop_seen:
+            self._stop_seen = True
+            if in_network_wait():
+                raise StopRequested(f"stopped by {signal_name(signum)}")
 
     def watched_fds(self) -> Collection[int]:
         return self._fds

@@ -52,6 +52,11 @@ class TraceFeed(Component):
     def is_open(self) -> bool:
         return self.source.is_open
 
+    @property
+    def problem(self) -> str:
+        """Why the source is not open now ("" when it is, or has not been tried yet)."""
+        return "" if self.source.is_open else self.source.problem_now
+
     # --- the component's face, delegated ---------------------------------------------------
 
     def open(self) -> bool:

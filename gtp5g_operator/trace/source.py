@@ -125,6 +125,11 @@ class TraceSource(Component, abc.ABC):
     def is_open(self) -> bool:
         return bool(self._fds)
 
+    @property
+    def problem_now(self) -> str:
+        """The last reason it could not be opened or read ("" if none)."""
+        return self._state.state or self.unusable
+
     def watched_fds(self) -> Collection[int]:
         return () if self._rest_until is not None else self._fds
 
@@ -141,10 +146,10 @@ class TraceSource(Component, abc.ABC):
 
     def on_readable(self, fd: int) -> None:
         turn = self._read_turn(fd)
+        if turn.bytes:  # it worked: an EOF after data (a FIFO's writer done) starts afresh
+            self._backoff.reset()
         if turn.problem:
             self._fail(turn.problem)
-        elif turn.bytes:
-            self._backoff.reset()
         if self.is_open and turn.bytes < SMALL_TURN and not turn.more:
             self._rest_until = self._clock() + turn.rest
         if turn.tids:

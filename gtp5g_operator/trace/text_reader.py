@@ -4,21 +4,28 @@ What the bytes mean is `textscan`'s job.  The kernel's trace_pipe never
 returns EOF, but the FIFO that tests and replays use does when its writer
 closes, so EOF means "reopen" — after a backoff, so a source that keeps
 failing never spins.
+
+Where the kernel overwrote events, trace_pipe prints `CPU:N [LOST M EVENTS]`;
+the tracing instance's per-CPU `stats` count the same exactly, so they are
+read at each liveness pass (`lost.LossCounter`, as the raw reader does) and
+nothing is looked for per line.  A FIFO has no ring buffer behind it.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from typing import Callable, Optional, Sequence, Set, Tuple
 
-from ..config.paths import TRACE_PIPE_CANDIDATES, mode_problem, resolve_pipe
+from ..config.paths import TRACE_PIPE_CANDIDATES, is_tracefs_pipe, mode_problem, resolve_pipe
 from ..core.once import StateLog
 from .framing import LineFramer
+from .lost import LossCounter
 from .source import OnTids, SourceProblem, TraceCounters, TraceSource, Turn
 from .textscan import DEFAULT, Layout, scan
-from .tracefs import unusual_options
+from .tracefs import per_cpu_dirs, read_cpu_stats, unusual_options
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +42,12 @@ class TextTraceSource(TraceSource):
     def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
                  counters: Optional[TraceCounters] = None,
                  candidates: Sequence[str] = TRACE_PIPE_CANDIDATES,
-                 framer: Optional[LineFramer] = None) -> None:
+                 framer: Optional[LineFramer] = None, *, require_tracefs: bool = True) -> None:
         super().__init__(resolve_pipe(setting, candidates), clock, on_tids, counters)
         self.setting = setting
         self._candidates = candidates
+        self._require_tracefs = require_tracefs  # False: tests with a fake tracefs
+        self._loss: Optional[LossCounter] = None
         self.framer = framer or LineFramer()
         self._layout_state = StateLog(log)
         self._unrecognised = StateLog(log)
@@ -50,15 +59,27 @@ class TextTraceSource(TraceSource):
     def _open_fds(self) -> Tuple[int, ...]:
         self.path = resolve_pipe(self.setting, self._candidates)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        problem = mode_problem(self.path, os.fstat(fd))  # the path may have been replaced
+        st = os.fstat(fd)
+        problem = mode_problem(self.path, st)  # the path may have been replaced
         if problem:
             os.close(fd)
             raise SourceProblem(problem)
+        if is_tracefs_pipe(self.path, st) or not self._require_tracefs:
+            tracing = os.path.dirname(self.path)
+            self._loss = LossCounter(self.counters, functools.partial(read_cpu_stats, tracing),
+                                     self._clock)
+            for cpu in per_cpu_dirs(tracing):
+                self._loss.watch(cpu)
         return (fd,)
 
     def _close_fds(self) -> None:
         os.close(self._fds[0])
         self.framer.reset()  # a partial line of the old stream must not join the new one
+        self._loss = None
+
+    def liveness_check(self) -> None:
+        if self._loss is not None:
+            self._loss.poll()
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -499,6 +499,31 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
         assert "ok" not in out.stdout
 
 
+@pytest.mark.parametrize("clear", [False, True])
+def test_a_stop_signal_ends_a_push_waiting_on_an_api_that_hangs(
+        env: Env, gnb: Callable[..., GnbProcess], clear: bool) -> None:
+    """A stop during a push stops within 2 s as any other (the clear on stop gets its
+    1.5 s).  It used to wait for the push's api.timeout: 60 s is allowed, past the
+    unit's TimeoutStopSec=10s, and systemd's SIGKILL left no clear and stale files."""
+    d = env.start(api={"timeout": 30.0}, strategy={"resync_interval": 60.0,
+                                                   "clear_on_stop": clear})
+    env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
+    env.api.fault = "hang"
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=15)  # received; never answered
+    with SchedulingLag() as lag:
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(60) == 0
+        took = time.monotonic() - t0
+    assert took < 2.0 + lag.worst, took
+    assert "push failed: timeout: " in d.log() and "stopped by SIGTERM" in d.log()
+    assert "bug:" not in d.log() and "Traceback" not in d.log()
+
+
 def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:
     d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True})
     env.api.wait_post(lambda s: True)

@@ -19,7 +19,7 @@ import pytest
 
 from gtp5g_operator import __version__
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import REPO, SYSTEM_PYTHON, GnbProcess, wait_until
+from testbed.harness import REPO, SYSTEM_PYTHON, GnbProcess, TraceWriter, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
@@ -312,3 +312,27 @@ def test_a_metrics_port_in_use_is_an_error_line_and_a_retry_at_start_and_reload(
     finally:
         busy.close()
     wait_until(lambda: probe(port)[0] in (200, 503), 30, "the endpoint once the port is free")
+
+
+def test_a_trace_source_that_cannot_be_opened_is_said_where_an_admin_looks(
+        env: Env, tmp_path: Path) -> None:
+    """The trace is the only input: while it cannot be opened every push is "ok (0
+    entries)", and systemctl status looked healthy.  STATUS= and `status` name why."""
+    later = tmp_path / "later" / "trace_pipe"
+    env.start(env={"WATCHDOG_USEC": "400000"}, trace={"pipe": str(later)})
+
+    def last_status() -> str:
+        return [m["STATUS"] for _, m in env.notify.timed() if "STATUS" in m][-1]
+
+    wait_until(lambda: "trace source NOT OPEN (cannot open trace source" in last_status()
+               and "No such file or directory" in last_status(), 20, "STATUS naming why")
+    out = run_status("--runtime-dir", str(env.tmp / "run"))
+    assert out.returncode == 0 and "NOT OPEN: cannot open trace source" in out.stdout
+    later.parent.mkdir()
+    os.mkfifo(later)
+    writer = TraceWriter(later)
+    writer.open()  # returns once the daemon has opened it
+    try:
+        wait_until(lambda: "NOT OPEN" not in last_status(), 20, "STATUS without NOT OPEN")
+    finally:
+        writer.close()

@@ -31,6 +31,7 @@ from gtp5g_operator.trace.source import REST, TraceCounters, TraceSource
 from gtp5g_operator.trace.text_reader import TextTraceSource
 from gtp5g_operator.trace.tracefs import parse_cpu_list, parse_cpu_stats
 from testbed.harness import GnbProcess
+from testbed.tracelines import gtp5g_line
 from tests.doubles import Clock, RecordingWriter
 
 RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"
@@ -517,3 +518,62 @@ def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(
         os.close(bell)
         g.stop()
         d.close()
+
+
+def test_a_fifo_writer_that_delivered_lines_is_reopened_after_the_first_step(
+        tmp_path: Path) -> None:
+    """A replay tool that opens the FIFO, writes and closes, again and again: every
+    session ends in EOF, but each delivered lines, so the reopen must not wait longer
+    each time (it grew to 5 s, and the next writer blocked in open() that long)."""
+    fifo = tmp_path / "trace_pipe"
+    os.mkfifo(fifo)
+    clock = Clock()
+    seen: List[Set[int]] = []
+    src = TextTraceSource(str(fifo), clock, seen.append)
+    delays: List[float] = []
+    try:
+        for i in range(8):
+            if not src.is_open:
+                assert src.retry_at is not None
+                clock.now = src.retry_at
+                src.run_due(clock.now)
+            assert src.is_open
+            w = os.open(fifo, os.O_WRONLY)
+            os.write(w, gtp5g_line("nr-gnb", 100 + i, 100 + i).encode())
+            os.close(w)
+            (fd,) = src.watched_fds()
+            src.on_readable(fd)  # the lines and the EOF, in one turn
+            assert {100 + i} in seen
+            assert not src.is_open and src.retry_at is not None
+            delays.append(src.retry_at - clock.now)
+    finally:
+        src.close()
+    assert max(delays) <= 0.2, delays  # the backoff's first step (with its jitter)
+
+
+def test_the_text_reader_counts_what_the_kernel_dropped_from_the_stats(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    """trace_pipe's `CPU:N [LOST M EVENTS]` lines and the per-CPU stats say the same;
+    the stats are exact and cost nothing per line (read at each liveness pass)."""
+    fs.stats(1, overrun=500)  # lost before the daemon started: not counted
+    clock = Clock()
+    src = TextTraceSource(fs.pipe, clock, lambda tids: None, require_tracefs=False)
+    assert src.open()
+    try:
+        fs.stats(1, overrun=728)
+        fs.stats(0, dropped=3)
+        src.liveness_check()
+        assert src.counters.lost_events == 231
+        assert len(lost_warnings(caplog)) == 2
+        src.liveness_check()  # nothing new: nothing counted twice
+        assert src.counters.lost_events == 231
+    finally:
+        src.close()
+    fifo_only = TextTraceSource(fs.pipe, clock, lambda tids: None)  # not tracefs: no stats
+    assert fifo_only.open()
+    try:
+        fs.stats(1, overrun=1000)
+        fifo_only.liveness_check()
+        assert fifo_only.counters.lost_events == 0
+    finally:
+        fifo_only.close()
