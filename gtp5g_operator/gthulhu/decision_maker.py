@@ -141,6 +141,7 @@ class DecisionMakerWriter(RuleWriter):
         root = self.root(deadline)
         if root == rule_root(rule):
             self._written = rule  # intact (also right after our own restart)
+            self.proof.store(None, rule)  # confirmed: the earlier rules are gone
             return 1
         if self._written == rule:
             log.info("the Decision Maker no longer holds this host's rule (restarted?): "
@@ -169,7 +170,7 @@ class DecisionMakerWriter(RuleWriter):
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None
         # this host's rule: what the running service says it wrote, or the stored proof
-        known = [r for r in (said, self._written, self.proof.rule) if isinstance(r, NodeRule)]
+        known = [r for r in (said, self._written, *self.proof.rules) if isinstance(r, NodeRule)]
         mine = next((r for r in known if root == rule_root(r)), None)
         if root in EMPTY_ROOTS:
             relation = "it holds no node rule"
@@ -185,10 +186,13 @@ class DecisionMakerWriter(RuleWriter):
         """The DM's merkle root now."""
         return merkle_root(self._call("GET", MERKLE_PATH, None, deadline).body)
 
+    def _known(self) -> List[NodeRule]:
+        """The rules of this host's the DM may hold: what this run wrote, and the proof."""
+        return [r for r in (self._written, *self.proof.rules) if isinstance(r, NodeRule)]
+
     def owns(self, root: str) -> bool:
         """Does a DM with this merkle root hold only a rule of this host?"""
-        known = [r for r in (self._written, self.proof.rule) if isinstance(r, NodeRule)]
-        return any(root == rule_root(r) for r in known)
+        return any(root == rule_root(r) for r in self._known())
 
     def _check_replaceable(self, root: str) -> None:
         """A POST replaces every rule the DM holds: only nothing, or ours, may go."""
@@ -202,14 +206,24 @@ class DecisionMakerWriter(RuleWriter):
                        '"manager"); otherwise remove the other rules from the Decision Maker')
 
     def _post(self, rule: NodeRule, deadline: float) -> None:
+        # Before the POST, so a crash after it leaves the proof; until the DM confirms it
+        # holds the new rule or the one before (a failed POST), ours either way.
+        self.proof.replacing(None, rule)
         self._written = None  # unknown until the DM confirms
-        self.proof.store(None, rule)  # before the POST: a crash after it leaves the proof
         self._call("POST", RULES_PATH, {"policies": [rule_body(rule)]}, deadline)
         self._written = rule
+        self.proof.store(None, rule)
         log.info("rule %s for node %s: %s", rule.policy_id, rule.node, rule.command_regex)
 
     def _delete(self, deadline: float) -> None:
         # By our own policyID: the DM removes that rule only, whoever else has rules there.
+        # Only when this host wrote one (now, or as the state directory proves): a rule
+        # under that name that this host never wrote (another host with this node name,
+        # a hand-made one) is not provably ours and is left alone.
+        if not any(r.policy_id == policy_id(self.node) for r in self._known()):
+            self.root(deadline)  # still tells a server that is not a DM (or refuses us)
+            self._written = _GONE
+            return
         self._call("DELETE", RULES_PATH, {"policyId": policy_id(self.node)}, deadline)
         if self._written is not None:
             log.info("rule %s removed (no target is live)", policy_id(self.node))

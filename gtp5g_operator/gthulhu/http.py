@@ -166,6 +166,7 @@ class _DeadlineRaw(io.RawIOBase):
         with network_wait():
             n = self._io.readinto(buffer)
         assert n is not None  # None only in non-blocking mode; a timeout raises instead
+        self._conn.received += n
         return n
 
     def close(self) -> None:
@@ -248,6 +249,7 @@ class DeadlineConnection(http.client.HTTPConnection):
         self._tls = tls
         self._clock = clock
         self.deadline = 0.0
+        self.received = 0  # bytes of the current answer read so far
 
     def time_left(self, during: str) -> float:
         left = self.deadline - self._clock()
@@ -346,8 +348,12 @@ class JsonHttp:
             self._conn = None
 
     def request(self, method: str, path: str, payload: Any, deadline: float,
-                bearer: Optional[str] = None) -> Answer:
-        """One exchange (and one fresh retry if a kept-alive connection was stale)."""
+                bearer: Optional[str] = None, replay: bool = True) -> Answer:
+        """One exchange (and one fresh retry if a kept-alive connection was stale).
+
+        A request is sent again only when the server sent nothing of an answer, and
+        never when `replay` is False (a request that must not take effect twice: the
+        server may have acted on it before the connection closed)."""
         body = json.dumps(payload, allow_nan=False).encode() if payload is not None else None
         headers = self._headers(body is not None, bearer)
         what = f"{method} {self.base_url}{path}"
@@ -356,7 +362,7 @@ class JsonHttp:
             try:
                 return self._attempt(method, self._path + path, body, headers, deadline, what)
             except _StaleConnection:
-                if not (reused and attempt == 1):
+                if not (reused and attempt == 1 and replay):
                     raise ApiError("connect", f"{what}: connection closed by the server"
                                    ) from None
             except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -379,7 +385,11 @@ class JsonHttp:
             resp = conn.getresponse()
             raw = self._read_body(resp, what)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            answered = conn.received > 0
             self.close()
+            if answered:  # it had begun to answer: the request was taken, never send it again
+                raise ApiError("connect", f"{what}: connection closed by the server during "
+                               "its answer") from None
             raise _StaleConnection() from None
         except BaseException:
             self.close()
@@ -395,6 +405,7 @@ class JsonHttp:
             self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
                                             self._clock)
         self._conn.deadline = deadline
+        self._conn.received = 0
         return self._conn
 
     @staticmethod

@@ -246,7 +246,7 @@ class ManagerWriter(RuleWriter):
         for p in listed:
             if p.id == self.ids.object_id:
                 return p
-        candidates = [r for r in (rule, self.ids.rule) if r is not None]
+        candidates = [r for r in (rule, *self.ids.rules) if r is not None]
         return next((p for p in listed for r in candidates if same_policy(p, r)), None)
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
@@ -301,15 +301,29 @@ class ManagerWriter(RuleWriter):
                 self._done(stored, rule, "updated")
                 return
             log.info("policy %s is gone from the Manager: adopting or creating one", stored)
-            self.ids.store(None, self.ids.rule)
+            self.ids.drop_id()
         policies = self._policies(deadline)
         same = find_policy(policies, rule)
         if same is not None:  # says exactly what we would write: ours to adopt
             self._done(same, rule, "adopted")
             return
+        # One saying a rule this host wrote before (its id dropped after refusals, or a
+        # create whose answer was lost): ours, updated rather than left behind for good.
+        previous = next((p for r in self.ids.rules if r != rule
+                         if (p := find_policy(policies, r)) is not None), None)
+        if previous is not None:
+            self.ids.replacing(previous, rule)
+            answer = self._with_stored_id(previous, lambda: self._call(
+                "PUT", POLICIES_PATH, {"policyId": previous, **policy_body(rule)}, deadline,
+                missing_ok=True))
+            if answer.status != 404:
+                self._done(previous, rule, "updated")
+                return
+            self.ids.replacing(None, rule)
         before = frozenset(p.id for p in policies)
-        self.ids.store(None, rule)  # before the POST: proof of what may be there after it
-        self._call("POST", POLICIES_PATH, policy_body(rule), deadline)
+        self.ids.replacing(None, rule)  # before the POST: proof of what may be there after it
+        # not replayed on a stale connection: a second create would be a second policy
+        self._call("POST", POLICIES_PATH, policy_body(rule), deadline, replay=False)
         self._written = rule
         created = find_policy(self._policies(deadline), rule, exclude=before)
         if created is None:
@@ -338,9 +352,10 @@ class ManagerWriter(RuleWriter):
         return manager_policies(self._call("GET", SELF_PATH, None, deadline).body)
 
     def _call(self, method: str, path: str, payload: Any, deadline: float,
-              missing_ok: bool = False) -> Answer:
+              missing_ok: bool = False, replay: bool = True) -> Answer:
         assert self.login.access is not None
-        answer = self.http.request(method, path, payload, deadline, self.login.access)
+        answer = self.http.request(method, path, payload, deadline, self.login.access,
+                                   replay=replay)
         if answer.status == 403:
             raise self._forbidden(method, path, answer)
         if answer.status == 404:

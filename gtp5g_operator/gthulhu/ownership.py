@@ -5,7 +5,10 @@ One small JSON file per flavor in the state directory, bound to the server
 (and user and node) it was written for: the server's id of this host's object
 when the server gives ids (the Manager's policy), and the rule this host wrote
 or is about to write (written *before* the request, so that a crash between
-the request and the answer leaves proof of what may now be on the server).
+the request and the answer leaves proof of what may now be on the server),
+and the rules it wrote before that one until the server confirms the
+replacement: a failed or unanswered write leaves the server holding either,
+and neither may turn into a stranger's.
 An unreadable or foreign file is ignored with a line that names it; an id the
 server keeps refusing is dropped after MAX_REFUSALS tries, saying so.
 """
@@ -17,7 +20,7 @@ import logging
 import os
 import re
 from dataclasses import asdict, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 from ..config.values import is_int
 from ..core.strategy import NodeRule
@@ -27,6 +30,7 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
+MAX_EARLIER = 4  # earlier rules kept while their replacement is unconfirmed
 
 
 def rule_from(data: Any) -> Optional[NodeRule]:
@@ -46,6 +50,7 @@ class OwnershipFile:
         self._id_pattern = id_pattern
         self.object_id: Optional[str] = None
         self.rule: Optional[NodeRule] = None  # written, or being written
+        self.earlier: Tuple[NodeRule, ...] = ()  # replaced by `rule`, unconfirmed; newest first
         self.refusals = 0
         self._load()
 
@@ -67,20 +72,42 @@ class OwnershipFile:
             return
         self.object_id = ident.lower() if isinstance(ident, str) else None
         self.rule = rule_from(data.get("rule"))
+        earlier = data.get("earlier")
+        found = [rule_from(r) for r in (earlier if isinstance(earlier, list) else [])]
+        self.earlier = tuple(r for r in found if r is not None)[:MAX_EARLIER]
+
+    @property
+    def rules(self) -> Tuple[NodeRule, ...]:
+        """Every rule of this host's the server may hold: the last one, then the earlier."""
+        return ((self.rule,) if self.rule is not None else ()) + self.earlier
 
     def store(self, object_id: Optional[str], rule: Optional[NodeRule]) -> None:
-        """Record what is ours now (None, None: nothing — the file is removed)."""
+        """Record what is ours now, as the server confirmed it (None, None: nothing — the
+        file is removed)."""
         self.refusals = 0
-        if (object_id, rule) == (self.object_id, self.rule):
+        self._save(object_id, rule, ())
+
+    def replacing(self, object_id: Optional[str], rule: NodeRule) -> None:
+        """Record, before the request, that `rule` replaces what this host wrote: until
+        the server confirms, it holds either."""
+        earlier = self.earlier
+        if self.rule is not None and self.rule != rule and self.rule not in earlier:
+            earlier = (self.rule, *earlier)[:MAX_EARLIER]
+        self._save(object_id, rule, tuple(r for r in earlier if r != rule))
+
+    def _save(self, object_id: Optional[str], rule: Optional[NodeRule],
+              earlier: Tuple[NodeRule, ...]) -> None:
+        if (object_id, rule, earlier) == (self.object_id, self.rule, self.earlier):
             return
-        self.object_id, self.rule = object_id, rule
+        self.object_id, self.rule, self.earlier = object_id, rule, earlier
         try:
-            if object_id is None and rule is None:
+            if object_id is None and rule is None and not earlier:
                 os.unlink(self.path)
                 return
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             data = {**self._key, "object_id": object_id,
-                    "rule": asdict(rule) if rule is not None else None}
+                    "rule": asdict(rule) if rule is not None else None,
+                    "earlier": [asdict(r) for r in earlier]}
             atomic_write(self.path, (json.dumps(data) + "\n").encode(), 0o600, durable=True)
         except FileNotFoundError:
             pass
@@ -97,4 +124,9 @@ class OwnershipFile:
         log.warning("%s: the server refused the id %s stored there %d times in a row (%s); "
                     "dropping it: the object is adopted or created again", self.path,
                     self.object_id, self.refusals, error.summary)
-        self.store(None, self.rule)
+        self.drop_id()
+
+    def drop_id(self) -> None:
+        """The stored id names no object of ours (gone, or refused): keep the rules."""
+        self.refusals = 0
+        self._save(None, self.rule, self.earlier)

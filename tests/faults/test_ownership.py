@@ -237,3 +237,65 @@ def test_deleting_ours_leaves_the_others_rules(
     assert d.proc.poll() is None
 
 
+
+
+NODE_INTENTS_POST = ("POST", "/api/v1/node-intents")
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_failed_post_leaves_our_previous_rule_ours(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess], crash: bool) -> None:
+    """A POST that fails (5xx, timeout, reset) leaves the DM holding the rule before it,
+    which is still ours: it used to turn into "not this host's" for good (the proof
+    already named the new rule), so no new thread name was ever boosted again.  Also
+    after a crash during that POST (the proof keeps the earlier rule on disk)."""
+    d = start_dm(env, dm)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    dm.answers[NODE_INTENTS_POST] = (500, b'{"success":false,"error":"busy"}')
+    env.writer.write(lines(g, "gnb worker"))  # the rule changes while the DM fails
+    dm.wait_for(lambda: dm.answered.get(NODE_INTENTS_POST, 0) >= 1, 30)
+    if crash:
+        d.proc.kill()
+        d.proc.wait()
+        env.writer.close()
+        d = start_dm(env, dm)
+        env.writer.write(lines(g, "gnb worker"))
+    del dm.answers[NODE_INTENTS_POST]  # the DM recovers
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")], 30)
+    assert "not this host's" not in d.log()
+    g.stop()
+    dm.wait_for(lambda: dm.rules() == [], 30)
+    proof = env.tmp / "state" / "decision-maker-rule.json"
+    wait_until(lambda: not proof.exists(), 30, "the proof removed with the rule")
+
+
+def test_a_rule_under_our_policy_id_that_this_host_never_wrote_is_not_deleted(
+        env: Env, dm: FakeDecisionMaker) -> None:
+    """With no proof (another host with this node name wrote it, or a person did), the
+    first push with no target used to DELETE it by our policyID."""
+    theirs = rule("^(?:nr-gnb)$")
+    dm.set_rules([theirs])
+    d = start_dm(env, dm)
+    wait_until(lambda: d.log().count("pushed 0 entries") >= 2, 30, "two pushes with no target")
+    assert dm.rules() == [theirs] and not dm.deletes()
+
+
+def test_a_manager_refusing_the_stored_id_a_while_leaves_no_orphan_policy(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """The stored id is dropped after three refusals (about 2 s of 5xx), and the policy
+    it named, still saying the rule this host wrote before, is updated rather than left
+    boosting the old names for ever beside a new one."""
+    put = ("PUT", "/api/v1/node-scheduling-policies")
+    d = start_manager(env, manager)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regexes(manager) == ["^(?:nr-gnb)$"], 30)
+    manager.answers[put] = (500, b'{"success":false,"error":"Internal Server Error"}')
+    env.writer.write(lines(g, "gnb worker"))  # the rule changes during a 5xx episode
+    d.wait_log("the server refused the id", timeout=30)
+    del manager.answers[put]
+    manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$"], 30)
+    g.stop()
+    manager.wait_for(lambda: my_policies(manager) == [], 30)

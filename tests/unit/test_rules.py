@@ -3,13 +3,17 @@ tracked set (table-driven), and the merkle root a resync compares."""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import asdict
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 
 from gtp5g_operator.config import StrategyConfig
 from gtp5g_operator.core.strategy import (
+    NodeRule,
     build_rule,
     names_regex,
     re2_escape,
@@ -18,6 +22,7 @@ from gtp5g_operator.core.strategy import (
 )
 from gtp5g_operator.core.tracker import ProcessView
 from gtp5g_operator.gthulhu.decision_maker import rule_body, rule_root
+from gtp5g_operator.gthulhu.ownership import MAX_EARLIER, OwnershipFile
 from testbed.fake_decision_maker import node_policy_hash
 
 
@@ -85,3 +90,27 @@ def test_only_names_change_the_rule_not_ids() -> None:
     assert a == b
 
 
+
+
+def test_the_proof_keeps_the_rules_a_write_may_not_have_replaced(tmp_path: Path) -> None:
+    """Until the server confirms a write, it holds the new rule or the earlier ones:
+    all stay proof, on disk too (a crash during the write), at most MAX_EARLIER."""
+    rules = [NodeRule("gtp5g-operator@n", "n", f"^(?:r{i})$", 10, 20_000_000)
+             for i in range(MAX_EARLIER + 3)]
+    proof = OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"})
+    proof.store(None, rules[0])
+    for r in rules[1:]:
+        proof.replacing(None, r)  # each write failed
+    assert proof.rules == (rules[-1], *reversed(rules[-1 - MAX_EARLIER:-1]))
+    again = OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"})
+    assert again.rules == proof.rules
+    again.replacing(None, rules[-2])  # back to an earlier one: listed once
+    assert again.rules.count(rules[-2]) == 1 and again.rules[0] == rules[-2]
+    again.store(None, rules[-2])  # confirmed: the others are gone
+    assert OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"}).rules == (
+        rules[-2],)
+    data = json.loads((tmp_path / "rule.json").read_text())
+    data["earlier"] = [{"policy_id": 1}, "x", asdict(rules[0])]  # garbage is no proof
+    (tmp_path / "rule.json").write_text(json.dumps(data))
+    assert OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"}).rules == (
+        rules[-2], rules[0])
