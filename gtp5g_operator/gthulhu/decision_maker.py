@@ -222,6 +222,8 @@ class DecisionMakerWriter(RuleWriter):
         # a hand-made one) is not provably ours and is left alone.
         if not any(r.policy_id == policy_id(self.node) for r in self._known()):
             self.root(deadline)  # still tells a server that is not a DM (or refuses us)
+            log.info("no rule of this host is known on the Decision Maker: nothing to remove "
+                     "(rules not provably this host's are never deleted)")
             self._written = _GONE
             return
         self._call("DELETE", RULES_PATH, {"policyId": policy_id(self.node)}, deadline)

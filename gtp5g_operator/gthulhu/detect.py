@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar
 
 from ..config import Config
 from ..config.schema import StrategyConfig
@@ -97,6 +97,10 @@ class AutoWriter(ApiWriter):
 
     def names_tasks(self) -> bool:
         return self.delegate is None or self.delegate.names_tasks()
+
+    def place(self, config: Config) -> Tuple[str, ...]:
+        # not detected yet: nothing was written anywhere
+        return self.delegate.place(config) if self.delegate is not None else ()
 
     def authenticate(self, deadline: float) -> bool:
         fresh = False

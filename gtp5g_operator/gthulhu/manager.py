@@ -23,7 +23,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from ..config import Config
 from ..core.procfs import ProcFS
@@ -195,6 +205,10 @@ class ManagerWriter(RuleWriter):
         self._cleared = False
         self.view: Optional[DecisionMakerView] = None  # the node's DM, read back from
         self.procfs = ProcFS()
+
+    def place(self, config: Config) -> Tuple[str, ...]:
+        return (f"api.url {config.api.url}", f"api.node_name {config.node_name}",
+                f"api.username {config.api.username}")  # the user's policy for the node
 
     # --- what status shows ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ the list is read first and only this host's entries are replaced (merge.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
@@ -20,6 +21,8 @@ from .errors import ApiError, check_answer
 from .http import JsonHttp
 from .merge import OwnedIds, merge_strategies
 from .writer import STRATEGIES_PATH, ApiWriter, Holdings, PublicKeyToken
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .detect import Probe
@@ -69,6 +72,8 @@ class V0Writer(ApiWriter):
 
     def clear(self, deadline: float) -> None:
         self._write([], deadline)  # merge mode: removes only this host's entries
+        log.info("this host's strategies removed from %s%s", self.http.base_url,
+                 "" if self.merge else " (overwrite mode: the whole list)")
 
     def _write(self, strategies: List[Strategy], deadline: float) -> None:
         if not self.merge:

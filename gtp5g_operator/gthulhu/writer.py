@@ -23,6 +23,7 @@ from typing import (
     Optional,
     Protocol,
     Sequence,
+    Tuple,
     Union,
 )
 
@@ -137,6 +138,12 @@ class ApiWriter(abc.ABC):
         """Does what this writer sends name tasks (so thread names matter)?"""
         return self.sends_names
 
+    def place(self, config: Config) -> Tuple[str, ...]:
+        """Where what this writer wrote lives, in `config`'s terms: a reload that changes
+        it moves this host away from it (the new writer never looks there again).
+        Each part as "key value", for the log."""
+        return (f"api.url {config.api.url}",)
+
     @abc.abstractmethod
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
         """Make the server hold exactly this host's desired state; the entries written."""
@@ -181,6 +188,9 @@ class RuleWriter(ApiWriter):
     matching when allow-lists are set."""
 
     sends_names = True
+
+    def place(self, config: Config) -> Tuple[str, ...]:
+        return (f"api.url {config.api.url}", f"api.node_name {config.node_name}")
 
     @classmethod
     def priority_problem(cls, priority: Union[bool, int]) -> str:

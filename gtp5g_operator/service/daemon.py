@@ -126,6 +126,12 @@ class Daemon:
         log.info("gtp5g-operator %s starting: config %s, trace %s (%s), API %s (flavor %s), "
                  "matching %s", __version__, self.config_path, self.trace.path, self.trace.kind,
                  cfg.api.url, cfg.api.flavor, ", ".join(cfg.match.comm))
+        self._warn_about(cfg)
+        self.watchdog.check_budget(cfg.api.timeout)
+
+    def _warn_about(self, cfg: Config) -> None:
+        """What the configuration leaves open: said at start and by every reload that
+        changes it (the way a drop-in is applied)."""
         if not cfg.match.uid:
             names = "/".join(cfg.match.comm)
             why = (f"any local user can name a process {names} and get it boosted"
@@ -138,7 +144,6 @@ class Daemon:
         cleartext = cleartext_credentials(cfg, VOCABULARY)
         if cleartext:
             log.warning("%s", cleartext)
-        self.watchdog.check_budget(cfg.api.timeout)
 
     def close(self) -> None:
         for component in reversed(self.components):
@@ -246,7 +251,8 @@ class Daemon:
                 log.exception("bug: clearing this host's strategies on stop failed")
                 return
             if error is None:
-                log.info("cleared this host's strategies (clear_on_stop)")
+                # each writer said what it removed, or that nothing was provably ours
+                log.info("clear_on_stop done")
             else:
                 log.warning("could not clear this host's strategies on stop: %s", error)
 
@@ -275,6 +281,8 @@ class Daemon:
             log.info("configuration reloaded: nothing changed")
             return
         log.info("configuration reloaded: %s changed", ", ".join(changed))
+        if (old.match, old.api.url, old.api.flavor) != (new.match, new.api.url, new.api.flavor):
+            self._warn_about(new)
         push_now = False
         for component in self.components:
             push_now |= component.reconfigure(old, new)

@@ -47,8 +47,12 @@ class Notifier:
     def send(self, *fields: str) -> None:
         if self._notifier is None:
             return
+        # sdnotify sends a str as latin-1 (raising on anything else), systemd reads UTF-8,
+        # and STATUS= may carry any character (a path, a server's words): hand it the
+        # UTF-8 bytes as latin-1 text
+        message = "\n".join(fields).encode("utf-8", "backslashreplace").decode("latin-1")
         try:
-            self._notifier.notify("\n".join(fields))
+            self._notifier.notify(message)
         except OSError as exc:
             self._state.problem(str(exc), logging.ERROR, "sd_notify failed: %s (will keep "
                                 "trying)", exc)

@@ -87,6 +87,8 @@ class Pusher(Component):
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if _server_identity(old) != _server_identity(new) and self._make_writer is not None:
+            if self.writer.place(old) != self.writer.place(new):
+                self._leave(old)
             self.set_writer(self._make_writer(new))  # new credentials: a new token
         else:
             self.writer.timeout = new.api.timeout
@@ -95,6 +97,19 @@ class Pusher(Component):
             self.set_resync_interval(new.strategy.resync_interval)
         values = ("priority", "execution_time_ns", "targets")
         return any(getattr(old.strategy, v) != getattr(new.strategy, v) for v in values)
+
+    def _leave(self, old: Config) -> None:
+        """A reload moves this host to another server, node or user: the new writer
+        never looks at the old place again, so what this host wrote there is removed
+        now (as on stop, within api.timeout), or said to be left behind."""
+        where = ", ".join(self.writer.place(old))
+        error = self.clear(self.writer.timeout)
+        if error is None:
+            log.info("moving away from %s: removed what this host wrote there", where)
+        else:
+            log.warning("moving away from %s: could not remove what this host wrote there "
+                        "(%s); it is left behind and no longer maintained: remove it by hand",
+                        where, error.summary)
 
     def close(self) -> None:
         self.writer.close()

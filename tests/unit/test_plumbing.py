@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 import tempfile
+from pathlib import Path
 from typing import Dict
 
+import pytest
+
 from gtp5g_operator.service.logsetup import redact, setup_logging, stderr_is_journal
-from gtp5g_operator.service.notify import watchdog_interval
+from gtp5g_operator.service.notify import Notifier, watchdog_interval
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -78,3 +82,19 @@ def test_a_forged_line_or_control_sequence_in_a_message_is_escaped() -> None:
                         "exited\\x1b[8m/nr-gnb) matches")
     assert lines[1] == "<3>failed" and lines[2] == "<3>Traceback (most recent call last):"
     assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_a_status_with_any_character_reaches_systemd_as_utf8(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sdnotify encodes as latin-1: a "…" (one_line's shortening) or a path's "é" raised
+    # UnicodeEncodeError in the loop; systemd wants UTF-8
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        notifier.send("STATUS=trace source NOT OPEN (/srv/tracé/pipe …)", "X=\udcff")
+        assert sock.recv(4096).decode("utf-8") == (
+            "STATUS=trace source NOT OPEN (/srv/tracé/pipe …)\nX=\\udcff")
+    finally:
+        sock.close()
