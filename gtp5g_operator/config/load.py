@@ -245,8 +245,11 @@ def judge_file(path: str, st: os.stat_result, secret: bool,
 
 def load_settings(path: str, vocabulary: Vocabulary) -> Config:
     """The main file and its drop-ins, validated, without the files they name."""
+    # The main file first: when it is missing (its directory too), say that, not
+    # that config.d's parent cannot be looked at.
+    documents = [(path, read_toml(read_text(path, "configuration"), path))]
     files = [path, *drop_ins(path)]
-    documents = [(f, read_toml(read_text(f, "configuration"), f)) for f in files]
+    documents += [(f, read_toml(read_text(f, "configuration"), f)) for f in files[1:]]
     raw, origins = merge(documents)
     return dataclasses.replace(build_config(raw, origins, vocabulary, path), files=tuple(files),
                                node_name="")
@@ -265,12 +268,22 @@ def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.e
         try:
             pem = read_text(config.api.public_key, "public key")
         except ConfigError as exc:
-            if config.api.flavor != "auto" or not config.api.username:
-                raise
-            # A Manager user on the default flavor: say why a key is wanted at all.
-            raise ConfigError(f"{exc} (api.public_key: api.flavor = \"auto\" tries the "
-                              "flavors that log in with it first; with a Manager set "
-                              "api.flavor = \"manager\")") from None
+            if config.api.flavor == "auto" and config.api.username:
+                # A Manager user on the default flavor: say why a key is wanted at all.
+                raise ConfigError(f"{exc} (api.public_key: api.flavor = \"auto\" tries the "
+                                  "flavors that log in with it first; with a Manager set "
+                                  "api.flavor = \"manager\")") from None
+            if ": cannot read public key:" not in str(exc):
+                raise  # its mode or encoding: the message says what to do
+            # The first start of the package: name the key and what to do about it.
+            set_in = origins.get("api.public_key")
+            raise ConfigError(
+                f"{exc} (api.public_key, "
+                + (f"set in {set_in}" if set_in else "its default")
+                + ": install the Gthulhu server's JWT public key (PEM) there, or set "
+                  "api.public_key in a drop-in"
+                + ("; a Manager needs no key: api.flavor = \"manager\""
+                   if config.api.flavor == "auto" else "") + ")") from None
         validate_public_key(pem, config.api.public_key)
     if config.api.ca_file:
         ca = ca_certificates(read_text(config.api.ca_file, "CA file"), config.api.ca_file)

@@ -133,3 +133,16 @@ def trace_pipe_problem(setting: str) -> str:
     except OSError:  # absent (the daemon waits), or not allowed to look (it says so later)
         return ""
     return mode_problem(setting, st)
+
+
+def unmounted_tracefs_hint(path: str, proc: str = "/proc") -> str:
+    """What to do when `path` (one of the places trace_pipe is looked for, or its
+    directory) does not exist because no tracefs is mounted there ("" otherwise)."""
+    pipe = path if path in TRACE_PIPE_CANDIDATES else os.path.join(path, "trace_pipe")
+    if pipe not in TRACE_PIPE_CANDIDATES or os.path.lexists(pipe):
+        return ""
+    directory = os.path.dirname(pipe)
+    if fs_type(directory, proc) in TRACEFS_TYPES:
+        return ""
+    return (f"no tracefs is mounted at {directory}: mount -t tracefs nodev {directory} "
+            "(the service waits for it; gtp5g-operator doctor checks the rest)")

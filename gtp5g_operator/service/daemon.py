@@ -17,6 +17,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence
 from .. import __version__
 from ..config import Config, ConfigError, describe_changes
 from ..config.load import cleartext_credentials
+from ..config.schema import DROP_IN_DIR
 from ..core.component import Component
 from ..core.procfs import ProcFS
 from ..core.schedstat import SchedstatSampler
@@ -48,6 +49,20 @@ MAX_SLEEP = 3600.0
 
 def _monotonic_usec() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def uid_warning(cfg: Config, config_path: str) -> str:
+    """The start-up warning while match.uid is empty, naming where to set it: the
+    file that set it to [], else a drop-in (the packaged main file is never edited)."""
+    names = "/".join(cfg.match.comm)
+    why = (f"any local user can name a process {names} and get it boosted"
+           if not cfg.match.exe else
+           "match.exe alone does not pin the gNB: any user can run that executable "
+           "with LD_PRELOAD, under a debugger or with a hostile environment and get "
+           "their own code boosted")
+    where = cfg.origins.get("match.uid") or "a drop-in, e.g. " + os.path.join(
+        os.path.dirname(os.path.abspath(config_path)), DROP_IN_DIR, "50-site.toml")
+    return f"match.uid is empty: {why}; pin the gNB's user with match.uid in {where}"
 
 
 class Daemon:
@@ -133,14 +148,7 @@ class Daemon:
         """What the configuration leaves open: said at start and by every reload that
         changes it (the way a drop-in is applied)."""
         if not cfg.match.uid:
-            names = "/".join(cfg.match.comm)
-            why = (f"any local user can name a process {names} and get it boosted"
-                   if not cfg.match.exe else
-                   "match.exe alone does not pin the gNB: any user can run that executable "
-                   "with LD_PRELOAD, under a debugger or with a hostile environment and get "
-                   "their own code boosted")
-            log.warning("match.uid is empty: %s; pin the gNB's user with match.uid in %s",
-                        why, self.config_path)
+            log.warning("%s", uid_warning(cfg, self.config_path))
         cleartext = cleartext_credentials(cfg, VOCABULARY)
         if cleartext:
             log.warning("%s", cleartext)

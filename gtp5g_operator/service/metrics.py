@@ -110,10 +110,14 @@ class SnapshotCollector:
             yield histogram(P + name, text, buckets=h.cumulative(), sum_value=h.sum)
         yield counter(P + "token_refreshes", "API credentials obtained",
                       value=_n(api.get("credentials_obtained")))
-        last = _n(s.get("last_success_at"))
-        if last:
-            yield gauge(P + "last_successful_push_timestamp_seconds", "Unix time of the last "
-                        "successful push", value=last)
+        # Always exported: absent until the first success, the documented alert
+        # (time() - this > 3 * resync) would never fire for a daemon that never reached
+        # the API.  Until then it is the start time, as /health gives a new daemon until
+        # 3 x resync_interval after its start.
+        last = _n(s.get("last_success_at")) or _n(s.get("started_at"))
+        yield gauge(P + "last_successful_push_timestamp_seconds", "Unix time of the last "
+                    "successful push (the daemon's start while none has succeeded)",
+                    value=last)
         yield info(P + "api", "The Gthulhu flavor spoken", value={
             "flavor": str(api.get("flavor", "?"))})
 

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Collection, Optional, Set, Tuple
 
+from ..config.paths import unmounted_tracefs_hint
 from ..config.schema import TraceConfig
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
@@ -194,6 +195,9 @@ class TraceSource(Component, abc.ABC):
 
     def _fail(self, message: str) -> None:
         self.close()
+        hint = unmounted_tracefs_hint(self.path)
+        if hint:
+            message = f"{message} ({hint})"
         delay = self._backoff.next_delay()
         self._state.problem(message, logging.WARNING,
                             "%s; retrying with backoff (next in %.1f s)", message, delay)

@@ -214,3 +214,24 @@ def test_describe_changes() -> None:
     b = parse_config("[strategy]\nexecution_time_ns = 1\n[trace]\npipe = \"/x\"")
     assert describe_changes(a, b) == ("trace.pipe", "strategy.execution_time_ns")
     assert describe_changes(a, a) == ()
+
+
+def test_missing_key_says_what_to_do(tmp_path: Path) -> None:
+    """The packaged configuration on a fresh host: the error names the key and the fix."""
+    key = tmp_path / "jwt_public_key.pem"
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{key}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg_path))
+    text = str(err.value)
+    assert text.startswith(f"{key}: cannot read public key")
+    assert f"api.public_key, set in {cfg_path}" in text
+    assert "install the Gthulhu server's JWT public key" in text
+    assert 'api.flavor = "manager"' in text
+
+
+def test_missing_config_directory_names_the_file(tmp_path: Path) -> None:
+    """A fresh host (or a clone) without /etc/gtp5g-operator: the error is about the
+    configuration file, not about the directory config.d would be in."""
+    with pytest.raises(ConfigError, match=r"nodir/config.toml: cannot read configuration: No such"):
+        load_config(str(tmp_path / "nodir" / "config.toml"))

@@ -216,7 +216,7 @@ def test_the_service_counters(changes: Dict[str, Any], level: str, advice: str) 
 def test_the_services_read_back_passes_only_when_nothing_is_missing_or_foreign(
         boost: Any) -> None:
     check = readback_check(boost)
-    assert check.level == WARN and check.advice.startswith("see the boost check above")
+    assert check.level == WARN and check.advice.startswith("see the api and boost checks above")
     assert check.saw.startswith("the service's read-back: ")
 
 

@@ -220,3 +220,18 @@ def test_the_binary_reader_needs_its_per_cpu_file_readable(tmp_path: Path,
     paths: Sequence[str] = site_of(tmp_path, fs).access_paths()
     assert paths == [f"{fs.root}/trace_pipe", f"{fs.root}/per_cpu/cpu0/trace_pipe_raw"]
     assert site_of(tmp_path / "t", fs, fmt="text").access_paths() == [f"{fs.root}/trace_pipe"]
+
+
+def test_unmounted_tracefs_hint(tmp_path: Path) -> None:
+    """The daemon's open failure on a host without tracefs says how to mount it."""
+    from gtp5g_operator.config.paths import unmounted_tracefs_hint
+
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        "22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n")
+    if os.path.lexists("/sys/kernel/tracing/trace_pipe"):
+        pytest.skip("tracefs is mounted on this host")
+    hint = unmounted_tracefs_hint("/sys/kernel/tracing", str(proc))
+    assert "mount -t tracefs nodev /sys/kernel/tracing" in hint
+    assert unmounted_tracefs_hint("/tmp/fifo", str(proc)) == ""

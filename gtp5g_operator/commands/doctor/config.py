@@ -78,8 +78,9 @@ def file_check(what: str, path: str, judge: FileJudge) -> Check:
     try:
         st = os.stat(path)
     except OSError as exc:
-        return fail(what, f"{path}: {exc.strerror}", "create it, or correct the path in the "
-                    "configuration")
+        where = ("pass --config PATH" if what == "config file"
+                 else "correct its path in the configuration")
+        return fail(what, f"{path}: {exc.strerror}", f"create it, or {where}")
     owner = describe_owner(st)
     try:
         judge(path, st)

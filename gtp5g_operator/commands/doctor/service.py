@@ -109,8 +109,8 @@ def readback_check(boost: Any) -> Check:
     b = boost if isinstance(boost, dict) else {}
     saw = f"the service's read-back: {one_line(b.get('diagnosis'))}"
     if b.get("verified") is not True or b.get("missing") or b.get("foreign"):
-        return warn("service boost", saw, "see the boost check above and journalctl -u "
-                                          f"{UNIT}")
+        return warn("service boost", saw, "see the api and boost checks above and "
+                                          f"journalctl -u {UNIT}")
     return ok("service boost", saw)
 
 
