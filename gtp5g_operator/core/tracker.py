@@ -93,6 +93,21 @@ class TaskTracker:
         self._verdicts: Dict[Tuple[int, int], bool] = {}
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
+        self._unreadable_said: Set[Tuple[int, int]] = set()  # (tgid, start) said once
+
+    def _exe_unreadable(self, key: Tuple[int, int], comm: str) -> None:
+        """A process with the gNB's name whose executable this service may not read:
+        match.exe cannot be checked, so it is never tracked.  That needs a person (a
+        missing permission), once per process, not once per liveness pass."""
+        if key in self._unreadable_said:
+            return
+        if len(self._unreadable_said) >= MAX_PROCESS_VERDICTS:
+            self._unreadable_said.clear()
+        self._unreadable_said.add(key)
+        log.error("process %d (%s) is named like the gNB, but this service may not read its "
+                  "executable (/proc/%d/exe), so match.exe cannot be checked and it is not "
+                  "tracked: the service needs CAP_SYS_PTRACE to read another user's "
+                  "executable (see gtp5g-operator doctor, exe access)", key[0], comm, key[0])
 
     # --- hot path -------------------------------------------------------
 
@@ -150,7 +165,9 @@ class TaskTracker:
             if len(self._verdicts) >= MAX_PROCESS_VERDICTS:
                 self._verdicts.clear()
             self._verdicts[key] = not why
-            if why:
+            if why and not info.exe and self.match.exe and info.comm in self.match.comm:
+                self._exe_unreadable(key, info.comm)
+            elif why:
                 log.debug("process %d not tracked: %s", tgid, why)
         if why:
             return False

@@ -121,7 +121,8 @@ class Daemon:
         self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
                                  self._sample_cpu_wait,
-                                 self.publisher.publish]
+                                 self.publisher.publish, self._status_on_scheduler_change]
+        self._status_scheduler = self.scheduler.state
 
     # --- set-up and tear-down -----------------------------------------------
 
@@ -235,6 +236,13 @@ class Daemon:
     def _desired(self) -> List[ProcessView]:
         self.tracker.prune()  # never push a task that exited or whose ID was reused
         return self.tracker.snapshot()
+
+    def _status_on_scheduler_change(self) -> None:
+        """systemctl status says at once when the scheduler went away or came back,
+        not only at the next push or watchdog ping."""
+        if self.scheduler.state != self._status_scheduler:
+            self._status_scheduler = self.scheduler.state
+            self.notifier.send("STATUS=" + self.publisher.status_line())
 
     def _on_pushed(self, result: PushResult) -> None:
         self.publisher.pushed(result)

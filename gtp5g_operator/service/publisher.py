@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import __version__
 from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
 from ..core.component import Component
+from ..core.readback import Comparison
+from ..core.sched_ext import SchedulerState
 from ..core.schedstat_text import report_json, status_note
 from ..core.words import one_line
 from .metrics import Histogram, render
@@ -59,6 +61,10 @@ class Publisher(Component):
         self.boost = BoostReporter(logging.getLogger("gtp5g_operator.readback"),
                                    parts.config.strategy.resync_interval, clock)
         self.verdict: BoostVerdict = not_verified("nothing written yet")
+        # The last read-back and the scheduler state its verdict was judged with: the
+        # verdict is judged again when the scheduler changes between pushes.
+        self._readback: Optional[Tuple[Comparison, str]] = None
+        self._judged_with: Optional[SchedulerState] = None
         self.configure_metrics(parts.config)
 
     # --- configuration -------------------------------------------------------------------
@@ -94,11 +100,26 @@ class Publisher(Component):
                 if tid in result.tids:
                     self.histograms["detect_to_push_seconds"].observe(result.at_mono - seen)
             self._pending.clear()
-            self.verdict = (self.boost.update(result.comparison, self.parts.scheduler.state,
+            self._readback = (None if result.comparison is None else
+                              (result.comparison, result.readback_source))
+            self._judged_with = self.parts.scheduler.state
+            self.verdict = (self.boost.update(result.comparison, self._judged_with,
                                               result.readback_source)
                             if result.comparison is not None else
                             not_verified(result.readback_problem))
+        else:  # what the scheduler lists now is unknown: never show an old read-back
+            self._readback = None
+            self.verdict = not_verified(f"the last push failed ({result.error_kind})")
         self.publish()
+
+    def _rejudge(self) -> None:
+        """The scheduler changed since the last read-back was judged: judge it again
+        (the liveness pass publishes right after the scheduler watch reads sysfs)."""
+        now = self.parts.scheduler.state
+        if self._readback is None or now == self._judged_with:
+            return
+        self._judged_with = now
+        self.verdict = self.boost.update(self._readback[0], now, self._readback[1])
 
     def reloaded(self, ok: bool) -> None:
         self.counts["reloads"]["ok" if ok else "error"] += 1
@@ -115,7 +136,8 @@ class Publisher(Component):
             "started_at": self.started_at,
             "config": {"path": cfg.source, "files": list(cfg.files), "loaded_at": p.loaded_at,
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
-            "api": {**p.pusher.writer.describe(), "url": cfg.api.url},
+            "api": {**p.pusher.writer.describe(), "url": cfg.api.url,
+                    "credentials_obtained": p.pusher.credentials_obtained()},
             "trace": {"path": p.trace.path, "format": p.trace.kind, "open": p.trace.is_open,
                       "problem": p.trace.problem, **vars(p.trace.counters)},
             "scheduler": p.scheduler.describe(),
@@ -144,6 +166,7 @@ class Publisher(Component):
 
     def publish(self) -> None:
         """Refresh state.json, health.json and the metrics (each written only if changed)."""
+        self._rejudge()
         snap = self.snapshot()
         self.state.write_state(snap, self._wall())
         self._health.write((json.dumps(self.health(snap), sort_keys=True) + "\n").encode())

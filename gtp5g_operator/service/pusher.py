@@ -51,6 +51,11 @@ def _server_identity(config: Config) -> Tuple[object, ...]:
             config.ca_pem, config.password, config.node_name, config.strategy.mode)
 
 
+def _obtained(writer: ApiWriter) -> int:
+    value = writer.describe().get("credentials_obtained")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 class Pusher(Component):
     name = "pusher"
 
@@ -75,6 +80,11 @@ class Pusher(Component):
         self.stopping = False
         self.last: Optional[PushResult] = None
         self._readback = StateLog(log)
+        self.credentials_before = 0  # obtained by the writers a reload replaced
+
+    def credentials_obtained(self) -> int:
+        """Credentials obtained since start, across writers (a counter: never goes back)."""
+        return self.credentials_before + _obtained(self.writer)
 
     # --- the component's face -----------------------------------------------------------
 
@@ -127,6 +137,7 @@ class Pusher(Component):
 
     def set_writer(self, writer: ApiWriter) -> None:
         """New server, key or flavor: start afresh with it, now."""
+        self.credentials_before += _obtained(self.writer)
         self.writer.close()
         self.writer = writer
         self._backoff.reset()

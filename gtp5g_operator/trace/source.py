@@ -183,8 +183,11 @@ class TraceSource(Component, abc.ABC):
             return False
         except (SourceProblem, OSError) as exc:
             text = str(exc) if isinstance(exc, SourceProblem) else exc.strerror or str(exc)
+            # A missing permission needs a person (journalctl -p err, README); a source
+            # not there yet (tracefs not mounted at boot, a FIFO to come) does not.
             self._fail(text if isinstance(exc, SourceProblem)
-                       else f"cannot open trace source {self.path}: {text}")
+                       else f"cannot open trace source {self.path}: {text}",
+                       logging.ERROR if isinstance(exc, PermissionError) else logging.WARNING)
             return False
         self.retry_at = None
         recovered = self._state.recovered("trace source %s open again", self.describe())
@@ -193,13 +196,13 @@ class TraceSource(Component, abc.ABC):
         self._opened_once = True
         return True
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, level: int = logging.WARNING) -> None:
         self.close()
         hint = unmounted_tracefs_hint(self.path)
         if hint:
             message = f"{message} ({hint})"
         delay = self._backoff.next_delay()
-        self._state.problem(message, logging.WARNING,
+        self._state.problem(message, level,
                             "%s; retrying with backoff (next in %.1f s)", message, delay)
         self.retry_at = self._clock() + delay
         self.counters.reopens += 1

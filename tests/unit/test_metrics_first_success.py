@@ -32,3 +32,11 @@ def test_never_succeeded_exports_the_start_time() -> None:
 def test_after_a_success_exports_it() -> None:
     snap = {"started_at": 1_700_000_000.0, "last_success_at": 1_700_000_123.0}
     assert value(render(snap, histograms())) == 1_700_000_123.0
+
+
+def test_the_trace_source_being_closed_is_a_metric() -> None:
+    # STATUS=, status and /health said NOT OPEN; Prometheus only saw reopens rise slowly
+    open_, closed = ({"started_at": 1.0, "trace": {"open": o}} for o in (True, False))
+    for snap, want in ((open_, "1.0"), (closed, "0.0")):
+        lines = render(snap, histograms()).decode().splitlines()
+        assert f"gtp5g_operator_trace_open {want}" in lines

@@ -238,3 +238,19 @@ def test_a_gnb_whose_leader_exited_is_matched_through_a_live_thread(proc: FakePr
     assert snap(t) == [(100, [101])]
     assert t.snapshot()[0].exe == "/usr/bin/nr-gnb"
     assert t.prune() is False and t.rejudge() is False  # it stays while a worker lives
+
+
+def test_a_gnb_whose_executable_cannot_be_read_is_an_error_once(
+        proc: FakeProc, caplog: pytest.LogCaptureFixture) -> None:
+    """match.exe set, and /proc/PID/exe unreadable to the service (no CAP_SYS_PTRACE for
+    another user's process): not tracked, and said at ERROR once — not at DEBUG, where
+    the on-call person sees a healthy service that tracks nothing."""
+    proc.add(300, 300, "nr-gnb", 5, uid=1000, exe=None)
+    t = tracker(proc, exe=["/usr/bin/nr-gnb"])
+    with caplog.at_level("DEBUG"):
+        assert not t.observe({300})
+        t.rejudge()
+        t.forget_verdicts()  # what every liveness pass does
+        assert not t.observe({300})
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "CAP_SYS_PTRACE" in errors[0].getMessage()
