@@ -308,11 +308,7 @@ class ManagerWriter(RuleWriter):
     def _put_or_create(self, rule: NodeRule, deadline: float) -> None:
         stored = self.ids.object_id
         if stored is not None:
-            answer = self._with_stored_id(stored, lambda: self._call(
-                "PUT", POLICIES_PATH, {"policyId": stored, **policy_body(rule)}, deadline,
-                missing_ok=True))
-            if answer.status != 404:
-                self._done(stored, rule, "updated")
+            if self._put(stored, rule, deadline):
                 return
             log.info("policy %s is gone from the Manager: adopting or creating one", stored)
             self.ids.drop_id()
@@ -327,13 +323,8 @@ class ManagerWriter(RuleWriter):
                          if (p := find_policy(policies, r)) is not None), None)
         if previous is not None:
             self.ids.replacing(previous, rule)
-            answer = self._with_stored_id(previous, lambda: self._call(
-                "PUT", POLICIES_PATH, {"policyId": previous, **policy_body(rule)}, deadline,
-                missing_ok=True))
-            if answer.status != 404:
-                self._done(previous, rule, "updated")
+            if self._put(previous, rule, deadline):
                 return
-            self.ids.replacing(None, rule)
         before = frozenset(p.id for p in policies)
         self.ids.replacing(None, rule)  # before the POST: proof of what may be there after it
         # not replayed on a stale connection: a second create would be a second policy
@@ -344,6 +335,16 @@ class ManagerWriter(RuleWriter):
             raise ApiError("bad-answer", "the Manager accepted the policy but GET …/self does "
                            "not list it")
         self._done(created, rule, "created")
+
+    def _put(self, policy: str, rule: NodeRule, deadline: float) -> bool:
+        """Make the stored `policy` say `rule`; False when the Manager has no such policy."""
+        answer = self._with_stored_id(policy, lambda: self._call(
+            "PUT", POLICIES_PATH, {"policyId": policy, **policy_body(rule)}, deadline,
+            missing_ok=True))
+        if answer.status == 404:
+            return False
+        self._done(policy, rule, "updated")
+        return True
 
     def _with_stored_id(self, policy: str, call: Callable[[], Answer]) -> Answer:
         """A request naming the stored id; refusals other than "gone" are counted."""

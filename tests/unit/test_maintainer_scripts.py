@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -32,14 +33,9 @@ def _run(script: Path, root: Path, bin_dir: Path, *args: str) -> int:
     return subprocess.run(["sh", str(script), *args], env=env, capture_output=True).returncode
 
 
-@pytest.mark.parametrize("failing", [
-    # the pointer's chmod: after it was written, before it is renamed into place
-    ("chmod", "exit 1\n"),
-    # the last rename (the pointer into place), the first one done
-    ("mv", 'case "$1" in *.dpkg-tmp) exit 1;; esac\nexec /bin/mv "$@"\n'),
-])
-def test_a_preinst_failing_halfway_is_undone_by_abort_upgrade(
-        tmp_path: Path, failing: tuple[str, str]) -> None:
+def edited_0_1_install(tmp_path: Path) -> Tuple[Path, Path, Path]:
+    """(DPKG_ROOT, a PATH directory for stubs, its /etc/gtp5g-operator): 0.1.x installed
+    with config.toml edited by the admin."""
     root, bin_dir = tmp_path / "root", tmp_path / "bin"
     etc = root / "etc" / "gtp5g-operator"
     etc.mkdir(parents=True)
@@ -48,6 +44,18 @@ def test_a_preinst_failing_halfway_is_undone_by_abort_upgrade(
     # the md5sum dpkg recorded for 0.1.0's conffile: not the admin's file's
     _stub(bin_dir, "dpkg-query",
           "echo ' /etc/gtp5g-operator/config.toml 0123456789abcdef0123456789abcdef'\n")
+    return root, bin_dir, etc
+
+
+@pytest.mark.parametrize("failing", [
+    # the pointer's chmod: after it was written, before it is renamed into place
+    ("chmod", "exit 1\n"),
+    # the last rename (the pointer into place), the first one done
+    ("mv", 'case "$1" in *.dpkg-tmp) exit 1;; esac\nexec /bin/mv "$@"\n'),
+])
+def test_a_preinst_failing_halfway_is_undone_by_abort_upgrade(
+        tmp_path: Path, failing: tuple[str, str]) -> None:
+    root, bin_dir, etc = edited_0_1_install(tmp_path)
     _stub(bin_dir, *failing)
     assert _run(PREINST, root, bin_dir, "upgrade", "0.1.0") != 0
     (bin_dir / failing[0]).unlink()
@@ -58,13 +66,7 @@ def test_a_preinst_failing_halfway_is_undone_by_abort_upgrade(
 
 
 def test_the_migration_and_its_undo(tmp_path: Path) -> None:
-    root, bin_dir = tmp_path / "root", tmp_path / "bin"
-    etc = root / "etc" / "gtp5g-operator"
-    etc.mkdir(parents=True)
-    bin_dir.mkdir()
-    (etc / "config.toml").write_text(ADMIN)
-    _stub(bin_dir, "dpkg-query",
-          "echo ' /etc/gtp5g-operator/config.toml 0123456789abcdef0123456789abcdef'\n")
+    root, bin_dir, etc = edited_0_1_install(tmp_path)
     assert _run(PREINST, root, bin_dir, "upgrade", "0.1.0") == 0
     assert (etc / "config.d" / "50-migrated-from-0.1.toml").read_text() == ADMIN
     assert (etc / "config.toml").read_text() != ADMIN
