@@ -93,12 +93,16 @@ def _status(args: argparse.Namespace) -> int:
 def _check_config(path: str, print_config: bool = False) -> int:
     try:
         config = load(path)
-        _check_namespace(config)
     except ConfigError as exc:
         # Under systemd (ExecReload=) the journal reads <3> as priority "err".
         prefix = "<3>" if stderr_is_journal(os.environ, sys.stderr) else ""
         print(f"{prefix}error: {exc}", file=sys.stderr)
         return EX_CONFIG  # as `run` exits on the same configuration
+    # The configuration is valid wherever it is checked (a package build, a config
+    # management run in a container); that `run` would refuse to start *here* is said.
+    refusal = namespace_refusal(config)
+    if refusal:
+        print(f"warning: run would not start here: {refusal}", file=sys.stderr)
     if print_config:
         from .config.render import effective_config
 
@@ -108,12 +112,11 @@ def _check_config(path: str, print_config: bool = False) -> int:
     return 0
 
 
-def _check_namespace(config: Config) -> None:
-    """The configuration fits where it runs: `run` refuses to start on it otherwise,
-    and check-config says so rather than "ok"."""
-    if not config.trace.allow_pid_namespace and in_initial_pid_namespace() is False:
-        raise ConfigError(
-            "this process is not in the initial PID namespace, but trace_pipe reports task "
+def namespace_refusal(config: Config) -> str:
+    """Why `run` refuses to start on `config` in this PID namespace ("" if it starts)."""
+    if config.trace.allow_pid_namespace or in_initial_pid_namespace() is not False:
+        return ""
+    return ("this process is not in the initial PID namespace, but trace_pipe reports task "
             "IDs of that namespace, so /proc here would name other processes and the wrong "
             "ones would be boosted; run it on the host (or set trace.allow_pid_namespace = "
             "true for a trace source of this namespace)")
@@ -127,10 +130,9 @@ def _run(path: str) -> int:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG
     setup_logging(config.log.level)
-    try:
-        _check_namespace(config)
-    except ConfigError as exc:
-        log.error("not starting: %s", exc)
+    refusal = namespace_refusal(config)
+    if refusal:
+        log.error("not starting: %s", refusal)
         return EX_CONFIG
     from .service.daemon import Daemon
 

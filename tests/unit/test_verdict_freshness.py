@@ -11,6 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import pytest
+
+pytest.importorskip("prometheus_client")  # the gauges; not a build dependency of the package
+
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.readback import Comparison
 from gtp5g_operator.core.tracker import ProcessView
