@@ -43,6 +43,7 @@ from ..config.values import split_listen
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
+from .endpoint_server import held_capabilities
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -76,10 +77,7 @@ def bind_listener(listen: str) -> socket.socket:
 def ambient_capabilities(status_path: str = "/proc/thread-self/status") -> int:
     """The calling thread's ambient set (0 on a kernel without ambient sets)."""
     with open(status_path, encoding="ascii", errors="replace") as status:
-        for line in status:
-            if line.startswith("CapAmb:"):
-                return int(line.split(":", 1)[1], 16)
-    return 0
+        return held_capabilities(status.read()).get("CapAmb", 0)
 
 
 def clear_ambient_capabilities() -> None:

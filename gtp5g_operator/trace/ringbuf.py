@@ -64,7 +64,7 @@ from __future__ import annotations
 import re
 import struct
 import sys
-from typing import Dict, Iterator, NamedTuple, Optional, Set, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Set, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -152,13 +152,9 @@ class PageStats(NamedTuple):
     lost: int  # events lost before this page: 0, a count, or LOST_UNKNOWN
     problem: str  # "" for a well-formed page, else why it is not
 
-    @property
-    def malformed(self) -> bool:
-        return bool(self.problem)
-
 
 class Record(NamedTuple):
-    """One record, as `iter_records` decodes it (for tests and debugging)."""
+    """One record, as `PageWalker.decode` reads it."""
 
     offset: int  # from the start of the page
     type_len: int
@@ -363,11 +359,6 @@ class PageWalker:
 
     # --- records ---
 
-    def walk(self, page: Buffer) -> Tuple[Set[int], PageStats]:
-        """The distinct pids of the page's data records, and the page's stats."""
-        pids: Set[int] = set()
-        return pids, self.walk_into(page, pids)
-
     def walk_into(self, page: Buffer, pids: Set[int]) -> PageStats:
         """Add the pid of every data record of one page to `pids` (the hot path).
 
@@ -481,20 +472,3 @@ class PageWalker:
             pid = self._pid.unpack_from(page, event + self.pid.offset)[0]
         return Record(off, type_len, delta, length, pid)
 
-
-def iter_records(walker: PageWalker, page: Buffer) -> Iterator[Union[Record, str]]:
-    """Every record of a page, slowly and in order; a str is the problem that stopped it.
-
-    The reference decoder: tests check `PageWalker.walk_into` against it.
-    """
-    size, _lost, problem = walker.page_header(page)
-    off = walker.layout.data_offset
-    end = off + size
-    if problem:
-        yield problem
-    while off < end:
-        rec = walker.decode(page, off, end)
-        yield rec
-        if isinstance(rec, str) or rec.length == 0:
-            return
-        off += rec.length
