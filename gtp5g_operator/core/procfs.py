@@ -53,6 +53,12 @@ def _read(path: str) -> Optional[bytes]:
         os.close(fd)
 
 
+def parse_comm(data: bytes) -> str:
+    """The name in a comm file: the kernel adds exactly one newline.  A name may end
+    in newlines of its own (prctl allows them): "nr-gnb\\n" is not "nr-gnb"."""
+    return (data[:-1] if data.endswith(b"\n") else data).decode("utf-8", "replace")
+
+
 def parse_stat(data: bytes) -> Optional[TaskStat]:
     # The comm field is in parentheses and may itself contain ") ": split after
     # the LAST ')'.  Fields after it start at field 3 (state); starttime is 22.
@@ -126,7 +132,7 @@ class ProcFS:
         return ProcessInfo(
             tgid=tgid,
             start_time=st.start_time,
-            comm=comm.rstrip(b"\n").decode("utf-8", "replace"),
+            comm=parse_comm(comm),
             exe=exe,
             uid=uid if uid is not None else -1,
         )
@@ -153,7 +159,7 @@ class ProcFS:
     def thread_name(self, tgid: int, tid: int) -> Optional[str]:
         """/proc/TGID/task/TID/comm: the thread's own name."""
         data = _read(f"{self.root}/{tgid}/task/{tid}/comm")
-        return None if data is None else data.rstrip(b"\n").decode("utf-8", "replace")
+        return None if data is None else parse_comm(data)
 
 
 MAX_EXE_PROBES = 8  # threads tried when the leader's exe cannot be read

@@ -27,6 +27,7 @@ from ..gthulhu.writer import ApiWriter
 from ..trace.feed import TraceFeed
 from ..trace.readers import READERS, Reader
 from .endpoint import Endpoint
+from .exits import ExitWatch
 from .guard import GuardedComponent
 from .liveness import LivenessPass
 from .logsetup import LogLevel
@@ -83,6 +84,8 @@ class Daemon:
         self.loaded_at = wall_clock()
         self.notifier = Notifier(env)
         self.state_directory = state_dir(env)
+        # Exits are watched through pidfds only where /proc is the kernel's (not a test's tree).
+        pidfds = getattr(os, "pidfd_open", None) if procfs is None else None
         procfs = procfs or ProcFS()
         self.tracker = TaskTracker(procfs, config.match, wall_clock)
         self.cpu_wait = SchedstatSampler(procfs.root, clock, CPU_WAIT_WINDOW)
@@ -98,6 +101,7 @@ class Daemon:
                                        clock, self.publisher.status_line)
         self.liveness = LivenessPass(self.tracker, config.strategy.liveness_interval, clock,
                                      self.pusher.mark_changed)
+        self.exits = ExitWatch(self.tracker, self.pusher.mark_changed, pidfds)
         self.log_level = LogLevel(config.log.level)
         self.signals = SignalWaker(self.reload, self.stop, self._report,
                                    self.log_level.toggle_debug)
@@ -106,8 +110,10 @@ class Daemon:
         # run_due order: signals and pings first, the push (which may block) last.
         # Fixed for the daemon's life (a reload reconfigures them, it does not swap them).
         # Each is called through a guard: a bug in one never ends the process (guard.py).
+        # The exit watch comes first: it closes fds mid-turn, and its registrations must
+        # be dropped before another owner registers a new fd with a reused number.
         self.components: List[Component] = [GuardedComponent(c, clock) for c in (
-            self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
+            self.exits, self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
             self.log_level, self.publisher, self.pusher)]
         self.heartbeat: Optional[Heartbeat] = None
         self.selector = selectors.DefaultSelector()

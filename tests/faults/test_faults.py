@@ -341,6 +341,34 @@ def test_reused_pid_with_stale_nr_gnb_lines_is_not_boosted(
         intruder.wait()
 
 
+EXIT_BOUND = 1.0  # the exit seen at once, the 20 ms coalescing, the push; a loaded machine
+
+
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+def test_a_gnb_that_exits_leaves_the_api_at_once(
+        env: Env, gnb: Callable[..., GnbProcess], reaped: bool) -> None:
+    """A dead gNB's PIDs stay on a v0 server until the next push, and a local user
+    who has poised the PID counter just below them takes one within milliseconds
+    of the exit: the server boosts that stranger until then.  So the exit itself,
+    not the next liveness pass (30 s here) or resync, must bring the push — also
+    while the gNB is an unreaped zombie."""
+    start_watched(env, strategy={"liveness_interval": 30.0, "resync_interval": 30.0})
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+    gone = set(g.tids)
+    n = len(env.api.posts())
+    t0 = time.monotonic()
+    if reaped:
+        g.stop()
+    else:
+        g.proc.kill()  # never waited for: a zombie until the fixture reaps it
+        wait_until(lambda: Path(f"/proc/{g.pid}/stat").read_text().split(") ")[1][0] == "Z",
+                   5, f"{g.pid} to be a zombie")
+    post = env.api.wait_post(lambda s: not pids(s) & gone, timeout=10, after=n)
+    assert post.at - t0 < EXIT_BOUND, f"pushed {post.at - t0:.2f} s after the exit"
+
+
 # --- configuration -------------------------------------------------------------------------
 
 

@@ -67,6 +67,22 @@ def test_decoys_and_dead_ids_are_never_pushed(env: Env, gnb: Callable[..., GnbPr
         assert not pids(post.body["strategies"]) & {decoy_x.pid, *other.tids, dead_pid}
 
 
+@pytest.mark.parametrize("name", ["nr-gnb\n", "nr-gnb\n\n"])
+def test_a_name_that_ends_in_newlines_is_not_the_gnb(
+        env: Env, gnb: Callable[..., GnbProcess], name: str) -> None:
+    """/proc/PID/comm is the name and one newline; a name that itself ends in
+    newlines (prctl allows them) is another name, as 'nr-gnb ' or 'nr-gnbx' is."""
+    env.start()
+    real = gnb(threads=())
+    impostor = gnb(name=name, threads=())
+    # the premise: the kernel keeps the name's newlines, and adds one
+    assert Path(f"/proc/{impostor.pid}/comm").read_bytes() == name.encode() + b"\n"
+    env.writer.write(lines_for(impostor) + lines_for(real))
+    env.api.wait_post(lambda s: pids(s) == {real.pid})
+    time.sleep(0.3)  # any later push must not contain it either
+    assert all(impostor.pid not in pids(p.body["strategies"]) for p in env.api.posts())
+
+
 @pytest.mark.parametrize("targets,expect", [("tgid", "pid"), ("tid", "threads")])
 def test_targets_setting(env: Env, gnb: Callable[..., GnbProcess], targets: str,
                          expect: str) -> None:

@@ -27,7 +27,14 @@ from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.fake_manager import FakeManager
-from testbed.harness import GnbProcess, write_config
+from testbed.harness import (
+    ZOMBIE_LEADER_C,
+    GnbProcess,
+    ZombieLeaderGnb,
+    build_c_program,
+    wait_until,
+    write_config,
+)
 from tests.conftest import base_config
 
 NODE = "node-a"
@@ -56,6 +63,28 @@ def live(name: str, gnb: Callable[..., GnbProcess]) -> Iterator[List[Target]]:
     found = find_targets("/proc", MatchConfig(comm=(name,)))
     assert [t.info.tgid for t in found] == [g.pid]
     yield found
+
+
+def test_targets_are_the_live_tasks_the_service_would_track(
+        name: str, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """doctor judges liveness as the service does: a gNB that exited and is not yet
+    reaped (a zombie) is no target, and a gNB whose main thread called
+    pthread_exit() is one, with its live threads only."""
+    dead = gnb(name=name, threads=("nr-gnb-rlc",))
+    dead.proc.kill()  # never waited for: a zombie until the fixture reaps it
+    wait_until(lambda: Path(f"/proc/{dead.pid}/stat").read_text().split(") ")[1][0] == "Z",
+               5, f"{dead.pid} to be a zombie")
+    binary = tmp_path / "gnb-zombie-leader"
+    problem = build_c_program(ZOMBIE_LEADER_C, binary)
+    if problem:
+        pytest.skip(f"cannot build the pthread_exit() gNB: {problem}")
+    leaderless = ZombieLeaderGnb(binary, workers=2, name=name)
+    try:
+        found = find_targets("/proc", MatchConfig(comm=(name,)))
+        assert [t.info.tgid for t in found] == [leaderless.pid]
+        assert set(found[0].tids) == set(leaderless.threads.values())
+    finally:
+        leaderless.stop()
 
 
 def checks_of(config: Config, targets: Sequence[Target] = (),

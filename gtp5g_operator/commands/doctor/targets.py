@@ -48,10 +48,11 @@ def _tasks(procfs: ProcFS, info: ProcessInfo) -> Tuple[TaskRef, ...]:
     tasks = []
     for tid in sorted(int(n) for n in names if n.isdigit()):
         st, name = procfs.stat(tid, info.tgid), procfs.thread_name(info.tgid, tid)
-        if st is not None and name is not None:  # else it just ended
+        # as the service prunes: a task that ended, or is a zombie (a leader that called
+        # pthread_exit(), a process not yet reaped), is not boosted
+        if st is not None and st.alive and name is not None:
             tasks.append(TaskRef(info.tgid, tid, st.start_time, info.comm, name))
-    return tuple(tasks) or (TaskRef(info.tgid, info.tgid, info.start_time, info.comm,
-                                    info.comm),)
+    return tuple(tasks)
 
 
 def find_targets(proc: str, match: MatchConfig) -> List[Target]:
@@ -66,8 +67,9 @@ def find_targets(proc: str, match: MatchConfig) -> List[Target]:
         if procfs.thread_name(int(pid), int(pid)) not in match.comm:
             continue  # a cheap look at the name first: most processes stop here
         info = procfs.process(int(pid))
-        if info is not None:
-            found.append(Target(info, _tasks(procfs, info), mismatch(info, match)))
+        tasks = _tasks(procfs, info) if info is not None else ()
+        if info is not None and tasks:  # else it ended: the service would never track it
+            found.append(Target(info, tasks, mismatch(info, match)))
     return found
 
 

@@ -1,0 +1,109 @@
+"""Exits of tracked processes as they happen, as a loop component: one pidfd per
+tracked process, readable once its whole thread group has exited (zombie or
+reaped), which prunes the tracker at once.
+
+Why not wait for the liveness pass: a v0 server keeps a dead gNB's PIDs until
+the next push, and a local user who has forked the PID counter up to just
+below them takes one within milliseconds of the exit — the server then boosts
+that stranger for up to `liveness_interval`.  Threads that exit while their
+process lives are still found by the liveness pass (a pidfd per thread needs
+Linux 6.9 and one fd per task).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Callable, Dict, FrozenSet, Optional, Set, Tuple
+
+from ..core.component import Component
+from ..core.tracker import TaskTracker
+
+log = logging.getLogger(__name__)
+
+MAX_WATCHED = 64  # pidfds held at most: any user's nr-gnb processes must not use up our fds
+
+Identity = Tuple[int, int]  # (tgid, start time)
+
+
+class ExitWatch(Component):
+    name = "exit watch"
+
+    def __init__(self, tracker: TaskTracker, on_change: Callable[[], None],
+                 open_pidfd: Optional[Callable[[int], int]]) -> None:
+        """`open_pidfd`: os.pidfd_open for the real /proc, None to watch nothing."""
+        self.tracker = tracker
+        self._on_change = on_change
+        self._open = open_pidfd
+        self._fds: Dict[Identity, int] = {}
+        self._owner: Dict[int, Identity] = {}
+        self._done: Set[Identity] = set()  # exited (or not watchable): never opened again
+        self._watched: FrozenSet[int] = frozenset()
+
+    def watched_fds(self) -> FrozenSet[int]:
+        if self._open is not None:
+            self._sync()
+        return self._watched
+
+    def _sync(self) -> None:
+        """Hold a pidfd for each tracked process, and none for any other (a few
+        tracked processes: a dict comparison per turn)."""
+        tracked = {(tgid, p.info.start_time) for tgid, p in self.tracker.processes.items()}
+        if tracked == self._fds.keys():
+            return
+        for ident in [i for i in self._fds if i not in tracked]:
+            self._close(ident)
+        self._done &= tracked
+        room = max(0, MAX_WATCHED - len(self._fds))
+        for ident in sorted(tracked - self._fds.keys() - self._done)[:room]:
+            self._watch(ident)
+        if self._watched != self._owner.keys():  # a new object only for new fds
+            self._watched = frozenset(self._owner)
+
+    def _watch(self, ident: Identity) -> None:
+        tgid, start = ident
+        open_pidfd = self._open
+        assert open_pidfd is not None
+        try:
+            fd = open_pidfd(tgid)
+        except OSError as exc:
+            self._done.add(ident)
+            if exc.errno == errno.ESRCH:  # gone already
+                self._exited(ident)
+            else:  # e.g. ENOSYS before Linux 5.3, EPERM from a seccomp filter
+                log.debug("cannot watch process %d for its exit (%s): the liveness pass "
+                          "will notice it", tgid, exc.strerror)
+            return
+        stat = self.tracker.procfs.stat(tgid, tgid)
+        if stat is None or stat.start_time != start:
+            os.close(fd)  # the ID was reused before the pidfd pinned it: ours is gone
+            self._done.add(ident)
+            self._exited(ident)
+            return
+        self._fds[ident], self._owner[fd] = fd, ident
+
+    def on_readable(self, fd: int) -> None:
+        # Closed mid-turn: safe because this component comes first in the loop's list,
+        # so its registration is dropped before any other owner registers a new fd
+        # that got the same number (daemon.py).
+        ident = self._owner.get(fd)
+        if ident is not None:
+            self._close(ident)
+            self._done.add(ident)
+            self._watched = frozenset(self._owner)
+            self._exited(ident)
+
+    def _exited(self, ident: Identity) -> None:
+        if self.tracker.prune():
+            self._on_change()
+
+    def _close(self, ident: Identity) -> None:
+        fd = self._fds.pop(ident)
+        del self._owner[fd]
+        os.close(fd)
+
+    def close(self) -> None:
+        for ident in list(self._fds):
+            self._close(ident)
+        self._watched = frozenset()
