@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -15,6 +16,7 @@ from .commands.doctor.options import options_from
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from .core.procfs import in_initial_pid_namespace
 from .service.logsetup import setup_logging, stderr_is_journal
+from .service.signals import HANDLED
 from .service.vocabulary import load
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
@@ -123,6 +125,10 @@ def namespace_refusal(config: Config) -> str:
 
 
 def _run(path: str) -> int:
+    # Until the daemon installs its handlers (SignalWaker.install unblocks them), a signal
+    # it handles waits: by default SIGHUP, SIGUSR1 or SIGUSR2 during the start would end
+    # the process (a `systemctl kill -s HUP` or a state report right after a restart).
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     setup_logging()
     try:
         config = load(path)

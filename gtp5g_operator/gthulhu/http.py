@@ -62,6 +62,7 @@ class StopRequested(DeadlinePassed):
 
 
 _waiting = 0  # how many network waits the process is in (0 or 1: one thread does I/O)
+_stop_pending = ""  # a stop signal the loop has not taken yet ("": none)
 
 
 def in_network_wait() -> bool:
@@ -71,11 +72,29 @@ def in_network_wait() -> bool:
     return _waiting > 0
 
 
+def stop_pending(why: str) -> None:
+    """A stop signal came: until the loop takes it (`stop_taken`), every network wait
+    that begins fails at once, as the one under way does.  The signal may come just
+    before a wait (during a reload, a trace read or a liveness pass of the same loop
+    turn), and that wait would otherwise hold the stop for api.timeout."""
+    global _stop_pending
+    _stop_pending = why
+
+
+def stop_taken() -> None:
+    """The loop handles the stop now: what it sends on its way out (clear_on_stop)
+    has its own budget and must not be cut short."""
+    global _stop_pending
+    _stop_pending = ""
+
+
 @contextlib.contextmanager
 def network_wait() -> Iterator[None]:
     global _waiting
     try:
         _waiting += 1
+        if _stop_pending:  # after the count: a signal from here on raises by itself
+            raise StopRequested(_stop_pending)
         yield
     finally:
         _waiting -= 1

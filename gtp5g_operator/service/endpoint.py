@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
 from .endpoint_server import held_capabilities
+from .signals import HANDLED
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -201,6 +203,11 @@ class Endpoint(Component):
     def _spawn(self) -> None:
         assert self._listener is not None
         fd = self._listener.fileno()
+        # systemd sends a stop, and `systemctl kill -s HUP|USR1|USR2`, to every process of
+        # the unit: those signals are the daemon's.  The child ends when its stdin does
+        # (the daemon gone or done with it), so it starts with them blocked (the mask
+        # survives exec): else each stop was logged as its death, at ERROR.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             clear_ambient_capabilities()
             child = subprocess.Popen(
@@ -210,6 +217,8 @@ class Endpoint(Component):
             where = f" ({exc.filename})" if exc.filename else ""
             self._failed(f"cannot start the endpoint process: {exc.strerror or exc}{where}")
             return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         assert child.stdout is not None
         os.set_blocking(child.stdout.fileno(), False)
         self._child, self._fds = child, (child.stdout.fileno(),)

@@ -10,8 +10,10 @@ SIGABRT is left to systemd's watchdog, which sends it to get a core dump).
 One exception: the first stop signal that finds an API exchange waiting on the
 network also ends that wait (gthulhu/http.py's StopRequested, which fails the
 exchange as its deadline would), else the stop would wait up to `api.timeout`
-(60 s allowed, past the unit's TimeoutStopSec).  Later stop signals never raise,
-so the clear on stop is not cut short.
+(60 s allowed, past the unit's TimeoutStopSec); so does every wait that begins
+before the loop takes the stop (the signal may come during a reload whose push
+follows in the same turn).  Later stop signals never raise, so the clear on
+stop is not cut short.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 from typing import Any, Callable, Collection, Dict, Optional, Tuple
 
 from ..core.component import Component
-from ..gthulhu.http import StopRequested, in_network_wait
+from ..gthulhu.http import StopRequested, in_network_wait, stop_pending, stop_taken
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,16 @@ class SignalWaker(Component):
         self._fds = (self._r.fileno(),)
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._on_stop if sig in STOP else _ignore)
+        # held since the start (cli.py): any that came meanwhile reach the handlers now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         if not self._stop_seen:
             self._stop_seen = True
+            why = f"stopped by {signal_name(signum)}"
+            stop_pending(why)
             if in_network_wait():
-                raise StopRequested(f"stopped by {signal_name(signum)}")
+                raise StopRequested(why)
 
     def watched_fds(self) -> Collection[int]:
         return self._fds
@@ -97,6 +103,7 @@ class SignalWaker(Component):
         on_reload, on_stop, on_report, on_debug_toggle = self._actions
         stops = [s for s in STOP if s in signums]
         if stops:
+            stop_taken()
             on_stop(signal_name(stops[0]))
             return
         if RELOAD in signums:

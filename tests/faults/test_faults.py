@@ -556,6 +556,36 @@ def test_a_stop_signal_ends_a_push_waiting_on_an_api_that_hangs(
     assert "bug:" not in d.log() and "Traceback" not in d.log()
 
 
+def test_a_stop_signal_during_a_reload_ends_the_push_the_reload_starts(env: Env) -> None:
+    """SIGTERM while a reload reads its files, the API hanging: the reload's push (same
+    loop turn) begins after the signal came, and used to wait its whole api.timeout
+    (here 8 s; 60 s is allowed, past TimeoutStopSec=10s): the signal only ended a wait
+    already under way."""
+    d = env.start(api={"timeout": 8.0}, strategy={"resync_interval": 60.0})
+    env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
+    env.api.fault = "hang"
+    env.write_config(api={"timeout": 8.0}, strategy={"resync_interval": 60.0,
+                                                     "execution_time_ns": 5_000_000})
+    # drop-ins of comments: the reload reads about 2 MB, some 50 ms outside any network wait
+    drop_ins = env.tmp / "config.d"
+    drop_ins.mkdir()
+    for name in ("10-a.toml", "20-b.toml"):
+        (drop_ins / name).write_text(("# " + "x" * 97 + "\n") * 10_000)
+    n = len(env.notify.all())
+    d.signal(signal.SIGHUP)
+    env.notify.wait("RELOADING", "1", after=n, timeout=10)
+    with SchedulingLag() as lag:
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0
+        took = time.monotonic() - t0
+    assert took < 2.0 + lag.worst, took
+    assert "configuration reloaded: strategy.execution_time_ns changed" in d.log()
+    assert "stopped by SIGTERM" in d.log() and "Traceback" not in d.log()
+
+
 def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> None:
     d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True})
     env.api.wait_post(lambda s: True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Set
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Set
 import pytest
 
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import GnbProcess, wait_until
+from testbed.harness import DaemonProcess, GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env
 
@@ -242,6 +243,56 @@ def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess
     # api.timeout 1 s against a 0.4 s watchdog: said once, at start
     assert d.log().count("api.timeout (1 s) is too long for WatchdogSec=0.4s") == 1
     d.stop()
+
+
+# The daemon's own command line, with a signal sent to it once it has read its
+# configuration, before it has set up its loop (as `systemctl kill -s HUP` or a request
+# for the state could do right after a restart).
+SIGNAL_DURING_START = """
+import os, sys
+from gtp5g_operator import cli
+
+real_load = cli.load
+
+def load_then_signal(*args, **kwargs):
+    config = real_load(*args, **kwargs)
+    os.kill(os.getpid(), int(sys.argv[1]))
+    return config
+
+cli.load = load_then_signal
+sys.exit(cli.main(sys.argv[sys.argv.index("--config"):]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                                 signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_during_the_start_is_handled_once_the_loop_runs(env: Env, tmp_path: Path,
+                                                                  sig: int) -> None:
+    """A signal that came before the handlers were installed took its default action:
+    SIGHUP, SIGUSR1 and SIGUSR2 ended the daemon (killed by the signal) instead of a
+    reload, a report or a debug switch."""
+    env.write_config()
+    wrapper = tmp_path / "signal_during_start.py"
+    wrapper.write_text(SIGNAL_DURING_START)
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "start.log",
+                      prefix=(sys.executable, str(wrapper), str(int(sig))))
+    env.daemons.append(d)
+    if sig == signal.SIGTERM:
+        assert d.proc.wait(10) == 0, d.log()  # a clean stop, not a death by the signal
+        env.notify.wait("STOPPING", "1", timeout=5)
+        assert not (tmp_path / "run" / "state.json").exists()
+        return
+    wait_until(lambda: d.proc.poll() is not None or env.notify.all(), 30, "READY=1 or an exit")
+    assert d.proc.poll() is None, f"exit {d.proc.returncode} (-N: killed by signal N)"
+    ready = env.notify.wait("READY", "1", timeout=30)
+    expected = {int(signal.SIGHUP): "configuration reloaded: nothing changed",
+                int(signal.SIGUSR1): "state: tracking 0 process(es)",
+                int(signal.SIGUSR2): "debug logging"}[sig]
+    d.wait_log(expected, timeout=10)
+    if sig == signal.SIGHUP:  # acknowledged to systemd as any reload, after READY=1
+        n = env.notify.all().index(ready)
+        env.notify.wait("RELOADING", "1", after=n + 1, timeout=5)
+    assert d.proc.poll() is None, d.log()
 
 
 def test_watchdog_pid_of_another_process_disables_pings(env: Env) -> None:

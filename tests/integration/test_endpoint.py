@@ -272,6 +272,28 @@ def test_the_endpoint_process_ends_with_the_daemon(env: Env) -> None:
     assert status_or_zero(port) == 0
 
 
+def test_signals_sent_to_the_whole_unit_are_the_daemons(env: Env) -> None:
+    """systemd sends a stop (KillMode=control-group) and `systemctl kill -s SIG` to every
+    process of the unit, the endpoint process too, which died of each: a restart and an
+    ERROR line for a SIGHUP, SIGUSR1 or SIGUSR2, and at every stop an ERROR whenever
+    its death was read before the daemon's SIGTERM (5 stops in 8)."""
+    port = free_port()
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}"})
+    child = wait_endpoint(d)
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):
+        os.kill(child, sig)  # the order systemd takes them in is the cgroup's: child first
+        if sig != signal.SIGTERM:
+            d.signal(sig)
+    time.sleep(0.5)
+    assert in_its_loop(child), "the endpoint process still serves"
+    assert get(port)[0] in (200, 503)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0
+    wait_until(lambda: not Path(f"/proc/{child}").exists()
+               or proc_status(child)["State"].startswith("Z"), 10, "the endpoint to exit")
+    assert " ERROR " not in d.log() and "exited (" not in d.log(), d.log()
+
+
 # --- moved by a reload -----------------------------------------------------------------------
 
 
