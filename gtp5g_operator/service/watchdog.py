@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TURN_MARGIN = 0.5
+# Pings at most this often: a WatchdogSec of microseconds (a typo for seconds) made the
+# loop spin, tens of thousands of datagrams a second.  budget_problem() warns of it.
+MIN_PING_GAP = 0.01
 
 
 def pre_push_threshold(interval: float) -> float:
@@ -75,7 +78,7 @@ class WatchdogPinger(Component):
         self.notifier.send("WATCHDOG=1", "STATUS=" + self._status())
         self._last = now
         if self.interval is not None:
-            self._next = now + self.interval
+            self._next = now + max(self.interval, MIN_PING_GAP)
 
     def ping_if_stale(self) -> None:
         """Before work that may block for up to api.timeout."""

@@ -14,6 +14,7 @@ import pytest
 
 from gtp5g_operator.service.logsetup import redact, setup_logging, stderr_is_journal
 from gtp5g_operator.service.notify import Notifier, watchdog_interval
+from gtp5g_operator.service.watchdog import WatchdogPinger, budget_problem
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -25,6 +26,18 @@ def test_watchdog_interval_rules() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "10"}, 10) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "11"}, 10) is None
     assert watchdog_interval({"WATCHDOG_USEC": "junk"}, 10) is None
+
+
+def test_a_watchdog_of_microseconds_does_not_spin_the_loop() -> None:
+    """WatchdogSec=2us (a typo for seconds) is honoured as far as it can be, at most a
+    ping every 10 ms, and warned of: before, the loop sent a ping every turn, tens of
+    thousands a second."""
+    interval = watchdog_interval({"WATCHDOG_USEC": "2"}, 10)
+    assert interval is not None
+    pinger = WatchdogPinger(Notifier({}), interval, clock=lambda: 100.0, status=str)
+    pinger.run_due(100.0)
+    assert pinger.next_deadline() >= 100.01
+    assert "too long for WatchdogSec" in budget_problem(interval, 1.0)
 
 
 def test_redact() -> None:
