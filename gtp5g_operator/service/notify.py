@@ -31,6 +31,9 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
     return int(usec) / 2e6
 
 
+SEND_TIMEOUT = 0.5  # seconds a notification may wait for room in systemd's queue
+
+
 class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
         self._notifier = None
@@ -51,10 +54,16 @@ class Notifier:
         # and STATUS= may carry any character (a path, a server's words): hand it the
         # UTF-8 bytes as latin-1 text
         message = "\n".join(fields).encode("utf-8", "backslashreplace").decode("latin-1")
+        # A datagram waits while systemd's queue is full (net.unix.max_dgram_qlen, 10 by
+        # default): briefly, as a burst (a reload's RELOADING=1, READY=1) must arrive whole;
+        # once one has timed out (PID 1 hung), none waits until one gets through again,
+        # so the loop goes on
+        self._notifier.socket.settimeout(0.0 if self._state.failing else SEND_TIMEOUT)
         try:
             self._notifier.notify(message)
         except OSError as exc:
-            self._state.problem(str(exc), logging.ERROR, "sd_notify failed: %s (will keep "
-                                "trying)", exc)
+            full = isinstance(exc, (TimeoutError, BlockingIOError))  # one problem, not two
+            self._state.problem("queue full" if full else str(exc), logging.ERROR,
+                                "sd_notify failed: %s (will keep trying)", exc)
             return
         self._state.recovered("sd_notify works again")

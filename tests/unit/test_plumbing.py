@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Dict
 
@@ -111,3 +112,40 @@ def test_a_status_with_any_character_reaches_systemd_as_utf8(
             "STATUS=trace source NOT OPEN (/srv/tracé/pipe …)\nX=\\udcff")
     finally:
         sock.close()
+
+
+def test_a_notify_socket_nobody_reads_does_not_hold_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A datagram socket's sender blocks while the receiver's queue is full (PID 1 busy
+    or hung): a notification waits a bounded time, then fails with one ERROR line, and
+    the next ones do not wait until one gets through."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    sent = threading.Event()
+
+    def flood() -> None:
+        for _ in range(5000):  # far beyond net.unix.max_dgram_qlen (512 by default)
+            notifier.send("WATCHDOG=1")
+        sent.set()
+
+    worker = threading.Thread(target=flood, daemon=True)
+    try:
+        with caplog.at_level(logging.ERROR):
+            worker.start()
+            sent.wait(120)  # a blocking send never returns: generous for a loaded host
+            assert sent.is_set(), "a notification blocked on a full queue"
+        assert [r.getMessage()[:17] for r in caplog.records] == ["sd_notify failed:"]
+        while True:  # systemd drains its queue: the next notification gets through
+            try:
+                sock.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        with caplog.at_level(logging.INFO):
+            notifier.send("READY=1")
+        assert sock.recv(4096) == b"READY=1"
+        assert caplog.records[-1].getMessage() == "sd_notify works again"
+    finally:
+        sock.close()  # ends a blocked send (the peer is gone)
+        worker.join(10)
