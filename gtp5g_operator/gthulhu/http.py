@@ -12,7 +12,9 @@ exchange may block past it:
 * every read of the answer, status line and headers included: a socket
   timeout bounds one recv(), not a response, so a server trickling its
   headers a byte at a time could otherwise hold a request for ever;
-* the body is capped (answers are a few hundred bytes);
+* the body is capped (answers are a few hundred bytes), and so is the head:
+  http.client allows 100 header lines of 64 KiB, and parsing 6 MiB of them
+  costs about 50 MB, more than the unit's MemoryMax (`MAX_HEAD`);
 * a stop signal ends whichever of these waits is under way (`network_wait`):
   the exchange then fails as if its deadline had passed, so a stop is never
   held for `api.timeout`.
@@ -47,10 +49,15 @@ MAX_BODY = 1 << 20
 MAX_INTERIM = 16  # interim (1xx) answers skipped before one request's final answer
 MAX_HEADER_LINES = 100  # as http.client's own limit
 MAX_HEADER_LINE = 65536
+MAX_HEAD = 256 * 1024  # bytes of one answer's status lines and headers, interim answers too
 QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
                 "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE")
 AddrInfo = Tuple[Any, ...]
+# How a server's close of the connection shows: over TLS a close (with or without
+# close_notify) is an EOF of the TLS layer, on sending as on reading, not a reset.
+CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 class DeadlinePassed(TimeoutError):
@@ -157,6 +164,10 @@ class Resolver:
 # --- a connection whose every step honours the deadline -----------------------------------
 
 
+class HeadTooLarge(http.client.HTTPException):
+    """An answer's status lines and headers are longer than MAX_HEAD bytes."""
+
+
 class _DeadlineRaw(io.RawIOBase):
     """What http.client reads the answer through: each recv gets the time left.
 
@@ -186,6 +197,8 @@ class _DeadlineRaw(io.RawIOBase):
             n = self._io.readinto(buffer)
         assert n is not None  # None only in non-blocking mode; a timeout raises instead
         self._conn.received += n
+        if self._conn.in_head and self._conn.received > MAX_HEAD:
+            raise HeadTooLarge(f"status lines and headers longer than {MAX_HEAD} bytes")
         return n
 
     def close(self) -> None:
@@ -269,6 +282,7 @@ class DeadlineConnection(http.client.HTTPConnection):
         self._clock = clock
         self.deadline = 0.0
         self.received = 0  # bytes of the current answer read so far
+        self.in_head = False  # reading its status lines and headers (MAX_HEAD applies)
 
     def time_left(self, during: str) -> float:
         left = self.deadline - self._clock()
@@ -289,10 +303,13 @@ class DeadlineConnection(http.client.HTTPConnection):
 
     def _connect_any(self, infos: List[AddrInfo]) -> socket.socket:
         last: Optional[OSError] = None
-        for family, type_, proto, _, address in infos:
+        for i, (family, type_, proto, _, address) in enumerate(infos):
             sock = socket.socket(family, type_, proto)
             try:
-                sock.settimeout(self.time_left("connecting"))
+                # Each address gets its share of the time left: one that never answers
+                # (an AAAA record without a route, a dead host of several) must not
+                # take the whole deadline, or the addresses after it are never tried.
+                sock.settimeout(self.time_left("connecting") / (len(infos) - i))
                 with network_wait():
                     sock.connect(address)
             except OSError as exc:
@@ -402,8 +419,9 @@ class JsonHttp:
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
+            conn.in_head = False
             raw = self._read_body(resp, what)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        except CLOSED:
             answered = conn.received > 0
             self.close()
             if answered:  # it had begun to answer: the request was taken, never send it again
@@ -425,6 +443,7 @@ class JsonHttp:
                                             self._clock)
         self._conn.deadline = deadline
         self._conn.received = 0
+        self._conn.in_head = True
         return self._conn
 
     @staticmethod

@@ -501,6 +501,45 @@ def test_https_with_the_right_ca_works(env: Env, tls_api: Tuple[FakeGthulhu, Pat
     server.wait_post(lambda s: pids(s) == {g.pid})
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_reopened(
+        env: Env, tls_api: Tuple[FakeGthulhu, Path], gnb: Callable[..., GnbProcess],
+        scheme: str) -> None:
+    """Servers close idle kept-alive connections (Go's IdleTimeout, nginx's
+    keepalive_timeout); the next request then meets the closed connection.  Over
+    TLS that is an EOF from the TLS layer when sending, not a reset: it was taken for
+    a failed push (a WARNING, a backoff, a redetection) at every resync."""
+    server, ca = tls_api if scheme == "https" else (env.api, None)
+    d = env.start(api={"url": server.url, **({"ca_file": str(ca)} if ca else {})},
+                  strategy={"resync_interval": 1.5})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    for _ in range(3):
+        # after the push and its read-back (the GET) the connection is idle: close it
+        seen = len(server.received)
+        server.wait_for(lambda n=seen: any(r.method == "GET"  # type: ignore[misc]
+                                           for r in server.received[n:]), 10)
+        time.sleep(0.3)
+        server.drop_connections()
+        posts = len(server.posts())
+        server.wait_post(lambda s: pids(s) == {g.pid}, timeout=10, after=posts)
+    log = d.log()
+    assert "push failed" not in log and "cannot read back" not in log, log[-3000:]
+
+
+def test_the_proxy_variables_are_ignored_as_documented(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """gtp5g-operator(8), ENVIRONMENT: the API is always reached directly."""
+    dead = "http://127.0.0.1:9"  # nothing listens there: a proxy used would fail the push
+    proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                                       "http_proxy", "https_proxy", "all_proxy")}
+    d = env.start(env={**proxies, "NO_PROXY": "", "no_proxy": ""})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    assert "push failed" not in d.log()
+
+
 def test_https_with_an_unknown_ca_is_refused(env: Env,
                                              tls_api: Tuple[FakeGthulhu, Path]) -> None:
     server, _ = tls_api

@@ -12,7 +12,10 @@ transient one at WARNING.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -261,3 +264,67 @@ def test_what_needs_a_person_is_an_error_and_what_passes_a_warning(
     finally:
         for s in servers:
             s.stop()  # type: ignore[attr-defined]
+
+
+# --- a head of megabytes -----------------------------------------------------------------------
+
+
+class HeavyHead:
+    """Answers every request 200 `{}` after `lines` header lines of 64 KiB each (http.client
+    takes up to 100 of them)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.served = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):  # the client may give up first
+                request = conn.makefile("rb")
+                length = 0
+                while (line := request.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request.read(length)  # all of it: closing on unread bytes would reset
+                self.served += 1  # the next request comes once this answer was taken
+                conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"X: " + b"y" * 65500 + b"\r\n")
+                             * self.lines + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_head_of_megabytes_does_not_blow_the_memory_limit(env: Env) -> None:
+    """Parsing 97 header lines of 64 KiB raised the daemon's peak memory from 35 to
+    84 MB: past the unit's MemoryMax=64M, so one answer of whoever listens on api.url
+    got the service killed, again after each restart."""
+    server = HeavyHead()
+    try:
+        d = env.start(api={"url": server.url}, strategy={"resync_interval": 1.5})
+        wait_until(lambda: server.served >= 2, 20, "two answers")
+        before = peak_memory_mb(d.pid)
+        server.lines, served = 97, server.served
+        wait_until(lambda: server.served >= served + 3, 20, "three heavy answers")
+        assert d.proc.poll() is None, d.log()[-3000:]
+        grown = peak_memory_mb(d.pid) - before
+        assert grown < 16, f"peak memory grew by {grown:.0f} MB"
+        d.wait_log("longer than 262144 bytes", timeout=5)
+        assert "Traceback" not in d.log()
+    finally:
+        server.close()

@@ -160,3 +160,53 @@ def test_endless_or_switching_interim_answers_are_a_bad_answer(interim: List[byt
         assert err.value.kind == "bad-answer" and said in str(err.value)
     finally:
         server.close()
+
+
+def test_a_name_whose_first_address_never_answers_reaches_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with several addresses (an AAAA record without a route, round-robin DNS
+    with a dead host): an address that drops every SYN took the whole deadline, so the
+    one after it was never tried and every push failed."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(0)
+    queued = socket.create_connection(dead.getsockname())  # accept queue full: SYNs dropped
+    server = OneShotServer([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"])
+    live = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a)
+                 for a in (dead.getsockname(), live)]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: addresses)
+    try:
+        t0 = time.monotonic()
+        answer = JsonHttp("http://gthulhu.test:8080", 2.0).request(
+            "GET", "/x", None, time.monotonic() + 2)
+        assert (answer.status, answer.body) == (200, {})
+        assert time.monotonic() - t0 < 1.9
+    finally:
+        server.close()
+        queued.close()
+        dead.close()
+
+
+LONG_HEADER = b"X-Padding: " + b"y" * 65500 + b"\r\n"  # as long as http.client takes one
+
+
+@pytest.mark.parametrize("lines,refused", [(97, True), (3, False)])
+def test_a_head_of_megabytes_is_refused_before_it_is_parsed(lines: int, refused: bool) -> None:
+    """http.client takes 100 header lines of 64 KiB; parsing those 6 MiB raised the
+    daemon's peak memory by about 50 MB, past the unit's MemoryMax: one answer of a
+    hostile server got the service killed, and again after each restart."""
+    body = b'{"success": true}'
+    server = OneShotServer([b"HTTP/1.1 200 OK\r\n" + LONG_HEADER * lines + b"Content-Length: "
+                            b"%d\r\nConnection: close\r\n\r\n%s" % (len(body), body)])
+    try:
+        http = JsonHttp(server.url, 2.0)
+        if not refused:
+            assert http.request("GET", "/x", None, time.monotonic() + 2).body == {
+                "success": True}
+            return
+        with pytest.raises(ApiError) as err:
+            http.request("GET", "/x", None, time.monotonic() + 2)
+        assert err.value.kind == "bad-answer" and "longer than 262144 bytes" in str(err.value)
+    finally:
+        server.close()
