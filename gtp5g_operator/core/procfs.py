@@ -105,6 +105,19 @@ class ProcFS:
         data = _read(path)
         return parse_stat(data) if data else None
 
+    def present(self, tid: int, tgid: int) -> bool:
+        """Does /proc still list TID as a thread of TGID?  Asked with stat(2), which
+        needs no file descriptor: when `stat()` returned None because this process
+        has none left (EMFILE, ENFILE) or no memory, the task may well be alive, and
+        only "not found" says that it is gone."""
+        try:
+            os.stat(f"{self.root}/{tgid}/task/{tid}")
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: not proof that it exited
+        return True
+
     def task(self, tid: int) -> Optional[TaskInfo]:
         """TGID and start time of a thread (works for any TID, listed or not)."""
         status = _read(f"{self.root}/{tid}/status")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterator, List, NamedTuple, Set, Tuple
 
 from ..config.schema import MatchConfig
+from .once import StateLog
 from .procfs import ProcessInfo, ProcFS
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class TaskTracker:
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
         self._unreadable_said: Set[Tuple[int, int]] = set()  # (tgid, start) said once
+        self._unreadable_stat = StateLog(log)  # tracked tasks /proc lists but we cannot read
 
     def _exe_unreadable(self, key: Tuple[int, int], comm: str) -> None:
         """A process with the gNB's name whose executable this service may not read:
@@ -187,10 +189,14 @@ class TaskTracker:
     def prune(self) -> bool:
         """Drop tasks that exited or whose ID was reused; True if anything went."""
         changed = False
+        unreadable = 0
         for tgid in list(self.processes):
             proc = self.processes[tgid]
             for tid, task in list(proc.tasks.items()):
                 st = self.procfs.stat(tid, tgid)
+                if st is None and self.procfs.present(tid, tgid):
+                    unreadable += 1  # our failure (no fd left), not the task's exit
+                    continue
                 if st is None or st.start_time != task.start_time or not st.alive:
                     del proc.tasks[tid]
                     self._targets.pop(tid, None)
@@ -201,7 +207,19 @@ class TaskTracker:
                          and leader.alive)
             if not leader_ok and not proc.tasks:
                 changed |= self._drop_process(tgid, "exited")
+        self._say_unreadable(unreadable)
         return changed
+
+    def _say_unreadable(self, count: int) -> None:
+        """Taking an unreadable task for an exited one would un-boost a live gNB (and
+        push the empty set): keep it, and say so once per episode."""
+        if not count:
+            self._unreadable_stat.recovered("the tracked tasks' /proc files can be read again")
+            return
+        self._unreadable_stat.problem(
+            "unreadable", logging.WARNING, "cannot read the /proc stat of %d tracked task(s) "
+            "that /proc still lists (is this service out of file descriptors or memory?): "
+            "kept as tracked, not taken for exited, until they can be read", count)
 
     def rejudge(self, names: bool = True) -> bool:
         """Judge every tracked process again (it may have exec'd or been renamed)

@@ -16,6 +16,7 @@ password).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import mmap
@@ -99,18 +100,27 @@ class Heartbeat:
         self._map: Optional[mmap.mmap] = None
         try:
             os.makedirs(directory, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                         | os.O_NONBLOCK, 0o644)
+            # A file of our own, made now: one found here may belong to someone who can
+            # truncate it under the mapping, and the next beat would die of SIGBUS.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             log.warning("cannot create %s: %s (/health cannot tell a stalled loop)",
                         self.path, exc.strerror)
             return
         try:
             os.fchmod(fd, 0o644)  # whatever the umask: the endpoint reads it as another user
-            os.ftruncate(fd, _HEARTBEAT.size)
+            # Written, not ftruncate()d: a hole's page is allocated at the first store
+            # into the mapping, which on a full tmpfs is SIGBUS, not ENOSPC.
+            if os.write(fd, bytes(_HEARTBEAT.size)) != _HEARTBEAT.size:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._map = mmap.mmap(fd, _HEARTBEAT.size)
         except (OSError, ValueError) as exc:
             log.warning("cannot map %s: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # not a heartbeat: /health must not read it as one
         finally:
             os.close(fd)
 

@@ -145,6 +145,25 @@ def test_zombie_is_dead(proc: FakeProc) -> None:
     assert t.prune() is True and snap(t) == []
 
 
+def test_a_task_proc_lists_but_we_cannot_read_is_not_taken_for_exited(
+        proc: FakeProc, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed read of a task /proc still lists (the daemon out of fds: EMFILE)
+    says nothing about the task: pruning it would un-boost a live gNB."""
+    proc.add(100, 100, "nr-gnb", 1)
+    proc.add(101, 100, "nr-gnb-rlc", 1)
+    t = tracker(proc)
+    t.observe(b(100, 101))
+    for tid in (100, 101):  # unreadable: a directory where the file was
+        stat = proc.root / "100" / "task" / str(tid) / "stat"
+        stat.unlink()
+        stat.mkdir()
+    assert t.prune() is False and snap(t) == [(100, [100, 101])]
+    assert t.prune() is False
+    assert caplog.text.count("kept as tracked, not taken for exited") == 1
+    proc.remove(101)  # gone for real: not found
+    assert t.prune() is True and snap(t) == [(100, [100])]
+
+
 def test_negative_verdicts_are_forgotten_so_reused_ids_are_rechecked(proc: FakeProc) -> None:
     proc.add(500, 500, "sshd", 1)
     t = tracker(proc)

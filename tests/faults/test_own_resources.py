@@ -1,0 +1,118 @@
+"""The daemon's own resources fail it: a full runtime filesystem, a runtime file
+another user planted, no file descriptor left to read /proc with.  Each is a
+warning and the gNB stays boosted: never a crash (SIGBUS from the mmap'd
+heartbeat), never a live gNB taken for exited and un-boosted.
+
+README "Faults tried" lists the outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from testbed.harness import GnbProcess, wait_until
+from tests.conftest import Env
+from tests.faults.test_faults import lines_for, pids
+
+pytestmark = pytest.mark.faults
+
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def full_tmpfs(where: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs at `where`, filled to the last byte (root only)."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=False)
+
+
+def test_a_full_runtime_filesystem_is_a_warning_not_a_crash(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """/run full at start: the heartbeat's page cannot be had.  A store into a
+    sparse mapping would be SIGBUS; the daemon must say so and go on."""
+    with full_tmpfs(tmp_path / "full") as full:
+        d = env.start(env={"RUNTIME_DIRECTORY": str(full / "run")})
+        time.sleep(0.5)  # loop turns, each a beat
+        assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
+        g = gnb(threads=("nr-gnb-rlc",))
+        env.writer.write(lines_for(g))
+        env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=10)
+        assert "heartbeat: [Errno 28] No space left on device" in d.log()
+        assert not (full / "run" / "heartbeat").exists()  # no half heartbeat for /health
+
+
+def test_a_heartbeat_another_user_planted_is_replaced_not_mapped(
+        env: Env, public_tmp: Path) -> None:
+    """A runtime directory made beforehand by another user, a heartbeat file of
+    theirs in it (and a link of theirs to it): mapped, they could truncate it
+    under the daemon, whose next beat would die of SIGBUS (or forge a beat)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    run = public_tmp / "run"
+    run.mkdir()
+    planted, kept = run / "heartbeat", public_tmp / "their-link"
+    planted.write_bytes(b"")
+    os.link(planted, kept)
+    for path in (run, planted):
+        os.chown(path, NOBODY, NOBODY)
+    d = env.start(env={"RUNTIME_DIRECTORY": str(run)})
+    st = planted.stat()
+    assert (st.st_uid, st.st_ino) != (NOBODY, kept.stat().st_ino), "the planted file is mapped"
+    subprocess.run(["truncate", "-s", "0", str(kept)], user=NOBODY, group=NOBODY, check=True)
+    before = planted.read_bytes()
+    time.sleep(1.0)  # a beat at least every MAX_SLEEP
+    assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
+    assert planted.read_bytes() != before
+
+
+def test_a_live_gnb_is_not_taken_for_exited_when_the_daemon_runs_out_of_fds(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """EMFILE makes every /proc read fail; that says nothing about the gNB, which
+    must stay tracked and pushed (not 'exited' and the empty set), and once fds
+    are back a real exit is seen again."""
+    d = env.start(strategy={"resync_interval": 2.0, "liveness_interval": 0.5})
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(lines_for(g))
+    first = env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=10)
+    limits = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE,
+                     (len(os.listdir(f"/proc/{d.pid}/fd")), limits[1]))
+    try:
+        n = len(env.api.posts())
+        env.api.wait_post(lambda s: True, timeout=10, after=n)  # a resync meanwhile
+        time.sleep(1.0)  # and two liveness passes more
+        since = env.api.posts()[env.api.posts().index(first):]
+        assert all(pids(p.body["strategies"]) == set(g.tids) for p in since), (
+            "the gNB was un-boosted while the daemon could not read /proc")
+        assert "removed (exited)" not in d.log() and "removed: exited" not in d.log()
+        assert "kept as tracked, not taken for exited" in d.log()
+    finally:
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, limits)
+    d.wait_log("/proc files can be read again", timeout=10)
+    g.stop()
+    env.api.wait_post(lambda s: pids(s) == set(), timeout=10)
+    wait_until(lambda: "removed: exited" in d.log(), 5, "the exit logged")
