@@ -12,10 +12,8 @@ transient one at WARNING.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -25,6 +23,7 @@ from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_http import FakeServerBase
 from testbed.fake_manager import FakeManager
 from testbed.harness import DaemonProcess, GnbProcess, wait_until
+from testbed.tiny_server import TinyServer
 from tests.conftest import Env
 from tests.integration.test_flavors import (
     lines,
@@ -269,38 +268,25 @@ def test_what_needs_a_person_is_an_error_and_what_passes_a_warning(
 # --- a head of megabytes -----------------------------------------------------------------------
 
 
-class HeavyHead:
+class HeavyHead(TinyServer):
     """Answers every request 200 `{}` after `lines` header lines of 64 KiB each (http.client
     takes up to 100 of them)."""
 
     def __init__(self) -> None:
         self.lines = 0
         self.served = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):  # the client may give up first
-                request = conn.makefile("rb")
-                length = 0
-                while (line := request.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                request.read(length)  # all of it: closing on unread bytes would reset
-                self.served += 1  # the next request comes once this answer was taken
-                conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"X: " + b"y" * 65500 + b"\r\n")
-                             * self.lines + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
-
-    def close(self) -> None:
-        self.sock.close()
+    def serve(self, conn: socket.socket) -> None:
+        request = conn.makefile("rb")
+        length = 0
+        while (line := request.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        request.read(length)  # all of it: closing on unread bytes would reset
+        self.served += 1  # the next request comes once this answer was taken
+        conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"X: " + b"y" * 65500 + b"\r\n")
+                     * self.lines + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
 
 
 def peak_memory_mb(pid: int) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import select
 import socket
 import struct
-import threading
 from pathlib import Path
 from typing import Callable, Dict, Iterator
 
@@ -16,13 +15,14 @@ import pytest
 
 from testbed.fake_manager import FakeManager
 from testbed.harness import GnbProcess
+from testbed.tiny_server import TinyServer
 from tests.conftest import Env
 from tests.integration.test_flavors import lines, manager_for, my_policies, start_manager
 
 pytestmark = pytest.mark.faults
 
 
-class ResetAfterProcessing:
+class ResetAfterProcessing(TinyServer):
     """Forwards to upstream_port; the first request holding `trigger` reaches the server,
     then the client gets `keep` bytes of the answer and a reset."""
 
@@ -33,21 +33,9 @@ class ResetAfterProcessing:
         self.trigger = trigger
         self.keep = keep
         self.armed = True
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(threaded=True)  # the daemon may hold two connections at once
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pump, args=(c,), daemon=True).start()
-
-    def _pump(self, c: socket.socket) -> None:
+    def serve(self, c: socket.socket) -> None:
         u = socket.create_connection(("127.0.0.1", self.upstream))
         cut = False
         try:
@@ -76,7 +64,7 @@ class ResetAfterProcessing:
             u.close()
 
     def stop(self) -> None:
-        self.sock.close()
+        self.close()
 
 
 @pytest.fixture

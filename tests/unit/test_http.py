@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import socket
-import threading
 import time
 from typing import Iterator, List
 
@@ -13,33 +10,7 @@ import pytest
 
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
-
-
-class TinyServer(abc.ABC):
-    """A listening socket on 127.0.0.1 whose every connection gets `serve` in a thread."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):  # the client may give up first
-                self.serve(conn)
-
-    @abc.abstractmethod
-    def serve(self, conn: socket.socket) -> None:
-        """Answer one accepted connection."""
-
-    def close(self) -> None:
-        self.sock.close()
+from testbed.tiny_server import TinyServer
 
 
 class OneShotServer(TinyServer):
