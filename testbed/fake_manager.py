@@ -328,6 +328,8 @@ class FakeManager(FakeHTTPServer):
             else {n: {} for n in nodes})
         self.access_token_lifetime = access_token_lifetime
         self.refresh_token_lifetime = refresh_token_lifetime
+        # claims left out of access tokens (a build whose tokens say only "exp", say)
+        self.access_claims_omitted: Set[str] = set()
         self.web_ui = web_ui
         self._policies: Dict[str, _Policy] = {}
         self._intents: Dict[str, _Intent] = {}
@@ -536,9 +538,11 @@ class FakeManager(FakeHTTPServer):
         now = int(time.time())
         common = {"uid": user.uid, "needChangePassword": user.must_change_password,
                   "tokenVersion": user.token_version}
-        access = jwt.encode({**common, "tokenType": "access", "iss": MANAGER_ISSUER,
-                             "sub": user.uid, "exp": int(now + self.access_token_lifetime),
-                             "nbf": now, "iat": now}, self._key, algorithm="RS256")
+        claims = {**common, "tokenType": "access", "iss": MANAGER_ISSUER, "sub": user.uid,
+                  "exp": int(now + self.access_token_lifetime), "nbf": now, "iat": now}
+        access = jwt.encode({k: v for k, v in claims.items()
+                             if k not in self.access_claims_omitted}, self._key,
+                            algorithm="RS256")
         jti = _xid()
         refresh_exp = int(now + self.refresh_token_lifetime)
         refresh = jwt.encode({**common, "tokenType": "refresh", "iss": MANAGER_ISSUER,

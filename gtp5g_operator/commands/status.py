@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.schedstat_text import describe, report_from_json
+from ..core.words import elapsed, one_line, when
 from ..core.words import finite as _num
-from ..core.words import one_line, when
 from ..service.runtime_files import STATE_FILE, daemon_alive, read_state
 
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
@@ -23,10 +23,13 @@ def _d(value: Any) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _last_push(push: Any, now: float) -> str:
+def _last_push(push: Any, now: float, now_mono: Optional[float]) -> str:
     push = _d(push)
     if not push:
         return "none yet"
+    # "now" as far as the push's age goes: its age on the monotonic clock (words.elapsed)
+    now = (_num(push.get("at")) or 0.0) + elapsed(push.get("at"), push.get("at_mono"), now,
+                                                  now_mono)
     if push.get("ok") is True:
         ms = (_num(push.get("duration_s")) or 0.0) * 1e3
         return (f"ok, {one_line(push.get('count'))} entries, {when(push.get('at'), now)}, "
@@ -34,7 +37,7 @@ def _last_push(push: Any, now: float) -> str:
     return f"FAILED ({one_line(push.get('error'))}), {when(push.get('at'), now)}"
 
 
-def _header(state: Dict[str, Any], now: float) -> List[str]:
+def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> List[str]:
     cfg, api, trace = _d(state.get("config")), _d(state.get("api")), _d(state.get("trace"))
     sched = _d(state.get("scheduler"))
     token = _num(api.get("token_expires_at"))
@@ -54,7 +57,7 @@ def _header(state: Dict[str, Any], now: float) -> List[str]:
         f"scheduler:  {_scheduler(sched)}",
         f"boosted:    {_boost(_d(state.get('boost')))}",
         *_cpu_wait(_d(state.get("cpu_wait"))),
-        f"last push:  {_last_push(state.get('last_push'), now)}",
+        f"last push:  {_last_push(state.get('last_push'), now, now_mono)}",
         "",
     ]
 
@@ -102,8 +105,8 @@ def _scheduler(sched: Dict[str, Any]) -> str:
     return "NONE: no sched_ext scheduler is running (strategies have no effect)"
 
 
-def format_status(state: Dict[str, Any], now: float) -> str:
-    lines = _header(state, now)
+def format_status(state: Dict[str, Any], now: float, now_mono: Optional[float] = None) -> str:
+    lines = _header(state, now, now_mono)
     listed = state.get("processes")
     procs = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
     if not procs:
@@ -138,4 +141,4 @@ def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
                              f"{when(state.get('updated_at'), time.time())})")
     if as_json:
         return 0, json.dumps(state, indent=2, sort_keys=True)
-    return 0, format_status(state, time.time())
+    return 0, format_status(state, time.time(), time.monotonic())

@@ -66,6 +66,18 @@ def finite(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
+def elapsed(at: Any, at_mono: Any, now: float, now_mono: Optional[float]) -> float:
+    """Seconds since something the daemon did at wall-clock `at`, monotonic `at_mono`
+    (this boot's: the runtime directory does not outlive it): by the monotonic clock
+    when both are known, as /health judges, since NTP or a resumed VM may have
+    stepped the wall clock in between; else by the wall clock.  Never negative."""
+    then, mono = finite(at_mono), finite(now_mono)
+    if then is not None and mono is not None and then <= mono:
+        return mono - then
+    wall = finite(at)
+    return max(0.0, now - wall) if wall is not None else 0.0
+
+
 def when(ts: Any, now: float) -> str:
     """A wall-clock time and its age: "2026-12-06 14:03:12 (5s ago)", or "-"."""
     t = finite(ts)

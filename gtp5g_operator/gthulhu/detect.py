@@ -112,6 +112,9 @@ class AutoWriter(ApiWriter):
     def _detect(self, deadline: float) -> bool:
         """Detect; True when detecting obtained fresh credentials for the delegate."""
         probe = Probe(self.http, self._config, self._clock, self._wall)
+        before = self.delegate.login if self.delegate is not None else None
+        if probe.login is not None and isinstance(before, PublicKeyToken):
+            probe.login.carry_on_from(before)  # detecting again, after a reconnect
         flavor = detect(probe, self._flavors, deadline)
         self._redetect = False
         if self.delegate is None or self.delegate.name != flavor.name:

@@ -89,11 +89,13 @@ class ManagerLogin:
     """Access and refresh tokens of one Manager user."""
 
     def __init__(self, http: JsonHttp, user: str, password: str,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.http = http
         self.user = user
         self._password = password  # never logged: not in any message or repr
         self._clock = clock
+        self._wall = wall_clock
         self.access: Optional[str] = None
         self._refresh: Optional[str] = None
         self._renew_at = 0.0
@@ -145,10 +147,14 @@ class ManagerLogin:
         self.access, self._refresh = manager_tokens(body)
         self.obtained += 1
         exp, iat = claim_times(unverified_claims(self.access))
-        lifetime = exp - iat if exp is not None and iat is not None else 2 * REFRESH_MARGIN
+        now = self._wall()
+        # on the issuer's clock when the token says when it was issued; else exp on ours
+        # (as for a token of our key), never a guess past an exp the token states
+        lifetime = (2 * REFRESH_MARGIN if exp is None else
+                    exp - iat if iat is not None else exp - now)
         lifetime = min(max(lifetime, 2.0), MAX_LIFETIME)
         self._renew_at = self._clock() + refresh_delay(lifetime)
-        self.expires_at = time.time() + lifetime
+        self.expires_at = now + lifetime
         log.debug("Manager access token for %s, renewing in %.0f s", self.user,
                   refresh_delay(lifetime))
 
@@ -182,7 +188,7 @@ class ManagerWriter(RuleWriter):
     def create(cls, http: JsonHttp, config: Config, state_dir: str,
                clock: Callable[[], float], wall_clock: Callable[[], float]) -> ManagerWriter:
         cls.announce(config)
-        writer = cls(http, config, state_dir, clock)
+        writer = cls(http, config, state_dir, clock, wall_clock)
         dm_url = config.api.decision_maker_url
         if dm_url:
             dm = JsonHttp(dm_url, config.api.timeout, config.ca_pem, clock)
@@ -194,10 +200,12 @@ class ManagerWriter(RuleWriter):
         return writer
 
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(http, config.strategy)
         self.node = config.node_name
-        self.login = ManagerLogin(http, config.api.username, config.password, clock)
+        self.login = ManagerLogin(http, config.api.username, config.password, clock,
+                                  wall_clock)
         self.ids = OwnershipFile(state_dir, POLICY_FILE, {
             "api_url": config.api.url, "user": config.api.username, "node": self.node},
             OBJECT_ID)

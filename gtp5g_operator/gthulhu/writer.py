@@ -246,6 +246,13 @@ class PublicKeyToken:
     def obtain(self, deadline: float) -> Token:
         return self.accept(self.request(deadline))
 
+    def carry_on_from(self, before: PublicKeyToken) -> None:
+        """Take over from the login `before` (detection replaces it): the count of tokens
+        obtained goes on — it is a counter, never back to 1 — and a clock skew it has
+        reported is not reported again at every reconnect."""
+        self.obtained += before.obtained
+        self._skew_reported = self._skew_reported or before._skew_reported
+
     def request(self, deadline: float) -> Answer:
         """POST the public key (the answer is judged by `accept`)."""
         payload: Dict[str, Any] = {"public_key": self._pem}

@@ -149,7 +149,8 @@ class Publisher(Component):
                  "since": v.since}
                 for v in p.tracker.snapshot()],
             "last_push": None if last is None else {
-                "ok": last.ok, "at": last.at_wall, "count": last.count,
+                # at_mono: its age on this host, whatever steps the wall clock takes
+                "ok": last.ok, "at": last.at_wall, "at_mono": last.at_mono, "count": last.count,
                 "duration_s": round(last.duration, 6), "error": last.error,
                 "error_kind": last.error_kind},
             "last_success_at": self.last_success_at,

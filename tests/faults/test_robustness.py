@@ -837,6 +837,30 @@ def test_a_token_expired_on_both_clocks_blames_the_clocks_not_the_key(
     assert "clock" in line and "public key" not in line and "signature" not in line, line
 
 
+def test_the_count_of_tokens_obtained_goes_on_when_the_flavor_is_detected_again(
+        env: Env) -> None:
+    """api.flavor = "auto" detects the server again after it could not be reached and
+    keeps the token detection got: the count of credentials obtained (state.json,
+    token_refreshes_total, a counter) goes on from where it was, never back to 1, and
+    the server's clock skew is reported once, not at every reconnect."""
+    env.api.clock_skew = 600
+    d = env.start(api={"timeout": 0.4}, strategy={"resync_interval": 0.5})
+    state = env.tmp / "run" / "state.json"
+
+    def obtained() -> Any:
+        return json.loads(state.read_text())["api"]["credentials_obtained"]
+
+    wait_until(lambda: env.api.posts() and obtained() == 1, 10, "the first push")
+    env.api.fault = "refuse"  # a write fails to reach the server: detect again
+    d.wait_log("push failed: ")
+    env.api.fault = None
+    d.wait_log("API reachable again")
+    wait_until(lambda: obtained() == env.api.tokens_issued == 2, 5,
+               f"2 tokens counted (state.json says {obtained()}, the server issued "
+               f"{env.api.tokens_issued})")
+    assert len(re.findall(r"the API host's clock is \+\d+ s off ours", d.log())) == 1, d.log()
+
+
 # =================================================================================================
 # Class 6: match.exe alone does not pin the gNB
 # =================================================================================================

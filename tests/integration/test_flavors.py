@@ -245,6 +245,24 @@ def test_short_lived_tokens_are_refreshed_and_a_failed_refresh_logs_in_again(
         manager.stop()
 
 
+def test_an_access_token_that_says_only_exp_is_renewed_before_it_expires(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """Without iat or nbf the lifetime is exp minus our clock (as for a token of our
+    key), not a guess of ten minutes: every push would otherwise meet a 401."""
+    manager = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                          keys["private"].read_bytes(), access_token_lifetime=2.0).start()
+    manager.access_claims_omitted = {"iat", "nbf"}
+    try:
+        d = start_manager(env, manager, api={"timeout": 0.4}, strategy={"resync_interval": 0.5})
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+        manager.wait_for(lambda: len(manager.requests("POST", "/api/v1/auth/refresh")) >= 3, 10)
+        assert "HTTP 401" not in d.log()
+    finally:
+        manager.stop()
+
+
 @pytest.mark.parametrize("user,message", [
     ({"must_change_password": True}, "requires user 'operator' to change its password"),
     ({"permissions": DEFAULT_PERMISSIONS - {PERM_NODE_POLICY_CREATE}},

@@ -4,6 +4,7 @@ state.json, a fake /proc (is the PID a gtp5g-operator?) and stand-in systemctl p
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -21,9 +22,13 @@ from gtp5g_operator.commands.doctor.service import (
     unit_check,
 )
 from gtp5g_operator.commands.doctor.targets import Target
+from gtp5g_operator.commands.status import format_status
+from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.procfs import ProcessInfo
 from gtp5g_operator.core.tracker import TaskRef
+from gtp5g_operator.service.daemon import Daemon
 from gtp5g_operator.service.runtime_files import daemon_alive, read_state
+from tests.doubles import RecordingWriter
 
 NOW = 1_800_000_000.0
 
@@ -192,6 +197,38 @@ def test_a_failed_push(tmp_path: Path) -> None:
                                         ({"ok": True, "at": NOW - 29}, OK)])
 def test_the_last_push_age(last: Optional[Dict[str, Any]], level: str) -> None:
     assert push_check(last, NOW, 10.0).level == level  # 3 x resync_interval
+
+
+@pytest.mark.parametrize("wall_step,age,level", [
+    (3600.0, 0.0, OK),  # NTP stepped the clock an hour forward right after a push
+    (-3600.0, 100.0, WARN),  # ... an hour back after a push 100 s ago, none since
+])
+def test_the_last_push_age_is_not_fooled_by_a_step_of_the_wall_clock(
+        tmp_path: Path, wall_step: float, age: float, level: str) -> None:
+    """doctor and status judge the age of the daemon's last push as /health does, on
+    the monotonic clock: a step of the wall clock since the push (NTP, a resumed VM)
+    neither makes a fresh push look stuck nor a stale one fresh."""
+    fifo = tmp_path / "trace_pipe"
+    os.mkfifo(fifo)
+    d = Daemon(Config(trace=TraceConfig(pipe=str(fifo))), str(tmp_path / "config.toml"),
+               env={"RUNTIME_DIRECTORY": str(tmp_path / "run")},
+               clock=lambda: time.monotonic() - age,  # the push was `age` s ago ...
+               wall_clock=lambda: time.time() - age - wall_step,  # ... before the step
+               make_writer=lambda c: RecordingWriter())
+    d.notifier.send = lambda *fields: None  # type: ignore[method-assign]
+    d.setup()
+    try:
+        d.pusher.push()
+        doc, _ = read_state(str(tmp_path / "run"))
+    finally:
+        d.close()
+    assert doc is not None
+    systemctl = program(tmp_path, "systemctl", "echo active")
+    check = by_name(service_checks(True, 10.0, [], time.time(), doc, "", systemctl))["last push"]
+    assert check.level == level and f"{age:.0f} s ago" in check.saw, check
+    pushed = next(ln for ln in format_status(doc, time.time(), time.monotonic()).splitlines()
+                  if ln.startswith("last push:"))
+    assert f"({age:.0f}s ago)" in pushed, pushed
 
 
 @pytest.mark.parametrize("changes,level,advice", [

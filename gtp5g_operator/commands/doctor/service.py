@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ...core.words import duration, finite, one_line, plural, when
+from ...core.words import duration, elapsed, finite, one_line, plural, when
 from .model import Check, fail, ok, warn
 from .targets import Target
 
@@ -89,11 +90,12 @@ def _num(value: Any) -> float:
     return finite(value) or 0.0
 
 
-def push_check(last: Any, now: float, resync: float) -> Check:
+def push_check(last: Any, now: float, resync: float, now_mono: Optional[float] = None
+               ) -> Check:
     if not isinstance(last, dict):
         return warn("last push", "none yet", "it follows the API's credentials: see the api "
                                              "checks")
-    age = max(0.0, now - _num(last.get("at")))
+    age = elapsed(last.get("at"), last.get("at_mono"), now, now_mono)
     if last.get("ok") is not True:
         return fail("last push", f"FAILED {duration(age)} ago: {one_line(last.get('error'))}",
                     f"see the api checks above and journalctl -u {UNIT}")
@@ -141,6 +143,6 @@ def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: f
     checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl"))),
               state_check(state, problem, alive, now, targets)]
     if state is not None and alive:
-        checks += [push_check(state.get("last_push"), now, resync),
+        checks += [push_check(state.get("last_push"), now, resync, time.monotonic()),
                    readback_check(state.get("boost")), counters_check(state.get("trace"))]
     return checks
