@@ -89,6 +89,7 @@ class TaskTracker:
         self._wall = wall_clock
         self._max_negative = max_negative
         self.processes: Dict[int, TrackedProcess] = {}
+        self.generation = 0  # bumped when a process is tracked or dropped (the exit watch)
         self._targets: Dict[int, int] = {}  # tracked tid -> tgid
         self._negative: Set[int] = set()  # IDs that are not targets (or gone)
         self._verdicts: Dict[Tuple[int, int], bool] = {}
@@ -175,6 +176,7 @@ class TaskTracker:
             return False
         if tgid not in self.processes:
             self.processes[tgid] = TrackedProcess(info=info, since=self._wall())
+            self.generation += 1
             log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
                      tgid, info.comm, info.exe or "?", info.uid)
         return True
@@ -261,6 +263,7 @@ class TaskTracker:
         proc = self.processes.pop(tgid, None)
         if proc is None:
             return False
+        self.generation += 1
         for tid in proc.tasks:
             self._targets.pop(tid, None)
         log.info("process %d (%s) removed: %s", tgid, proc.info.comm, why)

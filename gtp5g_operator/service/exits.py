@@ -40,6 +40,7 @@ class ExitWatch(Component):
         self._owner: Dict[int, Identity] = {}
         self._done: Set[Identity] = set()  # exited (or not watchable): never opened again
         self._watched: FrozenSet[int] = frozenset()
+        self._generation = -1  # the tracker's generation _sync last saw
 
     def watched_fds(self) -> FrozenSet[int]:
         if self._open is not None:
@@ -47,11 +48,12 @@ class ExitWatch(Component):
         return self._watched
 
     def _sync(self) -> None:
-        """Hold a pidfd for each tracked process, and none for any other (a few
-        tracked processes: a dict comparison per turn)."""
-        tracked = {(tgid, p.info.start_time) for tgid, p in self.tracker.processes.items()}
-        if tracked == self._fds.keys():
+        """Hold a pidfd for each tracked process, and none for any other: once per
+        change of the tracked processes (one integer compared per turn)."""
+        if self.tracker.generation == self._generation:
             return
+        self._generation = self.tracker.generation
+        tracked = {(tgid, p.info.start_time) for tgid, p in self.tracker.processes.items()}
         for ident in [i for i in self._fds if i not in tracked]:
             self._close(ident)
         self._done &= tracked

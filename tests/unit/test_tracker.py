@@ -273,3 +273,23 @@ def test_a_gnb_whose_executable_cannot_be_read_is_an_error_once(
         assert not t.observe({300})
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "CAP_SYS_PTRACE" in errors[0].getMessage()
+
+
+def test_the_generation_moves_exactly_when_the_tracked_processes_change(proc: FakeProc) -> None:
+    """The exit watch re-reads the tracked processes only when the generation moved:
+    each process tracked or dropped moves it, a new thread of a tracked one does not."""
+    proc.add(100, 100, "nr-gnb", 1)
+    proc.add(101, 100, "nr-gnb-rlc", 1)
+    proc.add(200, 200, "nr-gnb", 1)
+    t = tracker(proc)
+    g0 = t.generation
+    t.observe(b(100))
+    assert t.generation == g0 + 1
+    t.observe(b(101))  # a thread of a tracked process
+    assert t.generation == g0 + 1
+    t.observe(b(200))
+    proc.remove(200)
+    t.prune()
+    assert t.generation == g0 + 3 and snap(t) == [(100, [100, 101])]
+    t.set_match(MatchConfig(comm=("other",)))
+    assert t.generation == g0 + 4 and snap(t) == []
