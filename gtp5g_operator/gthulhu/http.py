@@ -52,7 +52,8 @@ MAX_HEADER_LINE = 65536
 MAX_HEAD = 256 * 1024  # bytes of one answer's status lines and headers, interim answers too
 QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
-                "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE")
+                "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE",
+                "TLSV13_ALERT_CERTIFICATE_REQUIRED")  # the server wants a client certificate
 AddrInfo = Tuple[Any, ...]
 # How a server's close of the connection shows: over TLS a close (with or without
 # close_notify) is an EOF of the TLS layer, on sending as on reading, not a reset.

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
-from typing import Iterator, List
+from pathlib import Path
+from typing import Dict, Iterator, List
 
 import pytest
 
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from testbed.tiny_server import TinyServer
+from testbed.tls import make_ca_and_server_cert
 
 
 class OneShotServer(TinyServer):
@@ -179,5 +182,37 @@ def test_a_head_of_megabytes_is_refused_before_it_is_parsed(lines: int, refused:
         with pytest.raises(ApiError) as err:
             http.request("GET", "/x", None, time.monotonic() + 2)
         assert err.value.kind == "bad-answer" and "longer than 262144 bytes" in str(err.value)
+    finally:
+        server.close()
+
+
+class ClientCertRequired(TinyServer):
+    """TLS 1.3 that demands a client certificate (mutual TLS): the client's handshake
+    completes, then the server's alert arrives as the answer."""
+
+    def __init__(self, paths: Dict[str, Path]) -> None:
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(paths["cert"], paths["key"])
+        self.ctx.load_verify_locations(paths["ca"])
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        super().__init__()
+        self.url = self.url.replace("http://", "https://")
+
+    def serve(self, conn: socket.socket) -> None:
+        with self.ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+
+
+def test_a_server_that_wants_a_client_certificate_needs_a_person(tmp_path: Path) -> None:
+    """Only a person can fix it (the operator sends none): `tls`, logged at err, not
+    `connect`, a WARNING that says it passes by itself."""
+    paths = make_ca_and_server_cert(tmp_path)
+    server = ClientCertRequired(paths)
+    try:
+        http = JsonHttp(server.url, 5.0, ca_pem=paths["ca"].read_text())
+        with pytest.raises(ApiError) as err:
+            http.request("GET", "/x", None, time.monotonic() + 5)
+        assert err.value.kind == "tls", err.value
+        assert "CERTIFICATE_REQUIRED" in str(err.value)
     finally:
         server.close()
