@@ -72,6 +72,7 @@ class SignalWaker(Component):
         self._fds = (self._r.fileno(),)
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._on_stop if sig in STOP else _ignore)
+        stop_taken()  # none pending from an earlier daemon of this process (tests)
         # held since the start (cli.py): any that came meanwhile reach the handlers now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
