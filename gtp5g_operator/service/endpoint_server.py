@@ -245,6 +245,9 @@ class Server:
     def _received(self, conn: Connection, data: bytes) -> None:
         searched = len(conn.head)
         conn.head += data
+        if conn.head.startswith((b"\r", b"\n")):  # RFC 9112 2.2: ignore empty lines before
+            del conn.head[:len(conn.head) - len(conn.head.lstrip(b"\r\n"))]  # a request
+            searched = 0
         try:
             end = head_length(conn.head, searched)
             if not end:

@@ -135,6 +135,20 @@ def test_pipelined_requests_get_one_answer(server: Running) -> None:
     assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 200 OK")
 
 
+@pytest.mark.parametrize("before", [b"\r\n", b"\n", b"\r\n\r\n"])
+def test_empty_lines_before_a_request_are_ignored(server: Running, before: bytes) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line received before the
+    request line (a client may send one after a POST body, some probes do)."""
+    for parts in ([before + b"GET /metrics HTTP/1.1\r\n\r\n"],
+                  [before, b"GET /metrics HTTP/1.1\r\n\r\n"]):  # in its own segment too
+        sock = server.connect()
+        for part in parts:
+            sock.sendall(part)
+            time.sleep(0.05)  # not needed for the answer: gives each part its own recv
+        data, _ = read_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 200 OK"), data[:40]
+
+
 def test_bad_requests_are_answered_and_closed(server: Running) -> None:
     for request, status in ((b"hello\r\n\r\n", b"400"), (b"G" * 9000, b"431"),
                             (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 2000, b"431")):
