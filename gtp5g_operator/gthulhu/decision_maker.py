@@ -99,8 +99,13 @@ class DecisionMakerWriter(RuleWriter):
     @classmethod
     def probe(cls, probe: Probe, deadline: float) -> bool:
         # A token for our key, and the node-rule merkle route (DMs from 2026-08 on).
-        return (probe.token(deadline) is not None
-                and probe.status("GET", MERKLE_PATH, None, deadline, authorized=True) == 200)
+        if probe.token(deadline) is None:
+            return False
+        status = probe.status("GET", MERKLE_PATH, None, deadline, authorized=True)
+        if status >= 500:  # the route may well exist: this says nothing of the flavor
+            raise ApiError("http-5xx", f"GET {probe.http.base_url}{MERKLE_PATH} answered "
+                           f"{status} while detecting the flavor", status)
+        return status == 200
 
     @classmethod
     def create(cls, http: JsonHttp, config: Config, state_dir: str,

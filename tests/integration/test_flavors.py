@@ -55,6 +55,23 @@ def rule(regex: str, node: str = NODE) -> Dict[str, Any]:
 # --- the Decision Maker ------------------------------------------------------------------
 
 
+def test_a_decision_maker_whose_merkle_route_fails_is_not_taken_for_v0(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """A 5xx from the merkle route says nothing of the flavor (a DM's database down): the
+    detection fails and is tried again, instead of speaking v0 to a Decision Maker."""
+    dm.fault, dm.fault_paths = "500", ("/api/v1/node-intents/merkle",)
+    d = start_dm(env, dm)
+    d.wait_log("push failed: http-5xx: ")
+    dm.fault = None
+    d.wait_log("is a Gthulhu Decision Maker (api.flavor = auto)")
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 5)
+    assert "is a Gthulhu 2025 API (v0)" not in d.log()
+    assert not dm.requests("POST", "/api/v1/scheduling/strategies")
+
+
+
 def test_auto_detects_a_decision_maker_and_the_rule_follows_the_tracked_names(
         env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
     d = start_dm(env, dm)
