@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import socket
 from typing import Mapping, Optional
 
 from ..core.once import StateLog
@@ -31,39 +33,53 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
     return int(usec) / 2e6
 
 
-SEND_TIMEOUT = 0.5  # seconds a notification may wait for room in systemd's queue
+SEND_WAIT = 0.5  # seconds a notification may wait for room in systemd's queue
 
 
 class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
-        self._notifier = None
+        self._socket: Optional[socket.socket] = None
         self._state = StateLog(log)
         if env.get("NOTIFY_SOCKET"):
             import sdnotify
 
             try:
-                self._notifier = sdnotify.SystemdNotifier(debug=True)
+                self._socket = sdnotify.SystemdNotifier(debug=True).socket  # connected
             except OSError as exc:
                 log.error("cannot connect to NOTIFY_SOCKET: %s; systemd will not hear "
                           "from us", exc)
+            else:
+                self._socket.setblocking(False)  # see _send
 
     def send(self, *fields: str) -> None:
-        if self._notifier is None:
+        if self._socket is None:
             return
-        # sdnotify sends a str as latin-1 (raising on anything else), systemd reads UTF-8,
-        # and STATUS= may carry any character (a path, a server's words): hand it the
-        # UTF-8 bytes as latin-1 text
-        message = "\n".join(fields).encode("utf-8", "backslashreplace").decode("latin-1")
-        # A datagram waits while systemd's queue is full (net.unix.max_dgram_qlen, 10 by
-        # default): briefly, as a burst (a reload's RELOADING=1, READY=1) must arrive whole;
-        # once one has timed out (PID 1 hung), none waits until one gets through again,
-        # so the loop goes on
-        self._notifier.socket.settimeout(0.0 if self._state.failing else SEND_TIMEOUT)
+        # systemd reads UTF-8, and STATUS= may carry any character (a path, a server's
+        # words); sdnotify's own send would encode latin-1, raising on anything else
+        message = "\n".join(fields).encode("utf-8", "backslashreplace")
         try:
-            self._notifier.notify(message)
+            self._send(self._socket, message)
         except OSError as exc:
-            full = isinstance(exc, (TimeoutError, BlockingIOError))  # one problem, not two
-            self._state.problem("queue full" if full else str(exc), logging.ERROR,
-                                "sd_notify failed: %s (will keep trying)", exc)
+            full = isinstance(exc, BlockingIOError)
+            self._state.problem("full" if full else str(exc), logging.ERROR,
+                                "sd_notify failed: %s (will keep trying)",
+                                "systemd's queue is full" if full else exc)
             return
         self._state.recovered("sd_notify works again")
+
+    def _send(self, sock: socket.socket, message: bytes) -> None:
+        """A datagram waits while systemd's queue is full (net.unix.max_dgram_qlen, or
+        our send buffer): briefly, as a burst (a reload's RELOADING=1, READY=1) must
+        arrive whole, and not at all while that fails (PID 1 hung), so that the loop
+        goes on.  Sent first and polled after: a socket with a timeout polls first, and
+        poll() may say "not writable" while a send would pass (each such send waited
+        its whole timeout)."""
+        try:
+            sock.send(message)
+        except BlockingIOError:
+            if self._state.failing:
+                raise
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            poller.poll(SEND_WAIT * 1e3)
+            sock.send(message)

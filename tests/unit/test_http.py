@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -199,8 +200,15 @@ class ClientCertRequired(TinyServer):
         self.url = self.url.replace("http://", "https://")
 
     def serve(self, conn: socket.socket) -> None:
-        with self.ctx.wrap_socket(conn, server_side=True) as tls:
-            tls.recv(65536)
+        with self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False) as tls:
+            tls.settimeout(10)
+            with contextlib.suppress(ssl.SSLError):
+                tls.do_handshake()  # sends the alert: no certificate
+            # Read what the client sent (its request) until it closes: closing on unread
+            # bytes would reset the connection, and the client might see the reset
+            # before the alert (a race of this server's, not a case of the client's).
+            while socket.socket.recv(tls, 65536):
+                pass
 
 
 def test_a_server_that_wants_a_client_certificate_needs_a_person(tmp_path: Path) -> None:
