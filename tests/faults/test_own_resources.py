@@ -13,7 +13,6 @@ import errno
 import os
 import resource
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,11 +55,10 @@ def test_a_full_runtime_filesystem_is_a_warning_not_a_crash(
     sparse mapping would be SIGBUS; the daemon must say so and go on."""
     with full_tmpfs(tmp_path / "full") as full:
         d = env.start(env={"RUNTIME_DIRECTORY": str(full / "run")})
-        time.sleep(0.5)  # loop turns, each a beat
-        assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
         g = gnb(threads=("nr-gnb-rlc",))
         env.writer.write(lines_for(g))
-        env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=10)
+        env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=10)  # turns, each a beat
+        assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
         assert "heartbeat: [Errno 28] No space left on device" in d.log()
         assert not (full / "run" / "heartbeat").exists()  # no half heartbeat for /health
 
@@ -84,9 +82,9 @@ def test_a_heartbeat_another_user_planted_is_replaced_not_mapped(
     assert (st.st_uid, st.st_ino) != (NOBODY, kept.stat().st_ino), "the planted file is mapped"
     subprocess.run(["truncate", "-s", "0", str(kept)], user=NOBODY, group=NOBODY, check=True)
     before = planted.read_bytes()
-    time.sleep(1.0)  # a beat at least every MAX_SLEEP
+    wait_until(lambda: planted.read_bytes() != before or d.proc.poll() is not None, 20,
+               "a beat (at least one every MAX_SLEEP)")
     assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
-    assert planted.read_bytes() != before
 
 
 def test_a_live_gnb_is_not_taken_for_exited_when_the_daemon_runs_out_of_fds(
@@ -104,7 +102,7 @@ def test_a_live_gnb_is_not_taken_for_exited_when_the_daemon_runs_out_of_fds(
     try:
         n = len(env.api.posts())
         env.api.wait_post(lambda s: True, timeout=10, after=n)  # a resync meanwhile
-        time.sleep(1.0)  # and two liveness passes more
+        d.wait_log("kept as tracked, not taken for exited")  # a liveness pass meanwhile
         since = env.api.posts()[env.api.posts().index(first):]
         assert all(pids(p.body["strategies"]) == set(g.tids) for p in since), (
             "the gNB was un-boosted while the daemon could not read /proc")

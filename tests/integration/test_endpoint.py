@@ -284,7 +284,7 @@ def test_signals_sent_to_the_whole_unit_are_the_daemons(env: Env) -> None:
         os.kill(child, sig)  # the order systemd takes them in is the cgroup's: child first
         if sig != signal.SIGTERM:
             d.signal(sig)
-    time.sleep(0.5)
+    d.wait_log("debug logging")  # the daemon took the last of them
     assert in_its_loop(child), "the endpoint process still serves"
     assert get(port)[0] in (200, 503)
     d.signal(signal.SIGTERM)
