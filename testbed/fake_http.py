@@ -14,6 +14,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,22 @@ def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: fl
             cond.wait(min(left, 0.05))
 
 
+# What a client's hang-up looks like to the server thread: the daemon cuts an exchange
+# when it is stopped (a stop ends every network wait) or its deadline passes.
+HUNG_UP = (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+class QuietOnHangUpServer(ThreadingHTTPServer):
+    """A client that hangs up mid-exchange is no error of the server: a real one logs
+    a line at most.  socketserver prints a traceback for it, which reads as a crash in
+    the demo and the tests' output; any other exception is still printed whole."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], HUNG_UP):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeServerBase:
     """A threaded HTTP(S) server with the test conveniences every fake shares:
     requests recorded with monotonic timestamps, wait_for(), run-time faults,
@@ -57,7 +74,7 @@ class FakeServerBase:
         self._cond = threading.Condition()
         self.connections: Set[socket.socket] = set()
         self._stop_hang = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = QuietOnHangUpServer((host, port), handler)
         self._server.daemon_threads = True
         self._scheme = "http"
         if tls is not None:  # https: the handshake happens when a connection is accepted

@@ -7,6 +7,8 @@ import hashlib
 import http.client
 import json
 import socket
+import ssl
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_decision_maker import EMPTY_ROOT, FakeDecisionMaker, resolve_rules
 from testbed.fake_gthulhu import make_keypair
+from testbed.fake_http import QuietOnHangUpServer
 from testbed.fake_manager import DEFAULT_PERMISSIONS, FakeManager
 from testbed.golang_jwt import golang_jwt_error
 from testbed.harness import GnbProcess
@@ -628,3 +631,24 @@ def test_manager_pushes_to_linked_decision_maker(manager_key: bytes,
         assert manager.sync() == {"node-a": "sent 2"} and len(dm.rules()) == 2
     finally:
         manager.stop()
+
+
+@pytest.mark.parametrize("hang_up", [BrokenPipeError, ConnectionResetError,
+                                     ConnectionAbortedError, ssl.SSLEOFError])
+def test_a_client_hanging_up_prints_no_traceback(
+        hang_up: type, capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon cuts an exchange when stopped (or when its deadline passes); the
+    fake's thread then fails to read or write.  socketserver would print that as a
+    traceback, which the demo (rightly) takes for a crash; a real bug still prints."""
+    server = QuietOnHangUpServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for exc in (hang_up(32, "hung up"), ValueError("a bug in the fake")):
+            try:
+                raise exc
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 1))
+    finally:
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "hung up" not in err
+    assert "Traceback" in err and "ValueError: a bug in the fake" in err
