@@ -456,7 +456,15 @@ class JsonHttp:
         chunks: List[bytes] = []
         size = 0
         while True:
-            chunk = resp.read1(65536)  # each read is bounded by the deadline
+            try:
+                chunk = resp.read1(65536)  # each read is bounded by the deadline
+            except http.client.IncompleteRead:  # a chunked body cut off
+                chunk, cut = b"", True
+            else:  # the Content-Length promised more than came before the close
+                cut = not chunk and bool(resp.length)
+            if cut:  # what came may still parse (a prefix of a number, trailing space)
+                raise ApiError("connect", f"{what}: connection closed by the server "
+                               f"during its answer (after {size} bytes of the body)")
             if not chunk:
                 resp.close()  # marks it done so the kept-alive connection can be reused
                 return b"".join(chunks)

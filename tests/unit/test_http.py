@@ -224,3 +224,20 @@ def test_a_server_that_wants_a_client_certificate_needs_a_person(tmp_path: Path)
         assert "CERTIFICATE_REQUIRED" in str(err.value)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("answer", [
+    # 17 bytes of a promised 40: what came parses, but it is not the answer
+    b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b'{"success": true}',
+    # a chunked body whose last chunk never comes
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n" + b'{"success": true}'
+    + b"\r\n",
+], ids=["content-length", "chunked"])
+def test_a_body_cut_off_by_the_close_is_not_taken(answer: bytes) -> None:
+    server = OneShotServer([answer])
+    try:
+        with pytest.raises(ApiError) as err:
+            JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
+        assert err.value.kind == "connect" and "during its answer" in str(err.value), err.value
+    finally:
+        server.close()
