@@ -2,16 +2,21 @@
 
 The root is injectable so unit tests can point it at a fake tree; the daemon
 uses the real /proc.  Every function returns None when the task is gone (or
-unreadable): a vanished task is an ordinary event, not an error.
+unreadable): a vanished task is an ordinary event, not an error.  A read that
+failed for want of this service's own fds or memory is counted in `starved`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 _DELETED = " (deleted)"
+
+# Failures of this service's own resources: such a read says nothing about the task.
+STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 @dataclass(frozen=True)
@@ -38,19 +43,6 @@ class ProcessInfo:
     comm: str  # the thread-group leader's name
     exe: str  # "" when unreadable (kernel threads, other namespaces)
     uid: int  # real uid
-
-
-def _read(path: str) -> Optional[bytes]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def parse_comm(data: bytes) -> str:
@@ -96,13 +88,34 @@ def _first_int(line: bytes) -> Optional[int]:
 class ProcFS:
     def __init__(self, root: str = "/proc") -> None:
         self.root = root
+        # Reads that failed for want of our own fds or memory (STARVED), counted: a
+        # caller compares it around a look-up to tell "gone" from "could not look".
+        self.starved = 0
+
+    def _read(self, path: str) -> Optional[bytes]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self._failed(exc)
+            return None
+        try:
+            return os.read(fd, 4096)
+        except OSError as exc:
+            self._failed(exc)
+            return None
+        finally:
+            os.close(fd)
+
+    def _failed(self, exc: OSError) -> None:
+        if exc.errno in STARVED:
+            self.starved += 1
 
     def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]:
         """The task's own stat.  With its tgid known, /proc/TGID/task/TID/stat is
         read: /proc/TID/stat sums over every thread of the process, which costs
         O(threads) per read in a 1,000-thread gNB."""
         path = f"{self.root}/{tgid}/task/{tid}/stat" if tgid else f"{self.root}/{tid}/stat"
-        data = _read(path)
+        data = self._read(path)
         return parse_stat(data) if data else None
 
     def present(self, tid: int, tgid: int) -> bool:
@@ -120,7 +133,7 @@ class ProcFS:
 
     def task(self, tid: int) -> Optional[TaskInfo]:
         """TGID and start time of a thread (works for any TID, listed or not)."""
-        status = _read(f"{self.root}/{tid}/status")
+        status = self._read(f"{self.root}/{tid}/status")
         tgid = parse_status(status)[0] if status else None
         if tgid is None:
             return None
@@ -131,8 +144,8 @@ class ProcFS:
 
     def process(self, tgid: int) -> Optional[ProcessInfo]:
         st = self.stat(tgid, tgid)
-        status = _read(f"{self.root}/{tgid}/status")
-        comm = _read(f"{self.root}/{tgid}/comm")
+        status = self._read(f"{self.root}/{tgid}/status")
+        comm = self._read(f"{self.root}/{tgid}/comm")
         if st is None or status is None or comm is None:
             return None
         _, uid = parse_status(status)
@@ -156,22 +169,23 @@ class ProcFS:
         its own `exe` link fails, so read it through a live thread."""
         try:
             return os.readlink(f"{self.root}/{tgid}/exe")
-        except OSError:
-            pass
+        except OSError as exc:
+            self._failed(exc)
         try:
             tids = os.listdir(f"{self.root}/{tgid}/task")
-        except OSError:
+        except OSError as exc:
+            self._failed(exc)
             return ""
         for tid in tids[:MAX_EXE_PROBES]:
             try:
                 return os.readlink(f"{self.root}/{tgid}/task/{tid}/exe")
-            except OSError:
-                continue
+            except OSError as exc:
+                self._failed(exc)
         return ""
 
     def thread_name(self, tgid: int, tid: int) -> Optional[str]:
         """/proc/TGID/task/TID/comm: the thread's own name."""
-        data = _read(f"{self.root}/{tgid}/task/{tid}/comm")
+        data = self._read(f"{self.root}/{tgid}/task/{tid}/comm")
         return None if data is None else parse_comm(data)
 
 

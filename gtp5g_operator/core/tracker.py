@@ -130,19 +130,25 @@ class TaskTracker:
 
     def _decide(self, tid: int) -> bool:
         self.lookups += 1
+        # A look-up that failed for want of our own fds or memory is no verdict: the
+        # ID stays unjudged and is looked up again at its next line (a failed open()
+        # per turn while starved), not taken for 'not a target' until the liveness pass.
+        starved = self.procfs.starved
         task = self.procfs.task(tid) if tid > 0 else None
         if task is None:
-            self._remember_negative(tid)
+            self._remember_negative(tid, starved)
             return False
         changed = False
         proc = self.processes.get(task.tgid)
         leader = self.procfs.stat(task.tgid, task.tgid)
+        if leader is None and self.procfs.starved != starved:
+            return False  # not proof that the tracked process exited (nor that it matches)
         if proc is not None and (leader is None or leader.start_time != proc.info.start_time):
             changed |= self._drop_process(task.tgid, "exited (ID reused)")
             proc = None
         if proc is None:
             if leader is None or not self._verdict(task.tgid, leader.start_time):
-                self._remember_negative(tid)
+                self._remember_negative(tid, starved)
                 return changed
             proc = self.processes[task.tgid]
         name = self.procfs.thread_name(task.tgid, tid) or proc.info.comm
@@ -160,11 +166,12 @@ class TaskTracker:
             return False
         if verdict and tgid in self.processes:
             return True
+        starved = self.procfs.starved
         info = self.procfs.process(tgid)
         if info is None or info.start_time != start_time:
             return False
         why = mismatch(info, self.match)
-        if verdict is None:
+        if verdict is None and self.procfs.starved == starved:  # else an unread exe: no verdict
             if len(self._verdicts) >= MAX_PROCESS_VERDICTS:
                 self._verdicts.clear()
             self._verdicts[key] = not why
@@ -181,7 +188,9 @@ class TaskTracker:
                      tgid, info.comm, info.exe or "?", info.uid)
         return True
 
-    def _remember_negative(self, tid: int) -> None:
+    def _remember_negative(self, tid: int, starved: int) -> None:
+        if self.procfs.starved != starved:
+            return  # a read failed for want of fds or memory: not a verdict
         if len(self._negative) >= self._max_negative:
             self._negative.clear()  # a flood: start over rather than grow
         self._negative.add(tid)

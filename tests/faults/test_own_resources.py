@@ -18,6 +18,9 @@ from typing import Callable, Iterator
 
 import pytest
 
+from gtp5g_operator.config import MatchConfig
+from gtp5g_operator.core.procfs import ProcFS
+from gtp5g_operator.core.tracker import TaskTracker
 from testbed.harness import GnbProcess, wait_until
 from tests.conftest import Env
 from tests.faults.test_faults import lines_for, pids
@@ -114,3 +117,42 @@ def test_a_live_gnb_is_not_taken_for_exited_when_the_daemon_runs_out_of_fds(
     g.stop()
     env.api.wait_post(lambda s: pids(s) == set(), timeout=10)
     wait_until(lambda: "removed: exited" in d.log(), 5, "the exit logged")
+
+
+@contextlib.contextmanager
+def no_fd_left() -> Iterator[None]:
+    """This process's descriptors used up (every open() fails with EMFILE) while in it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+    held = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_gnb_thread_first_seen_without_fds_is_tracked_at_its_next_line(
+        gnb: Callable[..., GnbProcess]) -> None:
+    """A failed /proc look-up for want of fds says nothing about the task: it must
+    not be cached as 'not a target' (the gNB thread unboosted until the liveness
+    pass), while an ID that is really gone still is (no look-up per line for it)."""
+    g = gnb(threads=("nr-gnb-rlc",))
+    dead = GnbProcess(threads=())
+    dead.stop()
+    t = TaskTracker(ProcFS(), MatchConfig())
+    rlc = g.threads["nr-gnb-rlc"]
+    with no_fd_left():
+        with pytest.raises(OSError) as exc:
+            os.close(os.open("/proc/self/status", os.O_RDONLY))
+        assert exc.value.errno == errno.EMFILE
+        assert t.observe({rlc}) is False
+    assert t.observe({rlc, dead.pid}) is True
+    assert [(v.tgid, v.tids) for v in t.snapshot()] == [(g.pid, (rlc,))]
+    lookups = t.lookups
+    assert t.observe({rlc, dead.pid}) is False
+    assert t.lookups == lookups  # the dead ID's verdict is cached
