@@ -18,6 +18,7 @@ import os
 from typing import Callable, Dict, FrozenSet, Optional, Set, Tuple
 
 from ..core.component import Component
+from ..core.procfs import STARVED
 from ..core.tracker import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class ExitWatch(Component):
         try:
             fd = open_pidfd(tgid)
         except OSError as exc:
+            if exc.errno in STARVED:
+                self._retry()
+                return
             self._done.add(ident)
             if exc.errno == errno.ESRCH:  # gone already
                 self._exited(ident)
@@ -77,13 +81,25 @@ class ExitWatch(Component):
                 log.debug("cannot watch process %d for its exit (%s): the liveness pass "
                           "will notice it", tgid, exc.strerror)
             return
-        stat = self.tracker.procfs.stat(tgid, tgid)
+        procfs = self.tracker.procfs
+        starved = procfs.starved
+        stat = procfs.stat(tgid, tgid)
+        if stat is None and procfs.starved != starved:  # the pidfd took our last fd
+            os.close(fd)
+            self._retry()
+            return
         if stat is None or stat.start_time != start:
             os.close(fd)  # the ID was reused before the pidfd pinned it: ours is gone
             self._done.add(ident)
             self._exited(ident)
             return
         self._fds[ident], self._owner[fd] = fd, ident
+
+    def _retry(self) -> None:
+        """Out of fds or memory: not a reason to give up watching the process (its
+        exit would wait for the liveness pass), so `_sync` tries again next turn
+        (a failed syscall per turn per unwatched process, only while starved)."""
+        self._generation = -1
 
     def on_readable(self, fd: int) -> None:
         # Closed mid-turn: safe because this component comes first in the loop's list,

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import resource
+import select
 import subprocess
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +22,7 @@ import pytest
 from gtp5g_operator.config import MatchConfig
 from gtp5g_operator.core.procfs import ProcFS
 from gtp5g_operator.core.tracker import TaskTracker
+from gtp5g_operator.service.exits import ExitWatch
 from testbed.harness import GnbProcess, wait_until
 from tests.conftest import Env
 from tests.faults.test_faults import lines_for, pids
@@ -120,8 +122,9 @@ def test_a_live_gnb_is_not_taken_for_exited_when_the_daemon_runs_out_of_fds(
 
 
 @contextlib.contextmanager
-def no_fd_left() -> Iterator[None]:
-    """This process's descriptors used up (every open() fails with EMFILE) while in it."""
+def no_fd_left(spare: int = 0) -> Iterator[None]:
+    """This process's descriptors used up but `spare` (then every open() fails with
+    EMFILE) while in it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
     held = []
@@ -129,6 +132,8 @@ def no_fd_left() -> Iterator[None]:
         with contextlib.suppress(OSError):
             while True:
                 held.append(os.open("/dev/null", os.O_RDONLY))
+        for _ in range(spare):
+            os.close(held.pop())
         yield
     finally:
         for fd in held:
@@ -156,3 +161,29 @@ def test_a_gnb_thread_first_seen_without_fds_is_tracked_at_its_next_line(
     lookups = t.lookups
     assert t.observe({rlc, dead.pid}) is False
     assert t.lookups == lookups  # the dead ID's verdict is cached
+
+
+@pytest.mark.parametrize("spare", [0, 1], ids=["no-fd-for-the-pidfd", "no-fd-to-check-it"])
+def test_a_gnb_tracked_while_fds_ran_out_gets_its_exit_watch_once_they_are_back(
+        gnb: Callable[..., GnbProcess], spare: int) -> None:
+    """Out of fds when a new gNB is tracked, its pidfd cannot be opened (or, the last
+    fd taken by it, its start time cannot be checked): that must not give up watching
+    it for good, or its exit is seen only at the next liveness pass or push (while a
+    v0 server keeps boosting its PIDs, which a stranger may take)."""
+    g = gnb(threads=("nr-gnb-rlc",))
+    t = TaskTracker(ProcFS(), MatchConfig())
+    assert t.observe(set(g.tids))
+    changes: list[None] = []
+    watch = ExitWatch(t, lambda: changes.append(None), os.pidfd_open)
+    try:
+        with no_fd_left(spare):
+            assert watch.watched_fds() == frozenset()
+        fds = watch.watched_fds()  # the next turn, fds back
+        assert len(fds) == 1
+        g.stop()
+        ready, _, _ = select.select(list(fds), [], [], 10)
+        assert ready, "the pidfd did not report the exit"
+        watch.on_readable(ready[0])
+        assert changes and t.snapshot() == []
+    finally:
+        watch.close()
