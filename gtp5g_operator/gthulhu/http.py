@@ -456,15 +456,14 @@ class JsonHttp:
         chunks: List[bytes] = []
         size = 0
         while True:
-            try:
-                chunk = resp.read1(65536)  # each read is bounded by the deadline
-            except http.client.IncompleteRead:  # a chunked body cut off
-                chunk, cut = b"", True
-            else:  # the Content-Length promised more than came before the close
-                cut = not chunk and bool(resp.length)
-            if cut:  # what came may still parse (a prefix of a number, trailing space)
-                raise ApiError("connect", f"{what}: connection closed by the server "
-                               f"during its answer (after {size} bytes of the body)")
+            chunk = resp.read1(65536)  # each read is bounded by the deadline
+            # The Content-Length promised more than came before the close: what came
+            # may still parse (a number's prefix).  (A chunked body cut off raises
+            # IncompleteRead, as a malformed one does: a bad answer.)
+            if not chunk and resp.length:
+                raise ApiError("bad-answer", f"{what}: the server closed the connection "
+                               f"after {size} of the {size + resp.length} bytes its "
+                               "Content-Length promised", resp.status)
             if not chunk:
                 resp.close()  # marks it done so the kept-alive connection can be reused
                 return b"".join(chunks)
