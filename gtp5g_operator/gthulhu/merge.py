@@ -6,7 +6,9 @@ ours is, if theirs comes later); the periodic resync re-applies our part
 within `resync_interval`, which bounds how long our entries can be missing,
 and a writer that does the same bounds how long its entries can.
 
-`merge_strategies` is pure; `OwnedIds` persists which IDs are ours.
+`merge_strategies` is pure; `OwnedIds` persists which IDs are ours, and what this
+host posted for each: PIDs are reused, and an entry for an owned PID that says
+something else is another writer's, for another process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Set
+from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
 from ..files import FileProblem, atomic_write, read_json_file
 from .errors import ApiError
@@ -22,15 +24,30 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 Strategy = Dict[str, Any]
+Written = Tuple[Any, Any]  # (priority, execution_time) of an entry this host posted
 OWNED_FILE = "owned.json"
 
 
+def written(entry: Mapping[str, Any]) -> Written:
+    """What an entry says, in the terms this host's ownership of its PID is kept."""
+    return entry.get("priority"), entry.get("execution_time")
+
+
+def says(entry: Mapping[str, Any], posted: Written) -> bool:
+    """Does `entry` say exactly what this host posted (and nothing it never posts)?"""
+    return written(entry) == posted and not any(
+        v for k, v in entry.items() if k not in ("pid", "priority", "execution_time"))
+
+
 def merge_strategies(current: Iterable[Mapping[str, Any]], ours: List[Strategy],
-                     owned: Set[int]) -> List[Strategy]:
+                     owned: Mapping[int, Written]) -> List[Strategy]:
     """Everyone else's entries from `current`, then `ours`.
 
-    * Entries with PIDs this host owns (pushed before) or wants now are dropped:
-      ours replace them.
+    * Entries with PIDs this host wants now are dropped: ours replace them.
+    * An entry for a PID this host pushed before (`owned`) is dropped only while it
+      says what this host pushed for it: the PID may have been reused since (the
+      task died while this host was down, or between two pushes), and another
+      writer's entry for the new process is not ours to remove.
     * Selector-based strategies come back from the API expanded, one per
       matching PID with the selectors attached: they are kept once each, as
       the selector strategy without the PID, or they would multiply.
@@ -55,43 +72,57 @@ def merge_strategies(current: Iterable[Mapping[str, Any]], ours: List[Strategy],
         pid = entry.get("pid")
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             continue
-        if pid in owned or pid in wanted:
+        if pid in wanted or (pid in owned and says(entry, owned[pid])):
             continue
         kept.append(dict(entry))
     return kept + ours
 
 
 class OwnedIds:
-    """The IDs this host put into the API in merge mode, kept across restarts so
-    entries left behind for tasks that died while it was down are removed."""
+    """The IDs this host put into the API in merge mode, and what it put there for
+    each, kept across restarts so entries left behind for tasks that died while it
+    was down are removed."""
 
-    def __init__(self, directory: str, api_url: str) -> None:
+    def __init__(self, directory: str, api_url: str, legacy: Written) -> None:
         self.path = os.path.join(directory, OWNED_FILE)
         self.api_url = api_url
-        self.ids: Set[int] = self._load()
+        self.ids: Dict[int, Written] = self._load(legacy)
 
-    def _load(self) -> Set[int]:
+    def _load(self, legacy: Written) -> Dict[int, Written]:
+        """`legacy`: what a file of an earlier version, which names PIDs only, is taken
+        to have posted for them — this configuration's values, the likeliest."""
         try:
             data = read_json_file(self.path)
         except FileNotFoundError:
-            return set()
+            return {}
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return set()
+            return {}
         if not isinstance(data, dict) or data.get("api_url") != self.api_url:
-            return set()  # IDs owned on another API are not ours to remove here
+            return {}  # IDs owned on another API are not ours to remove here
+        entries = data.get("strategies")
+        if isinstance(entries, list):
+            return {e["pid"]: written(e) for e in entries
+                    if isinstance(e, dict) and _is_pid(e.get("pid"))}
         pids = data.get("pids")
-        return {p for p in pids if isinstance(p, int)} if isinstance(pids, list) else set()
+        return {p: legacy for p in pids if _is_pid(p)} if isinstance(pids, list) else {}
 
-    def replace(self, ids: Iterable[int]) -> None:
-        new = set(ids)
+    def replace(self, ids: Mapping[int, Written]) -> None:
+        new = dict(ids)
         if new == self.ids and os.path.exists(self.path):
             return
         self.ids = new
-        data = json.dumps({"api_url": self.api_url, "pids": sorted(new)}) + "\n"
+        # "pids": what earlier versions read; "strategies": what this host posted
+        data = json.dumps({"api_url": self.api_url, "pids": sorted(new),
+                           "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}
+                                          for p, v in sorted(new.items())]}) + "\n"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             atomic_write(self.path, data.encode(), 0o600, durable=True)
         except OSError as exc:
             log.warning("cannot record owned IDs in %s: %s (entries this host leaves "
                         "behind may survive a restart)", self.path, exc.strerror)
+
+
+def _is_pid(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -19,7 +19,7 @@ from ..core.words import plural
 from .answers import listed_strategies, v0_strategy_list
 from .errors import ApiError, check_answer
 from .http import JsonHttp
-from .merge import OwnedIds, merge_strategies
+from .merge import OwnedIds, merge_strategies, written
 from .writer import STRATEGIES_PATH, ApiWriter, Holdings, PublicKeyToken
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class V0Writer(ApiWriter):
     @classmethod
     def create(cls, http: JsonHttp, config: Config, state_dir: str,
                clock: Callable[[], float], wall_clock: Callable[[], float]) -> V0Writer:
-        owned = OwnedIds(state_dir, config.api.url) if config.strategy.mode == "merge" else None
+        owned = (OwnedIds(state_dir, config.api.url,
+                          (config.strategy.priority, config.strategy.execution_time_ns))
+                 if config.strategy.mode == "merge" else None)
         return cls(http, config, owned, clock, wall_clock)
 
     def __init__(self, http: JsonHttp, config: Config, owned: Optional[OwnedIds],
@@ -79,12 +81,12 @@ class V0Writer(ApiWriter):
         if not self.merge:
             self._call("POST", {"strategies": strategies}, deadline)
             return
-        owned = set(self.owned.ids) if self.owned is not None else set()
-        ours = {s["pid"] for s in strategies}
+        owned = dict(self.owned.ids) if self.owned is not None else {}
+        ours = {s["pid"]: written(s) for s in strategies}
         merged = merge_strategies(v0_strategy_list(self._call("GET", None, deadline)),
                                   strategies, owned)
         if self.owned is not None:
-            self.owned.replace(owned | ours)  # recorded before the POST: a crash after it
+            self.owned.replace({**owned, **ours})  # recorded before the POST: a crash after it
         self._call("POST", {"strategies": merged}, deadline)  # must not orphan entries
         if self.owned is not None:
             self.owned.replace(ours)

@@ -299,3 +299,49 @@ def test_a_manager_refusing_the_stored_id_a_while_leaves_no_orphan_policy(
     manager.wait_for(lambda: regexes(manager) == ["^(?:gnb worker|nr-gnb)$"], 30)
     g.stop()
     manager.wait_for(lambda: my_policies(manager) == [], 30)
+
+
+# --- v0, merge mode --------------------------------------------------------------------------
+
+
+def test_merge_mode_keeps_another_writers_entry_for_a_reused_pid_after_a_restart(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """owned.json names the PIDs this host pushed; while it was down its task died, the
+    PID was reused and another writer boosted the new process with its own values.
+    The restart used to remove that entry (any entry for an owned PID went); only an
+    entry saying what this host pushed is its own."""
+    from testbed.tracelines import gtp5g_line
+
+    env.api.strategies = []
+    d = env.start(strategy={"mode": "merge"})
+    g = gnb(threads=())
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: any(e.get("pid") == g.pid for e in s))
+    assert d.stop() == 0
+    env.writer.close()
+    g.stop()
+    theirs = {"pid": g.pid, "priority": False, "execution_time": 7}  # the reused PID's
+    env.api.strategies = [theirs]
+    posts = len(env.api.posts())
+    env.start(strategy={"mode": "merge"})
+    wait_until(lambda: len(env.api.posts()) > posts, 30, "the first push after the restart")
+    assert env.api.strategies == [theirs]
+    owned = env.tmp / "state" / "owned.json"  # rewritten once the POST is answered
+    wait_until(lambda: json.loads(owned.read_text()) == {
+        "api_url": env.api.url, "pids": [], "strategies": []}, 30, "nothing owned any more")
+
+
+def test_merge_mode_still_removes_what_it_left_behind_from_an_older_owned_file(
+        env: Env) -> None:
+    """An owned.json of an earlier version names PIDs only: an entry for one that says
+    this configuration's values is taken as this host's and removed; one that says
+    anything else is kept."""
+    ours = {"pid": 4242, "priority": True, "execution_time": 20_000_000}
+    theirs = {"pid": 4243, "priority": True, "execution_time": 7}
+    state = env.tmp / "state"
+    state.mkdir()
+    (state / "owned.json").write_text(json.dumps({"api_url": env.api.url,
+                                                  "pids": [4242, 4243]}))
+    env.api.strategies = [ours, theirs]
+    env.start(strategy={"mode": "merge"})
+    env.api.wait_for(lambda: env.api.strategies == [theirs])

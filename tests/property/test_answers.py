@@ -288,7 +288,8 @@ DECODERS = [
     Decoder("error answer check", lambda b: check_answer(503, b, "GET /x"), bodies,
             type(None), API_ERRORS),
     Decoder("v0: merge with the server's list", lambda b: merge_strategies(
-        b, [{"pid": 7, "priority": True}], {1, 2}), strategy_lists, list, API_ERRORS),
+        b, [{"pid": 7, "priority": True}], {1: (True, 1), 2: (False, 2)}), strategy_lists,
+        list, API_ERRORS),
     Decoder("manager: same policy", lambda b: [same_policy(p, RULE) for p in
                                                answers.manager_policies(b)], bodies, list,
             API_ERRORS),

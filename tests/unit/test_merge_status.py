@@ -21,27 +21,35 @@ def s(pid: int, **kw: object) -> Dict[str, Any]:
 
 def test_others_kept_owned_replaced() -> None:
     current = [s(1), s(7), s(9)]
-    assert merge_strategies(current, OURS, owned={7}) == [s(1), s(9), *OURS]
+    assert merge_strategies(current, OURS, owned={7: (True, 5)}) == [s(1), s(9), *OURS]
+
+
+def test_an_owned_pid_saying_something_else_is_another_writers() -> None:
+    """The PID was reused (the task died while this host was down): another writer's
+    entry for the new process says other values, and is kept."""
+    current = [s(7, priority=False, execution_time=9), s(8, command_regex="x")]
+    assert merge_strategies(current, OURS, owned={7: (True, 5), 8: (True, 5)}) == [
+        *current, *OURS]
 
 
 def test_our_wanted_pid_replaces_another_writers_entry() -> None:
-    assert merge_strategies([s(10, execution_time=99)], OURS, owned=set()) == OURS
+    assert merge_strategies([s(10, execution_time=99)], OURS, owned={}) == OURS
 
 
 def test_expanded_selector_strategy_is_kept_once_without_pid() -> None:
     sel = [{"key": "app", "value": "upf"}]
     current = [s(20, selectors=sel), s(21, selectors=sel), s(3)]
-    merged = merge_strategies(current, OURS, owned=set())
+    merged = merge_strategies(current, OURS, owned={})
     assert merged == [{"priority": True, "execution_time": 5, "selectors": sel}, s(3), *OURS]
 
 
 def test_entries_without_usable_pid_are_dropped() -> None:
     current = [{"priority": True}, s(0), {"pid": "7"}, {"pid": True}]
-    assert merge_strategies(current, [], owned=set()) == []
+    assert merge_strategies(current, [], owned={}) == []
 
 
 def test_clear_removes_only_owned() -> None:
-    assert merge_strategies([s(1), s(10)], [], owned={10}) == [s(1)]
+    assert merge_strategies([s(1), s(10)], [], owned={10: (True, 5)}) == [s(1)]
 
 
 def test_status_table() -> None:
