@@ -84,7 +84,8 @@ class ApiConfig:
 
     url: str = setting("http://127.0.0.1:8080", v.api_url, """
         Base URL of the Gthulhu server.  https:// URLs verify the certificate against the
-        system CAs, or against ca_file when set.  No user:password@, query or fragment.""")
+        system CAs, or against ca_file when set.  No user:password@, query or fragment,
+        and no IPv6 zone id or link-local address (sockets cannot use them).""")
     flavor: str = setting(AUTO, None, """
         Which Gthulhu answers there: "auto" finds out (before the first push and after
         reconnecting); the others are listed in gtp5g-operator(8) and the README

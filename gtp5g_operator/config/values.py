@@ -151,6 +151,7 @@ def api_url(v: Any) -> str:
     except ValueError:
         raise ValueError(f"expected a port from 1 to 65535, got {fmt(v)}") from None
     expect(port is None or port > 0, "a port from 1 to 65535", v)
+    _no_zone_id(parts.hostname or "", v)
     expect(_valid_host(parts.hostname or ""), what, v)
     expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)
     return str(v).rstrip("/")
@@ -158,6 +159,23 @@ def api_url(v: Any) -> str:
 
 def optional_api_url(v: Any) -> str:
     return "" if v == "" else api_url(v)
+
+
+def _no_zone_id(host: str, v: Any) -> None:
+    # ipaddress takes "fe80::1%eth0", but socket.connect() and bind() take the scope
+    # from the address tuple, not the text: with a zone every connect or bind fails
+    # ("Name or service not known", or EINVAL), and without one a link-local address
+    # fails with EINVAL ("Invalid argument") -- at every push, long after the check.
+    # (RFC 6874's "%25eth0" would even name an interface "25eth0".)  Refuse both here.
+    address, zone, _ = host.partition("%")
+    try:
+        link_local = ipaddress.ip_address(address).is_link_local and ":" in address
+    except ValueError:
+        link_local = False
+    if (zone and ":" in address) or link_local:
+        raise ValueError(f"expected no IPv6 zone id and no link-local (fe80::/10) address, got "
+                         f"{fmt(v)}: sockets cannot use them (the zone is not passed on); use "
+                         "the host's global or unique-local address, or its name")
 
 
 def _valid_host(host: str) -> bool:
@@ -209,6 +227,7 @@ def listen_address(v: Any) -> str:
     what = '"" (off) or "address:port" with a port from 1 to 65535, e.g. "127.0.0.1:9469"'
     expect(isinstance(v, str), what, v)
     if v:
+        _no_zone_id(v.rpartition(":")[0].strip("[]"), v)
         try:
             ipaddress.ip_address(split_listen(v)[0])
         except ValueError:

@@ -126,6 +126,32 @@ def test_unknown_keys_are_errors(text: str, where: str) -> None:
         parse_config(text)
 
 
+@pytest.mark.parametrize("text", [
+    '[api]\nurl = "http://[fe80::1%eth0]:8080"',
+    '[api]\nurl = "http://[fe80::1%25eth0]:8080"',  # RFC 6874's form: interface "25eth0"
+    '[api]\nurl = "http://[fe80::1]:8080"',  # link-local without its zone: EINVAL
+    '[api]\nurl = "https://[fd00::2%eth0]"',
+    '[api]\ndecision_maker_url = "http://[fe80::1%eth0]:8080"',
+    '[metrics]\nlisten = "[fe80::1%eth0]:9469"\nallow_remote = true',
+    '[metrics]\nlisten = "[fe80::1]:9469"\nallow_remote = true',
+])
+def test_ipv6_zone_ids_and_link_local_addresses_are_refused(text: str) -> None:
+    # socket.connect()/bind() drop the text's zone: every push (or the endpoint) would
+    # fail with "Invalid argument" or "Name or service not known" after check-config's ok.
+    key = text.split("\n")[0].strip("[]") + "." + text.split("\n")[1].split(" ")[0]
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "/etc/x/config.toml")
+    assert str(err.value).startswith(f"/etc/x/config.toml: {key}: expected no IPv6 zone id")
+
+
+@pytest.mark.parametrize("text", [
+    '[api]\nurl = "http://[::1]:8080"', '[api]\nurl = "http://[fd00::2]:8080"',
+    '[api]\nurl = "http://169.254.1.1:8080"', '[metrics]\nlisten = "[::1]:9469"',
+])
+def test_other_ip_literals_are_still_taken(text: str) -> None:
+    parse_config(text)
+
+
 def test_toml_syntax_error_has_line_and_column() -> None:
     with pytest.raises(ConfigError, match=r"c.toml: invalid TOML: .*line 3, column"):
         parse_config('[api]\nurl = "x"\ntimeout = = 3\n', "c.toml")
