@@ -143,7 +143,11 @@ def api_url(v: Any) -> str:
         raise ValueError("expected a URL without user:password@ (the API is authenticated "
                          "with its token; credentials in a URL would be logged)")
     expect(_clean_string(v) and v.isascii(), what, v)
-    parts = urlsplit(v)
+    try:
+        parts = urlsplit(v)
+    except ValueError:  # its own words ("Invalid IPv6 URL") name neither the key's form nor v
+        raise ValueError(f"expected {what}, got {fmt(v)} (unbalanced [ ] or not an IP "
+                         "address in them)") from None
     expect(parts.scheme in ("http", "https") and bool(parts.hostname), what, v)
     expect(not parts.query and not parts.fragment and "?" not in v and "#" not in v, what, v)
     try:

@@ -152,6 +152,17 @@ def test_other_ip_literals_are_still_taken(text: str) -> None:
     parse_config(text)
 
 
+@pytest.mark.parametrize("url", ["http://[::1/", "http://[gthulhu]:8080/", "http://]x[:1"])
+def test_a_url_urlsplit_refuses_is_named_and_shown(url: str) -> None:
+    # urlsplit's own words ("Invalid IPv6 URL", "':1' does not appear to be an IPv4 or
+    # IPv6 address") showed neither the value nor what is expected.
+    with pytest.raises(ConfigError) as err:
+        parse_config(f'[api]\nurl = "{url}"', "/etc/x/config.toml")
+    assert str(err.value).startswith(
+        f'/etc/x/config.toml: api.url: expected an http:// or https:// URL with a host '
+        f'(and no user, query or fragment), got "{url}"')
+
+
 def test_toml_syntax_error_has_line_and_column() -> None:
     with pytest.raises(ConfigError, match=r"c.toml: invalid TOML: .*line 3, column"):
         parse_config('[api]\nurl = "x"\ntimeout = = 3\n', "c.toml")
