@@ -120,11 +120,25 @@ def password_path(config: Config, env: Mapping[str, str],
     if config.api.password_file:
         return config.api.password_file
     searched = tuple(dirs) if dirs is not None else credential_dirs(env)
+    closed = []  # directories we may not look into (root's 0700 credential stores)
     for directory in searched:
         candidate = os.path.join(directory, CREDENTIAL_NAME)
-        if os.path.lexists(candidate):
-            return candidate
-    raise ConfigError(f"{config.origins.get('api.username', config.source)}: "
+        try:
+            os.lstat(candidate)
+        except PermissionError:
+            closed.append(directory)
+            continue
+        except OSError:
+            continue
+        return candidate
+    origin = config.origins.get('api.username', config.source)
+    if closed:
+        # Not "no credential": an admin's shell that may not search /etc/credstore (0700,
+        # as it should be) cannot tell, and must not be told to create a file that is there.
+        raise ConfigError(f"{origin}: api.password_file: not set, and the systemd credential "
+                          f"{CREDENTIAL_NAME} cannot be looked for in {', '.join(closed)} "
+                          "(permission denied): run this as root to check it")
+    raise ConfigError(f"{origin}: "
                       f"api.password_file: not set, and no systemd credential "
                       f"{CREDENTIAL_NAME} in {', '.join(searched)}: put the password in "
                       f"/etc/credstore/{CREDENTIAL_NAME} (mode 0600) or set "

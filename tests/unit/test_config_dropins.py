@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
 
 import pytest
 
@@ -138,6 +138,34 @@ def test_the_password_is_found_where_the_service_gets_it(
     (unit / "gthulhu-password").unlink()
     with pytest.raises(ConfigError, match="readable by other users"):
         load_config(str(main), env={})
+
+
+def test_a_credential_store_the_shell_may_not_search_is_not_called_empty(
+        tmp_path: Path, keys: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """/etc/credstore is root's 0700: check-config or doctor from an admin's own shell
+    cannot see into it.  They said "no systemd credential ...: put the password in
+    /etc/credstore/gthulhu-password", a file that is there; they must say they could
+    not look."""
+    main = write_config(tmp_path / "config.toml", api={"flavor": "manager", "username": "op"})
+    store = tmp_path / "credstore"
+    store.mkdir()
+    (store / "gthulhu-password").write_text("s3cret\n")
+    (store / "gthulhu-password").chmod(0o600)
+    monkeypatch.setattr(load, "UNIT_CREDENTIALS", str(tmp_path / "unit-credentials"))
+    monkeypatch.setattr(load, "CREDSTORES", (str(store),))
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).startswith(f"{store}/"):  # what search permission denied looks like
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main), env={})
+    message = str(err.value)
+    assert f"gthulhu-password cannot be looked for in {store} (permission denied)" in message
+    assert "run this as root" in message and "put the password in" not in message
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
