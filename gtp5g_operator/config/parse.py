@@ -97,6 +97,12 @@ def keys(cls: type) -> Dict[str, dataclasses.Field[Any]]:
 
 
 def read_toml(text: str, source: str) -> Dict[str, Any]:
+    if text.startswith("\ufeff"):
+        # Some editors put one there; tomllib says only "Invalid statement (at line 1,
+        # column 1)", pointing at a line that looks right because the mark is invisible.
+        raise ConfigError(f"{source}: invalid TOML: the file starts with a byte order mark "
+                          "(bytes EF BB BF), which TOML does not allow: save it as UTF-8 "
+                          "without a BOM")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # message carries "(at line L, column C)"

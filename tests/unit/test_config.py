@@ -168,6 +168,17 @@ def test_toml_syntax_error_has_line_and_column() -> None:
         parse_config('[api]\nurl = "x"\ntimeout = = 3\n', "c.toml")
 
 
+def test_a_byte_order_mark_is_named_not_left_to_line_1_column_1(tmp_path: Path) -> None:
+    # tomllib said "Invalid statement (at line 1, column 1)" of a line that reads right.
+    main = tmp_path / "config.toml"
+    main.write_bytes(b'\xef\xbb\xbf[log]\nlevel = "debug"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main))
+    assert str(err.value) == (f"{main}: invalid TOML: the file starts with a byte order mark "
+                              "(bytes EF BB BF), which TOML does not allow: save it as UTF-8 "
+                              "without a BOM")
+
+
 def test_timeout_must_be_below_resync() -> None:
     with pytest.raises(ConfigError, match=r"api\.timeout: must be shorter than"):
         parse_config("[api]\ntimeout = 20\n[strategy]\nresync_interval = 10")
