@@ -69,6 +69,14 @@ def validate_public_key(pem: str, path: str) -> None:
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError(f"{path}: api.public_key: not an RSA key "
                           f"({type(key).__name__.lstrip('_')}); the API needs RSA")
+    if "-----BEGIN PUBLIC KEY-----" not in pem:
+        # cryptography also reads PKCS#1 ("BEGIN RSA PUBLIC KEY", what `openssl rsa
+        # -RSAPublicKey_out` and `ssh-keygen -e -m PEM` write), but Gthulhu's servers take
+        # only the PKIX form: each push would be a 401, said as "not the pair of the
+        # server's JWT private key" of a key that is its pair.
+        raise ConfigError(f"{path}: api.public_key: a PKCS#1 key (BEGIN RSA PUBLIC KEY); "
+                          "the API takes only the PKIX form (BEGIN PUBLIC KEY): convert it "
+                          f"with openssl rsa -RSAPublicKey_in -pubout -in {path}")
 
 
 # A certificate block; what lies between blocks (comments, often not ASCII, as in

@@ -91,8 +91,9 @@ class ApiConfig:
         reconnecting); the others are listed in gtp5g-operator(8) and the README
         ("Gthulhu: the flavors").""", choices="flavors")
     public_key: str = setting("/etc/gtp5g-operator/jwt_public_key.pem", v.abs_path, """
-        The RSA public key (PEM) matching the server's JWT private key (v0 and the
-        Decision Maker; the Manager logs in with a user name and password instead).""")
+        The RSA public key (PEM, "BEGIN PUBLIC KEY"; not PKCS#1's "BEGIN RSA PUBLIC KEY")
+        matching the server's JWT private key (v0 and the Decision Maker; the Manager logs
+        in with a user name and password instead).""")
     timeout: float = setting(5.0, v.seconds(0.1, 60.0), """
         Seconds allowed for one whole exchange with the API (credentials + write + the
         read-back of what the scheduler will boost).""")

@@ -242,6 +242,26 @@ def test_non_rsa_key_is_refused(tmp_path: Path) -> None:
         load_config(str(cfg_path))
 
 
+def test_a_pkcs1_key_is_refused_before_the_server_calls_it_not_our_pair(
+        tmp_path: Path, keys: Dict[str, Path]) -> None:
+    # Gthulhu's servers parse the key as PKIX only (util.PEMToRSAPublicKey): a PKCS#1
+    # copy of the right key (openssl rsa -RSAPublicKey_out) got a 401 at every push,
+    # logged as "not the pair of the server's JWT private key".
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_pem_public_key(keys["public"].read_bytes())
+    key = write_key(tmp_path / "pkcs1.pem", public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.PKCS1))
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[api]\npublic_key = "{key}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg_path))
+    assert str(err.value) == (
+        f"{key}: api.public_key: a PKCS#1 key (BEGIN RSA PUBLIC KEY); the API takes only the "
+        f"PKIX form (BEGIN PUBLIC KEY): convert it with openssl rsa -RSAPublicKey_in -pubout "
+        f"-in {key}")
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing.toml: cannot read configuration: No such"):
         load_config(str(tmp_path / "missing.toml"))
