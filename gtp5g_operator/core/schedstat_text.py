@@ -36,7 +36,9 @@ def _worst_words(worst: TaskWait) -> str:
 def describe(report: WindowReport) -> str:
     """e.g. nr-gnb: waited 0.8 % of its runnable time for a CPU over the last 60 s
     (worst task nr-gnb-rlc 2.1 %, 0.4 ms per scheduling)"""
-    name, over = _printable(report.process), f"over the last {report.seconds:.0f} s"
+    # doctor's --window may be under a second: "0.2 s", not "0 s"
+    seconds = f"{report.seconds:.0f}" if report.seconds >= 1 else f"{report.seconds:.1g}"
+    name, over = _printable(report.process), f"over the last {seconds} s"
     share = wait_share(report.counters)
     if share is None:
         return f"{name}: not runnable {over}"
