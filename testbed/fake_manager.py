@@ -427,6 +427,13 @@ class FakeManager(FakeHTTPServer):
             self._cond.notify_all()
         return policy.id
 
+    def edit_policy(self, policy_id: str, command_regex: str, priority: int) -> None:
+        """A person changes a policy by hand (the web UI's edit, not pushed to DMs)."""
+        with self._cond:
+            policy = self._policies[policy_id]
+            policy.command_regex, policy.priority = command_regex, priority
+            self._cond.notify_all()
+
     def intents(self, node: Optional[str] = None) -> List[Dict[str, Any]]:
         """The per-node resolutions of the policies (NodeSchedulingIntent CRs)."""
         with self._cond:

@@ -14,9 +14,12 @@ created or adopted the policy (state directory, `manager-policy.json`), or a
 policy that says exactly what this host would write (node, regex, priority,
 time slice, no selectors).  Without such proof the writer creates its own
 policy and deletes nothing: the user's other policies — hand-made ones, other
-hosts' — are never touched.  A stored id the Manager keeps refusing is dropped
-after a few tries (the log names the file), and the policy is adopted or
-created again.
+hosts' — are never touched.  A policy under the stored id that someone changed
+to say what this host never wrote (another regex, added selectors) is theirs
+now: the id is dropped and the policy left alone, not reverted and not deleted
+(a GET before each PUT or DELETE; what changes between the two is the race left).
+A stored id the Manager keeps refusing is dropped after a few tries (the log
+names the file), and the policy is adopted or created again.
 """
 
 from __future__ import annotations
@@ -238,17 +241,21 @@ class ManagerWriter(RuleWriter):
                 self.clear(deadline)
             return 0
         self._cleared = False
-        if rule == self._written and self._still_there(rule, deadline):
+        policies = self._policies(deadline)
+        stored = self._stored(policies)
+        if rule == self._written and stored is not None and same_policy(stored, rule):
             return 1
-        self._put_or_create(rule, deadline)
+        self._put_or_create(rule, deadline, policies)
         return 1
 
     def clear(self, deadline: float) -> None:
         """Delete this host's policy — only one provably ours, else nothing."""
+        policies = self._policies(deadline)
+        self._stored(policies)  # drops the id of a policy someone else changed
         policy = self.ids.object_id
         written = self._written or self.ids.rule  # what we wrote (or were writing)
         if policy is None and written is not None:
-            policy = find_policy(self._policies(deadline), written)
+            policy = find_policy(policies, written)
         if policy is None:
             log.info("no policy of this host is known on the Manager: nothing to remove "
                      "(policies not provably this host's are never deleted)")
@@ -309,18 +316,31 @@ class ManagerWriter(RuleWriter):
         return Holdings(f"policy {mine.id} for node {self.node} (this host's, by {why}): "
                         f"{mine.command_regex}", None, mine.command_regex)
 
-    def _still_there(self, rule: NodeRule, deadline: float) -> bool:
-        mine = [p for p in self._policies(deadline) if p.id == self.ids.object_id]
-        return bool(mine) and same_policy(mine[0], rule)
+    def _stored(self, policies: Sequence[Policy]) -> Optional[Policy]:
+        """The policy under the stored id as listed, while it says a rule this host wrote
+        (or is writing).  One that says anything else was changed by someone else: it is
+        theirs now, and its id is dropped so that nothing reverts or deletes it."""
+        listed = next((p for p in policies if p.id == self.ids.object_id), None)
+        if listed is None:
+            return None
+        ours = (self._written, *self.ids.rules)
+        if any(r is not None and same_policy(listed, r) for r in ours):
+            return listed
+        log.warning("policy %s for node %s was changed on the Manager to something this host "
+                    "never wrote (%s): left alone as someone else's; this host writes its own",
+                    listed.id, self.node, listed.command_regex)
+        self.ids.drop_id()
+        self._written = None
+        return None
 
-    def _put_or_create(self, rule: NodeRule, deadline: float) -> None:
+    def _put_or_create(self, rule: NodeRule, deadline: float,
+                       policies: List[Policy]) -> None:
         stored = self.ids.object_id
         if stored is not None:
             if self._put(stored, rule, deadline):
                 return
             log.info("policy %s is gone from the Manager: adopting or creating one", stored)
             self.ids.drop_id()
-        policies = self._policies(deadline)
         same = find_policy(policies, rule)
         if same is not None:  # says exactly what we would write: ours to adopt
             self._done(same, rule, "adopted")

@@ -108,6 +108,35 @@ def test_a_policy_saying_exactly_what_we_write_is_adopted_not_duplicated(
     manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [other], 30)
 
 
+@pytest.mark.parametrize("then", ["resync", "new thread"])
+def test_our_policy_that_someone_changed_is_theirs_neither_reverted_nor_deleted(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess], then: str) -> None:
+    """Someone edits the policy this host created (another regex, another priority):
+    it is theirs now.  Neither the resync (same rule) nor a change of ours (a new
+    thread: a PUT) reverts it, and the gNB's exit does not delete it: this host drops
+    the stored id and writes a policy of its own."""
+    d = start_manager(env, manager)
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    created = my_policies(manager)[0]["id"]
+    d.wait_log(f"policy {created} created", timeout=10)  # its id stored: ours, provably
+    manager.edit_policy(created, OTHERS, priority=5)
+    if then == "new thread":
+        env.writer.write(lines(g, "nr-gnb-rlc"))
+    ours = "^(?:nr-gnb)$" if then == "resync" else "^(?:nr-gnb|nr-gnb-rlc)$"
+    manager.wait_for(lambda: regexes(manager) == sorted([OTHERS, ours]), 30)
+    d.wait_log(f"policy {created} for node {NODE} was changed on the Manager", timeout=10)
+    theirs = {"id": created, "commandRegex": OTHERS, "priority": 5}
+    kept = [{k: p[k] for k in theirs} for p in my_policies(manager) if p["id"] == created]
+    assert kept == [theirs]
+    g.stop()
+    manager.wait_for(lambda: [{k: p[k] for k in theirs} for p in my_policies(manager)]
+                     == [theirs], 30)
+    assert d.stop() == 0
+    assert [p["id"] for p in my_policies(manager)] == [created]
+
+
 def test_two_hosts_sharing_a_node_name_touch_only_their_own(
         env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
     """Host A and host B: one user, one node name, gNBs with different thread names.
