@@ -64,13 +64,11 @@ from __future__ import annotations
 
 import abc
 import argparse
-import base64
 import contextlib
 import errno
 import hashlib
 import json
 import os
-import re
 import ssl
 import sys
 import time
@@ -83,7 +81,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from testbed.fake_gthulhu import Received, make_keypair
+from testbed.fake_gthulhu import Received, make_keypair, pkix_rsa_public_key
 from testbed.fake_http import FakeServerBase, FakeServerHandler
 from testbed.go_json import GoJSONError, Kind, go_decode, go_json, zero_value
 from testbed.go_regexp import compile_re2
@@ -487,22 +485,6 @@ SERVICE_NAME = "BSS Metrics API Server"
 DM_VERSION = {"message": SERVICE_NAME, "version": "1.0.0",
               "endpoints": "/health, /version, POST_/api/v1/intents, "
                            "GET_/api/v1/scheduling/strategies"}
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
-
-
-def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
-    """util.PEMToRSAPublicKey: the first PEM block must be a PKIX "PUBLIC KEY" holding an
-    RSA key; PKCS#1 ("RSA PUBLIC KEY"), other key types and garbage give None."""
-    match = _PEM_BLOCK.search(pem.encode("utf-8", errors="replace"))
-    if match is None or match.group(1) != b"PUBLIC KEY":
-        return None
-    try:
-        key = serialization.load_der_public_key(base64.b64decode(match.group(2)))
-    except (ValueError, TypeError):
-        return None
-    return key if isinstance(key, rsa.RSAPublicKey) else None
-
-
 def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):

@@ -12,7 +12,9 @@ Run it alone:  python3 -m testbed.fake_gthulhu --port 8080 --key-dir DIR
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -24,6 +26,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_http import FakeServerBase, FakeServerHandler
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+
+
+def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:
+    """util.PEMToRSAPublicKey: the first PEM block must be a PKIX "PUBLIC KEY" holding an
+    RSA key; PKCS#1 ("RSA PUBLIC KEY"), other key types and garbage give None."""
+    match = _PEM_BLOCK.search(pem.encode("utf-8", errors="replace"))
+    if match is None or match.group(1) != b"PUBLIC KEY":
+        return None
+    try:
+        key = serialization.load_der_public_key(base64.b64decode(match.group(2)))
+    except (ValueError, TypeError):
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def make_keypair(directory: Path) -> Tuple[Path, Path]:
@@ -111,9 +128,8 @@ class FakeGthulhu(FakeServerBase):
         return jwt.encode(claims, key, algorithm="RS256"), exp
 
     def public_key_matches(self, pem: str) -> bool:
-        try:
-            key = serialization.load_pem_public_key(pem.encode())
-        except (ValueError, TypeError):
+        key = pkix_rsa_public_key(pem)  # Go's x509.ParsePKIXPublicKey, as upstream
+        if key is None:
             return False
         return key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_decision_maker import EMPTY_ROOT, FakeDecisionMaker, resolve_rules
-from testbed.fake_gthulhu import make_keypair
+from testbed.fake_gthulhu import FakeGthulhu, make_keypair
 from testbed.fake_http import QuietOnHangUpServer
 from testbed.fake_manager import DEFAULT_PERMISSIONS, FakeManager
 from testbed.golang_jwt import golang_jwt_error
@@ -652,3 +652,16 @@ def test_a_client_hanging_up_prints_no_traceback(
     err = capsys.readouterr().err
     assert "hung up" not in err
     assert "Traceback" in err and "ValueError: a bug in the fake" in err
+
+
+def test_v0_takes_only_a_pkix_public_key(dm_keys: Dict[str, Path]) -> None:
+    """The 2025 API parses the key with x509.ParsePKIXPublicKey (gthulhu-v1-api.md), as the
+    Decision Maker does: a PKCS#1 copy of the right key is refused, the PKIX one taken."""
+    server = FakeGthulhu(dm_keys["private"].read_bytes()).start()
+    try:
+        got = {form: call(server.url, "POST", "/api/v1/auth/token",
+                          {"public_key": dm_keys[form].read_text()})[0]
+               for form in ("public", "pkcs1", "wrong")}
+    finally:
+        server.stop()
+    assert got == {"public": 200, "pkcs1": 401, "wrong": 401}
