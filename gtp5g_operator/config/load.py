@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ..files import FileProblem, file_kind, read_regular_file
 from .parse import ConfigError, Vocabulary, build_config, merge, read_toml
-from .paths import trace_pipe_problem
+from .paths import trace_pipe_problem, unit_hiding_hint
 from .schema import CREDENTIAL_NAME, DROP_IN_DIR, Config
 
 
@@ -44,7 +44,8 @@ def read_text(path: str, what: str, secret: bool = False,
     try:
         data, st = read_regular_file(path)
     except FileProblem as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
+        hint = "" if os.path.lexists(path) else unit_hiding_hint(path, env)
+        raise ConfigError(f"{path}: cannot read {what}: {exc}{hint}") from None
     judge_file(path, st, secret, env)
     try:
         return data.decode("utf-8")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..files import file_kind
 
@@ -146,3 +146,31 @@ def unmounted_tracefs_hint(path: str, proc: str = "/proc") -> str:
         return ""
     return (f"no tracefs is mounted at {directory}: mount -t tracefs nodev {directory} "
             "(the service waits for it; gtp5g-operator doctor checks the rest)")
+
+
+# --- what the unit hides from the service --------------------------------------------------
+
+# systemd/gtp5g-operator.service: PrivateTmp=yes gives the service /tmp and /var/tmp of its
+# own; ProtectHome=yes makes /home, /root and /run/user empty.  A file there is seen from a
+# shell (check-config, doctor) and not by the service: "No such file or directory" for a
+# file that exists, or a textfile node-exporter never sees.
+PRIVATE_TMP = ("/tmp", "/var/tmp")
+PROTECTED_HOME = ("/home", "/root", "/run/user")
+UNIT_HIDDEN = tuple([(top, "PrivateTmp=yes") for top in PRIVATE_TMP]
+                    + [(top, "ProtectHome=yes") for top in PROTECTED_HOME])
+
+
+def hidden_by_unit(path: str, hidden: Sequence[Tuple[str, str]] = UNIT_HIDDEN) -> str:
+    """The setting (of `hidden`: (directory, setting) pairs) that hides `path` from the
+    service, or ""."""
+    full = os.path.abspath(path)
+    return next((setting for top, setting in hidden
+                 if full == top or full.startswith(top + "/")), "")
+
+
+def unit_hiding_hint(path: str, env: Mapping[str, str]) -> str:
+    """For the service's error about a file it cannot find: under systemd (INVOCATION_ID),
+    which setting of the shipped unit may hide it (empty when none)."""
+    setting = hidden_by_unit(path) if env.get("INVOCATION_ID") else ""
+    return (f" (if it exists: the unit's {setting} hides it from the service; keep it under "
+            "/etc/gtp5g-operator)") if setting else ""

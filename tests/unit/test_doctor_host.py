@@ -21,8 +21,10 @@ from gtp5g_operator.commands.doctor.environment import (
 )
 from gtp5g_operator.commands.doctor.identity import UNIT_CAPS, Answers, Identity
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
+from gtp5g_operator.commands.doctor.service import unit_hidden
 from gtp5g_operator.commands.doctor.targets import find_targets, targets_checks
-from gtp5g_operator.config import MatchConfig, check_not_writable_by_others, load
+from gtp5g_operator.config import ConfigError, MatchConfig, check_not_writable_by_others, load
+from gtp5g_operator.config.load import read_text
 from gtp5g_operator.config.paths import Mount, mount_of, parse_mountinfo
 from testbed.harness import write_config
 
@@ -344,3 +346,57 @@ def test_no_target_running(tmp_path: Path) -> None:
     assert checks["targets"].level == WARN
     assert checks["targets"].saw == "no process named nr-gnb is running"
     assert "target" not in checks
+
+
+# --- places the installed unit hides from the service ------------------------------------
+
+
+def stand_in_systemctl(tmp_path: Path, said: str) -> str:
+    path = tmp_path / "systemctl"
+    path.write_text(f'#!/bin/sh\n[ "$1 $2" = "show gtp5g-operator" ] || exit 1\nprintf "{said}"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("said,hidden", [
+    ("LoadState=loaded\\nPrivateTmp=yes\\nProtectHome=yes\\n",
+     {"/tmp": "PrivateTmp=yes", "/root": "ProtectHome=yes"}),
+    ("LoadState=loaded\\nPrivateTmp=no\\nProtectHome=read-only\\n", {}),  # a drop-in's
+    ("LoadState=loaded\\nPrivateTmp=yes\\nProtectHome=tmpfs\\n",
+     {"/var/tmp": "PrivateTmp=yes", "/home": "ProtectHome=tmpfs"}),
+    ("LoadState=not-found\\nPrivateTmp=no\\nProtectHome=no\\n", {}),  # not installed
+])
+def test_what_the_installed_unit_hides_is_asked_of_systemd(
+        tmp_path: Path, said: str, hidden: Dict[str, str]) -> None:
+    found = dict(unit_hidden(stand_in_systemctl(tmp_path, said)))
+    assert {top: found[top] for top in hidden} == hidden
+    assert bool(found) == bool(hidden)
+
+
+def test_files_the_unit_hides_from_the_service_are_a_warning(
+        tmp_path: Path, keys: Dict[str, Path]) -> None:
+    """A key under /tmp (pytest's tmp_path) passes from a shell; under the shipped unit's
+    PrivateTmp=yes the service does not find it, and a textfile there is its own copy."""
+    assert str(keys["public"]).startswith("/tmp/")
+    path = write_config(tmp_path / "config.toml", trace={"pipe": str(tmp_path / "trace_pipe")},
+                        api={"url": "http://127.0.0.1:9", "public_key": str(keys["public"])},
+                        metrics={"textfile": str(tmp_path / "op.prom")})
+    hidden = unit_hidden(stand_in_systemctl(
+        tmp_path, "LoadState=loaded\\nPrivateTmp=yes\\nProtectHome=yes\\n"))
+    shown = by_name(config_checks(str(path), hidden=hidden).checks)
+    for what in ("key file", "metrics textfile"):
+        assert shown[what].level == WARN and "PrivateTmp=yes hides" in shown[what].saw
+    assert "/etc/gtp5g-operator" in shown["key file"].advice
+    assert "node-exporter" in shown["metrics textfile"].advice
+    unhidden = by_name(config_checks(str(path)).checks)  # no unit installed: nothing said
+    assert unhidden["key file"].level == OK and "metrics textfile" not in unhidden
+
+
+def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "gone.pem")
+    with pytest.raises(ConfigError) as under_systemd:
+        read_text(missing, "public key", env={"INVOCATION_ID": "0123"})
+    assert "if it exists: the unit's PrivateTmp=yes hides it" in str(under_systemd.value)
+    with pytest.raises(ConfigError) as from_a_shell:
+        read_text(missing, "public key", env={})
+    assert "hides" not in str(from_a_shell.value)

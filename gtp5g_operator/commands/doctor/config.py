@@ -14,7 +14,7 @@ import grp
 import os
 import pwd
 import stat
-from typing import Callable, List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from ...config import Config, ConfigError, Vocabulary
 from ...config.load import (
@@ -24,10 +24,12 @@ from ...config.load import (
     load_settings,
     named_files,
 )
+from ...config.paths import hidden_by_unit
 from ...service.vocabulary import VOCABULARY, load
 from .model import Check, fail, ok, warn
 
 FileJudge = Callable[[str, os.stat_result], None]
+Hidden = Sequence[Tuple[str, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,8 @@ class ConfigOutcome:
 
 
 def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
-                  vocabulary: Vocabulary = VOCABULARY) -> ConfigOutcome:
+                  vocabulary: Vocabulary = VOCABULARY, hidden: Hidden = ()) -> ConfigOutcome:
+    """`hidden`: (directory, setting) the installed unit hides from the service."""
     env = os.environ if env is None else env
     try:
         # what the daemon and check-config load, the same way
@@ -47,7 +50,8 @@ def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
         fallback, note = _fallback(path, vocabulary)
         check = fail("config", f"{exc} ({note})",
                      f"fix it; `gtp5g-operator check-config --config {path}` then prints ok")
-        return ConfigOutcome(fallback, False, [check, *file_checks(fallback, env, vocabulary)])
+        return ConfigOutcome(fallback, False,
+                             [check, *file_checks(fallback, env, vocabulary, hidden)])
     drop_ins = len(config.files) - 1
     check = ok("config", f"{path} is valid{f' with {drop_ins} drop-in(s)' if drop_ins else ''}: "
                          f"API {config.api.url} (flavor {config.api.flavor}), trace.pipe "
@@ -55,7 +59,7 @@ def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
     cleartext = cleartext_credentials(config, vocabulary)
     transport = [warn("transport", cleartext, "serve the API over https://")] if cleartext else []
     return ConfigOutcome(config, True,
-                         [check, *transport, *file_checks(config, env, vocabulary)])
+                         [check, *transport, *file_checks(config, env, vocabulary, hidden)])
 
 
 def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
@@ -69,12 +73,30 @@ def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
 
 
 def file_checks(config: Config, env: Mapping[str, str],
-                vocabulary: Vocabulary = VOCABULARY) -> List[Check]:
-    return [file_check(what, path, functools.partial(judge_file, secret=secret, env=env))
-            for what, path, secret in named_files(config, vocabulary, env)]
+                vocabulary: Vocabulary = VOCABULARY, hidden: Hidden = ()) -> List[Check]:
+    checks = [file_check(what, path, functools.partial(judge_file, secret=secret, env=env),
+                         hidden)
+              for what, path, secret in named_files(config, vocabulary, env)]
+    textfile = hidden_check("metrics textfile", config.metrics.textfile, hidden, written=True)
+    return checks + ([textfile] if config.metrics.textfile and textfile else [])
 
 
-def file_check(what: str, path: str, judge: FileJudge) -> Check:
+def hidden_check(what: str, path: str, hidden: Hidden, written: bool = False
+                 ) -> Optional[Check]:
+    """A path this shell sees and the service does not (the unit's PrivateTmp=,
+    ProtectHome=): the service would not find the file, or write one no one reads."""
+    setting = hidden_by_unit(path, hidden) if hidden else ""
+    if not setting:
+        return None
+    effect = ("the service writes a copy of its own there, which node-exporter never reads"
+              if written else "the service does not see it (No such file or directory)")
+    return warn(what, f"{path}: the unit's {setting} hides that place: {effect}",
+                "move it under /etc/gtp5g-operator" if not written else
+                "use node-exporter's textfile directory, e.g. "
+                "/var/lib/prometheus/node-exporter/gtp5g_operator.prom")
+
+
+def file_check(what: str, path: str, judge: FileJudge, hidden: Hidden = ()) -> Check:
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -89,7 +111,8 @@ def file_check(what: str, path: str, judge: FileJudge) -> Check:
         problem, _, command = str(exc).partition("; run ")
         fix = command or f"chown root {path}"
         return fail(what, f"{problem} (owner {owner})", f"the service refuses it: {fix}")
-    return ok(what, f"{path}: owner {owner}, mode {stat.S_IMODE(st.st_mode):04o}")
+    return hidden_check(what, path, hidden) or ok(what, f"{path}: owner {owner}, mode "
+                                               f"{stat.S_IMODE(st.st_mode):04o}")
 
 
 def describe_owner(st: os.stat_result) -> str:

@@ -12,6 +12,7 @@ rest of the report is still worth having.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import Callable, List, Optional, Sequence, Type
 
@@ -29,7 +30,7 @@ from .model import Check, fail
 from .options import Options
 from .output import exit_status, format_json, format_text
 from .scheduler import scheduler_checks
-from .service import service_checks
+from .service import service_checks, unit_hidden
 from .targets import Target, find_targets, targets_checks
 from .trace import TraceSite, locate, trace_checks, watch
 
@@ -47,7 +48,9 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
                flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> List[Check]:
     """`flavors`: the registry (a test registers a flavor of its own)."""
     vocabulary = Vocabulary(flavors, VOCABULARY.readers)
-    outcome = config_checks(options.config, vocabulary=vocabulary)
+    systemctl = systemctl or shutil.which("systemctl")
+    outcome = config_checks(options.config, vocabulary=vocabulary,
+                            hidden=unit_hidden(systemctl))
     config, proc = outcome.config, options.proc
     site = locate(config.trace, options.tracefs, proc)
     state, problem = read_state(options.runtime_dir or runtime_dir())

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ...config.paths import PRIVATE_TMP, PROTECTED_HOME
 from ...core.words import duration, elapsed, finite, one_line, plural, when
 from .model import Check, fail, ok, warn
 from .targets import Target
@@ -42,6 +43,28 @@ def probe_unit(systemctl: Optional[str]) -> UnitState:
         return UnitState(words[0])
     said = (done.stderr.strip() or done.stdout.strip()).splitlines()
     return UnitState("", said[0] if said else f"systemctl exit status {done.returncode}")
+
+
+def unit_hidden(systemctl: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    """(directory, setting) of the places the installed unit (with its drop-ins) hides
+    from the service; none when systemd cannot say or the unit is not installed."""
+    if systemctl is None:
+        return ()
+    try:
+        done = subprocess.run([systemctl, "show", UNIT, "-p", "LoadState", "-p", "PrivateTmp",
+                               "-p", "ProtectHome"], capture_output=True, text=True,
+                              timeout=SYSTEMCTL_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    said = dict(line.partition("=")[::2] for line in done.stdout.splitlines())
+    if done.returncode != 0 or said.get("LoadState") != "loaded":
+        return ()
+    hidden = [(top, "PrivateTmp=yes") for top in PRIVATE_TMP
+              if said.get("PrivateTmp") == "yes"]
+    home = said.get("ProtectHome", "")
+    hidden += [(top, f"ProtectHome={home}") for top in PROTECTED_HOME
+               if home in ("yes", "tmpfs")]
+    return tuple(hidden)
 
 
 def unit_check(unit: UnitState) -> Check:
