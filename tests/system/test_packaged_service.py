@@ -292,6 +292,11 @@ def test_doctor_inside_explains_what_it_sees(box: Container, api: FakeGthulhu) -
     assert " with CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE may read " in access["saw"], access
     # this kernel has no sched_ext: strategies have no effect, which is a failure
     assert checks["sched_ext"]["level"] == "fail" and out.returncode == 1
+    # what the installed unit hides from the service, as the real systemctl says it
+    hidden = box.run("python3 -c 'from gtp5g_operator.commands.doctor.service import "
+                     "unit_hidden; print(dict(unit_hidden(\"systemctl\")))'").stdout
+    assert "'/tmp': 'PrivateTmp=yes'" in hidden and "'/root': 'ProtectHome=yes'" in hidden, hidden
+    assert not any("hides that place" in c["saw"] for c in checks.values())  # all under /etc
 
 
 def test_the_sandboxed_service_reads_the_real_ring_buffer_raw(
