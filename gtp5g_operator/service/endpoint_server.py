@@ -20,7 +20,12 @@ Bounded whatever clients do, in one thread and one `selectors` loop:
   to the answer's last byte — not a timeout per read: a request trickled a
   byte at a time is dropped at the deadline, without an answer;
 * a request head of at most MAX_HEAD bytes; /metrics' body is read once per
-  change of the file and shared by every connection sending it.
+  change of the file and shared by every connection sending it;
+* at most CPU_SHARE of one CPU on average, whatever the rate of requests: this
+  process shares the unit's CPUQuota= with the daemon, and a flood of requests
+  from any local user made it take most of that quota (the daemon's trace
+  reading slowed 2-3x).  Past its share it rests, and new connections wait in
+  the listener's backlog.
 
 It imports little (no http.server, threads, logging, argparse, nor typing at
 run time): its memory counts against the unit's MemoryMax beside the
@@ -51,6 +56,8 @@ MAX_CONNECTIONS = 64
 DEADLINE = 5.0  # seconds from accept to the last byte of the answer
 ACCEPTS_PER_TURN = 16  # a flood of connections cannot starve the ones already accepted
 LISTENER_REST = 0.5  # seconds without accepting after accept() failed for want of resources
+CPU_SHARE = 0.1  # of one CPU, on average: the rest of the unit's CPUQuota= is the daemon's
+CPU_BURST = 0.05  # CPU seconds it may spend at once beyond its share (a scrape, a burst)
 METRICS_LIMIT = 1 << 20  # the exposition text is a few KiB
 HEALTH_LIMIT = 64 << 10
 NOBODY = 65534  # the overflow uid/gid: nobody/nogroup
@@ -170,7 +177,9 @@ class Server:
     def __init__(self, listener: socket.socket, files: Published,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, parent_fd: int = PARENT_FD,
-                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE) -> None:
+                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE,
+                 cpu_clock: Callable[[], float] = time.thread_time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._listener = listener
         self._max_connections = max_connections
         self._deadline = deadline
@@ -180,6 +189,11 @@ class Server:
         self._parent_fd = parent_fd
         self._conns: Dict[int, Connection] = {}  # oldest first: all have the same deadline
         self._resting_until: Optional[float] = None  # the listener's rest after accept failed
+        # The CPU this thread (the process's only one) may still spend: CPU_SHARE of
+        # the time that passes, at most CPU_BURST saved up.
+        self._cpu_clock, self._sleep = cpu_clock, sleep
+        self._cpu_credit = CPU_BURST
+        self._paced_at, self._cpu_at = clock(), cpu_clock()
         self._sel = selectors.DefaultSelector()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ)
@@ -197,6 +211,7 @@ class Server:
                 elif key.data.open:  # not closed earlier in this turn
                     self._ready(key.data, events)
             self._expire()
+            self._pace()
 
     def _timeout(self) -> Optional[float]:
         due = [self._resting_until] if self._resting_until is not None else []
@@ -287,6 +302,17 @@ class Server:
             return
         conn.draining = True
         self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+
+    def _pace(self) -> None:
+        """Rest while the clients have made this process spend more than its share
+        of a CPU (a turn is bounded, so a rest is short: the daemon's EOF and the
+        connections' deadlines are seen right after it)."""
+        now, cpu = self._clock(), self._cpu_clock()
+        self._cpu_credit = min(CPU_BURST, self._cpu_credit + (now - self._paced_at) * CPU_SHARE
+                               - (cpu - self._cpu_at))
+        self._paced_at, self._cpu_at = now, cpu
+        if self._cpu_credit < 0:
+            self._sleep(-self._cpu_credit / CPU_SHARE)
 
     def _rest_listener(self) -> None:
         """Stop accepting for LISTENER_REST: the listener stays ready while accept()

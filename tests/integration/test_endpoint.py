@@ -4,6 +4,7 @@ reload, and without any privilege."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
@@ -18,7 +20,12 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import pytest
 
 from gtp5g_operator.service.endpoint import child_command, child_env
-from gtp5g_operator.service.endpoint_server import DEADLINE, MAX_CONNECTIONS
+from gtp5g_operator.service.endpoint_server import (
+    CPU_BURST,
+    CPU_SHARE,
+    DEADLINE,
+    MAX_CONNECTIONS,
+)
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import (
     REPO,
@@ -238,6 +245,51 @@ def test_300_trickling_clients_hold_no_more_than_the_cap_and_health_still_answer
     assert peak["rss"] - rss_before < 4096, (rss_before, peak)
     assert max(lifetimes) <= DEADLINE + 2.0, "each trickler is dropped by the deadline"
     assert endpoint_pid(d) == child, "the same process throughout"
+
+
+def cpu_seconds_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_flood_of_requests_takes_no_more_than_its_share_of_a_cpu(env: Env) -> None:
+    """The endpoint process shares the unit's CPUQuota= with the daemon: a local user
+    requesting /health as fast as it can made it take most of that quota (the daemon
+    read the trace 2-3x slower in a 50 % cgroup).  It rests past CPU_SHARE of one CPU;
+    /health still answers."""
+    port = free_port()
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}"})
+    wait_until(lambda: status_or_zero(port) in (200, 503), 10, "the endpoint")
+    child = wait_endpoint(d)
+    stop = threading.Event()
+    served = [0]
+
+    def flood() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                get(port, timeout=5)
+                served[0] += 1
+
+    flooders = [threading.Thread(target=flood) for _ in range(4)]
+    cpu_before, t0 = cpu_seconds_of(child), time.monotonic()
+    for t in flooders:
+        t.start()
+    took = []
+    try:
+        while time.monotonic() - t0 < 3.0:
+            p0 = time.monotonic()
+            assert get(port, timeout=10)[0] in (200, 503)
+            took.append(time.monotonic() - p0)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in flooders:
+            t.join()
+    wall, cpu = time.monotonic() - t0, cpu_seconds_of(child) - cpu_before
+    # a clock tick of slack per second on top of the share and the burst
+    assert cpu <= CPU_SHARE * wall + CPU_BURST + 0.01 * wall + 0.02, (cpu, wall, served)
+    assert max(took) < 5.0, took
+    assert endpoint_pid(d) == child
 
 
 # --- restarted with backoff ------------------------------------------------------------------
