@@ -282,6 +282,7 @@ def test_health_endpoint_runs_under_the_sandbox_without_capabilities(
 
 def test_doctor_inside_explains_what_it_sees(box: Container, api: FakeGthulhu) -> None:
     out = box.run("gtp5g-operator doctor --json --window 0.5", check=False)
+    assert out.stdout.strip(), f"doctor exited {out.returncode}: {out.stderr[-3000:]}"
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["config"]["level"] == "ok" and checks["api token"]["level"] == "ok"
     assert checks["service"]["level"] == "ok"
