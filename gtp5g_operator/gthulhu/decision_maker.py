@@ -232,6 +232,17 @@ class DecisionMakerWriter(RuleWriter):
             self._written = _GONE
             return
         self._call("DELETE", RULES_PATH, {"policyId": policy_id(self.node)}, deadline)
+        # Believed once the merkle root is no longer that of a rule of ours alone: dropping
+        # the proof while the DM still holds the rule would make it look foreign (nothing
+        # written again).  With other rules beside it the root cannot say; the answer is
+        # taken at its word.
+        root = self.root(deadline)
+        if self.owns(root):
+            raise ApiError("bad-answer", f"the Decision Maker at {self.http.base_url} answered "
+                           f"the DELETE with success but still holds rule {policy_id(self.node)} "
+                           f"(merkle root {root[:12]}…): it is still there and still this "
+                           "host's (deleted again by the next push without a target, here or "
+                           "after a restart)")
         if self._written is not None:
             log.info("rule %s removed (no target is live)", policy_id(self.node))
         self._written = _GONE

@@ -18,6 +18,8 @@ hosts' — are never touched.  A policy under the stored id that someone changed
 to say what this host never wrote (another regex, added selectors) is theirs
 now: the id is dropped and the policy left alone, not reverted and not deleted
 (a GET before each PUT or DELETE; what changes between the two is the race left).
+A DELETE answered with success is believed once the list no longer holds the
+policy (a GET after it): until then the id stays stored.
 A stored id the Manager keeps refusing is dropped after a few tries (the log
 names the file), and the policy is adopted or created again.
 """
@@ -262,9 +264,21 @@ class ManagerWriter(RuleWriter):
         else:
             self._with_stored_id(policy, lambda: self._call(
                 "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
+            self._check_deleted(policy, deadline)
             log.info("policy %s for node %s removed (no target is live)", policy, self.node)
         self.ids.store(None, None)
         self._written, self._cleared = None, True
+
+    def _check_deleted(self, policy: str, deadline: float) -> None:
+        """A DELETE answered with success is believed once GET …/self no longer lists the
+        policy: dropping the proof earlier would leave a policy still there that nothing
+        ever finds as ours again.  Until then the proof stays and the next push (or the
+        journal, on stop) says what is left."""
+        if any(p.id == policy for p in self._policies(deadline)):
+            raise ApiError("bad-answer", f"the Manager at {self.http.base_url} answered the "
+                           f"DELETE with success but still lists policy {policy} for node "
+                           f"{self.node}: it is still there and still this host's (deleted "
+                           "again by the next push without a target, here or after a restart)")
 
     def own_policy(self, rule: Optional[NodeRule], deadline: float,
                    policies: Optional[List[Policy]] = None) -> Optional[Policy]:

@@ -24,6 +24,7 @@ from testbed.harness import GnbProcess, wait_until
 from tests.conftest import Env
 from tests.integration.test_flavors import (
     NODE,
+    POLICY,
     lines,
     manager_for,
     my_policies,
@@ -374,3 +375,91 @@ def test_merge_mode_still_removes_what_it_left_behind_from_an_older_owned_file(
     env.api.strategies = [ours, theirs]
     env.start(strategy={"mode": "merge"})
     env.api.wait_for(lambda: env.api.strategies == [theirs])
+
+
+# --- a delete answered with success that was not done ----------------------------------------
+
+DONE = (200, b'{"success":true,"data":{},"timestamp":"2026-08-17T00:00:00Z"}')
+MANAGER_DELETE = ("DELETE", "/api/v1/node-scheduling-policies")
+DM_DELETE = ("DELETE", "/api/v1/node-intents")
+NOT_CLEARED = "could not clear this host's strategies on stop: "
+
+
+def test_a_manager_delete_answered_200_but_not_done_is_retried_not_orphaned(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """The Manager answers the DELETE of our policy with success but still lists it: the
+    proof used to be dropped at once, and the policy was never removed (nor found again:
+    "nothing to remove").  The list is read after the DELETE; until it no longer holds
+    the policy the proof stays and the DELETE is tried again."""
+    d = start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    created = my_policies(manager)[0]["id"]
+    manager.answers[MANAGER_DELETE] = DONE
+    g.stop()
+    manager.wait_for(lambda: manager.answered.get(MANAGER_DELETE, 0) >= 1, 30)
+    del manager.answers[MANAGER_DELETE]  # the Manager deletes again
+    manager.wait_for(lambda: my_policies(manager) == [], 30)
+    assert f"still lists policy {created}" in d.log() and d.proc.poll() is None
+
+
+def test_a_manager_delete_not_done_at_stop_is_said_not_called_done(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """clear_on_stop: the log said "clear_on_stop done" while the policy stayed."""
+    d = start_manager(env, manager, strategy={"clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    created = my_policies(manager)[0]["id"]
+    d.wait_log(f"policy {created} created", timeout=10)
+    manager.answers[MANAGER_DELETE] = DONE
+    assert d.stop() == 0
+    assert [p["id"] for p in my_policies(manager)] == [created]
+    said = [ln for ln in d.log().splitlines() if NOT_CLEARED in ln]
+    assert len(said) == 1 and f"{manager.url} " in said[0] and created in said[0], d.log()
+    assert "clear_on_stop done" not in d.log()
+    proof = json.loads((env.tmp / "state" / "manager-policy.json").read_text())
+    assert proof["object_id"] == created  # the next start still knows it as ours
+
+
+def test_a_decision_maker_delete_answered_200_but_not_done_keeps_the_rule_ours(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """The DM answers the DELETE of our rule with success but still holds it: the proof
+    used to be dropped, after which our own rule looked foreign (an ERROR, and nothing
+    written again).  The merkle root is read after the DELETE: while it is still our
+    rule's, the proof stays and the DELETE is tried again."""
+    d = start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    dm.answers[DM_DELETE] = DONE
+    g.stop()
+    dm.wait_for(lambda: dm.answered.get(DM_DELETE, 0) >= 1, 30)
+    del dm.answers[DM_DELETE]
+    dm.wait_for(lambda: dm.rules() == [], 30)
+    assert f"still holds rule {POLICY}" in d.log()
+    h = gnb(threads=())
+    env.writer.write(lines(h))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    assert "not this host's" not in d.log()
+
+
+def test_a_decision_maker_delete_not_done_at_stop_keeps_the_proof(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """clear_on_stop: the proof was removed and "clear_on_stop done" said while the rule
+    stayed; the next start then took its own rule for someone else's."""
+    d = start_dm(env, dm, strategy={"clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    dm.answers[DM_DELETE] = DONE
+    assert d.stop() == 0
+    assert dm.rules() == [rule("^(?:nr-gnb)$")]
+    said = [ln for ln in d.log().splitlines() if NOT_CLEARED in ln]
+    assert len(said) == 1 and f"{dm.url} " in said[0] and POLICY in said[0], d.log()
+    del dm.answers[DM_DELETE]
+    env.writer.close()
+    d = start_dm(env, dm)
+    dm.wait_for(lambda: dm.rules() == [], 30)  # no target: ours, removed
+    assert "not this host's" not in d.log()
