@@ -331,6 +331,30 @@ def test_a_manager_refusing_the_stored_id_a_while_leaves_no_orphan_policy(
     manager.wait_for(lambda: my_policies(manager) == [], 30)
 
 
+def test_adopting_a_policy_removes_ours_that_still_says_an_earlier_rule(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """Our policy refuses the PUT of a new rule until its id is dropped, and a policy
+    saying exactly the new rule is there (made by hand, say): adopting it stored only the
+    new rule, so ours, still saying the earlier one, was forgotten and boosted the old
+    names for good (not even the gNB's exit removed it).  It is deleted on adoption."""
+    put = ("PUT", "/api/v1/node-scheduling-policies")
+    d = start_manager(env, manager)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regexes(manager) == ["^(?:nr-gnb)$"], 30)
+    ours = my_policies(manager)[0]["id"]
+    exact = manager.add_policy("operator", [NODE], "^(?:gnb worker|nr-gnb)$")
+    manager.answers[put] = (500, b'{"success":false,"error":"Internal Server Error"}')
+    env.writer.write(lines(g, "gnb worker"))  # the rule changes during a 5xx episode
+    d.wait_log(f"policy {exact} adopted", timeout=30)
+    del manager.answers[put]
+    manager.wait_for(lambda: [p["id"] for p in my_policies(manager)] == [exact], 30)
+    d.wait_log(f"policy {ours} for node {NODE} removed: it said a rule this host wrote before",
+               timeout=10)
+    g.stop()
+    manager.wait_for(lambda: my_policies(manager) == [], 30)
+
+
 # --- v0, merge mode --------------------------------------------------------------------------
 
 
