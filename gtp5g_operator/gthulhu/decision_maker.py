@@ -187,6 +187,13 @@ class DecisionMakerWriter(RuleWriter):
                         f"{plural(len(listed), 'strategy', 'strategies')} for the scheduler; "
                         f"{relation}", listed, mine.command_regex if mine else None)
 
+    def left_behind(self) -> str:
+        known = self._known()
+        if not known:
+            return f"no rule of this host is known on the Decision Maker at {self.http.base_url}"
+        return (f"rule {known[0].policy_id} saying {known[0].command_regex} on the Decision "
+                f"Maker at {self.http.base_url}")
+
     def root(self, deadline: float) -> str:
         """The DM's merkle root now."""
         return merkle_root(self._call("GET", MERKLE_PATH, None, deadline).body)

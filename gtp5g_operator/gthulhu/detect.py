@@ -155,6 +155,11 @@ class AutoWriter(ApiWriter):
     def clear(self, deadline: float) -> None:
         self._delegated(lambda w: w.clear(deadline))
 
+    def left_behind(self) -> str:
+        if self.delegate is None:  # not detected: nothing was written anywhere
+            return f"nothing written yet at {self.http.base_url}"
+        return self.delegate.left_behind()
+
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:
         return self._delegated(lambda w: w.read_back(views, deadline, rule))

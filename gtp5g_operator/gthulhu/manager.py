@@ -280,6 +280,16 @@ class ManagerWriter(RuleWriter):
                            f"{self.node}: it is still there and still this host's (deleted "
                            "again by the next push without a target, here or after a restart)")
 
+    def left_behind(self) -> str:
+        rule = self._written or self.ids.rule
+        if rule is None and self.ids.object_id is None:
+            return f"no policy of this host is known on the Manager at {self.http.base_url}"
+        which = (f"policy {self.ids.object_id}" if self.ids.object_id is not None
+                 else "a policy (its id not known yet)")
+        says = f" saying {rule.command_regex}" if rule is not None else ""
+        return (f"{which} for node {self.node}{says}, of user {self.login.user!r} on the "
+                f"Manager at {self.http.base_url}")
+
     def own_policy(self, rule: Optional[NodeRule], deadline: float,
                    policies: Optional[List[Policy]] = None) -> Optional[Policy]:
         """This host's policy as the Manager lists it: by the stored id, else one that says

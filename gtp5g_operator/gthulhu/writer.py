@@ -152,6 +152,11 @@ class ApiWriter(abc.ABC):
     def clear(self, deadline: float) -> None:
         """Remove what this host wrote (clear_on_stop)."""
 
+    def left_behind(self) -> str:
+        """What this host wrote and may still be on the server, and where, as far as it
+        knows without asking (said when a clear fails: on stop, on a reload that moves)."""
+        return f"this host's strategies at {self.http.base_url}{STRATEGIES_PATH}"
+
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         """What the server holds of this host (read-only; `last_rule`: the regex the
         running service says it wrote last, when known)."""

@@ -276,7 +276,8 @@ class Daemon:
                 # each writer said what it removed, or that nothing was provably ours
                 log.info("clear_on_stop done")
             else:
-                log.warning("could not clear this host's strategies on stop: %s", error)
+                log.warning("could not clear this host's strategies on stop: %s; left "
+                            "behind: %s", error, self.pusher.writer.left_behind())
 
     # --- reload ---------------------------------------------------------------
 

@@ -118,8 +118,8 @@ class Pusher(Component):
             log.info("moving away from %s: removed what this host wrote there", where)
         else:
             log.warning("moving away from %s: could not remove what this host wrote there "
-                        "(%s); it is left behind and no longer maintained: remove it by hand",
-                        where, error.summary)
+                        "(%s); it is left behind and no longer maintained: remove it by hand "
+                        "(%s)", where, error.summary, self.writer.left_behind())
 
     def close(self) -> None:
         self.writer.close()

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -445,6 +445,40 @@ def test_a_manager_delete_not_done_at_stop_is_said_not_called_done(
     assert "clear_on_stop done" not in d.log()
     proof = json.loads((env.tmp / "state" / "manager-policy.json").read_text())
     assert proof["object_id"] == created  # the next start still knows it as ours
+
+
+@pytest.mark.parametrize("flavor", ["manager", "decision-maker"])
+def test_a_failed_clear_on_stop_says_what_is_left_and_where(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess], flavor: str) -> None:
+    """A DELETE refused at stop (clear_on_stop) was logged with the request only: which
+    policy (or rule) of this host stayed, on which server, was not said."""
+    refused = (500, b'{"success":false,"error":"Internal Server Error"}')
+    g = gnb(threads=())
+    server: Any
+    if flavor == "manager":
+        server = manager_for(keys)
+        d = start_manager(env, server, strategy={"clear_on_stop": True})
+        env.writer.write(lines(g))
+        server.wait_for(lambda: regex_is(server, "^(?:nr-gnb)$"), 30)
+        created = my_policies(server)[0]["id"]
+        d.wait_log(f"policy {created} created", timeout=10)
+        server.answers[MANAGER_DELETE] = refused
+        left = (f"left behind: policy {created} for node {NODE} saying ^(?:nr-gnb)$, of user "
+                f"'operator' on the Manager at {server.url}")
+    else:
+        server = FakeDecisionMaker(keys["private"].read_bytes()).start()
+        d = start_dm(env, server, strategy={"clear_on_stop": True})
+        env.writer.write(lines(g))
+        server.wait_for(lambda: server.rules() == [rule("^(?:nr-gnb)$")], 30)
+        server.answers[DM_DELETE] = refused
+        left = (f"left behind: rule {POLICY} saying ^(?:nr-gnb)$ on the Decision Maker at "
+                f"{server.url}")
+    try:
+        assert d.stop() == 0
+        said = [ln for ln in d.log().splitlines() if NOT_CLEARED in ln]
+        assert len(said) == 1 and said[0].endswith(left), d.log()
+    finally:
+        server.stop()
 
 
 def test_a_decision_maker_delete_answered_200_but_not_done_keeps_the_rule_ours(
