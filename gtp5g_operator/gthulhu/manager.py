@@ -297,7 +297,7 @@ class ManagerWriter(RuleWriter):
         doctor uses it too)."""
         listed = self._policies(deadline) if policies is None else policies
         for p in listed:
-            if p.id == self.ids.object_id:
+            if p.id == self.ids.object_id and self._says_ours(p):  # else someone changed it
                 return p
         candidates = [r for r in (rule, *self.ids.rules) if r is not None]
         return next((p for p in listed for r in candidates if same_policy(p, r)), None)
@@ -347,8 +347,7 @@ class ManagerWriter(RuleWriter):
         listed = next((p for p in policies if p.id == self.ids.object_id), None)
         if listed is None:
             return None
-        ours = (self._written, *self.ids.rules)
-        if any(r is not None and same_policy(listed, r) for r in ours):
+        if self._says_ours(listed):
             return listed
         log.warning("policy %s for node %s was changed on the Manager to something this host "
                     "never wrote (%s): left alone as someone else's; this host writes its own",
@@ -356,6 +355,12 @@ class ManagerWriter(RuleWriter):
         self.ids.drop_id()
         self._written = None
         return None
+
+    def _says_ours(self, policy: Policy) -> bool:
+        """Does `policy` say a rule this host wrote (or is writing)?  A proof file that
+        names an id and no rule (0.1.0's) leaves the id as the only proof there is."""
+        known = [r for r in (self._written, *self.ids.rules) if r is not None]
+        return not known or any(same_policy(policy, r) for r in known)
 
     def _put_or_create(self, rule: NodeRule, deadline: float,
                        policies: List[Policy]) -> None:
@@ -382,10 +387,8 @@ class ManagerWriter(RuleWriter):
         # create whose answer was lost): ours, updated rather than left behind for good.
         previous = next((p for r in self.ids.rules if r != rule
                          if (p := find_policy(policies, r)) is not None), None)
-        if previous is not None:
-            self.ids.replacing(previous, rule)
-            if self._put(previous, rule, deadline):
-                return
+        if previous is not None and self._put(previous, rule, deadline):
+            return
         before = frozenset(p.id for p in policies)
         self.ids.replacing(None, rule)  # before the POST: proof of what may be there after it
         # not replayed on a stale connection: a second create would be a second policy
@@ -407,6 +410,9 @@ class ManagerWriter(RuleWriter):
 
     def _put(self, policy: str, rule: NodeRule, deadline: float) -> bool:
         """Make the stored `policy` say `rule`; False when the Manager has no such policy."""
+        # Recorded before the request: a PUT done whose answer is lost leaves the policy
+        # saying `rule`, which must still read as this host's, not as someone's edit.
+        self.ids.replacing(policy, rule)
         answer = self._with_stored_id(policy, lambda: self._call(
             "PUT", POLICIES_PATH, {"policyId": policy, **policy_body(rule)}, deadline,
             missing_ok=True))

@@ -138,6 +138,31 @@ def test_our_policy_that_someone_changed_is_theirs_neither_reverted_nor_deleted(
     assert [p["id"] for p in my_policies(manager)] == [created]
 
 
+def test_a_put_done_whose_answer_was_lost_is_still_ours(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """The Manager did the PUT of a new rule, and the answer was lost (here: a 500): the
+    policy now says that rule, which this host recorded before the request; it is not
+    taken for someone's edit (that would drop the id and, had the rule changed again,
+    leave the policy behind for good)."""
+    put = ("PUT", "/api/v1/node-scheduling-policies")
+    d = start_manager(env, manager)
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 30)
+    created = my_policies(manager)[0]["id"]
+    d.wait_log(f"policy {created} created", timeout=10)
+    manager.answers[put] = (500, b'{"success":false,"error":"Internal Server Error"}')
+    env.writer.write(lines(g, "nr-gnb-rlc"))
+    manager.wait_for(lambda: manager.answered.get(put, 0) >= 1, 30)
+    manager.edit_policy(created, "^(?:nr-gnb|nr-gnb-rlc)$", priority=1)  # it was done
+    del manager.answers[put]
+    d.wait_log(f"policy {created} updated", timeout=30)
+    assert "was changed on the Manager" not in d.log()
+    assert [p["id"] for p in my_policies(manager)] == [created]
+    g.stop()
+    manager.wait_for(lambda: my_policies(manager) == [], 30)
+
+
 def test_two_hosts_sharing_a_node_name_touch_only_their_own(
         env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
     """Host A and host B: one user, one node name, gNBs with different thread names.

@@ -350,6 +350,27 @@ def test_a_manager_with_this_hosts_policy(tmp_path: Path, trace_pipe: Path,
     assert len(manager.posts()) == posts
 
 
+def test_our_policy_someone_changed_is_not_called_ours(
+        tmp_path: Path, trace_pipe: Path, manager: FakeManager, keys: Dict[str, Path],
+        live: List[Target], name: str) -> None:
+    """The stored id names a policy that now says what the service never wrote (someone
+    edited it): doctor does not call it this host's, as the service no longer does."""
+    create_policy(manager.url, "^(?:someone-elses-job)$")  # was ours, edited since
+    edited = manager.policies("op")[-1]["id"]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manager-policy.json").write_text(json.dumps(
+        {"api_url": manager.url, "user": "op", "node": NODE, "object_id": edited,
+         "rule": {"policy_id": f"gtp5g-operator@{NODE}", "node": NODE,
+                  "command_regex": f"^(?:{name})$", "priority": 1,
+                  "execution_time_ns": 20_000_000}}))
+    check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw.startswith(f"the Manager holds no policy of this host for node {NODE} "
+                                "(1 policy of user 'op' in all)"), check.saw
+
+
 def test_a_policy_of_the_user_for_this_node_is_not_taken_for_ours(
         tmp_path: Path, trace_pipe: Path, manager: FakeManager, keys: Dict[str, Path],
         live: List[Target], name: str) -> None:
