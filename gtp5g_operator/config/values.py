@@ -143,11 +143,16 @@ def api_url(v: Any) -> str:
         raise ValueError("expected a URL without user:password@ (the API is authenticated "
                          "with its token; credentials in a URL would be logged)")
     expect(_clean_string(v) and v.isascii(), what, v)
+    brackets = f"expected {what}, got {fmt(v)} (unbalanced [ ] or not an IP address in them)"
     try:
         parts = urlsplit(v)
     except ValueError:  # its own words ("Invalid IPv6 URL") name neither the key's form nor v
-        raise ValueError(f"expected {what}, got {fmt(v)} (unbalanced [ ] or not an IP "
-                         "address in them)") from None
+        raise ValueError(brackets) from None
+    # Python before 3.11.4 takes any "[name]" and text after "]" ("[::1]x:1"): the same
+    # value must not pass on one Debian and fail on the next.
+    if ("[" in parts.netloc or "]" in parts.netloc) and not (
+            _BRACKETED.fullmatch(parts.netloc) and _is_ipv6(parts.hostname or "")):
+        raise ValueError(brackets)
     expect(parts.scheme in ("http", "https") and bool(parts.hostname), what, v)
     expect(not parts.query and not parts.fragment and "?" not in v and "#" not in v, what, v)
     try:
@@ -159,6 +164,16 @@ def api_url(v: Any) -> str:
     expect(_valid_host(parts.hostname or ""), what, v)
     expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)
     return str(v).rstrip("/")
+
+
+_BRACKETED = re.compile(r"\[[^\[\]]+\](?::[0-9]*)?")
+
+
+def _is_ipv6(host: str) -> bool:
+    try:  # a zone id ("%eth0") is refused later, with its own words
+        return ipaddress.ip_address(host.partition("%")[0]).version == 6
+    except ValueError:
+        return False
 
 
 def optional_api_url(v: Any) -> str:

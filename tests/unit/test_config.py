@@ -152,7 +152,8 @@ def test_other_ip_literals_are_still_taken(text: str) -> None:
     parse_config(text)
 
 
-@pytest.mark.parametrize("url", ["http://[::1/", "http://[gthulhu]:8080/", "http://]x[:1"])
+@pytest.mark.parametrize("url", ["http://[::1/", "http://[gthulhu]:8080/", "http://]x[:1",
+                                 "http://[::1]x:1/", "http://[127.0.0.1]:8080"])
 def test_a_url_urlsplit_refuses_is_named_and_shown(url: str) -> None:
     # urlsplit's own words ("Invalid IPv6 URL", "':1' does not appear to be an IPv4 or
     # IPv6 address") showed neither the value nor what is expected.
