@@ -92,7 +92,12 @@ class OwnershipFile:
         the server confirms, it holds either."""
         earlier = self.earlier
         if self.rule is not None and self.rule != rule and self.rule not in earlier:
-            earlier = (self.rule, *earlier)[:MAX_EARLIER]
+            earlier = (self.rule, *earlier)
+            if len(earlier) > MAX_EARLIER:
+                # The oldest is the rule the server last confirmed (store() empties the
+                # list): the one it most surely holds.  Dropping it made this host's own
+                # policy read as someone's edit after a restart, and left it for good.
+                earlier = (*earlier[:MAX_EARLIER - 1], earlier[-1])
         self._save(object_id, rule, tuple(r for r in earlier if r != rule))
 
     def _save(self, object_id: Optional[str], rule: Optional[NodeRule],

@@ -18,12 +18,20 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
+from gtp5g_operator.config import Config
+from gtp5g_operator.config.schema import ApiConfig
+from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.errors import ApiError
+from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.gthulhu.manager import ManagerWriter
+from gtp5g_operator.gthulhu.ownership import MAX_EARLIER
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import FakeManager
 from testbed.harness import GnbProcess, wait_until
 from tests.conftest import Env
 from tests.integration.test_flavors import (
     NODE,
+    PASSWORD,
     POLICY,
     lines,
     manager_for,
@@ -37,6 +45,8 @@ from tests.integration.test_flavors import (
 pytestmark = pytest.mark.faults
 
 OTHERS = "^(?:my-batch-job)$"  # a policy the user made by hand for the same node
+PUT = ("PUT", "/api/v1/node-scheduling-policies")
+REFUSED = (500, b'{"success":false,"error":"Internal Server Error"}')
 
 
 @pytest.fixture
@@ -378,6 +388,45 @@ def test_adopting_a_policy_removes_ours_that_still_says_an_earlier_rule(
                timeout=10)
     g.stop()
     manager.wait_for(lambda: my_policies(manager) == [], 30)
+
+
+
+def test_our_policy_stays_ours_after_more_failed_puts_than_earlier_rules_kept(
+        manager: FakeManager, tmp_path: Path) -> None:
+    """The policy says the rule this host last confirmed; PUTs of MAX_EARLIER + 1 newer
+    rules fail (500, not done), then the service restarts.  The proof kept the newest
+    rules only, so the policy, still saying the confirmed one, read as someone's edit:
+    its id dropped, a second policy created, and ours left boosting the old names for
+    good (not even the gNB's exit removed it)."""
+    config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
+                    password=PASSWORD, node_name=NODE)
+
+    def writer() -> ManagerWriter:
+        w = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
+        w.authenticate(time.monotonic() + 5)
+        return w
+
+    def gnb_named(*threads: str) -> List[ProcessView]:
+        return [ProcessView(100, "nr-gnb", "", 0, 0.0, (100,), frozenset(("nr-gnb", *threads)))]
+
+    w = writer()
+    w.write(gnb_named(), time.monotonic() + 5)
+    ours = [p["id"] for p in my_policies(manager)]
+    manager.answers[PUT] = REFUSED
+    for i in range(MAX_EARLIER + 1):
+        with pytest.raises(ApiError):
+            w.write(gnb_named(*[f"t{j}" for j in range(i + 1)]), time.monotonic() + 5)
+    del manager.answers[PUT]
+    w.close()
+    w = writer()  # restarted
+    try:
+        w.write(gnb_named("t0"), time.monotonic() + 5)
+        assert [p["id"] for p in my_policies(manager)] == ours
+        assert regexes(manager) == ["^(?:nr-gnb|t0)$"]
+        w.write([], time.monotonic() + 5)
+        assert my_policies(manager) == []
+    finally:
+        w.close()
 
 
 # --- v0, merge mode --------------------------------------------------------------------------

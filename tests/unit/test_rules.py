@@ -94,14 +94,15 @@ def test_only_names_change_the_rule_not_ids() -> None:
 
 def test_the_proof_keeps_the_rules_a_write_may_not_have_replaced(tmp_path: Path) -> None:
     """Until the server confirms a write, it holds the new rule or the earlier ones:
-    all stay proof, on disk too (a crash during the write), at most MAX_EARLIER."""
+    all stay proof, on disk too (a crash during the write), at most MAX_EARLIER, and
+    never without the one the server last confirmed (the one it most surely holds)."""
     rules = [NodeRule("gtp5g-operator@n", "n", f"^(?:r{i})$", 10, 20_000_000)
              for i in range(MAX_EARLIER + 3)]
     proof = OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"})
     proof.store(None, rules[0])
     for r in rules[1:]:
         proof.replacing(None, r)  # each write failed
-    assert proof.rules == (rules[-1], *reversed(rules[-1 - MAX_EARLIER:-1]))
+    assert proof.rules == (rules[-1], *reversed(rules[-MAX_EARLIER:-1]), rules[0])
     again = OwnershipFile(str(tmp_path), "rule.json", {"api_url": "http://dm"})
     assert again.rules == proof.rules
     again.replacing(None, rules[-2])  # back to an earlier one: listed once
