@@ -255,9 +255,13 @@ class ManagerWriter(RuleWriter):
         policies = self._policies(deadline)
         self._stored(policies)  # drops the id of a policy someone else changed
         policy = self.ids.object_id
-        written = self._written or self.ids.rule  # what we wrote (or were writing)
-        if policy is None and written is not None:
-            policy = find_policy(policies, written)
+        if policy is None:
+            # What we wrote (or were writing), then the rules it may not have replaced
+            # (a PUT refused until the id was dropped, then a restart): forgetting those
+            # would leave a policy of ours boosting old names for good.
+            known = (self._written, *self.ids.rules)
+            policy = next((p for r in known if r is not None
+                           if (p := find_policy(policies, r)) is not None), None)
         if policy is None:
             log.info("no policy of this host is known on the Manager: nothing to remove "
                      "(policies not provably this host's are never deleted)")

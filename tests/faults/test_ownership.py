@@ -10,6 +10,7 @@ without proof it creates and deletes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from gtp5g_operator.core.tracker import ProcessView
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.manager import ManagerWriter
-from gtp5g_operator.gthulhu.ownership import MAX_EARLIER
+from gtp5g_operator.gthulhu.ownership import MAX_EARLIER, MAX_REFUSALS
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import FakeManager
 from testbed.harness import GnbProcess, wait_until
@@ -423,6 +424,40 @@ def test_our_policy_stays_ours_after_more_failed_puts_than_earlier_rules_kept(
         w.write(gnb_named("t0"), time.monotonic() + 5)
         assert [p["id"] for p in my_policies(manager)] == ours
         assert regexes(manager) == ["^(?:nr-gnb|t0)$"]
+        w.write([], time.monotonic() + 5)
+        assert my_policies(manager) == []
+    finally:
+        w.close()
+
+
+
+def test_the_gnb_exit_after_a_restart_removes_our_policy_saying_an_earlier_rule(
+        manager: FakeManager, tmp_path: Path) -> None:
+    """Our policy refused the PUT of a new rule until its id was dropped; the service
+    restarted, and the gNB had gone.  The proof still names the earlier rule the policy
+    says, but the clear looked only for the new one: "nothing to remove", the proof
+    erased, and the policy left boosting the old names for good."""
+    config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
+                    password=PASSWORD, node_name=NODE)
+
+    def writer() -> ManagerWriter:
+        w = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
+        w.authenticate(time.monotonic() + 5)
+        return w
+
+    gnb = [ProcessView(100, "nr-gnb", "", 0, 0.0, (100,), frozenset({"nr-gnb"}))]
+    w = writer()
+    w.write(gnb, time.monotonic() + 5)
+    manager.answers[PUT] = REFUSED
+    worker = [dataclasses.replace(gnb[0], thread_names=frozenset({"nr-gnb", "gnb worker"}))]
+    for _ in range(MAX_REFUSALS):
+        with pytest.raises(ApiError):
+            w.write(worker, time.monotonic() + 5)
+    assert w.ids.object_id is None  # dropped after the refusals
+    del manager.answers[PUT]
+    w.close()
+    w = writer()  # restarted; no target is live
+    try:
         w.write([], time.monotonic() + 5)
         assert my_policies(manager) == []
     finally:
