@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence
 
 import pytest
 
-from gtp5g_operator.commands.doctor.config import config_checks, file_check
+from gtp5g_operator.commands.doctor.config import config_checks, file_check, hidden_check
 from gtp5g_operator.commands.doctor.environment import (
     environment_checks,
     exe_access_check,
@@ -390,6 +390,18 @@ def test_files_the_unit_hides_from_the_service_are_a_warning(
     assert "node-exporter" in shown["metrics textfile"].advice
     unhidden = by_name(config_checks(str(path)).checks)  # no unit installed: nothing said
     assert unhidden["key file"].level == OK and "metrics textfile" not in unhidden
+
+
+@pytest.mark.parametrize("home", ["yes", "tmpfs"])
+def test_a_textfile_under_protect_home_is_said_to_be_unwritable_not_a_copy(
+        home: str) -> None:
+    """ProtectHome=yes makes /home empty and inaccessible, =tmpfs an empty read-only
+    tmpfs (systemd.exec(5)): the service cannot write its textfile there at all, which
+    doctor said was "a copy of its own, which node-exporter never reads"."""
+    check = hidden_check("metrics textfile", "/home/op/textfile/op.prom",
+                         [("/home", f"ProtectHome={home}")], written=True)
+    assert check is not None and check.level == WARN
+    assert "cannot write there" in check.saw and "copy" not in check.saw, check.saw
 
 
 def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Path) -> None:

@@ -88,8 +88,12 @@ def hidden_check(what: str, path: str, hidden: Hidden, written: bool = False
     setting = hidden_by_unit(path, hidden) if hidden else ""
     if not setting:
         return None
-    effect = ("the service writes a copy of its own there, which node-exporter never reads"
-              if written else "the service does not see it (No such file or directory)")
+    if not written:
+        effect = "the service does not see it (No such file or directory)"
+    elif setting.startswith("PrivateTmp"):
+        effect = "the service writes a copy of its own there, which node-exporter never reads"
+    else:  # ProtectHome=yes or tmpfs: empty and inaccessible or read-only (systemd.exec(5))
+        effect = "the service cannot write there (the place is empty and not writable for it)"
     return warn(what, f"{path}: the unit's {setting} hides that place: {effect}",
                 "move it under /etc/gtp5g-operator" if not written else
                 "use node-exporter's textfile directory, e.g. "
