@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import secrets
 import stat
 from typing import Any, Optional
 
@@ -132,7 +133,13 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
     try:
         fd = os.open(tmp, flags, mode)
     except FileExistsError:  # left over from a crash, or planted: replace it
-        os.unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except PermissionError:
+            # Planted by another user in a sticky directory (the textfile's, when others
+            # may write there): not ours to remove, and the name is known (our PID is
+            # public), so one nobody can guess instead.
+            tmp = f"{tmp}.{secrets.token_hex(8)}"
         fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)
