@@ -15,7 +15,8 @@ from gtp5g_operator.files import atomic_write
 NOBODY = 65534
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file as another user needs root")
+@pytest.mark.skipif(os.geteuid() != 0 or "FAKEROOTKEY" in os.environ,
+                    reason="planting a file as another user needs root (not fakeroot)")
 def test_a_temporary_name_planted_in_a_sticky_directory_does_not_stop_the_writes() -> None:
     """The textfile's directory may be sticky and writable by others (as /tmp is): one of
     them plants PATH.tmp.<our PID> (the PID is public), which we may not remove.  The
