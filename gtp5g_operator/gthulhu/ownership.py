@@ -113,6 +113,11 @@ class OwnershipFile:
             data = {**self._key, "object_id": object_id,
                     "rule": asdict(rule) if rule is not None else None,
                     "earlier": [asdict(r) for r in earlier]}
+            if object_id is not None:
+                # 0.1.0's name, all it reads: without it a downgrade forgets the policy
+                # (orphaned) and, at its first push without a target, deletes the first
+                # policy of the user for the node instead, a hand-made one as well
+                data["policy_id"] = object_id
             atomic_write(self.path, (json.dumps(data) + "\n").encode(), 0o600, durable=True)
         except FileNotFoundError:
             pass

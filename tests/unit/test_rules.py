@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -21,6 +21,7 @@ from gtp5g_operator.core.strategy import (
     tracked_names,
 )
 from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.answers import OBJECT_ID
 from gtp5g_operator.gthulhu.decision_maker import rule_body, rule_root
 from gtp5g_operator.gthulhu.ownership import MAX_EARLIER, OwnershipFile
 from testbed.fake_decision_maker import node_policy_hash
@@ -90,6 +91,35 @@ def test_only_names_change_the_rule_not_ids() -> None:
     assert a == b
 
 
+
+
+
+def released_0_1_0_policy_id(path: Path, key: Dict[str, str]) -> Optional[str]:
+    """What 0.1.0 (PolicyIdFile._load, a1ae6b9) reads from manager-policy.json."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in key.items()):
+        return None
+    value = data.get("policy_id")
+    return value if isinstance(value, str) and value else None
+
+
+def test_a_downgrade_to_0_1_0_still_finds_the_stored_policy_id(tmp_path: Path) -> None:
+    """`apt install gtp5g-operator=0.1.0` after an upgrade: 0.1.0 reads only
+    "policy_id".  Without it, 0.1.0 orphaned this host's policy and, at its first push
+    without a target, deleted the first policy of the user for the node instead (a
+    hand-made one; reproduced with both daemons on the fake Manager).  An id this
+    version no longer holds as proof is not handed to it either."""
+    key = {"api_url": "http://manager:8080", "user": "operator", "node": "n"}
+    ident = "6b163eee4602c76b059e9590"
+    rule = NodeRule("gtp5g-operator@n", "n", "^(?:nr-gnb)$", 1, 20_000_000)
+    proof = OwnershipFile(str(tmp_path), "manager-policy.json", key, OBJECT_ID)
+    proof.store(ident, rule)
+    path = tmp_path / "manager-policy.json"
+    assert released_0_1_0_policy_id(path, key) == ident
+    again = OwnershipFile(str(tmp_path), "manager-policy.json", key, OBJECT_ID)
+    assert (again.object_id, again.rule) == (ident, rule)
+    again.drop_id()  # refused, or changed by someone else: no longer this host's
+    assert released_0_1_0_policy_id(path, key) is None
 
 
 def test_the_proof_keeps_the_rules_a_write_may_not_have_replaced(tmp_path: Path) -> None:
