@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Set
 
 _DELETED = " (deleted)"
 
@@ -182,6 +182,16 @@ class ProcFS:
             except OSError as exc:
                 self._failed(exc)
         return ""
+
+    def thread_names(self, tgid: int) -> Set[str]:
+        """The names of every thread of a process now (empty when it is gone)."""
+        try:
+            tids = os.listdir(f"{self.root}/{tgid}/task")
+        except OSError as exc:
+            self._failed(exc)
+            return set()
+        names = (self.thread_name(tgid, int(t)) for t in tids if t.isdigit())
+        return {n for n in names if n is not None}
 
     def thread_name(self, tgid: int, tid: int) -> Optional[str]:
         """/proc/TGID/task/TID/comm: the thread's own name."""

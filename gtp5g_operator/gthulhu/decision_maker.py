@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
 from ..core.procfs import ProcFS
 from ..core.readback import Comparison, ListedEntry, compare_rule
-from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
+from ..core.strategy import NodeRule, build_rule, names_regex, policy_id, rule_priority
 from ..core.tracker import ProcessView
 from ..core.words import plural
 from .answers import listed_strategies, merkle_root
@@ -47,6 +47,7 @@ RULE_FILE = "decision-maker-rule.json"
 EMPTY_ROOTS = ("", hashlib.sha256(b"").hexdigest())  # a fresh DM; one emptied since
 _GONE = object()  # the last write removed our rule
 NO_SUCH_ROUTE = (404, 405, 501)  # Go routers: 404 (or 405); Python's http.server: 501
+MAX_NAMES = 12  # thread names whose subsets' rules are tried for a rule without proof
 
 
 def rule_body(rule: NodeRule) -> Dict[str, Any]:
@@ -124,6 +125,7 @@ class DecisionMakerWriter(RuleWriter):
         self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
         self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
+        self._not_recognised: Tuple[str, List[str]] = ("", [])  # _recognise's last miss
 
     # --- what status shows ------------------------------------------------------------------
 
@@ -151,6 +153,8 @@ class DecisionMakerWriter(RuleWriter):
         if self._written == rule:
             log.info("the Decision Maker no longer holds this host's rule (restarted?): "
                      "writing it again")
+        if root not in EMPTY_ROOTS and not self.owns(root):
+            self._recognise(views, root)
         self._check_replaceable(root)
         self._post(rule, deadline)
         return 1
@@ -205,6 +209,33 @@ class DecisionMakerWriter(RuleWriter):
     def owns(self, root: str) -> bool:
         """Does a DM with this merkle root hold only a rule of this host?"""
         return any(root == rule_root(r) for r in self._known())
+
+    def _recognise(self, views: Sequence[ProcessView], root: str) -> None:
+        """A rule without proof that is still provably this host's: the DM holds it alone,
+        under this host's policy id, saying what this host writes for some of its gNB's
+        threads — written before the state directory knew it (0.1.x kept no proof; the
+        state was lost).  Taking it for someone's would stop every write with an ERROR
+        and leave the rule behind the gNB.  The threads' names are few (a gNB has a
+        dozen): every subset's rule is tried, at most 2**MAX_NAMES, on this rare path."""
+        names = sorted({n for v in views for n in {v.comm, *self.procfs.thread_names(v.tgid)}})
+        if not names or len(names) > MAX_NAMES or (root, names) == self._not_recognised:
+            return  # (tried already: a DM holding others' rules is met at every resync)
+        self._not_recognised = (root, names)
+        template = build_rule(views, self.strategy, self.node)
+        if template is None:
+            return
+        for mask in range(1, 1 << len(names)):
+            regex = names_regex(n for i, n in enumerate(names) if mask >> i & 1)
+            candidate = NodeRule(template.policy_id, template.node, regex, template.priority,
+                                 template.execution_time_ns)
+            if rule_root(candidate) == root:
+                log.info("the Decision Maker holds, alone and under this host's policy id, "
+                         "the rule this host writes for some of its gNB's threads (%s), with no "
+                         "proof in the state directory (written by 0.1.x, or the state was "
+                         "lost): taken as this host's", regex)
+                self.proof.store(None, candidate)
+                self._written = candidate
+                return
 
     def _check_replaceable(self, root: str) -> None:
         """A POST replaces every rule the DM holds: only nothing, or ours, may go."""

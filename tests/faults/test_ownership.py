@@ -348,6 +348,36 @@ def test_a_rule_under_our_policy_id_that_this_host_never_wrote_is_not_deleted(
     assert dm.rules() == [theirs] and not dm.deletes()
 
 
+@pytest.mark.parametrize("left", ["^(?:gnb worker|nr-gnb)$", "^(?:gnb worker)$"])
+def test_a_rule_of_ours_without_proof_is_recognised_by_our_gnbs_names(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess], left: str) -> None:
+    """0.1.x kept no proof: after the upgrade the DM holds, alone and under our policy id,
+    the rule 0.1.x wrote for the threads it had seen.  It says what this host writes for
+    some of its gNB's threads: ours, replaced and removed (it was an ERROR 'not this
+    host's', nothing written, and the old rule outlived the gNB)."""
+    dm.set_rules([rule(left)])
+    d = start_dm(env, dm)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g))  # only the main thread seen yet: another rule than 0.1.x's
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    assert "not this host's" not in d.log()
+    d.wait_log("with no proof in the state directory", timeout=10)
+    g.stop()
+    dm.wait_for(lambda: dm.rules() == [], 30)
+
+
+def test_a_rule_under_our_policy_id_naming_others_is_still_not_ours(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """Under our policy id but naming a task our gNB does not have: not provably ours."""
+    theirs = rule("^(?:my-batch-job|nr-gnb)$")
+    dm.set_rules([theirs])
+    d = start_dm(env, dm)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g))
+    d.wait_log("holds node rules that are not this host's", timeout=30)
+    assert dm.rules() == [theirs] and dm.posts() == []
+
+
 def test_a_manager_refusing_the_stored_id_a_while_leaves_no_orphan_policy(
         env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
     """The stored id is dropped after three refusals (about 2 s of 5xx), and the policy
