@@ -125,7 +125,8 @@ class DecisionMakerWriter(RuleWriter):
         self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
         self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
-        self._not_recognised: Tuple[str, List[str]] = ("", [])  # _recognise's last miss
+        # _recognise's last try: the root, the names, the priority and execution time
+        self._not_recognised: Tuple[str, List[str], int, int] = ("", [], 0, 0)
 
     # --- what status shows ------------------------------------------------------------------
 
@@ -218,12 +219,15 @@ class DecisionMakerWriter(RuleWriter):
         and leave the rule behind the gNB.  The threads' names are few (a gNB has a
         dozen): every subset's rule is tried, at most 2**MAX_NAMES, on this rare path."""
         names = sorted({n for v in views for n in {v.comm, *self.procfs.thread_names(v.tgid)}})
-        if not names or len(names) > MAX_NAMES or (root, names) == self._not_recognised:
-            return  # (tried already: a DM holding others' rules is met at every resync)
-        self._not_recognised = (root, names)
         template = build_rule(views, self.strategy, self.node)
-        if template is None:
+        if template is None or not names or len(names) > MAX_NAMES:
             return
+        # The priority and execution time are in the root too: a reload may change them
+        # (the writer stays), and a miss under the old ones says nothing of the new.
+        tried = (root, names, template.priority, template.execution_time_ns)
+        if tried == self._not_recognised:
+            return  # (tried already: a DM holding others' rules is met at every resync)
+        self._not_recognised = tried
         for mask in range(1, 1 << len(names)):
             regex = names_regex(n for i, n in enumerate(names) if mask >> i & 1)
             candidate = NodeRule(template.policy_id, template.node, regex, template.priority,

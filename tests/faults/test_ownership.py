@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 from gtp5g_operator.config import Config
-from gtp5g_operator.config.schema import ApiConfig
+from gtp5g_operator.config.schema import ApiConfig, StrategyConfig
 from gtp5g_operator.core.tracker import ProcessView
+from gtp5g_operator.gthulhu.decision_maker import DecisionMakerWriter
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.manager import ManagerWriter
@@ -364,6 +365,36 @@ def test_a_rule_of_ours_without_proof_is_recognised_by_our_gnbs_names(
     d.wait_log("with no proof in the state directory", timeout=10)
     g.stop()
     dm.wait_for(lambda: dm.rules() == [], 30)
+
+
+def test_a_rule_of_ours_without_proof_is_recognised_after_a_reload_to_its_values(
+        dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
+        tmp_path: Path) -> None:
+    """0.1.x wrote its rule with priority 1; the upgrade came with priority 5, so the rule
+    is not what this host writes: not provably ours (an ERROR).  The admin reloads
+    priority = 1, which keeps the writer and replaces its strategy: the rule says what
+    this host writes again.  The memo of the last miss knew only the merkle root and
+    the names, so nothing was tried again until a restart (ERROR at every push)."""
+    dm.set_rules([rule("^(?:nr-gnb)$")])
+    config = Config(api=ApiConfig(url=dm.url, flavor="decision-maker",
+                                  public_key=str(keys["public"])),
+                    public_key_pem=keys["public"].read_text(), node_name=NODE,
+                    strategy=StrategyConfig(priority=5))
+    w = DecisionMakerWriter(JsonHttp(dm.url, 5.0), config, str(tmp_path / "state"))
+    g = gnb(threads=("gnb worker",))
+    views = [ProcessView(g.pid, "nr-gnb", "", os.getuid(), 0.0, (g.pid, g.threads["gnb worker"]),
+                         frozenset({"nr-gnb", "gnb worker"}))]
+    try:
+        w.authenticate(time.monotonic() + 5)
+        with pytest.raises(ApiError, match="not this host's"):
+            w.write(views, time.monotonic() + 5)
+        w.strategy = dataclasses.replace(w.strategy, priority=1)  # as the pusher's reload
+        w.write(views, time.monotonic() + 5)
+        assert dm.rules() == [rule("^(?:gnb worker|nr-gnb)$")]
+        w.write([], time.monotonic() + 5)
+        assert dm.rules() == []
+    finally:
+        w.close()
 
 
 def test_a_rule_under_our_policy_id_naming_others_is_still_not_ours(
