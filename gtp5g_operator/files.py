@@ -135,10 +135,11 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
     except FileExistsError:  # left over from a crash, or planted: replace it
         try:
             os.unlink(tmp)
-        except PermissionError:
+        except (PermissionError, IsADirectoryError):
             # Planted by another user in a sticky directory (the textfile's, when others
             # may write there): not ours to remove, and the name is known (our PID is
-            # public), so one nobody can guess instead.
+            # public), so one nobody can guess instead.  A directory (EISDIR) even when
+            # run by hand as root, which may remove others' files there.
             tmp = f"{tmp}.{secrets.token_hex(8)}"
         fd = os.open(tmp, flags, mode)
     try:

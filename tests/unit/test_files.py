@@ -59,3 +59,17 @@ def _write_beside_a_planted_name(shared: Path) -> None:
     assert target.read_bytes() == b"metric 1\n"
     assert planted.read_bytes().startswith(b"planted")
     assert sorted(p.name for p in shared.iterdir()) == [target.name, planted.name]
+
+
+def test_a_directory_planted_under_the_temporary_name_does_not_stop_the_writes(
+        tmp_path: Path) -> None:
+    """Run by hand as root, the service may remove another user's file from a sticky
+    directory, but not a directory: unlink(2) says EISDIR, which stopped every write of
+    the textfile (the PID in the name is public).  The write goes on under a name nobody
+    can guess; the planted directory is left alone."""
+    target = tmp_path / "gtp5g_operator.prom"
+    planted = tmp_path / f"gtp5g_operator.prom.tmp.{os.getpid()}"
+    planted.mkdir()
+    atomic_write(str(target), b"metric 1\n")
+    assert target.read_bytes() == b"metric 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, planted.name]
