@@ -212,12 +212,18 @@ class DecisionMakerWriter(RuleWriter):
         return any(root == rule_root(r) for r in self._known())
 
     def _recognise(self, views: Sequence[ProcessView], root: str) -> None:
-        """A rule without proof that is still provably this host's: the DM holds it alone,
+        """A rule without proof that is still provably this host's (asked only while this
+        host knows of no rule of its own there): the DM holds it alone,
         under this host's policy id, saying what this host writes for some of its gNB's
         threads — written before the state directory knew it (0.1.x kept no proof; the
         state was lost).  Taking it for someone's would stop every write with an ERROR
         and leave the rule behind the gNB.  The threads' names are few (a gNB has a
         dozen): every subset's rule is tried, at most 2**MAX_NAMES, on this rare path."""
+        if self._known():
+            # This host has a rule of its own on record for this DM, and the DM holds
+            # something else: someone replaced it (another host with this node name, say),
+            # and what they wrote is theirs, whatever it says.
+            return
         names = sorted({n for v in views for n in {v.comm, *self.procfs.thread_names(v.tgid)}})
         template = build_rule(views, self.strategy, self.node)
         if template is None or not names or len(names) > MAX_NAMES:

@@ -397,6 +397,28 @@ def test_a_rule_of_ours_without_proof_is_recognised_after_a_reload_to_its_values
         w.close()
 
 
+def test_a_host_with_a_rule_on_record_does_not_take_another_rule_for_its_own(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """This host wrote ^(?:gnb worker|nr-gnb)$ here (its proof says so); the DM now holds
+    ^(?:nr-gnb)$ under the same policy id: someone replaced ours (another host with this
+    node name).  It names our gNB's threads, but it is theirs: not recognised."""
+    state = env.tmp / "state"
+    state.mkdir(exist_ok=True)
+    mine = rule("^(?:gnb worker|nr-gnb)$")
+    (state / "decision-maker-rule.json").write_text(json.dumps({
+        "api_url": dm.url, "object_id": None, "earlier": [],
+        "rule": {"policy_id": mine["policyID"], "node": NODE,
+                 "command_regex": mine["commandRegex"], "priority": 1,
+                 "execution_time_ns": 20_000_000}}))
+    theirs = rule("^(?:nr-gnb)$")
+    dm.set_rules([theirs])
+    d = start_dm(env, dm)
+    g = gnb(threads=("gnb worker",))
+    env.writer.write(lines(g, "gnb worker"))
+    d.wait_log("holds node rules that are not this host's", timeout=30)
+    assert dm.rules() == [theirs] and dm.posts() == []
+
+
 def test_a_rule_under_our_policy_id_naming_others_is_still_not_ours(
         env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
     """Under our policy id but naming a task our gNB does not have: not provably ours."""
