@@ -475,6 +475,16 @@ def test_adopting_a_policy_removes_ours_that_still_says_an_earlier_rule(
 
 
 
+def manager_writer(manager: FakeManager, state: Path) -> ManagerWriter:
+    """A Manager writer (as the daemon makes one) with its credentials, state in `state`:
+    a new one is the service restarted."""
+    config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
+                    password=PASSWORD, node_name=NODE)
+    w = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(state))
+    w.authenticate(time.monotonic() + 5)
+    return w
+
+
 def test_our_policy_stays_ours_after_more_failed_puts_than_earlier_rules_kept(
         manager: FakeManager, tmp_path: Path) -> None:
     """The policy says the rule this host last confirmed; PUTs of MAX_EARLIER + 1 newer
@@ -482,13 +492,8 @@ def test_our_policy_stays_ours_after_more_failed_puts_than_earlier_rules_kept(
     rules only, so the policy, still saying the confirmed one, read as someone's edit:
     its id dropped, a second policy created, and ours left boosting the old names for
     good (not even the gNB's exit removed it)."""
-    config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
-                    password=PASSWORD, node_name=NODE)
-
     def writer() -> ManagerWriter:
-        w = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
-        w.authenticate(time.monotonic() + 5)
-        return w
+        return manager_writer(manager, tmp_path)
 
     def gnb_named(*threads: str) -> List[ProcessView]:
         return [ProcessView(100, "nr-gnb", "", 0, 0.0, (100,), frozenset(("nr-gnb", *threads)))]
@@ -513,20 +518,14 @@ def test_our_policy_stays_ours_after_more_failed_puts_than_earlier_rules_kept(
         w.close()
 
 
-
 def test_the_gnb_exit_after_a_restart_removes_our_policy_saying_an_earlier_rule(
         manager: FakeManager, tmp_path: Path) -> None:
     """Our policy refused the PUT of a new rule until its id was dropped; the service
     restarted, and the gNB had gone.  The proof still names the earlier rule the policy
     says, but the clear looked only for the new one: "nothing to remove", the proof
     erased, and the policy left boosting the old names for good."""
-    config = Config(api=ApiConfig(url=manager.url, flavor="manager", username="operator"),
-                    password=PASSWORD, node_name=NODE)
-
     def writer() -> ManagerWriter:
-        w = ManagerWriter(JsonHttp(manager.url, 5.0), config, str(tmp_path))
-        w.authenticate(time.monotonic() + 5)
-        return w
+        return manager_writer(manager, tmp_path)
 
     gnb = [ProcessView(100, "nr-gnb", "", 0, 0.0, (100,), frozenset({"nr-gnb"}))]
     w = writer()
