@@ -86,6 +86,7 @@ class OwnedIds:
     def __init__(self, directory: str, api_url: str, legacy: Written) -> None:
         self.path = os.path.join(directory, OWNED_FILE)
         self.api_url = api_url
+        self._older_format = False  # read from an earlier version's file: rewrite it once
         self.ids: Dict[int, Written] = self._load(legacy)
 
     def _load(self, legacy: Written) -> Dict[int, Written]:
@@ -105,13 +106,14 @@ class OwnedIds:
             return {e["pid"]: written(e) for e in entries
                     if isinstance(e, dict) and _is_pid(e.get("pid"))}
         pids = data.get("pids")
+        self._older_format = True
         return {p: legacy for p in pids if _is_pid(p)} if isinstance(pids, list) else {}
 
     def replace(self, ids: Mapping[int, Written]) -> None:
         new = dict(ids)
-        if new == self.ids and os.path.exists(self.path):
+        if new == self.ids and os.path.exists(self.path) and not self._older_format:
             return
-        self.ids = new
+        self.ids, self._older_format = new, False
         # "pids": what earlier versions read; "strategies": what this host posted
         data = json.dumps({"api_url": self.api_url, "pids": sorted(new),
                            "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}

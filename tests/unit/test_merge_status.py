@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Dict
 import pytest
 
 from gtp5g_operator.commands.status import format_status, show_status
-from gtp5g_operator.gthulhu.merge import merge_strategies
+from gtp5g_operator.gthulhu.merge import OwnedIds, merge_strategies
 
 OURS = [{"pid": 10, "priority": True, "execution_time": 1}]
 
@@ -98,3 +99,18 @@ def test_status_command_on_files_of_the_wrong_shape(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "state.json")  # would hang a plain open()
     code, text = show_status(str(tmp_path), False)
     assert code == 1 and "not a regular file" in text
+
+
+def test_an_earlier_versions_owned_file_is_rewritten_once_in_this_format(
+        tmp_path: Path) -> None:
+    """0.1.0's owned.json names PIDs only; the same PIDs pushed again with the same values
+    must still rewrite it once, recording what was posted (else a later change of
+    strategy.priority would judge those entries by values never recorded)."""
+    path = tmp_path / "owned.json"
+    path.write_text(json.dumps({"api_url": "http://a", "pids": [7, 8]}))
+    owned = OwnedIds(str(tmp_path), "http://a", (True, 20_000_000))
+    owned.replace({7: (True, 20_000_000), 8: (True, 20_000_000)})
+    data = json.loads(path.read_text())
+    assert data["pids"] == [7, 8]
+    assert data["strategies"] == [{"pid": 7, "priority": True, "execution_time": 20_000_000},
+                                  {"pid": 8, "priority": True, "execution_time": 20_000_000}]
