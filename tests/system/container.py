@@ -174,6 +174,16 @@ def base_root(name: str = DEFAULT_SUITE) -> Path:
     return root
 
 
+DGRAM_QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
+
+
+def _read_sysctl(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
 class Container:
     def __init__(self, name: str = "gtp5g-test", suite: str = DEFAULT_SUITE) -> None:
         self.name = name
@@ -183,11 +193,15 @@ class Container:
         self._unshare: Optional[subprocess.Popen[bytes]] = None
         self.init_pid = 0  # host PID of systemd (PID 1 inside)
         self._mounted = False
+        self._qlen: Optional[str] = None
 
     # --- life cycle -----------------------------------------------------------
 
     def boot(self, timeout: float = 60.0) -> None:
         base = base_root(self.suite)
+        # systemd as PID 1 raises net.unix.max_dgram_qlen to 512 at start, and the
+        # container shares the host's network namespace: stop() puts it back.
+        self._qlen = _read_sysctl(DGRAM_QLEN)
         for d in ("upper", "work", "merged"):
             (self.work / d).mkdir()
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
@@ -262,6 +276,9 @@ class Container:
         if self._mounted:
             subprocess.run(["umount", "-l", str(self.root)], check=False)
             self._mounted = False
+        if self._qlen is not None:
+            DGRAM_QLEN.write_text(self._qlen)
+            self._qlen = None
         shutil.rmtree(self.work, ignore_errors=True)
 
     # --- inside ------------------------------------------------------------------
