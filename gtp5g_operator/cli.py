@@ -13,8 +13,8 @@ from typing import List, Optional
 from . import __version__
 from .commands.doctor.options import add_parser as add_doctor
 from .commands.doctor.options import options_from
-from .config import DEFAULT_CONFIG_PATH, Config, ConfigError
-from .core.procfs import in_initial_pid_namespace
+from .config import DEFAULT_CONFIG_PATH, ConfigError
+from .core.procfs import namespace_refusal
 from .service.logsetup import setup_logging, stderr_is_journal
 from .service.signals import HANDLED
 from .service.vocabulary import load
@@ -102,7 +102,7 @@ def _check_config(path: str, print_config: bool = False) -> int:
         return EX_CONFIG  # as `run` exits on the same configuration
     # The configuration is valid wherever it is checked (a package build, a config
     # management run in a container); that `run` would refuse to start *here* is said.
-    refusal = namespace_refusal(config)
+    refusal = namespace_refusal(config.trace.allow_pid_namespace)
     if refusal:
         print(f"warning: run would not start here: {refusal}", file=sys.stderr)
     if print_config:
@@ -112,16 +112,6 @@ def _check_config(path: str, print_config: bool = False) -> int:
     else:
         print("ok")
     return 0
-
-
-def namespace_refusal(config: Config) -> str:
-    """Why `run` refuses to start on `config` in this PID namespace ("" if it starts)."""
-    if config.trace.allow_pid_namespace or in_initial_pid_namespace() is not False:
-        return ""
-    return ("this process is not in the initial PID namespace, but trace_pipe reports task "
-            "IDs of that namespace, so /proc here would name other processes and the wrong "
-            "ones would be boosted; run it on the host (or set trace.allow_pid_namespace = "
-            "true for a trace source of this namespace)")
 
 
 def _run(path: str) -> int:
@@ -136,7 +126,7 @@ def _run(path: str) -> int:
         log.error("invalid configuration, not starting: %s", exc)
         return EX_CONFIG
     setup_logging(config.log.level)
-    refusal = namespace_refusal(config)
+    refusal = namespace_refusal(config.trace.allow_pid_namespace)
     if refusal:
         log.error("not starting: %s", refusal)
         return EX_CONFIG

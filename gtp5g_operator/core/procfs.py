@@ -211,3 +211,14 @@ def in_initial_pid_namespace(root: str = "/proc") -> Optional[bool]:
     except OSError:
         return None
     return link == f"pid:[{INITIAL_PID_NS_INODE}]"
+
+
+def namespace_refusal(allowed: bool) -> str:
+    """Why `run` refuses to start (and a reload is rejected) with
+    trace.allow_pid_namespace = `allowed` in this PID namespace ("" if it may run)."""
+    if allowed or in_initial_pid_namespace() is not False:
+        return ""
+    return ("this process is not in the initial PID namespace, but trace_pipe reports task "
+            "IDs of that namespace, so /proc here would name other processes and the wrong "
+            "ones would be boosted; run it on the host (or set trace.allow_pid_namespace = "
+            "true for a trace source of this namespace)")

@@ -19,7 +19,7 @@ from ..config import Config, ConfigError, describe_changes
 from ..config.load import cleartext_credentials
 from ..config.schema import DROP_IN_DIR
 from ..core.component import Component
-from ..core.procfs import ProcFS
+from ..core.procfs import ProcFS, namespace_refusal
 from ..core.schedstat import SchedstatSampler
 from ..core.tracker import ProcessView, TaskTracker
 from ..gthulhu.registry import build_writer
@@ -285,6 +285,10 @@ class Daemon:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
         try:
             new = load(self.config_path, self.env)
+            # what `run` refuses at start must not be reached by a reload either
+            refusal = namespace_refusal(new.trace.allow_pid_namespace)
+            if refusal:
+                raise ConfigError(refusal)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             self.publisher.reloaded(False)

@@ -572,6 +572,29 @@ def test_refuses_to_run_in_another_pid_namespace(env: Env) -> None:
                                    "in the initial PID namespace")
 
 
+def test_a_reload_that_disallows_the_pid_namespace_is_rejected(env: Env) -> None:
+    """Run refuses to start in a PID namespace unless trace.allow_pid_namespace; a
+    reload that turned it off was applied anyway, and the daemon went on in a namespace
+    it would refuse (its /proc names other tasks than the trace's IDs)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to make a PID namespace")
+    env.write_config(trace={"pipe": str(env.trace_pipe), "allow_pid_namespace": True})
+    d = DaemonProcess(env.config_path, env.notify, env.tmp / "ns.log",
+                      prefix=("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"))
+    env.daemons.append(d)
+    ready = env.notify.wait("READY", "1", timeout=30)
+    # the daemon is unshare's child (PID 1 of the new namespace)
+    inner = int(Path(f"/proc/{d.pid}/task/{d.pid}/children").read_text().split()[0])
+    env.write_config()  # allow_pid_namespace back to its default, false
+    os.kill(inner, signal.SIGHUP)
+    env.notify.wait("READY", "1", after=env.notify.all().index(ready) + 1, timeout=20)
+    assert "reload rejected, keeping the running configuration: this process is not in " \
+        "the initial PID namespace" in d.log(), d.log()
+    assert d.proc.poll() is None
+    os.kill(inner, signal.SIGTERM)
+    assert d.proc.wait(20) == 0, d.log()
+
+
 def stops_within_2_s(d: DaemonProcess) -> None:
     """SIGTERM: exit 0 within 2 s (the clear on stop's 1.5 s and a turn), beyond what
     this machine's scheduling lag added meanwhile."""
