@@ -159,7 +159,9 @@ def api_url(v: Any) -> str:
         port = parts.port
     except ValueError:
         raise ValueError(f"expected a port from 1 to 65535, got {fmt(v)}") from None
-    expect(port is None or port > 0, "a port from 1 to 65535", v)
+    # urlsplit reads an empty port ("host:") as none: it was kept, ":" and all
+    expect(not parts.netloc.endswith(":") and (port is None or port > 0),
+           "a port from 1 to 65535", v)
     _no_zone_id(parts.hostname or "", v)
     expect(_valid_host(parts.hostname or ""), what, v)
     expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)

@@ -164,6 +164,15 @@ def test_a_url_urlsplit_refuses_is_named_and_shown(url: str) -> None:
         f'(and no user, query or fragment), got "{url}"')
 
 
+@pytest.mark.parametrize("url", ["http://[::1]:/", "http://127.0.0.1:/", "https://gthulhu.example:"])
+def test_an_empty_port_is_refused(url: str) -> None:
+    # urlsplit reads "host:" as no port at all: the URL was taken, ":" and all.
+    with pytest.raises(ConfigError) as err:
+        parse_config(f'[api]\nurl = "{url}"', "/etc/x/config.toml")
+    assert str(err.value) == (f'/etc/x/config.toml: api.url: expected a port from 1 to 65535, '
+                              f'got "{url}"')
+
+
 def test_toml_syntax_error_has_line_and_column() -> None:
     with pytest.raises(ConfigError, match=r"c.toml: invalid TOML: .*line 3, column"):
         parse_config('[api]\nurl = "x"\ntimeout = = 3\n', "c.toml")
