@@ -157,9 +157,16 @@ def password_path(config: Config, env: Mapping[str, str],
 def read_password(config: Config, env: Mapping[str, str],
                   dirs: Optional[Sequence[str]] = None) -> str:
     path = password_path(config, env, dirs)
+    key = ("api.password_file" if config.api.password_file
+           else f"the systemd credential {CREDENTIAL_NAME}")
+    # Trailing line ends are not the password's (echo writes one); a line end inside
+    # would be sent as part of it, and the Manager's refusal would not say why.
     text = read_text(path, "password", secret=True, env=env).rstrip("\r\n")
     if not text:
         raise ConfigError(f"{path}: the password file is empty")
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{path}: {key}: more than one line (the password must be the "
+                          "file's only line)")
     return text
 
 

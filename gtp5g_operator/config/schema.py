@@ -110,9 +110,9 @@ class ApiConfig:
         api.public_key (the Decision Maker's key).  "" = not verified (the Manager itself
         does not resolve PIDs).""")
     password_file: str = setting("", v.password_file, """
-        Manager only: a file holding the password (mode 0600; refused when all users can
-        read it).  Unset: the systemd credential "gthulhu-password" (put the password in
-        /etc/credstore/gthulhu-password, mode 0600).""")
+        Manager only: a file holding the password on one line (mode 0600; refused when
+        all users can read it).  Unset: the systemd credential "gthulhu-password" (put the
+        password in /etc/credstore/gthulhu-password, mode 0600).""")
 
 
 @dataclass(frozen=True)

@@ -226,3 +226,26 @@ def test_a_configuration_directory_others_could_empty_is_refused(etc: Path) -> N
         load_config(str(etc / "config.toml"))
     etc.chmod(0o1777)  # sticky: others may not rename what they do not own
     assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
+@pytest.mark.parametrize("content,password", [
+    ("s3cret", "s3cret"), ("s3cret\n", "s3cret"), ("s3cret\r\n", "s3cret"),
+    ("s3cret\n\n", "s3cret"),  # trailing empty lines, as before
+    ("s3cret\nold-one\n", None), ("# the Manager's\ns3cret\n", None), ("s3\rcret", None),
+])
+def test_a_password_file_of_several_lines_is_refused(tmp_path: Path, content: str,
+                                                     password: str | None) -> None:
+    """The file was taken whole: a newline inside became part of the password, and the
+    Manager's refusal said nothing of why."""
+    pw = tmp_path / "pw"
+    pw.write_text(content, newline="")
+    pw.chmod(0o600)
+    main = write_config(tmp_path / "config.toml", api={
+        "flavor": "manager", "username": "op", "password_file": str(pw)})
+    if password is not None:
+        assert load_config(str(main), env={}).password == password
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main), env={})
+    assert str(err.value) == (f"{pw}: api.password_file: more than one line (the password "
+                              "must be the file's only line)")
