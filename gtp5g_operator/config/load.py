@@ -161,7 +161,7 @@ def read_password(config: Config, env: Mapping[str, str],
            else f"the systemd credential {CREDENTIAL_NAME}")
     # Trailing line ends are not the password's (echo writes one); a line end inside
     # would be sent as part of it, and the Manager's refusal would not say why.
-    text = read_text(path, "password", secret=True, env=env).rstrip("\r\n")
+    text = read_text(path, f"password ({key})", secret=True, env=env).rstrip("\r\n")
     if not text:
         raise ConfigError(f"{path}: the password file is empty")
     if "\n" in text or "\r" in text:
@@ -316,7 +316,8 @@ def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.e
                    if config.api.flavor == "auto" else "") + ")") from None
         validate_public_key(pem, config.api.public_key)
     if config.api.ca_file:
-        ca = ca_certificates(read_text(config.api.ca_file, "CA file"), config.api.ca_file)
+        ca = ca_certificates(read_text(config.api.ca_file, "CA file (api.ca_file)"),
+                             config.api.ca_file)
     if password_needed:
         password = read_password(config, env, credentials)
     metrics = config.metrics

@@ -249,3 +249,20 @@ def test_a_password_file_of_several_lines_is_refused(tmp_path: Path, content: st
         load_config(str(main), env={})
     assert str(err.value) == (f"{pw}: api.password_file: more than one line (the password "
                               "must be the file's only line)")
+
+
+@pytest.mark.parametrize("key,what", [("ca_file", "CA file"), ("password_file", "password")])
+def test_a_missing_ca_or_password_file_names_its_key(tmp_path: Path, keys: Dict[str, Path],
+                                                    key: str, what: str) -> None:
+    """The error named the path only, where the key file's names api.public_key: the
+    admin had to guess which setting pointed there."""
+    missing = tmp_path / "missing"
+    main = write_config(tmp_path / "config.toml", api={
+        "flavor": "manager", "username": "op", "password_file": str(tmp_path / "pw"),
+        key: str(missing)})
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main), env={})
+    assert str(err.value) == (f"{missing}: cannot read {what} (api.{key}): "
+                              "No such file or directory")
