@@ -226,7 +226,7 @@ class DecisionMakerWriter(RuleWriter):
             return
         names = sorted({n for v in views for n in {v.comm, *self.procfs.thread_names(v.tgid)}})
         template = build_rule(views, self.strategy, self.node)
-        if template is None or not names or len(names) > MAX_NAMES:
+        if template is None or not names:
             return
         # The priority and execution time are in the root too: a reload may change them
         # (the writer stays), and a miss under the old ones says nothing of the new.
@@ -234,6 +234,11 @@ class DecisionMakerWriter(RuleWriter):
         if tried == self._not_recognised:
             return  # (tried already: a DM holding others' rules is met at every resync)
         self._not_recognised = tried
+        if len(names) > MAX_NAMES:  # said, or a rule 0.1.x wrote is an unexplained ERROR
+            log.warning("the Decision Maker's rules are not tried as one 0.1.x may have "
+                        "written for this host: its gNB has %d thread names, and only up to "
+                        "%d are tried (a rule per subset)", len(names), MAX_NAMES)
+            return
         for mask in range(1, 1 << len(names)):
             regex = names_regex(n for i, n in enumerate(names) if mask >> i & 1)
             candidate = NodeRule(template.policy_id, template.node, regex, template.priority,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from gtp5g_operator.config import Config
 from gtp5g_operator.config.schema import ApiConfig, StrategyConfig
 from gtp5g_operator.core.tracker import ProcessView
-from gtp5g_operator.gthulhu.decision_maker import DecisionMakerWriter
+from gtp5g_operator.gthulhu.decision_maker import MAX_NAMES, DecisionMakerWriter
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.manager import ManagerWriter
@@ -395,6 +396,34 @@ def test_a_rule_of_ours_without_proof_is_recognised_after_a_reload_to_its_values
         assert dm.rules() == []
     finally:
         w.close()
+
+
+def test_a_gnb_with_too_many_thread_names_to_recognise_a_rule_says_so_once(
+        dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Past MAX_NAMES thread names a rule without proof is not tried against our gNB's
+    names (2**N rules): the write stops at 'not this host's' and nothing said why, so an
+    upgraded 0.1.x host's own rule looked like someone else's.  Said once, not per push."""
+    dm.set_rules([rule("^(?:nr-gnb)$")])  # 0.1.x's rule, no proof
+    config = Config(api=ApiConfig(url=dm.url, flavor="decision-maker",
+                                  public_key=str(keys["public"])),
+                    public_key_pem=keys["public"].read_text(), node_name=NODE)
+    w = DecisionMakerWriter(JsonHttp(dm.url, 5.0), config, str(tmp_path / "state"))
+    names = tuple(f"gnb-w{i}" for i in range(MAX_NAMES))  # with nr-gnb: one too many
+    g = gnb(threads=names)
+    views = [ProcessView(g.pid, "nr-gnb", "", os.getuid(), 0.0,
+                         (g.pid, *g.threads.values()), frozenset({"nr-gnb", *names}))]
+    caplog.set_level(logging.INFO, logger="gtp5g_operator")
+    try:
+        w.authenticate(time.monotonic() + 5)
+        for _ in range(3):  # three pushes
+            with pytest.raises(ApiError, match="not this host's"):
+                w.write(views, time.monotonic() + 5)
+    finally:
+        w.close()
+    said = [r for r in caplog.records if "thread names" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert f"{MAX_NAMES + 1} thread names" in said[0].getMessage()
 
 
 def test_a_host_with_a_rule_on_record_does_not_take_another_rule_for_its_own(
