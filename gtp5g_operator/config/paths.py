@@ -162,9 +162,10 @@ UNIT_HIDDEN = tuple([(top, "PrivateTmp=yes") for top in PRIVATE_TMP]
 
 def hidden_by_unit(path: str, hidden: Sequence[Tuple[str, str]] = UNIT_HIDDEN) -> str:
     """The setting (of `hidden`: (directory, setting) pairs) that hides `path` from the
-    service, or ""."""
-    full = os.path.abspath(path)
+    service, or "".  The path as written and as its symlinks resolve are both judged:
+    /etc/x.pem linking into /tmp is as hidden as /tmp/x.pem."""
     return next((setting for top, setting in hidden
+                 for full in (os.path.abspath(path), os.path.realpath(path))
                  if full == top or full.startswith(top + "/")), "")
 
 

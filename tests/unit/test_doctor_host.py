@@ -404,6 +404,24 @@ def test_a_textfile_under_protect_home_is_said_to_be_unwritable_not_a_copy(
     assert "cannot write there" in check.saw and "copy" not in check.saw, check.saw
 
 
+@pytest.mark.parametrize("link_to", ["key.pem", "."])  # the file, or its directory
+def test_a_link_into_a_place_the_unit_hides_is_a_warning_naming_both_paths(
+        tmp_path: Path, link_to: str) -> None:
+    """A key at /etc/x.pem that is a symlink into /tmp is not found by the service
+    (PrivateTmp=yes); doctor looked at the link's own path and said nothing."""
+    private = tmp_path / "private"  # standing in for /tmp (tmp_path is under it)
+    private.mkdir()
+    (private / "key.pem").write_text("k")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "link").symlink_to(private / link_to)
+    path = etc / "link" if link_to == "key.pem" else etc / "link" / "key.pem"
+    check = hidden_check("key file", str(path), [(str(private), "PrivateTmp=yes")])
+    assert check is not None and check.level == WARN
+    assert check.saw.startswith(f"{path} (resolved: {private / 'key.pem'}): the unit's "
+                                "PrivateTmp=yes hides that place"), check.saw
+
+
 def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "gone.pem")
     with pytest.raises(ConfigError) as under_systemd:

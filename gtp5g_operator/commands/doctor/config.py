@@ -94,7 +94,9 @@ def hidden_check(what: str, path: str, hidden: Hidden, written: bool = False
         effect = "the service writes a copy of its own there, which node-exporter never reads"
     else:  # ProtectHome=yes or tmpfs: empty and inaccessible or read-only (systemd.exec(5))
         effect = "the service cannot write there (the place is empty and not writable for it)"
-    return warn(what, f"{path}: the unit's {setting} hides that place: {effect}",
+    real = os.path.realpath(path)
+    shown = path if real == os.path.abspath(path) else f"{path} (resolved: {real})"
+    return warn(what, f"{shown}: the unit's {setting} hides that place: {effect}",
                 "move it under /etc/gtp5g-operator" if not written else
                 "use node-exporter's textfile directory, e.g. "
                 "/var/lib/prometheus/node-exporter/gtp5g_operator.prom")
