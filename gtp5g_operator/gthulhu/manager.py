@@ -313,6 +313,9 @@ class ManagerWriter(RuleWriter):
         if rule is None:
             built = build_rule(views, self.strategy, self.node)
             rule = built.command_regex if built else None
+        # What its errors quote: a reload sets api.timeout on this writer's client only
+        # (directly, or through AutoWriter's, which is the same client).
+        self.view.http.timeout = self.http.timeout
         return compare_rule(self.view.listed(deadline), rule, views, self.procfs)
 
     def verify_problem(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -32,6 +33,7 @@ from gtp5g_operator.core.readback import (
 from gtp5g_operator.core.sched_ext import read_scheduler
 from gtp5g_operator.core.tracker import ProcessView, TaskTracker
 from gtp5g_operator.gthulhu.decision_maker import DecisionMakerWriter
+from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.manager import ManagerWriter
 from testbed.fake_decision_maker import FakeDecisionMaker
@@ -311,3 +313,27 @@ def test_a_manager_is_verified_through_the_nodes_decision_maker(
         manager.stop()
     unverified = not_verified("api.decision_maker_url is not set (a Manager resolves no PIDs)")
     assert (unverified.status_fragment(), unverified.counts()) == ("boost not verified", {})
+
+
+def test_the_decision_maker_client_quotes_the_timeout_a_reload_set(
+        keys: Dict[str, Path], tmp_path: Path) -> None:
+    """The Manager's client of the node's DM was made with api.timeout at start; a
+    reload sets the writer's (Pusher.reconfigure), and the DM's timeout errors went on
+    quoting the old value."""
+    with socket.socket() as silent:  # accepts into its backlog, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = Config(api=ApiConfig(url=url, flavor="manager", username="operator",
+                                      decision_maker_url=url, public_key=str(keys["public"])),
+                        public_key_pem=keys["public"].read_text(), password=PASSWORD,
+                        node_name=NODE)
+        writer = ManagerWriter.create(JsonHttp(url, config.api.timeout), config,
+                                      str(tmp_path), time.monotonic, time.time)
+        writer.timeout = 0.5  # as a reload to api.timeout = 0.5 does
+        try:
+            with pytest.raises(ApiError) as err:
+                writer.read_back([], time.monotonic() + 0.3)
+        finally:
+            writer.close()
+    assert err.value.kind == "timeout" and "(api.timeout 0.5 s)" in str(err.value), err.value
