@@ -163,7 +163,7 @@ def read_password(config: Config, env: Mapping[str, str],
     # would be sent as part of it, and the Manager's refusal would not say why.
     text = read_text(path, f"password ({key})", secret=True, env=env).rstrip("\r\n")
     if not text:
-        raise ConfigError(f"{path}: the password file is empty")
+        raise ConfigError(f"{path}: {key}: the password file is empty")
     if "\n" in text or "\r" in text:
         raise ConfigError(f"{path}: {key}: more than one line (the password must be the "
                           "file's only line)")

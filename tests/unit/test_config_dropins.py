@@ -232,6 +232,7 @@ def test_a_configuration_directory_others_could_empty_is_refused(etc: Path) -> N
     ("s3cret", "s3cret"), ("s3cret\n", "s3cret"), ("s3cret\r\n", "s3cret"),
     ("s3cret\n\n", "s3cret"),  # trailing empty lines, as before
     ("s3cret\nold-one\n", None), ("# the Manager's\ns3cret\n", None), ("s3\rcret", None),
+    ("\n", ""), ("", ""),
 ])
 def test_a_password_file_of_several_lines_is_refused(tmp_path: Path, content: str,
                                                      password: str | None) -> None:
@@ -242,13 +243,14 @@ def test_a_password_file_of_several_lines_is_refused(tmp_path: Path, content: st
     pw.chmod(0o600)
     main = write_config(tmp_path / "config.toml", api={
         "flavor": "manager", "username": "op", "password_file": str(pw)})
-    if password is not None:
+    if password:
         assert load_config(str(main), env={}).password == password
         return
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError) as err:  # "" empty, None more than one line
         load_config(str(main), env={})
-    assert str(err.value) == (f"{pw}: api.password_file: more than one line (the password "
-                              "must be the file's only line)")
+    assert str(err.value) == (f"{pw}: api.password_file: " + (
+        "the password file is empty" if password == "" else
+        "more than one line (the password must be the file's only line)"))
 
 
 @pytest.mark.parametrize("key,what", [("ca_file", "CA file"), ("password_file", "password")])
