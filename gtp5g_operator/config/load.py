@@ -44,7 +44,8 @@ def read_text(path: str, what: str, secret: bool = False,
     try:
         data, st = read_regular_file(path)
     except FileProblem as exc:
-        hint = "" if os.path.lexists(path) else unit_hiding_hint(path, env)
+        # exists() follows links: a link into a hidden place dangles for the service
+        hint = "" if os.path.exists(path) else unit_hiding_hint(path, env)
         raise ConfigError(f"{path}: cannot read {what}: {exc}{hint}") from None
     judge_file(path, st, secret, env)
     try:

@@ -5,6 +5,8 @@ test_doctor_identity.py), /proc (a fake /proc), and the targets found there."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -25,7 +27,7 @@ from gtp5g_operator.commands.doctor.service import unit_hidden
 from gtp5g_operator.commands.doctor.targets import find_targets, targets_checks
 from gtp5g_operator.config import ConfigError, MatchConfig, check_not_writable_by_others, load
 from gtp5g_operator.config.load import read_text
-from gtp5g_operator.config.paths import Mount, mount_of, parse_mountinfo
+from gtp5g_operator.config.paths import Mount, hidden_by_unit, mount_of, parse_mountinfo
 from testbed.harness import write_config
 
 INIT_NS = "pid:[4026531836]"
@@ -430,3 +432,19 @@ def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Pa
     with pytest.raises(ConfigError) as from_a_shell:
         read_text(missing, "public key", env={})
     assert "hides" not in str(from_a_shell.value)
+
+
+def test_the_service_names_the_setting_for_a_link_into_a_hidden_place(tmp_path: Path) -> None:
+    """/etc/x.pem linking into /tmp dangles for the service (PrivateTmp=yes): its error
+    gave no hint, since the link itself exists."""
+    if not os.path.isdir("/dev/shm") or hidden_by_unit("/dev/shm/x"):
+        pytest.skip("needs /dev/shm, a place the unit does not hide, for the link")
+    target = tmp_path / "key.pem"  # tmp_path is under /tmp, which the unit hides
+    link = Path(tempfile.mkdtemp(dir="/dev/shm")) / "key.pem"
+    try:
+        link.symlink_to(target)
+        with pytest.raises(ConfigError) as err:
+            read_text(str(link), "public key", env={"INVOCATION_ID": "0123"})
+    finally:
+        shutil.rmtree(link.parent)
+    assert "if it exists: the unit's PrivateTmp=yes hides it" in str(err.value)
