@@ -25,7 +25,6 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config
-from ..core.procfs import ProcFS
 from ..core.readback import Comparison, ListedEntry, compare_rule
 from ..core.strategy import NodeRule, build_rule, names_regex, policy_id, rule_priority
 from ..core.tracker import ProcessView
@@ -108,22 +107,13 @@ class DecisionMakerWriter(RuleWriter):
                            f"{status} while detecting the flavor", status)
         return status == 200
 
-    @classmethod
-    def create(cls, http: JsonHttp, config: Config, state_dir: str,
-               clock: Callable[[], float], wall_clock: Callable[[], float]
-               ) -> DecisionMakerWriter:
-        cls.announce(config)
-        return cls(http, config, state_dir, clock, wall_clock)
-
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        super().__init__(http, config.strategy)
-        self.node = config.node_name
+        super().__init__(http, config, state_dir, clock, wall_clock)
         self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
                                     f"gtp5g-operator@{self.node}", clock, wall_clock)
         self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
-        self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
         # _recognise's last try: the root, the names, the priority and execution time
         self._not_recognised: Tuple[str, List[str], int, int] = ("", [], 0, 0)

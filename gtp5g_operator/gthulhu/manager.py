@@ -41,7 +41,6 @@ from typing import (
 )
 
 from ..config import Config
-from ..core.procfs import ProcFS
 from ..core.readback import Comparison, compare_rule
 from ..core.strategy import NodeRule, build_rule, policy_id, rule_priority
 from ..core.tracker import ProcessView
@@ -189,26 +188,10 @@ class ManagerWriter(RuleWriter):
         # A Manager answers a login with an empty body 400/401/422, never 404.
         return probe.status("POST", LOGIN_PATH, {}, deadline) in (400, 401, 422)
 
-    @classmethod
-    def create(cls, http: JsonHttp, config: Config, state_dir: str,
-               clock: Callable[[], float], wall_clock: Callable[[], float]) -> ManagerWriter:
-        cls.announce(config)
-        writer = cls(http, config, state_dir, clock, wall_clock)
-        dm_url = config.api.decision_maker_url
-        if dm_url:
-            dm = JsonHttp(dm_url, config.api.timeout, config.ca_pem, clock)
-            writer.view = DecisionMakerView(dm, PublicKeyToken(
-                dm, config.public_key_pem, config.api.public_key, f"gtp5g-operator@{writer.node}",
-                clock, wall_clock))
-        else:
-            log.info("%s", writer.verify_problem())
-        return writer
-
     def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        super().__init__(http, config.strategy)
-        self.node = config.node_name
+        super().__init__(http, config, state_dir, clock, wall_clock)
         self.login = ManagerLogin(http, config.api.username, config.password, clock,
                                   wall_clock)
         self.ids = OwnershipFile(state_dir, POLICY_FILE, {
@@ -217,7 +200,13 @@ class ManagerWriter(RuleWriter):
         self._written: Optional[NodeRule] = None  # what the policy says, as far as we know
         self._cleared = False
         self.view: Optional[DecisionMakerView] = None  # the node's DM, read back from
-        self.procfs = ProcFS()
+        if config.api.decision_maker_url:
+            dm = JsonHttp(config.api.decision_maker_url, config.api.timeout, config.ca_pem, clock)
+            self.view = DecisionMakerView(dm, PublicKeyToken(
+                dm, config.public_key_pem, config.api.public_key, f"gtp5g-operator@{self.node}",
+                clock, wall_clock))
+        else:
+            log.info("%s", self.verify_problem())
 
     def place(self, config: Config) -> Tuple[str, ...]:
         return (f"api.url {config.api.url}", f"api.node_name {config.node_name}",

@@ -28,6 +28,7 @@ from typing import (
 )
 
 from ..config.schema import Config, StrategyConfig
+from ..core.procfs import ProcFS
 from ..core.readback import Comparison, ListedEntry
 from ..core.tracker import ProcessView
 from .answers import token_answer
@@ -194,6 +195,13 @@ class RuleWriter(ApiWriter):
 
     sends_names = True
 
+    def __init__(self, http: JsonHttp, config: Config, state_dir: str,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        super().__init__(http, config.strategy)
+        self.node = config.node_name
+        self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
+
     def place(self, config: Config) -> Tuple[str, ...]:
         return (f"api.url {config.api.url}", f"api.node_name {config.node_name}")
 
@@ -213,8 +221,9 @@ class RuleWriter(ApiWriter):
         return ""
 
     @classmethod
-    def announce(cls, config: Config) -> None:
-        """What a rule flavor means for this host, said once when it is chosen."""
+    def create(cls, http: JsonHttp, config: Config, state_dir: str,
+               clock: Callable[[], float], wall_clock: Callable[[], float]) -> ApiWriter:
+        # What a rule flavor means for this host, said once when it is chosen.
         log.info("strategy.targets is ignored with the %s flavor: the server picks the tasks "
                  "from this host's rule", cls.name)
         if config.match.uid or config.match.exe:
@@ -222,6 +231,7 @@ class RuleWriter(ApiWriter):
                         "tracked thread (%s) is boosted too; match.uid and match.exe only "
                         "decide whether this host publishes the rule (the read-back names "
                         "every such task)", cls.display, "/".join(config.match.comm))
+        return cls(http, config, state_dir, clock, wall_clock)
 
 
 class PublicKeyToken:
