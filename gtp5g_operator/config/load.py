@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import stat
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Tuple
 from urllib.parse import urlsplit
 
 from ..files import FileProblem, file_kind, read_regular_file
@@ -124,12 +124,11 @@ def credential_dirs(env: Mapping[str, str]) -> Tuple[str, ...]:
     return (given,) if given else (UNIT_CREDENTIALS, *CREDSTORES)
 
 
-def password_path(config: Config, env: Mapping[str, str],
-                  dirs: Optional[Sequence[str]] = None) -> str:
+def password_path(config: Config, env: Mapping[str, str]) -> str:
     """api.password_file, else the first systemd credential found; ConfigError if none."""
     if config.api.password_file:
         return config.api.password_file
-    searched = tuple(dirs) if dirs is not None else credential_dirs(env)
+    searched = credential_dirs(env)
     closed = []  # directories we may not look into (root's 0700 credential stores)
     for directory in searched:
         candidate = os.path.join(directory, CREDENTIAL_NAME)
@@ -155,9 +154,8 @@ def password_path(config: Config, env: Mapping[str, str],
                       "api.password_file")
 
 
-def read_password(config: Config, env: Mapping[str, str],
-                  dirs: Optional[Sequence[str]] = None) -> str:
-    path = password_path(config, env, dirs)
+def read_password(config: Config, env: Mapping[str, str]) -> str:
+    path = password_path(config, env)
     key = ("api.password_file" if config.api.password_file
            else f"the systemd credential {CREDENTIAL_NAME}")
     # Trailing line ends are not the password's (echo writes one); a line end inside
@@ -286,11 +284,10 @@ def load_settings(path: str, vocabulary: Vocabulary) -> Config:
                                node_name="")
 
 
-def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.environ,
-                credentials: Optional[Sequence[str]] = None) -> Config:
+def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.environ
+                ) -> Config:
     """Read, parse and validate the whole configuration: the main file, its drop-ins
-    and every file they name.  `credentials` overrides where the systemd credential
-    is looked for (tests)."""
+    and every file they name."""
     config = load_settings(path, vocabulary)
     origins = config.origins
     key, password_needed = needs(config, vocabulary)
@@ -320,7 +317,7 @@ def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.e
         ca = ca_certificates(read_text(config.api.ca_file, "CA file (api.ca_file)"),
                              config.api.ca_file)
     if password_needed:
-        password = read_password(config, env, credentials)
+        password = read_password(config, env)
     metrics = config.metrics
     if (metrics.listen or metrics.textfile) and importlib.util.find_spec(
             "prometheus_client") is None:

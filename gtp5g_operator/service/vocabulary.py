@@ -9,7 +9,7 @@ accept exactly the same configurations.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
 from ..config import Config, Vocabulary, load_config
 from ..gthulhu.registry import FLAVORS
@@ -19,10 +19,9 @@ VOCABULARY = Vocabulary(flavors=FLAVORS, readers=tuple(r.kind for r in READERS))
 
 
 def load(path: str, env: Mapping[str, str] = os.environ,
-         credentials: Optional[Sequence[str]] = None,
          vocabulary: Vocabulary = VOCABULARY) -> Config:
     """`vocabulary`: another registry (a test's flavor added)."""
-    return load_config(path, vocabulary, env, credentials)
+    return load_config(path, vocabulary, env)
 
 
 def example_config() -> str:
