@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Optional, Set
+from typing import List, Optional, Set
 
 _DELETED = " (deleted)"
 
@@ -171,26 +171,25 @@ class ProcFS:
             return os.readlink(f"{self.root}/{tgid}/exe")
         except OSError as exc:
             self._failed(exc)
-        try:
-            tids = os.listdir(f"{self.root}/{tgid}/task")
-        except OSError as exc:
-            self._failed(exc)
-            return ""
-        for tid in tids[:MAX_EXE_PROBES]:
+        for tid in self.task_ids(tgid)[:MAX_EXE_PROBES]:
             try:
                 return os.readlink(f"{self.root}/{tgid}/task/{tid}/exe")
             except OSError as exc:
                 self._failed(exc)
         return ""
 
-    def thread_names(self, tgid: int) -> Set[str]:
-        """The names of every thread of a process now (empty when it is gone)."""
+    def task_ids(self, tgid: int) -> List[int]:
+        """The IDs of every thread of a process now, sorted (empty when it is gone)."""
         try:
-            tids = os.listdir(f"{self.root}/{tgid}/task")
+            names = os.listdir(f"{self.root}/{tgid}/task")
         except OSError as exc:
             self._failed(exc)
-            return set()
-        names = (self.thread_name(tgid, int(t)) for t in tids if t.isdigit())
+            return []
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def thread_names(self, tgid: int) -> Set[str]:
+        """The names of every thread of a process now (empty when it is gone)."""
+        names = (self.thread_name(tgid, tid) for tid in self.task_ids(tgid))
         return {n for n in names if n is not None}
 
     def thread_name(self, tgid: int, tid: int) -> Optional[str]:

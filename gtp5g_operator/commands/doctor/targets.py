@@ -41,12 +41,8 @@ class Target:
 
 
 def _tasks(procfs: ProcFS, info: ProcessInfo) -> Tuple[TaskRef, ...]:
-    try:
-        names = os.listdir(os.path.join(procfs.root, str(info.tgid), "task"))
-    except OSError:
-        names = []
     tasks = []
-    for tid in sorted(int(n) for n in names if n.isdigit()):
+    for tid in procfs.task_ids(info.tgid):
         st, name = procfs.stat(tid, info.tgid), procfs.thread_name(info.tgid, tid)
         # as the service prunes: a task that ended, or is a zombie (a leader that called
         # pthread_exit(), a process not yet reaped), is not boosted
