@@ -76,9 +76,9 @@ def bind_listener(listen: str) -> socket.socket:
     return sock
 
 
-def ambient_capabilities(status_path: str = "/proc/thread-self/status") -> int:
+def ambient_capabilities() -> int:
     """The calling thread's ambient set (0 on a kernel without ambient sets)."""
-    with open(status_path, encoding="ascii", errors="replace") as status:
+    with open("/proc/thread-self/status", encoding="ascii", errors="replace") as status:
         return held_capabilities(status.read()).get("CapAmb", 0)
 
 

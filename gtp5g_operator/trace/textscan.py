@@ -64,14 +64,13 @@ LAYOUTS: Tuple[Layout, ...] = (
 )
 
 
-def scan(buf: Buffer, start: int, end: int,
-         layouts: Tuple[Layout, ...] = LAYOUTS) -> Tuple[Set[int], int, Optional[Layout]]:
+def scan(buf: Buffer, start: int, end: int) -> Tuple[Set[int], int, Optional[Layout]]:
     """(distinct TIDs, lines recognised, layout used) for the complete lines in buf[start:end].
 
     Layouts are tried in order of preference until one recognises a line; a
     chunk in the default layout costs one `findall`.
     """
-    for layout in layouts:
+    for layout in LAYOUTS:
         found = layout.pattern.findall(buf, start, end)
         if found:  # the distinct matches first: few per chunk
             return {int(t, layout.base) for t in set(found)}, len(found), layout
