@@ -449,10 +449,12 @@ class JsonHttp:
 
     @staticmethod
     def _read_body(resp: http.client.HTTPResponse, what: str) -> bytes:
-        length = resp.getheader("Content-Length")
-        if length and length.isascii() and length.isdigit() and int(length) > MAX_BODY:
-            raise ApiError("bad-answer", f"{what}: answer of {length} bytes is larger than "
-                           f"{MAX_BODY}: ignored", resp.status)
+        # http.client's own reading of Content-Length (None: chunked, or not a length it
+        # takes, read to the close), never int() on the header again: 5,000 digits raise
+        # ValueError there (int's digit limit), which read as "cannot reach the server".
+        if resp.length is not None and resp.length > MAX_BODY:
+            raise ApiError("bad-answer", f"{what}: answer of {resp.length} bytes is larger "
+                           f"than {MAX_BODY}: ignored", resp.status)
         chunks: List[bytes] = []
         size = 0
         while True:
