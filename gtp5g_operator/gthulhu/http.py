@@ -352,6 +352,15 @@ def tls_context(ca_pem: str) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem or None)
 
 
+def _has_input(sock: Any) -> bool:
+    """Can `sock` be read from without waiting (bytes, or the peer's close)?"""
+    if getattr(sock, "pending", lambda: 0)():  # TLS: decrypted and not read yet
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 @dataclass
 class Answer:
     status: int
@@ -394,6 +403,12 @@ class JsonHttp:
         body = json.dumps(payload, allow_nan=False).encode() if payload is not None else None
         headers = self._headers(body is not None, bearer)
         what = f"{method} {self.base_url}{path}"
+        if self._conn is not None and self._conn.sock is not None and _has_input(self._conn.sock):
+            # An idle kept-alive connection has nothing to say before it is asked: bytes
+            # there (an answer sent twice, a body longer than its Content-Length, sent
+            # late) would be read as the next request's answer, and its close is better
+            # seen now than after a request that may not be sent again.
+            self.close()
         for attempt in (1, 2):
             reused = self._conn is not None and self._conn.sock is not None
             try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -136,6 +138,60 @@ def test_endless_or_switching_interim_answers_are_a_bad_answer(interim: List[byt
             JsonHttp(server.url, 2.0).request("GET", "/x", None, time.monotonic() + 2)
         assert err.value.kind == "bad-answer" and said in str(err.value)
     finally:
+        server.close()
+
+
+class AnswersTwiceServer(TinyServer):
+    """A kept-alive connection whose server, after the first answer, sends an answer
+    nobody asked for (once `go` is set: after the client has read the first), then
+    answers each request with its own path on a fresh connection."""
+
+    def __init__(self, late: bytes) -> None:
+        self.late = late
+        self.go, self.sent = threading.Event(), threading.Event()
+        super().__init__(threaded=True)
+
+    def serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        first = True
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            path = line.split()[1]
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            body = b'{"path": "%s"}' % path
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            if first and self.go.wait(10):
+                conn.sendall(self.late)
+                self.sent.set()
+            first = False
+
+
+@pytest.mark.parametrize("late", [
+    b'HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{"path": "/old"}',  # answered twice
+    b"}",  # a body one byte longer than its Content-Length, the last byte late
+])
+def test_bytes_on_an_idle_kept_alive_connection_are_no_answer_to_the_next_request(
+        late: bytes) -> None:
+    """They were read as the next request's answer: an answer sent twice answered the
+    request after it (a GET before a PUT read by the PUT); a stray byte failed it."""
+    server = AnswersTwiceServer(late)
+    http = JsonHttp(server.url, 2.0)
+    try:
+        assert http.request("GET", "/first", None, time.monotonic() + 2).body == {
+            "path": "/first"}
+        server.go.set()
+        assert server.sent.wait(10)
+        deadline = time.monotonic() + 10
+        while not select.select([http._conn.sock], [], [], 0)[0]:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the late bytes never arrived"
+            time.sleep(0.01)
+        answer = http.request("GET", "/second", None, time.monotonic() + 2)
+        assert (answer.status, answer.body) == (200, {"path": "/second"})
+    finally:
+        http.close()
         server.close()
 
 
