@@ -29,6 +29,22 @@ def test_watchdog_interval_rules() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "junk"}, 10) is None
 
 
+@pytest.mark.parametrize("usec, wd_pid", [
+    ("\u00b2", ""),  # str.isdigit() says yes, int() says no
+    ("\u0661\u0662", ""),  # Arabic-Indic digits: not what systemd writes
+    ("9" * 400, ""),  # too large for a float
+    (str(2**64), ""),  # systemd's parser refuses what does not fit a u64
+    ("30000000", "\u00b2"),
+], ids=["superscript", "arabic-indic", "huge", "2**64", "pid-superscript"])
+def test_a_watchdog_setting_systemd_could_not_parse_means_no_watchdog(usec: str,
+                                                                      wd_pid: str) -> None:
+    """A WATCHDOG_USEC or WATCHDOG_PID that is not a u64 decimal (set by hand in a drop-in:
+    systemd writes plain ASCII) made the daemon die at start with a traceback
+    (ValueError, OverflowError), a crash loop under Restart=on-failure."""
+    assert watchdog_interval({"WATCHDOG_USEC": usec, "WATCHDOG_PID": wd_pid}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": str(2**64 - 1)}, 10) == (2**64 - 1) / 2e6
+
+
 def test_a_watchdog_of_microseconds_does_not_spin_the_loop() -> None:
     """WatchdogSec=2us (a typo for seconds) is honoured as far as it can be, at most a
     ping every 10 ms, and warned of: before, the loop sent a ping every turn, tens of
