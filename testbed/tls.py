@@ -30,9 +30,13 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def make_ca_and_server_cert(directory: Path) -> Dict[str, Path]:
-    """ca.pem (the CA to trust), server.pem + server.key (for 127.0.0.1/localhost)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+def make_ca_and_server_cert(directory: Path,
+                            shift: datetime.timedelta = datetime.timedelta(0)
+                            ) -> Dict[str, Path]:
+    """ca.pem (the CA to trust), server.pem + server.key (for 127.0.0.1/localhost),
+    valid from 5 minutes before now + `shift` for a day: a shift of days makes them
+    look as they do to a host whose clock is that far behind (or, negative, ahead)."""
+    now = datetime.datetime.now(datetime.timezone.utc) + shift
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gtp5g-operator test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

@@ -31,7 +31,8 @@ from .writer import ApiWriter, PublicKeyToken
 
 log = logging.getLogger(__name__)
 
-REDETECT_AFTER: Sequence[ErrorKind] = ("connect", "timeout", "tls", "wrong-flavor")
+REDETECT_AFTER: Sequence[ErrorKind] = ("connect", "timeout", "tls", "cert-dates",
+                                       "wrong-flavor")
 _NOT_ASKED = object()
 T = TypeVar("T")
 

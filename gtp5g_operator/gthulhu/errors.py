@@ -8,7 +8,8 @@ from typing import Any, FrozenSet, Literal, Optional
 from ..core.words import one_line
 
 # What went wrong, in groups: each is logged once per change of state.
-ErrorKind = Literal["connect", "timeout", "tls", "redirect", "unauthorized", "forbidden",
+ErrorKind = Literal["connect", "timeout", "tls", "cert-dates", "redirect", "unauthorized",
+                    "forbidden",
                     "not-found", "http-4xx", "http-5xx", "bad-answer", "wrong-flavor",
                     "not-ours"]
 # What only a person can fix (a key or password refused, a missing permission, an
@@ -17,8 +18,8 @@ ErrorKind = Literal["connect", "timeout", "tls", "redirect", "unauthorized", "fo
 # `journalctl -p err` lists exactly what needs a person.  The rest passes by itself
 # (a server down, slow or failing for a while, a garbled answer) and is a WARNING.
 NEEDS_PERSON: FrozenSet[ErrorKind] = frozenset({
-    "unauthorized", "forbidden", "not-found", "wrong-flavor", "redirect", "tls", "http-4xx",
-    "not-ours"})
+    "unauthorized", "forbidden", "not-found", "wrong-flavor", "redirect", "tls", "cert-dates",
+    "http-4xx", "not-ours"})
 
 
 class ApiError(Exception):

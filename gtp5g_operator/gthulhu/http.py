@@ -54,6 +54,8 @@ QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
                 "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE",
                 "TLSV13_ALERT_CERTIFICATE_REQUIRED")  # the server wants a client certificate
+# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED
+CERT_DATES: Dict[int, str] = {9: "is not yet valid", 10: "has expired"}
 AddrInfo = Tuple[Any, ...]
 # How a server's close of the connection shows: over TLS a close (with or without
 # close_notify) is an EOF of the TLS layer, on sending as on reading, not a reset.
@@ -509,6 +511,14 @@ class JsonHttp:
         if isinstance(exc, (DeadlinePassed, TimeoutError, socket.timeout)):
             detail = str(exc) if isinstance(exc, DeadlinePassed) else "no answer in time"
             return ApiError("timeout", f"{what}: {detail} (api.timeout {self.timeout:g} s)")
+        dates = CERT_DATES.get(getattr(exc, "verify_code", 0))
+        if dates:
+            # Judged by this host's clock: right after boot it may be years off (no RTC,
+            # not yet synced), and then the CA is not what to look at.
+            now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            return ApiError("cert-dates", f"TLS with {self.base_url} failed: the server's "
+                            f"certificate (or its CA's) {dates} by this host's clock ({now}): "
+                            "set this host's clock right (NTP), or renew the certificate")
         if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)) or (
                 isinstance(exc, ssl.SSLError) and exc.reason in TLS_MISMATCH):
             # the certificate, the CA or the port's protocol: only a person can fix it

@@ -6,12 +6,14 @@ user).  Doctor only logs in and reads: no test server ever receives a write."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pwd
 import re
 import secrets
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -35,6 +37,7 @@ from testbed.harness import (
     wait_until,
     write_config,
 )
+from testbed.tls import make_ca_and_server_cert
 from tests.conftest import base_config
 
 NODE = "node-a"
@@ -226,6 +229,33 @@ def test_tls_with_a_ca_that_did_not_sign_it(tmp_path: Path, trace_pipe: Path,
     assert levels(checks) == {"api connection": FAIL}
     assert "CERTIFICATE_VERIFY_FAILED" in checks["api connection"].saw
     assert "api.ca_file" in checks["api connection"].advice
+    assert server.tokens_issued == 0
+
+
+@pytest.mark.parametrize("shift,dates", [(datetime.timedelta(days=2), "is not yet valid"),
+                                         (datetime.timedelta(days=-3), "has expired")],
+                         ids=["clock-behind", "clock-ahead"])
+def test_a_certificate_out_of_its_dates_points_at_the_clock(
+        tmp_path: Path, trace_pipe: Path, keys: Dict[str, Path], shift: datetime.timedelta,
+        dates: str) -> None:
+    """A certificate valid from two days on is what a host whose clock is two days behind
+    sees (booted without an RTC, not yet synced); one that expired, a host ahead or a
+    certificate not renewed.  The CA is the right one: doctor advised setting
+    api.ca_file, and the daemon's ERROR gave OpenSSL's words only; both now say which
+    clock judged the dates, and the advice is the clock, then the certificate."""
+    paths = make_ca_and_server_cert(tmp_path, shift)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(paths["cert"], paths["key"])
+    server = FakeGthulhu(keys["private"].read_bytes(), tls=ctx).start()
+    try:
+        checks = checks_of(configure(tmp_path, trace_pipe, server.url, keys["public"],
+                                     ca_file=str(paths["ca"])))
+    finally:
+        server.stop()
+    assert levels(checks) == {"api connection": FAIL}
+    saw, advice = checks["api connection"].saw, checks["api connection"].advice
+    assert f"certificate (or its CA's) {dates} by this host's clock (" in saw, saw
+    assert "api.ca_file" not in advice and "clock" in advice, advice
     assert server.tokens_issued == 0
 
 

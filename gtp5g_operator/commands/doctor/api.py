@@ -32,6 +32,8 @@ ADVICE_BY_KIND = {
                "firewall?",
     "tls": "set api.ca_file to the CA that signed the API's certificate and use a host name "
            "the certificate names; https:// only for a TLS port",
+    "cert-dates": "check this host's clock (timedatectl: NTP synchronized), then the dates of "
+                  "the API's certificate (openssl s_client -connect HOST:PORT)",
     "timeout": "the API accepts connections but does not answer within api.timeout: is it "
                "hung or overloaded?",
     "redirect": "set api.url to the address that answers",
@@ -98,7 +100,7 @@ class ApiProbe:
         try:
             self.flavor = detect(self.probe, self.flavors, self.deadline())
         except ApiError as exc:
-            if exc.kind in ("connect", "tls"):
+            if exc.kind in ("connect", "tls", "cert-dates"):
                 return [fail("api connection", str(exc), advice_for(exc))]
             # a timeout may have been while connecting: its message says which
             reached = [] if exc.kind == "timeout" else [self._reached()]
