@@ -80,6 +80,27 @@ def test_the_man_page_names_this_version() -> None:
     assert th.startswith(".TH GTP5G-OPERATOR 8 ") and f'"gtp5g-operator {__version__}"' in th, th
 
 
+def man_section(name: str) -> str:
+    """The text of one `.SH` section of the man page."""
+    text = (REPO / "packaging" / "gtp5g-operator.8").read_text()
+    return text.split(f"\n.SH {name}\n", 1)[1].split("\n.SH ", 1)[0]
+
+
+def test_the_man_page_names_every_file_of_the_state_directory() -> None:
+    """What an admin finds in /var/lib/private/gtp5g-operator (and purging removes) is
+    each named in FILES: the Decision Maker's rule and the Manager's policy went
+    unnamed ("the Manager policy's id")."""
+    from gtp5g_operator.gthulhu.decision_maker import RULE_FILE
+    from gtp5g_operator.gthulhu.manager import POLICY_FILE
+    from gtp5g_operator.gthulhu.merge import OWNED_FILE
+    from gtp5g_operator.service.runtime_files import TEXTFILE_RECORD
+
+    files = man_section("FILES")
+    missing = [f for f in (OWNED_FILE, POLICY_FILE, RULE_FILE, TEXTFILE_RECORD)
+               if f".I {f}\n" not in files]
+    assert not missing, f"gtp5g-operator(8) FILES does not name {missing}"
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
