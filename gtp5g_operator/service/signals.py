@@ -3,8 +3,10 @@
 `signal.set_wakeup_fd` writes each signal's number to a socket the loop
 watches; the numbers of one turn are handled together, so a burst of SIGHUPs
 is one reload.  Every signal whose default action would end the process is
-caught, so none leaves a stale state.json behind (SIGKILL cannot be, and
-SIGABRT is left to systemd's watchdog, which sends it to get a core dump).
+caught, so none leaves a stale state.json behind (SIGKILL cannot be, SIGABRT
+is left to systemd's watchdog, which sends it to get a core dump, and a
+crash's SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP and SIGSYS keep theirs: the
+README and the man page say so).
 `close()` restores the handlers and the wakeup fd found at `install()`.
 
 One exception: the first stop signal that finds an API exchange waiting on the
