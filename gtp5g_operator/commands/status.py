@@ -45,7 +45,7 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
     return [
         f"gtp5g-operator {one_line(state.get('version'))}, PID {one_line(state.get('pid'))}, "
         f"running since {when(state.get('started_at'), now)}",
-        f"config:     {one_line(cfg.get('path'))}, loaded {when(cfg.get('loaded_at'), now)}; "
+        f"config:     {_config_files(cfg)}, loaded {when(cfg.get('loaded_at'), now)}; "
         f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}",
         f"trace:      {one_line(trace.get('path'))} ({one_line(trace.get('format'))}, "
         f"{'open' if trace.get('open') is True else _not_open(trace)}), {lines:,.0f} lines, "
@@ -60,6 +60,15 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
         f"last push:  {_last_push(state.get('last_push'), now, now_mono)}",
         "",
     ]
+
+
+def _config_files(cfg: Dict[str, Any]) -> str:
+    """The main file and the drop-ins read after it: the settings are in the drop-ins
+    (the packaged main file is comments only), so the main file alone says nothing."""
+    main = one_line(cfg.get("path"))
+    files = cfg.get("files")
+    drop_ins = [one_line(f) for f in files[1:]] if isinstance(files, list) else []
+    return main + (" + " + ", ".join(drop_ins) if drop_ins else "")
 
 
 def _not_open(trace: Dict[str, Any]) -> str:

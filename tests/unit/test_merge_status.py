@@ -58,7 +58,9 @@ def test_status_table() -> None:
     state = {
         "pid": 42, "version": "0.1.0", "started_at": now - 300,
         "config": {"path": "/etc/gtp5g-operator/config.toml", "loaded_at": now - 300,
-                   "mode": "overwrite", "targets": "both"},
+                   "mode": "overwrite", "targets": "both",
+                   "files": ["/etc/gtp5g-operator/config.toml",
+                             "/etc/gtp5g-operator/config.d/50-site.toml"]},
         "api": {"url": "http://127.0.0.1:8080", "token_expires_at": now + 3600},
         "trace": {"path": "/sys/kernel/tracing/trace_pipe", "open": True, "lines": 1234567,
                   "dropped_lines": 0},
@@ -70,6 +72,9 @@ def test_status_table() -> None:
     text = format_status(state, now)
     assert "PID 42, running since" in text and "(5m ago)" in text
     assert "1,234,567 lines, 0 dropped" in text
+    # the README: status names "the configuration files with when they were loaded"
+    assert ("config:     /etc/gtp5g-operator/config.toml + "
+            "/etc/gtp5g-operator/config.d/50-site.toml, loaded") in text
     assert "last push:  ok, 3 entries" in text and "4.1 ms" in text
     header, row = text.splitlines()[-2:]
     assert header.split() == ["TGID", "NAME", "EXE", "UID", "ACTIVE", "TIDS", "SINCE"]
@@ -83,6 +88,7 @@ def test_status_table() -> None:
 @pytest.mark.parametrize("state", [
     {"pid": "x", "processes": "not a list", "trace": [], "api": None, "last_push": 5},
     {"processes": [None, 3, {"tgid": None, "tids": "1 2"}], "config": "c"},
+    {"config": {"files": "c.toml"}}, {"config": {"files": [None, 3, {"a": 1}]}},
     {"started_at": "yesterday", "last_push": {"ok": True, "duration_s": "fast", "at": 1e300}},
     {},
 ])
