@@ -101,6 +101,17 @@ def test_the_man_page_names_every_file_of_the_state_directory() -> None:
     assert not missing, f"gtp5g-operator(8) FILES does not name {missing}"
 
 
+def test_the_man_page_names_every_flavor() -> None:
+    """The example configuration says api.flavor's values "are listed in
+    gtp5g-operator(8)": the page named only v0 and auto."""
+    from gtp5g_operator.gthulhu.registry import FLAVORS
+
+    page = (REPO / "packaging" / "gtp5g-operator.8").read_text()
+    assert "are listed in gtp5g-operator(8)" in (REPO / "packaging" / "config.toml").read_text()
+    unnamed = [f.name for f in FLAVORS if f'api.flavor " = " {f.name}' not in page]
+    assert not unnamed, f"gtp5g-operator(8) does not name api.flavor {unnamed}"
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
