@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Dict
 
@@ -205,6 +206,20 @@ def test_example_config_is_valid_and_documents_every_default() -> None:
             shown = toml_value(getattr(values, f.name))
             assert f"# {f.name} = {shown}" in text, (
                 f"{section}.{f.name} not documented with its default {shown} in the example")
+
+
+def test_the_readmes_configuration_table_is_the_schema() -> None:
+    """README's reference table has a row for every key of the schema, none more,
+    each with the schema's default as TOML writes it."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+\.\w+)` \| `([^`]*)` \|", table, re.MULTILINE)
+    documented = dict(rows)
+    assert len(documented) == len(rows), "a key has two rows"
+    defaults = Config()
+    schema = {f"{section}.{f.name}": toml_value(getattr(getattr(defaults, section), f.name))
+              for section in SECTIONS for f in dataclasses.fields(getattr(defaults, section))}
+    assert documented == schema
 
 
 # --- load_config: files ------------------------------------------------------------
