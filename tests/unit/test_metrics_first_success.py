@@ -1,6 +1,9 @@
-"""The last-success gauge exists before any push succeeded (README: alert on
-time() - gtp5g_operator_last_successful_push_timestamp_seconds > 3 * resync)."""
+"""The metrics as README documents them: the last-success gauge exists before any
+push succeeded (alert on time() - gtp5g_operator_last_successful_push_timestamp_seconds
+> 3 * resync), and the table names exactly the families exported."""
 
+import re
+from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -40,3 +43,26 @@ def test_the_trace_source_being_closed_is_a_metric() -> None:
     for snap, want in ((open_, "1.0"), (closed, "0.0")):
         lines = render(snap, histograms()).decode().splitlines()
         assert f"gtp5g_operator_trace_open {want}" in lines
+
+
+def test_the_readmes_metrics_table_is_what_is_exported() -> None:
+    """Every family /metrics and the textfile export is in README's table with its
+    type, and the table lists no other.  A row may abbreviate: `_tracked_tasks`
+    after `gtp5g_operator_tracked_processes` ends a prefix of the row's first name."""
+    snap = {"started_at": 1.0, "scheduler": {"ops": "gthulhu", "enabled": True},
+            "boost": {"verified": True, "covered": [1], "scheduler": "gthulhu"}}
+    exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", render(snap, histograms()).decode(),
+                               re.MULTILINE))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("\n| metric | type | meaning |\n", 1)[1].split("\n\n", 1)[0]
+    documented: Dict[str, str] = {}
+    for row in table.splitlines()[1:]:
+        cells = row.split(" | ")
+        names = [re.sub(r"\{.*", "", n) for n in re.findall(r"`([^`]+)`", cells[0])]
+        base = names[0]
+        prefixes = [base[:i] for i, c in enumerate(base) if c == "_"]
+        for name in names:
+            full = name if not name.startswith("_") else next(
+                (p + name for p in prefixes if p + name in exported), f"{base}…{name}")
+            documented[full] = cells[1].strip()
+    assert documented == exported
