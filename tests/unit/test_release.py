@@ -118,3 +118,18 @@ def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     preinst = (REPO / "debian" / "gtp5g-operator.preinst").read_text()
     embedded = preinst.split("<<'POINTER'\n", 1)[1].split("\nPOINTER\n", 1)[0] + "\n"
     assert embedded == (REPO / "packaging" / "config.toml.conffile").read_text()
+
+
+def test_the_readme_names_every_test_marker_and_what_test_fast_leaves_out() -> None:
+    """README's "Test markers" lacked `contract`, and its `make test-fast` line named
+    only the kernel, container and version-matrix tests as left out (the faults and
+    contract tests are too)."""
+    markers = [m.split(":")[0] for m in tomllib.loads(
+        (REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]]
+    readme = (REPO / "README.md").read_text()
+    listed = readme.split("\nTest markers: ", 1)[1].split("\n\n", 1)[0]
+    assert [m for m in markers if f"`{m}`" not in listed] == []
+    makefile = (REPO / "Makefile").read_text()
+    left_out = re.findall(r"not (\w+)", makefile.split("\ntest-fast:", 1)[1].split("\n\n")[0])
+    line = next(x for x in readme.splitlines() if x.startswith("make test-fast "))
+    assert left_out and [m for m in left_out if not re.search(rf"\b{m}\b", line)] == []
