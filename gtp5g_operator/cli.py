@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     here = argparse.SUPPRESS  # a subcommand's --config overrides the global one
     run = sub.add_parser("run", help="run the daemon in the foreground (the default)",
                          description="Run the daemon in the foreground (systemd's "
-                                     "Type=notify). Exit 78 on an invalid configuration.")
+                                     "Type=notify). Exit 78 on an invalid configuration, "
+                                     "or in a PID namespace other than the initial one "
+                                     "(unless trace.allow_pid_namespace is set).")
     run.add_argument("--config", default=here, metavar="PATH",
                      help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
                           "directory's config.d/*.toml are read after it")

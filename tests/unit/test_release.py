@@ -112,6 +112,18 @@ def test_the_man_page_names_every_flavor() -> None:
     assert not unnamed, f"gtp5g-operator(8) does not name api.flavor {unnamed}"
 
 
+def test_exit_78_of_run_is_documented_for_another_pid_namespace(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """run exits 78 in another PID namespace with a valid configuration
+    (tests/faults: test_refuses_to_run_in_another_pid_namespace); the man page's 78
+    and run's --help said only "the configuration is invalid"."""
+    entry = man_section("EXIT STATUS").split("\n.B 78\n", 1)[1].split("\n.TP\n", 1)[0]
+    assert "trace.allow_pid_namespace" in entry and "PID namespace" in entry
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "PID namespace" in capsys.readouterr().out
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
