@@ -99,7 +99,8 @@ class Server:
                 server.stop()
 
 
-def expect(what: str, check: Callable[[], bool], server: Server, state: Path) -> bool:
+def expect(what: str, check: Callable[[], bool], server: Server, state: Path,
+           tasks: int) -> bool:
     try:
         wait_until(check, 10, what)
     except AssertionError:
@@ -109,7 +110,7 @@ def expect(what: str, check: Callable[[], bool], server: Server, state: Path) ->
     print("    server holds:       " + json.dumps(server.held()), flush=True)
     if server.flavor != "v0":
         print(f"    scheduler would read: PIDs {sorted(server.scheduler_pids())}", flush=True)
-    said = read_back(state)
+    said = read_back(state, tasks)
     if said:
         print(f"    operator read back: {said}", flush=True)
     return True
@@ -118,9 +119,12 @@ def expect(what: str, check: Callable[[], bool], server: Server, state: Path) ->
 NOTHING = {"nothing": "tracked"}
 
 
-def read_back(state: Path) -> str:
+def read_back(state: Path, tasks: int) -> str:
     """The operator's own account of what the scheduler boosts (its state.json), once
-    it has read back after the write that matches the tracked tasks."""
+    it tracks the `tasks` the step expects and has read back after the write that
+    matches them: a state.json that tracks others is one not yet rewritten after the
+    push the step saw on the server (the Manager's first one, often; the gNB's
+    exit), not the operator's account of that step."""
     def consistent() -> Any:
         try:
             s = json.loads(state.read_text())
@@ -128,8 +132,10 @@ def read_back(state: Path) -> str:
             return None
         tracked = sum(len(p["tids"]) for p in s["processes"])
         boost = s["boost"]
+        if tracked != tasks:
+            return None
         if not tracked:
-            return NOTHING  # nothing to read back: do not wait for it
+            return NOTHING  # nothing to read back
         if not boost.get("verified"):
             return None
         counted = len(boost["covered"]) + len(boost["missing"])
@@ -184,13 +190,14 @@ def replay(server: Server, writer: TraceWriter, gnb: GnbProcess, decoy: GnbProce
     steps: List[Callable[[], bool]] = [
         lambda: expect("all nr-gnb tasks boosted, the decoy not",
                        lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc", "gnb worker"}),
-                       server, state),
+                       server, state, len(gnb.tids)),
         lambda: step(lambda: gnb.exit_thread("gnb worker"), "thread 'gnb worker' exits"),
         lambda: expect("the exited thread is removed",
-                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc"}), server, state),
+                       lambda: boosted(server, gnb, {"nr-gnb", "nr-gnb-rlc"}), server, state,
+                       len(gnb.tids)),
         lambda: step(gnb.stop, "the nr-gnb process exits"),
         lambda: expect("nothing is boosted any more (stale entries cleared)",
-                       lambda: server.held() == [], server, state),
+                       lambda: server.held() == [], server, state, 0),
     ]
     ok = all(s() for s in steps)
     say("demo " + ("succeeded" if ok else "FAILED"))

@@ -22,6 +22,9 @@ def test_make_demo_succeeds(flavor: str) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "==> demo succeeded" in text and "NOT OK" not in text
+    # README: it shows what the operator itself read back, at each step with a gNB
+    # (the Manager's first step showed none: state.json was not yet rewritten)
+    assert text.count("    operator read back: ") == 2, text[-3000:]
     assert "Traceback" not in text and "end of file" not in text
     # the one ERROR the demo shows on purpose: its Decision Maker scans like Gthulhu
     # v1.3.0's (README), and the operator's read-back says so
