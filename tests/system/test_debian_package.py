@@ -19,7 +19,7 @@ from typing import List
 import pytest
 
 from gtp5g_operator import __version__
-from tests.system.builder import Built, lintian_tags
+from tests.system.builder import Built, lintian_tags, worktree_files
 from tests.system.conftest import FINDINGS, REPO, Builds
 from tests.system.container import SUITES
 
@@ -134,3 +134,41 @@ def test_wheel_and_sdist_carry_the_license_and_the_spdx_expression(built: Built)
     assert not [m for m in members if "/.git/" in m or "/out/" in m or "/.venv/" in m]
     FINDINGS.setdefault(built.suite, []).append(
         f"wheel and sdist by the suite's hatchling: {wheel.name}, {sdist.name}, LICENSE in both")
+
+
+def test_make_deb_takes_the_trees_files_not_what_gitignore_names(tmp_path: Path) -> None:
+    """`make deb` in a developer's clone after `make test` (hypothesis' .hypothesis/)
+    and a wheel build (dist/): packaging/build-deb hands dpkg-buildpackage the
+    tree's files only, else they went into the source package.  dpkg-buildpackage
+    is a stand-in recording what it was given (bound over it in a private mount
+    namespace, with dpkg-checkbuilddeps content: nothing is installed on the host)."""
+    clone = tmp_path / "clone"
+    files = worktree_files()
+    tar = subprocess.run(["tar", "-C", str(REPO), "--null", "-T", "-", "-cf", "-"],
+                         input=b"\0".join(f.encode() for f in files), capture_output=True,
+                         check=True).stdout
+    clone.mkdir()
+    subprocess.run(["tar", "-C", str(clone), "-xf", "-"], input=tar, check=True)
+    subprocess.run(["git", "-C", str(clone), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True)
+    for junk in (".hypothesis/examples/0a1b/2c3d", f"dist/gtp5g_operator-{__version__}.tar.gz"):
+        (clone / junk).parent.mkdir(parents=True, exist_ok=True)
+        (clone / junk).write_text("not source\n")
+    stub = tmp_path / "dpkg-buildpackage"
+    stub.write_text("#!/bin/sh\nfind . ! -type d -printf '%P\\n' | sort > \"$RECORD\"\n"
+                    f"touch ../gtp5g-operator_{__version__}_all.deb\n")
+    stub.chmod(0o755)
+    content = tmp_path / "true"
+    content.write_text("#!/bin/sh\nexit 0\n")
+    content.chmod(0o755)
+    record = tmp_path / "given.txt"
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+         f"mount --bind {stub} /usr/bin/dpkg-buildpackage && "
+         f"mount --bind {content} /usr/bin/dpkg-checkbuilddeps && "
+         f"LINTIAN=no RECORD={record} {clone}/packaging/build-deb {tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    given = record.read_text().split()
+    assert not [f for f in given if f.startswith((".hypothesis/", "dist/"))], given
+    assert sorted(given) == sorted(f for f in files if not f.startswith("bench/results/"))
