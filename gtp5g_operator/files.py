@@ -119,14 +119,36 @@ def file_kind(mode: int) -> str:
     return "a special file"
 
 
+def make_dirs(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), but every directory it makes is 0755 whatever
+    the umask: run by hand under umask 000, /run/gtp5g-operator and the state directory
+    came out world-writable (anyone could replace the ownership records, and the
+    daemon then deletes what they name); under umask 077 the endpoint, which reads the
+    runtime directory as nobody, could not serve /health at all."""
+    if not path or os.path.isdir(path):
+        return
+    make_dirs(os.path.dirname(path))
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:  # made meanwhile, or not a directory: the write says so
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
-    """Write data to a temporary file beside path and rename it over path.
+    """Write data to a temporary file beside path and rename it over path, making
+    path's directory first if need be (make_dirs).
 
     The mode is set explicitly (the unit's UMask=0077 would make files
     unreadable for `gtp5g-operator status` or node-exporter).  `durable`
     fsyncs first, for files that must survive a power loss; runtime files on
     tmpfs gain nothing from it and would pay a blocking wait.
     """
+    make_dirs(os.path.dirname(path))
     tmp = f"{path}.tmp.{os.getpid()}"
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
              | os.O_CLOEXEC)

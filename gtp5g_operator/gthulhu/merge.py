@@ -119,7 +119,6 @@ class OwnedIds:
                            "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}
                                           for p, v in sorted(new.items())]}) + "\n"
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             atomic_write(self.path, data.encode(), 0o600, durable=True)
         except OSError as exc:
             log.warning("cannot record owned IDs in %s: %s (entries this host leaves "

@@ -109,7 +109,6 @@ class OwnershipFile:
             if object_id is None and rule is None and not earlier:
                 os.unlink(self.path)
                 return
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             data = {**self._key, "object_id": object_id,
                     "rule": asdict(rule) if rule is not None else None,
                     "earlier": [asdict(r) for r in earlier]}

@@ -24,7 +24,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.once import StateLog
-from ..files import FileProblem, atomic_write, read_json_file, read_small_text
+from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
 from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
 from .runtime_names import HEARTBEAT as _HEARTBEAT
 from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
@@ -62,7 +62,6 @@ class PublishedFile:
         if data == self._last:
             return
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             atomic_write(self.path, data, self._mode)
         except OSError as exc:
             self._state.problem(exc.strerror or str(exc), logging.WARNING,
@@ -99,7 +98,7 @@ class Heartbeat:
         self.path = os.path.join(directory, HEARTBEAT_FILE)
         self._map: Optional[mmap.mmap] = None
         try:
-            os.makedirs(directory, exist_ok=True)
+            make_dirs(directory)
             # A file of our own, made now: one found here may belong to someone who can
             # truncate it under the mapping, and the next beat would die of SIGBUS.
             with contextlib.suppress(FileNotFoundError):
@@ -154,7 +153,6 @@ def record_textfile(state_directory: str, textfile: str) -> str:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         elif textfile != before:
-            os.makedirs(state_directory, exist_ok=True)
             atomic_write(path, (textfile + "\n").encode(), 0o644)
     except OSError as exc:
         log.warning("cannot record the metrics textfile in %s: %s (purging the package "

@@ -1,0 +1,42 @@
+"""The process environment a careless admin (or an unusual systemd) gives the daemon:
+its umask, its systemd variables, its resource limits.  Each is either handled as
+under the unit, or one clear error line and an exit code: never a traceback, never
+files that others may rewrite.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from testbed.harness import DaemonProcess, wait_until
+from tests.conftest import Env
+
+pytestmark = pytest.mark.faults
+
+
+def with_umask(umask: str) -> tuple[str, ...]:
+    """A prefix that runs the daemon's command line under `umask` (same PID)."""
+    return ("sh", "-c", f'umask {umask} && exec "$@"', "with-umask")
+
+
+@pytest.mark.parametrize("umask", ["000", "077"])
+def test_the_directories_it_makes_are_0755_whatever_the_umask(env: Env, tmp_path: Path,
+                                                              umask: str) -> None:
+    """Run by hand (no RuntimeDirectory=/StateDirectory=), the daemon makes its own
+    directories.  Under umask 000 they were world-writable: anyone could replace
+    owned.json and have the daemon delete the entries it names.  Under umask 077
+    they were root's alone: the endpoint, which reads them as nobody, never served."""
+    env.write_config(strategy={"mode": "merge"})  # merge mode records owned.json
+    run, state = tmp_path / "new" / "run", tmp_path / "new" / "state"
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "umask.log",
+                      env={"RUNTIME_DIRECTORY": str(run), "STATE_DIRECTORY": str(state)},
+                      prefix=with_umask(umask))
+    env.daemons.append(d)
+    wait_until(lambda: (run / "state.json").exists() and (state / "owned.json").exists(),
+               30, "state.json and owned.json")
+    for directory in (tmp_path / "new", run, state):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+    assert stat.S_IMODE((state / "owned.json").stat().st_mode) == 0o600
