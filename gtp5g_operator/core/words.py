@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from typing import Any, Optional
 
 
+def decimal(text: str) -> bool:
+    """An ASCII decimal number, what int() takes from systemd's variables: str.isdigit()
+    alone is true of '²' too, on which int() raises."""
+    return text.isascii() and text.isdigit()
+
+
 def plural(n: int, word: str, many: str = "") -> str:
     """"1 process", "2 processes", "3 strategies" (with many="strategies")."""
     if n == 1:

@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Mapping, Optional, TextIO
 
 from ..core.component import Component
-from ..core.words import printable
+from ..core.words import decimal, printable
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -60,7 +60,7 @@ def stderr_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:
     except (OSError, ValueError):
         return False
     dev, _, ino = value.partition(":")
-    return dev.isdigit() and ino.isdigit() and (int(dev), int(ino)) == (st.st_dev, st.st_ino)
+    return decimal(dev) and decimal(ino) and (int(dev), int(ino)) == (st.st_dev, st.st_ino)
 
 
 def setup_logging(level: str = "info", env: Mapping[str, str] = os.environ,

@@ -15,6 +15,7 @@ import socket
 from typing import Mapping, Optional
 
 from ..core.once import StateLog
+from ..core.words import decimal
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
 def _u64(text: str) -> Optional[int]:
     """An ASCII decimal below 2**64, else None.  str.isdigit() alone takes "²" (which
     int() refuses) and any length (too large for a float): either crashed the start."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+    if not decimal(text) or len(text) > 20:
         return None
     value = int(text)
     return value if value < 2**64 else None

@@ -40,3 +40,21 @@ def test_the_directories_it_makes_are_0755_whatever_the_umask(env: Env, tmp_path
     for directory in (tmp_path / "new", run, state):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
     assert stat.S_IMODE((state / "owned.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("variables", [
+    {"WATCHDOG_USEC": "²"},
+    # Arabic-Indic digits: int() takes them, systemd does not
+    {"WATCHDOG_USEC": "\u0661\u0660\u0660\u0660\u0660\u0660"},
+    {"WATCHDOG_USEC": "100000", "WATCHDOG_PID": "²"},
+    {"JOURNAL_STREAM": "²:1"},
+], ids=["usec-superscript", "usec-arabic", "pid-superscript", "journal-stream"])
+def test_systemd_variables_that_are_not_decimal_numbers_are_ignored(
+        env: Env, variables: dict[str, str]) -> None:
+    """str.isdigit() is true of '²', on which int() raised: the daemon died at start
+    with a traceback (and check-config, the unit's ExecReload=, too for JOURNAL_STREAM)."""
+    d = env.start(env=variables)
+    env.api.wait_post(lambda s: True)
+    assert not [m for m in env.notify.all() if "WATCHDOG" in m]
+    assert "Traceback" not in d.log()
+    assert d.stop() == 0
