@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from . import __version__
 from .commands.doctor.options import add_parser as add_doctor
@@ -19,7 +19,11 @@ from .service.logsetup import setup_logging, stderr_is_journal
 from .service.signals import HANDLED
 from .service.vocabulary import load
 
+if TYPE_CHECKING:
+    from .service.daemon import Daemon
+
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
+EX_OSERR = 71  # sysexits.h: the system refused what the start needs
 
 log = logging.getLogger("gtp5g_operator")
 
@@ -123,6 +127,20 @@ def _run(path: str) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     setup_logging()
     try:
+        daemon = _start(path)
+    except (OSError, MemoryError, ImportError) as exc:
+        # What a limit or a full system leaves the start without (RLIMIT_NOFILE,
+        # RLIMIT_AS: a module or a shared library that cannot be opened or mapped): one
+        # line, not a traceback, and systemd's restart may find the resources back.  Once
+        # running, the loop's components outlive these (service/guard.py).
+        log.error("cannot start: %s", str(exc) or type(exc).__name__)
+        return EX_OSERR
+    return daemon if isinstance(daemon, int) else daemon.run()
+
+
+def _start(path: str) -> Union[int, Daemon]:
+    """The daemon, set up and about to say READY=1; or the exit status of a refusal."""
+    try:
         config = load(path)
     except ConfigError as exc:
         log.error("invalid configuration, not starting: %s", exc)
@@ -134,7 +152,13 @@ def _run(path: str) -> int:
         return EX_CONFIG
     from .service.daemon import Daemon
 
-    return Daemon(config, path).run()
+    daemon = Daemon(config, path)
+    try:
+        daemon.setup()
+    except BaseException:
+        daemon.close()  # what it opened and published (state.json) goes with it
+        raise
+    return daemon
 
 
 def entry() -> None:

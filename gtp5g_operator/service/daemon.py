@@ -170,7 +170,7 @@ class Daemon:
     # --- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        self.setup()
+        """The loop, until a stop signal; `setup()` first (its failures are the start's)."""
         self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
         try:
             while not self._stopping:

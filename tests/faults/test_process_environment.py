@@ -7,12 +7,14 @@ files that others may rewrite.
 from __future__ import annotations
 
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
 from testbed.harness import DaemonProcess, wait_until
 from tests.conftest import Env
+from tests.faults.test_robustness import free_port
 
 pytestmark = pytest.mark.faults
 
@@ -58,3 +60,26 @@ def test_systemd_variables_that_are_not_decimal_numbers_are_ignored(
     assert not [m for m in env.notify.all() if "WATCHDOG" in m]
     assert "Traceback" not in d.log()
     assert d.stop() == 0
+
+
+def with_fd_limit(limit: int) -> tuple[str, ...]:
+    """A prefix that runs the daemon's command line with RLIMIT_NOFILE = `limit`."""
+    code = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, "
+            f"({limit}, {limit})); os.execv(sys.argv[1], sys.argv[1:])")
+    return (sys.executable, "-c", code)
+
+
+@pytest.mark.parametrize("limit", [6, 8])
+def test_too_few_file_descriptors_to_start_is_one_line_and_exit_71(
+        env: Env, tmp_path: Path, limit: int) -> None:
+    """LimitNOFILE= far too low: the start failed opening a socket, the epoll fd or a
+    module (prometheus_client, imported late) with a traceback and exit 1."""
+    env.write_config(metrics={"listen": f"127.0.0.1:{free_port()}"})
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "nofile.log",
+                      prefix=with_fd_limit(limit))
+    env.daemons.append(d)
+    assert d.proc.wait(30) == 71, d.log()  # EX_OSERR
+    assert "Traceback" not in d.log()
+    errors = [line for line in d.log().splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "cannot start: [Errno 24] Too many open files" in errors[0]
+    assert not any(m.get("READY") for m in env.notify.all())
