@@ -1,13 +1,14 @@
 """sd_notify plumbing that cannot fail silently.
 
-The `sdnotify` package swallows every error unless built with debug=True; a
-broken notify socket would then go unnoticed until systemd's watchdog kills
-us.  Here errors are logged once (and again only after recovering), and the
-daemon runs the same without NOTIFY_SOCKET.
+Errors are logged once (and again only after recovering): a broken notify
+socket must not go unnoticed until systemd's watchdog kills us.  The daemon
+runs the same without NOTIFY_SOCKET.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import select
@@ -47,36 +48,67 @@ def _u64(text: str) -> Optional[int]:
 SEND_WAIT = 0.5  # seconds a notification may wait for room in systemd's queue
 
 
+def _peer_gone(exc: OSError) -> bool:
+    """The socket we are connected to is closed: only then is another socket made (one
+    that works is kept: out of file descriptors, a new one could not be had)."""
+    return isinstance(exc, (ConnectionRefusedError, ConnectionResetError)) or (
+        exc.errno == errno.ENOTCONN)
+
+
 class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        address = env.get("NOTIFY_SOCKET", "")
+        self._address = "\0" + address[1:] if address.startswith("@") else address  # abstract
         self._socket: Optional[socket.socket] = None
         self._state = StateLog(log)
-        if env.get("NOTIFY_SOCKET"):
-            import sdnotify
-
-            try:
-                self._socket = sdnotify.SystemdNotifier(debug=True).socket  # connected
-            except OSError as exc:
-                log.error("cannot connect to NOTIFY_SOCKET: %s; systemd will not hear "
-                          "from us", exc)
-            else:
-                self._socket.setblocking(False)  # see _send
+        if self._address:  # now, while file descriptors are to be had (else at the first send)
+            with contextlib.suppress(OSError):
+                self._connected()
 
     def send(self, *fields: str) -> None:
-        if self._socket is None:
+        if not self._address:
             return
-        # systemd reads UTF-8, and STATUS= may carry any character (a path, a server's
-        # words); sdnotify's own send would encode latin-1, raising on anything else
+        # systemd reads UTF-8, and STATUS= may carry any character (a path, a server's words)
         message = "\n".join(fields).encode("utf-8", "backslashreplace")
+        fresh = self._socket is None
         try:
-            self._send(self._socket, message)
+            try:
+                self._send(self._connected(), message)
+            except OSError as exc:
+                if fresh or not _peer_gone(exc):
+                    raise
+                # The socket we connected to is gone (ECONNREFUSED, then ENOTCONN for
+                # good, even once one listens there again): connect anew, as sd_notify()
+                # does by sending every datagram to the address.
+                self._close()
+                self._send(self._connected(), message)
         except OSError as exc:
             full = isinstance(exc, BlockingIOError)
+            if _peer_gone(exc):
+                self._close()
             self._state.problem("full" if full else str(exc), logging.ERROR,
-                                "sd_notify failed: %s (will keep trying)",
+                                "sd_notify to %s failed: %s (will keep trying)",
+                                self._address.replace("\0", "@"),
                                 "systemd's queue is full" if full else exc)
             return
         self._state.recovered("sd_notify works again")
+
+    def _connected(self) -> socket.socket:
+        if self._socket is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.connect(self._address)
+            except BaseException:
+                sock.close()
+                raise
+            sock.setblocking(False)  # see _send
+            self._socket = sock
+        return self._socket
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def _send(self, sock: socket.socket, message: bytes) -> None:
         """A datagram waits while systemd's queue is full (net.unix.max_dgram_qlen, or

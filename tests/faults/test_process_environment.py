@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.harness import DaemonProcess, wait_until
+from testbed.harness import DaemonProcess, NotifySocket, wait_until
 from tests.conftest import Env
 from tests.faults.test_robustness import free_port
 
@@ -83,3 +83,19 @@ def test_too_few_file_descriptors_to_start_is_one_line_and_exit_71(
     errors = [line for line in d.log().splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot start: [Errno 24] Too many open files" in errors[0]
     assert not any(m.get("READY") for m in env.notify.all())
+
+
+def test_pings_reach_a_notify_socket_bound_again_after_it_went_away(env: Env) -> None:
+    """The datagram socket stayed connected to the socket that went away: every later
+    notification failed (ECONNREFUSED, then ENOTCONN for good) though one listened at
+    NOTIFY_SOCKET again, and the log said 'will keep trying' twice."""
+    d = env.start(env={"WATCHDOG_USEC": "400000"})  # a ping every 0.2 s
+    env.notify.wait("WATCHDOG", "1")
+    env.notify.close()
+    env.notify.path.unlink()
+    d.wait_log("(will keep trying)")
+    env.notify = NotifySocket(env.notify.path)
+    env.notify.wait("WATCHDOG", "1", timeout=10)
+    d.wait_log("sd_notify works again")
+    assert d.log().count("will keep trying") == 1, d.log()
+    assert d.stop() == 0

@@ -116,13 +116,11 @@ def test_a_forged_line_or_control_sequence_in_a_message_is_escaped() -> None:
     assert lines[-1] == "<3>ValueError: boom"
 
 
-def test_a_status_with_any_character_reaches_systemd_as_utf8(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # sdnotify encodes as latin-1: a "…" (one_line's shortening) or a path's "é" raised
+def test_a_status_with_any_character_reaches_systemd_as_utf8(tmp_path: Path) -> None:
+    # sdnotify encoded as latin-1: a "…" (one_line's shortening) or a path's "é" raised
     # UnicodeEncodeError in the loop; systemd wants UTF-8
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
     try:
         notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
         notifier.send("STATUS=trace source NOT OPEN (/srv/tracé/pipe …)", "X=\udcff")
@@ -133,13 +131,12 @@ def test_a_status_with_any_character_reaches_systemd_as_utf8(
 
 
 def test_a_notify_socket_nobody_reads_does_not_hold_the_loop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A datagram socket's sender blocks while the receiver's queue is full (PID 1 busy
     or hung): a notification waits a bounded time, then fails with one ERROR line, and
     the next ones do not wait until one gets through."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
     sent = threading.Event()
 
@@ -154,7 +151,7 @@ def test_a_notify_socket_nobody_reads_does_not_hold_the_loop(
             worker.start()
             sent.wait(120)  # a blocking send never returns: generous for a loaded host
             assert sent.is_set(), "a notification blocked on a full queue"
-        assert [r.getMessage()[:17] for r in caplog.records] == ["sd_notify failed:"]
+        assert [r.getMessage()[:13] for r in caplog.records] == ["sd_notify to "]
         while True:  # systemd drains its queue: the next notification gets through
             try:
                 sock.recv(4096, socket.MSG_DONTWAIT)
