@@ -18,6 +18,7 @@ WatchdogSec, and interval < WatchdogSec always, so the condition is
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..core.component import NEVER, Component
@@ -48,11 +49,18 @@ def budget_problem(interval: Optional[float], api_timeout: float) -> str:
     gap = max(interval, pre_push_threshold(interval) + api_timeout + TURN_MARGIN)  # the bound
     if gap < watchdog_sec:
         return ""
+    limit = watchdog_sec - pre_push_threshold(interval) - TURN_MARGIN
+    # The least WatchdogSec=W for this timeout: W - min(1, W/8) - TURN_MARGIN > api.timeout.
+    needed = 8 * (api_timeout + TURN_MARGIN) / 7
+    if needed > 8:
+        needed = api_timeout + 1.0 + TURN_MARGIN
+    raise_it = f"raise WatchdogSec= to {(math.floor(needed * 10) + 1) / 10:g}s or more"
+    # Below api.timeout's least value (0.1 s) no timeout fits: said so, not "below -0.5 s".
+    advice = (f"keep api.timeout below {math.floor(limit * 10) / 10:g} s or {raise_it}"
+              if limit > 0.1 else raise_it)
     return (f"api.timeout ({api_timeout:g} s) is too long for WatchdogSec={watchdog_sec:g}s: a "
             f"hung API could hold the loop so that pings come {gap:.1f} s apart and systemd "
-            f"kills the service; keep api.timeout below "
-            f"{watchdog_sec - pre_push_threshold(interval) - TURN_MARGIN:.1f} s or raise "
-            "WatchdogSec=")
+            f"kills the service; {advice}")
 
 
 class WatchdogPinger(Component):

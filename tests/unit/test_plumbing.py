@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -57,6 +58,26 @@ def test_a_watchdog_of_microseconds_does_not_spin_the_loop() -> None:
     pinger.run_due(100.0)
     assert pinger.next_deadline() >= 100.01
     assert "too long for WatchdogSec" in budget_problem(interval, 1.0)
+
+
+@pytest.mark.parametrize("watchdog_sec", [2e-6, 0.5, 1.0, 1.7, 2.0, 4.0, 9.0, 30.0])
+@pytest.mark.parametrize("timeout", [0.1, 1.0, 5.0, 7.5, 29.5, 60.0])
+def test_the_watchdog_warning_advises_values_that_fit(watchdog_sec: float,
+                                                      timeout: float) -> None:
+    """WATCHDOG_USEC=2 (2 µs) advised 'keep api.timeout below -0.5 s'; 1.7 s with a 1 s
+    timeout, 'below 1.0 s'.  Each value advised must end the warning."""
+    problem = budget_problem(watchdog_sec / 2, timeout)
+    if not problem:
+        return
+    raised = re.search(r"raise WatchdogSec= to ([\d.]+)s or more", problem)
+    assert raised, problem
+    assert budget_problem(float(raised[1]) / 2, timeout) == "", problem
+    below = re.search(r"keep api.timeout below (-?[\d.]+) s", problem)
+    if below:
+        fits = float(below[1]) - 0.01
+        assert fits > 0.1 and budget_problem(watchdog_sec / 2, fits) == "", problem
+    else:
+        assert budget_problem(watchdog_sec / 2, 0.1), "a timeout of 0.1 s would fit: say so"
 
 
 def test_redact() -> None:
