@@ -57,8 +57,8 @@ def stderr_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:
         return False
     try:
         st = os.fstat(stream.fileno())
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError, AttributeError):  # AttributeError: fd 2 closed at start,
+        return False  # Python's sys.stderr is None (the start died there, silently)
     dev, _, ino = value.partition(":")
     return decimal(dev) and decimal(ino) and (int(dev), int(ino)) == (st.st_dev, st.st_ino)
 

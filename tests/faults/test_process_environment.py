@@ -99,3 +99,18 @@ def test_pings_reach_a_notify_socket_bound_again_after_it_went_away(env: Env) ->
     d.wait_log("sd_notify works again")
     assert d.log().count("will keep trying") == 1, d.log()
     assert d.stop() == 0
+
+
+def test_a_closed_stderr_under_journal_stream_still_starts(env: Env, tmp_path: Path) -> None:
+    """fd 2 closed at start (a wrapper's `exec 2>&-`) while JOURNAL_STREAM is set: Python's
+    sys.stderr is None, and the check for the journal stream died on it: exit 1 before
+    READY=1 with nothing said anywhere (check-config, the unit's ExecReload=, too)."""
+    env.write_config()
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "closed.log",
+                      env={"JOURNAL_STREAM": "8:12345"},
+                      prefix=("sh", "-c", 'exec "$@" 2>&-', "closed-stderr"))
+    env.daemons.append(d)
+    wait_until(lambda: d.proc.poll() is not None or env.notify.all(), 30, "READY=1 or an exit")
+    env.notify.wait("READY", "1", timeout=5)
+    env.api.wait_post(lambda s: True)
+    assert d.stop() == 0
