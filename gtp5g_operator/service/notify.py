@@ -1,8 +1,9 @@
 """sd_notify plumbing that cannot fail silently.
 
-Errors are logged once (and again only after recovering): a broken notify
-socket must not go unnoticed until systemd's watchdog kills us.  The daemon
-runs the same without NOTIFY_SOCKET.
+The `sdnotify` package swallows every error unless built with debug=True; a
+broken notify socket would then go unnoticed until systemd's watchdog kills
+us.  Here errors are logged once (and again only after recovering), and the
+daemon runs the same without NOTIFY_SOCKET.
 """
 
 from __future__ import annotations
@@ -95,12 +96,11 @@ class Notifier:
 
     def _connected(self) -> socket.socket:
         if self._socket is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                sock.connect(self._address)
-            except BaseException:
-                sock.close()
-                raise
+            import sdnotify
+
+            # sdnotify connects to $NOTIFY_SOCKET of this process (as systemd set it);
+            # its own send is not used (latin-1, and a full queue would block the loop)
+            sock = sdnotify.SystemdNotifier(debug=True).socket
             sock.setblocking(False)  # see _send
             self._socket = sock
         return self._socket

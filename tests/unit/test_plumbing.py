@@ -137,11 +137,13 @@ def test_a_forged_line_or_control_sequence_in_a_message_is_escaped() -> None:
     assert lines[-1] == "<3>ValueError: boom"
 
 
-def test_a_status_with_any_character_reaches_systemd_as_utf8(tmp_path: Path) -> None:
+def test_a_status_with_any_character_reaches_systemd_as_utf8(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # sdnotify encoded as latin-1: a "…" (one_line's shortening) or a path's "é" raised
     # UnicodeEncodeError in the loop; systemd wants UTF-8
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
     try:
         notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
         notifier.send("STATUS=trace source NOT OPEN (/srv/tracé/pipe …)", "X=\udcff")
@@ -152,12 +154,14 @@ def test_a_status_with_any_character_reaches_systemd_as_utf8(tmp_path: Path) -> 
 
 
 def test_a_notify_socket_nobody_reads_does_not_hold_the_loop(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A datagram socket's sender blocks while the receiver's queue is full (PID 1 busy
     or hung): a notification waits a bounded time, then fails with one ERROR line, and
     the next ones do not wait until one gets through."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # sdnotify reads it
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
     sent = threading.Event()
 
