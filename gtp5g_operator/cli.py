@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 EX_OSERR = 71  # sysexits.h: the system refused what the start needs
+EX_TEMPFAIL = 75  # sysexits.h: another daemon holds the state directory; try again later
 
 log = logging.getLogger("gtp5g_operator")
 
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run the daemon in the foreground (systemd's "
                                      "Type=notify). Exit 78 on an invalid configuration, "
                                      "or in a PID namespace other than the initial one "
-                                     "(unless trace.allow_pid_namespace is set).")
+                                     "(unless trace.allow_pid_namespace is set); exit 75 "
+                                     "while another daemon uses the state directory.")
     run.add_argument("--config", default=here, metavar="PATH",
                      help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
                           "directory's config.d/*.toml are read after it")
@@ -151,7 +153,14 @@ def _start(path: str) -> Union[int, Daemon]:
         log.error("not starting: %s", refusal)
         return EX_CONFIG
     from .service.daemon import Daemon
+    from .service.runtime_files import AlreadyRunning, hold_state_directory, state_dir
 
+    try:
+        # Held until the process ends: before anything is written or sent.
+        hold_state_directory(state_dir())
+    except AlreadyRunning as exc:
+        log.error("not starting: %s", exc)
+        return EX_TEMPFAIL
     daemon = Daemon(config, path)
     try:
         daemon.setup()

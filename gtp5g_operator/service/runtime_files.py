@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import mmap
@@ -46,6 +47,61 @@ def runtime_dir(env: Mapping[str, str] = os.environ) -> str:
 
 def state_dir(env: Mapping[str, str] = os.environ) -> str:
     return _first_dir(env, "STATE_DIRECTORY", "/var/lib/gtp5g-operator")
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the state directory; the message is one line."""
+
+
+def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
+    """Make this the only daemon using `directory`: an exclusive flock(2) on the
+    directory itself, held until the process ends (the fd is returned).  Two daemons
+    on one state directory overwrite each other's proof of what this host owns, and
+    write, clear and delete each other's server objects (one's clear_on_stop removes
+    what the other still boosts); a second `gtp5g-operator run` by hand beside the
+    service did all of that.  The directory, not a file in it: there is no file that
+    a run as root could leave behind unreadable for the service's dynamic user, and
+    only who can open the directory can lock it (the unit's is under the root-only
+    /var/lib/private).  A directory that cannot be opened (a run by hand as a user
+    who may not) is one warning, as before: that run cannot write there either."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.warning("cannot lock the state directory %s: %s (another daemon using it "
+                    "would not be noticed)", directory, exc.strerror or exc)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _flock_holder(os.fstat(fd), proc)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            log.warning("cannot lock the state directory %s: %s", directory, exc.strerror)
+            return None
+        who = f"PID {holder}" if holder else "a process /proc/locks does not name"
+        raise AlreadyRunning(
+            f"another gtp5g-operator ({who}) is running with the state directory "
+            f"{directory}: stop it first, or give this one other directories "
+            "(STATE_DIRECTORY=, RUNTIME_DIRECTORY=)") from None
+    return fd
+
+
+def _flock_holder(st: os.stat_result, proc: str) -> Optional[int]:
+    """The PID holding a flock on the file of `st`, from /proc/locks (lines such as
+    "1: FLOCK  ADVISORY  WRITE 4711 fd:01:1234 0 EOF"; a waiter's have "->")."""
+    for line in (read_small_text(os.path.join(proc, "locks"), 1 << 20) or "").splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        device = fields[5].split(":")
+        try:
+            if len(device) == 3 and int(device[2]) == st.st_ino and st.st_dev == os.makedev(
+                    int(device[0], 16), int(device[1], 16)):
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
 
 
 class PublishedFile:

@@ -335,3 +335,37 @@ def test_token_never_logged(env: Env, gnb: Callable[..., GnbProcess]) -> None:
     d.stop()
     assert "got an API token" in d.log()
     assert token not in d.log() and token.split(".")[2] not in d.log()
+
+
+def test_a_second_daemon_on_the_same_state_directory_refuses_naming_the_first(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A second `gtp5g-operator run` beside the service (by hand, or configuration
+    management starting it twice) ran to the end: it replaced the first's heartbeat (the
+    first's /health went stalled once it stopped), shared the trace lines, and its
+    clear_on_stop posted [] while the first still boosted the gNB."""
+    first = env.start(strategy={"clear_on_stop": True})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
+    heartbeat = (env.tmp / "run" / "heartbeat").stat().st_ino
+    requests = len(env.api.received)
+    second = DaemonProcess(env.config_path, None, env.tmp / "second.log")
+    env.daemons.append(second)
+    assert second.proc.wait(20) == 75, second.log()
+    assert f"not starting: another gtp5g-operator (PID {first.pid}) is running with the " \
+           f"state directory {env.tmp / 'state'}" in second.log()
+    # the first holds a token for an hour and has pushed its set: any more is the second's
+    assert not [r for r in env.api.received[requests:] if r.method == "POST"], \
+        "the second daemon spoke to the server"
+    assert (env.tmp / "run" / "heartbeat").stat().st_ino == heartbeat
+    assert first.proc.poll() is None
+    # Pointed at other directories it runs; once the first has stopped, here too.
+    (env.tmp / "elsewhere").mkdir()
+    other = DaemonProcess(env.config_path, None, env.tmp / "elsewhere" / "daemon.log")
+    env.daemons.append(other)
+    other.wait_log("reading trace source")
+    assert other.stop() == 0 and first.stop() == 0
+    third = DaemonProcess(env.config_path, None, env.tmp / "third.log")
+    env.daemons.append(third)
+    third.wait_log("reading trace source")
+    assert third.proc.poll() is None

@@ -150,7 +150,10 @@ def test_a_flavor_that_does_not_match_the_server_is_said_and_retried(
     d = env.start(api={"flavor": "v0", "url": dm.url})  # a DM is not the 2025 API
     d.wait_log("the server is not Gthulhu's 2025 API (v0)")
     env.config_path.unlink()
-    d2 = env.start(api={"flavor": "decision-maker"})  # the v0 fake is not a DM
+    # the v0 fake is not a DM; a second daemon beside the first needs its own directories
+    d2 = env.start(env={"STATE_DIRECTORY": str(env.tmp / "state2"),
+                        "RUNTIME_DIRECTORY": str(env.tmp / "run2")},
+                   api={"flavor": "decision-maker"})
     d2.wait_log("the server is not a Gthulhu Decision Maker")
     time.sleep(1.5)
     for daemon in (d, d2):
