@@ -224,8 +224,24 @@ def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
     try:
         with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
             return b"gtp5g" in f.read(4096)
+    except (FileNotFoundError, PermissionError):
+        # /proc mounted with hidepid= hides the service's process (its own user) from
+        # other users: `status` from a monitoring agent said "not running" while it ran.
+        # A process we may not signal is one we may not see; which program it is cannot
+        # be told then, so only a PID reused after a crash is taken for the daemon.
+        return proc == "/proc" and _exists_unseen(pid)
     except OSError:
         return False
+
+
+def _exists_unseen(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False  # ours to signal, so ours to see: it exited in between
 
 
 def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:

@@ -19,7 +19,14 @@ import pytest
 
 from gtp5g_operator import __version__
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import REPO, SYSTEM_PYTHON, GnbProcess, TraceWriter, wait_until
+from testbed.harness import (
+    REPO,
+    SYSTEM_PYTHON,
+    GnbProcess,
+    TraceWriter,
+    public_copy,
+    wait_until,
+)
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
@@ -187,6 +194,35 @@ def test_status_of_a_running_daemon_and_of_none(env: Env,
     # a daemon that died without cleaning up leaves a stale file: still "not running"
     (rundir / "state.json").write_text(state_text.replace(f'"pid": {d.pid}', '"pid": 999999'))
     out = run_status("--runtime-dir", str(rundir))
+    assert out.returncode == 3 and "stale" in out.stderr
+
+
+def test_status_as_another_user_where_proc_hides_the_daemon(env: Env,
+                                                           public_tmp: Path) -> None:
+    """A monitoring agent runs `status` as its own user; with /proc mounted hidepid=
+    (hardened hosts) the service's process is invisible to it, and status said "not
+    running" (exit 3) while the daemon ran."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.exists(
+            SYSTEM_PYTHON):
+        pytest.skip("needs root, unshare(1) and a system python3 to act as another user")
+    rundir = public_tmp / "run"
+    d = env.start(env={"RUNTIME_DIRECTORY": str(rundir)})
+    wait_until(lambda: (rundir / "state.json").exists(), 20, "state.json")
+    package = public_copy(REPO / "gtp5g_operator")
+    status = (f"cd / && PYTHONPATH={package} {SYSTEM_PYTHON} -m gtp5g_operator status "
+              f"--runtime-dir {rundir}")
+    out = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t proc -o hidepid=invisible proc /proc "
+         f"&& su -s /bin/sh nobody -c '{status}'"], capture_output=True, text=True, timeout=30)
+    if "hidepid" in out.stderr and "mount" in out.stderr:
+        pytest.skip(f"cannot mount /proc with hidepid here: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+    assert f"PID {d.pid}, running since" in out.stdout
+    d.proc.kill()  # a crash leaves state.json: its PID is gone, hidden or not
+    d.proc.wait()
+    out = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t proc -o hidepid=invisible proc /proc "
+         f"&& su -s /bin/sh nobody -c '{status}'"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 3 and "stale" in out.stderr
 
 
