@@ -34,7 +34,7 @@ def read_regular_file(path: str, limit: int = MAX_FILE_SIZE) -> tuple[bytes, os.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
-        raise FileProblem(exc.strerror or str(exc)) from None
+        raise FileProblem(exc.strerror or str(exc)) from exc  # the cause: read_json_file
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -93,9 +93,15 @@ def read_json_file(path: str) -> Any:
     """The JSON value of a small regular file.  Raises FileNotFoundError when it
     does not exist, FileProblem when it is not a regular file or is too large,
     ValueError when it is not JSON (`decode_json`)."""
-    if not os.path.lexists(path):
-        raise FileNotFoundError(path)
-    data, _ = read_regular_file(path)
+    try:
+        data, _ = read_regular_file(path)
+    except FileProblem as exc:
+        # The open's own answer, not an earlier check: a file removed between the two
+        # (state.json at every clean stop, read by status from cron) is absent, not
+        # "cannot read ...: No such file or directory".
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise FileNotFoundError(path) from None
+        raise
     return decode_json(data)
 
 

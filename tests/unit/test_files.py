@@ -73,3 +73,37 @@ def test_a_directory_planted_under_the_temporary_name_does_not_stop_the_writes(
     atomic_write(str(target), b"metric 1\n")
     assert target.read_bytes() == b"metric 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, planted.name]
+
+
+def test_status_beside_a_daemon_that_keeps_replacing_and_removing_state_json(
+        tmp_path: Path) -> None:
+    """status from cron beside a daemon that rewrites state.json atomically and removes
+    it at each clean stop: a removal between status's existence check and its open said
+    "cannot read .../state.json: No such file or directory" (exit 1, 1 in ~400,000 runs
+    beside real restarts) rather than "not running" (exit 3)."""
+    import subprocess
+    import sys
+
+    from gtp5g_operator.commands.status import NOT_RUNNING, show_status
+
+    path = tmp_path / "state.json"
+    churn = subprocess.Popen([sys.executable, "-c", f"""
+import os
+path = {str(path)!r}
+while True:  # the daemon: atomic rewrites, and the removal of a clean stop
+    with open(path + ".tmp", "w") as f:
+        f.write('{{"pid": 1}}')
+    os.replace(path + ".tmp", path)
+    os.unlink(path)
+"""])
+    seen: set[bool] = set()
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end or (len(seen) < 2 and time.monotonic() < end + 20):
+            code, text = show_status(str(tmp_path), False)
+            assert code == NOT_RUNNING, text
+            seen.add("stale" in text)  # PID 1 is no gtp5g-operator: both ways "not running"
+    finally:
+        churn.kill()
+        churn.wait()
+    assert seen == {True, False}, "the file was never seen both present and absent"
