@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Type=notify). Exit 78 on an invalid configuration, "
                                      "or in a PID namespace other than the initial one "
                                      "(unless trace.allow_pid_namespace is set); exit 75 "
-                                     "while another daemon uses the state directory.")
+                                     "while another daemon uses the state or runtime "
+                                     "directory.")
     run.add_argument("--config", default=here, metavar="PATH",
                      help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
                           "directory's config.d/*.toml are read after it")
@@ -153,11 +154,18 @@ def _start(path: str) -> Union[int, Daemon]:
         log.error("not starting: %s", refusal)
         return EX_CONFIG
     from .service.daemon import Daemon
-    from .service.runtime_files import AlreadyRunning, hold_state_directory, state_dir
+    from .service.runtime_files import (
+        AlreadyRunning,
+        check_runtime_directory,
+        hold_state_directory,
+        runtime_dir,
+        state_dir,
+    )
 
     try:
         # Held until the process ends: before anything is written or sent.
         hold_state_directory(state_dir())
+        check_runtime_directory(runtime_dir())
     except AlreadyRunning as exc:
         log.error("not starting: %s", exc)
         return EX_TEMPFAIL

@@ -50,7 +50,12 @@ def state_dir(env: Mapping[str, str] = os.environ) -> str:
 
 
 class AlreadyRunning(Exception):
-    """Another daemon holds the state directory; the message is one line."""
+    """Another daemon uses the state or runtime directory; the message is one line."""
+
+    def __init__(self, who: str, which: str, directory: str) -> None:
+        super().__init__(f"another gtp5g-operator ({who}) is running with the {which} "
+                         f"directory {directory}: stop it first, or give this one other "
+                         "directories (STATE_DIRECTORY=, RUNTIME_DIRECTORY=)")
 
 
 def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
@@ -80,11 +85,21 @@ def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
             log.warning("cannot lock the state directory %s: %s", directory, exc.strerror)
             return None
         who = f"PID {holder}" if holder else "a process /proc/locks does not name"
-        raise AlreadyRunning(
-            f"another gtp5g-operator ({who}) is running with the state directory "
-            f"{directory}: stop it first, or give this one other directories "
-            "(STATE_DIRECTORY=, RUNTIME_DIRECTORY=)") from None
+        raise AlreadyRunning(who, "state", directory) from None
     return fd
+
+
+def check_runtime_directory(directory: str) -> None:
+    """Raise AlreadyRunning while a live daemon publishes in `directory`.  One started
+    with another state directory but this runtime directory replaced that daemon's
+    heartbeat with its own and removed it at its stop: the first's /health answered
+    503 "stalled" from then on, while its loop turned.  Not a lock: the runtime
+    directory is readable by every user (status), who could hold a lock on it and
+    keep the service from starting; nobody else can write its state.json."""
+    state, _ = read_state(directory)
+    pid = state.get("pid") if state is not None else None
+    if pid != os.getpid() and daemon_alive(pid):
+        raise AlreadyRunning(f"PID {pid}", "runtime", directory)
 
 
 def _flock_holder(st: os.stat_result, proc: str) -> Optional[int]:

@@ -369,3 +369,21 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_naming_the_first(
     env.daemons.append(third)
     third.wait_log("reading trace source")
     assert third.proc.poll() is None
+
+
+def test_a_second_daemon_on_the_same_runtime_directory_refuses_naming_the_first(
+        env: Env) -> None:
+    """A second daemon given another state directory but not another runtime directory
+    (STATE_DIRECTORY= alone, by hand) replaced the first's heartbeat with its own and
+    removed it at its stop: the first's /health answered 503 "stalled" from then on."""
+    first = env.start()
+    heartbeat = (env.tmp / "run" / "heartbeat").stat().st_ino
+    wait_until(lambda: (env.tmp / "run" / "state.json").exists(), 20, "state.json")
+    second = DaemonProcess(env.config_path, None, env.tmp / "second.log",
+                           {"STATE_DIRECTORY": str(env.tmp / "state2")})
+    env.daemons.append(second)
+    assert second.proc.wait(20) == 75, second.log()
+    assert f"not starting: another gtp5g-operator (PID {first.pid}) is running with the " \
+           f"runtime directory {env.tmp / 'run'}" in second.log()
+    assert (env.tmp / "run" / "heartbeat").stat().st_ino == heartbeat
+    assert first.proc.poll() is None
