@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the running daemon's state")
     status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
     status.add_argument("--runtime-dir", default=None, metavar="DIR",
-                        help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY, "
-                             "else /run/gtp5g-operator)")
+                        help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY "
+                             "when it holds one, else /run/gtp5g-operator)")
     add_doctor(sub, here)
     return parser
 
@@ -94,9 +94,9 @@ def _never_fail_on_text() -> None:
 
 def _status(args: argparse.Namespace) -> int:
     from .commands.status import show_status
-    from .service.runtime_files import runtime_dir
+    from .service.runtime_files import published_dir
 
-    code, text = show_status(args.runtime_dir or runtime_dir(), args.json)
+    code, text = show_status(args.runtime_dir or published_dir(), args.json)
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 

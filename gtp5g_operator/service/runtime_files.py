@@ -45,6 +45,15 @@ def runtime_dir(env: Mapping[str, str] = os.environ) -> str:
     return _first_dir(env, "RUNTIME_DIRECTORY", "/run/gtp5g-operator")
 
 
+def published_dir(env: Mapping[str, str] = os.environ) -> str:
+    """Where `status` and `doctor` find the daemon's state.json: $RUNTIME_DIRECTORY only
+    when it holds one.  Run by a monitoring agent whose own unit says RuntimeDirectory=
+    (zabbix's, often), the variable names the agent's directory, and status said "not
+    running" (exit 3) beside a running service."""
+    own = runtime_dir(env)
+    return own if os.path.lexists(os.path.join(own, STATE_FILE)) else runtime_dir({})
+
+
 def state_dir(env: Mapping[str, str] = os.environ) -> str:
     return _first_dir(env, "STATE_DIRECTORY", "/var/lib/gtp5g-operator")
 

@@ -22,6 +22,7 @@ from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import (
     REPO,
     SYSTEM_PYTHON,
+    DaemonProcess,
     GnbProcess,
     TraceWriter,
     public_copy,
@@ -224,6 +225,35 @@ def test_status_as_another_user_where_proc_hides_the_daemon(env: Env,
         ["unshare", "--mount", "sh", "-c", "mount -t proc -o hidepid=invisible proc /proc "
          f"&& su -s /bin/sh nobody -c '{status}'"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 3 and "stale" in out.stderr
+
+
+def test_status_from_a_monitoring_agent_whose_unit_has_its_own_runtime_directory(
+        env: Env) -> None:
+    """systemd gives every unit with RuntimeDirectory= a $RUNTIME_DIRECTORY (zabbix's agent
+    often has one): `status` run by such an agent looked for state.json there and said
+    "not running" (exit 3) beside a daemon publishing in /run/gtp5g-operator."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("nsenter")):
+        pytest.skip("needs root, unshare(1) and nsenter(1) for a private /run")
+    # the daemon with its default runtime directory, in a /run of its own
+    env.write_config()
+    d = DaemonProcess(env.config_path, env.notify, env.tmp / "daemon.log",
+                      {"RUNTIME_DIRECTORY": ""}, prefix=(
+                          "unshare", "--mount", "sh", "-c",
+                          'mount -t tmpfs tmpfs /run && exec "$@"', "private-run"))
+    env.daemons.append(d)
+
+    def status(runtime_directory: str) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"}
+        return subprocess.run(
+            ["nsenter", "--mount", f"--target={d.pid}", "sh", "-c",
+             'mkdir -p /run/agent && exec "$@"', "agent", sys.executable, "-m",
+             "gtp5g_operator", "status"], cwd=REPO, capture_output=True, text=True,
+            timeout=30, env={**environ, "PYTHONPATH": str(REPO),
+                             "RUNTIME_DIRECTORY": runtime_directory})
+
+    assert wait_until(lambda: status("").returncode == 0, 20, "status from a shell")
+    out = status("/run/agent")
+    assert out.returncode == 0 and f"PID {d.pid}, running since" in out.stdout, out.stderr
 
 
 OTHER = {"pid": 1, "priority": False, "execution_time": 7}

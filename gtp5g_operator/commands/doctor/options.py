@@ -32,7 +32,7 @@ class Options:
     proc: str = "/proc"
     sysfs: str = "/sys"
     tracefs: Optional[str] = None  # the tracing directory; None: from trace.pipe
-    runtime_dir: Optional[str] = None  # None: $RUNTIME_DIRECTORY, else /run/gtp5g-operator
+    runtime_dir: Optional[str] = None  # None: runtime_files.published_dir()
     window: float = 1.0  # seconds to watch the trace counters and CPU wait
     max_wait: float = DEFAULT_MAX_WAIT / 100  # share of runnable time spent waiting
     as_json: bool = False
@@ -74,7 +74,8 @@ def add_parser(sub: Any, config_default: Any) -> argparse.ArgumentParser:
                        ("--tracefs", "the tracing directory holding trace_pipe (default: "
                                      "where trace.pipe points)"),
                        ("--runtime-dir", "where the daemon keeps state.json (default: "
-                                         "$RUNTIME_DIRECTORY, else /run/gtp5g-operator)")):
+                                         "$RUNTIME_DIRECTORY when it holds one, else "
+                                         "/run/gtp5g-operator)")):
         parser.add_argument(flag, default=None, metavar="DIR",
                             help=f"{what}; for inspecting another root or for tests")
     return parser

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Type
 from ...config import Config, Vocabulary
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter
-from ...service.runtime_files import daemon_alive, read_state, runtime_dir, state_dir
+from ...service.runtime_files import daemon_alive, published_dir, read_state, state_dir
 from ...service.vocabulary import VOCABULARY
 from .api import ApiProbe, not_loaded
 from .config import config_checks
@@ -53,7 +53,7 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
                             hidden=unit_hidden(systemctl))
     config, proc = outcome.config, options.proc
     site = locate(config.trace, options.tracefs, proc)
-    state, problem = read_state(options.runtime_dir or runtime_dir())
+    state, problem = read_state(options.runtime_dir or published_dir())
     pid = state.get("pid") if state is not None else None
     alive = daemon_alive(pid, proc)
     targets = find_targets(proc, config.match)
