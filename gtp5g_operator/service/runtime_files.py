@@ -79,7 +79,7 @@ def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
     /var/lib/private).  A directory that cannot be opened (a run by hand as a user
     who may not) is one warning, as before: that run cannot write there either."""
     try:
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)  # 0755 whatever the umask, as atomic_write makes them
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         log.warning("cannot lock the state directory %s: %s (another daemon using it "
