@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 from ..config.schema import AUTO, TraceConfig
 from ..core.component import Component
+from ..core.once import StateLog
 from .readers import READERS, Reader, choose, next_reader
 from .source import OnTids, TraceCounters
+from .tracefs import tracing_off
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -36,6 +38,7 @@ class TraceFeed(Component):
         self._on_tids = on_tids
         self._readers = readers
         self.counters = TraceCounters()
+        self._tracing = StateLog(log)
         self.source = choose(config, readers).create(config, clock, on_tids, self.counters)
 
     # --- what the reports read ------------------------------------------------------------
@@ -81,8 +84,19 @@ class TraceFeed(Component):
             self._fall_back()
 
     def liveness_check(self) -> None:
-        """One of the liveness pass's checks (service/daemon.py): CPU hotplug, lost events."""
+        """One of the liveness pass's checks (service/daemon.py): CPU hotplug, lost events,
+        and tracing turned off (an open source that silently gets nothing)."""
         self.source.liveness_check()
+        if not self.source.is_open:
+            return
+        directory = self.source.tracing_dir
+        if tracing_off(directory):
+            self._tracing.problem(
+                directory, logging.WARNING, "tracing is off in %s (tracing_on = 0): the kernel "
+                "records no trace event, so no gNB task can be seen; turn it on with: "
+                "echo 1 > %s/tracing_on", directory, directory)
+        else:
+            self._tracing.recovered("tracing is on again in %s", directory)
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if old.trace != new.trace:

@@ -184,6 +184,10 @@ class RawTraceSource(TraceSource):
         self._empty_turns = 0
         self._last_rescan = -1e9
 
+    @property
+    def tracing_dir(self) -> str:
+        return self.path
+
     def describe(self) -> str:
         size = self.layout.read_size if self.layout else 0
         return (f"{self.path} (raw: {len(self.cpus)} CPU buffer(s), {size}-byte sub-buffers, "

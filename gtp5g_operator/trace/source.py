@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Collection, Optional, Set, Tuple
 
@@ -161,6 +162,11 @@ class TraceSource(Component, abc.ABC):
 
     def liveness_check(self) -> None:
         """Periodic upkeep at each liveness pass (the raw reader: CPU hotplug, lost events)."""
+
+    @property
+    def tracing_dir(self) -> str:
+        """The tracing instance's directory (the raw reader's `path` is that directory)."""
+        return os.path.dirname(self.path)
 
     def describe(self) -> str:
         """What is read, for the log line at open."""

@@ -32,6 +32,14 @@ def unusual_options(tracing_dir: str) -> list[str]:
     return found
 
 
+def tracing_off(tracing_dir: str) -> bool:
+    """Is the tracing instance's `tracing_on` 0?  Then the kernel records nothing in its
+    ring (bpf_printk lines are dropped, trace_marker writes fail with EBADF) and a
+    reader waits in silence; False when it is 1 or cannot be read (a FIFO's directory)."""
+    text = read_small_text(os.path.join(tracing_dir, "tracing_on"), 64)
+    return text is not None and text.strip() == "0"
+
+
 # --- the per-CPU ring buffers ----------------------------------------------------------
 
 CPU_ONLINE = "/sys/devices/system/cpu/online"

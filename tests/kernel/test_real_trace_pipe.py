@@ -95,6 +95,23 @@ def test_raw_asked_for_on_a_fifo_falls_back_to_text(tracefs: Path, env: Env,
     env.api.wait_post(lambda s: {x["pid"] for x in s} == {g.pid})
 
 
+@pytest.mark.parametrize("fmt", ["raw", "text"])
+def test_tracing_turned_off_under_the_daemon_is_said_once_and_so_is_its_return(
+        tracefs: Path, env: Env, tmp_path: Path, fmt: str) -> None:
+    """tracing_on = 0: the ring records nothing and the open source waits in silence;
+    the daemon says why once, and doctor names it instead of the gtp5g tracer."""
+    from tests.kernel.test_doctor_kernel import run_doctor
+
+    d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
+    with tracefs_settings({"tracing_on": "0"}):
+        d.wait_log(f"tracing is off in {tracefs} (tracing_on = 0)")
+        events = run_doctor(env.config_path, tmp_path, 0.5)["trace events"]
+        assert events["saw"] == f"no trace events in 0.5 s: tracing is off ({tracefs}/" \
+                                "tracing_on = 0)"
+    log = d.wait_log(f"tracing is on again in {tracefs}")
+    assert log.count("tracing is off") == 1  # doctor's window held several liveness passes
+
+
 # --- lost events ------------------------------------------------------------------------------
 
 FLOOD = r"""

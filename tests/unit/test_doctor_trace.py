@@ -140,6 +140,20 @@ def test_no_events_in_the_window(tmp_path: Path, fs: FakeTracefs) -> None:
     assert short["trace events"].saw.startswith("no trace events in 0.25 s")
 
 
+def test_no_events_while_tracing_is_off_says_so_not_to_load_the_tracer(
+        tmp_path: Path, fs: FakeTracefs) -> None:
+    """tracing_on = 0 (an admin, or a tool that stopped tracing): the kernel records
+    nothing, and a loaded tracer is no help."""
+    site = site_of(tmp_path, fs)
+    (fs.root / "tracing_on").write_text("0\n")
+    events = run(site)["trace events"]
+    assert (events.level, events.saw) == (
+        WARN, f"no trace events in 1 s: tracing is off ({fs.root}/tracing_on = 0)")
+    assert events.advice.startswith(f"echo 1 > {fs.root}/tracing_on")
+    (fs.root / "tracing_on").write_text("1\n")
+    assert run(site)["trace events"].saw.endswith("is the gtp5g tracer loaded?")
+
+
 def test_a_buffer_that_drops_while_read_says_to_raise_buffer_size_kb(
         tmp_path: Path, fs: FakeTracefs) -> None:
     checks = run(site_of(tmp_path, fs), [lambda: fs.add(0, read_events=900, overrun=55)])
