@@ -61,7 +61,7 @@ from .ringbuf import (
     parse_header_event,
     parse_header_page,
 )
-from .source import REST, OnTids, SourceProblem, TraceCounters, TraceSource, Turn, Unusable
+from .source import REST, OnTids, TraceCounters, TraceSource, Turn, Unusable
 from .tracefs import (
     CPU_ONLINE,
     CpuStats,
@@ -213,17 +213,10 @@ class RawTraceSource(TraceSource):
 
     def _open_doorbell(self) -> int:
         """trace_pipe, opened and never read: it polls readable while any CPU has data."""
-        try:
-            # Looked at before it is opened: a FIFO's writer would take our open
-            # for its reader's and write into the gap before the text reader opens it.
-            self._check_tracefs(os.stat(self.pipe))
-            fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                raise SourceProblem(f"cannot open trace source {self.pipe}: another reader "
-                                    "holds it (EBUSY), e.g. a `cat trace_pipe`") from None
-            raise SourceProblem(f"cannot open trace source {self.pipe}: "
-                                f"{exc.strerror or exc}") from None
+        # Looked at before it is opened: a FIFO's writer would take our open
+        # for its reader's and write into the gap before the text reader opens it.
+        self._check_tracefs(os.stat(self.pipe))
+        fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         try:
             self._check_tracefs(os.fstat(fd))  # the path may have been replaced meanwhile
         except Unusable:

@@ -21,6 +21,7 @@ subclass's business (text: `text_reader`, binary ring buffer: `raw_reader`).
 from __future__ import annotations
 
 import abc
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -187,12 +188,17 @@ class TraceSource(Component, abc.ABC):
             self.close()
             self.unusable, self.retry_at = str(exc), None  # the feed takes it from here
             return False
-        except (SourceProblem, OSError) as exc:
-            text = str(exc) if isinstance(exc, SourceProblem) else exc.strerror or str(exc)
+        except SourceProblem as exc:
+            self._fail(str(exc))
+            return False
+        except OSError as exc:
+            # trace_pipe takes one reader: whoever opened it first (a `cat trace_pipe`)
+            # keeps every reader after it out, with a bare "Device or resource busy".
+            why = ("another reader holds it (EBUSY), e.g. a `cat trace_pipe`"
+                   if exc.errno == errno.EBUSY else exc.strerror or str(exc))
             # A missing permission needs a person (journalctl -p err, README); a source
             # not there yet (tracefs not mounted at boot, a FIFO to come) does not.
-            self._fail(text if isinstance(exc, SourceProblem)
-                       else f"cannot open trace source {self.path}: {text}",
+            self._fail(f"cannot open trace source {exc.filename or self.path}: {why}",
                        logging.ERROR if isinstance(exc, PermissionError) else logging.WARNING)
             return False
         self.retry_at = None

@@ -8,6 +8,7 @@ put back (try/finally)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from contextlib import contextmanager
@@ -110,6 +111,25 @@ def test_tracing_turned_off_under_the_daemon_is_said_once_and_so_is_its_return(
                                 "tracing_on = 0)"
     log = d.wait_log(f"tracing is on again in {tracefs}")
     assert log.count("tracing is off") == 1  # doctor's window held several liveness passes
+
+
+@pytest.mark.parametrize("fmt", ["raw", "text"])
+def test_a_reader_that_holds_trace_pipe_first_is_named_and_waited_out(
+        tracefs: Path, env: Env, gnb: Callable[..., GnbProcess], fmt: str) -> None:
+    """trace_pipe takes one reader: a `cat trace_pipe` started first keeps the daemon out
+    (EBUSY); each reader says that is why, and opens once the cat is gone."""
+    cat = subprocess.Popen(["cat", str(tracefs / "trace_pipe")], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(os.path.realpath(f"/proc/{cat.pid}/fd/{fd}").endswith(
+            "trace_pipe") for fd in os.listdir(f"/proc/{cat.pid}/fd")), 5, "cat holds trace_pipe")
+        d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
+        d.wait_log(f"cannot open trace source {tracefs}/trace_pipe: another reader holds it "
+                   "(EBUSY), e.g. a `cat trace_pipe`")
+    finally:
+        cat.kill()
+        cat.wait()
+    d.wait_log("open again")
+    nr_gnb_is_pushed(env, gnb, tracefs)
 
 
 # --- lost events ------------------------------------------------------------------------------
