@@ -18,24 +18,32 @@ The kernel's per-CPU `stats` file has the exact totals (`overrun`, plus
 Each CPU's loss is warned about once per episode; an episode ends after
 `EPISODE_QUIET` seconds without a loss on that CPU (then one info line
 with the episode's total).
+
+The same `stats` show events taken by another reader: a read is destructive,
+and the kernel refuses a second `trace_pipe` but not a second reader of a
+CPU's `trace_pipe_raw` (trace-cmd, a `cat`), which then silently takes its
+share of the gNB's lines.  Every liveness pass compares the growth of the
+CPUs' `read events` with the events this reader consumed meanwhile; more
+than `SHARED_SLACK` of them read by someone else is warned about once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from .ringbuf import LOST_UNKNOWN
 from .source import TraceCounters
-from .tracefs import CpuStats
+from .tracefs import CpuStats, read_cpu_stats
 
 log = logging.getLogger(__name__)
 
 EPISODE_QUIET = 10.0  # seconds without a loss on a CPU that end its episode
-
-ReadStats = Callable[[int], Optional[CpuStats]]
-
+# events read by others before saying so: more than the text reader can hold back (a
+# page of formatted text in the kernel, a partial line here); the raw reader holds none
+SHARED_SLACK = 256
 
 @dataclass
 class _Episode:
@@ -45,22 +53,32 @@ class _Episode:
 
 
 class LossCounter:
-    def __init__(self, counters: TraceCounters, read_stats: ReadStats,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, counters: TraceCounters, tracing_dir: str,
+                 clock: Callable[[], float], counts_events: Callable[[], bool]) -> None:
+        """`counts_events`: whether `counters.lines` grows by one per event read now (the
+        text reader's payload-PID layout counts PID= fields instead)."""
         self.counters = counters
-        self._read_stats = read_stats
+        self._dir = tracing_dir
         self._clock = clock
+        self._counts_events = counts_events
         self._seen: Dict[int, Optional[int]] = {}  # cpu -> stats total counted (None: no stats)
         self._flagged: Set[int] = set()
         self._episodes: Dict[int, _Episode] = {}
+        self._read: Dict[int, int] = {}  # cpu -> its stats' read events at the last pass
+        self._consumed = self._own()  # what this reader had consumed at the last pass
+        self._taken = 0  # events read by someone else since the reader opened (bounded below)
+        self._shared_said = False
 
     def watch(self, cpu: int) -> None:
         """Start counting `cpu`'s losses from now on."""
-        stats = self._read_stats(cpu)
+        stats = read_cpu_stats(self._dir, cpu)
         self._seen[cpu] = None if stats is None else stats.lost
+        if stats is not None:
+            self._read[cpu] = stats.read_events
 
     def forget(self, cpu: int) -> None:
         self._seen.pop(cpu, None)
+        self._read.pop(cpu, None)
         self._flagged.discard(cpu)
 
     def page_lost(self, cpu: int, lost: int) -> None:
@@ -80,9 +98,16 @@ class LossCounter:
             self._flagged.clear()
 
     def poll(self) -> None:
-        """Liveness pass: read every CPU's stats and end the quiet episodes."""
+        """Liveness pass: read every CPU's stats, end the quiet episodes, and see
+        whether anyone else reads the ring."""
+        read = 0
         for cpu in sorted(self._seen):
-            self._from_stats(cpu)
+            stats = self._from_stats(cpu)  # None, or a CPU `watch` read stats of
+            if stats is not None:
+                # below the last: the buffer was reset (`> trace`)
+                read += max(0, stats.read_events - self._read[cpu])
+                self._read[cpu] = stats.read_events
+        self._shared(read)
         now = self._clock()
         for cpu, episode in list(self._episodes.items()):
             if now - episode.last >= EPISODE_QUIET:
@@ -91,16 +116,38 @@ class LossCounter:
                          "that episode (%.0f s long)", cpu, now - episode.last, episode.lost,
                          episode.last - episode.started)
 
-    def _from_stats(self, cpu: int) -> None:
+    def _from_stats(self, cpu: int) -> Optional[CpuStats]:
         seen = self._seen.get(cpu)
         if seen is None:
-            return
-        stats = self._read_stats(cpu)
+            return None
+        stats = read_cpu_stats(self._dir, cpu)
         if stats is None:
-            return
+            return None
         self._seen[cpu] = stats.lost  # below `seen`: the buffer was reset (e.g. `> trace`)
         if stats.lost > seen:
             self._add(cpu, stats.lost - seen)
+        return stats
+
+    def _own(self) -> Tuple[int, int]:
+        c = self.counters
+        return c.lines + c.dropped_lines, c.unrecognised_bytes
+
+    def _shared(self, read: int) -> None:
+        """`read` events left the ring since the last pass: were they all ours?"""
+        (lines, unrecognised), (last_lines, last_unrecognised) = self._own(), self._consumed
+        self._consumed = (lines, unrecognised)
+        if unrecognised != last_unrecognised or not self._counts_events():
+            return  # lines that were read but not counted: no judgement this pass
+        # Kept at or above 0: lines held back in one pass are counted in the next, and
+        # events of several lines make ours exceed the kernel's count.
+        self._taken = max(0, self._taken + read - (lines - last_lines))
+        if self._taken > SHARED_SLACK and not self._shared_said:
+            self._shared_said = True
+            log.warning("another reader is taking trace events from this ring (%d of them "
+                        "were read but not by this daemon): each event goes to one reader, so "
+                        "gNB tasks can be missed; find it with: fuser -v %s (warning once)",
+                        self._taken, " ".join(os.path.join(self._dir, name) for name in (
+                            "trace_pipe", "per_cpu/cpu*/trace_pipe_raw")))
 
     def _add(self, cpu: int, lost: int) -> None:
         self.counters.lost_events += lost

@@ -64,10 +64,8 @@ from .ringbuf import (
 from .source import REST, OnTids, TraceCounters, TraceSource, Turn, Unusable
 from .tracefs import (
     CPU_ONLINE,
-    CpuStats,
     online_cpus,
     per_cpu_dirs,
-    read_cpu_stats,
     subbuf_size,
 )
 
@@ -178,7 +176,7 @@ class RawTraceSource(TraceSource):
             0, 0, "")
         self._commit = struct.Struct("=Q")
         self._commit_offset = 8
-        self._loss = LossCounter(self.counters, self._stats, clock)
+        self._loss = LossCounter(self.counters, self.path, clock, lambda: True)
         self._malformed = StateLog(log)
         self._empty = StateLog(log)
         self._empty_turns = 0
@@ -193,15 +191,13 @@ class RawTraceSource(TraceSource):
         return (f"{self.path} (raw: {len(self.cpus)} CPU buffer(s), {size}-byte sub-buffers, "
                 "woken by trace_pipe)")
 
-    def _stats(self, cpu: int) -> Optional[CpuStats]:
-        return read_cpu_stats(self.path, cpu)
-
     # --- open / close -------------------------------------------------------------------
 
     def _open_fds(self) -> Tuple[int, ...]:
         self.pipe = resolve_pipe(self.setting, self._candidates)
         self.path = os.path.dirname(self.pipe)
         doorbell = self._open_doorbell()
+        self._loss = LossCounter(self.counters, self.path, self._clock, lambda: True)
         try:
             self._set_layout(load_layout(self.path))
             self._open_cpus()

@@ -14,7 +14,6 @@ nothing is looked for per line.  A FIFO has no ring buffer behind it.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 from typing import Callable, Optional, Sequence, Set, Tuple
@@ -25,7 +24,7 @@ from .framing import LineFramer
 from .lost import LossCounter
 from .source import OnTids, SourceProblem, TraceCounters, TraceSource, Turn
 from .textscan import DEFAULT, Layout, scan
-from .tracefs import per_cpu_dirs, read_cpu_stats, unusual_options
+from .tracefs import per_cpu_dirs, unusual_options
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,9 @@ class TextTraceSource(TraceSource):
             raise SourceProblem(problem)
         if is_tracefs_pipe(self.path, st) or not self._require_tracefs:
             tracing = os.path.dirname(self.path)
-            self._loss = LossCounter(self.counters, functools.partial(read_cpu_stats, tracing),
-                                     self._clock)
+            # the payload-PID layout counts PID= fields, not events
+            self._loss = LossCounter(self.counters, tracing, self._clock,
+                                     lambda: self._layout_state.state != "payload PID")
             for cpu in per_cpu_dirs(tracing):
                 self._loss.watch(cpu)
         return (fd,)

@@ -7,6 +7,7 @@ put back (try/finally)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator
 
 import pytest
 
+from gtp5g_operator.trace.tracefs import parse_cpu_stats
 from testbed.harness import DaemonProcess, GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
@@ -130,6 +132,75 @@ def test_a_reader_that_holds_trace_pipe_first_is_named_and_waited_out(
         cat.wait()
     d.wait_log("open again")
     nr_gnb_is_pushed(env, gnb, tracefs)
+
+
+def mark_lines(tracefs: Path, count: int) -> None:
+    fd = os.open(tracefs / "trace_marker", os.O_WRONLY)
+    try:
+        for i in range(count):
+            os.write(fd, f"line {i} of {count}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def after_passes(env: Env, passes: int = 2) -> None:
+    """Wait until state.json was written `passes` more times (each liveness pass writes it)."""
+    def written_after(at: float) -> bool:
+        return bool(state(env)["updated_at"] != at)
+
+    for _ in range(passes):
+        wait_until(functools.partial(written_after, state(env)["updated_at"]), 10,
+                   "a liveness pass")
+
+
+SHARED = "another reader is taking trace events from this ring"
+# another reader: reads the given trace_pipe_raw files without blocking until killed
+DRAIN = r"""
+import errno, os, sys, time
+fds = []
+for path in sys.argv[1:]:
+    fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+while True:
+    for fd in fds:
+        try:
+            os.read(fd, 65536)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ENODEV):
+                raise
+    time.sleep(0.001)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["raw", "text"])
+def test_another_reader_of_the_ring_is_noticed(tracefs: Path, env: Env, fmt: str) -> None:
+    """The kernel refuses a second trace_pipe, not a second reader of a CPU's
+    trace_pipe_raw (trace-cmd, a cat): such a reader takes its share of the lines
+    silently.  Alone, the daemon says nothing; with one, it warns once."""
+    d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
+    mark_lines(tracefs, 3000)
+    wait_until(lambda: state(env)["trace"]["lines"] >= 3000, 20, "the lines counted")
+    after_passes(env)
+    assert SHARED not in d.log()
+    # The other reader drains every CPU while the daemon is stopped: it takes them all.
+    other = subprocess.Popen(["python3", "-c", DRAIN, *map(str, tracefs.glob(
+        "per_cpu/cpu*/trace_pipe_raw"))], stderr=subprocess.DEVNULL)
+    try:
+        d.signal(signal.SIGSTOP)
+        try:
+            mark_lines(tracefs, 3000)
+            wait_until(lambda: all(s.entries == 0 for s in map(
+                parse_cpu_stats, map(Path.read_text, tracefs.glob("per_cpu/cpu*/stats")))),
+                20, "the other reader to drain the ring")
+        finally:
+            d.signal(signal.SIGCONT)
+        log = d.wait_log(SHARED)
+        mark_lines(tracefs, 3000)
+        after_passes(env)
+    finally:
+        other.kill()
+        other.wait()
+    assert d.log().count(SHARED) == 1
+    assert f"fuser -v {tracefs}/trace_pipe {tracefs}/per_cpu/cpu*/trace_pipe_raw" in log
 
 
 # --- lost events ------------------------------------------------------------------------------
