@@ -375,6 +375,9 @@ class RawTraceSource(TraceSource):
         now = subbuf_size(self.path)
         if now == self.layout.subbuf_bytes:
             return ""
+        if now is None:  # it was there at open: tracefs unmounted (umount -l) or similar
+            return (f"{self.path}/buffer_subbuf_size_kb can no longer be read: reopening the "
+                    "raw trace source")
         return (f"the ring buffer's sub-buffer size changed ({self.layout.subbuf_bytes} -> "
                 f"{now} bytes): reopening the raw trace source")
 

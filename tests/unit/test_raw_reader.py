@@ -194,6 +194,19 @@ def test_a_changed_sub_buffer_size_reopens_the_source(fs: FakeTracefs, reader: R
     assert reader.source.layout.read_size == 8192
 
 
+def test_tracefs_gone_from_under_the_open_source_is_not_called_a_size_change(
+        fs: FakeTracefs, reader: Reader, caplog: pytest.LogCaptureFixture) -> None:
+    """`umount -l` of tracefs under the daemon: the open fds still read, but the files
+    beside them are gone; seen first as buffer_subbuf_size_kb unreadable (on 6.18 the
+    log said 'sub-buffer size changed (4096 -> None bytes)')."""
+    (fs.dir / "buffer_subbuf_size_kb").unlink()
+    reader.source.liveness_check()
+    assert not reader.source.is_open
+    assert f"{fs.dir}/buffer_subbuf_size_kb can no longer be read: reopening the raw trace " \
+           "source" in caplog.text
+    assert "size changed" not in caplog.text
+
+
 def test_a_malformed_page_warns_once_and_keeps_what_it_could_read(
         fs: FakeTracefs, reader: Reader, caplog: pytest.LogCaptureFixture) -> None:
     bad = bytearray(page(21, 22))
