@@ -7,6 +7,7 @@ put back (try/finally)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -201,6 +202,30 @@ def test_another_reader_of_the_ring_is_noticed(tracefs: Path, env: Env, fmt: str
         other.wait()
     assert d.log().count(SHARED) == 1
     assert f"fuser -v {tracefs}/trace_pipe {tracefs}/per_cpu/cpu*/trace_pipe_raw" in log
+
+
+@pytest.mark.parametrize("fmt", ["raw", "text"])
+def test_the_readme_says_current_tracer_is_refused_while_the_daemon_reads(
+        tracefs: Path, env: Env, fmt: str) -> None:
+    """An admin enabling a tracer on the instance the daemon reads gets EBUSY from the
+    kernel (6.18: while any trace_pipe or trace_pipe_raw is open), which the README
+    explains; nothing the daemon can change."""
+    tracers = (tracefs / "available_tracers").read_text().split()
+    before = (tracefs / "current_tracer").read_text().strip()
+    other = next((t for t in tracers if t != before), None)
+    if other is None:
+        pytest.skip(f"no tracer but {before} on this kernel")
+    env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
+    try:
+        with pytest.raises(OSError) as refused:
+            (tracefs / "current_tracer").write_text(other)
+    finally:
+        if (tracefs / "current_tracer").read_text().strip() != before:
+            (tracefs / "current_tracer").write_text(before)
+    assert refused.value.errno == errno.EBUSY
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert ("So does changing that tracing instance's `current_tracer` (`echo function > "
+            "current_tracer`: \"Device or resource busy\")") in readme
 
 
 # --- lost events ------------------------------------------------------------------------------
