@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 
 from .ringbuf import LOST_UNKNOWN
 from .source import TraceCounters
-from .tracefs import CpuStats, read_cpu_stats
+from .tracefs import CpuStats, other_recording, read_cpu_stats
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,12 @@ class LossCounter:
             episode.lost += lost
             return
         self._episodes[cpu] = _Episode(now, now, lost)
+        # Read only here (once per episode): another tool's tracer or events flood the
+        # ring with records that are read like the gNB's, and are then the likelier cause.
+        other = other_recording(self._dir)
         log.warning("the kernel dropped %s trace events on CPU %d: the ring buffer is too "
-                    "small for this stream or the daemon is capped too hard (counted in "
+                    "small for this stream or the daemon is capped too hard%s (counted in "
                     "trace_lost_events; warning once per episode)",
-                    lost if lost else "an unknown number of", cpu)
+                    lost if lost else "an unknown number of", cpu,
+                    f"; the instance also records {other}, which fill the ring too"
+                    if other else "")

@@ -40,6 +40,25 @@ def tracing_off(tracing_dir: str) -> bool:
     return text is not None and text.strip() == "0"
 
 
+# Events the gtp5g tracer itself makes enabled (bpf_printk); trace_marker's are not listed.
+OWN_EVENTS = frozenset({"bpf_trace:bpf_trace_printk"})
+
+
+def other_recording(tracing_dir: str) -> str:
+    """What else the tracing instance records into the ring ("" when nothing, or unknown):
+    a tracer, enabled events — each a record the readers must read too."""
+    found = []
+    tracer = (read_small_text(os.path.join(tracing_dir, "current_tracer"), 64) or "").strip()
+    if tracer not in ("", "nop"):
+        found.append(f"current_tracer = {tracer}")
+    text = read_small_text(os.path.join(tracing_dir, "set_event"), 1 << 20) or ""
+    events = sorted(set(text.split()) - OWN_EVENTS)
+    if events:
+        shown = ", ".join(events[:3]) + (", …" if len(events) > 3 else "")
+        found.append(f"{len(events)} enabled events ({shown})")
+    return " and ".join(found)
+
+
 # --- the per-CPU ring buffers ----------------------------------------------------------
 
 CPU_ONLINE = "/sys/devices/system/cpu/online"

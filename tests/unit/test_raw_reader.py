@@ -564,6 +564,30 @@ def test_a_fifo_writer_that_delivered_lines_is_reopened_after_the_first_step(
     assert max(delays) <= 0.2, delays  # the backoff's first step (with its jitter)
 
 
+def test_a_loss_names_the_other_tracing_that_fills_the_ring(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    """Another tool's events (or tracer) in the same instance: every record is read like
+    the gNB's, so a loss is likelier theirs than the buffer's or the cap's (seen on 6.18
+    with events/{sched,syscalls,timer,irq,kmem} enabled under the running daemon)."""
+    (fs.dir / "set_event").write_text("bpf_trace:bpf_trace_printk\nsched:sched_switch\n"
+                                      "sched:sched_wakeup\nirq:irq_handler_entry\n"
+                                      "kmem:kmalloc\n")
+    (fs.dir / "current_tracer").write_text("function\n")
+    src = TextTraceSource(fs.pipe, Clock(), lambda tids: None, require_tracefs=False)
+    assert src.open()
+    try:
+        fs.stats(0, overrun=10)
+        src.liveness_check()
+    finally:
+        src.close()
+    assert lost_warnings(caplog) == [
+        "the kernel dropped 10 trace events on CPU 0: the ring buffer is too small for this "
+        "stream or the daemon is capped too hard; the instance also records current_tracer "
+        "= function and 4 enabled events (irq:irq_handler_entry, kmem:kmalloc, "
+        "sched:sched_switch, …), which fill the ring too (counted in trace_lost_events; "
+        "warning once per episode)"]
+
+
 def test_the_text_reader_counts_what_the_kernel_dropped_from_the_stats(
         fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
     """trace_pipe's `CPU:N [LOST M EVENTS]` lines and the per-CPU stats say the same;
