@@ -45,6 +45,7 @@ EPISODE_QUIET = 10.0  # seconds without a loss on a CPU that end its episode
 # page of formatted text in the kernel, a partial line here); the raw reader holds none
 SHARED_SLACK = 256
 
+
 @dataclass
 class _Episode:
     started: float
