@@ -55,9 +55,14 @@ def budget_problem(interval: Optional[float], api_timeout: float) -> str:
     if needed > 8:
         needed = api_timeout + 1.0 + TURN_MARGIN
     raise_it = f"raise WatchdogSec= to {(math.floor(needed * 10) + 1) / 10:g}s or more"
-    # Below api.timeout's least value (0.1 s) no timeout fits: said so, not "below -0.5 s".
-    advice = (f"keep api.timeout below {math.floor(limit * 10) / 10:g} s or {raise_it}"
-              if limit > 0.1 else raise_it)
+    # Rounded down (every value under it fits) to hundredths: to tenths, a limit from
+    # 0.1 to 0.2 s read "below 0.1 s", under api.timeout's least value (0.1 s), which
+    # itself fits there.  When not even that fits, only WatchdogSec= is advised (not
+    # "below -0.5 s").
+    below = math.floor(limit * 100) / 100
+    keep = (f"keep api.timeout below {below:g} s" if below > 0.1 else
+            "set api.timeout = 0.1 (its least)" if limit > 0.1 else "")
+    advice = f"{keep} or {raise_it}" if keep else raise_it
     return (f"api.timeout ({api_timeout:g} s) is too long for WatchdogSec={watchdog_sec:g}s: a "
             f"hung API could hold the loop so that pings come {gap:.1f} s apart and systemd "
             f"kills the service; {advice}")
