@@ -50,10 +50,11 @@ SEND_WAIT = 0.5  # seconds a notification may wait for room in systemd's queue
 
 
 def _peer_gone(exc: OSError) -> bool:
-    """The socket we are connected to is closed: only then is another socket made (one
-    that works is kept: out of file descriptors, a new one could not be had)."""
-    return isinstance(exc, (ConnectionRefusedError, ConnectionResetError)) or (
-        exc.errno == errno.ENOTCONN)
+    """The socket we are connected to is closed, or none is at the address: only then
+    is another socket made (one that works is kept: out of file descriptors, a new one
+    could not be had)."""
+    return isinstance(exc, (ConnectionRefusedError, ConnectionResetError,
+                            FileNotFoundError)) or exc.errno == errno.ENOTCONN
 
 
 class Notifier:
@@ -84,10 +85,12 @@ class Notifier:
                 self._close()
                 self._send(self._connected(), message)
         except OSError as exc:
-            full = isinstance(exc, BlockingIOError)
-            if _peer_gone(exc):
+            full, gone = isinstance(exc, BlockingIOError), _peer_gone(exc)
+            if gone:
                 self._close()
-            self._state.problem("full" if full else str(exc), logging.ERROR,
+            # One line an episode: a socket going away refuses (ECONNREFUSED), then, once
+            # its file is removed too, is not found (ENOENT): the same problem.
+            self._state.problem("full" if full else "gone" if gone else str(exc), logging.ERROR,
                                 "sd_notify to %s failed: %s (will keep trying)",
                                 self._address.replace("\0", "@"),
                                 "systemd's queue is full" if full else exc)

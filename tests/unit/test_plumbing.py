@@ -195,6 +195,31 @@ def test_a_notify_socket_nobody_reads_does_not_hold_the_loop(
         worker.join(10)
 
 
+def test_a_notify_socket_going_away_is_one_error_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A socket that goes away is closed (the next send: ECONNREFUSED), then its file
+    removed (ENOENT): each error was a line of its own for one episode."""
+    path = tmp_path / "notify"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))  # sdnotify reads it
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+    with caplog.at_level(logging.INFO):
+        notifier.send("WATCHDOG=1")
+        receiver.close()
+        notifier.send("WATCHDOG=1")  # refused
+        path.unlink()
+        notifier.send("WATCHDOG=1")  # not found
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
+            again.bind(str(path))
+            notifier.send("WATCHDOG=1")
+            assert again.recv(4096) == b"WATCHDOG=1"
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"sd_notify to {path} failed: [Errno 111] Connection refused (will keep "
+                    "trying)", "sd_notify works again"], said
+
+
 # signal(7): the signals whose default action ends the process (Term or Core)
 DEFAULT_ENDS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS",
                 "SIGFPE", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
