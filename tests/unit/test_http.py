@@ -89,12 +89,13 @@ class KeepAliveServer(TinyServer):
     answer whose body names the request's own path, so an answer read for the wrong
     request shows."""
 
-    def __init__(self, interim: List[bytes]) -> None:
+    def __init__(self, interim: List[bytes], threaded: bool = False) -> None:
         self.interim = interim
-        super().__init__()
+        super().__init__(threaded)
 
     def serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
+        first = True
         while True:
             line = reader.readline()
             if not line:
@@ -105,6 +106,11 @@ class KeepAliveServer(TinyServer):
             body = b'{"path": "%s"}' % path
             conn.sendall(b"".join(self.interim) + b"HTTP/1.1 200 OK\r\nContent-Length: "
                          b"%d\r\n\r\n%s" % (len(body), body))
+            self.answered(conn, first)
+            first = False
+
+    def answered(self, conn: socket.socket, first: bool) -> None:
+        """After each answer (`first` of its connection): a subclass's misbehaviour."""
 
 
 @pytest.mark.parametrize("interim", [
@@ -141,7 +147,7 @@ def test_endless_or_switching_interim_answers_are_a_bad_answer(interim: List[byt
         server.close()
 
 
-class AnswersTwiceServer(TinyServer):
+class AnswersTwiceServer(KeepAliveServer):
     """A kept-alive connection whose server, after the first answer, sends an answer
     nobody asked for (once `go` is set: after the client has read the first), then
     answers each request with its own path on a fresh connection."""
@@ -149,24 +155,12 @@ class AnswersTwiceServer(TinyServer):
     def __init__(self, late: bytes) -> None:
         self.late = late
         self.go, self.sent = threading.Event(), threading.Event()
-        super().__init__(threaded=True)
+        super().__init__([], threaded=True)
 
-    def serve(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        first = True
-        while True:
-            line = reader.readline()
-            if not line:
-                return
-            path = line.split()[1]
-            while reader.readline() not in (b"\r\n", b""):
-                pass
-            body = b'{"path": "%s"}' % path
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            if first and self.go.wait(10):
-                conn.sendall(self.late)
-                self.sent.set()
-            first = False
+    def answered(self, conn: socket.socket, first: bool) -> None:
+        if first and self.go.wait(10):
+            conn.sendall(self.late)
+            self.sent.set()
 
 
 @pytest.mark.parametrize("late", [
@@ -184,10 +178,8 @@ def test_bytes_on_an_idle_kept_alive_connection_are_no_answer_to_the_next_reques
             "path": "/first"}
         server.go.set()
         assert server.sent.wait(10)
-        deadline = time.monotonic() + 10
-        while not select.select([http._conn.sock], [], [], 0)[0]:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the late bytes never arrived"
-            time.sleep(0.01)
+        assert select.select([http._conn.sock], [], [], 10)[0], (  # type: ignore[union-attr]
+            "the late bytes never arrived")
         answer = http.request("GET", "/second", None, time.monotonic() + 2)
         assert (answer.status, answer.body) == (200, {"path": "/second"})
     finally:
