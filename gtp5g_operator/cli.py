@@ -136,9 +136,14 @@ def _run(path: str) -> int:
         # RLIMIT_AS: a module or a shared library that cannot be opened or mapped): one
         # line, not a traceback, and systemd's restart may find the resources back.  Once
         # running, the loop's components outlive these (service/guard.py).
-        log.error("cannot start: %s", str(exc) or type(exc).__name__)
-        return EX_OSERR
-    return daemon if isinstance(daemon, int) else daemon.run()
+        why = str(exc) or type(exc).__name__
+    else:
+        return daemon if isinstance(daemon, int) else daemon.run()
+    # Logged once the handler has let go of the exception: its traceback holds the failed
+    # start's frames (a module half imported), and under LimitAS= logging the line then
+    # raised MemoryError too ("--- Logging error ---", a traceback, and no line at all).
+    log.error("cannot start: %s", why)
+    return EX_OSERR
 
 
 def _start(path: str) -> Union[int, Daemon]:

@@ -6,13 +6,16 @@ files that others may rewrite.
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from testbed.harness import DaemonProcess, NotifySocket, wait_until
+from testbed.harness import REPO, DaemonProcess, NotifySocket, wait_until
 from tests.conftest import Env
 from tests.faults.test_robustness import free_port
 
@@ -83,6 +86,31 @@ def test_too_few_file_descriptors_to_start_is_one_line_and_exit_71(
     errors = [line for line in d.log().splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot start: [Errno 24] Too many open files" in errors[0]
     assert not any(m.get("READY") for m in env.notify.all())
+
+
+def test_a_start_out_of_memory_is_logged_once_its_frames_are_let_go() -> None:
+    """Under a LimitAS= just too low (45 MB on the machine that found it, a band of half a
+    megabyte) the line was lost: logged while the handler still held the failed start's
+    traceback (a module half imported), logging raised MemoryError too: '--- Logging
+    error ---', a traceback, no line, exit 71.  The daemon's own `run`, its start
+    replaced by one that fails holding an object, shows when those frames are let go."""
+    code = textwrap.dedent("""
+        import sys
+        from gtp5g_operator import cli
+        class Held:
+            def __del__(self):
+                print("frames let go", file=sys.stderr, flush=True)
+        def start(path):
+            held = Held()  # what the failed start's frames hold
+            raise MemoryError
+        cli._start = start
+        sys.exit(cli.main(["run", "--config", "/nonexistent"]))""")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = out.stderr.splitlines()
+    assert out.returncode == 71 and len(lines) == 2, out.stderr
+    assert lines[0] == "frames let go", out.stderr
+    assert lines[1].endswith("ERROR   cannot start: MemoryError"), out.stderr
 
 
 def test_pings_reach_a_notify_socket_bound_again_after_it_went_away(env: Env) -> None:
