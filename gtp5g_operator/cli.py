@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or in a PID namespace other than the initial one "
                                      "(unless trace.allow_pid_namespace is set); exit 75 "
                                      "while another daemon uses the state or runtime "
-                                     "directory.")
+                                     "directory; exit 71 when the system refuses what the "
+                                     "start needs (file descriptors, memory).")
     run.add_argument("--config", default=here, metavar="PATH",
                      help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
                           "directory's config.d/*.toml are read after it")

@@ -124,6 +124,19 @@ def test_exit_78_of_run_is_documented_for_another_pid_namespace(
     assert "PID namespace" in capsys.readouterr().out
 
 
+def test_runs_help_names_every_failure_the_man_page_gives_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The man page gives run's 71 (EX_OSERR: too few file descriptors or too little
+    memory to start); run --help, which names its 78, did not."""
+    entries = man_section("EXIT STATUS").split(".TP\n.B ")[1:]
+    codes = [e.split("\n", 1)[0] for e in entries if ".BR run" in e]
+    assert "71" in codes and "78" in codes, codes
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert [c for c in codes if c != "0" and f"exit {c} " not in helped.lower()] == []
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
