@@ -124,6 +124,14 @@ def test_exit_78_of_run_is_documented_for_another_pid_namespace(
     assert "PID namespace" in capsys.readouterr().out
 
 
+def test_the_man_page_says_a_reload_into_a_refused_pid_namespace_is_rejected() -> None:
+    """SIGHUP's entry said only an invalid file is rejected; a valid one that turns
+    trace.allow_pid_namespace off in another PID namespace is rejected too (9486c16,
+    tests/faults: test_a_reload_that_disallows_the_pid_namespace_is_rejected)."""
+    sighup = man_section("SIGNALS").split("\n.B SIGHUP\n", 1)[1].split("\n.TP\n", 1)[0]
+    assert "trace.allow_pid_namespace" in sighup and "PID namespace" in sighup, sighup
+
+
 def test_runs_help_names_every_failure_the_man_page_gives_run(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The man page gives run's 71 (EX_OSERR: too few file descriptors or too little
