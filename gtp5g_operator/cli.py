@@ -185,4 +185,12 @@ def _start(path: str) -> Union[int, Daemon]:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # a reader gone is found here, not at the interpreter's exit
+    except BrokenPipeError:
+        # `doctor | head`: the reader left before the report's end.  A filter ends
+        # quietly then (SIGPIPE's status), not with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    sys.exit(code)

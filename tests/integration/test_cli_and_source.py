@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from gtp5g_operator import __version__
 from testbed.harness import REPO, GnbProcess, TraceWriter
 from testbed.tracelines import gtp5g_line
@@ -35,6 +37,24 @@ def test_check_config_ok_and_error(env: Env) -> None:
     assert out.returncode == 78
     assert out.stderr == (f'error: {env.config_path}: strategy.targets: expected one of '
                           '"tgid", "tid", "both", got "all"\n')
+
+
+@pytest.mark.parametrize("command", [["check-config", "--print"], ["doctor", "--json"]])
+def test_a_report_whose_reader_left_ends_quietly(env: Env, command: list[str]) -> None:
+    """`doctor | head`: a reader that leaves before the end made a BrokenPipeError
+    traceback (exit 1); a filter ends quietly with SIGPIPE's status."""
+    env.write_config()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        out = subprocess.run([sys.executable, "-m", "gtp5g_operator", "--config",
+                              str(env.config_path), *command], cwd=REPO, stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 141
 
 
 def test_invalid_config_at_start_exits_78_before_ready(env: Env) -> None:
