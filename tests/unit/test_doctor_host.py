@@ -10,7 +10,7 @@ import pwd
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import pytest
 
@@ -385,16 +385,26 @@ def test_what_the_installed_unit_hides_is_asked_of_systemd(
     assert bool(found) == bool(hidden)
 
 
+@pytest.fixture
+def in_tmp() -> Iterator[Path]:
+    """A directory under /tmp, which the shipped unit hides (PrivateTmp=yes), wherever
+    TMPDIR puts pytest's tmp_path."""
+    d = Path(tempfile.mkdtemp(dir="/tmp"))
+    yield d
+    shutil.rmtree(d)
+
+
 def test_files_the_unit_hides_from_the_service_are_a_warning(
-        tmp_path: Path, keys: Dict[str, Path]) -> None:
-    """A key under /tmp (pytest's tmp_path) passes from a shell; under the shipped unit's
-    PrivateTmp=yes the service does not find it, and a textfile there is its own copy."""
-    assert str(keys["public"]).startswith("/tmp/")
-    path = write_config(tmp_path / "config.toml", trace={"pipe": str(tmp_path / "trace_pipe")},
-                        api={"url": "http://127.0.0.1:9", "public_key": str(keys["public"])},
-                        metrics={"textfile": str(tmp_path / "op.prom")})
+        in_tmp: Path, keys: Dict[str, Path]) -> None:
+    """A key under /tmp passes from a shell; under the shipped unit's PrivateTmp=yes the
+    service does not find it, and a textfile there is its own copy."""
+    key = in_tmp / "public.pem"
+    shutil.copy(keys["public"], key)
+    path = write_config(in_tmp / "config.toml", trace={"pipe": str(in_tmp / "trace_pipe")},
+                        api={"url": "http://127.0.0.1:9", "public_key": str(key)},
+                        metrics={"textfile": str(in_tmp / "op.prom")})
     hidden = unit_hidden(stand_in_systemctl(
-        tmp_path, "LoadState=loaded\\nPrivateTmp=yes\\nProtectHome=yes\\n"))
+        in_tmp, "LoadState=loaded\\nPrivateTmp=yes\\nProtectHome=yes\\n"))
     shown = by_name(config_checks(str(path), hidden=hidden).checks)
     for what in ("key file", "metrics textfile"):
         assert shown[what].level == WARN and "PrivateTmp=yes hides" in shown[what].saw
@@ -434,8 +444,8 @@ def test_a_link_into_a_place_the_unit_hides_is_a_warning_naming_both_paths(
                                 "PrivateTmp=yes hides that place"), check.saw
 
 
-def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Path) -> None:
-    missing = str(tmp_path / "gone.pem")
+def test_the_service_names_the_setting_that_may_hide_a_missing_file(in_tmp: Path) -> None:
+    missing = str(in_tmp / "gone.pem")
     with pytest.raises(ConfigError) as under_systemd:
         read_text(missing, "public key", env={"INVOCATION_ID": "0123"})
     assert "if it exists: the unit's PrivateTmp=yes hides it" in str(under_systemd.value)
@@ -444,12 +454,12 @@ def test_the_service_names_the_setting_that_may_hide_a_missing_file(tmp_path: Pa
     assert "hides" not in str(from_a_shell.value)
 
 
-def test_the_service_names_the_setting_for_a_link_into_a_hidden_place(tmp_path: Path) -> None:
+def test_the_service_names_the_setting_for_a_link_into_a_hidden_place(in_tmp: Path) -> None:
     """/etc/x.pem linking into /tmp dangles for the service (PrivateTmp=yes): its error
     gave no hint, since the link itself exists."""
     if not os.path.isdir("/dev/shm") or hidden_by_unit("/dev/shm/x"):
         pytest.skip("needs /dev/shm, a place the unit does not hide, for the link")
-    target = tmp_path / "key.pem"  # tmp_path is under /tmp, which the unit hides
+    target = in_tmp / "key.pem"
     link = Path(tempfile.mkdtemp(dir="/dev/shm")) / "key.pem"
     try:
         link.symlink_to(target)
