@@ -302,9 +302,14 @@ class PublicKeyToken:
             log.warning("the API host's clock is %+.0f s off ours (judged from the token's "
                         "issue time); tokens are still accepted, but check NTP on both hosts",
                         token.skew)
-        log.info("got an API token, valid until %s (renewing in %.0f s)",
-                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),
-                 token.refresh_in)
+        # News once: later tokens are renewals, or retries of a failing push (each
+        # gets a new token, after a 401 or a garbled answer, or from detecting
+        # again after a timeout) that would log a line per retry for as long as the
+        # failure lasts; the push's own state change is the line that says it.
+        log.log(logging.INFO if self.obtained == 1 else logging.DEBUG,
+                "got an API token, valid until %s (renewing in %.0f s)",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),
+                token.refresh_in)
 
     def header(self) -> str:
         assert self.token is not None

@@ -387,3 +387,33 @@ def test_a_second_daemon_on_the_same_runtime_directory_refuses_naming_the_first(
            f"runtime directory {env.tmp / 'run'}" in second.log()
     assert (env.tmp / "run" / "heartbeat").stat().st_ino == heartbeat
     assert first.proc.poll() is None
+
+
+@pytest.mark.parametrize("status, body", [
+    (200, b'{"success": false, "error": "database is locked"}'),  # bad-answer
+    (401, b'{"success": false, "error": "Invalid or expired token"}'),  # token refused
+], ids=["garbled-answer", "write-refused"])
+def test_a_failing_push_logs_no_line_per_retry(env: Env, gnb: Callable[..., GnbProcess],
+                                               status: int, body: bytes) -> None:
+    """A write the server keeps failing while its token route works: every retry gets
+    a new token (the old one is dropped after a 401 or a garbled answer), and each
+    token was an INFO line, one per retry for as long as the failure lasted (24 in
+    20 s at resync_interval 1 s; 360 an hour at the default).  The failure is one
+    line; the tokens obtained to retry it say nothing above DEBUG."""
+    d = env.start(strategy={"resync_interval": 0.5}, api={"timeout": 0.4},
+                  log={"level": "info"})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    env.api.answers[("POST", "/api/v1/scheduling/strategies")] = (status, body)
+
+    def tokens() -> int:
+        return sum(r.path == "/api/v1/auth/token" for r in env.api.received)
+
+    wait_until(lambda: tokens() >= 8, 30, "eight retries, each with a new token")
+    del env.api.answers[("POST", "/api/v1/scheduling/strategies")]
+    d.wait_log("API reachable again")
+    d.stop()
+    log = d.log()
+    assert log.count("got an API token") == 1, log  # the first, at start
+    assert log.count("push failed:") == 1, log
