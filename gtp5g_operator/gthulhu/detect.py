@@ -95,6 +95,9 @@ class AutoWriter(ApiWriter):
         self._wall = wall_clock
         self.delegate: Optional[ApiWriter] = None
         self._redetect = True
+        # Credentials obtained by the logins detection replaced (a new token, or another
+        # flavor at the same address): credentials_obtained is a counter, never back.
+        self._retired = 0
 
     def names_tasks(self) -> bool:
         return self.delegate is None or self.delegate.names_tasks()
@@ -126,12 +129,15 @@ class AutoWriter(ApiWriter):
             if problem:
                 raise ApiError("wrong-flavor", f"the server is a Gthulhu {flavor.display}, "
                                f"which this configuration does not suit: {problem}")
+            if self.delegate is not None:
+                self._retired += self.delegate.login.obtained
             self.delegate = flavor.create(self.http, self._config, self._state_dir,
                                           self._clock, self._wall)
             self.delegate.strategy = self.strategy
         # The token detection obtained is the one a public-key flavor needs.
         token = probe.login if probe.login is not None and probe.login.token else None
         if token is not None and isinstance(self.delegate.login, PublicKeyToken):
+            self._retired += self.delegate.login.obtained
             self.delegate.login = token
             return True
         return False
@@ -177,7 +183,8 @@ class AutoWriter(ApiWriter):
     def describe(self) -> Dict[str, Any]:
         if self.delegate is None:
             return {**super().describe(), "flavor": "auto (not detected yet)"}
-        return {**self.delegate.describe(), "detected": True}
+        return {**self.delegate.describe(), "detected": True,
+                "credentials_obtained": self._retired + self.delegate.login.obtained}
 
     @property
     def strategy(self) -> StrategyConfig:

@@ -251,6 +251,7 @@ class PublicKeyToken:
         self._renew_at = 0.0
         self.obtained = 0
         self._skew_reported = False
+        self._took_over = False  # from another login (see carry_on_from)
 
     def valid(self) -> bool:
         return self.token is not None and self._clock() < self._renew_at
@@ -262,11 +263,11 @@ class PublicKeyToken:
         return self.accept(self.request(deadline))
 
     def carry_on_from(self, before: PublicKeyToken) -> None:
-        """Take over from the login `before` (detection replaces it): the count of tokens
-        obtained goes on — it is a counter, never back to 1 — and a clock skew it has
-        reported is not reported again at every reconnect."""
-        self.obtained += before.obtained
+        """Take over from the login `before` (detection replaces it): a clock skew it has
+        reported is not reported again, nor a token said at INFO, at every reconnect.
+        (Its count of tokens obtained is the AutoWriter's to add up.)"""
         self._skew_reported = self._skew_reported or before._skew_reported
+        self._took_over = True
 
     def request(self, deadline: float) -> Answer:
         """POST the public key (the answer is judged by `accept`)."""
@@ -306,7 +307,7 @@ class PublicKeyToken:
         # gets a new token, after a 401 or a garbled answer, or from detecting
         # again after a timeout) that would log a line per retry for as long as the
         # failure lasts; the push's own state change is the line that says it.
-        log.log(logging.INFO if self.obtained == 1 else logging.DEBUG,
+        log.log(logging.INFO if self.obtained == 1 and not self._took_over else logging.DEBUG,
                 "got an API token, valid until %s (renewing in %.0f s)",
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),
                 token.refresh_in)

@@ -72,6 +72,26 @@ def test_a_decision_maker_whose_merkle_route_fails_is_not_taken_for_v0(
 
 
 
+def test_a_decision_maker_timing_out_logs_no_token_line_per_retry(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """After a timeout the flavor is detected again, and detecting gets a new token
+    from the token route, which still answers: one per retry, each of which said
+    'got an API token' at INFO.  Only the failure is said; the tokens at DEBUG."""
+    d = start_dm(env, dm, api={"timeout": 0.4}, strategy={"resync_interval": 0.5},
+                 log={"level": "info"})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+    dm.fault, dm.fault_paths = "hang", ("/api/v1/node-intents",)
+    wait_until(lambda: len(dm.requests("POST", "/api/v1/auth/token")) >= 6, 30,
+               "five retries, each detecting the flavor again with a new token")
+    dm.fault = None
+    d.wait_log("API reachable again")
+    log = d.stop() is not None and d.log()
+    assert log and log.count("got an API token") == 1, log
+    assert log.count("push failed: timeout") == 1, log
+
+
 def test_auto_detects_a_decision_maker_and_the_rule_follows_the_tracked_names(
         env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
     d = start_dm(env, dm)
@@ -399,5 +419,48 @@ def test_the_manager_flavor_reads_back_from_the_nodes_decision_maker(
         assert boost["verified"] and boost["missing"] == [] and boost["source"] == (
             f"{dm.url}/api/v1/scheduling/strategies")
         assert "set api.decision_maker_url" not in d.log()
+    finally:
+        manager.stop()
+
+
+def test_the_credentials_counter_never_goes_back_when_the_server_changes_flavor(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """gtp5g_operator_token_refreshes_total is a counter: with api.flavor = auto and a
+    server replaced in place by another flavor (a v0 API by a Manager, the address
+    kept), the credentials the old flavor obtained still count (rate() reads any
+    decrease as a restart of the process)."""
+    port = env.api.port
+    state = env.tmp / "run" / "state.json"
+
+    def obtained() -> int:
+        try:
+            return int(json.loads(state.read_text())["api"]["credentials_obtained"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    d = env.start(api={"node_name": NODE, "username": "operator",
+                       "password_file": str(password_file(env))},
+                  strategy={"resync_interval": 2.0})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    env.api.wait_post(lambda s: g.pid in {e.get("pid") for e in s})
+    env.api.revoke_tokens()  # a second token from the v0 API
+    wait_until(lambda: obtained() >= 2, 20, "two v0 tokens counted")
+    env.api.stop()
+    manager = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                          keys["private"].read_bytes(), port=port).start()
+    try:
+        seen = [obtained()]
+
+        def counted() -> bool:  # the Manager's login, on top of the v0 tokens
+            seen.append(obtained())
+            return regex_is(manager, "^(?:nr-gnb)$") and seen[-1] >= 3
+
+        try:
+            wait_until(counted, 30, "the Manager's policy, its login counted")
+        finally:
+            print("credentials_obtained seen:", sorted(set(seen), key=seen.index))
+        d.wait_log("is a Gthulhu Manager (api.flavor = auto)")
+        assert seen == sorted(seen), sorted(set(seen), key=seen.index)  # never went back
     finally:
         manager.stop()
