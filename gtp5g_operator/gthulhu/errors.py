@@ -10,8 +10,8 @@ from ..core.words import one_line
 # What went wrong, in groups: each is logged once per change of state.
 ErrorKind = Literal["connect", "timeout", "tls", "cert-dates", "redirect", "unauthorized",
                     "forbidden",
-                    "not-found", "http-4xx", "http-5xx", "bad-answer", "wrong-flavor",
-                    "not-ours"]
+                    "not-found", "busy", "http-4xx", "http-5xx", "bad-answer",
+                    "wrong-flavor", "not-ours"]
 # What only a person can fix (a key or password refused, a missing permission, an
 # unknown node, the wrong server or address, a certificate, a request the server
 # rejects, rules of someone else in the way): logged at ERROR, so that
@@ -56,7 +56,10 @@ def check_answer(status: int, body: Any, what: str, location: str = "") -> None:
         raise ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
                        "set api.url to the address that answers", status)
     if not 200 <= status < 300:
-        kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found"}
+        # 408 and 429 are "later", not "wrong" (a slow or throttling server or proxy):
+        # they pass by themselves, unlike the rest of 4xx.
+        kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found",
+                                       408: "busy", 429: "busy"}
         kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
         raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status)
     if isinstance(body, dict) and body.get("success") is False:

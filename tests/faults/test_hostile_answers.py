@@ -233,6 +233,8 @@ def test_interim_answers_are_skipped_and_every_request_gets_its_own(
 @pytest.mark.parametrize("kind,level", [
     ("refused", "WARNING"),   # the server is down: passes by itself
     ("500", "WARNING"),
+    ("429", "WARNING"),       # too many requests (a throttling proxy): passes by itself
+    ("408", "WARNING"),       # the server's own request timeout: likewise
     ("key", "ERROR"),         # our key refused: a person must install the right one
     ("403", "ERROR"),         # a missing permission
     ("node", "ERROR"),        # an unknown node name
@@ -243,11 +245,14 @@ def test_what_needs_a_person_is_an_error_and_what_passes_a_warning(
     """`journalctl -p err` must list exactly what needs a person."""
     g = gnb(threads=())
     servers: List[object] = []
-    if kind in ("refused", "500", "key"):
+    if kind in ("refused", "500", "429", "408", "key"):
         if kind == "refused":
             env.api.stop()
         elif kind == "500":
             env.api.fault = "500"
+        elif kind in ("429", "408"):
+            env.api.answers[("POST", "/api/v1/scheduling/strategies")] = (
+                int(kind), b'{"success": false, "error": "try again later"}')
         d = env.start(api={"flavor": "v0"} if kind != "key" else
                       {"flavor": "v0", "public_key": str(keys["wrong_public"])})
     else:
