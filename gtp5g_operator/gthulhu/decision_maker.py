@@ -141,12 +141,12 @@ class DecisionMakerWriter(RuleWriter):
             self._written = rule  # intact (also right after our own restart)
             self.proof.store(None, rule)  # confirmed: the earlier rules are gone
             return 1
-        if self._written == rule:
-            log.info("the Decision Maker no longer holds this host's rule (restarted?): "
-                     "writing it again")
         if root not in EMPTY_ROOTS and not self.owns(root):
             self._recognise(views, root)
         self._check_replaceable(root)
+        if self._written == rule:  # only when it will be written (not others' in the way)
+            log.info("the Decision Maker no longer holds this host's rule (restarted?): "
+                     "writing it again")
         self._post(rule, deadline)
         return 1
 

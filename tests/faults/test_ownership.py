@@ -276,6 +276,32 @@ def test_rules_of_others_on_a_decision_maker_are_never_replaced(
     dm.wait_for(lambda: dm.rules() == [], 30)
 
 
+def test_our_rule_replaced_by_someone_elses_is_said_once_not_at_every_retry(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """Someone replaced this host's rule on the DM with their own: every retry said
+    'the Decision Maker no longer holds this host's rule (restarted?): writing it
+    again' at INFO (and wrote nothing: the rules are not ours to replace), a line
+    per retry for as long as theirs stays.  The ERROR that says why is the one line."""
+    d = start_dm(env, dm, api={"timeout": 0.4}, strategy={"resync_interval": 0.5},
+                 log={"level": "info"})
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    theirs = {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}
+    dm.set_rules([theirs])
+    d.wait_log("holds node rules that are not this host's", timeout=30)
+    merkle = len(dm.requests("GET", "/api/v1/node-intents/merkle"))
+    dm.wait_for(lambda: len(dm.requests("GET", "/api/v1/node-intents/merkle")) >= merkle + 5,
+                30)  # five retries
+    assert dm.rules() == [theirs]
+    said = [ln for ln in d.log().splitlines() if "no longer holds this host's rule" in ln]
+    assert said == []  # it is not written again: theirs are in the way
+    assert sum("not this host's" in ln for ln in d.log().splitlines()) == 1
+    dm.set_rules([])  # theirs gone, as from a restarted DM: ours is written again, and said
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    d.wait_log("no longer holds this host's rule (restarted?): writing it again")
+
+
 def test_after_a_restart_our_own_previous_rule_is_recognised_and_replaced(
         env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
     """The rule this host wrote before a restart is provably ours (its root is the
