@@ -17,7 +17,7 @@ from ..core.strategy import Strategy, build_strategies, target_ids
 from ..core.tracker import ProcessView
 from ..core.words import plural
 from .answers import listed_strategies, v0_strategy_list
-from .errors import ApiError, check_answer
+from .errors import ApiError, check_answer, error_text
 from .http import JsonHttp
 from .merge import OwnedIds, merge_strategies, written
 from .writer import STRATEGIES_PATH, ApiWriter, Holdings, PublicKeyToken
@@ -100,6 +100,10 @@ class V0Writer(ApiWriter):
             raise ApiError("wrong-flavor", f"{what} answered 404: the server is not Gthulhu's "
                            "2025 API (v0); newer Gthulhu runs a Decision Maker or a Manager "
                            '(api.flavor = "auto")', 404)
+        if answer.status == 400 and method == "POST":  # the ERROR says what to change
+            raise ApiError("http-4xx", f"{what}: HTTP 400: {error_text(answer.body)}: the "
+                           "server refuses what this host writes; the 2025 release (<= v0.4.4) "
+                           "takes strategy.priority = true or false, later ones an integer", 400)
         check_answer(answer.status, answer.body, what, answer.location)
         return answer.body
 

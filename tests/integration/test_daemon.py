@@ -389,6 +389,18 @@ def test_a_second_daemon_on_the_same_runtime_directory_refuses_naming_the_first(
     assert first.proc.poll() is None
 
 
+def test_a_write_the_server_refuses_says_what_to_change(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """An integer priority against the 2025 API (which takes true/false): the ERROR said
+    'HTTP 400: Invalid request payload: json: cannot unmarshal' and nothing to do."""
+    d = env.start(strategy={"priority": 10})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log("push failed:")
+    failed = [ln for ln in d.log().splitlines() if "push failed:" in ln]
+    assert " ERROR " in failed[0] and "strategy.priority = true or false" in failed[0], failed
+
+
 @pytest.mark.parametrize("status, body", [
     (200, b'{"success": false, "error": "database is locked"}'),  # bad-answer
     (401, b'{"success": false, "error": "Invalid or expired token"}'),  # token refused
