@@ -67,7 +67,14 @@ def read_small_text(path: str, limit: int = 65536) -> Optional[str]:
     return data.decode("utf-8", "replace")
 
 
-MAX_JSON_CONTAINERS = 100_000  # objects and arrays in one document (memory, not depth)
+# What one document may hold: a decoded value costs far more than its text, up to 25
+# times (a 1 MiB answer of ["ā","ā",...] becomes 18 MB of str objects, of
+# [{"a":"ā"},...] 26 MB), and the daemon (~21 MB) with its endpoint must stay under
+# the unit's MemoryHigh=48M.  The caps keep a 1 MiB document under ~11 MB, and leave
+# room for the largest real answers that fit http.MAX_BODY (1 MiB of v0 strategies:
+# ~19,000 objects, ~56,000 commas; of Manager policies: ~16,000 and ~41,000).
+MAX_JSON_CONTAINERS = 25_000  # objects and arrays
+MAX_JSON_VALUES = 70_000  # counted as commas: each separates two values
 
 
 def decode_json(data: bytes) -> Any:
@@ -75,14 +82,16 @@ def decode_json(data: bytes) -> Any:
 
     Total, because what it decodes comes from servers and files others may
     write: not UTF-8, not JSON, NaN or Infinity, nesting deeper than the parser
-    can follow (json raises RecursionError there), or more objects and arrays
-    than a few MB of memory hold (a 1 MiB body of `[{},{},...]` would otherwise
-    become 350,000 dicts) are all ValueError.  A number too large for a float
-    (1e999) is one too: kept, it would be sent back as `Infinity`, which is not
-    JSON, by whatever re-sends what it read (merge mode keeps others' entries).
+    can follow (json raises RecursionError there), or more objects, arrays or
+    values than a few MB of memory hold (MAX_JSON_CONTAINERS) are all ValueError.
+    A number too large for a float (1e999) is one too: kept, it would be sent
+    back as `Infinity`, which is not JSON, by whatever re-sends what it read
+    (merge mode keeps others' entries).
     """
     if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
         raise ValueError(f"more than {MAX_JSON_CONTAINERS} JSON objects and arrays")
+    if data.count(b",") > MAX_JSON_VALUES:  # (commas inside strings count too: never fewer)
+        raise ValueError(f"more than {MAX_JSON_VALUES} JSON values")
     try:
         return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:

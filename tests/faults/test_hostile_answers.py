@@ -319,3 +319,48 @@ def test_a_head_of_megabytes_does_not_blow_the_memory_limit(env: Env) -> None:
         assert "Traceback" not in d.log()
     finally:
         server.close()
+
+
+# --- a body of small values ----------------------------------------------------------------------
+
+
+class SmallValues(TinyServer):
+    """Answers every request 200 with `body` (`{}` until a test sets it)."""
+
+    def __init__(self) -> None:
+        self.body = b"{}"
+        self.served = 0
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        request = conn.makefile("rb")
+        length = 0
+        while (line := request.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        request.read(length)
+        self.served += 1
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                     % len(self.body) + self.body)
+
+
+def test_a_megabyte_of_small_values_does_not_blow_the_memory_limit(env: Env) -> None:
+    """1 MiB of [{"a":"ā"},...] (under the body limit) decoded to 26 MB of objects and
+    raised the daemon's peak memory by about 30 MB: with its endpoint, 56 MB of the
+    unit's MemoryHigh=48M, at every answer of whoever listens on api.url."""
+    server = SmallValues()
+    try:
+        d = env.start(api={"url": server.url}, strategy={"resync_interval": 1.5})
+        wait_until(lambda: server.served >= 2, 20, "two answers")
+        before = peak_memory_mb(d.pid)
+        item = '{"a":"ā"}'.encode()
+        server.body = b"[" + b",".join([item] * ((1 << 20) // (len(item) + 1) - 1)) + b"]"
+        served = server.served
+        wait_until(lambda: server.served >= served + 3, 30, "three answers of 1 MiB")
+        assert d.proc.poll() is None, d.log()[-3000:]
+        grown = peak_memory_mb(d.pid) - before
+        assert grown < 12, f"peak memory grew by {grown:.0f} MB"
+        d.wait_log("JSON objects and arrays", timeout=5)
+        assert "Traceback" not in d.log()
+    finally:
+        server.close()

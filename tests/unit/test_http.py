@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 import ssl
 import threading
 import time
+import tracemalloc
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
+from gtp5g_operator.files import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
+from gtp5g_operator.gthulhu.answers import listed_strategies, manager_policies
 from gtp5g_operator.gthulhu.errors import ApiError
-from gtp5g_operator.gthulhu.http import JsonHttp
+from gtp5g_operator.gthulhu.http import MAX_BODY, JsonHttp
 from testbed.tiny_server import TinyServer
 from testbed.tls import make_ca_and_server_cert
 
@@ -289,5 +293,110 @@ def test_a_body_cut_off_by_the_close_is_not_taken(answer: bytes) -> None:
         with pytest.raises(ApiError) as err:
             JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
         assert err.value.kind == "bad-answer", err.value
+    finally:
+        server.close()
+
+
+# --- what a body of MAX_BODY costs once decoded ------------------------------------------------
+
+ABAR = '"ā"'.encode()  # the costliest value per byte: a str object of 80 bytes for 4 of text
+SMALL_DICT = '{"a":"ā"}'.encode()  # a dict and a str for 9 bytes
+
+
+def megabyte_of(*items: bytes) -> bytes:
+    """A JSON array of MAX_BODY bytes: as many of each item as fit, in turn."""
+    count = (MAX_BODY - 2) // (sum(len(i) + 1 for i in items))
+    return b"[" + b",".join(items * count) + b"]"
+
+
+def at_the_caps() -> bytes:
+    """The costliest body decode_json still takes: small dicts up to the container cap,
+    then strings up to the value cap."""
+    dicts = MAX_JSON_CONTAINERS - 1
+    return b"[" + b",".join([SMALL_DICT] * dicts + [ABAR] * (MAX_JSON_VALUES - dicts)) + b"]"
+
+
+def answered(body: bytes) -> OneShotServer:
+    return OneShotServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                          % len(body) + body], pause=0)
+
+
+def traced_peak_mb(call: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+@pytest.mark.parametrize("body", [megabyte_of(ABAR), megabyte_of(SMALL_DICT),
+                                  megabyte_of(b"0.5")], ids=["strings", "dicts", "floats"])
+def test_a_megabyte_of_small_values_is_refused_before_it_is_decoded(body: bytes) -> None:
+    """1 MiB of ["ā","ā",...] decoded to 18.5 MB of objects, of [{"a":"ā"},...] to 26 MB:
+    beside the daemon's own ~21 MB and its endpoint's that took the unit past its
+    MemoryHigh=48M (56 MB measured against a server padding each answer so), and a
+    server could do it at every request."""
+    assert len(body) <= MAX_BODY
+    server = answered(body)
+    errors: List[ApiError] = []
+    try:
+        def request() -> None:
+            try:
+                JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
+            except ApiError as exc:
+                errors.append(exc)
+        assert traced_peak_mb(request) < 8  # the body and its copies: about 3 MB
+        assert errors and errors[0].kind == "bad-answer" and "JSON we take" in str(errors[0])
+    finally:
+        server.close()
+
+
+def test_the_costliest_body_still_decoded_stays_within_a_few_megabytes() -> None:
+    body = at_the_caps()
+    server = answered(body)
+    try:
+        def request() -> None:
+            answer = JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
+            assert len(answer.body) == MAX_JSON_VALUES
+        assert traced_peak_mb(request) < 16  # about 11 MB
+    finally:
+        server.close()
+
+
+def largest_list(head: bytes, entry: Callable[[int], Dict[str, object]], tail: bytes
+                 ) -> Tuple[bytes, int]:
+    """A compact answer (as Go writes it) holding as many entries as fit MAX_BODY."""
+    entries: List[bytes] = []
+    size = len(head) + len(tail)
+    while size + len(one := json.dumps(entry(len(entries)), separators=(",", ":")).encode()
+                     ) + 1 <= MAX_BODY:
+        entries.append(one)
+        size += len(one) + 1
+    return head + b",".join(entries) + tail, len(entries)
+
+
+@pytest.mark.parametrize("flavor", ["v0", "decision-maker", "manager"])
+def test_the_largest_real_lists_that_fit_the_body_limit_are_still_taken(flavor: str) -> None:
+    """The caps leave room for what a real server lists in MAX_BODY: v0's strategies
+    (~19,000), a Decision Maker's (~13,000), a Manager's policies (~8,000)."""
+    if flavor == "v0":
+        body, n = largest_list(b'{"success":true,"scheduling":[', lambda i: {
+            "priority": True, "execution_time": 20_000_000, "pid": 1_000_000 + i}, b"]}")
+    elif flavor == "decision-maker":
+        body, n = largest_list(b'{"success":true,"scheduling":[', lambda i: {
+            "priority": 1, "execution_time": 20_000_000, "pid": 1_000_000 + i,
+            "command_regex": "^(?:nr-gnb)$"}, b"]}")
+    else:
+        body, n = largest_list(b'{"success":true,"data":{"policies":[', lambda i: {
+            "id": f"{i:024x}", "nodeNames": [f"worker-{i:05d}"], "commandRegex": "^(?:nr-gnb)$",
+            "priority": 1, "executionTime": 20_000_000}, b"]}}")
+    server = answered(body)
+    try:
+        answer = JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
+        got = manager_policies(answer.body) if flavor == "manager" else listed_strategies(
+            answer.body)
+        assert len(got) == n
     finally:
         server.close()
