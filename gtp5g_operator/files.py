@@ -70,10 +70,13 @@ def read_small_text(path: str, limit: int = 65536) -> Optional[str]:
 # What one document may hold: a decoded value costs far more than its text, up to 25
 # times (a 1 MiB answer of ["ā","ā",...] becomes 18 MB of str objects, of
 # [{"a":"ā"},...] 26 MB), and the daemon (~21 MB) with its endpoint must stay under
-# the unit's MemoryHigh=48M.  The caps keep a 1 MiB document under ~11 MB, and leave
+# the unit's MemoryHigh=48M.  The caps keep a 1 MiB document under ~15 MB (the
+# costliest: one object of 70,000 distinct keys, at the value cap alone), and leave
 # room for the largest real answers that fit http.MAX_BODY (1 MiB of v0 strategies:
-# ~19,000 objects, ~56,000 commas; of Manager policies: ~16,000 and ~41,000).
-MAX_JSON_CONTAINERS = 25_000  # objects and arrays
+# ~19,000 objects, ~56,000 commas; of another writer's selector strategy, which v0
+# lists expanded, one entry per PID with its selectors: ~33,000 and ~55,000; of
+# Manager policies: ~16,000 and ~41,000).
+MAX_JSON_CONTAINERS = 40_000  # objects and arrays
 MAX_JSON_VALUES = 70_000  # counted as commas: each separates two values
 
 
