@@ -145,6 +145,23 @@ def test_runs_help_names_every_failure_the_man_page_gives_run(
     assert [c for c in codes if c != "0" and f"exit {c} " not in helped.lower()] == []
 
 
+def test_the_unit_does_not_restart_what_a_restart_cannot_cure() -> None:
+    """run's 75 (another daemon on the state or runtime directory: one run by hand) was
+    restarted by Restart=on-failure every RestartSec=2s + 0.2 s, which never reaches
+    systemd's start limit (5 in 10 s): an ERROR and systemd's failure lines every 2 s for
+    as long as that daemon ran, and each failed start's stop removed RuntimeDirectory=,
+    the runtime directory a daemon run by hand uses by default."""
+    from gtp5g_operator.cli import EX_CONFIG, EX_TEMPFAIL
+
+    unit = (REPO / "systemd" / "gtp5g-operator.service").read_text()
+    prevented = {int(code) for line in unit.splitlines()
+                 if line.startswith("RestartPreventExitStatus=")
+                 for code in line.split("=", 1)[1].split()}
+    assert {EX_CONFIG, EX_TEMPFAIL} <= prevented, prevented
+    assert f"RestartPreventExitStatus={' '.join(map(str, sorted(prevented)))}" in man_section(
+        "EXIT STATUS")
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
