@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 EX_CONFIG = 78  # sysexits.h; the unit's RestartPreventExitStatus= stops a crash loop on it
 EX_OSERR = 71  # sysexits.h: the system refused what the start needs
-EX_TEMPFAIL = 75  # sysexits.h: another daemon holds the state directory; try again later
+EX_TEMPFAIL = 75  # sysexits.h: another daemon uses the state or runtime directory
 
 log = logging.getLogger("gtp5g_operator")
 
@@ -169,9 +169,12 @@ def _start(path: str) -> Union[int, Daemon]:
     )
 
     try:
-        # Held until the process ends: before anything is written or sent.
-        hold_state_directory(state_dir())
+        # The runtime directory first: its state.json names the daemon publishing there
+        # (by default the one holding the state directory too), which /proc/locks cannot
+        # under the unit's ProcSubset=pid.  The lock is held until the process ends:
+        # before anything is written or sent.
         check_runtime_directory(runtime_dir())
+        hold_state_directory(state_dir())
     except AlreadyRunning as exc:
         log.error("not starting: %s", exc)
         return EX_TEMPFAIL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -349,7 +350,9 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_naming_the_first(
     env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
     heartbeat = (env.tmp / "run" / "heartbeat").stat().st_ino
     requests = len(env.api.received)
-    second = DaemonProcess(env.config_path, None, env.tmp / "second.log")
+    # its own runtime directory: the lock, not the first's state.json, stops it
+    second = DaemonProcess(env.config_path, None, env.tmp / "second.log",
+                           {"RUNTIME_DIRECTORY": str(env.tmp / "run2")})
     env.daemons.append(second)
     assert second.proc.wait(20) == 75, second.log()
     assert f"not starting: another gtp5g-operator (PID {first.pid}) is running with the " \
@@ -386,6 +389,29 @@ def test_a_second_daemon_on_the_same_runtime_directory_refuses_naming_the_first(
     assert f"not starting: another gtp5g-operator (PID {first.pid}) is running with the " \
            f"runtime directory {env.tmp / 'run'}" in second.log()
     assert (env.tmp / "run" / "heartbeat").stat().st_ino == heartbeat
+    assert first.proc.poll() is None
+
+
+# The unit's ProcSubset=pid: a /proc of PID directories only, without /proc/locks.
+PROC_SUBSET_PID = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+                   'mount -t proc -o subset=pid proc /proc && exec "$@"', "sh")
+
+
+def test_the_service_refused_beside_a_daemon_run_by_hand_names_it(env: Env) -> None:
+    """The service started while a daemon run by hand (the same default directories)
+    runs: its /proc (ProcSubset=pid) has no /proc/locks, and the refusal said 'another
+    gtp5g-operator (a process /proc/locks does not name)' though that daemon's PID was
+    in the runtime directory's state.json, which it reads all the same."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a procfs of subset=pid")
+    first = env.start()
+    wait_until(lambda: (env.tmp / "run" / "state.json").exists(), 20, "state.json")
+    second = DaemonProcess(env.config_path, None, env.tmp / "second.log",
+                           prefix=PROC_SUBSET_PID)
+    env.daemons.append(second)
+    assert second.proc.wait(20) == 75, second.log()
+    assert f"not starting: another gtp5g-operator (PID {first.pid}) is running" \
+        in second.log(), second.log()
     assert first.proc.poll() is None
 
 
