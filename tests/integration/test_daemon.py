@@ -427,6 +427,22 @@ def test_a_write_the_server_refuses_says_what_to_change(
     assert " ERROR " in failed[0] and "strategy.priority = true or false" in failed[0], failed
 
 
+def test_a_400_to_a_true_or_false_priority_gives_no_priority_advice(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """With strategy.priority = true (the default, what the 2025 API takes), a 400 from
+    something else (a filtering proxy) got the same advice: that the 2025 release takes
+    true or false (as written) and later ones an integer (which the 2025 API refuses)."""
+    env.api.answers[("POST", "/api/v1/scheduling/strategies")] = (
+        400, b'{"success": false, "error": "request rejected by policy"}')
+    d = env.start()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    d.wait_log("push failed:")
+    failed = [ln for ln in d.log().splitlines() if "push failed:" in ln]
+    assert "HTTP 400: request rejected by policy" in failed[0], failed
+    assert "strategy.priority" not in failed[0], failed
+
+
 @pytest.mark.parametrize("status, body", [
     (200, b'{"success": false, "error": "database is locked"}'),  # bad-answer
     (401, b'{"success": false, "error": "Invalid or expired token"}'),  # token refused
