@@ -69,6 +69,16 @@ def test_the_changelog_entry_says_what_changed() -> None:
     assert len(bullets) >= 5, entry
 
 
+def test_the_changelog_entry_names_every_exit_status_of_run() -> None:
+    """An exit status of run is what an admin's tooling meets: 75 (EX_TEMPFAIL, another
+    daemon on the state or runtime directory) came with this release and the entry,
+    which names 71 and 78, did not say it."""
+    entry = (REPO / "debian" / "changelog").read_text().split("\n -- ", 1)[0]
+    entries = man_section("EXIT STATUS").split(".TP\n.B ")[1:]
+    codes = [e.split("\n", 1)[0] for e in entries if ".BR run" in e]
+    assert [c for c in codes if c != "0" and not re.search(rf"\bexits? {c}\b", entry)] == []
+
+
 def test_news_speaks_of_this_release_or_an_earlier_one() -> None:
     news = changelog_versions((REPO / "debian" / "NEWS").read_text())
     known = changelog_versions((REPO / "debian" / "changelog").read_text())
