@@ -190,7 +190,8 @@ def _start(path: str) -> Union[int, Daemon]:
 def entry() -> None:
     try:
         code = main()
-        sys.stdout.flush()  # a reader gone is found here, not at the interpreter's exit
+        if sys.stdout is not None:  # None: fd 1 closed at start (a wrapper's `exec >&-`)
+            sys.stdout.flush()  # a reader gone is found here, not at the interpreter's exit
     except BrokenPipeError:
         # `doctor | head`: the reader left before the report's end.  A filter ends
         # quietly then (SIGPIPE's status), not with a traceback.

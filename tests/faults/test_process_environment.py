@@ -146,6 +146,23 @@ def test_pings_reach_a_notify_socket_bound_again_after_it_went_away(env: Env) ->
     assert d.stop() == 0
 
 
+def test_a_closed_stdout_ends_as_it_would_open(env: Env, tmp_path: Path) -> None:
+    """fd 1 closed at start (a wrapper's `exec >&-`): Python's sys.stdout is None, and
+    the flush entry() makes to find a reader gone died on it: a stop of the running
+    daemon ended with an AttributeError traceback and exit 1, as did `check-config`."""
+    env.write_config()
+    closed = ("sh", "-c", 'exec "$@" >&-', "closed-stdout")
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "closed.log", prefix=closed)
+    env.daemons.append(d)
+    env.notify.wait("READY", "1", timeout=30)
+    assert d.stop() == 0, d.log()
+    assert "Traceback" not in d.log()
+    out = subprocess.run([*closed, sys.executable, "-m", "gtp5g_operator", "check-config",
+                          "--config", str(env.config_path)], cwd=REPO, stderr=subprocess.PIPE,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+
+
 def test_a_closed_stderr_under_journal_stream_still_starts(env: Env, tmp_path: Path) -> None:
     """fd 2 closed at start (a wrapper's `exec 2>&-`) while JOURNAL_STREAM is set: Python's
     sys.stderr is None, and the check for the journal stream died on it: exit 1 before
