@@ -263,7 +263,7 @@ def _exists_unseen(pid: int) -> bool:
         os.kill(pid, 0)
     except PermissionError:
         return True
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: past pid_t, no process's PID
         return False
     return False  # ours to signal, so ours to see: it exited in between
 

@@ -12,7 +12,7 @@ from gtp5g_operator.commands.status import format_status, show_status
 from gtp5g_operator.config import ConfigError, parse_config
 from gtp5g_operator.core.procfs import parse_status
 from gtp5g_operator.files import read_json_file
-from gtp5g_operator.service.runtime_files import STATE_FILE
+from gtp5g_operator.service.runtime_files import STATE_FILE, daemon_alive
 from gtp5g_operator.service.vocabulary import VOCABULARY
 from gtp5g_operator.trace import ringbuf
 from gtp5g_operator.trace.ringbuf import FormatError, parse_fields, parse_header_event
@@ -101,6 +101,19 @@ def test_hostile_toml_is_a_one_line_config_error(text: str) -> None:
 def test_status_of_times_beyond_any_float() -> None:
     text = format_status({"started_at": 10**400, "processes": [{"since": -(10**400)}]}, 1e9)
     assert "running since -" in text
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**64])
+def test_a_pid_beyond_any_pid_t_is_not_running_not_a_traceback(tmp_path: Path,
+                                                               pid: int) -> None:
+    """daemon_alive's look for a process hidden by hidepid= (2c91d77) signals the PID
+    when /proc has no directory for it: os.kill raised OverflowError past pid_t, and
+    status (doctor, and run's check of its runtime directory) ended in a traceback
+    where it said 'not running'."""
+    (tmp_path / STATE_FILE).write_text(f'{{"pid": {pid}}}')
+    assert not daemon_alive(pid)
+    code, text = show_status(str(tmp_path), False)
+    assert code == 3 and "not running" in text, text
 
 
 @pytest.mark.parametrize("depth", [5_000, 100_000])
