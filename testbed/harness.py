@@ -64,6 +64,25 @@ class SchedulingLag:
         self._thread.join()
 
 
+def _state(pid: int) -> str:
+    """The state letter of /proc/PID/stat ("Z": a zombie), "" once reaped."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return ""
+    return data[data.rfind(b")") + 2:].split()[0].decode()
+
+
+def queued_s(pid: int) -> float:
+    """How long the task `pid` has waited, runnable, for a CPU: the second field of
+    /proc/PID/schedstat (ns).  0.0 where the kernel keeps no schedstat: a bound then
+    adapts through SchedulingLag alone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_bytes().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class NotifySocket:
     """A datagram socket playing systemd's side of sd_notify."""
 
@@ -308,6 +327,29 @@ class DaemonProcess:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def terminate_within(self, bound: float) -> float:
+        """SIGTERM; assert a clean exit within `bound` seconds plus what this host's
+        load added meanwhile, and return the time taken.
+
+        The load is measured, not guessed: the time the daemon waited, runnable, for a
+        CPU (its /proc/PID/schedstat, read once it is a zombie, not yet reaped) and how
+        late this process was woken.  A sleeper's lag alone misses it: busy loops on
+        the CPU slow the daemon's own work (the clear, the exit) to their share, and a
+        stop of 1.55 s took 2.09 s beside eight of them."""
+        with SchedulingLag() as lag:
+            queued0 = queued_s(self.pid)
+            t0 = time.monotonic()
+            self.signal(signal.SIGTERM)
+            wait_until(lambda: _state(self.pid) in ("Z", ""), 60, f"{self.pid} to exit",
+                       interval=0.005)
+            took = time.monotonic() - t0
+            queued = queued_s(self.pid) - queued0
+        assert self.proc.wait(60) == 0, self.log()
+        assert took < bound + queued + lag.worst, (
+            f"stopped in {took:.2f} s, more than {bound} s + {queued:.2f} s waiting for a "
+            f"CPU + {lag.worst:.2f} s of wake-up lag")
+        return took
+
     def stop(self, timeout: float = 5.0) -> Optional[int]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -427,8 +469,7 @@ class ZombieLeaderGnb:
         wait_until(lambda: self.leader_state() == "Z", 5, f"leader {self.pid} to be a zombie")
 
     def leader_state(self) -> str:
-        data = Path(f"/proc/{self.pid}/stat").read_bytes()
-        return data[data.rfind(b")") + 2:].split()[0].decode()
+        return _state(self.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
