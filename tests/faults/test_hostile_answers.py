@@ -273,14 +273,15 @@ def test_what_needs_a_person_is_an_error_and_what_passes_a_warning(
 # --- a head of megabytes -----------------------------------------------------------------------
 
 
-class HeavyHead(TinyServer):
-    """Answers every request 200 `{}` after `lines` header lines of 64 KiB each (http.client
-    takes up to 100 of them)."""
+class OneAnswer(TinyServer):
+    """Reads each request whole, then sends `answer()` and closes; counts them."""
 
     def __init__(self) -> None:
-        self.lines = 0
         self.served = 0
         super().__init__()
+
+    def answer(self) -> bytes:
+        raise NotImplementedError
 
     def serve(self, conn: socket.socket) -> None:
         request = conn.makefile("rb")
@@ -290,8 +291,18 @@ class HeavyHead(TinyServer):
                 length = int(line.split(b":")[1])
         request.read(length)  # all of it: closing on unread bytes would reset
         self.served += 1  # the next request comes once this answer was taken
-        conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"X: " + b"y" * 65500 + b"\r\n")
-                     * self.lines + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
+        conn.sendall(self.answer())
+
+
+class HeavyHead(OneAnswer):
+    """Answers every request 200 `{}` after `lines` header lines of 64 KiB each (http.client
+    takes up to 100 of them)."""
+
+    lines = 0
+
+    def answer(self) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\n" + (b"X: " + b"y" * 65500 + b"\r\n") * self.lines
+                + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}")
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -324,24 +335,14 @@ def test_a_head_of_megabytes_does_not_blow_the_memory_limit(env: Env) -> None:
 # --- a body of small values ----------------------------------------------------------------------
 
 
-class SmallValues(TinyServer):
+class SmallValues(OneAnswer):
     """Answers every request 200 with `body` (`{}` until a test sets it)."""
 
-    def __init__(self) -> None:
-        self.body = b"{}"
-        self.served = 0
-        super().__init__()
+    body = b"{}"
 
-    def serve(self, conn: socket.socket) -> None:
-        request = conn.makefile("rb")
-        length = 0
-        while (line := request.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        request.read(length)
-        self.served += 1
-        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-                     % len(self.body) + self.body)
+    def answer(self) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                % len(self.body) + self.body)
 
 
 def test_a_megabyte_of_small_values_does_not_blow_the_memory_limit(env: Env) -> None:
