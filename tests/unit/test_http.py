@@ -368,7 +368,9 @@ def test_the_costliest_body_still_decoded_stays_within_a_few_megabytes(
         def request() -> None:
             answer = JsonHttp(server.url, 5.0).request("GET", "/x", None, time.monotonic() + 5)
             assert len(answer.body) in (MAX_JSON_VALUES, MAX_JSON_VALUES + 1)
-        assert traced_peak_mb(request) < 16  # about 14 and 15 MB
+        # about 14 and 15 MB on Python 3.11, 16.0 and 16.1 on 3.10 (larger objects):
+        # what the caps buy is a bound well under the unit's memory beside the daemon
+        assert traced_peak_mb(request) < 20
     finally:
         server.close()
 
