@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Set, Tuple
 import pytest
 
 from gtp5g_operator.config.parse import tomllib  # type: ignore[attr-defined]  # tomli < 3.11
+from gtp5g_operator.service.pusher import FIRST_RETRY
 from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import (
     REPO,
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.faults
 
 WATCHDOG_USEC = "1000000"  # pings every 0.5 s
 API_TIMEOUT = 1.0
+RESYNC = 2.0  # the resync interval, also the retry backoff's cap
 
 
 def pids(strategies: List[Dict[str, Any]]) -> Set[int]:
@@ -61,7 +63,7 @@ def ping_gaps(env: Env, since: float) -> List[float]:
 def start_watched(env: Env, **overrides: Dict[str, object]) -> DaemonProcess:
     api = {"timeout": API_TIMEOUT}
     api.update(overrides.pop("api", {}))  # type: ignore[arg-type]
-    strategy = {"resync_interval": 2.0}
+    strategy = {"resync_interval": RESYNC}
     strategy.update(overrides.pop("strategy", {}))  # type: ignore[arg-type]
     return env.start(env={"WATCHDOG_USEC": WATCHDOG_USEC}, api=api, strategy=strategy,
                      **overrides)  # type: ignore[arg-type]
@@ -130,14 +132,23 @@ def test_api_refusing_connections(env: Env, gnb: Callable[..., GnbProcess], tmp_
 
 def test_wrong_key_401_names_the_key_file_and_does_not_hammer(env: Env,
                                                               keys: Dict[str, Path]) -> None:
+    """Each refused token is followed by a longer rest (FIRST_RETRY doubling up to the
+    resync interval, at least half of it each time), whatever the host's speed: the
+    gaps are measured at the server, so a slow host can only widen them."""
     d = start_watched(env, api={"public_key": str(keys["wrong_public"])})
     d.wait_log("refused our public key")
-    time.sleep(6)
+
+    def tokens() -> List[float]:
+        return [r.at for r in env.api.received if r.path == "/api/v1/auth/token"]
+
+    wait_until(lambda: len(tokens()) >= 6, 60, "six token requests")
     log = d.log()
     assert f"the server refused our public key {keys['wrong_public']}" in log
     assert log.count("push failed:") == 1
-    tokens = [r for r in env.api.received if r.path == "/api/v1/auth/token"]
-    assert 2 <= len(tokens) <= 6, f"{len(tokens)} token requests in ~6 s: backoff missing"
+    gaps = [b - a for a, b in itertools.pairwise(tokens())]
+    floors = [0.5 * min(RESYNC, FIRST_RETRY * 2 ** k) for k in range(len(gaps))]
+    assert all(g >= f for g, f in zip(gaps, floors, strict=True)), \
+        f"token requests {gaps} s apart, backoff floors {floors}: backoff missing"
 
 
 # --- the trace source ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Set
 import pytest
 
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import DaemonProcess, GnbProcess, wait_until
+from testbed.harness import DaemonProcess, GnbProcess, SchedulingLag, wait_until
 from testbed.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env
 
@@ -223,18 +223,20 @@ def test_sigterm_without_clear_leaves_strategies(env: Env) -> None:
     assert len(env.api.posts()) == n
 
 
-def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess]) -> None:
+def test_sd_notify_ready_watchdog_status(env: Env, gnb: Callable[..., GnbProcess],
+                                         lag: SchedulingLag) -> None:
     d = env.start(env={"WATCHDOG_USEC": "400000"})  # ping every 0.2 s
     g = gnb(threads=())
     env.writer.write(lines_for(g))
     env.api.wait_post(lambda s: pids(s) == {g.pid})
-    time.sleep(1.0)
+    wait_until(lambda: len([m for m in env.notify.all() if m.get("WATCHDOG") == "1"]) >= 5,
+               20, "five watchdog pings")
     msgs = env.notify.timed()
     ready = [m for _, m in msgs if m.get("READY") == "1"]
     assert len(ready) == 1 and "STATUS" in ready[0]
     pings = [t for t, m in msgs if m.get("WATCHDOG") == "1"]
-    assert len(pings) >= 4
-    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.4
+    # half the watchdog interval apart; a loaded host may keep the daemon off the CPU
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.2 + 0.2 + lag.worst
     status = [m["STATUS"] for _, m in msgs if "STATUS" in m][-1]
     assert status.startswith("tracking 1 process(es), 1 task(s); ")
     assert "last push ok (1 entries)" in status
