@@ -126,7 +126,7 @@ class Daemon:
         self.pusher.on_pushed = self._on_pushed
         self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
-                                 self._sample_cpu_wait,
+                                 self._sample_cpu_wait, self._check_heartbeat,
                                  self.publisher.publish, self._status_on_scheduler_change]
         self._status_scheduler = self.scheduler.state
 
@@ -238,6 +238,10 @@ class Daemon:
 
     def _sample_cpu_wait(self) -> None:
         self.cpu_wait.sample(self.tracker.tracked_tasks())
+
+    def _check_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.check()
 
     def _desired(self) -> List[ProcessView]:
         self.tracker.prune()  # never push a task that exited or whose ID was reused

@@ -86,6 +86,10 @@ class Published:
         was replaced (the daemon replaces, never rewrites, metrics.prom)."""
         try:
             fd = os.open(name, _OPEN_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            if not self._reopen():
+                return None
+            return self.read(name, limit, cached)
         except OSError:
             return None
         try:
@@ -103,6 +107,24 @@ class Published:
         if cached and data is not None:
             self._metrics = (key, data)
         return data
+
+    def _reopen(self) -> bool:
+        """Open the directory again when the one we hold is no longer at its path:
+        removed under the running daemon (systemd removes RuntimeDirectory= when a
+        refused start of the unit stops) and made again by the daemon's next write,
+        which this process would otherwise never see (/health: 503 for good).  Only
+        after a missing file, so it costs nothing while all is well.  As nobody now:
+        fails where only root may search the path, and we keep the old one."""
+        try:
+            st, ours = os.stat(self.directory), os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
+                return False
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        os.close(self.fd)
+        self.fd = fd
+        return True
 
     def check_readable(self) -> None:
         """The heartbeat (made by the daemon before this process starts) must be

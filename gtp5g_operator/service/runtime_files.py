@@ -139,7 +139,10 @@ class PublishedFile:
         self._state = StateLog(log)
 
     def write(self, data: bytes) -> None:
-        if data == self._last:
+        # Unchanged, and still there: removed under the running daemon (systemd removes
+        # RuntimeDirectory= when a refused start of the unit stops, tmpfiles, an rm), it
+        # is written again, its directory too, or /health and `status` stay blind.
+        if data == self._last and os.path.lexists(self.path):
             return
         try:
             atomic_write(self.path, data, self._mode)
@@ -164,7 +167,7 @@ class StateFile(PublishedFile):
 
     def write_state(self, state: Dict[str, Any], now: float) -> None:
         body = json.dumps(state, sort_keys=True)
-        if body == self._last_state:
+        if body == self._last_state and os.path.lexists(self.path):
             return
         self.write((json.dumps({**state, "updated_at": now}, indent=1, sort_keys=True)
                     + "\n").encode())
@@ -177,8 +180,29 @@ class Heartbeat:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, HEARTBEAT_FILE)
         self._map: Optional[mmap.mmap] = None
+        self._made: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the file we made
+        self._make()
+
+    def check(self) -> None:
+        """Make the file again when the one we made is gone (its directory removed under
+        us, see PublishedFile.write): the mapping would beat on, unseen, and /health
+        answer "stalled" for good.  One stat(2), called by the liveness pass."""
+        if self._made is None:
+            return  # never made: said once at start
         try:
-            make_dirs(directory)
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._made:
+                return
+        except OSError:
+            pass
+        log.info("%s was removed: making it again", self.path)
+        self.close()
+        self._make()
+
+    def _make(self) -> None:
+        self._made = None
+        try:
+            make_dirs(os.path.dirname(self.path))
             # A file of our own, made now: one found here may belong to someone who can
             # truncate it under the mapping, and the next beat would die of SIGBUS.
             with contextlib.suppress(FileNotFoundError):
@@ -196,6 +220,8 @@ class Heartbeat:
             if os.write(fd, bytes(_HEARTBEAT.size)) != _HEARTBEAT.size:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._map = mmap.mmap(fd, _HEARTBEAT.size)
+            st = os.fstat(fd)
+            self._made = (st.st_dev, st.st_ino)
         except (OSError, ValueError) as exc:
             log.warning("cannot map %s: %s", self.path, exc)
             with contextlib.suppress(OSError):

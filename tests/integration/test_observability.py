@@ -402,3 +402,23 @@ def test_a_trace_source_that_cannot_be_opened_is_said_where_an_admin_looks(
         wait_until(lambda: "NOT OPEN" not in last_status(), 20, "STATUS without NOT OPEN")
     finally:
         writer.close()
+
+
+def test_a_runtime_directory_removed_under_the_daemon_is_published_again(
+        env: Env, public_tmp: Path) -> None:
+    """A refused start of the service (exit 75: this daemon, run by hand, holds the
+    state directory) makes systemd remove RuntimeDirectory= at that unit's stop, and
+    tmpfiles or an admin's rm can do the same: the daemon's heartbeat, state.json and
+    health.json were gone for good, /health answered 503 and `status` "not running"
+    while its loop turned and its pushes succeeded."""
+    port = free_port()
+    rundir = public_tmp / "run"  # as /run is: every user may search its parent
+    env.start(env={"RUNTIME_DIRECTORY": str(rundir)},
+              metrics={"listen": f"127.0.0.1:{port}"}, strategy={"resync_interval": 1.5})
+    wait_until(lambda: probe(port)[0] == 200, 20, "healthy first")
+    shutil.rmtree(rundir)
+    _, body, _ = wait_until(lambda: (r := probe(port))[0] == 200 and r, 20,
+                            "/health 200 again")
+    assert body["status"] == "ok" and body["loop_turned_s_ago"] is not None
+    assert {"state.json", "health.json", "heartbeat"} <= set(os.listdir(rundir))
+    assert run_status("--runtime-dir", str(rundir)).returncode == 0
