@@ -18,9 +18,10 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 import stat
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
 MAX_FILE_SIZE = 1 << 20  # configuration, keys and CA bundles are a few KiB
 
@@ -167,6 +168,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
     tmpfs gain nothing from it and would pay a blocking wait.
     """
     make_dirs(os.path.dirname(path))
+    if path not in _swept:
+        _swept.add(path)
+        remove_stale_temporaries(path)
     tmp = f"{path}.tmp.{os.getpid()}"
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK
              | os.O_CLOEXEC)
@@ -210,3 +214,43 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+_swept: Set[str] = set()  # the paths whose directory atomic_write has swept (once each)
+_TEMPORARY = re.compile(r"\.tmp\.([0-9]{1,7})(?:\.[0-9a-f]{16})?")  # atomic_write's names
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Remove the temporary files of `path` that an atomic_write killed between its
+    create and its rename left behind (SIGKILL or the watchdog's abort during the
+    fsync, a power cut): nothing else ever would, and they piled up in the state
+    directory and beside the metrics textfile.  Only what is provably ours, for the
+    textfile's directory is node-exporter's and other writers': `path`'s own name
+    with atomic_write's suffix, a regular file of our user, written by a process
+    that no longer runs (or by this one, which is not writing it now)."""
+    directory, base = os.path.split(path)
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY.fullmatch(name[len(base):]) if name.startswith(base) else None
+        if match is None or _running(int(match.group(1))):
+            continue
+        stale = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(stale)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(stale)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's process
+        return True
+    return True

@@ -4,6 +4,8 @@ the service writes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +75,39 @@ def test_a_directory_planted_under_the_temporary_name_does_not_stop_the_writes(
     atomic_write(str(target), b"metric 1\n")
     assert target.read_bytes() == b"metric 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, planted.name]
+
+
+def test_the_first_write_removes_what_a_killed_writer_left_and_nothing_else(
+        tmp_path: Path) -> None:
+    """A writer killed between atomic_write's create and rename (SIGKILL during the
+    fsync of owned.json) left PATH.tmp.PID for ever.  The next process's first write of
+    PATH removes those of writers that no longer run; never a live writer's, another
+    user's, nor another file's (the textfile's directory is node-exporter's)."""
+    target = tmp_path / "gtp5g_operator.prom"
+    # What a killed writer leaves: its temporary file, named after its PID, and no process.
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, sys; open(f'{sys.argv[1]}.tmp.{os.getpid()}', 'w')"
+         ".write('half'); print(os.getpid())", str(target)],
+        capture_output=True, text=True, check=True)
+    dead = int(killed.stdout)
+    hexed = tmp_path / f"{target.name}.tmp.{dead}.0123456789abcdef"  # the unguessable one
+    hexed.write_bytes(b"half")
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    kept = [tmp_path / f"{target.name}.tmp.{live.pid}",  # a writer still running
+            tmp_path / f"{target.name}.tmp.{dead}.bak", tmp_path / f"other.prom.tmp.{dead}"]
+    if os.geteuid() == 0:
+        kept.append(tmp_path / f"{target.name}.tmp.{dead}.fedcba9876543210")
+    for path in kept:
+        path.write_bytes(b"not ours to remove")
+    if os.geteuid() == 0:
+        os.chown(kept[-1], NOBODY, NOBODY)  # another user's
+    try:
+        atomic_write(str(target), b"metric 1\n")
+    finally:
+        live.communicate(b"")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, *(p.name for p in kept)])
 
 
 def test_status_beside_a_daemon_that_keeps_replacing_and_removing_state_json(
