@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set, Tuple
 
 # The faults and what they do ("slow" delays, then lets the request through).
-FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "badjson",
-          "huge")
+FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "429", "503",
+          "badjson", "huge")
 
 
 def wait_on(cond: threading.Condition, predicate: Callable[[], Any], timeout: float) -> Any:
@@ -71,6 +71,8 @@ class FakeServerBase:
         self.answers: Dict[Tuple[str, str], Tuple[int, bytes]] = {}
         self.answered: Dict[Tuple[str, str], int] = {}  # planted answers served, per route
         self.interim: List[bytes] = []
+        # Header fields sent with every answer of a status, e.g. {503: [("Retry-After", "5")]}
+        self.status_headers: Dict[int, List[Tuple[str, str]]] = {}
         self._cond = threading.Condition()
         self.connections: Set[socket.socket] = set()
         self._stop_hang = threading.Event()
@@ -129,6 +131,7 @@ class FaultyServer(Protocol):
     answers: Dict[Tuple[str, str], Tuple[int, bytes]]
     answered: Dict[Tuple[str, str], int]
     interim: List[bytes]
+    status_headers: Dict[int, List[Tuple[str, str]]]
 
 
 class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
@@ -151,6 +154,11 @@ class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
+
+    def send_response(self, code: int, message: Optional[str] = None) -> None:
+        super().send_response(code, message)
+        for name, value in self.api.status_headers.get(code, ()):
+            self.send_header(name, value)
 
     def parse_request(self) -> bool:
         """After the request line and headers: interim answers first, and a planted
@@ -199,8 +207,8 @@ class FakeServerHandler(BaseHTTPRequestHandler, abc.ABC):
             self._reset()
         elif fault == "trickle":
             self._trickle()
-        elif fault in ("500", "400", "401"):
-            self.error_answer(int(fault), self.error_messages[int(fault)])
+        elif fault in ("500", "400", "401", "429", "503"):
+            self.error_answer(int(fault), self.error_messages.get(int(fault), "try later"))
         elif fault == "badjson":
             self.raw_answer(200, b"{not json")
         elif fault == "huge":

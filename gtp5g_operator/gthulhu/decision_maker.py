@@ -79,8 +79,7 @@ class DecisionMakerView:
             if answer.status == 401 and attempt == 1:
                 self.login.drop()  # restarted, or its key changed: one fresh token
                 continue
-            check_answer(answer.status, answer.body,
-                         f"GET {self.http.base_url}{STRATEGIES_PATH}", answer.location)
+            check_answer(answer, f"GET {self.http.base_url}{STRATEGIES_PATH}")
             return listed_strategies(answer.body)
         raise AssertionError("unreachable")
 
@@ -298,5 +297,5 @@ class DecisionMakerWriter(RuleWriter):
             raise ApiError("wrong-flavor", f"{what} answered {answer.status}: the server is not "
                            "a Gthulhu Decision Maker that takes node rules (from 2026-08 on)",
                            answer.status)
-        check_answer(answer.status, answer.body, what, answer.location)
+        check_answer(answer, what)
         return answer

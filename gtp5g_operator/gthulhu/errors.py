@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, FrozenSet, Literal, Optional
 
 from ..core.words import one_line
@@ -22,13 +23,24 @@ NEEDS_PERSON: FrozenSet[ErrorKind] = frozenset({
     "http-4xx", "not-ours"})
 
 
-class ApiError(Exception):
-    """A failed API call, with its `kind` (ErrorKind) and HTTP status if any."""
+@dataclass
+class Answer:
+    status: int
+    body: Any  # decoded JSON, or None
+    location: str = ""  # of a redirect
+    retry_after: Optional[float] = None  # seconds a 429 or 503 asked us to wait
 
-    def __init__(self, kind: ErrorKind, detail: str, status: Optional[int] = None) -> None:
+
+class ApiError(Exception):
+    """A failed API call, with its `kind` (ErrorKind) and HTTP status if any, and the
+    seconds the server asked us to wait before trying again (Retry-After) if it did."""
+
+    def __init__(self, kind: ErrorKind, detail: str, status: Optional[int] = None,
+                 retry_after: Optional[float] = None) -> None:
         super().__init__(detail)
         self.kind: ErrorKind = kind
         self.status = status
+        self.retry_after = retry_after
 
     @property
     def summary(self) -> str:
@@ -49,10 +61,11 @@ def error_text(body: Any) -> str:
     return "no error message"
 
 
-def check_answer(status: int, body: Any, what: str, location: str = "") -> None:
+def check_answer(answer: Answer, what: str) -> None:
     """Raise for anything but a 2xx answer that does not say success=false."""
+    status, body = answer.status, answer.body
     if 300 <= status < 400:
-        where = f" to {one_line(location, 120)}" if location else ""
+        where = f" to {one_line(answer.location, 120)}" if answer.location else ""
         raise ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
                        "set api.url to the address that answers", status)
     if not 200 <= status < 300:
@@ -61,7 +74,8 @@ def check_answer(status: int, body: Any, what: str, location: str = "") -> None:
         kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found",
                                        408: "busy", 429: "busy"}
         kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
-        raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status)
+        raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status,
+                       answer.retry_after)
     if isinstance(body, dict) and body.get("success") is False:
         raise ApiError("bad-answer", f"{what}: the API said success=false: {error_text(body)}",
                        status)

@@ -37,12 +37,12 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ..core.words import one_line
 from ..files import decode_json
+from .errors import Answer as Answer  # re-exported: the flavors' answers
 from .errors import ApiError
 
 MAX_BODY = 1 << 20
@@ -363,13 +363,6 @@ def _has_input(sock: Any) -> bool:
     return bool(poller.poll(0))
 
 
-@dataclass
-class Answer:
-    status: int
-    body: Any  # decoded JSON, or None
-    location: str = ""  # of a redirect
-
-
 class _StaleConnection(Exception):
     """The server closed a kept-alive connection before answering."""
 
@@ -495,13 +488,14 @@ class JsonHttp:
     @staticmethod
     def _decode(resp: http.client.HTTPResponse, raw: bytes, what: str) -> Answer:
         location = resp.getheader("Location") or ""
+        wait = retry_after(resp.getheader("Retry-After")) if resp.status in (429, 503) else None
         try:
-            return Answer(resp.status, decode_json(raw) if raw.strip() else None, location)
+            return Answer(resp.status, decode_json(raw) if raw.strip() else None, location, wait)
         except ValueError as exc:
             if 200 <= resp.status < 300:
                 raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
                                f"not JSON we take ({one_line(str(exc))})", resp.status) from None
-            return Answer(resp.status, None, location)
+            return Answer(resp.status, None, location, wait)
 
     def _error(self, exc: BaseException, what: str) -> ApiError:
         """The ApiError for an exception of one attempt (the connection is closed)."""
@@ -532,3 +526,14 @@ class JsonHttp:
                             f"({type(exc).__name__}: {one_line(exc, 80)})")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         return ApiError("connect", f"cannot reach {self.base_url}: {one_line(reason)}")
+
+
+def retry_after(value: Optional[str]) -> Optional[float]:
+    """The seconds of a Retry-After field, when it is delta-seconds (RFC 9110 10.2.3);
+    None for anything else, total over what a server may send: an HTTP-date (judged
+    by clocks that may disagree: ignored), a fraction, a sign, 5,000 digits, a field
+    sent twice (joined with commas).  How long it is honoured is the caller's cap."""
+    text = (value or "").strip()
+    if not 0 < len(text) <= 9 or not all("0" <= c <= "9" for c in text):
+        return None
+    return float(text)

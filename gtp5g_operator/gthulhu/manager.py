@@ -144,7 +144,7 @@ class ManagerLogin:
                            f"with its password: {error_text(answer.body)}", answer.status)
         if answer.status == 401:
             raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}", 401)
-        check_answer(answer.status, answer.body, what, answer.location)
+        check_answer(answer, what)
         return answer.body
 
     def _accept(self, body: Any) -> None:
@@ -454,8 +454,7 @@ class ManagerWriter(RuleWriter):
                                "404: the server is not a Gthulhu Manager", 404)
             if missing_ok:
                 return answer
-        check_answer(answer.status, answer.body, f"{method} {self.http.base_url}{path}",
-                     answer.location)
+        check_answer(answer, f"{method} {self.http.base_url}{path}")
         return answer
 
     def _forbidden(self, method: str, path: str, answer: Answer) -> ApiError:

@@ -107,7 +107,7 @@ class V0Writer(ApiWriter):
             raise ApiError("http-4xx", f"{what}: HTTP 400: {error_text(answer.body)}: the "
                            "server refuses what this host writes; the 2025 release (<= v0.4.4) "
                            "takes strategy.priority = true or false, later ones an integer", 400)
-        check_answer(answer.status, answer.body, what, answer.location)
+        check_answer(answer, what)
         return answer.body
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,

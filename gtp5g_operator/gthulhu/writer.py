@@ -285,7 +285,7 @@ class PublicKeyToken:
         if answer.status == 404:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server gives no tokens "
                            "for a public key (a Gthulhu Manager? set api.flavor)", 404)
-        check_answer(answer.status, answer.body, what, answer.location)
+        check_answer(answer, what)
         value, expired_at = token_answer(answer.body)
         try:
             token = verify_token(value, self._pem, self._wall(), expired_at)

@@ -2,7 +2,8 @@
 
 What is pushed and how is the writer's business (gthulhu/); the Pusher only
 decides when, bounds each push by one deadline (`api.timeout`), retries once
-with fresh credentials after a 401, and backs off after failures.
+with fresh credentials after a 401, and backs off after failures (no sooner than
+a 429's or 503's Retry-After, up to the resync interval).
 """
 
 from __future__ import annotations
@@ -220,7 +221,9 @@ class Pusher(Component):
 
     def _failed(self, exc: ApiError, start: float, tids: FrozenSet[int]) -> PushResult:
         now = self._clock()
-        delay = self._backoff.next_delay()
+        # A server's Retry-After (429, 503) is the floor of the next try, capped as the
+        # backoff is (the resync interval): a hostile or confused one cannot park us.
+        delay = max(self._backoff.next_delay(), min(exc.retry_after or 0.0, self._backoff.cap))
         if not self._state.problem(exc.kind, exc.level, "push failed: %s (retrying "
                                    "with backoff, first in %.1f s)", exc.summary, delay):
             log.debug("push still failing: %s; next try in %.1f s", exc.summary, delay)

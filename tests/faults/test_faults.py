@@ -151,6 +151,44 @@ def test_wrong_key_401_names_the_key_file_and_does_not_hammer(env: Env,
         f"token requests {gaps} s apart, backoff floors {floors}: backoff missing"
 
 
+def token_requests(api: FakeGthulhu) -> List[float]:
+    return [r.at for r in api.received if r.path == "/api/v1/auth/token"]
+
+
+@pytest.mark.parametrize("fault", ["503", "429"])
+def test_a_retry_after_is_the_floor_of_the_next_try(env: Env, fault: str) -> None:
+    """A server that says when to come back (503 or 429 with Retry-After: delta-seconds)
+    was asked again after our backoff only (0.25 s, 0.5 s, ...)."""
+    env.api.status_headers[int(fault)] = [("Retry-After", "1")]
+    env.api.fault = fault
+    start_watched(env, strategy={"resync_interval": 4.0})
+    wait_until(lambda: len(token_requests(env.api)) >= 4, 30, "four tries")
+    gaps = [b - a for a, b in itertools.pairwise(token_requests(env.api))]
+    assert min(gaps) >= 1.0, f"tries {gaps} s apart: Retry-After: 1 not honoured"
+
+
+def test_a_retry_after_is_capped_and_one_that_is_not_delta_seconds_ignored(
+        env: Env, lag: SchedulingLag) -> None:
+    """Honoured up to the resync interval (the backoff's cap): a hostile or confused
+    server cannot park us for a day; garbage, a date, 5,000 digits are ignored."""
+    env.api.status_headers[503] = [("Retry-After", "86400")]
+    env.api.fault = "503"
+    d = start_watched(env, strategy={"resync_interval": 1.5})
+    wait_until(lambda: len(token_requests(env.api)) >= 4, 30, "tries despite a day asked")
+    gaps = [b - a for a, b in itertools.pairwise(token_requests(env.api))]
+    assert max(gaps) < 1.5 + API_TIMEOUT + lag.worst, gaps
+    for value in ("soon", "Wed, 21 Oct 2037 07:28:00 GMT", "-5", "1.5", "9" * 5000):
+        env.api.status_headers[503] = [("Retry-After", value)]
+
+        def one_more(before: int = len(token_requests(env.api))) -> bool:
+            return len(token_requests(env.api)) > before
+
+        wait_until(one_more, 10, f"a try after {value[:30]}")
+    env.api.fault = None
+    env.api.wait_post(lambda s: True, timeout=15)
+    assert d.proc.poll() is None and "Traceback" not in d.log()
+
+
 # --- the trace source ----------------------------------------------------------------------
 
 

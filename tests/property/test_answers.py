@@ -29,7 +29,7 @@ from gtp5g_operator.core.strategy import NodeRule
 from gtp5g_operator.gthulhu import answers
 from gtp5g_operator.gthulhu.auth import Token, TokenError, token_from_claims, unverified_claims
 from gtp5g_operator.gthulhu.errors import ApiError, check_answer, error_text
-from gtp5g_operator.gthulhu.http import Answer, JsonHttp
+from gtp5g_operator.gthulhu.http import Answer, JsonHttp, retry_after
 from gtp5g_operator.gthulhu.manager import same_policy
 from gtp5g_operator.gthulhu.merge import merge_strategies
 from tests.property.bounds import Errors, Types, check_total
@@ -283,10 +283,11 @@ DECODERS = [
             API_ERRORS),
     Decoder("v0: the list for merge mode", answers.v0_strategy_list, bodies, list, API_ERRORS),
     Decoder("error text", error_text, bodies, str),
-    Decoder("2xx answer check", lambda b: check_answer(200, b, "GET /x"), bodies, type(None),
-            API_ERRORS),
-    Decoder("error answer check", lambda b: check_answer(503, b, "GET /x"), bodies,
+    Decoder("2xx answer check", lambda b: check_answer(Answer(200, b), "GET /x"), bodies,
             type(None), API_ERRORS),
+    Decoder("error answer check", lambda b: check_answer(Answer(503, b), "GET /x"), bodies,
+            type(None), API_ERRORS),
+    Decoder("Retry-After", retry_after, st.one_of(st.none(), st.text()), (float, type(None))),
     Decoder("v0: merge with the server's list", lambda b: merge_strategies(
         b, [{"pid": 7, "priority": True}], {1: (True, 1), 2: (False, 2)}), strategy_lists,
         list, API_ERRORS),
