@@ -16,14 +16,15 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, get_args
 
 import pytest
 
-from gtp5g_operator.commands.doctor.api import ApiProbe, not_loaded
+from gtp5g_operator.commands.doctor.api import ADVICE_BY_KIND, ApiProbe, not_loaded
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.targets import Target, find_targets
 from gtp5g_operator.config import Config, MatchConfig
+from gtp5g_operator.gthulhu.errors import ErrorKind
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.fake_decision_maker import FakeDecisionMaker
@@ -256,6 +257,7 @@ def test_a_certificate_out_of_its_dates_points_at_the_clock(
     saw, advice = checks["api connection"].saw, checks["api connection"].advice
     assert f"certificate (or its CA's) {dates} by this host's clock (" in saw, saw
     assert "api.ca_file" not in advice and "clock" in advice, advice
+    assert f"openssl s_client -connect 127.0.0.1:{server.port} " in advice, advice  # not HOST:PORT
     assert server.tokens_issued == 0
 
 
@@ -548,3 +550,24 @@ def test_a_manager_is_verified_through_the_nodes_decision_maker(
     assert (checks["boost"].level, checks["boost"].saw) == (
         OK, "all covered: the scheduler boosts all 3 gNB tasks (read back from "
             f"{dm.url}/api/v1/scheduling/strategies)")
+
+
+@pytest.mark.parametrize("status,kind,words", [
+    (429, "busy", "rate limit"), (408, "busy", "rate limit"),
+    (404, "not-found", "api.url"), (400, "http-4xx", "strategy.")])
+def test_each_kind_of_refusal_has_its_own_advice(
+        tmp_path: Path, trace_pipe: Path, api: FakeGthulhu, keys: Dict[str, Path],
+        status: int, kind: str, words: str) -> None:
+    """A throttling server (or proxy), a missing route or object and a refused request
+    had no advice of their own: "see the API server's log", which the person on call
+    may not have, and which says nothing they can change here."""
+    api.answers[("GET", "/api/v1/scheduling/strategies")] = (status, b'{"error": "no"}')
+    checks = checks_of(configure(tmp_path, trace_pipe, api.url, keys["public"], flavor="v0"))
+    check = checks["api strategies"]
+    assert check.level == FAIL and f"HTTP {status}" in check.saw, check
+    assert words in check.advice and "API server's log" not in check.advice, check.advice
+
+
+def test_every_error_kind_has_advice() -> None:
+    """not-ours and unauthorized (after the token step) had none either."""
+    assert set(ADVICE_BY_KIND) == set(get_args(ErrorKind))

@@ -12,13 +12,14 @@ so a hanging server cannot hold doctor up.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type
+from urllib.parse import urlsplit
 
 from ...config import AUTO, Config
 from ...core.readback import Comparison
 from ...core.words import duration
 from ...gthulhu.detect import Probe, detect
-from ...gthulhu.errors import ApiError
+from ...gthulhu.errors import ApiError, ErrorKind
 from ...gthulhu.http import JsonHttp
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter, Holdings, PublicKeyToken
@@ -27,25 +28,40 @@ from .model import FAIL, Check, fail, ok, warn
 from .targets import Target
 
 SECTION_BUDGET = 2.0  # the whole API section, in units of api.timeout
-ADVICE_BY_KIND = {
+# One entry per kind (a kind without one fell back to "see the API server's log", which
+# the person on call may not have); {server} is api.url's host and port.
+ADVICE_BY_KIND: Dict[ErrorKind, str] = {
     "connect": "is the API up at api.url (host name, port), and the port open through any "
                "firewall?",
     "tls": "set api.ca_file to the CA that signed the API's certificate and use a host name "
            "the certificate names; https:// only for a TLS port",
     "cert-dates": "check this host's clock (timedatectl: NTP synchronized), then the dates of "
-                  "the API's certificate (openssl s_client -connect HOST:PORT)",
+                  "the API's certificate (openssl s_client -connect {server} </dev/null | "
+                  "openssl x509 -noout -dates)",
     "timeout": "the API accepts connections but does not answer within api.timeout: is it "
                "hung or overloaded?",
     "redirect": "set api.url to the address that answers",
-    "wrong-flavor": "is api.url a Gthulhu API (host, port, path)?",
-    "bad-answer": "is api.url a Gthulhu API? see its log",
-    "http-5xx": "see the API server's log",
+    "unauthorized": "the API refuses our credentials: api.public_key must be the pair of the "
+                    "key the API signs tokens with; for a Manager, api.username and its "
+                    "password must be a Manager user's",
     "forbidden": "give this user's role the permission named",
+    "not-found": "the API has no such route or object: check api.url's path (a proxy's "
+                 "prefix) and api.flavor; for a Manager, api.node_name must be the node's "
+                 "Kubernetes name (kubectl get nodes)",
+    "busy": "the API or a proxy in front of it is throttling or timing out this host's "
+            "requests (HTTP 408/429): the service retries by itself, no sooner than the "
+            "server's Retry-After; if it lasts, raise the rate limit for this host or look "
+            "at the API's load",
+    "http-4xx": "the API rejects what this host sends (its message is above): check that "
+                "api.flavor suits the server's release, and that strategy.priority and "
+                "strategy.execution_time_ns are values that release takes",
+    "http-5xx": "see the API server's log",
+    "bad-answer": "is api.url a Gthulhu API? see its log",
+    "wrong-flavor": "is api.url a Gthulhu API (host, port, path)?",
+    "not-ours": "another writer's rules are in the way (the message says whose): point api.url "
+                "at what feeds this node (a Manager: api.flavor = \"manager\"), or remove "
+                "the other rules",
 }
-
-
-def advice_for(exc: ApiError) -> str:
-    return ADVICE_BY_KIND.get(exc.kind, "see the API server's log")
 
 
 class ApiProbe:
@@ -75,6 +91,13 @@ class ApiProbe:
         self.held: Optional[Holdings] = None
         self.comparison: Optional[Comparison] = None
 
+    def advice(self, exc: ApiError) -> str:
+        url = urlsplit(self.api.url)
+        host = url.hostname or "?"
+        host = f"[{host}]" if ":" in host else host
+        server = f"{host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        return ADVICE_BY_KIND[exc.kind].replace("{server}", server)
+
     def deadline(self) -> float:
         return min(self._clock() + self.api.timeout, self.end)
 
@@ -101,7 +124,7 @@ class ApiProbe:
             self.flavor = detect(self.probe, self.flavors, self.deadline())
         except ApiError as exc:
             if exc.kind in ("connect", "tls", "cert-dates"):
-                return [fail("api connection", str(exc), advice_for(exc))]
+                return [fail("api connection", str(exc), self.advice(exc))]
             # a timeout may have been while connecting: its message says which
             reached = [] if exc.kind == "timeout" else [self._reached()]
             return [*reached, self._identify_failed(exc)]
@@ -127,7 +150,7 @@ class ApiProbe:
             return fail("api token", str(exc), f"install the API's public key as "
                         f"{self.api.public_key}: the pair of the private key it signs "
                         "tokens with")
-        return fail("api token" if token_step else "api flavor", str(exc), advice_for(exc))
+        return fail("api token" if token_step else "api flavor", str(exc), self.advice(exc))
 
     # --- credentials, as the service obtains them ----------------------------------------
 
@@ -149,7 +172,7 @@ class ApiProbe:
         except ApiError as exc:
             if exc.kind == "unauthorized" and name == "api login":
                 return fail(name, str(exc), "check api.username and the password")
-            return fail(name, str(exc), advice_for(exc))
+            return fail(name, str(exc), self.advice(exc))
         self.writer = writer
         return self._credentials_check(name, writer)
 
@@ -179,7 +202,7 @@ class ApiProbe:
             self.held = self.writer.holdings(self.deadline(),
                                              last if isinstance(last, str) else None)
         except ApiError as exc:
-            return fail("api strategies", str(exc), advice_for(exc))
+            return fail("api strategies", str(exc), self.advice(exc))
         live = any(t.boosted for t in self.targets)
         if self.writer.sends_names and self.held.rule is None and live:
             return warn("api strategies", f"{self.held.saw}; no rule of this host while a gNB "
@@ -199,7 +222,7 @@ class ApiProbe:
         try:
             self.comparison = self.writer.read_back(views, self.deadline(), rule)
         except ApiError as exc:
-            return [fail("boost", str(exc), advice_for(exc))]
+            return [fail("boost", str(exc), self.advice(exc))]
         if self.comparison is None:
             return [not_verified_check(self.writer.verify_problem())]
         return boost_checks(self.comparison, self.writer.readback_source)
