@@ -131,6 +131,7 @@ class AutoWriter(ApiWriter):
                                f"which this configuration does not suit: {problem}")
             if self.delegate is not None:
                 self._retired += self.delegate.login.obtained
+                self.delegate.close()
             self.delegate = flavor.create(self.http, self._config, self._state_dir,
                                           self._clock, self._wall)
             self.delegate.strategy = self.strategy
@@ -151,6 +152,13 @@ class AutoWriter(ApiWriter):
             if exc.kind in REDETECT_AFTER:
                 self._redetect = True
             raise
+
+    def close(self) -> None:
+        # The delegate may hold clients of its own (a Manager's of the node's Decision
+        # Maker): closing only the shared one left a connection open per replaced writer.
+        if self.delegate is not None:
+            self.delegate.close()
+        super().close()
 
     def drop_credentials(self) -> None:
         if self.delegate is not None:

@@ -4,6 +4,7 @@ orphaned with its proof of ownership overwritten."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -123,3 +124,44 @@ def test_a_reload_that_opens_a_hole_says_so_as_a_start_would(env: Env) -> None:
     reload(env, d, match={"uid": []}, api={"url": "http://192.0.2.1:8080", "timeout": 0.5})
     d.wait_log("match.uid is empty: any local user can name a process nr-gnb")
     d.wait_log("api.url http://192.0.2.1:8080 is plain http:// to another host")
+
+
+def test_reloads_that_replace_an_auto_writer_leave_no_connection_open(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """Each reload that changes the server's identity (here api.public_key's path, the
+    same key) makes a new writer and closes the old one.  With api.flavor = auto the
+    old writer's Manager delegate kept its client of the node's Decision Maker
+    (api.decision_maker_url) open: one kept-alive connection, and its fd, more per
+    reload for as long as the daemon ran (a soak with a reload every 30 s held four
+    after six reloads)."""
+    dm = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    manager = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                          keys["private"].read_bytes(), decision_makers={NODE: dm}).start()
+    same_key = env.tmp / "same-public-key.pem"
+    same_key.write_bytes(keys["public"].read_bytes())
+    same_key.chmod(0o644)
+    api = {"url": manager.url, "node_name": NODE, "username": "operator",
+           "password_file": str(password_file(env)), "decision_maker_url": dm.url}
+
+    def reads() -> int:
+        return len(dm.requests("GET", "/api/v1/scheduling/strategies"))
+
+    try:
+        d = start_manager(env, manager, api=api)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        dm.wait_for(lambda: reads() >= 1, 10)
+        for i in range(4):
+            n = reads()
+            key = same_key if i % 2 == 0 else keys["public"]
+            reload(env, d, api={**api, "public_key": str(key)},
+                   strategy={"resync_interval": 1.5})
+            dm.wait_for(lambda: reads() > n, 10)  # noqa: B023 (called at once)
+        # The Manager's own pushes to the DM close theirs: the daemon's one remains.
+        with contextlib.suppress(TimeoutError):
+            dm.wait_for(lambda: len(dm.connections) <= 1, 10)
+        assert len(dm.connections) <= 1, f"{len(dm.connections)} connections to the DM open"
+        assert d.proc.poll() is None
+    finally:
+        manager.stop()
+        dm.stop()
