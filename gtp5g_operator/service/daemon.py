@@ -110,8 +110,6 @@ class Daemon:
         # run_due order: signals and pings first, the push (which may block) last.
         # Fixed for the daemon's life (a reload reconfigures them, it does not swap them).
         # Each is called through a guard: a bug in one never ends the process (guard.py).
-        # The exit watch comes first: it closes fds mid-turn, and its registrations must
-        # be dropped before another owner registers a new fd with a reused number.
         self.components: List[Component] = [GuardedComponent(c, clock) for c in (
             self.exits, self.signals, self.watchdog, self.trace, self.liveness, self.endpoint,
             self.log_level, self.publisher, self.pusher)]
@@ -206,13 +204,19 @@ class Daemon:
     def _sync_watched(self) -> None:
         """Keep the selector equal to what the components want watched.  A component
         returns a new collection whenever its fds change (core/component.py), so an
-        unchanged one costs one identity test per turn."""
-        for owner in self.components:
-            fds = owner.watched_fds()
-            if self._registered.get(owner) is fds:
-                continue
+        unchanged one costs one identity test per turn.
+
+        Every owner is asked, and every stale registration dropped, before any new one
+        is made: an fd one owner closed this turn (the trace source at a FIFO's end)
+        may already be the number of one another owner opened since (the exit watch's
+        pidfd, opened in watched_fds()), and registering that while the old owner's
+        registration stood failed as "already registered"."""
+        changed = [(owner, fds) for owner in self.components
+                   if (fds := owner.watched_fds()) is not self._registered.get(owner)]
+        for owner, _ in changed:
             for fd in self._registered.pop(owner, ()):
                 self.selector.unregister(fd)
+        for owner, fds in changed:
             if self._register(owner, fds):
                 self._registered[owner] = fds
 

@@ -102,9 +102,9 @@ class ExitWatch(Component):
         self._generation = -1
 
     def on_readable(self, fd: int) -> None:
-        # Closed mid-turn: safe because this component comes first in the loop's list,
-        # so its registration is dropped before any other owner registers a new fd
-        # that got the same number (daemon.py).
+        # Closed mid-turn: safe because the loop drops every stale registration before
+        # it makes any new one, so a new fd that got the same number is registered
+        # (daemon.py's _sync_watched).
         ident = self._owner.get(fd)
         if ident is not None:
             self._close(ident)

@@ -109,6 +109,30 @@ def test_thread_exit_then_process_exit_then_empty_set(
     assert post.body == {"strategies": []}  # the empty set is pushed, clearing the API
 
 
+def test_a_gnb_first_seen_as_the_trace_source_ends_is_watched_without_a_bug(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A new gNB's lines and the FIFO writer's end, read in one turn: the trace source
+    closes its fd, and the process is tracked.  At the next turn the exit watch (first
+    in the loop's list) opened the process's pidfd, which took the freed number, and
+    registered it while the selector still held the trace source's registration of
+    that number: "bug: exit watch.fd_failed raised OSError: '8 (FD 8) is already
+    registered'" (once in a 12-minute soak with the writer reopening every 45 s), and
+    the exit watch rested."""
+    d = env.start()
+
+    def new_gnb_then_eof() -> None:
+        g = gnb(threads=())
+        env.writer.write(lines_for(g))  # waits until the daemon has (re)opened the FIFO
+        env.writer.close()  # at once: the daemon reads the lines and the EOF together
+        env.api.wait_post(lambda s: g.pid in pids(s))
+        g.stop()
+        env.api.wait_post(lambda s: g.pid not in pids(s))
+
+    for _ in range(3):
+        new_gnb_then_eof()
+    assert "bug:" not in d.log(), d.log()
+
+
 def test_empty_set_is_pushed_at_start(env: Env) -> None:
     env.start()
     env.api.wait_post(lambda s: s == [], timeout=3)
