@@ -25,7 +25,7 @@ from ..config.schema import StrategyConfig
 from ..core.readback import Comparison
 from ..core.tracker import ProcessView
 from .auth import Token
-from .errors import ApiError, ErrorKind
+from .errors import ApiError, ErrorKind, check_answer
 from .http import Answer, JsonHttp
 from .writer import ApiWriter, PublicKeyToken
 
@@ -63,9 +63,14 @@ class Probe:
 
     def status(self, method: str, path: str, payload: Any, deadline: float,
                authorized: bool = False) -> int:
-        """The HTTP status of one request (with our token when `authorized`)."""
+        """The HTTP status of one request (with our token when `authorized`).  Raises
+        for a 408, 429 or 5xx: a server busy or failing says nothing of its flavor (a
+        throttled Decision Maker was taken for v0), and its Retry-After is kept."""
         bearer = self.login.header() if authorized and self.login is not None else None
-        return self.http.request(method, path, payload, deadline, bearer).status
+        answer = self.http.request(method, path, payload, deadline, bearer)
+        if answer.status in (408, 429) or answer.status >= 500:
+            check_answer(answer, f"{method} {self.http.base_url}{path} (detecting the flavor)")
+        return answer.status
 
 
 def detect(probe: Probe, flavors: Sequence[Type[ApiWriter]], deadline: float

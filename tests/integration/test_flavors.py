@@ -7,6 +7,7 @@ real servers and the Decision Maker resolves rules against this machine's real
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -70,6 +71,24 @@ def test_a_decision_maker_whose_merkle_route_fails_is_not_taken_for_v0(
     assert "is a Gthulhu 2025 API (v0)" not in d.log()
     assert not dm.requests("POST", "/api/v1/scheduling/strategies")
 
+
+
+def test_a_throttled_merkle_route_is_not_taken_for_v0_and_its_retry_after_is_honoured(
+        env: Env, dm: FakeDecisionMaker) -> None:
+    """A 429 (a rate-limiting proxy) or 503 during detection says nothing of the flavor
+    either: the Decision Maker was taken for v0 on a 429, and the Retry-After of either
+    was dropped (detection asked for the status only): tried again after our backoff."""
+    merkle = "/api/v1/node-intents/merkle"
+    dm.status_headers[429] = [("Retry-After", "1")]
+    dm.fault, dm.fault_paths = "429", (merkle,)
+    d = start_dm(env, dm, strategy={"resync_interval": 4.0})
+    wait_until(lambda: len(dm.requests("GET", merkle)) >= 4, 30, "four detections")
+    assert "is a Gthulhu 2025 API (v0)" not in d.log()
+    tries = [r.at for r in dm.requests("GET", merkle)]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert min(gaps) >= 1.0, f"detections {gaps} s apart: Retry-After: 1 not honoured"
+    dm.fault = None
+    d.wait_log("is a Gthulhu Decision Maker (api.flavor = auto)")
 
 
 def test_a_decision_maker_timing_out_logs_no_token_line_per_retry(
