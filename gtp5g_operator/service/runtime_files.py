@@ -181,25 +181,30 @@ class Heartbeat:
         self.path = os.path.join(directory, HEARTBEAT_FILE)
         self._map: Optional[mmap.mmap] = None
         self._made: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the file we made
-        self._make()
+        self._make(logging.WARNING)
+        # Never made at start: said once then, not tried again.  Made, then lost and not
+        # made again (a full tmpfs, something in its place): tried every pass, said once.
+        self._kept = self._made is not None
 
     def check(self) -> None:
         """Make the file again when the one we made is gone (its directory removed under
         us, see PublishedFile.write): the mapping would beat on, unseen, and /health
         answer "stalled" for good.  One stat(2), called by the liveness pass."""
-        if self._made is None:
-            return  # never made: said once at start
+        if not self._kept:
+            return
         try:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._made:
                 return
         except OSError:
             pass
-        log.info("%s was removed: making it again", self.path)
+        lost = self._made is not None
+        if lost:
+            log.info("%s was removed: making it again", self.path)
         self.close()
-        self._make()
+        self._make(logging.WARNING if lost else logging.DEBUG)
 
-    def _make(self) -> None:
+    def _make(self, level: int) -> None:
         self._made = None
         try:
             make_dirs(os.path.dirname(self.path))
@@ -210,8 +215,8 @@ class Heartbeat:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            log.warning("cannot create %s: %s (/health cannot tell a stalled loop)",
-                        self.path, exc.strerror)
+            log.log(level, "cannot create %s: %s (/health cannot tell a stalled loop)",
+                    self.path, exc.strerror)
             return
         try:
             os.fchmod(fd, 0o644)  # whatever the umask: the endpoint reads it as another user
@@ -223,7 +228,7 @@ class Heartbeat:
             st = os.fstat(fd)
             self._made = (st.st_dev, st.st_ino)
         except (OSError, ValueError) as exc:
-            log.warning("cannot map %s: %s", self.path, exc)
+            log.log(level, "cannot map %s: %s", self.path, exc)
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # not a heartbeat: /health must not read it as one
         finally:

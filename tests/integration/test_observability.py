@@ -422,3 +422,22 @@ def test_a_runtime_directory_removed_under_the_daemon_is_published_again(
     assert body["status"] == "ok" and body["loop_turned_s_ago"] is not None
     assert {"state.json", "health.json", "heartbeat"} <= set(os.listdir(rundir))
     assert run_status("--runtime-dir", str(rundir)).returncode == 0
+
+
+def test_a_heartbeat_that_could_not_be_made_again_is_tried_again(
+        env: Env, public_tmp: Path) -> None:
+    """The heartbeat removed, and its remaking failing once (here a directory in its
+    place; a full tmpfs, the directory removed again mid-way): the daemon took that for
+    "never made at start" and never tried again, /health 503 "stalled" for good once
+    the obstacle was gone."""
+    port = free_port()
+    rundir = public_tmp / "run"
+    d = env.start(env={"RUNTIME_DIRECTORY": str(rundir)},
+                  metrics={"listen": f"127.0.0.1:{port}"}, strategy={"resync_interval": 1.5})
+    wait_until(lambda: probe(port)[0] == 200, 20, "healthy first")
+    (rundir / "heartbeat").unlink()
+    (rundir / "heartbeat").mkdir()
+    wait_until(lambda: d.log().count("cannot create") >= 2, 20, "a second try")
+    (rundir / "heartbeat").rmdir()
+    wait_until(lambda: probe(port)[0] == 200, 20, "/health 200 again")
+    assert d.log().count("WARNING cannot create") == 1, d.log()  # said once, not every pass
