@@ -11,14 +11,14 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
 from gtp5g_operator.files import MAX_JSON_CONTAINERS, MAX_JSON_VALUES
 from gtp5g_operator.gthulhu.answers import listed_strategies, manager_policies
 from gtp5g_operator.gthulhu.errors import ApiError
-from gtp5g_operator.gthulhu.http import MAX_BODY, JsonHttp
+from gtp5g_operator.gthulhu.http import MAX_BODY, JsonHttp, retry_after
 from testbed.tiny_server import TinyServer
 from testbed.tls import make_ca_and_server_cert
 
@@ -416,3 +416,14 @@ def test_the_largest_real_lists_that_fit_the_body_limit_are_still_taken(flavor: 
         assert len(got) == n
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("value,seconds", [
+    ("1", 1.0), (" 120 ", 120.0), ("0", 0.0), ("999999999", 999999999.0),
+    (None, None), ("", None), ("soon", None), ("Wed, 21 Oct 2037 07:28:00 GMT", None),
+    ("-5", None), ("+5", None), ("1.5", None), ("1e3", None), ("5, 5", None),
+    ("٣", None), ("9" * 5000, None)])
+def test_only_a_retry_after_in_delta_seconds_is_taken(value: Any, seconds: Any) -> None:
+    """The faults test of hostile values only waits for one more try, which a capped
+    wait also gives: honouring a date, a fraction or 5,000 digits passed it unseen."""
+    assert retry_after(value) == seconds
