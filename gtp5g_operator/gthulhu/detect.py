@@ -103,6 +103,10 @@ class AutoWriter(ApiWriter):
         # Credentials obtained by the logins detection replaced (a new token, or another
         # flavor at the same address): credentials_obtained is a counter, never back.
         self._retired = 0
+        # The login of a detection that failed after its token (a timeout on the route
+        # after it): the retry carries on from it as from a delegate's, or every retry
+        # said its token at INFO for as long as the server hung, from the very start.
+        self._undetected: Optional[PublicKeyToken] = None
 
     def names_tasks(self) -> bool:
         return self.delegate is None or self.delegate.names_tasks()
@@ -121,10 +125,14 @@ class AutoWriter(ApiWriter):
     def _detect(self, deadline: float) -> bool:
         """Detect; True when detecting obtained fresh credentials for the delegate."""
         probe = Probe(self.http, self._config, self._clock, self._wall)
-        before = self.delegate.login if self.delegate is not None else None
+        before = self.delegate.login if self.delegate is not None else self._undetected
         if probe.login is not None and isinstance(before, PublicKeyToken):
             probe.login.carry_on_from(before)  # detecting again, after a reconnect
-        flavor = detect(probe, self._flavors, deadline)
+        try:
+            flavor = detect(probe, self._flavors, deadline)
+        finally:
+            if self.delegate is None and probe.login is not None and probe.login.obtained:
+                self._undetected = probe.login
         self._redetect = False
         if self.delegate is None or self.delegate.name != flavor.name:
             log.info("the server at %s is a Gthulhu %s (api.flavor = auto)", self.http.base_url,
