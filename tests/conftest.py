@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ from testbed.harness import (
     NotifySocket,
     SchedulingLag,
     TraceWriter,
+    wait_until,
     write_config,
 )
 from testbed.host_lock import HostLock
@@ -175,6 +177,21 @@ class Env:
                 raise AssertionError(f"daemon not READY (exit {daemon.proc.returncode}):\n"
                                      + daemon.log()) from None
         return daemon
+
+    def wait_pushed(self, count: int) -> None:
+        """Until state.json says the last push succeeded with `count` entries.  A fake
+        server has the request before the daemon has read the answer and logged the
+        push: on a loaded host a log position taken then still precedes those lines."""
+        state = self.tmp / "run" / "state.json"
+
+        def done() -> bool:
+            try:
+                last = json.loads(state.read_text())["last_push"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return False
+            return bool(last) and last["ok"] is True and last["count"] == count
+
+        wait_until(done, 20, f"state.json to say a push of {count} entries succeeded")
 
     def close(self) -> None:
         self.writer.close()

@@ -106,11 +106,13 @@ def test_a_decision_maker_timing_out_logs_no_token_line_per_retry(
                  log={"level": "info"})
     g = gnb(threads=())
     env.writer.write(lines(g))
+    mark = 0
     if since == "a push":
         dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 10)
+        env.wait_pushed(1)
+        mark = len(d.log())  # from here on one failure line (a loaded host may have
+        # timed out a push before)
         dm.fault, dm.fault_paths = "hang", ("/api/v1/node-intents",)
-    # From here on (a loaded host may have timed out a push before): one failure line.
-    mark = len(d.log())
     wait_until(lambda: len(dm.requests("POST", "/api/v1/auth/token")) >= 6, 30,
                "five retries, each detecting the flavor again with a new token")
     dm.fault = None
