@@ -103,9 +103,9 @@ class AutoWriter(ApiWriter):
         # Credentials obtained by the logins detection replaced (a new token, or another
         # flavor at the same address): credentials_obtained is a counter, never back.
         self._retired = 0
-        # The login of a detection that failed after its token (a timeout on the route
-        # after it): the retry carries on from it as from a delegate's, or every retry
-        # said its token at INFO for as long as the server hung, from the very start.
+        # The login of a first detection that failed after its token (a timeout on the
+        # route after it): the retry carries on from it as from a delegate's, or every
+        # retry said its token at INFO (and the clock skew) while the server hung.
         self._undetected: Optional[PublicKeyToken] = None
 
     def names_tasks(self) -> bool:
@@ -130,9 +130,12 @@ class AutoWriter(ApiWriter):
             probe.login.carry_on_from(before)  # detecting again, after a reconnect
         try:
             flavor = detect(probe, self._flavors, deadline)
-        finally:
-            if self.delegate is None and probe.login is not None and probe.login.obtained:
-                self._undetected = probe.login
+        except ApiError:
+            if probe.login is not None and probe.login.obtained:
+                self._retired += probe.login.obtained  # issued all the same: counted
+                if self.delegate is None:
+                    self._undetected = probe.login
+            raise
         self._redetect = False
         if self.delegate is None or self.delegate.name != flavor.name:
             log.info("the server at %s is a Gthulhu %s (api.flavor = auto)", self.http.base_url,

@@ -117,6 +117,11 @@ def test_a_decision_maker_timing_out_logs_no_token_line_per_retry(
                "five retries, each detecting the flavor again with a new token")
     dm.fault = None
     wait_until(lambda: "API reachable again" in d.log()[mark:], 20, "a push that succeeds")
+    env.wait_pushed(1)
+    # every token the server issued is counted, those of the detections that failed too
+    state = json.loads((env.tmp / "run" / "state.json").read_text())
+    assert state["api"]["credentials_obtained"] == len(
+        dm.requests("POST", "/api/v1/auth/token")), state["api"]
     log = d.stop() is not None and d.log()
     assert log and log.count("got an API token") == 1, log
     assert log[mark:].count("push failed: timeout") == 1, log
