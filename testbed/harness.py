@@ -4,6 +4,7 @@ standing in for trace_pipe, a test-owned NOTIFY_SOCKET, nr-gnb-like children."""
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import shutil
@@ -270,9 +271,25 @@ class TraceWriter:
         self.path = path
         self.fd: Optional[int] = None
 
-    def open(self) -> None:
-        # O_WRONLY blocks until a reader exists: the daemon must have opened it.
-        self.fd = os.open(self.path, os.O_WRONLY)
+    def open(self, timeout: float = 60.0) -> None:
+        """Open once a reader exists (the daemon has opened the FIFO).  A blocking
+        O_WRONLY open would wait for ever if the daemon never (re)opens it, hanging the
+        whole run: a non-blocking open fails with ENXIO until then, so it is retried up
+        to `timeout`; the writes then block again, as a tracer's do."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                if time.monotonic() > end:
+                    raise TimeoutError(f"no reader opened {self.path} within {timeout} s"
+                                       ) from None
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        self.fd = fd
 
     def write(self, text: str | bytes) -> None:
         if self.fd is None:

@@ -80,10 +80,10 @@ def test_source_missing_at_start_then_created(env: Env, gnb: Callable[..., GnbPr
     assert d.log().count("cannot open trace source") == 1  # retried quietly, with backoff
     later.parent.mkdir()
     os.mkfifo(later)
-    d.wait_log("trace source", timeout=10)
+    d.wait_log("reading trace source", timeout=30)  # its retry found the FIFO
     g = gnb(threads=())
     writer = TraceWriter(later)
-    writer.open()  # blocks until the daemon has reopened it
+    writer.open()  # the daemon has opened it: a reader exists
     writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
     env.api.wait_post(lambda s: {x["pid"] for x in s} == {g.pid})
     writer.close()
