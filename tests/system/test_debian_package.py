@@ -94,7 +94,7 @@ def test_the_only_conffile_is_the_unchanging_pointer(built: Built) -> None:
 
 def test_documentation_license_and_homepage_are_shipped(built: Built) -> None:
     files = set(deb_files(built.deb))
-    for doc in ("README.md.gz", "README.Debian.gz", "NEWS.Debian.gz", "changelog.gz",
+    for doc in ("README.md.gz", "README.Debian", "NEWS.Debian.gz", "changelog.gz",
                 "copyright", "LICENSE.gz"):
         assert f"{DOC}/{doc}" in files, doc
     # read (and checked by check-config) as it is: not compressed

@@ -193,3 +193,53 @@ def test_the_readme_names_every_test_marker_and_what_test_fast_leaves_out() -> N
     left_out = re.findall(r"not (\w+)", makefile.split("\ntest-fast:", 1)[1].split("\n\n")[0])
     line = next(x for x in readme.splitlines() if x.startswith("make test-fast "))
     assert left_out and [m for m in left_out if not re.search(rf"\b{m}\b", line)] == []
+
+
+DOC = "/usr/share/doc/gtp5g-operator/"
+
+
+def shipped_doc_names() -> set[str]:
+    """The names under DOC as debhelper makes them from the source tree:
+    dh_installdocs (debian/*.docs, README.Debian, NEWS as NEWS.Debian, the
+    changelog, copyright), dh_installexamples (examples/), then dh_compress, which
+    gzips every file there over 4 KiB and every changelog and NEWS — but copyright
+    and any path holding one of the rules' `dh_compress -X` patterns."""
+    debian = REPO / "debian"
+    sources = {Path(line).name: REPO / line
+               for line in (debian / "gtp5g-operator.docs").read_text().split()}
+    sources.update({"README.Debian": debian / "README.Debian",
+                    "NEWS.Debian": debian / "NEWS", "changelog": debian / "changelog",  # native
+                    "copyright": debian / "copyright"})
+    sources.update({f"examples/{Path(line).name}": REPO / line
+                    for line in (debian / "gtp5g-operator.examples").read_text().split()})
+    rules = (debian / "rules").read_text()
+    kept = [x for line in re.findall(r"^\tdh_compress\b(.*)$", rules, re.MULTILINE)
+            for x in re.findall(r"-X(\S+)", line)]
+
+    def compressed(name: str, source: Path) -> bool:
+        if name == "copyright" or any(x in name for x in kept):
+            return False
+        return source.stat().st_size > 4096 or name.startswith(("changelog", "NEWS"))
+
+    return {name + ".gz" if compressed(name, src) else name for name, src in sources.items()}
+
+
+def test_every_documentation_path_we_name_is_shipped_under_that_name() -> None:
+    """The unit's Documentation=, gtp5g-operator(8)'s SEE ALSO and the README named
+    /usr/share/doc/gtp5g-operator/README.Debian, which the package shipped only as
+    README.Debian.gz (dh_compress gzips documentation over 4 KiB): `systemctl status`
+    and the man page pointed at a file that did not exist."""
+    texts = [REPO / p for p in ("README.md", "packaging/gtp5g-operator.8",
+                                "packaging/config.toml", "packaging/config.toml.conffile",
+                                "debian/README.Debian", "debian/NEWS", "debian/changelog",
+                                "debian/gtp5g-operator.preinst", "debian/gtp5g-operator.postrm")]
+    texts += sorted((REPO / "systemd").glob("*.service"))
+    texts += sorted((REPO / "gtp5g_operator").rglob("*.py"))
+    named = {(str(p.relative_to(REPO)), m)
+             for p in texts
+             for m in re.findall(re.escape(DOC) + r"([\w./-]*\w)", p.read_text())}
+    shipped = shipped_doc_names()
+    # as tests/system/test_debian_package.py finds them in the built package
+    assert {"README.md.gz", "NEWS.Debian.gz", "changelog.gz", "LICENSE.gz", "copyright",
+            "examples/config.toml"} <= shipped, shipped
+    assert named and sorted((where, name) for where, name in named if name not in shipped) == []
