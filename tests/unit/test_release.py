@@ -243,3 +243,38 @@ def test_every_documentation_path_we_name_is_shipped_under_that_name() -> None:
     assert {"README.md.gz", "NEWS.Debian.gz", "changelog.gz", "LICENSE.gz", "copyright",
             "examples/config.toml"} <= shipped, shipped
     assert named and sorted((where, name) for where, name in named if name not in shipped) == []
+
+
+def test_the_performance_figures_are_those_of_the_run_they_cite() -> None:
+    """README's Performance table is the last whole run's, row for row, and the memory
+    figures quoted elsewhere (the unit's MemoryMax= and the endpoint, in README and in
+    the unit's comment) are that run's: they said 31.2, 30.4 and 29 MB, figures of no
+    file in bench/results/, while the run cited measured 31.6 MB and 33.6 at the peak."""
+    readme = (REPO / "README.md").read_text()
+    run = re.search(r"The last whole run \(`bench/results/([\w-]+)\.\*`\)",
+                    " ".join(readme.split()))
+    assert run, "README's Performance section cites no whole run"
+    bench = (REPO / "bench" / "results" / f"{run.group(1)}.md").read_text()
+    rows = bench.splitlines()
+    table = readme.split("\n| measure | result | target | met |\n", 1)[1].split("\n\n", 1)[0]
+    assert [r for r in table.splitlines()[1:] if r not in rows] == []
+
+    def figures(pattern: str) -> tuple[str, ...]:
+        found = re.search(pattern, bench, re.MULTILINE)
+        assert found, pattern
+        return found.groups()
+
+    (rss,) = figures(r"^\| RSS after start / 1,000 tasks / 100,000-ID flood \| "
+                     r"[\d.]+ / [\d.]+ / ([\d.]+) MB")
+    (peak,) = figures(r"^\| daemon \+ endpoint, one memory cgroup.*; peak ([\d.]+) MB")
+    daemon, daemon_anon, endpoint, endpoint_anon = figures(
+        r"^\| after the flood: daemon RSS \(anon\) / endpoint RSS \(anon\) \| "
+        r"([\d.]+) \(([\d.]+)\) / ([\d.]+) \(([\d.]+)\) MB")
+    said = " ".join(readme.split())
+    assert f"twice the measured peak ({rss} MB" in said
+    assert (f"{peak} MB at the peak (daemon RSS {daemon} MB of which {daemon_anon} "
+            f"anonymous, endpoint {endpoint} MB of which {endpoint_anon}") in said
+    assert f"(RSS {endpoint} MB against" in said
+    unit = " ".join((REPO / "systemd" / "gtp5g-operator.service").read_text()
+                    .replace("#", " ").split())
+    assert f"Measured peak RSS: {rss} MB (README.md, Performance), {peak} MB" in unit
