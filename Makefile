@@ -13,7 +13,7 @@ help:
 	@echo "                FLAVOR=v0|decision-maker|manager picks the Gthulhu server (default v0)"
 	@echo "make test       run every test (unit, integration, faults, real kernel, packaged service,"
 	@echo "                library and Python versions)"
-	@echo "make test-fast  unit, property and integration tests only"
+	@echo "make test-fast  unit, property and integration tests only (and tests/vm's pure parts)"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      performance benchmark (writes bench/results/)"
 	@echo "make deb        build the Debian package into $(OUT)/ (for the Debian release it runs on)"

@@ -194,6 +194,16 @@ def test_the_readme_names_every_test_marker_and_what_test_fast_leaves_out() -> N
     left_out = re.findall(r"not (\w+)", makefile.split("\ntest-fast:", 1)[1].split("\n\n")[0])
     line = next(x for x in readme.splitlines() if x.startswith("make test-fast "))
     assert left_out and [m for m in left_out if not re.search(rf"\b{m}\b", line)] == []
+    # ... and what it runs: every folder of tests/ with a module no left-out marker
+    # marks.  README and `make help` said "only the unit, property and integration
+    # tests", and it runs tests/vm's pure parts too (the `vm` tests it deselects).
+    marked = re.compile(rf"^pytestmark = pytest\.mark\.({'|'.join(left_out)})\b", re.MULTILINE)
+    ran = sorted({m.parent.name for m in (REPO / "tests").glob("*/test_*.py")
+                  if not marked.search(m.read_text())})
+    said = " ".join(readme.split()).split("`make test-fast` runs only ", 1)[1].split(". ")[0]
+    helped = next(x for x in makefile.splitlines() if '"make test-fast ' in x)
+    assert ran and [d for d in ran if not (re.search(rf"\b{d}\b", said)
+                                           and re.search(rf"\b{d}\b", helped))] == []
 
 
 DOC = "/usr/share/doc/gtp5g-operator/"
