@@ -252,6 +252,15 @@ def test_exe_access_of_another_users_process() -> None:
                           "/proc/1/exe of PID 1 (uid 0): Permission denied; match.exe rejects "
                           "a gNB of any other user")
     assert exe_access_check(USER, denied, (1, 0), ()).level == WARN
+    assert pinned.advice == ("give it CAP_SYS_PTRACE (the shipped unit grants it with "
+                             "AmbientCapabilities=)")
+    # The unit's identity holds CAP_SYS_PTRACE: on a host where even root may not read
+    # PID 1's exe, doctor said "... with CAP_SYS_PTRACE may not read ... -> give it
+    # CAP_SYS_PTRACE"
+    held = exe_access_check(UNIT, denied, (1, 0), ())
+    assert held.level == WARN and "give it" not in held.advice
+    assert held.advice.startswith("it holds CAP_SYS_PTRACE already: try readlink /proc/1/exe "
+                                  "as root")
     alone = exe_access_check(UNIT, Answers(), None, ())
     assert alone.level == OK and "nothing to ask" in alone.saw
 

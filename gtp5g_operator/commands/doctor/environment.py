@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from ...config.paths import Mount, mount_of, read_mounts
 from ...core.procfs import ProcFS, in_initial_pid_namespace
 from .config import describe_owner
-from .identity import Answers, Identity
+from .identity import CAP_SYS_PTRACE, Answers, Identity
 from .model import Check, fail, ok, warn
 from .targets import Target
 
@@ -110,7 +110,13 @@ def exe_access_check(who: Identity, answers: Answers, other: Optional[Other],
     if not answers.exe_error:
         return ok("exe access", saw.format("may") + " (the kernel's answer)")
     saw = saw.format("may not") + f": {answers.exe_error}"
-    advice = f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT})"
+    # Told to grant what it holds, a person goes in a circle: with CAP_SYS_PTRACE the
+    # refusal is not the permissions' (a sandboxed host refused even root here).
+    advice = (f"it holds CAP_SYS_PTRACE already: try readlink /proc/{pid}/exe as root; if "
+              "root is refused too, this host (a sandbox, a security module) hides other "
+              "processes' executables from everyone"
+              if who.caps >> CAP_SYS_PTRACE & 1 else
+              f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT})")
     if match_exe:
         return fail("exe access", f"{saw}; match.exe rejects a gNB of any other user", advice)
     return warn("exe access", f"{saw} (match.exe is empty: only reports miss the executable)",
