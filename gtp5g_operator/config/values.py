@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Tuple, TypeGuard, TypeVar, Union, cast
 from urllib.parse import urlsplit
 
 TASK_COMM_LEN = 16  # kernel limit including the NUL: names are at most 15 bytes
@@ -39,7 +39,7 @@ def expect(cond: bool, what: str, value: Any) -> None:
         raise ValueError(f"expected {what}, got {fmt(value)}")
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
+from ..config.values import is_int
 from ..files import FileProblem, atomic_write, read_json_file
 from .errors import ApiError
 
@@ -70,7 +71,7 @@ def merge_strategies(current: Iterable[Mapping[str, Any]], ours: List[Strategy],
                 kept.append(rule)
             continue
         pid = entry.get("pid")
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        if not is_int(pid) or pid <= 0:
             continue
         if pid in wanted or (pid in owned and says(entry, owned[pid])):
             continue
@@ -104,10 +105,10 @@ class OwnedIds:
         entries = data.get("strategies")
         if isinstance(entries, list):
             return {e["pid"]: written(e) for e in entries
-                    if isinstance(e, dict) and _is_pid(e.get("pid"))}
+                    if isinstance(e, dict) and is_int(e.get("pid"))}
         pids = data.get("pids")
         self._older_format = True
-        return {p: legacy for p in pids if _is_pid(p)} if isinstance(pids, list) else {}
+        return {p: legacy for p in pids if is_int(p)} if isinstance(pids, list) else {}
 
     def replace(self, ids: Mapping[int, Written]) -> None:
         new = dict(ids)
@@ -123,7 +124,3 @@ class OwnedIds:
         except OSError as exc:
             log.warning("cannot record owned IDs in %s: %s (entries this host leaves "
                         "behind may survive a restart)", self.path, exc.strerror)
-
-
-def _is_pid(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
