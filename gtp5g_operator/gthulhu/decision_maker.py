@@ -106,8 +106,7 @@ class DecisionMakerWriter(RuleWriter):
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(http, config, state_dir, clock, wall_clock)
-        self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
-                                    f"gtp5g-operator@{self.node}", clock, wall_clock)
+        self.login = PublicKeyToken(http, config, True, clock, wall_clock)
         self.proof = OwnershipFile(state_dir, RULE_FILE, {"api_url": config.api.url})
         self._written: object = None  # the NodeRule on the DM, _GONE, or None: unknown
         # _recognise's last try: the root, the names, the priority and execution time

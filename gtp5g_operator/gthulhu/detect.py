@@ -46,8 +46,7 @@ class Probe:
         self.http = http
         self.login: Optional[PublicKeyToken] = None
         if config.public_key_pem:
-            self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
-                                        f"gtp5g-operator@{config.node_name}", clock, wall_clock)
+            self.login = PublicKeyToken(http, config, True, clock, wall_clock)
         self._token: Any = _NOT_ASKED
 
     def token(self, deadline: float) -> Optional[Token]:

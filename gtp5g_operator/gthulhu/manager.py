@@ -202,9 +202,7 @@ class ManagerWriter(RuleWriter):
         self.view: Optional[DecisionMakerView] = None  # the node's DM, read back from
         if config.api.decision_maker_url:
             dm = JsonHttp(config.api.decision_maker_url, config.api.timeout, config.ca_pem, clock)
-            self.view = DecisionMakerView(dm, PublicKeyToken(
-                dm, config.public_key_pem, config.api.public_key, f"gtp5g-operator@{self.node}",
-                clock, wall_clock))
+            self.view = DecisionMakerView(dm, PublicKeyToken(dm, config, True, clock, wall_clock))
         else:
             log.info("%s", self.verify_problem())
 

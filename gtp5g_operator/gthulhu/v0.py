@@ -54,8 +54,7 @@ class V0Writer(ApiWriter):
         super().__init__(http, config.strategy)
         self.merge = config.strategy.mode == "merge"
         self.owned = owned  # merge mode: the IDs this host pushed (persisted)
-        self.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key, None,
-                                    clock, wall_clock)
+        self.login = PublicKeyToken(http, config, False, clock, wall_clock)
 
     # --- what status shows ------------------------------------------------------------------
 

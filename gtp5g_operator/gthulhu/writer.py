@@ -30,6 +30,7 @@ from typing import (
 from ..config.schema import Config, StrategyConfig
 from ..core.procfs import ProcFS
 from ..core.readback import Comparison, ListedEntry
+from ..core.strategy import policy_id
 from ..core.tracker import ProcessView
 from .answers import token_answer
 from .auth import Token, TokenError, verify_token
@@ -235,16 +236,17 @@ class RuleWriter(ApiWriter):
 
 
 class PublicKeyToken:
-    """A token traded for our RSA public key (v0 and the Decision Maker), verified
-    with that key and renewed before it expires, on our clock."""
+    """A token traded for `config`'s RSA public key (v0 and the Decision Maker), verified
+    with that key and renewed before it expires, on our clock; `named`: asked for as
+    this node (client_id: its policy id)."""
 
-    def __init__(self, http: JsonHttp, public_key_pem: str, public_key_path: str,
-                 client_id: Optional[str], clock: Callable[[], float] = time.monotonic,
+    def __init__(self, http: JsonHttp, config: Config, named: bool,
+                 clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.http = http
-        self._pem = public_key_pem
-        self._path = public_key_path
-        self._client_id = client_id
+        self._pem = config.public_key_pem
+        self._path = config.api.public_key
+        self._client_id = policy_id(config.node_name) if named else None
         self._clock = clock
         self._wall = wall_clock
         self.token: Optional[Token] = None

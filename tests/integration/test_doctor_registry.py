@@ -42,8 +42,7 @@ class DummyWriter(ApiWriter):
     def create(cls, http: JsonHttp, config: Config, state_dir: str,
                clock: Callable[[], float], wall_clock: Callable[[], float]) -> DummyWriter:
         writer = cls(http, config.strategy)
-        writer.login = PublicKeyToken(http, config.public_key_pem, config.api.public_key,
-                                      None, clock, wall_clock)
+        writer.login = PublicKeyToken(http, config, False, clock, wall_clock)
         return writer
 
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
