@@ -108,12 +108,12 @@ MAX_LISTED = 65536  # entries accepted from one answer (a 1 MiB answer holds ~12
 PID_MAX_LIMIT = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
 
 
-def _scheduling(body: Any, what: str) -> List[Any]:
-    items = _object(body, what).get("scheduling")
+def _list(holder: Mapping[str, Any], key: str, what: str) -> List[Any]:
+    items = holder.get(key)
     if items is None:  # the 2025 server answers null when nothing resolves to a PID
         return []
     if not isinstance(items, list):
-        raise bad(f"{what}: scheduling is not a list")
+        raise bad(f"{what}: {key} is not a list")
     return items
 
 
@@ -122,7 +122,7 @@ def listed_strategies(body: Any) -> List[ListedEntry]:
     scheduler will boost.  Entries without a PID (another writer's selector, v0) are
     left out; anything else malformed refuses the whole answer, since what the
     scheduler boosts cannot then be told."""
-    items = _scheduling(body, "the strategies answer")
+    items = _list(_object(body, "the strategies answer"), "scheduling", "the strategies answer")
     if len(items) > MAX_LISTED:
         raise bad(f"the strategies answer lists {len(items)} entries, more than {MAX_LISTED}")
     out = []
@@ -145,7 +145,7 @@ def listed_strategies(body: Any) -> List[ListedEntry]:
 
 def v0_strategy_list(body: Any) -> List[Mapping[str, Any]]:
     """The v0 server's list as it is, for merge mode (which keeps others' entries)."""
-    items = _scheduling(body, "the strategies answer")
+    items = _list(_object(body, "the strategies answer"), "scheduling", "the strategies answer")
     if not all(isinstance(i, dict) for i in items):
         raise bad("the strategies answer: scheduling is not a list of objects")
     return items
@@ -183,9 +183,5 @@ def _policy(item: Any) -> Optional[Policy]:
 
 def manager_policies(body: Any) -> List[Policy]:
     """The well-formed policies of GET /api/v1/node-scheduling-policies/self."""
-    items = _data(body, "the policies answer").get("policies")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise bad("the policies answer: policies is not a list")
+    items = _list(_data(body, "the policies answer"), "policies", "the policies answer")
     return [p for p in (_policy(i) for i in items) if p is not None]
