@@ -253,18 +253,18 @@ class ManagerWriter(RuleWriter):
             log.info("no policy of this host is known on the Manager: nothing to remove "
                      "(policies not provably this host's are never deleted)")
         else:
-            self._with_stored_id(policy, lambda: self._call(
-                "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
-            self._check_deleted(policy, deadline)
+            self._delete(policy, deadline)
             log.info("policy %s for node %s removed (no target is live)", policy, self.node)
         self.ids.store(None, None)
         self._written, self._cleared = None, True
 
-    def _check_deleted(self, policy: str, deadline: float) -> None:
-        """A DELETE answered with success is believed once GET …/self no longer lists the
-        policy: dropping the proof earlier would leave a policy still there that nothing
+    def _delete(self, policy: str, deadline: float) -> None:
+        """DELETE `policy`; the success answered is believed once GET …/self no longer lists
+        the policy: dropping the proof earlier would leave a policy still there that nothing
         ever finds as ours again.  Until then the proof stays and the next push (or the
         journal, on stop) says what is left."""
+        self._with_stored_id(policy, lambda: self._call(
+            "DELETE", POLICIES_PATH, {"policyId": policy}, deadline, missing_ok=True))
         if any(p.id == policy for p in self._policies(deadline)):
             raise ApiError("bad-answer", f"the Manager at {self.http.base_url} answered the "
                            f"DELETE with success but still lists policy {policy} for node "
@@ -370,9 +370,7 @@ class ManagerWriter(RuleWriter):
             # adopted one would forget it, boosting the old names for good.  It goes first
             # (a failed DELETE fails the push and is tried again: the proof is unchanged).
             for old in self._earlier_policies(policies, rule, same):
-                self._call("DELETE", POLICIES_PATH, {"policyId": old}, deadline,
-                           missing_ok=True)
-                self._check_deleted(old, deadline)
+                self._delete(old, deadline)
                 log.info("policy %s for node %s removed: it said a rule this host wrote "
                          "before, and policy %s says the current one", old, self.node, same)
             self._done(same, rule, "adopted")
