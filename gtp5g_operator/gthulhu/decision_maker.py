@@ -164,8 +164,7 @@ class DecisionMakerWriter(RuleWriter):
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None
         # this host's rule: what the running service says it wrote, or the stored proof
-        known = [r for r in (said, self._written, *self.proof.rules) if isinstance(r, NodeRule)]
-        mine = next((r for r in known if root == rule_root(r)), None)
+        mine = next((r for r in (said, *self._known()) if r and root == rule_root(r)), None)
         if root in EMPTY_ROOTS:
             relation = "it holds no node rule"
         elif mine is not None:
