@@ -109,29 +109,27 @@ def password_file(v: Any) -> str:
     return str(v)
 
 
+def _list_of(v: Any, what: str, ok: Callable[[Any], bool]) -> Tuple[Any, ...]:
+    expect(isinstance(v, list), what, v)
+    for item in v:
+        expect(ok(item), what, item)
+    return tuple(v)
+
+
 def comm_list(v: Any) -> Tuple[str, ...]:
     what = "a non-empty list of process names (1 to 15 bytes each, printable)"
     expect(isinstance(v, list) and len(v) > 0, what, v)
-    for name in v:
-        ok = _clean_string(name) and 0 < len(name.encode()) < TASK_COMM_LEN
-        expect(ok, what, name)
-    return tuple(v)
+    return _list_of(v, what, lambda name: _clean_string(name)
+                    and 0 < len(name.encode()) < TASK_COMM_LEN)
 
 
 def exe_list(v: Any) -> Tuple[str, ...]:
-    what = "a list of absolute executable paths"
-    expect(isinstance(v, list), what, v)
-    for path in v:
-        expect(_abs_path_ok(path), what, path)
-    return tuple(v)
+    return _list_of(v, "a list of absolute executable paths", _abs_path_ok)
 
 
 def uid_list(v: Any) -> Tuple[int, ...]:
-    what = "a list of uids (integers from 0 to 4294967294)"
-    expect(isinstance(v, list), what, v)
-    for uid in v:
-        expect(is_int(uid) and 0 <= uid < 2**32 - 1, what, uid)
-    return tuple(v)
+    return _list_of(v, "a list of uids (integers from 0 to 4294967294)",
+                    lambda uid: is_int(uid) and 0 <= uid < 2**32 - 1)
 
 
 def api_url(v: Any) -> str:
