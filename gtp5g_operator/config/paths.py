@@ -106,13 +106,10 @@ def is_tracefs_pipe(path: str, st: os.stat_result, proc: str = "/proc") -> bool:
 
 def mode_problem(path: str, st: os.stat_result) -> str:
     """Why the file `path` with status `st` cannot be followed like trace_pipe, or ""."""
-    if stat.S_ISFIFO(st.st_mode):
+    if stat.S_ISFIFO(st.st_mode) or is_tracefs_pipe(path, st):
         return ""
     name = os.path.basename(path)
-    on_tracefs = stat.S_ISREG(st.st_mode) and fs_type(path) in TRACEFS_TYPES
-    if on_tracefs and name == "trace_pipe":
-        return ""
-    if on_tracefs:
+    if stat.S_ISREG(st.st_mode) and fs_type(path) in TRACEFS_TYPES:
         return (f"{path} is the tracefs file {name!r}, which cannot be followed; "
                 f"use {os.path.join(os.path.dirname(path), 'trace_pipe')}")
     return (f"{path} is {file_kind(st.st_mode)}, which cannot be followed like trace_pipe "
