@@ -4,24 +4,19 @@ documentation (`schema`), value validators (`values`), parsing and merging
 mount table (`paths`), and rendering (`render`)."""
 
 from .load import check_not_writable_by_others, load_config
-from .parse import SECTIONS, ConfigError, FlavorRules, Vocabulary, describe_changes, parse_config
-from .paths import TRACE_PIPE_CANDIDATES
+from .parse import SECTIONS, ConfigError, Vocabulary, describe_changes, parse_config
 from .schema import (
     AUTO,
     DEFAULT_CONFIG_PATH,
     ApiConfig,
     Config,
-    LogConfig,
     MatchConfig,
-    MetricsConfig,
     StrategyConfig,
     TraceConfig,
 )
-from .values import split_listen
 
 __all__ = [
-    "AUTO", "DEFAULT_CONFIG_PATH", "SECTIONS", "TRACE_PIPE_CANDIDATES", "ApiConfig", "Config",
-    "ConfigError", "FlavorRules", "LogConfig", "MatchConfig", "MetricsConfig",
-    "StrategyConfig", "TraceConfig", "Vocabulary", "check_not_writable_by_others",
-    "describe_changes", "load_config", "parse_config", "split_listen",
+    "AUTO", "DEFAULT_CONFIG_PATH", "SECTIONS", "ApiConfig", "Config", "ConfigError",
+    "MatchConfig", "StrategyConfig", "TraceConfig", "Vocabulary",
+    "check_not_writable_by_others", "describe_changes", "load_config", "parse_config",
 ]
