@@ -12,10 +12,14 @@ if TYPE_CHECKING:
     from typing import Any, Optional
 
 
-def decimal(text: str) -> bool:
-    """An ASCII decimal number, what int() takes from systemd's variables: str.isdigit()
-    alone is true of '²' too, on which int() raises."""
-    return text.isascii() and text.isdigit()
+def u64(text: str) -> Optional[int]:
+    """`text` as an unsigned 64-bit ASCII decimal (systemd's variables, the kernel's
+    counters), else None.  str.isdigit() alone takes '²' (which int() refuses) and any
+    length (too large for a float): either crashed the start."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        return None
+    value = int(text)
+    return value if value < 2**64 else None
 
 
 def plural(n: int, word: str, many: str = "") -> str:

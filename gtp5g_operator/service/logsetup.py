@@ -16,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Mapping, Optional, TextIO
 
 from ..core.component import Component
-from ..core.words import decimal, printable
+from ..core.words import printable, u64
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -60,7 +60,7 @@ def stderr_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:
     except (OSError, ValueError, AttributeError):  # AttributeError: fd 2 closed at start,
         return False  # Python's sys.stderr is None (the start died there, silently)
     dev, _, ino = value.partition(":")
-    return decimal(dev) and decimal(ino) and (int(dev), int(ino)) == (st.st_dev, st.st_ino)
+    return (u64(dev), u64(ino)) == (st.st_dev, st.st_ino)  # None for any other text
 
 
 def setup_logging(level: str = "info", env: Mapping[str, str] = os.environ,

@@ -17,7 +17,7 @@ import socket
 from typing import Mapping, Optional
 
 from ..core.once import StateLog
-from ..core.words import decimal
+from ..core.words import u64
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +28,13 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
     Mirrors sd_watchdog_enabled(): WATCHDOG_PID, when set, must be our PID; a value
     that is not an unsigned 64-bit decimal (as systemd parses it) means no watchdog.
     """
-    usec = _u64(env.get("WATCHDOG_USEC", ""))
+    usec = u64(env.get("WATCHDOG_USEC", ""))
     if not usec:
         return None
     wd_pid = env.get("WATCHDOG_PID", "")
-    if wd_pid and _u64(wd_pid) != pid:
+    if wd_pid and u64(wd_pid) != pid:
         return None
     return usec / 2e6
-
-
-def _u64(text: str) -> Optional[int]:
-    """An ASCII decimal below 2**64, else None.  str.isdigit() alone takes "²" (which
-    int() refuses) and any length (too large for a float): either crashed the start."""
-    if not decimal(text) or len(text) > 20:
-        return None
-    value = int(text)
-    return value if value < 2**64 else None
 
 
 SEND_WAIT = 0.5  # seconds a notification may wait for room in systemd's queue

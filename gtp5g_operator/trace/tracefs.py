@@ -14,6 +14,7 @@ import os
 import re
 from typing import Any, Dict, NamedTuple, Optional, Set
 
+from ..core.words import u64
 from ..files import read_small_text
 from .ringbuf import MAX_SUBBUF_SIZE
 
@@ -103,8 +104,8 @@ def parse_cpu_stats(text: str) -> CpuStats:
                 continue  # a field this kernel prints differently: leave it at 0
             if math.isfinite(seconds):
                 values[name] = seconds
-        elif value.isascii() and value.isdigit() and len(value) <= 20 and int(value) < 2**64:
-            values[name] = int(value)  # an unsigned long; "-1", "1_000" or "+5" are not
+        elif u64(value) is not None:  # an unsigned long; "-1", "1_000" or "+5" are not
+            values[name] = int(value)
     return CpuStats(**values)  # missing ones keep their 0
 
 
