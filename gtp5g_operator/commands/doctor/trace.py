@@ -16,7 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from ...config.paths import TRACEFS_TYPES, Mount, mode_problem, mount_of, read_mounts, resolve_pipe
+from ...config.paths import (
+    TRACEFS_TYPES,
+    Mount,
+    is_tracefs_pipe,
+    mode_problem,
+    mount_of,
+    read_mounts,
+    resolve_pipe,
+)
 from ...config.schema import TraceConfig
 from ...core.words import plural
 from ...files import read_small_text
@@ -46,13 +54,6 @@ class TraceSite:
     @property
     def is_fifo(self) -> bool:
         return self.st is not None and stat.S_ISFIFO(self.st.st_mode)
-
-    @property
-    def is_kernel_pipe(self) -> bool:
-        """The kernel's trace_pipe: a regular file of that name on tracefs."""
-        return (self.st is not None and stat.S_ISREG(self.st.st_mode)
-                and os.path.basename(self.pipe) == "trace_pipe"
-                and self.holder is not None and self.holder.fstype in TRACEFS_TYPES)
 
     @property
     def reader(self) -> str:
@@ -146,7 +147,7 @@ def source_check(site: TraceSite) -> Check:
                     else "correct trace.pipe, or create the FIFO")
     if site.is_fifo:
         return ok("trace source", f"{pipe} is a FIFO (a replay or test source)")
-    if site.is_kernel_pipe:
+    if is_tracefs_pipe(pipe, site.st, site.proc):
         return ok("trace source", f"{pipe} is the kernel's trace_pipe")
     problem = mode_problem(pipe, site.st) or f"{pipe} is not the kernel's trace_pipe"
     return fail("trace source", problem, 'set trace.pipe = "auto"')
