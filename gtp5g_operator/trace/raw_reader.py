@@ -45,9 +45,9 @@ import glob
 import logging
 import os
 import struct
-from typing import Callable, Dict, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Set, Tuple
 
-from ..config.paths import TRACE_PIPE_CANDIDATES, is_tracefs_pipe, resolve_pipe
+from ..config.paths import is_tracefs_pipe, resolve_pipe
 from ..core.once import StateLog
 from ..files import read_small_text
 from .lost import LossCounter
@@ -155,15 +155,13 @@ class RawTraceSource(TraceSource):
         return ""
 
     def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
-                 counters: Optional[TraceCounters] = None,
-                 candidates: Sequence[str] = TRACE_PIPE_CANDIDATES, *,
+                 counters: Optional[TraceCounters] = None, *,
                  require_tracefs: bool = True, online_path: str = CPU_ONLINE,
                  turn_pages: int = TURN_PAGES) -> None:
-        pipe = resolve_pipe(setting, candidates)
+        pipe = resolve_pipe(setting)
         super().__init__(os.path.dirname(pipe), clock, on_tids, counters)
         self.setting = setting
         self.pipe = pipe
-        self._candidates = candidates
         self._require_tracefs = require_tracefs  # False: tests with a fake tracefs
         self._online_path = online_path
         self._turn_pages = turn_pages
@@ -194,7 +192,7 @@ class RawTraceSource(TraceSource):
     # --- open / close -------------------------------------------------------------------
 
     def _open_fds(self) -> Tuple[int, ...]:
-        self.pipe = resolve_pipe(self.setting, self._candidates)
+        self.pipe = resolve_pipe(self.setting)
         self.path = os.path.dirname(self.pipe)
         doorbell = self._open_doorbell()
         self._loss = LossCounter(self.counters, self.path, self._clock, lambda: True)

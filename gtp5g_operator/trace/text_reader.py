@@ -16,9 +16,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Callable, Optional, Sequence, Set, Tuple
+from typing import Callable, Optional, Set, Tuple
 
-from ..config.paths import TRACE_PIPE_CANDIDATES, is_tracefs_pipe, mode_problem, resolve_pipe
+from ..config.paths import is_tracefs_pipe, mode_problem, resolve_pipe
 from ..core.once import StateLog
 from .framing import LineFramer
 from .lost import LossCounter
@@ -39,15 +39,12 @@ class TextTraceSource(TraceSource):
     kind = "text"
 
     def __init__(self, setting: str, clock: Callable[[], float], on_tids: OnTids,
-                 counters: Optional[TraceCounters] = None,
-                 candidates: Sequence[str] = TRACE_PIPE_CANDIDATES,
-                 framer: Optional[LineFramer] = None, *, require_tracefs: bool = True) -> None:
-        super().__init__(resolve_pipe(setting, candidates), clock, on_tids, counters)
+                 counters: Optional[TraceCounters] = None, *, require_tracefs: bool = True) -> None:
+        super().__init__(resolve_pipe(setting), clock, on_tids, counters)
         self.setting = setting
-        self._candidates = candidates
         self._require_tracefs = require_tracefs  # False: tests with a fake tracefs
         self._loss: Optional[LossCounter] = None
-        self.framer = framer or LineFramer()
+        self.framer = LineFramer()
         self._layout_state = StateLog(log)
         self._unrecognised = StateLog(log)
         self._unrecognised_run = 0  # bytes since the last recognised line
@@ -56,7 +53,7 @@ class TextTraceSource(TraceSource):
     # --- open / close -------------------------------------------------------------------
 
     def _open_fds(self) -> Tuple[int, ...]:
-        self.path = resolve_pipe(self.setting, self._candidates)
+        self.path = resolve_pipe(self.setting)
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         st = os.fstat(fd)
         problem = mode_problem(self.path, st)  # the path may have been replaced
