@@ -43,8 +43,7 @@ def guarded(group: str, run: Callable[[], List[Check]]) -> List[Check]:
                      "please report this as a bug")]
 
 
-def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
-               systemctl: Optional[str] = None,
+def run_checks(options: Options, systemctl: Optional[str] = None,
                flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> List[Check]:
     """`flavors`: the registry (a test registers a flavor of its own)."""
     vocabulary = Vocabulary(flavors, VOCABULARY.readers)
@@ -63,7 +62,7 @@ def run_checks(options: Options, sleep: Callable[[float], None] = time.sleep,
     cpu = CpuWait(state if alive else None, proc,
                   [task for t in targets if t.boosted for task in t.tasks], options.window)
     cpu.start()
-    window = watch(site.directory, options.window, sleep, anyway=cpu.live is not None)
+    window = watch(site.directory, options.window, anyway=cpu.live is not None)
     cpu.finish()
     checks += guarded("trace", lambda: trace_checks(site, window))
     checks += targets_checks(config.match, targets)
