@@ -11,8 +11,8 @@ import sys
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from . import __version__
+from .commands.doctor.options import CONFIG_HELP, RUNTIME_DIR_HELP, options_from
 from .commands.doctor.options import add_parser as add_doctor
-from .commands.doctor.options import options_from
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .core.procfs import namespace_refusal
 from .service.logsetup import setup_logging, stderr_is_journal
@@ -48,23 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      "directory; exit 71 when the system refuses what the "
                                      "start needs (file descriptors, memory).")
     run.add_argument("--config", default=here, metavar="PATH",
-                     help=f"main configuration file (default {DEFAULT_CONFIG_PATH}); its "
-                          "directory's config.d/*.toml are read after it")
+                     help=f"{CONFIG_HELP}; its directory's config.d/*.toml are read after it")
     check = sub.add_parser(
         "check-config", help="validate the configuration and the files it names",
         description="Validate the main file, its drop-ins (config.d/*.toml) and every file "
                     "they name, exactly as the daemon would; print ok, or the error and exit "
                     "78 (EX_CONFIG).")
-    check.add_argument("--config", default=here, metavar="PATH",
-                       help=f"main configuration file (default {DEFAULT_CONFIG_PATH})")
+    check.add_argument("--config", default=here, metavar="PATH", help=CONFIG_HELP)
     check.add_argument("--print", action="store_true", dest="print_config",
                        help="print the effective configuration, each value with the file "
                             "that set it (or \"default\")")
     status = sub.add_parser("status", help="show the running daemon's state")
     status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
-    status.add_argument("--runtime-dir", default=None, metavar="DIR",
-                        help="where the daemon keeps state.json (default: $RUNTIME_DIRECTORY "
-                             "when it holds one, else /run/gtp5g-operator)")
+    status.add_argument("--runtime-dir", default=None, metavar="DIR", help=RUNTIME_DIR_HELP)
     add_doctor(sub, here)
     return parser
 

@@ -22,6 +22,10 @@ DESCRIPTION = (
     "gNB's tasks wait for a CPU, the sched_ext scheduler and the running service. One "
     "line per check (ok, warn or FAIL, what was seen, and after -> what to do). It "
     "changes nothing and reads no trace event.")
+# Help that cli.py's other commands share with doctor's options: one wording of each.
+CONFIG_HELP = f"main configuration file (default {DEFAULT_CONFIG_PATH})"
+RUNTIME_DIR_HELP = ("where the daemon keeps state.json (default: $RUNTIME_DIRECTORY when it "
+                    "holds one, else /run/gtp5g-operator)")
 EPILOG = ("exit status: 0 when no check failed (warnings allowed), 1 when at least one "
           "failed, 2 when the command line is wrong.")
 
@@ -55,8 +59,7 @@ def add_parser(sub: Any, config_default: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         "doctor", help="check everything the service needs (changes nothing); exit 1 if a "
                        "check failed", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--config", default=config_default, metavar="PATH",
-                        help=f"main configuration file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--config", default=config_default, metavar="PATH", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true",
                         help="print the checks as a JSON list of {name, subject, level, saw, "
                              "advice}; levels ok, warn, fail")
@@ -73,9 +76,7 @@ def add_parser(sub: Any, config_default: Any) -> argparse.ArgumentParser:
                        ("--sysfs", "sysfs, for sched_ext (default /sys)"),
                        ("--tracefs", "the tracing directory holding trace_pipe (default: "
                                      "where trace.pipe points)"),
-                       ("--runtime-dir", "where the daemon keeps state.json (default: "
-                                         "$RUNTIME_DIRECTORY when it holds one, else "
-                                         "/run/gtp5g-operator)")):
+                       ("--runtime-dir", RUNTIME_DIR_HELP)):
         parser.add_argument(flag, default=None, metavar="DIR",
                             help=f"{what}; for inspecting another root or for tests")
     return parser
