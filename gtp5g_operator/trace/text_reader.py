@@ -61,11 +61,10 @@ class TextTraceSource(TraceSource):
             os.close(fd)
             raise SourceProblem(problem)
         if is_tracefs_pipe(self.path, st) or not self._require_tracefs:
-            tracing = os.path.dirname(self.path)
             # the payload-PID layout counts PID= fields, not events
-            self._loss = LossCounter(self.counters, tracing, self._clock,
+            self._loss = LossCounter(self.counters, self.tracing_dir, self._clock,
                                      lambda: self._layout_state.state != "payload PID")
-            for cpu in per_cpu_dirs(tracing):
+            for cpu in per_cpu_dirs(self.tracing_dir):
                 self._loss.watch(cpu)
         return (fd,)
 
@@ -158,7 +157,7 @@ class TextTraceSource(TraceSource):
         self._unrecognised_run += size
         if self._unrecognised_run < UNRECOGNISED_WARN_BYTES:
             return
-        options = unusual_options(os.path.dirname(self.path))
+        options = unusual_options(self.tracing_dir)
         hint = ("; the tracing instance has " + ", ".join(options)) if options else (
             "; is options/bin on, or options/context-info off with a tracer that does "
             "not print PID=?")
