@@ -4,7 +4,6 @@ counters."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -162,8 +161,8 @@ def counters_check(trace: Any) -> Check:
 
 def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: float,
                    state: Optional[Dict[str, Any]], problem: str,
-                   systemctl: Optional[str] = None) -> List[Check]:
-    checks = [unit_check(probe_unit(systemctl or shutil.which("systemctl"))),
+                   systemctl: Optional[str]) -> List[Check]:
+    checks = [unit_check(probe_unit(systemctl)),
               state_check(state, problem, alive, now, targets)]
     if state is not None and alive:
         checks += [push_check(state.get("last_push"), now, resync, time.monotonic()),
