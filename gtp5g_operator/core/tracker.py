@@ -52,7 +52,7 @@ class TrackedTask:
 @dataclass
 class TrackedProcess:
     info: ProcessInfo
-    since: float  # wall-clock time it was first seen
+    since: float  # monotonic time it was first seen (the publisher shows it as wall-clock)
     tasks: Dict[int, TrackedTask] = field(default_factory=dict)
 
 
@@ -82,11 +82,11 @@ class TaskRef(NamedTuple):
 
 class TaskTracker:
     def __init__(self, procfs: ProcFS, match: MatchConfig,
-                 wall_clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic,
                  max_negative: int = MAX_NEGATIVE) -> None:
         self.procfs = procfs
         self.match = match
-        self._wall = wall_clock
+        self._clock = clock
         self._max_negative = max_negative
         self.processes: Dict[int, TrackedProcess] = {}
         self.generation = 0  # bumped when a process is tracked or dropped (the exit watch)
@@ -182,7 +182,7 @@ class TaskTracker:
         if why:
             return False
         if tgid not in self.processes:
-            self.processes[tgid] = TrackedProcess(info=info, since=self._wall())
+            self.processes[tgid] = TrackedProcess(info=info, since=self._clock())
             self.generation += 1
             log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
                      tgid, info.comm, info.exe or "?", info.uid)

@@ -119,7 +119,7 @@ class DecisionMakerWriter(RuleWriter):
         rule = self._written if isinstance(self._written, NodeRule) else None
         return {**super().describe(), "node": self.node, "policy_id": policy_id(self.node),
                 "rule": rule.command_regex if rule else None,
-                "token_expires_at": token.expires_at if token else None,
+                "token_expires_mono": self.login.expires_mono if token else None,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state -------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class ManagerLogin:
         self.access: Optional[str] = None
         self._refresh: Optional[str] = None
         self._renew_at = 0.0
-        self.expires_at: Optional[float] = None
+        self.expires_mono: Optional[float] = None  # shown as wall-clock by the publisher
         self.obtained = 0
 
     def __repr__(self) -> str:
@@ -158,7 +158,7 @@ class ManagerLogin:
                     exp - iat if iat is not None else exp - now)
         lifetime = min(max(lifetime, 2.0), MAX_LIFETIME)
         self._renew_at = self._clock() + refresh_delay(lifetime)
-        self.expires_at = now + lifetime
+        self.expires_mono = self._clock() + lifetime
         log.debug("Manager access token for %s, renewing in %.0f s", self.user,
                   refresh_delay(lifetime))
 
@@ -218,7 +218,7 @@ class ManagerWriter(RuleWriter):
         return {**super().describe(), "node": self.node, "user": user,
                 "policy_id": self.ids.object_id,
                 "rule": self._written.command_regex if self._written else None,
-                "token_expires_at": self.login.expires_at,
+                "token_expires_mono": self.login.expires_mono,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state -------------------------------------------------------------------------

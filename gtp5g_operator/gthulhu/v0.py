@@ -61,7 +61,7 @@ class V0Writer(ApiWriter):
     def describe(self) -> Dict[str, Any]:
         token = self.login.token
         return {**super().describe(), "mode": self.strategy.mode,
-                "token_expires_at": token.expires_at if token else None,
+                "token_expires_mono": self.login.expires_mono if token else None,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state ------------------------------------------------------------------------

@@ -251,6 +251,7 @@ class PublicKeyToken:
         self._wall = wall_clock
         self.token: Optional[Token] = None
         self._renew_at = 0.0
+        self.expires_mono: Optional[float] = None  # shown as wall-clock by the publisher
         self.obtained = 0
         self._skew_reported = False
         self._took_over = False  # from another login (see carry_on_from)
@@ -299,7 +300,9 @@ class PublicKeyToken:
     def _accept(self, token: Token) -> None:
         self.token = token
         self.obtained += 1
-        self._renew_at = self._clock() + token.refresh_in
+        now = self._clock()
+        self._renew_at = now + token.refresh_in
+        self.expires_mono = now + token.expires_at - self._wall()
         if token.skew and not self._skew_reported:
             self._skew_reported = True
             log.warning("the API host's clock is %+.0f s off ours (judged from the token's "

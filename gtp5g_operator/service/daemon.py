@@ -80,21 +80,20 @@ class Daemon:
         self.config_path = config_path
         self.env = env
         self._clock = clock
-        self._wall = wall_clock
-        self.loaded_at = wall_clock()
+        self.loaded_mono = clock()
         self.notifier = Notifier(env)
         self.state_directory = state_dir(env)
         # Exits are watched through pidfds only where /proc is the kernel's (not a test's tree).
         pidfds = getattr(os, "pidfd_open", None) if procfs is None else None
         procfs = procfs or ProcFS()
-        self.tracker = TaskTracker(procfs, config.match, wall_clock)
+        self.tracker = TaskTracker(procfs, config.match, clock)
         self.cpu_wait = SchedstatSampler(procfs.root, clock, CPU_WAIT_WINDOW)
         self.scheduler = SchedulerWatch(sysfs)
         self.trace = TraceFeed(config.trace, clock, self._on_tids, readers)
         self._make_writer = make_writer or (
             lambda cfg: build_writer(cfg, self.state_directory, clock, wall_clock))
         self.pusher = Pusher(self._make_writer(config), config.strategy.resync_interval,
-                             self._desired, clock, wall_clock,
+                             self._desired, clock,
                              first_push_delay=FIRST_PUSH_DELAY, make_writer=self._make_writer)
         self.publisher = Publisher(self, runtime_dir(env), clock, wall_clock)
         self.watchdog = WatchdogPinger(self.notifier, watchdog_interval(env, os.getpid()),
@@ -311,7 +310,7 @@ class Daemon:
         """Swap in a validated config; each component takes its own part."""
         old, changed = self.config, describe_changes(self.config, new)
         self.config = new
-        self.loaded_at = self._wall()
+        self.loaded_mono = self._clock()
         if not changed:
             log.info("configuration reloaded: nothing changed")
             return

@@ -34,6 +34,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 65536  # new tasks awaiting their first successful push (detect-to-push)
+CLOCK_STEP = 1.0  # seconds the wall clock must move against the monotonic one to be a step
+
+
+class WallTime:
+    """The wall-clock time of a monotonic one, as the wall clock reads now.
+
+    The loop times everything on the monotonic clock; a wall-clock time is made only
+    when published.  One taken when a thing happened is in the terms of that moment's
+    wall clock, which NTP steps (by hours or years after a boot without a working RTC),
+    an admin sets or a resumed VM moves: `status` said "running since 2024-12-07
+    (17520h ago)" of a daemon started 6 s before NTP stepped the clock two years
+    forward, and the metrics' last-success time was as far off."""
+
+    def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+        self._clock, self._wall = clock, wall_clock
+        self._offset = wall_clock() - clock()
+
+    def of(self, mono: float) -> float:
+        offset = self._wall() - self._clock()
+        # Kept until the clock steps: a value moved by every reading (or by NTP's slewing,
+        # 0.5 ms/s at most) would rewrite state.json at every publish.
+        if abs(offset - self._offset) > CLOCK_STEP:
+            self._offset = offset
+        return mono + self._offset
 
 
 class Publisher(Component):
@@ -44,7 +68,7 @@ class Publisher(Component):
         self.parts = parts
         self._clock = clock
         self._wall = wall_clock
-        self.started_at = wall_clock()
+        self._wall_time = WallTime(clock, wall_clock)
         self.started_mono = clock()
         self.state = StateFile(directory)
         self._metrics_text = PublishedFile(os.path.join(directory, METRICS_FILE))
@@ -57,7 +81,6 @@ class Publisher(Component):
                                                   "reloads": {"ok": 0, "error": 0}}
         self._pending: Dict[int, float] = {}  # tid -> when first seen (monotonic)
         self.last_success_mono: Optional[float] = None
-        self.last_success_at: Optional[float] = None
         self.boost = BoostReporter(logging.getLogger("gtp5g_operator.readback"),
                                    parts.config.strategy.resync_interval, clock)
         self.verdict: BoostVerdict = not_verified("nothing written yet")
@@ -95,7 +118,7 @@ class Publisher(Component):
         self.counts["pushes"]["ok" if result.ok else "error"] += 1
         self.histograms["push_duration_seconds"].observe(result.duration)
         if result.ok:
-            self.last_success_mono, self.last_success_at = result.at_mono, result.at_wall
+            self.last_success_mono = result.at_mono
             for tid, seen in self._pending.items():
                 if tid in result.tids:
                     self.histograms["detect_to_push_seconds"].observe(result.at_mono - seen)
@@ -129,15 +152,15 @@ class Publisher(Component):
     def snapshot(self) -> Dict[str, Any]:
         """The daemon's state now: what state.json holds and every output renders."""
         p = self.parts
-        cfg, last = p.config, p.pusher.last
+        cfg, last, wall = p.config, p.pusher.last, self._wall_time.of
         return {
             "pid": os.getpid(),
             "version": __version__,
-            "started_at": self.started_at,
-            "config": {"path": cfg.source, "files": list(cfg.files), "loaded_at": p.loaded_at,
+            "started_at": wall(self.started_mono),
+            "config": {"path": cfg.source, "files": list(cfg.files),
+                       "loaded_at": wall(p.loaded_mono),
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
-            "api": {**p.pusher.writer.describe(), "url": cfg.api.url,
-                    "credentials_obtained": p.pusher.credentials_obtained()},
+            "api": self._api(wall),
             "trace": {"path": p.trace.path, "format": p.trace.kind, "open": p.trace.is_open,
                       "problem": p.trace.problem, **vars(p.trace.counters)},
             "scheduler": p.scheduler.describe(),
@@ -146,16 +169,26 @@ class Publisher(Component):
             "processes": [
                 {"tgid": v.tgid, "comm": v.comm, "exe": v.exe, "uid": v.uid,
                  "tids": list(v.tids), "thread_names": sorted(v.thread_names),
-                 "since": v.since}
+                 "since": wall(v.since)}
                 for v in p.tracker.snapshot()],
             "last_push": None if last is None else {
                 # at_mono: its age on this host, whatever steps the wall clock takes
-                "ok": last.ok, "at": last.at_wall, "at_mono": last.at_mono, "count": last.count,
+                "ok": last.ok, "at": wall(last.at_mono), "at_mono": last.at_mono,
+                "count": last.count,
                 "duration_s": round(last.duration, 6), "error": last.error,
                 "error_kind": last.error_kind},
-            "last_success_at": self.last_success_at,
+            "last_success_at": (None if self.last_success_mono is None else
+                                wall(self.last_success_mono)),
             "counts": self.counts,
         }
+
+    def _api(self, wall: Callable[[float], float]) -> Dict[str, Any]:
+        api = {**self.parts.pusher.writer.describe(), "url": self.parts.config.api.url,
+               "credentials_obtained": self.parts.pusher.credentials_obtained()}
+        if "token_expires_mono" in api:  # a flavor's, once detected
+            expires = api.pop("token_expires_mono")
+            api["token_expires_at"] = None if expires is None else wall(expires)
+        return api
 
     def _cpu_wait(self) -> Dict[str, Any]:
         sampler = self.parts.cpu_wait
@@ -187,7 +220,7 @@ class Publisher(Component):
             "started_mono": self.started_mono,
             "resync_interval": p.config.strategy.resync_interval,
             "last_push": None if last is None else {
-                "ok": last.ok, "at": last.at_wall, "at_mono": last.at_mono,
+                "ok": last.ok, "at": snap["last_push"]["at"], "at_mono": last.at_mono,
                 "error_kind": last.error_kind},
             "last_success_mono": self.last_success_mono,
             "api": {"flavor": snap["api"].get("flavor"), "url": snap["api"]["url"]},

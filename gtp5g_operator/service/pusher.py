@@ -35,7 +35,6 @@ FIRST_RETRY = 0.5  # first retry delay after a failed push
 class PushResult:
     ok: bool
     count: int  # entries written (or attempted)
-    at_wall: float
     at_mono: float
     duration: float
     tids: FrozenSet[int] = frozenset()  # the tracked tasks this push covered
@@ -63,7 +62,6 @@ class Pusher(Component):
     def __init__(self, writer: ApiWriter, resync_interval: float,
                  snapshot: Callable[[], List[ProcessView]],
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time,
                  backoff: Optional[Backoff] = None, first_push_delay: float = 0.0,
                  make_writer: Optional[Callable[[Config], ApiWriter]] = None) -> None:
         self.writer = writer
@@ -71,7 +69,6 @@ class Pusher(Component):
         self._snapshot = snapshot  # prunes dead tasks, then lists the tracked ones
         self._make_writer = make_writer
         self._clock = clock
-        self._wall = wall_clock
         self._backoff = backoff or Backoff(FIRST_RETRY, resync_interval)
         # Push once soon after start, even an empty set: the API may hold stale strategies.
         self._next = clock() + first_push_delay
@@ -216,7 +213,7 @@ class Pusher(Component):
             log.debug("pushed %d entries in %.1f ms", count, (now - start) * 1e3)
         self._backoff.reset()
         self._next = now + self.resync_interval
-        self.last = PushResult(True, count, self._wall(), now, now - start, tids)
+        self.last = PushResult(True, count, now, now - start, tids)
         return self.last
 
     def _failed(self, exc: ApiError, start: float, tids: FrozenSet[int]) -> PushResult:
@@ -230,6 +227,6 @@ class Pusher(Component):
         if exc.kind in ("unauthorized", "bad-answer"):
             self.writer.drop_credentials()
         self._next = now + delay
-        self.last = PushResult(False, 0, self._wall(), now, now - start, tids,
+        self.last = PushResult(False, 0, now, now - start, tids,
                                error=str(exc), error_kind=exc.kind)
         return self.last

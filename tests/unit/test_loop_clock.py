@@ -8,6 +8,7 @@ the trace source's rest and reloads.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -18,11 +19,15 @@ from typing import Any, Collection, Dict, Iterator, List, Tuple
 
 import pytest
 
+from gtp5g_operator.commands.status import format_status
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.component import Component
 from gtp5g_operator.service.daemon import FIRST_PUSH_DELAY, Daemon
+from gtp5g_operator.service.publisher import WallTime
 from gtp5g_operator.service.pusher import COALESCE
+from gtp5g_operator.service.vocabulary import load as load_config
 from gtp5g_operator.trace.source import REST
+from testbed.fake_gthulhu import FakeGthulhu
 from testbed.harness import GnbProcess, write_config
 from testbed.tracelines import gtp5g_line
 from tests.doubles import Clock, RecordingWriter
@@ -285,3 +290,65 @@ def test_a_bug_in_any_component_is_logged_once_and_the_loop_goes_on(
     finally:
         os.close(w)
         d.close()
+
+
+YEARS_2 = 2 * 365 * 86400.0
+
+
+def test_published_times_follow_a_step_of_the_wall_clock(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]], api: FakeGthulhu,
+        keys: Dict[str, Path]) -> None:
+    """A boot without a working RTC: the daemon starts with the wall clock two years
+    behind, and NTP steps it right.  Every time state.json held (so `status`, `doctor`
+    and the metrics' last-success time) stayed in the old clock's terms: "running since
+    2024-12-07 13:01:47 (17520h ago)" of a daemon started seconds before, the gNB's
+    SINCE and the token's "valid until" as far off.  Published times are now those of
+    the monotonic times the loop keeps, in the wall clock's terms of the moment."""
+    fifo, clock, sent = world
+    wall = Clock(1_800_000_000.0 - YEARS_2)
+    cfg = load_config(str(write_config(
+        tmp_path / "config.toml", trace={"pipe": str(fifo)},
+        api={"url": api.url, "public_key": str(keys["public"]), "flavor": "v0"})))
+    env = {"RUNTIME_DIRECTORY": str(tmp_path / "run"), "STATE_DIRECTORY": str(tmp_path / "st")}
+    d = Daemon(cfg, str(tmp_path / "config.toml"), env=env, clock=clock, wall_clock=wall)
+    d.notifier.send = lambda *fields: sent.extend(fields)  # type: ignore[method-assign]
+    d.setup()
+    g = GnbProcess(threads=("nr-gnb-rlc",))
+    w = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(w, "".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids).encode())
+        clock.now += FIRST_PUSH_DELAY
+        wall.now += FIRST_PUSH_DELAY
+        d.run_once()  # reads the lines, pushes the gNB's tasks
+        assert d.pusher.last is not None and d.pusher.last.ok and d.pusher.last.count == 2
+        started = clock.now
+        wall.now += YEARS_2  # NTP steps the wall clock
+        clock.now += cfg.strategy.liveness_interval
+        wall.now += cfg.strategy.liveness_interval
+        d.run_once()  # the liveness pass publishes
+        state = json.loads((tmp_path / "run" / "state.json").read_text())
+        since = wall.now - (clock.now - started)  # when they happened, by today's clock
+        times = {"started_at": state["started_at"], "loaded_at": state["config"]["loaded_at"],
+                 "process since": state["processes"][0]["since"],
+                 "last push": state["last_push"]["at"],
+                 "last success": state["last_success_at"]}
+        assert times == pytest.approx(dict.fromkeys(times, since), abs=1.0)
+        assert state["api"]["token_expires_at"] == pytest.approx(since + 3600, abs=1.0)
+        text = format_status(state, wall.now, clock.now)
+        assert "running since" in text and "17520h" not in text and "(5s ago)" in text
+    finally:
+        os.close(w)
+        g.stop()
+        d.close()
+
+
+def test_wall_time_moves_with_a_step_and_not_with_slewing() -> None:
+    """Published times change when the wall clock steps, not when NTP slews it (or the two
+    clocks are read a few µs apart): state.json is rewritten only when the state changes."""
+    mono, wall = Clock(100.0), Clock(1_800_000_000.0)
+    times = WallTime(mono, wall)
+    assert times.of(90.0) == 1_800_000_000.0 - 10.0
+    wall.now += 0.9  # slewed, or read late
+    assert times.of(90.0) == 1_800_000_000.0 - 10.0
+    wall.now -= 3600.9  # stepped an hour back
+    assert times.of(90.0) == 1_800_000_000.0 - 3600.0 - 10.0

@@ -73,7 +73,7 @@ TRACKED: List[ProcessView] = []
 
 
 def pusher(client: ScriptedWriter, clock: Clock) -> Pusher:
-    return Pusher(client, 10.0, lambda: list(TRACKED), clock, clock,
+    return Pusher(client, 10.0, lambda: list(TRACKED), clock,
                   Backoff(0.5, 10.0, rand=lambda: 1.0))
 
 

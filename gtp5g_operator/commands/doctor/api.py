@@ -177,8 +177,8 @@ class ApiProbe:
         return self._credentials_check(name, writer)
 
     def _credentials_check(self, name: str, writer: ApiWriter) -> Check:
-        expires = writer.describe().get("token_expires_at")
-        lifetime = duration(expires - self._wall()) if isinstance(expires, float) else "?"
+        expires = writer.describe().get("token_expires_mono")
+        lifetime = duration(expires - self._clock()) if isinstance(expires, float) else "?"
         if not isinstance(writer.login, PublicKeyToken):
             return ok(name, f"logged in to the Gthulhu {writer.display} as "
                             f"{self.api.username!r}; access token valid {lifetime}")
