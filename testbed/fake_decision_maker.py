@@ -504,6 +504,9 @@ class FakeDecisionMaker(FakeHTTPServer):
         self.match_threads = match_threads  # "upstream's next change": each thread's comm
         self.proc_root = proc_root
         self.token_lifetime = token_lifetime  # the real DM: always 24 h
+        # Its host's clock minus the real one, in seconds (the node's, so ours too when
+        # the operator runs beside it): for the tokens it issues and those it checks.
+        self.clock_skew = 0.0
         self.tokens_issued = 0
         self.restarts = 0
         self._rules: List[Dict[str, Any]] = []
@@ -584,7 +587,7 @@ class FakeDecisionMaker(FakeHTTPServer):
             self.drop_connections()
 
     def issue_token(self, client_id: str = "gtp5g-operator") -> Tuple[str, int]:
-        now = int(time.time())
+        now = int(time.time() + self.clock_skew)
         exp = now + int(self.token_lifetime)
         claims: Dict[str, Any] = {"client_id": client_id, "iss": DM_ISSUER}
         if client_id:
@@ -617,7 +620,7 @@ class FakeDecisionMaker(FakeHTTPServer):
             if not header.startswith("Bearer "):
                 return self.error_response(401, "Authorization header must start with 'Bearer '")
             problem = golang_jwt_error(header[len("Bearer "):], self._key.public_key(),
-                                       time.time())
+                                       time.time() + self.clock_skew)
             if problem is not None:
                 return self.error_response(401, "Invalid or expired token: " + problem)
             return handler(request)

@@ -155,8 +155,12 @@ class DecisionMakerWriter(RuleWriter):
         return compare_rule(self.listed(deadline), rule, views, self.procfs)
 
     def listed(self, deadline: float) -> List[ListedEntry]:
-        """What the scheduler reads from this Decision Maker now."""
-        return listed_strategies(self._call("GET", STRATEGIES_PATH, None, deadline).body)
+        """What the scheduler reads from this Decision Maker now: with the view's one fresh
+        token after a 401.  A push with no gNB writes nothing once its rule is gone, so
+        the read-back is its only request, and a token the DM no longer takes (its clock,
+        the node's, stepped past the token's exp; we renew on our monotonic clock) failed
+        every read-back, 'unauthorized', until the renewal a day later."""
+        return DecisionMakerView(self.http, self.login).listed(deadline)
 
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         listed = self.listed(deadline)

@@ -36,6 +36,7 @@ from gtp5g_operator.gthulhu.decision_maker import DecisionMakerWriter
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.manager import ManagerWriter
+from gtp5g_operator.service.pusher import Pusher
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import FakeManager
 from testbed.harness import SYSTEM_PYTHON, GnbProcess
@@ -337,3 +338,26 @@ def test_the_decision_maker_client_quotes_the_timeout_a_reload_set(
         finally:
             writer.close()
     assert err.value.kind == "timeout" and "(api.timeout 0.5 s)" in str(err.value), err.value
+
+
+def test_a_token_the_decision_maker_refuses_is_renewed_by_the_read_back(
+        aware_dm: FakeDecisionMaker, keys: Dict[str, Path], tmp_path: Path) -> None:
+    """The node's wall clock steps two days forward (NTP after a boot without a working
+    RTC; a resumed VM): the DM, beside us, takes our token for expired, while we renew
+    it on our monotonic clock 23 h 55 min after we got it.  A push with no gNB tracked
+    writes nothing (the rule is gone already), so only the read-back met the 401, and
+    it had no retry with fresh credentials: 'cannot read back what the scheduler boosts:
+    unauthorized' at every push for up to a day (reproduced with the real daemon under
+    libfaketime).  It now takes one fresh token after a 401, as the Manager's read-back
+    of the node's DM (DecisionMakerView) did."""
+    operator = Operator(aware_dm, keys, tmp_path / "state")
+    pusher = Pusher(operator.writer, 10.0, lambda: [])
+    try:
+        first = pusher.push()
+        assert first.ok and first.comparison is not None, first
+        aware_dm.clock_skew = 2 * 86400.0
+        again = pusher.push()
+        assert again.ok and again.comparison is not None, again.readback_problem
+        assert aware_dm.tokens_issued == 2
+    finally:
+        operator.close()
