@@ -29,14 +29,20 @@ def plural(n: int, word: str, many: str = "") -> str:
     return f"{n} {many or (word + 'es' if word.endswith('s') else word + 's')}"
 
 
+DAY = 86400
+
+
 def duration(seconds: float) -> str:
-    """A lifetime or an age, the way a person reads it: 45 s, 12 min, 23 h 59 min."""
+    """A lifetime or an age, the way a person reads it: 45 s, 12 min, 23 h 59 min, 9 d 4 h
+    (a service runs for months: "2400 h 0 min" had to be worked out)."""
     s = round(seconds)
     if s < 120:
         return f"{s} s"
     if s < 7200:
         return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
+    if s < 2 * DAY:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // DAY} d {s % DAY // 3600} h"
 
 
 def printable(text: str) -> str:
@@ -94,7 +100,8 @@ def when(ts: Any, now: float) -> str:
     if t is None:
         return "-"
     age = max(0, int(now - t))
-    ago = f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else f"{age // 3600}h"
+    ago = (f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else
+           f"{age // 3600}h" if age < 2 * DAY else f"{age // DAY}d")
     try:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f" ({ago} ago)"
     except (OverflowError, OSError, ValueError):

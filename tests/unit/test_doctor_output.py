@@ -12,7 +12,7 @@ from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check, fail, ok
 from gtp5g_operator.commands.doctor.options import options_from
 from gtp5g_operator.commands.doctor.output import exit_status, format_json, format_text
 from gtp5g_operator.commands.doctor.runner import guarded
-from gtp5g_operator.core.words import duration, plural
+from gtp5g_operator.core.words import duration, plural, when
 
 CHECKS = [ok("config", "/etc/x.toml is valid"),
           warn("targets", "no process named nr-gnb is running", "start the gNB"),
@@ -66,7 +66,8 @@ def test_exit_status(checks: list[Check], status: int) -> None:
 
 @pytest.mark.parametrize("seconds,text", [(0.4, "0 s"), (45, "45 s"), (119.4, "119 s"),
                                           (120, "2 min"), (3600, "60 min"),
-                                          (86399, "23 h 59 min")])
+                                          (86399, "23 h 59 min"), (172799, "47 h 59 min"),
+                                          (172800, "2 d 0 h"), (100 * 86400 + 7300, "100 d 2 h")])
 def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
 
@@ -113,3 +114,10 @@ def test_a_group_that_breaks_is_one_fail_line_not_a_traceback() -> None:
     assert guarded("api", broken) == [fail("api", "doctor could not check this: KeyError: "
                                                   "'nodeNames'", "please report this as a bug")]
     assert guarded("api", lambda: CHECKS) == CHECKS
+
+
+@pytest.mark.parametrize("age,ago", [(5, "(5s ago)"), (7199, "(119m ago)"), (7200, "(2h ago)"),
+                                     (172799, "(47h ago)"), (90 * 86400 + 5, "(90d ago)")])
+def test_when_says_an_age_in_the_largest_unit_a_person_reads(age: int, ago: str) -> None:
+    now = 1_800_000_000.0
+    assert when(now - age, now).endswith(ago)
