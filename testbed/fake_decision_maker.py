@@ -166,9 +166,11 @@ _GONE = (errno.ENOENT, errno.ESRCH)  # procmonitor.go isTransientProcError
 
 
 def _read_comm(path: str) -> str:
-    """os.ReadFile + strings.TrimSpace; raises OSError."""
+    """os.ReadFile + strings.TrimSpace; raises OSError.  Go's regexp reads each byte that
+    is not UTF-8 as one U+FFFD ("replace" makes one of a cut-off sequence, "\xe2\x80")."""
     with open(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace").strip(_GO_SPACE)
+        text = f.read().decode("utf-8", errors="surrogateescape")
+    return "".join("\ufffd" if "\udc80" <= c <= "\udcff" else c for c in text).strip(_GO_SPACE)
 
 
 def _numeric_dirs(directory: str) -> List[int]:

@@ -43,7 +43,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def set_thread_name(name: str) -> None:
-    if _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0) != 0:
+    # surrogateescape: a name of any bytes, as argv carries them ("rlc\udce2\udc80")
+    if _libc.prctl(PR_SET_NAME, name.encode("utf-8", "surrogateescape")[:15], 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
 
 

@@ -45,10 +45,18 @@ class ProcessInfo:
     uid: int  # real uid
 
 
+# Each byte that is not UTF-8 (surrogateescape makes it one of these) is one U+FFFD, as
+# Go reads it: the Decision Maker matches the rule against the comm so.  Python's
+# "replace" makes one U+FFFD of a cut-off sequence ("\xe2\x80": a UTF-8 name the kernel
+# truncated to 15 bytes), and a rule naming that thread matched nothing there.
+_NOT_UTF8 = {0xDC80 + i: 0xFFFD for i in range(128)}
+
+
 def parse_comm(data: bytes) -> str:
     """The name in a comm file: the kernel adds exactly one newline.  A name may end
     in newlines of its own (prctl allows them): "nr-gnb\\n" is not "nr-gnb"."""
-    return (data[:-1] if data.endswith(b"\n") else data).decode("utf-8", "replace")
+    name = data[:-1] if data.endswith(b"\n") else data
+    return name.decode("utf-8", "surrogateescape").translate(_NOT_UTF8)
 
 
 def parse_stat(data: bytes) -> Optional[TaskStat]:

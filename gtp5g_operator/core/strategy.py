@@ -57,9 +57,17 @@ def re2_escape(name: str) -> str:
     return "".join(out)
 
 
+# Go's unicode.IsSpace, which strings.TrimSpace strips (str.strip() also takes \x1c-\x1f)
+_GO_SPACE = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+             "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
 def names_regex(names: Iterable[str]) -> str:
-    """Anchored, exact alternation of the names, sorted: `^(?:a|b)$`."""
-    return "^(?:" + "|".join(re2_escape(n) for n in sorted(set(names))) + ")$"
+    """Anchored, exact alternation of the names, sorted: `^(?:a|b)$`.  Each name as the
+    Decision Maker matches a comm: strings.TrimSpace'd (a name the kernel cut to 15
+    bytes may end in a space, "gnb-rlc-worker "), else the rule matched nothing."""
+    names = {n.strip(_GO_SPACE) for n in names}
+    return "^(?:" + "|".join(re2_escape(n) for n in sorted(names)) + ")$"
 
 
 def tracked_names(views: Sequence[ProcessView]) -> List[str]:

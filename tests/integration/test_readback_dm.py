@@ -361,3 +361,24 @@ def test_a_token_the_decision_maker_refuses_is_renewed_by_the_read_back(
         assert aware_dm.tokens_issued == 2
     finally:
         operator.close()
+
+
+def test_thread_names_the_kernel_cut_short_are_matched_as_the_decision_maker_reads_them(
+        aware_dm: FakeDecisionMaker, keys: Dict[str, Path], tmp_path: Path,
+        gnb: Callable[..., GnbProcess]) -> None:
+    """comm holds 15 bytes: a longer name is cut there, maybe inside a UTF-8 character
+    ("\\xe2\\x80") or right after a space.  The Decision Maker (Go) reads each byte that
+    is not UTF-8 as one U+FFFD and trims the space; the rule said one U+FFFD and kept
+    the space, matched neither thread, and the daemon took a thread-aware Decision Maker
+    for one that "matches thread-group leaders only" (ERROR), against Gthulhu's own too."""
+    cut_char, cut_space = "rlc-w\udce2\udc80", "gnb-rlc-worker "
+    g = gnb(threads=(cut_char, cut_space, "gnb\udcffw"))
+    views = track(*g.tids)
+    op = Operator(aware_dm, keys, tmp_path / "state")
+    try:
+        op.write(views)
+        rule = aware_dm.rules()[0]["commandRegex"]
+        cmp = compare_rule(of(op.listed(), g), rule, views, ProcFS())
+    finally:
+        op.close()
+    assert (cmp.covered, cmp.missing, cmp.leaders_only) == (tuple(sorted(g.tids)), (), False)
