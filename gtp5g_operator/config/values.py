@@ -163,7 +163,11 @@ def api_url(v: Any) -> str:
     _no_zone_id(parts.hostname or "", v)
     expect(_valid_host(parts.hostname or ""), what, v)
     expect(_URL_PATH.fullmatch(parts.path) is not None, what, v)
-    return str(v).rstrip("/")
+    # Scheme and host are case-insensitive: "HTTP://Gthulhu" is the server "http://gthulhu"
+    # is.  Kept as typed, a reload that changed only their case moved this host (what it
+    # wrote cleared, a Manager policy deleted and made anew) and its proof no longer
+    # matched the server after a restart.
+    return f"{parts.scheme}://{parts.netloc.lower()}{parts.path}".rstrip("/")
 
 
 _BRACKETED = re.compile(r"\[[^\[\]]+\](?::[0-9]*)?")

@@ -165,3 +165,25 @@ def test_reloads_that_replace_an_auto_writer_leave_no_connection_open(
     finally:
         manager.stop()
         dm.stop()
+
+
+def test_a_reload_that_only_changes_the_urls_case_moves_nothing(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """Scheme and host are case-insensitive: "HTTP://127.0.0.1:P" is the same Manager.
+    Kept as typed, the reload took it for a move: this host's policy was deleted and
+    another made in its place."""
+    m = FakeManager({"operator": {"password": PASSWORD}}, {NODE},
+                    keys["private"].read_bytes()).start()
+    try:
+        d = start_manager(env, m)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        m.wait_for(lambda: len(m.policies()) == 1, 5)
+        before = m.policies()
+        reload(env, d, api={"url": m.url.replace("http://", "HTTP://"), "node_name": NODE,
+                            "username": "operator", "password_file": str(password_file(env))},
+               strategy={"resync_interval": 1.5})
+        d.wait_log("configuration reloaded: nothing changed")
+        assert m.policies() == before
+    finally:
+        m.stop()

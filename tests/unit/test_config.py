@@ -165,6 +165,14 @@ def test_a_url_urlsplit_refuses_is_named_and_shown(url: str) -> None:
         f'(and no user, query or fragment), got "{url}"')
 
 
+def test_a_urls_scheme_and_host_are_taken_in_lower_case_and_its_path_as_typed() -> None:
+    # "HTTP://" was kept as typed: a reload that only changed the case moved this host
+    cfg = parse_config('[api]\nurl = "HTTPS://Gthulhu.Example:8443/Gthulhu/"\n'
+                       'decision_maker_url = "HTTP://[FD00::2]:8080"')
+    assert cfg.api.url == "https://gthulhu.example:8443/Gthulhu"
+    assert cfg.api.decision_maker_url == "http://[fd00::2]:8080"
+
+
 @pytest.mark.parametrize("url", ["http://[::1]:/", "http://127.0.0.1:/", "https://gthulhu.example:"])
 def test_an_empty_port_is_refused(url: str) -> None:
     # urlsplit reads "host:" as no port at all: the URL was taken, ":" and all.
