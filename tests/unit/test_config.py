@@ -165,6 +165,17 @@ def test_a_url_urlsplit_refuses_is_named_and_shown(url: str) -> None:
         f'(and no user, query or fragment), got "{url}"')
 
 
+@pytest.mark.parametrize("key", ["url", "decision_maker_url"])
+@pytest.mark.parametrize("tail", ["?api_key=s3cr3t", "/?s3cr3t", "#s3cr3t", "/gthulhu?x=1#s3cr3t"])
+def test_a_query_or_fragment_is_refused_without_showing_it(key: str, tail: str) -> None:
+    # It may hold a gateway's key, and the error goes to the journal (a rejected reload)
+    with pytest.raises(ConfigError) as err:
+        parse_config(f'[api]\n{key} = "http://127.0.0.1:8080{tail}"', "/etc/x/config.toml")
+    head = "http://127.0.0.1:8080" + tail.split("?")[0].split("#")[0]
+    assert str(err.value) == (f'/etc/x/config.toml: api.{key}: expected a URL without a query '
+                              f'or fragment, got "{head}" followed by one (not shown)')
+
+
 def test_a_urls_scheme_and_host_are_taken_in_lower_case_and_its_path_as_typed() -> None:
     # "HTTP://" was kept as typed: a reload that only changed the case moved this host
     cfg = parse_config('[api]\nurl = "HTTPS://Gthulhu.Example:8443/Gthulhu/"\n'
