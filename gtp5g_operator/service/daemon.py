@@ -163,6 +163,7 @@ class Daemon:
         if self.heartbeat is not None:
             self.heartbeat.close()
         self.selector.close()
+        self.notifier.close()
 
     # --- the loop -------------------------------------------------------------
 

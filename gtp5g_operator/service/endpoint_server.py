@@ -453,7 +453,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     say("serving")
     try:
-        Server(listener, files).run()
+        with listener:  # closed, not left to the exit (python -X dev: ResourceWarning)
+            Server(listener, files).run()
     except Exception as exc:  # one line for the daemon's log, not a traceback in the journal
         say(f"error: the endpoint process failed: {type(exc).__name__}: {exc}")
         return 1

@@ -73,12 +73,12 @@ class Notifier:
                 # The socket we connected to is gone (ECONNREFUSED, then ENOTCONN for
                 # good, even once one listens there again): connect anew, as sd_notify()
                 # does by sending every datagram to the address.
-                self._close()
+                self.close()
                 self._send(self._connected(), message)
         except OSError as exc:
             full, gone = isinstance(exc, BlockingIOError), _peer_gone(exc)
             if gone:
-                self._close()
+                self.close()
             # One line an episode: a socket going away refuses (ECONNREFUSED), then, once
             # its file is removed too, is not found (ENOENT): the same problem.
             self._state.problem("full" if full else "gone" if gone else str(exc), logging.ERROR,
@@ -99,7 +99,7 @@ class Notifier:
             self._socket = sock
         return self._socket
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
             self._socket = None

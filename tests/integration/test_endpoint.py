@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -573,3 +574,22 @@ def test_with_one_free_fd_a_new_client_closes_the_oldest(tmp_path: Path) -> None
         proc.kill()
         proc.wait()
         listener.close()
+
+
+def test_under_python_dev_mode_nothing_is_left_unclosed(env: Env) -> None:
+    """`python -X dev` (PYTHONDEVMODE) reports every socket and file left for the
+    garbage collector or the interpreter's exit: a start, a push, a reload that ends one
+    endpoint process and starts another, and a stop leave none.  The endpoint process
+    left its listening socket so at each end, the daemon its sd_notify socket."""
+    a, b = free_port(), free_port()
+    d = env.start(env={"PYTHONDEVMODE": "1"}, metrics={"listen": f"127.0.0.1:{a}"})
+    first = wait_endpoint(d)
+    env.api.wait_post(lambda s: True)
+    reload(env, d, listen=f"127.0.0.1:{b}")
+    second = wait_endpoint(d, other_than=first)
+    assert get(b)[0] in (200, 503)
+    assert d.stop() == 0
+    wait_until(lambda: not Path(f"/proc/{second}").exists(), 10, "the endpoint to exit")
+    said = [line for line in d.log().splitlines()
+            if re.search(r"\w+Warning: |Exception ignored", line)]
+    assert not said, "\n".join(said)
