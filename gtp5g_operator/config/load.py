@@ -163,6 +163,10 @@ def read_password(config: Config, env: Mapping[str, str]) -> str:
     text = read_text(path, f"password ({key})", secret=True, env=env).rstrip("\r\n")
     if not text:
         raise ConfigError(f"{path}: {key}: the password file is empty")
+    if text.startswith("\ufeff"):  # an editor's (Notepad's): invisible, and sent along
+        raise ConfigError(f"{path}: {key}: the file starts with a byte order mark (bytes EF BB "
+                          "BF), which would be sent as part of the password: save it as UTF-8 "
+                          "without a BOM")
     if "\n" in text or "\r" in text:
         raise ConfigError(f"{path}: {key}: more than one line (the password must be the "
                           "file's only line)")

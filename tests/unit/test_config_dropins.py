@@ -253,6 +253,21 @@ def test_a_password_file_of_several_lines_is_refused(tmp_path: Path, content: st
         "more than one line (the password must be the file's only line)"))
 
 
+def test_a_password_file_that_starts_with_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
+    """check-config said ok, and the daemon sent the invisible mark with the password: the
+    Manager's "invalid password" pointed at a file that looked right."""
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"\xef\xbb\xbfs3cret\r\n")
+    pw.chmod(0o600)
+    main = write_config(tmp_path / "config.toml", api={
+        "flavor": "manager", "username": "op", "password_file": str(pw)})
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main), env={})
+    assert str(err.value) == (f"{pw}: api.password_file: the file starts with a byte order "
+                              "mark (bytes EF BB BF), which would be sent as part of the "
+                              "password: save it as UTF-8 without a BOM")
+
+
 @pytest.mark.parametrize("key,what", [("ca_file", "CA file"), ("password_file", "password")])
 def test_a_missing_ca_or_password_file_names_its_key(tmp_path: Path, keys: Dict[str, Path],
                                                     key: str, what: str) -> None:
