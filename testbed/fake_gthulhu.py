@@ -27,7 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.fake_http import FakeServerBase, FakeServerHandler
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
+# Go's pem.Decode finds "-----BEGIN " only at the start or after a newline: a key file
+# that starts with a byte order mark is no PEM to the real servers (401).
+_PEM_BLOCK = re.compile(rb"(?:\A|\n)-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
+                        re.S)
 
 
 def pkix_rsa_public_key(pem: str) -> Optional[rsa.RSAPublicKey]:

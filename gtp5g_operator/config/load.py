@@ -54,11 +54,18 @@ def read_text(path: str, what: str, secret: bool = False,
         raise ConfigError(f"{path}: {what} is not UTF-8 (byte {exc.start})") from None
 
 
-def validate_public_key(pem: str, path: str) -> None:
-    """The API only accepts an RSA public key in PKIX PEM: check that up front."""
+def validate_public_key(pem: str, path: str) -> str:
+    """The API only accepts an RSA public key in PKIX PEM: check that up front.  The key
+    is returned as Gthulhu's servers read PEM (Go's pem.Decode), which is stricter than
+    cryptography: a file that starts with an editor's byte order mark was taken here and
+    refused there (401, "install the key" of the key installed)."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_public_key,
+    )
 
     try:
         key = load_pem_public_key(pem.encode())
@@ -79,6 +86,7 @@ def validate_public_key(pem: str, path: str) -> None:
         raise ConfigError(f"{path}: api.public_key: a PKCS#1 key (BEGIN RSA PUBLIC KEY); "
                           "the API takes only the PKIX form (BEGIN PUBLIC KEY): convert it "
                           f"with openssl rsa -RSAPublicKey_in -pubout -in {path}")
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 # A certificate block; what lies between blocks (comments, often not ASCII, as in
@@ -316,7 +324,7 @@ def load_config(path: str, vocabulary: Vocabulary, env: Mapping[str, str] = os.e
                   "api.public_key in a drop-in"
                 + ("; a Manager needs no key: api.flavor = \"manager\""
                    if config.api.flavor == "auto" else "") + ")") from None
-        validate_public_key(pem, config.api.public_key)
+        pem = validate_public_key(pem, config.api.public_key)
     if config.api.ca_file:
         ca = ca_certificates(read_text(config.api.ca_file, "CA file (api.ca_file)"),
                              config.api.ca_file)

@@ -499,3 +499,18 @@ def test_a_failing_push_logs_no_line_per_retry(env: Env, gnb: Callable[..., GnbP
     log = d.log()
     assert log.count("got an API token") == 1, log  # the first, at start
     assert log[mark:].count("push failed:") == 1, log
+
+
+def test_a_public_key_file_that_starts_with_a_byte_order_mark_gets_a_token(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """An editor's UTF-8 byte order mark before -----BEGIN: check-config took the key
+    (cryptography reads past it), Gthulhu's servers do not (Go's pem.Decode), and every
+    push was a 401 saying to install the very key that was installed."""
+    key = env.tmp / "bom-public-key.pem"
+    key.write_bytes(b"\xef\xbb\xbf" + env.keys["public"].read_bytes().replace(b"\n", b"\r\n"))
+    key.chmod(0o644)
+    d = env.start(api={"public_key": str(key)})
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    assert "unauthorized" not in d.log()
