@@ -69,6 +69,7 @@ def test_tokens_and_refused_public_keys(dm_pair: DMPair) -> None:
     keys: List[Tuple[str, Any]] = [
         ("own", own), ("own, CRLF", own.replace("\n", "\r\n")), ("own, surrounded", with_text),
         ("own, no final newline", own.rstrip("\n")),
+        ("own, after a byte order mark", "\ufeff" + own),
         ("another key", pem_public(stranger, serialization.PublicFormat.SubjectPublicKeyInfo)),
         ("own as PKCS#1", _pkcs1_of(own)), ("garbage", "garbage"), ("empty", ""),
         ("EC key", pem_public(ec.generate_private_key(ec.SECP256R1()),

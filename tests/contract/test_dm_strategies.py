@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterator, List, Set
 
 import pytest
 
+from gtp5g_operator.core.procfs import parse_comm
+from gtp5g_operator.core.strategy import names_regex
 from testbed.harness import ZOMBIE_LEADER_C, GnbProcess, ZombieLeaderGnb, build_c_program
 from tests.contract.conftest import NODE_INTENTS, STRATEGIES, DMPair, assert_same
 from tests.contract.transcript import Transcript
@@ -105,6 +107,28 @@ def test_overlaps_pause_empty_and_invalid_rules(dm_pair: DMPair, children: List[
         assert listings[0] == {(main.pid, f"^{p}-a$", 20_000_000), (main.pid, p, 20_000_000)}
         assert listings[2] == {(main.pid, f"^{p}-a$", 20_000_000)}
     assert listings[3] == set()  # empty, invalid and "pause" rules resolve to nothing
+
+
+def test_names_the_kernel_cut_short(dm_pair: DMPair, children: List[Any]) -> None:
+    """comm holds 15 bytes: a longer name is cut there, inside a UTF-8 character or after
+    a space.  The rule the operator writes for such names (core.strategy.names_regex over
+    core.procfs.parse_comm's reading) must match them as the Decision Maker reads them."""
+    p = unique_prefix()
+    cut_char, cut_space, bad_byte = f"{p}-w\udce2\udc80", f"{p}-rlc-wk ", f"{p}\udcffw"
+    gnb = GnbProcess(name=f"{p}-gnb", threads=(cut_char, cut_space, bad_byte))
+    children.append(gnb)
+    names = [parse_comm(os.fsencode(n)) for n in (f"{p}-gnb", cut_char, cut_space, bad_byte)]
+    regex = names_regex(names)
+
+    def scenario(t: Transcript) -> None:
+        token = t.token()
+        t.call("post", "POST", NODE_INTENTS, {"policies": [rule("r", regex)]}, token=token)
+        t.call("strategies", "GET", STRATEGIES, token=token, only_ids=set(gnb.tids))
+
+    fake, real = dm_pair.run(scenario)
+    assert_same(dm_pair, fake, real)
+    listed = {e["pid"] for e in real.steps[-1][3]["scheduling"]}
+    assert listed == (set(gnb.tids) if dm_pair.build.match_threads else {gnb.pid})
 
 
 REGEX_CASES = [
