@@ -65,8 +65,10 @@ _GO_SPACE = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u200
 def names_regex(names: Iterable[str]) -> str:
     """Anchored, exact alternation of the names, sorted: `^(?:a|b)$`.  Each name as the
     Decision Maker matches a comm: strings.TrimSpace'd (a name the kernel cut to 15
-    bytes may end in a space, "gnb-rlc-worker "), else the rule matched nothing."""
-    names = {n.strip(_GO_SPACE) for n in names}
+    bytes may end in a space, "gnb-rlc-worker "), else the rule matched nothing.  A name
+    of spaces only is left out: the DM reads it as "", and "^(?:|nr-gnb)$" would boost
+    every process so named, anyone's."""
+    names = {n.strip(_GO_SPACE) for n in names} - {""}
     return "^(?:" + "|".join(re2_escape(n) for n in sorted(names)) + ")$"
 
 
@@ -101,8 +103,8 @@ def policy_id(node: str) -> str:
 def build_rule(views: Sequence[ProcessView], cfg: StrategyConfig,
                node: str) -> Optional[NodeRule]:
     """This host's rule, or None when no target is live (the rule is removed)."""
-    names = tracked_names(views)
-    if not names:
+    names = [n for n in tracked_names(views) if n.strip(_GO_SPACE)]
+    if not names:  # (nothing the DM can be told by name: no rule rather than a stranger's)
         return None
     return NodeRule(policy_id(node), node, names_regex(names), rule_priority(cfg),
                     cfg.execution_time_ns)

@@ -39,6 +39,9 @@ def view(comm: str, names: Tuple[str, ...] = (), tgid: int = 100) -> ProcessView
      r"^(?:\(p\)|\[q\]|\^e\$|a\.b|c\|d|f\*\?|g\{2\}|h\\i|nr-gnb|x\+y)$"),
     ([view("nr-gnb", ("123456789012345",))], "^(?:123456789012345|nr-gnb)$"),  # 15 bytes
     ([view("nr-gnb", tgid=1), view("nr-gnb2", ("w1",), tgid=2)], "^(?:nr-gnb|nr-gnb2|w1)$"),
+    # as the Decision Maker reads a comm (Go's strings.TrimSpace); a name of spaces only
+    # is left out, or the rule would match every process whose name is spaces
+    ([view("nr-gnb", ("gnb-rlc-worker ", " ", "\u3000\t"))], "^(?:gnb-rlc-worker|nr-gnb)$"),
 ])
 def test_the_regex_names_exactly_the_tracked_names(views: List[ProcessView],
                                                    regex: str) -> None:
@@ -57,6 +60,12 @@ def test_the_regex_matches_the_names_and_nothing_near_them(names: Tuple[str, ...
         for near in (name + "x", "x" + name, name[:-1], name.upper() if name.islower() else ""):
             if near and near not in names:
                 assert not pattern.search(near), near
+
+
+def test_a_gnb_named_only_spaces_gets_no_rule_rather_than_one_matching_any_such_name() -> None:
+    assert build_rule([view(" ", (" ", "\t"))], StrategyConfig(), "node-a") is None
+    rule = build_rule([view(" ", ("w1",))], StrategyConfig(), "node-a")
+    assert rule is not None and rule.command_regex == "^(?:w1)$"
 
 
 def test_control_characters_are_written_as_re2_escapes() -> None:
