@@ -42,10 +42,13 @@ class WallTime:
 
     The loop times everything on the monotonic clock; a wall-clock time is made only
     when published.  One taken when a thing happened is in the terms of that moment's
-    wall clock, which NTP steps (by hours or years after a boot without a working RTC),
-    an admin sets or a resumed VM moves: `status` said "running since 2024-12-07
-    (17520h ago)" of a daemon started 6 s before NTP stepped the clock two years
-    forward, and the metrics' last-success time was as far off."""
+    wall clock, which NTP steps (by hours or years after a boot without a working RTC)
+    or an admin sets: `status` said "running since 2024-12-07 (17520h ago)" of a
+    daemon started 6 s before NTP stepped the clock two years forward, and the metrics'
+    last-success time was as far off.  The price: time the monotonic clock did not count
+    (a suspend, a paused VM, then a step) is taken for such a correction too, and the
+    times before it show later by its length; from inside, the two look alike, and a
+    gNB server neither sleeps nor pauses."""
 
     def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
         self._clock, self._wall = clock, wall_clock
