@@ -134,7 +134,8 @@ def buffer_kb(directory: str) -> Optional[int]:
     return int(digits[0]) if digits and digits[0].isdigit() else None
 
 
-# --- the judgements (pure) ----------------------------------------------------------------
+# --- the judgements (on the site gathered above; a pipe is judged by the readers' own rule,
+# which asks the mount table) ------------------------------------------------------------
 
 
 def source_check(site: TraceSite) -> Check:
