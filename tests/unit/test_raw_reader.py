@@ -166,6 +166,35 @@ def test_a_turn_is_bounded_per_cpu_and_a_full_one_does_not_rest(fs: FakeTracefs)
         r.source.close()
 
 
+def test_a_busy_cpu_among_many_gets_the_turns_unused_pages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big host: 256 possible CPUs, 128 online with holes (after offlining), one
+    CPU streaming.  A turn's share per CPU is MIN_CPU_PAGES there, and the busy
+    CPU must get the pages the 127 empty ones left: not 127 empty reads per 8 pages."""
+    fs = FakeTracefs(tmp_path, cpus=256)
+    fs.online.write_text("0-63,128-191\n")
+    r = Reader(fs)
+    assert r.source.open()
+    reads: List[int] = []
+    real_readv = os.readv
+
+    def readv(fd: int, buffers: Any) -> int:
+        reads.append(fd)
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", readv)
+    try:
+        assert sorted(r.source.cpus) == [*range(64), *range(128, 192)]
+        pages = 2 * MIN_CPU_PAGES  # what the FIFO holds (64 KiB)
+        fs.write(130, *(page(1000 + n) for n in range(pages)))
+        assert r.turn() == {1000 + n for n in range(pages)}  # all of it, in one turn
+        assert r.source.watched_fds() == ()  # drained: the doorbell rests
+        assert len(reads) == 127 + pages + 1  # each other CPU once, the busy one to its end
+    finally:
+        r.source.close()
+        fs.close()
+
+
 def test_the_sub_buffer_size_is_read_not_assumed(tmp_path: Path) -> None:
     fs = FakeTracefs(tmp_path, cpus=1, subbuf_kb=8)
     r = Reader(fs)
