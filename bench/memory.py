@@ -149,7 +149,8 @@ def flood(fifo: Path, gnb: GnbProcess, api: FakeGthulhu) -> None:
     try:
         write_all(fd, "".join(gtp5g_line("nr-gnb", t, gnb.pid) for t in gnb.tids).encode())
         api.wait_post(lambda s: len(s) == len(gnb.tids), timeout=60)
-        write_all(fd, "".join(gtp5g_line("nr-ue", 5_000_000 + i, 5_000_000)
+        # below PID_MAX_LIMIT (4194304): IDs a task may have, each looked up in /proc
+        write_all(fd, "".join(gtp5g_line("nr-ue", 4_000_000 + i, 4_000_000)
                               for i in range(100_000)).encode())
         wait_until(lambda: unread(fd) == 0, 60, "the flood read")
     finally:

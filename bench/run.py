@@ -600,7 +600,8 @@ def bench_memory(world: World, python: str) -> Dict[str, Any]:
         write_all(fd, "".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids).encode())
         world.api.wait_post(lambda s: len(s) == 1000, timeout=30)
         tracked = rss_mb(d.pid)
-        flood = "".join(gtp5g_line("nr-ue", 5_000_000 + i, 5_000_000)
+        # below PID_MAX_LIMIT (4194304): IDs a task may have, each looked up in /proc
+        flood = "".join(gtp5g_line("nr-ue", 4_000_000 + i, 4_000_000)
                         for i in range(100_000)).encode()
         write_all(fd, flood)
         wait_until(lambda: unread(fd) == 0, 60, "flood drained")

@@ -307,7 +307,8 @@ def test_flood_of_a_million_distinct_ids_keeps_memory_bounded(
     before = rss_kb(d.pid)
     batch = 100_000
     for start in range(0, 1_000_000, batch):
-        env.writer.write("".join(trace_line("nr-ue", 5_000_000 + i, "x")
+        # below PID_MAX_LIMIT (4194304): IDs a task may have, each looked up in /proc
+        env.writer.write("".join(trace_line("nr-ue", 3_000_000 + i, "x")
                                  for i in range(start, start + batch)))
     env.writer.write(lines_for(g))  # and the real gNB still gets through
     env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=60)

@@ -174,12 +174,26 @@ def test_negative_verdicts_are_forgotten_so_reused_ids_are_rechecked(proc: FakeP
     assert t.observe(b(500)) is True
 
 
-def test_negative_cache_is_bounded(proc: FakeProc) -> None:
-    t = TaskTracker(ProcFS(str(proc.root)), MatchConfig(), max_negative=1000)
-    for start in range(0, 20_000, 500):
-        t.observe(b(*range(start + 1, start + 501)))
-    negative, _ = t.cache_sizes()
-    assert 0 < negative <= 1000
+def test_negative_verdicts_hold_every_id_of_a_big_host_in_fixed_memory(proc: FakeProc) -> None:
+    """A big host's trace names tens of thousands of tasks that are not the gNB (whoever
+    a softirq interrupted) between two liveness passes: each is looked up once per pass,
+    not again every time a capped cache was emptied; IDs past PID_MAX_LIMIT (no task
+    has one) are not looked up at all, and the memory does not grow with any of it."""
+    t = tracker(proc)
+    size = len(t._negative)
+    ids = range(4_194_304 - 20_000, 4_194_304)  # near pid_max 4194304
+    for _ in range(2):
+        for start in range(ids.start, ids.stop, 500):
+            t.observe(b(*range(start, start + 500)))
+    assert t.lookups == 20_000  # each once
+    assert t.cache_sizes()[0] == 20_000
+    t.observe(b(0, -1, *range(5_000_000, 5_000_100)))
+    assert t.lookups == 20_000 and t.cache_sizes()[0] == 20_000
+    assert len(t._negative) == size == 512 * 1024
+    t.forget_verdicts()
+    assert t.cache_sizes()[0] == 0
+    t.observe(b(ids.start))
+    assert t.lookups == 20_001  # looked at again after the pass
 
 
 def test_new_match_rules_drop_processes_that_no_longer_match(proc: FakeProc) -> None:
