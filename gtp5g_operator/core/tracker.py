@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 # tasks than that between two liveness passes most of their lines were /proc look-ups
 # again (~30 us of CPU each; 12,006 tasks in 5 turns each: 40,177 look-ups, 1.2 s).
 PID_LIMIT = 1 << 22
-MAX_PROCESS_VERDICTS = 1024  # (tgid, start time) -> matches?
+# Processes found not to match, between two liveness passes.  A big host has thousands
+# (a trace blames whoever a softirq interrupted): with room for 1,024, 3,000 processes
+# of 5 threads cost 12,810 process reads (~5 /proc files each) a pass instead of 3,000.
+# One int each (start time and tgid), ~64 bytes: 0.5 MiB when full.
+MAX_PROCESS_VERDICTS = 8192
 
 
 def mismatch(proc: ProcessInfo, match: MatchConfig) -> str:
@@ -97,7 +101,7 @@ class TaskTracker:
         self._targets: Dict[int, int] = {}  # tracked tid -> tgid
         self._negative = bytearray(PID_LIMIT // 8)  # bit set: the ID is not a target (or gone)
         self._negatives = 0  # bits set
-        self._verdicts: Dict[Tuple[int, int], bool] = {}
+        self._rejected: Set[int] = set()  # processes that do not match: start_time << 22 | tgid
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
         self._unreadable_said: Set[Tuple[int, int]] = set()  # (tgid, start) said once
@@ -167,26 +171,26 @@ class TaskTracker:
 
     def _verdict(self, tgid: int, start_time: int) -> bool:
         """Does process (tgid, start time) match?  Tracks it when it does."""
-        key = (tgid, start_time)
-        verdict = self._verdicts.get(key)
-        if verdict is False:
+        key = start_time << 22 | tgid  # tgid < PID_LIMIT (2 ** 22)
+        if key in self._rejected:
             return False
-        if verdict and tgid in self.processes:
+        tracked = self.processes.get(tgid)
+        if tracked is not None and tracked.info.start_time == start_time:
             return True
         starved = self.procfs.starved
         info = self.procfs.process(tgid)
         if info is None or info.start_time != start_time:
             return False
         why = mismatch(info, self.match)
-        if verdict is None and self.procfs.starved == starved:  # else an unread exe: no verdict
-            if len(self._verdicts) >= MAX_PROCESS_VERDICTS:
-                self._verdicts.clear()
-            self._verdicts[key] = not why
-            if why and not info.exe and self.match.exe and info.comm in self.match.comm:
-                self._exe_unreadable(key, info.comm)
-            elif why:
-                log.debug("process %d not tracked: %s", tgid, why)
         if why:
+            if self.procfs.starved == starved:  # else an unread exe: no verdict
+                if len(self._rejected) >= MAX_PROCESS_VERDICTS:
+                    self._rejected.clear()
+                self._rejected.add(key)
+                if not info.exe and self.match.exe and info.comm in self.match.comm:
+                    self._exe_unreadable((tgid, start_time), info.comm)
+                else:
+                    log.debug("process %d not tracked: %s", tgid, why)
             return False
         if tgid not in self.processes:
             self.processes[tgid] = TrackedProcess(info=info, since=self._clock())
@@ -274,7 +278,7 @@ class TaskTracker:
         PID may have been reused, a process may have exec'd or renamed itself."""
         self._negative = bytearray(PID_LIMIT // 8)
         self._negatives = 0
-        self._verdicts.clear()
+        self._rejected.clear()
 
     def _drop_process(self, tgid: int, why: str) -> bool:
         proc = self.processes.pop(tgid, None)
@@ -324,4 +328,4 @@ class TaskTracker:
 
     def cache_sizes(self) -> Tuple[int, int]:
         """(negative IDs, process verdicts) held now."""
-        return self._negatives, len(self._verdicts)
+        return self._negatives, len(self._rejected)

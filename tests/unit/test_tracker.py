@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 
 from gtp5g_operator.config import MatchConfig
-from gtp5g_operator.core.procfs import ProcFS, parse_stat
+from gtp5g_operator.core.procfs import ProcessInfo, ProcFS, parse_stat
 from gtp5g_operator.core.tracker import TaskTracker
 
 
@@ -194,6 +194,30 @@ def test_negative_verdicts_hold_every_id_of_a_big_host_in_fixed_memory(proc: Fak
     assert t.cache_sizes()[0] == 0
     t.observe(b(ids.start))
     assert t.lookups == 20_001  # looked at again after the pass
+
+
+def test_each_process_of_a_big_host_is_judged_once_a_pass(proc: FakeProc) -> None:
+    """Thousands of processes that are not the gNB, each seen through several of its
+    threads in one pass: each process's /proc files are read once, not once per
+    thread every time a small verdict cache was emptied."""
+    processes, threads = 3000, 3
+    for n in range(processes):
+        tgid = 10_000 + 10 * n
+        for tid in range(tgid, tgid + threads):
+            proc.add(tid, tgid, "worker", 7)
+    t = tracker(proc)
+    judged = []
+    real_process = t.procfs.process
+
+    def process(tgid: int) -> Optional[ProcessInfo]:
+        judged.append(tgid)
+        return real_process(tgid)
+
+    t.procfs.process = process  # type: ignore[method-assign]
+    for thread in range(threads):  # thread 0 of every process, then thread 1, ...
+        t.observe(b(*(10_000 + 10 * n + thread for n in range(processes))))
+    assert len(judged) == processes
+    assert t.cache_sizes() == (processes * threads, processes)
 
 
 def test_new_match_rules_drop_processes_that_no_longer_match(proc: FakeProc) -> None:
