@@ -114,6 +114,16 @@ def _scheduler(sched: Dict[str, Any]) -> str:
     return "NONE: no sched_ext scheduler is running (strategies have no effect)"
 
 
+SHOWN_TIDS = 8  # per process; `status --json` lists them all
+
+
+def _tids(tids: List[Any]) -> str:
+    """A process's TIDs for the table: a gNB of 1,000 threads made a 7,000-character
+    row, and every shorter row and the header were padded to it (8 such gNBs: 55 KB)."""
+    shown = " ".join(one_line(t) for t in tids[:SHOWN_TIDS]) or "-"
+    return shown if len(tids) <= SHOWN_TIDS else f"{shown} ... ({len(tids):,} in all)"
+
+
 def format_status(state: Dict[str, Any], now: float, now_mono: Optional[float] = None) -> str:
     lines = _header(state, now, now_mono)
     listed = state.get("processes")
@@ -127,7 +137,7 @@ def format_status(state: Dict[str, Any], now: float, now_mono: Optional[float] =
         tids = tids if isinstance(tids, list) else []
         rows.append((one_line(p.get("tgid")), one_line(p.get("comm")),
                      one_line(p.get("exe") or "?"), one_line(p.get("uid")),
-                     " ".join(one_line(t) for t in tids) or "-", when(p.get("since"), now)))
+                     _tids(tids), when(p.get("since"), now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         # the last column is not padded: widths has one entry less than a row

@@ -85,6 +85,19 @@ def test_status_table() -> None:
     assert "FAILED (connect: refused)" in text and text.endswith("no nr-gnb process tracked")
 
 
+def test_status_table_of_big_gnbs_stays_narrow() -> None:
+    """A big host: several gNBs of 1,000 threads each.  A row shows a few TIDs and the
+    count (--json has them all), so the table stays one screen wide."""
+    now = time.time()
+    state = {"processes": [{"tgid": tgid, "comm": "nr-gnb", "exe": "/usr/bin/nr-gnb",
+                            "uid": 0, "tids": list(range(tgid, tgid + 1001)),
+                            "since": now - 60} for tgid in (4_100_000, 4_190_000)]}
+    lines = format_status(state, now).splitlines()[-3:]
+    assert max(len(line) for line in lines) < 160
+    assert "4100000 4100001" in lines[1] and "(1,001 in all)" in lines[1]
+    assert lines[1].endswith("(60s ago)")
+
+
 @pytest.mark.parametrize("state", [
     {"pid": "x", "processes": "not a list", "trace": [], "api": None, "last_push": 5},
     {"processes": [None, 3, {"tgid": None, "tids": "1 2"}], "config": "c"},
