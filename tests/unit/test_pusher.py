@@ -13,7 +13,7 @@ from gtp5g_operator.core.tracker import ProcessView
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.writer import ApiWriter
-from gtp5g_operator.service.pusher import COALESCE, Pusher, PushResult
+from gtp5g_operator.service.pusher import COALESCE, PACE, Pusher, PushResult
 from tests.doubles import Clock
 
 
@@ -121,6 +121,29 @@ def test_changes_are_coalesced(client: ScriptedWriter, clock: Clock) -> None:
     clock.now += 0.01
     p.mark_changed()  # a second change in the window does not postpone the push
     assert p.next_deadline() == first == clock.now - 0.01 + COALESCE
+
+
+def test_changes_wait_for_a_costly_push_to_be_paid_for(client: ScriptedWriter,
+                                                       clock: Clock) -> None:
+    """A big host: a push (prune and snapshot of thousands of tasks, the write, the
+    read-back) takes 0.3 s.  A new thread every 50 ms must not make the loop push
+    back to back: the next change waits PACE times the last push's cost."""
+    def costly() -> List[ProcessView]:
+        clock.now += 0.3
+        return list(TRACKED)
+
+    p = Pusher(client, 10.0, costly, clock, Backoff(0.5, 10.0, rand=lambda: 1.0),
+               cpu_clock=lambda: clock.now)  # all of it CPU
+    p.push()
+    end = clock.now
+    clock.now += 0.05
+    p.mark_changed()
+    assert p.next_deadline() == pytest.approx(end + PACE * 0.3)
+    clock.now = p.next_deadline()
+    p.push()
+    clock.now += 5.0  # long after the last push: a change is pushed as soon as ever
+    p.mark_changed()
+    assert p.next_deadline() == clock.now + COALESCE
 
 
 def test_token_refreshed_before_expiry(client: ScriptedWriter, clock: Clock) -> None:
