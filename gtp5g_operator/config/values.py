@@ -188,6 +188,16 @@ def optional_api_url(v: Any) -> str:
     return "" if v == "" else api_url(v)
 
 
+def stored_api_url(v: Any) -> Any:
+    """An api.url read back from a state file, as api_url() gives it now: earlier
+    versions kept it as typed, and a proof of 'HTTP://Gthulhu' must still be about
+    'http://gthulhu' after an upgrade (else what this host wrote is no longer its)."""
+    try:
+        return api_url(v)
+    except (ValueError, TypeError):
+        return v  # not a URL this version takes: compared as it is, so it matches nothing
+
+
 def _no_zone_id(host: str, v: Any) -> None:
     # ipaddress takes "fe80::1%eth0", but socket.connect() and bind() take the scope
     # from the address tuple, not the text: with a zone every connect or bind fails

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
-from ..config.values import is_int
+from ..config.values import is_int, stored_api_url
 from ..files import FileProblem, atomic_write, read_json_file
 from .errors import ApiError
 
@@ -100,7 +100,7 @@ class OwnedIds:
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
-        if not isinstance(data, dict) or data.get("api_url") != self.api_url:
+        if not isinstance(data, dict) or stored_api_url(data.get("api_url")) != self.api_url:
             return {}  # IDs owned on another API are not ours to remove here
         entries = data.get("strategies")
         if isinstance(entries, list):

@@ -22,7 +22,7 @@ import re
 from dataclasses import asdict, fields
 from typing import Any, Mapping, Optional, Tuple
 
-from ..config.values import is_int
+from ..config.values import is_int, stored_api_url
 from ..core.strategy import NodeRule
 from ..files import FileProblem, atomic_write, read_json_file
 from .errors import ApiError
@@ -62,6 +62,8 @@ class OwnershipFile:
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return
+        if isinstance(data, dict) and "api_url" in data:
+            data["api_url"] = stored_api_url(data["api_url"])  # (0.2.0 kept it as typed)
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
             return  # about another server, user or node: proves nothing here
         ident = data.get("object_id", data.get("policy_id"))  # policy_id: 0.1.0's name

@@ -647,6 +647,25 @@ def test_merge_mode_still_removes_what_it_left_behind_from_an_older_owned_file(
     env.api.wait_for(lambda: env.api.strategies == [theirs])
 
 
+def test_merge_mode_removes_what_0_2_0_left_behind_for_a_url_typed_in_upper_case(
+        env: Env) -> None:
+    """0.2.0 kept api.url as typed, and its owned.json says 'HTTP://127.0.0.1:P'; this
+    version takes the same setting as 'http://127.0.0.1:P', and the file was ignored as
+    another server's: after the upgrade the entry of a gNB that exited while the
+    service was down stayed on the API for good."""
+    typed = env.api.url.replace("http://", "HTTP://")
+    ours = {"pid": 4242, "priority": True, "execution_time": 20_000_000}
+    theirs = {"pid": 4243, "priority": True, "execution_time": 7}
+    state = env.tmp / "state"
+    state.mkdir()
+    (state / "owned.json").write_text(json.dumps({
+        "api_url": typed, "pids": [4242],
+        "strategies": [{"pid": 4242, "priority": True, "execution_time": 20_000_000}]}))
+    env.api.strategies = [ours, theirs]
+    env.start(api={"url": typed}, strategy={"mode": "merge"})
+    env.api.wait_for(lambda: env.api.strategies == [theirs], 30)
+
+
 # --- a delete answered with success that was not done ----------------------------------------
 
 DONE = (200, b'{"success":true,"data":{},"timestamp":"2026-08-17T00:00:00Z"}')
