@@ -63,7 +63,7 @@ class OwnershipFile:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return
         if isinstance(data, dict) and "api_url" in data:
-            data["api_url"] = stored_api_url(data["api_url"])  # (0.2.0 kept it as typed)
+            data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
         if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
             return  # about another server, user or node: proves nothing here
         ident = data.get("object_id", data.get("policy_id"))  # policy_id: 0.1.0's name

@@ -157,9 +157,9 @@ def test_the_proof_keeps_the_rules_a_write_may_not_have_replaced(tmp_path: Path)
         rules[-2], rules[0])
 
 
-def test_a_proof_0_2_0_wrote_for_a_url_typed_in_upper_case_is_still_this_hosts(
+def test_a_proof_an_earlier_version_wrote_for_a_url_typed_in_upper_case_is_still_this_hosts(
         tmp_path: Path) -> None:
-    """0.2.0 kept api.url as typed ('HTTP://DM:8080'); this version takes the same
+    """Earlier versions kept api.url as typed ('HTTP://DM:8080'); this version takes the same
     setting as 'http://dm:8080': the proof it wrote is about the same server."""
     rule = NodeRule("gtp5g-operator@n", "n", "^(?:nr-gnb)$", 1, 20_000_000)
     OwnershipFile(str(tmp_path), "rule.json", {"api_url": "HTTP://DM:8080"}).store(None, rule)
