@@ -650,7 +650,8 @@ def test_merge_mode_still_removes_what_it_left_behind_from_an_older_owned_file(
 def test_merge_mode_removes_what_an_earlier_version_left_behind_for_a_url_typed_in_upper_case(
         env: Env) -> None:
     """Earlier versions kept api.url as typed, and their owned.json says
-    'HTTP://127.0.0.1:P'; this version takes the same setting as 'http://127.0.0.1:P', and the file was ignored as
+    'HTTP://127.0.0.1:P'; this version takes the same setting as 'http://127.0.0.1:P',
+    and the file was ignored as
     another server's: after the upgrade the entry of a gNB that exited while the
     service was down stayed on the API for good."""
     typed = env.api.url.replace("http://", "HTTP://")
