@@ -265,7 +265,11 @@ def test_the_performance_figures_are_those_of_the_run_they_cite() -> None:
     run = re.search(r"The last whole run \(`bench/results/([\w-]+)\.\*`\)",
                     " ".join(readme.split()))
     assert run, "README's Performance section cites no whole run"
-    bench = (REPO / "bench" / "results" / f"{run.group(1)}.md").read_text()
+    cited = REPO / "bench" / "results" / f"{run.group(1)}.md"
+    if not (REPO / "bench" / "results").is_dir():  # (a git checkout always has them)
+        pytest.skip("no bench/results/ here: the Debian source package leaves the "
+                    "benchmark results out (packaging/build-deb)")
+    bench = cited.read_text()
     rows = bench.splitlines()
     table = readme.split("\n| measure | result | target | met |\n", 1)[1].split("\n\n", 1)[0]
     assert [r for r in table.splitlines()[1:] if r not in rows] == []
