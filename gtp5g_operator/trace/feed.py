@@ -20,7 +20,7 @@ from ..core.component import Component
 from ..core.once import StateLog
 from .readers import READERS, Reader, choose, next_reader
 from .source import OnTids, TraceCounters
-from .tracefs import tracing_off
+from .tracefs import silenced
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -85,18 +85,19 @@ class TraceFeed(Component):
 
     def liveness_check(self) -> None:
         """One of the liveness pass's checks (service/daemon.py): CPU hotplug, lost events,
-        and tracing turned off (an open source that silently gets nothing)."""
+        and tracing or the bpf_printk event turned off (an open source that silently gets
+        nothing)."""
         self.source.liveness_check()
         if not self.source.is_open:
             return
         directory = self.source.tracing_dir
-        if tracing_off(directory):
+        silence = silenced(directory)
+        if silence is not None:
             self._tracing.problem(
-                directory, logging.WARNING, "tracing is off in %s (tracing_on = 0): the kernel "
-                "records no trace event, so no gNB task can be seen; turn it on with: "
-                "echo 1 > %s/tracing_on", directory, directory)
+                silence.why, logging.WARNING, "%s: the kernel records no gtp5g tracer line, "
+                "so no gNB task can be seen; %s", silence.why, silence.fix)
         else:
-            self._tracing.recovered("tracing is on again in %s", directory)
+            self._tracing.recovered("the kernel records trace lines in %s again", directory)
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if old.trace != new.trace:

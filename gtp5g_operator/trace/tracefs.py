@@ -33,12 +33,46 @@ def unusual_options(tracing_dir: str) -> list[str]:
     return found
 
 
-def tracing_off(tracing_dir: str) -> bool:
-    """Is the tracing instance's `tracing_on` 0?  Then the kernel records nothing in its
-    ring (bpf_printk lines are dropped, trace_marker writes fail with EBADF) and a
-    reader waits in silence; False when it is 1 or cannot be read (a FIFO's directory)."""
-    text = read_small_text(os.path.join(tracing_dir, "tracing_on"), 64)
+PRINTK_ENABLE = "events/bpf_trace/bpf_trace_printk/enable"
+
+
+class Silence(NamedTuple):
+    """Why a tracing instance records no gtp5g tracer line, and what turns it on."""
+
+    why: str
+    fix: str
+
+
+def _reads_zero(path: str) -> bool:
+    text = read_small_text(path, 64)
     return text is not None and text.strip() == "0"
+
+
+def silenced(tracing_dir: str) -> Optional[Silence]:
+    """Is a switch of the tracing instance off that drops every gtp5g tracer line?  A
+    reader then waits in silence, though the tracer runs (None: on, or cannot be read,
+    as in a FIFO's directory).
+
+    * `tracing_on` = 0: the kernel records nothing (trace_marker writes fail with EBADF).
+    * the `bpf_trace_printk` event off: bpf_printk's lines are dropped.  The kernel
+      turns that event on in the top-level instance only, each time a program calling
+      bpf_printk is loaded: it is off before the tracer's first load, after a reset
+      (`echo 0 > events/enable`, reset scripts) until the tracer is loaded again, and
+      in an instance (instances/NAME) unless someone turned it on there.
+    """
+    if _reads_zero(os.path.join(tracing_dir, "tracing_on")):
+        return Silence(f"tracing is off ({tracing_dir}/tracing_on = 0)",
+                       f"echo 1 > {tracing_dir}/tracing_on")
+    enable = os.path.join(tracing_dir, PRINTK_ENABLE)
+    if not _reads_zero(enable):
+        return None
+    why = f"bpf_printk lines are not recorded ({enable} = 0)"
+    if os.path.basename(os.path.dirname(tracing_dir)) == "instances":
+        return Silence(why, "the kernel writes bpf_printk lines to the top-level instance: "
+                            f'set trace.pipe = "auto", or echo 1 > {enable}')
+    return Silence(why, "load the gtp5g tracer (loading it turns the event on; load it "
+                        "again after a reset turned every event off), or echo 1 > "
+                        f"{enable}")
 
 
 # Events the gtp5g tracer itself makes enabled (bpf_printk); trace_marker's are not listed.

@@ -108,11 +108,11 @@ def test_tracing_turned_off_under_the_daemon_is_said_once_and_so_is_its_return(
 
     d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
     with tracefs_settings({"tracing_on": "0"}):
-        d.wait_log(f"tracing is off in {tracefs} (tracing_on = 0)")
+        d.wait_log(f"tracing is off ({tracefs}/tracing_on = 0): the kernel records no")
         events = run_doctor(env.config_path, tmp_path, 0.5)["trace events"]
         assert events["saw"] == f"no trace events in 0.5 s: tracing is off ({tracefs}/" \
                                 "tracing_on = 0)"
-    log = d.wait_log(f"tracing is on again in {tracefs}")
+    log = d.wait_log(f"the kernel records trace lines in {tracefs} again")
     assert log.count("tracing is off") == 1  # doctor's window held several liveness passes
 
 

@@ -154,6 +154,33 @@ def test_no_events_while_tracing_is_off_says_so_not_to_load_the_tracer(
     assert run(site)["trace events"].saw.endswith("is the gtp5g tracer loaded?")
 
 
+def test_the_bpf_printk_event_turned_off_is_named_not_a_missing_tracer(
+        tmp_path: Path, fs: FakeTracefs) -> None:
+    """bpf_printk writes through the bpf_trace_printk event, which the kernel turns on in
+    the top-level instance only, when a program calling it loads: a reset (`echo 0 >
+    events/enable`) drops the loaded tracer's lines, and an instance never gets them.
+    Events of other kinds may still arrive."""
+    enable = fs.root / "events" / "bpf_trace" / "bpf_trace_printk" / "enable"
+    enable.write_text("0\n")
+    events = run(site_of(tmp_path, fs), [lambda: fs.add(0, read_events=40)])["trace events"]
+    assert (events.level, events.saw) == (
+        WARN, f"40 events in 1 s, none the gtp5g tracer's: bpf_printk lines are not "
+              f"recorded ({enable} = 0)")
+    assert events.advice.startswith("load the gtp5g tracer") and str(enable) in events.advice
+
+    instance = FakeTracefs(tmp_path / "tracing" / "instances" / "gnb")
+    enable = instance.root / "events" / "bpf_trace" / "bpf_trace_printk" / "enable"
+    enable.write_text("0\n")
+    site = site_of(tmp_path / "instance", instance)
+    events = run(site)["trace events"]
+    assert events.saw == f"no trace events in 1 s: bpf_printk lines are not recorded " \
+                         f"({enable} = 0)"
+    assert events.advice.startswith("the kernel writes bpf_printk lines to the top-level")
+    enable.write_text("1\n")
+    assert run(site)["trace events"].saw.endswith(
+        "is the gtp5g tracer loaded?")
+
+
 def test_a_buffer_that_drops_while_read_says_to_raise_buffer_size_kb(
         tmp_path: Path, fs: FakeTracefs) -> None:
     checks = run(site_of(tmp_path, fs), [lambda: fs.add(0, read_events=900, overrun=55)])

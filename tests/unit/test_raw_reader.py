@@ -562,6 +562,42 @@ def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(
         d.close()
 
 
+def test_the_liveness_pass_says_once_when_the_bpf_printk_event_is_turned_off(
+        fs: FakeTracefs, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reset (`echo 0 > events/enable`, reset scripts) turns off the event bpf_printk
+    writes through: the tracer runs, the ring gets none of its lines, and the open source
+    waits in silence.  The kernel turns the event on again when the tracer is loaded."""
+    caplog.set_level(logging.INFO)
+    enable = fs.dir / "events" / "bpf_trace" / "bpf_trace_printk" / "enable"
+    enable.write_text("1\n")
+    clock = Clock()
+    d = Daemon(Config(trace=TraceConfig(pipe=fs.pipe, format="raw")),
+               str(tmp_path / "config.toml"), env={"RUNTIME_DIRECTORY": str(tmp_path / "run")},
+               clock=clock, wall_clock=clock, make_writer=lambda c: RecordingWriter(),
+               readers=(fake_raw(fs), TextTraceSource))
+    d.notifier.send = lambda *fields: None  # type: ignore[method-assign]
+    d.setup()
+
+    def passes(n: int) -> List[str]:
+        for _ in range(n):
+            clock.now += d.config.strategy.liveness_interval
+            d.run_once()
+        return [r.getMessage() for r in caplog.records if r.name == "gtp5g_operator.trace.feed"]
+
+    try:
+        assert d.trace.is_open and passes(1) == []
+        enable.write_text("0\n")
+        assert passes(3) == [
+            f"bpf_printk lines are not recorded ({enable} = 0): the kernel records no gtp5g "
+            "tracer line, so no gNB task can be seen; load the gtp5g tracer (loading it "
+            "turns the event on; load it again after a reset turned every event off), or "
+            f"echo 1 > {enable}"]
+        enable.write_text("1\n")
+        assert passes(2)[1:] == [f"the kernel records trace lines in {fs.dir} again"]
+    finally:
+        d.close()
+
+
 def test_a_fifo_writer_that_delivered_lines_is_reopened_after_the_first_step(
         tmp_path: Path) -> None:
     """A replay tool that opens the FIFO, writes and closes, again and again: every

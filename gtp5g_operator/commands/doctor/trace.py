@@ -29,7 +29,7 @@ from ...config.schema import TraceConfig
 from ...core.words import plural
 from ...files import read_small_text
 from ...trace.readers import READERS, choose, reader_named
-from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, subbuf_size, tracing_off
+from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, silenced, subbuf_size
 from .model import Check, fail, ok, warn
 
 MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
@@ -182,11 +182,11 @@ def events_check(site: TraceSite, window: Window) -> Check:
                     "watch the service's trace line count instead (gtp5g-operator status)")
     secs = f"{window.seconds:g} s"
     written = window.total(arrived)
-    if not written and tracing_off(site.directory):
-        return warn("trace events", f"no trace events in {secs}: tracing is off "
-                                    f"({site.directory}/tracing_on = 0)",
-                    f"echo 1 > {site.directory}/tracing_on (the kernel records nothing "
-                    "while it is 0)")
+    silence = silenced(site.directory)
+    if silence is not None:  # other events may arrive: none is the tracer's
+        return warn("trace events", (f"{written} events in {secs}, none the gtp5g tracer's"
+                                     if written else f"no trace events in {secs}")
+                    + f": {silence.why}", silence.fix)
     if not written:
         return warn("trace events", f"no trace events in {secs}: is the gtp5g tracer loaded?",
                     "load the gtp5g tracer (its BPF program) and pass GTP-U traffic: an "
