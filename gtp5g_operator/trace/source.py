@@ -32,6 +32,7 @@ from ..config.schema import TraceConfig
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
+from .tracefs import holders
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +195,21 @@ class TraceSource(Component, abc.ABC):
         except OSError as exc:
             # trace_pipe takes one reader: whoever opened it first (a `cat trace_pipe`)
             # keeps every reader after it out, with a bare "Device or resource busy".
-            why = ("another reader holds it (EBUSY), e.g. a `cat trace_pipe`"
-                   if exc.errno == errno.EBUSY else exc.strerror or str(exc))
+            # Named when /proc lets us see who (the unit's CAP_SYS_PTRACE does).
+            # The /proc walk is done once per episode, not at every retry.
+            message = f"cannot open trace source {exc.filename or self.path}: "
+            busy = message + "another reader holds it (EBUSY)"
+            if exc.errno != errno.EBUSY:
+                message += exc.strerror or str(exc)
+            elif self._state.state.startswith(busy):
+                message = self._state.state
+            else:
+                found = holders([exc.filename or self.path], skip=os.getpid())
+                message = busy + (": " + ", ".join(f"PID {h.pid} ({h.comm})" for h in found)
+                                  if found else ", e.g. a `cat trace_pipe`")
             # A missing permission needs a person (journalctl -p err, README); a source
             # not there yet (tracefs not mounted at boot, a FIFO to come) does not.
-            self._fail(f"cannot open trace source {exc.filename or self.path}: {why}",
+            self._fail(message,
                        logging.ERROR if isinstance(exc, PermissionError) else logging.WARNING)
             return False
         self.retry_at = None

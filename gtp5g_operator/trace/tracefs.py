@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Dict, NamedTuple, Optional, Set
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set
 
-from ..core.words import u64
+from ..core.words import one_line, u64
 from ..files import read_small_text
 from .ringbuf import MAX_SUBBUF_SIZE
 
@@ -92,6 +92,57 @@ def other_recording(tracing_dir: str) -> str:
         shown = ", ".join(events[:3]) + (", …" if len(events) > 3 else "")
         found.append(f"{len(events)} enabled events ({shown})")
     return " and ".join(found)
+
+
+# --- who else reads ---------------------------------------------------------------------
+
+
+class Holder(NamedTuple):
+    pid: int
+    comm: str  # printable: any user names its own processes
+    path: str  # which of the paths asked about it holds open
+
+
+def holders(paths: Sequence[str], proc: str = "/proc", skip: int = 0) -> List[Holder]:
+    """The processes (but `skip`) holding one of `paths` open: each event goes to one
+    reader, and the kernel refuses a second trace_pipe (EBUSY) without saying whose it
+    is.  Matched by device and inode, so the same file through another mount (tracefs
+    at /sys/kernel/debug/tracing too) counts; the /proc/PID/fd walk sees every
+    process as root (or with CAP_SYS_PTRACE), else only the caller's own."""
+    wanted: Dict[tuple[int, int], str] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        wanted[(st.st_dev, st.st_ino)] = path
+    names = {os.path.basename(p) for p in wanted.values()}
+    found = []
+    try:
+        pids = [int(n) for n in os.listdir(proc) if n.isdigit() and int(n) != skip]
+    except OSError:
+        pids = []
+    for pid in sorted(pids) if wanted else []:
+        fd_dir = os.path.join(proc, str(pid), "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or not ours to look at
+            continue
+        held = set()
+        for fd in fds:
+            link = os.path.join(fd_dir, fd)
+            try:  # readlink first: one stat per fd whose name could match, not per fd
+                if os.path.basename(os.readlink(link)) not in names:
+                    continue
+                st = os.stat(link)
+            except OSError:
+                continue
+            hit = wanted.get((st.st_dev, st.st_ino))
+            if hit is not None and hit not in held:
+                held.add(hit)
+                comm = read_small_text(os.path.join(proc, str(pid), "comm"), 64) or "?"
+                found.append(Holder(pid, one_line(comm.strip(), 16), hit))
+    return found
 
 
 # --- the per-CPU ring buffers ----------------------------------------------------------

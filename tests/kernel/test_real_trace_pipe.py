@@ -127,7 +127,7 @@ def test_a_reader_that_holds_trace_pipe_first_is_named_and_waited_out(
             "trace_pipe") for fd in os.listdir(f"/proc/{cat.pid}/fd")), 5, "cat holds trace_pipe")
         d = env.start(trace={"pipe": str(tracefs / "trace_pipe"), "format": fmt})
         d.wait_log(f"cannot open trace source {tracefs}/trace_pipe: another reader holds it "
-                   "(EBUSY), e.g. a `cat trace_pipe`")
+                   f"(EBUSY): PID {cat.pid} (cat)")
     finally:
         cat.kill()
         cat.wait()

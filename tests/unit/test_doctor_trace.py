@@ -84,7 +84,7 @@ def site_of(tmp_path: Path, fs: Optional[FakeTracefs], on_tracefs: bool = True,
 
 
 def run(site: TraceSite, during: Optional[List[object]] = None,
-        window: float = 1.0) -> Dict[str, Check]:
+        window: float = 1.0, service_pid: Optional[int] = None) -> Dict[str, Check]:
     slept: List[float] = []
 
     def sleep(seconds: float) -> None:  # the window: the test's events "arrive" now
@@ -92,7 +92,7 @@ def run(site: TraceSite, during: Optional[List[object]] = None,
         for step in during or []:
             step()  # type: ignore[operator]
 
-    checks = trace_checks(site, watch(site.directory, window, sleep))
+    checks = trace_checks(site, watch(site.directory, window, sleep), service_pid)
     assert slept in ([], [window])
     return {c.name: c for c in checks}
 
@@ -179,6 +179,34 @@ def test_the_bpf_printk_event_turned_off_is_named_not_a_missing_tracer(
     enable.write_text("1\n")
     assert run(site)["trace events"].saw.endswith(
         "is the gtp5g tracer loaded?")
+
+
+def holding(proc: Path, pid: int, comm: str, *files: Path) -> None:
+    """A process in the fake /proc with `files` open (its fd links point at them)."""
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    (proc / str(pid) / "comm").write_text(comm + "\n")
+    for fd, target in enumerate(files, 3):
+        os.symlink(target, proc / str(pid) / "fd" / str(fd))
+
+
+def test_other_readers_of_the_trace_are_named(tmp_path: Path, fs: FakeTracefs) -> None:
+    """Each event goes to one reader, and the kernel refuses a second trace_pipe (EBUSY)
+    without saying whose it is: doctor names who holds what, the service apart."""
+    site = site_of(tmp_path, fs)
+    proc = Path(site.proc)
+    assert run(site)["trace readers"].saw.startswith(f"no process reads {fs.root} now")
+    holding(proc, 100, "gtp5g-operator", fs.root / "trace_pipe",
+            fs.root / "per_cpu" / "cpu0" / "trace_pipe_raw")
+    readers = run(site, service_pid=100)["trace readers"]
+    assert (readers.level, readers.saw) == (OK, f"only the service (PID 100) reads {fs.root}")
+    holding(proc, 4242, "cat", tmp_path / "elsewhere", fs.root / "trace_pipe")
+    holding(proc, 77, "trace-cmd\x1b[2J", fs.root / "per_cpu" / "cpu1" / "trace_pipe_raw")
+    readers = run(site, service_pid=100)["trace readers"]
+    assert (readers.level, readers.saw) == (
+        WARN, "PID 77 (trace-cmd\\x1b[2J) holds per_cpu/cpu1/trace_pipe_raw; PID 4242 (cat) "
+              f"holds trace_pipe in {fs.root}: each event goes to one reader, and only one "
+              "may hold trace_pipe (EBUSY), so the service misses what they take")
+    assert readers.advice.startswith("stop them")
 
 
 def test_a_buffer_that_drops_while_read_says_to_raise_buffer_size_kb(

@@ -14,14 +14,18 @@ import logging
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import pytest
 
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.service.daemon import Daemon
 from gtp5g_operator.trace import lost, raw_reader
+from gtp5g_operator.trace import source as source_module
+from gtp5g_operator.trace import tracefs as tracefs_module
 from gtp5g_operator.trace.feed import TraceFeed
 from gtp5g_operator.trace.raw_reader import MIN_CPU_PAGES, RawTraceSource
 from gtp5g_operator.trace.readers import READERS, choose
@@ -596,6 +600,40 @@ def test_the_liveness_pass_says_once_when_the_bpf_printk_event_is_turned_off(
         assert passes(2)[1:] == [f"the kernel records trace lines in {fs.dir} again"]
     finally:
         d.close()
+
+
+HOLD = ("import os, sys, time\n"
+        "os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n")
+
+
+def test_a_reader_that_holds_trace_pipe_first_is_named(
+        fs: FakeTracefs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel lets one process hold trace_pipe and refuses the next with a bare
+    EBUSY: the daemon names the holder (its /proc/PID/fd, which the unit's
+    CAP_SYS_PTRACE lets it read), so nobody has to guess which `cat` to stop; /proc is
+    walked once per episode, not at every retry."""
+    walks: List[int] = []
+    monkeypatch.setattr(source_module, "holders", lambda *a, **k: walks.append(1) or
+                        tracefs_module.holders(*a, **k))
+
+    class Refused(TextTraceSource):
+        def _open_fds(self) -> Tuple[int, ...]:  # the kernel's answer to a second open
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), self.path)
+
+    other = subprocess.Popen([sys.executable, "-c", HOLD, fs.pipe], stdout=subprocess.PIPE)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"held\n"
+        src = Refused(fs.pipe, Clock(), lambda tids: None)
+        assert not src.open() and not src.open()
+        assert len(walks) == 1
+    finally:
+        other.kill()
+        other.wait()
+    comm = Path(f"/proc/{os.getpid()}/comm")  # the child runs the same interpreter
+    assert src.problem_now == (f"cannot open trace source {fs.pipe}: another reader holds it "
+                               f"(EBUSY): PID {other.pid} ({comm.read_text().strip()})")
 
 
 def test_a_fifo_writer_that_delivered_lines_is_reopened_after_the_first_step(

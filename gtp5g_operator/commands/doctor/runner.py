@@ -64,7 +64,8 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
     cpu.start()
     window = watch(site.directory, options.window, anyway=cpu.live is not None)
     cpu.finish()
-    checks += guarded("trace", lambda: trace_checks(site, window))
+    checks += guarded("trace", lambda: trace_checks(
+        site, window, pid if alive and isinstance(pid, int) else None))
     checks += targets_checks(config.match, targets)
     api = ApiProbe(config, targets, state, state_dir(), flavors=flavors) \
         if outcome.loaded else None

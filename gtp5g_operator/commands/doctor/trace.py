@@ -29,7 +29,14 @@ from ...config.schema import TraceConfig
 from ...core.words import plural
 from ...files import read_small_text
 from ...trace.readers import READERS, choose, reader_named
-from ...trace.tracefs import CpuStats, per_cpu_dirs, read_cpu_stats, silenced, subbuf_size
+from ...trace.tracefs import (
+    CpuStats,
+    holders,
+    per_cpu_dirs,
+    read_cpu_stats,
+    silenced,
+    subbuf_size,
+)
 from .model import Check, fail, ok, warn
 
 MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
@@ -239,8 +246,31 @@ def reader_check(site: TraceSite, problem: str) -> Check:
                               f"trace_pipe_raw{pages}), woken by trace_pipe ({chosen})")
 
 
-def trace_checks(site: TraceSite, window: Window) -> List[Check]:
-    checks = [source_check(site), tracefs_check(site), events_check(site, window)]
+def readers_check(site: TraceSite, service_pid: Optional[int]) -> Check:
+    """Who holds trace_pipe or a per-CPU trace_pipe_raw open: each event goes to one
+    reader, and a second trace_pipe is refused (EBUSY) without saying whose it is."""
+    files = [site.pipe, *(os.path.join(d, "trace_pipe_raw")
+                          for _, d in sorted(per_cpu_dirs(site.directory).items()))]
+    found = holders(files, site.proc)
+    others = [h for h in found if h.pid != service_pid]
+    if others:
+        return warn("trace readers", "; ".join(
+            f"PID {h.pid} ({h.comm}) holds {os.path.relpath(h.path, site.directory)}"
+            for h in others) + f" in {site.directory}: each event goes to one reader, and "
+            "only one may hold trace_pipe (EBUSY), so the service misses what they take",
+            "stop them (a `cat trace_pipe`, trace-cmd, bpftool prog tracelog) while the "
+            "service runs; doctor and `gtp5g-operator status` read counters, not lines")
+    if len(found) > len(others):
+        return ok("trace readers", f"only the service (PID {service_pid}) reads "
+                                   f"{site.directory}")
+    who = "" if os.geteuid() == 0 else " (that this user may see: run doctor as root)"
+    return ok("trace readers", f"no process reads {site.directory} now{who}")
+
+
+def trace_checks(site: TraceSite, window: Window,
+                 service_pid: Optional[int] = None) -> List[Check]:
+    checks = [source_check(site), tracefs_check(site), events_check(site, window),
+              readers_check(site, service_pid)]
     loss = loss_check(site, window, buffer_kb(site.directory))
     if loss is not None:
         checks.append(loss)
