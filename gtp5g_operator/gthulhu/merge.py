@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 from ..config.values import is_int, stored_api_url
 from ..files import FileProblem, atomic_write, read_json_file
 from .errors import ApiError
+from .ownership import from_another_machine, this_machine
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class OwnedIds:
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
+        if from_another_machine(self.path, data):
+            return {}
         if not isinstance(data, dict) or stored_api_url(data.get("api_url")) != self.api_url:
             return {}  # IDs owned on another API are not ours to remove here
         entries = data.get("strategies")
@@ -116,7 +119,8 @@ class OwnedIds:
             return
         self.ids, self._older_format = new, False
         # "pids": what earlier versions read; "strategies": what this host posted
-        data = json.dumps({"api_url": self.api_url, "pids": sorted(new),
+        data = json.dumps({"api_url": self.api_url, "machine": this_machine(),
+                           "pids": sorted(new),
                            "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}
                                           for p, v in sorted(new.items())]}) + "\n"
         try:

@@ -11,10 +11,14 @@ replacement: a failed or unanswered write leaves the server holding either,
 and neither may turn into a stranger's.
 An unreadable or foreign file is ignored with a line that names it; an id the
 server keeps refusing is dropped after MAX_REFUSALS tries, saying so.
+Every file says the machine (/etc/machine-id) that wrote it: one written on
+another machine (a state directory cloned with a golden image) proves nothing
+here, and is ignored saying so (merge.py's owned.json too).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,13 +28,37 @@ from typing import Any, Mapping, Optional, Tuple
 
 from ..config.values import is_int, stored_api_url
 from ..core.strategy import NodeRule
-from ..files import FileProblem, atomic_write, read_json_file
+from ..files import FileProblem, atomic_write, read_json_file, read_small_text
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
 MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 MAX_EARLIER = 4  # earlier rules kept while their replacement is unconfirmed
+MACHINE_ID = "/etc/machine-id"
+
+
+def this_machine() -> str:
+    """This machine, as the state files name it: a hash of its machine-id, which is
+    confidential (machine-id(5)); "" when unreadable, and then no file is judged by it."""
+    ident = (read_small_text(MACHINE_ID, 256) or "").strip()
+    return hashlib.sha256(f"gtp5g-operator:{ident}".encode()).hexdigest()[:32] if ident else ""
+
+
+def from_another_machine(path: str, data: Any) -> bool:
+    """Was the state file `path` (its content `data`) written on another machine?  Hosts
+    cloned from one image with its state directory hold the image host's proof, and
+    with the same host name (api.node_name's default) it matched their key: each
+    clone deleted, or rewrote, the objects of the host that wrote it.  A file of an
+    earlier version says no machine, and is judged as before."""
+    machine, here = data.get("machine") if isinstance(data, dict) else None, this_machine()
+    if not isinstance(machine, str) or not here or machine == here:
+        return False
+    log.warning("ignoring %s: it was written on another machine (of /etc/machine-id hash "
+                "%s; this one's is %s), copied with an image of that host: what it names is "
+                "that host's and is left alone here. Remove the file, and give every host "
+                "its own machine-id and api.node_name", path, machine[:32], here)
+    return True
 
 
 def rule_from(data: Any) -> Optional[NodeRule]:
@@ -61,6 +89,8 @@ class OwnershipFile:
             return
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return
+        if from_another_machine(self.path, data):
             return
         if isinstance(data, dict) and "api_url" in data:
             data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
@@ -111,7 +141,7 @@ class OwnershipFile:
             if object_id is None and rule is None and not earlier:
                 os.unlink(self.path)
                 return
-            data = {**self._key, "object_id": object_id,
+            data = {**self._key, "machine": this_machine(), "object_id": object_id,
                     "rule": asdict(rule) if rule is not None else None,
                     "earlier": [asdict(r) for r in earlier]}
             if object_id is not None:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
@@ -627,7 +628,8 @@ def test_merge_mode_keeps_another_writers_entry_for_a_reused_pid_after_a_restart
     wait_until(lambda: len(env.api.posts()) > posts, 30, "the first push after the restart")
     assert env.api.strategies == [theirs]
     owned = env.tmp / "state" / "owned.json"  # rewritten once the POST is answered
-    wait_until(lambda: json.loads(owned.read_text()) == {
+    wait_until(lambda: {k: v for k, v in json.loads(owned.read_text()).items()
+                        if k != "machine"} == {
         "api_url": env.api.url, "pids": [], "strategies": []}, 30, "nothing owned any more")
 
 
@@ -666,6 +668,26 @@ def test_merge_mode_removes_what_an_earlier_version_left_behind_for_a_url_typed_
     env.start(api={"url": typed}, strategy={"mode": "merge"})
     env.api.wait_for(lambda: env.api.strategies == [theirs], 30)
 
+
+
+def test_merge_mode_leaves_the_entries_an_owned_file_from_another_machine_names(
+        env: Env) -> None:
+    """Hosts cloned from one image with its state directory: owned.json names the PIDs
+    the image's host pushed, and a clone removed those entries from the list (another
+    host's, on a v0 API they share).  A file written on another machine proves
+    nothing here, and the log says which file and what to do."""
+    theirs = {"pid": 4242, "priority": True, "execution_time": 20_000_000}
+    state = env.tmp / "state"
+    state.mkdir()
+    (state / "owned.json").write_text(json.dumps({
+        "api_url": env.api.url, "machine": "0123456789abcdef0123456789abcdef",
+        "pids": [4242], "strategies": [theirs]}))
+    env.api.strategies = [theirs]
+    posts = len(env.api.posts())
+    d = env.start(strategy={"mode": "merge"})
+    wait_until(lambda: len(env.api.posts()) > posts, 30, "the first push")
+    assert env.api.strategies == [theirs]
+    assert f"ignoring {state / 'owned.json'}: it was written on another machine" in d.log()
 
 # --- a delete answered with success that was not done ----------------------------------------
 
@@ -787,3 +809,38 @@ def test_a_decision_maker_delete_not_done_at_stop_keeps_the_proof(
     d = start_dm(env, dm)
     dm.wait_for(lambda: dm.rules() == [], 30)  # no target: ours, removed
     assert "not this host's" not in d.log()
+
+
+# --- a state directory cloned with a golden image --------------------------------------------
+
+
+@pytest.mark.parametrize("then", ["no gNB", "another gNB"])
+def test_a_proof_copied_from_another_machine_leaves_that_hosts_policy_alone(
+        manager: FakeManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, then: str) -> None:
+    """Host B cloned from host A's image: same host name (so the same node name) and A's
+    state directory.  B took A's proof for its own: with no gNB yet it deleted A's
+    policy, with a gNB of other threads it rewrote it (and A, finding its policy
+    changed, created another).  B's machine-id differs: A's proof is ignored, said."""
+    from gtp5g_operator.gthulhu import ownership
+
+    machine = tmp_path / "machine-id"
+    monkeypatch.setattr(ownership, "MACHINE_ID", str(machine), raising=False)
+    machine.write_text("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n")
+    a = manager_writer(manager, tmp_path / "a")
+    a.write([ProcessView(100, "nr-gnb", "", 0, 0.0, (100,),
+                         frozenset(("nr-gnb", "gnb worker")))], time.monotonic() + 5)
+    before = my_policies(manager)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the image
+    machine.write_text("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n")  # host B
+    b = manager_writer(manager, tmp_path / "b")
+    gnb = [] if then == "no gNB" else [
+        ProcessView(200, "nr-gnb", "", 0, 0.0, (200,), frozenset(("nr-gnb",)))]
+    b.write(gnb, time.monotonic() + 5)
+    assert [p for p in my_policies(manager) if p["id"] == before[0]["id"]] == before
+    assert not manager.requests("DELETE", "/api/v1/node-scheduling-policies")
+    assert not manager.requests(*PUT)
+    assert (f"ignoring {tmp_path / 'b' / 'manager-policy.json'}: it was written on another "
+            "machine") in caplog.text
+    a.close()
+    b.close()
