@@ -70,6 +70,16 @@ PERMISSION = {("POST", POLICIES_PATH): "node_scheduling_policy.create",
               ("DELETE", POLICIES_PATH): "node_scheduling_policy.delete"}
 
 
+def by_whom(node: str, user: str) -> str:
+    """Who changes or deletes this host's policy, most likely: a policy that says exactly
+    what a host writes is each such host's to adopt, so two hosts writing for one node
+    name (clones of one image share the host name, api.node_name's default) take turns
+    deleting and rewriting one policy, and nothing else says so."""
+    return (f"another host writing for node {node} as user {user!r} (hosts made from one "
+            "image share a host name, api.node_name's default: give each its own "
+            "api.node_name), or someone by hand")
+
+
 def policy_body(rule: NodeRule) -> Dict[str, Any]:
     return {"nodeNames": [rule.node], "commandRegex": rule.command_regex,
             "priority": rule.priority, "executionTime": rule.execution_time_ns}
@@ -344,8 +354,9 @@ class ManagerWriter(RuleWriter):
         if self._says_ours(listed):
             return listed
         log.warning("policy %s for node %s was changed on the Manager to something this host "
-                    "never wrote (%s): left alone as someone else's; this host writes its own",
-                    listed.id, self.node, listed.command_regex)
+                    "never wrote (%s), by %s: left alone as theirs; this host writes its own",
+                    listed.id, self.node, listed.command_regex,
+                    by_whom(self.node, self.login.user))
         self.ids.drop_id()
         self._written = None
         return None
@@ -362,7 +373,9 @@ class ManagerWriter(RuleWriter):
         if stored is not None:
             if self._put(stored, rule, deadline):
                 return
-            log.info("policy %s is gone from the Manager: adopting or creating one", stored)
+            log.warning("policy %s for node %s, this host's, is gone from the Manager: "
+                        "deleted by %s; this host adopts or creates one", stored, self.node,
+                        by_whom(self.node, self.login.user))
             self.ids.drop_id()
         same = find_policy(policies, rule)
         if same is not None:  # says exactly what we would write: ours to adopt

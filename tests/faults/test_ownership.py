@@ -844,3 +844,24 @@ def test_a_proof_copied_from_another_machine_leaves_that_hosts_policy_alone(
             "machine") in caplog.text
     a.close()
     b.close()
+
+
+def test_two_hosts_taking_turns_on_one_policy_are_told_to_set_api_node_name(
+        manager: FakeManager, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two hosts with one node name (clones of one image: one host name) and gNBs of the
+    same threads write the same policy: B adopts A's, deletes it when its gNB goes, and
+    A creates it again, for as long as both run.  A policy saying exactly what a host
+    writes is that host's to adopt (its proof lost), so nothing can refuse this; but
+    A said only "is gone from the Manager" at INFO, never why, nor what to change."""
+    gnb = [ProcessView(100, "nr-gnb", "", 0, 0.0, (100,), frozenset(("nr-gnb",)))]
+    a, b = manager_writer(manager, tmp_path / "a"), manager_writer(manager, tmp_path / "b")
+    a.write(gnb, time.monotonic() + 5)
+    ours = my_policies(manager)[0]["id"]
+    b.write(gnb, time.monotonic() + 5)
+    b.write([], time.monotonic() + 5)  # B's gNB gone: "its" policy deleted
+    caplog.clear()
+    a.write(gnb, time.monotonic() + 5)
+    said = [r for r in caplog.records if r.levelno == logging.WARNING and ours in r.getMessage()]
+    assert len(said) == 1 and "give each its own api.node_name" in said[0].getMessage()
+    a.close()
+    b.close()
