@@ -571,3 +571,28 @@ def test_each_kind_of_refusal_has_its_own_advice(
 def test_every_error_kind_has_advice() -> None:
     """not-ours and unauthorized (after the token step) had none either."""
     assert set(ADVICE_BY_KIND) == set(get_args(ErrorKind))
+
+
+def test_a_proof_copied_from_another_machine_is_named_not_called_ours(
+        tmp_path: Path, trace_pipe: Path, manager: FakeManager, keys: Dict[str, Path],
+        live: List[Target], name: str) -> None:
+    """The state directory came with an image of another host (one host name, so one
+    node name): its manager-policy.json names that host's policy.  Doctor called the
+    policy this host's, by its stored id; the service (which ignores the file, saying
+    so in the journal) does not, and doctor now names the file and what to do."""
+    create_policy(manager.url, f"^(?:{name}|other-thread)$")  # the other host's
+    theirs = manager.policies("op")[-1]["id"]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manager-policy.json").write_text(json.dumps(
+        {"api_url": manager.url, "user": "op", "node": NODE, "object_id": theirs,
+         "machine": "0123456789abcdef0123456789abcdef",
+         "rule": {"policy_id": f"gtp5g-operator@{NODE}", "node": NODE,
+                  "command_regex": f"^(?:{name}|other-thread)$", "priority": 1,
+                  "execution_time_ns": 20_000_000}}))
+    check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
+                      live)["api strategies"]
+    assert check.level == WARN
+    assert check.saw.startswith(f"the Manager holds no policy of this host for node {NODE}")
+    assert f"manager-policy.json in {state}: written on another machine" in check.saw
+    assert "api.node_name" in check.advice

@@ -11,6 +11,7 @@ so a hanging server cannot hold doctor up.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type
 from urllib.parse import urlsplit
@@ -18,9 +19,14 @@ from urllib.parse import urlsplit
 from ...config import AUTO, Config
 from ...core.readback import Comparison
 from ...core.words import duration
+from ...files import FileProblem, read_json_file
+from ...gthulhu.decision_maker import RULE_FILE
 from ...gthulhu.detect import Probe, detect
 from ...gthulhu.errors import ApiError, ErrorKind
 from ...gthulhu.http import JsonHttp
+from ...gthulhu.manager import POLICY_FILE
+from ...gthulhu.merge import OWNED_FILE
+from ...gthulhu.ownership import from_another_machine
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter, Holdings, PublicKeyToken
 from .boost import NOT_WRITTEN, boost_checks, not_verified_check
@@ -204,10 +210,23 @@ class ApiProbe:
         except ApiError as exc:
             return fail("api strategies", str(exc), self.advice(exc))
         live = any(t.boosted for t in self.targets)
+        copied = [n for n in (OWNED_FILE, POLICY_FILE, RULE_FILE) if self._copied(n)]
+        if copied:  # the service ignores them, saying so in the journal only
+            return warn("api strategies", f"{self.held.saw}; {', '.join(copied)} in "
+                        f"{self.state_dir}: written on another machine (copied with an image "
+                        "of that host), ignored", "remove them, and give every host its own "
+                        "machine-id and api.node_name")
         if self.writer.sends_names and self.held.rule is None and live:
             return warn("api strategies", f"{self.held.saw}; no rule of this host while a gNB "
                                           "runs", NOT_WRITTEN)
         return ok("api strategies", self.held.saw)
+
+    def _copied(self, name: str) -> bool:
+        path = os.path.join(self.state_dir, name)
+        try:
+            return from_another_machine(path, read_json_file(path))
+        except (OSError, FileProblem, ValueError):
+            return False
 
     # --- what the scheduler will boost ------------------------------------------------------
 
