@@ -615,8 +615,12 @@ def test_a_reader_that_holds_trace_pipe_first_is_named(
     CAP_SYS_PTRACE lets it read), so nobody has to guess which `cat` to stop; /proc is
     walked once per episode, not at every retry."""
     walks: List[int] = []
-    monkeypatch.setattr(source_module, "holders", lambda *a, **k: walks.append(1) or
-                        tracefs_module.holders(*a, **k))
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        walks.append(1)
+        return tracefs_module.holders(*args, **kwargs)
+
+    monkeypatch.setattr(source_module, "holders", counted)
 
     class Refused(TextTraceSource):
         def _open_fds(self) -> Tuple[int, ...]:  # the kernel's answer to a second open
