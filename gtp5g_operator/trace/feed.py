@@ -38,6 +38,7 @@ class TraceFeed(Component):
         self._on_tids = on_tids
         self._readers = readers
         self.counters = TraceCounters()
+        self._bytes_at_pass = 0  # counters.bytes at the last liveness pass
         self._tracing = StateLog(log)
         self.source = choose(config, readers).create(config, clock, on_tids, self.counters)
 
@@ -88,10 +89,11 @@ class TraceFeed(Component):
         and tracing or the bpf_printk event turned off (an open source that silently gets
         nothing)."""
         self.source.liveness_check()
+        read, self._bytes_at_pass = self.counters.bytes - self._bytes_at_pass, self.counters.bytes
         if not self.source.is_open:
             return
         directory = self.source.tracing_dir
-        silence = silenced(directory)
+        silence = silenced(directory, quiet=not read)
         if silence is not None:
             self._tracing.problem(
                 silence.why, logging.WARNING, "%s: the kernel records no gtp5g tracer line, "

@@ -48,7 +48,7 @@ def _reads_zero(path: str) -> bool:
     return text is not None and text.strip() == "0"
 
 
-def silenced(tracing_dir: str) -> Optional[Silence]:
+def silenced(tracing_dir: str, quiet: bool = True) -> Optional[Silence]:
     """Is a switch of the tracing instance off that drops every gtp5g tracer line?  A
     reader then waits in silence, though the tracer runs (None: on, or cannot be read,
     as in a FIFO's directory).
@@ -58,13 +58,16 @@ def silenced(tracing_dir: str) -> Optional[Silence]:
       turns that event on in the top-level instance only, each time a program calling
       bpf_printk is loaded: it is off before the tracer's first load, after a reset
       (`echo 0 > events/enable`, reset scripts) until the tracer is loaded again, and
-      in an instance (instances/NAME) unless someone turned it on there.
+      in an instance (instances/NAME) unless someone turned it on there.  Said only of
+      a `quiet` source (nothing read lately): lines do arrive with it off, from
+      trace_marker (a replay, the tests) or another tracer, and then it is not the cause
+      of anything.
     """
     if _reads_zero(os.path.join(tracing_dir, "tracing_on")):
         return Silence(f"tracing is off ({tracing_dir}/tracing_on = 0)",
                        f"echo 1 > {tracing_dir}/tracing_on")
     enable = os.path.join(tracing_dir, PRINTK_ENABLE)
-    if not _reads_zero(enable):
+    if not quiet or not _reads_zero(enable):
         return None
     why = f"bpf_printk lines are not recorded ({enable} = 0)"
     if os.path.basename(os.path.dirname(tracing_dir)) == "instances":
