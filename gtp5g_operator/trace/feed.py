@@ -93,7 +93,12 @@ class TraceFeed(Component):
         if not self.source.is_open:
             return
         directory = self.source.tracing_dir
-        silence = silenced(directory, quiet=not read)
+        silence = silenced(directory)
+        if silence is not None and silence.event and read and silence.why != self._tracing.state:
+            # Lines arrive with the event off (trace_marker's: a replay, the tests): it
+            # stops none of them, so it is named only to a source that got nothing, and
+            # once named, stays so until it is turned on (no flapping with the traffic).
+            silence = None
         if silence is not None:
             self._tracing.problem(
                 silence.why, logging.WARNING, "%s: the kernel records no gtp5g tracer line, "

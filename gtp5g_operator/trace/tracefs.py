@@ -41,6 +41,7 @@ class Silence(NamedTuple):
 
     why: str
     fix: str
+    event: bool = False  # the bpf_printk event's switch, not tracing_on
 
 
 def _reads_zero(path: str) -> bool:
@@ -48,7 +49,7 @@ def _reads_zero(path: str) -> bool:
     return text is not None and text.strip() == "0"
 
 
-def silenced(tracing_dir: str, quiet: bool = True) -> Optional[Silence]:
+def silenced(tracing_dir: str) -> Optional[Silence]:
     """Is a switch of the tracing instance off that drops every gtp5g tracer line?  A
     reader then waits in silence, though the tracer runs (None: on, or cannot be read,
     as in a FIFO's directory).
@@ -58,24 +59,23 @@ def silenced(tracing_dir: str, quiet: bool = True) -> Optional[Silence]:
       turns that event on in the top-level instance only, each time a program calling
       bpf_printk is loaded: it is off before the tracer's first load, after a reset
       (`echo 0 > events/enable`, reset scripts) until the tracer is loaded again, and
-      in an instance (instances/NAME) unless someone turned it on there.  Said only of
-      a `quiet` source (nothing read lately): lines do arrive with it off, from
-      trace_marker (a replay, the tests) or another tracer, and then it is not the cause
-      of anything.
+      in an instance (instances/NAME) unless someone turned it on there.  Lines do
+      arrive with it off, from trace_marker (a replay, the tests) or another tracer:
+      callers name it only to a source that gets nothing.
     """
     if _reads_zero(os.path.join(tracing_dir, "tracing_on")):
         return Silence(f"tracing is off ({tracing_dir}/tracing_on = 0)",
                        f"echo 1 > {tracing_dir}/tracing_on")
     enable = os.path.join(tracing_dir, PRINTK_ENABLE)
-    if not quiet or not _reads_zero(enable):
+    if not _reads_zero(enable):
         return None
     why = f"bpf_printk lines are not recorded ({enable} = 0)"
     if os.path.basename(os.path.dirname(tracing_dir)) == "instances":
         return Silence(why, "the kernel writes bpf_printk lines to the top-level instance: "
-                            f'set trace.pipe = "auto", or echo 1 > {enable}')
+                            f'set trace.pipe = "auto", or echo 1 > {enable}', True)
     return Silence(why, "load the gtp5g tracer (loading it turns the event on; load it "
                         "again after a reset turned every event off), or echo 1 > "
-                        f"{enable}")
+                        f"{enable}", True)
 
 
 # Events the gtp5g tracer itself makes enabled (bpf_printk); trace_marker's are not listed.
