@@ -352,6 +352,18 @@ def create_policy(url: str, regex: str) -> None:
         http.close()
 
 
+def policy_proof(tmp_path: Path, manager: FakeManager, object_id: str, regex: str,
+                 **extra: str) -> Path:
+    """The state directory with a manager-policy.json saying `object_id` holds `regex`."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manager-policy.json").write_text(json.dumps(
+        {"api_url": manager.url, "user": "op", "node": NODE, "object_id": object_id, **extra,
+         "rule": {"policy_id": f"gtp5g-operator@{NODE}", "node": NODE, "command_regex": regex,
+                  "priority": 1, "execution_time_ns": 20_000_000}}))
+    return state
+
+
 def test_a_manager_with_this_hosts_policy(tmp_path: Path, trace_pipe: Path,
                                           manager: FakeManager, keys: Dict[str, Path],
                                           live: List[Target], name: str) -> None:
@@ -389,13 +401,7 @@ def test_our_policy_someone_changed_is_not_called_ours(
     edited it): doctor does not call it this host's, as the service no longer does."""
     create_policy(manager.url, "^(?:someone-elses-job)$")  # was ours, edited since
     edited = manager.policies("op")[-1]["id"]
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "manager-policy.json").write_text(json.dumps(
-        {"api_url": manager.url, "user": "op", "node": NODE, "object_id": edited,
-         "rule": {"policy_id": f"gtp5g-operator@{NODE}", "node": NODE,
-                  "command_regex": f"^(?:{name})$", "priority": 1,
-                  "execution_time_ns": 20_000_000}}))
+    policy_proof(tmp_path, manager, edited, f"^(?:{name})$")
     check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
                       live)["api strategies"]
     assert check.level == WARN
@@ -582,14 +588,8 @@ def test_a_proof_copied_from_another_machine_is_named_not_called_ours(
     so in the journal) does not, and doctor now names the file and what to do."""
     create_policy(manager.url, f"^(?:{name}|other-thread)$")  # the other host's
     theirs = manager.policies("op")[-1]["id"]
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "manager-policy.json").write_text(json.dumps(
-        {"api_url": manager.url, "user": "op", "node": NODE, "object_id": theirs,
-         "machine": "0123456789abcdef0123456789abcdef",
-         "rule": {"policy_id": f"gtp5g-operator@{NODE}", "node": NODE,
-                  "command_regex": f"^(?:{name}|other-thread)$", "priority": 1,
-                  "execution_time_ns": 20_000_000}}))
+    state = policy_proof(tmp_path, manager, theirs, f"^(?:{name}|other-thread)$",
+                         machine="0123456789abcdef0123456789abcdef")
     check = checks_of(manager_config(tmp_path, trace_pipe, manager.url, keys),
                       live)["api strategies"]
     assert check.level == WARN
