@@ -67,6 +67,9 @@ def validate_public_key(pem: str, path: str) -> str:
         load_pem_public_key,
     )
 
+    # An editor's byte order mark: the newest cryptography reads past it, older ones
+    # (Ubuntu 22.04's) refuse it as "not a PEM public key"; the servers refuse it.
+    pem = pem.removeprefix("\ufeff")
     try:
         key = load_pem_public_key(pem.encode())
     except UnsupportedAlgorithm as exc:  # e.g. an EC curve or SM2 this build lacks
