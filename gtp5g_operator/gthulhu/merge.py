@@ -89,6 +89,7 @@ class OwnedIds:
         self.path = os.path.join(directory, OWNED_FILE)
         self.api_url = api_url
         self._older_format = False  # read from an earlier version's file: rewrite it once
+        self._machine = this_machine()
         self.ids: Dict[int, Written] = self._load(legacy)
 
     def _load(self, legacy: Written) -> Dict[int, Written]:
@@ -101,7 +102,7 @@ class OwnedIds:
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return {}
-        if from_another_machine(self.path, data):
+        if from_another_machine(self.path, data, self._machine):
             return {}
         if not isinstance(data, dict) or stored_api_url(data.get("api_url")) != self.api_url:
             return {}  # IDs owned on another API are not ours to remove here
@@ -119,7 +120,7 @@ class OwnedIds:
             return
         self.ids, self._older_format = new, False
         # "pids": what earlier versions read; "strategies": what this host posted
-        data = json.dumps({"api_url": self.api_url, "machine": this_machine(),
+        data = json.dumps({"api_url": self.api_url, "machine": self._machine,
                            "pids": sorted(new),
                            "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}
                                           for p, v in sorted(new.items())]}) + "\n"

@@ -45,13 +45,14 @@ def this_machine() -> str:
     return hashlib.sha256(f"gtp5g-operator:{ident}".encode()).hexdigest()[:32] if ident else ""
 
 
-def from_another_machine(path: str, data: Any) -> bool:
-    """Was the state file `path` (its content `data`) written on another machine?  Hosts
+def from_another_machine(path: str, data: Any, here: str) -> bool:
+    """Was the state file `path` (its content `data`) written on another machine than
+    `here` (this_machine(), read once per writer: it does not change)?  Hosts
     cloned from one image with its state directory hold the image host's proof, and
     with the same host name (api.node_name's default) it matched their key: each
     clone deleted, or rewrote, the objects of the host that wrote it.  A file of an
     earlier version says no machine, and is judged as before."""
-    machine, here = data.get("machine") if isinstance(data, dict) else None, this_machine()
+    machine = data.get("machine") if isinstance(data, dict) else None
     if not isinstance(machine, str) or not here or machine == here:
         return False
     log.warning("ignoring %s: it was written on another machine (of /etc/machine-id hash "
@@ -80,6 +81,7 @@ class OwnershipFile:
         self.rule: Optional[NodeRule] = None  # written, or being written
         self.earlier: Tuple[NodeRule, ...] = ()  # replaced by `rule`, unconfirmed; newest first
         self.refusals = 0
+        self._machine = this_machine()
         self._load()
 
     def _load(self) -> None:
@@ -90,7 +92,7 @@ class OwnershipFile:
         except (OSError, FileProblem, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self.path, exc)
             return
-        if from_another_machine(self.path, data):
+        if from_another_machine(self.path, data, self._machine):
             return
         if isinstance(data, dict) and "api_url" in data:
             data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
@@ -141,7 +143,7 @@ class OwnershipFile:
             if object_id is None and rule is None and not earlier:
                 os.unlink(self.path)
                 return
-            data = {**self._key, "machine": this_machine(), "object_id": object_id,
+            data = {**self._key, "machine": self._machine, "object_id": object_id,
                     "rule": asdict(rule) if rule is not None else None,
                     "earlier": [asdict(r) for r in earlier]}
             if object_id is not None:

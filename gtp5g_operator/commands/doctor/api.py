@@ -26,7 +26,7 @@ from ...gthulhu.errors import ApiError, ErrorKind
 from ...gthulhu.http import JsonHttp
 from ...gthulhu.manager import POLICY_FILE
 from ...gthulhu.merge import OWNED_FILE
-from ...gthulhu.ownership import from_another_machine
+from ...gthulhu.ownership import from_another_machine, this_machine
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter, Holdings, PublicKeyToken
 from .boost import NOT_WRITTEN, boost_checks, not_verified_check
@@ -224,7 +224,7 @@ class ApiProbe:
     def _copied(self, name: str) -> bool:
         path = os.path.join(self.state_dir, name)
         try:
-            return from_another_machine(path, read_json_file(path))
+            return from_another_machine(path, read_json_file(path), this_machine())
         except (OSError, FileProblem, ValueError):
             return False
 
