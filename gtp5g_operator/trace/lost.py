@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional, Set, Tuple
 
 from .ringbuf import LOST_UNKNOWN
 from .source import TraceCounters
-from .tracefs import CpuStats, other_recording, read_cpu_stats
+from .tracefs import CpuStats, holders, named, other_recording, read_cpu_stats, reader_files
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +144,14 @@ class LossCounter:
         self._taken = max(0, self._taken + read - (lines - last_lines))
         if self._taken > SHARED_SLACK and not self._shared_said:
             self._shared_said = True
+            # Named as an EBUSY holder is (psmisc's fuser is not on every host); the
+            # /proc walk is done this once.
+            found = holders(reader_files(self._dir), skip=os.getpid())
             log.warning("another reader is taking trace events from this ring (%d of them "
                         "were read but not by this daemon): each event goes to one reader, so "
-                        "gNB tasks can be missed; find it with: fuser -v %s (warning once)",
-                        self._taken, " ".join(os.path.join(self._dir, name) for name in (
-                            "trace_pipe", "per_cpu/cpu*/trace_pipe_raw")))
+                        "gNB tasks can be missed; %s (warning once)", self._taken,
+                        f"it is {named(found)}" if found else
+                        "`gtp5g-operator doctor` run as root names it")
 
     def _add(self, cpu: int, lost: int) -> None:
         self.counters.lost_events += lost

@@ -32,7 +32,7 @@ from ..config.schema import TraceConfig
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
-from .tracefs import holders
+from .tracefs import holders, named
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,7 @@ class TraceSource(Component, abc.ABC):
                 message = self._state.state
             else:
                 found = holders([exc.filename or self.path], skip=os.getpid())
-                message = busy + (": " + ", ".join(f"PID {h.pid} ({h.comm})" for h in found)
-                                  if found else ", e.g. a `cat trace_pipe`")
+                message = busy + (": " + named(found) if found else ", e.g. a `cat trace_pipe`")
             # A missing permission needs a person (journalctl -p err, README); a source
             # not there yet (tracefs not mounted at boot, a FIFO to come) does not.
             self._fail(message,

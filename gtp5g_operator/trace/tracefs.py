@@ -206,6 +206,18 @@ def read_cpu_stats(tracing_dir: str, cpu: int) -> Optional[CpuStats]:
     return parse_cpu_stats(text) if text is not None else None
 
 
+def reader_files(tracing_dir: str) -> List[str]:
+    """The files a trace reader holds open: trace_pipe and every CPU's trace_pipe_raw."""
+    return [os.path.join(tracing_dir, "trace_pipe"), *(
+        os.path.join(d, "trace_pipe_raw") for _, d in sorted(per_cpu_dirs(tracing_dir).items()))]
+
+
+def named(found: Sequence[Holder]) -> str:
+    """Holders as the journal names them: "PID 4242 (cat), PID 77 (trace-cmd)", each
+    process once (a trace-cmd holds a trace_pipe_raw per CPU)."""
+    return ", ".join(dict.fromkeys(f"PID {h.pid} ({h.comm})" for h in found))
+
+
 def per_cpu_dirs(tracing_dir: str) -> Dict[int, str]:
     """CPU number -> its per_cpu/cpuN directory (tracefs makes one per possible CPU)."""
     base = os.path.join(tracing_dir, "per_cpu")

@@ -34,6 +34,7 @@ from ...trace.tracefs import (
     holders,
     per_cpu_dirs,
     read_cpu_stats,
+    reader_files,
     silenced,
     subbuf_size,
 )
@@ -248,9 +249,7 @@ def reader_check(site: TraceSite, problem: str) -> Check:
 def readers_check(site: TraceSite, service_pid: Optional[int]) -> Check:
     """Who holds trace_pipe or a per-CPU trace_pipe_raw open: each event goes to one
     reader, and a second trace_pipe is refused (EBUSY) without saying whose it is."""
-    files = [site.pipe, *(os.path.join(d, "trace_pipe_raw")
-                          for _, d in sorted(per_cpu_dirs(site.directory).items()))]
-    found = holders(files, site.proc)
+    found = holders(reader_files(site.directory), site.proc)
     others = [h for h in found if h.pid != service_pid]
     if others:
         return warn("trace readers", "; ".join(
