@@ -235,9 +235,15 @@ def test_trace_access_says_what_the_kernel_said(public_tmp: Path) -> None:
                                    "as root")
     check = trace_access_check([str(f)], UNIT, Answers({str(f): str(f)}))
     assert check.saw.endswith(f"may not read {f} ({f} ({OWNER} 0440)) (the kernel's answer)")
-    assert check.advice == ("give that user CAP_DAC_READ_SEARCH (the shipped unit grants it "
-                            "with AmbientCapabilities=) or read access (setfacl -m u:65534:r "
-                            f"{f})")
+    # The unit's identity holds CAP_DAC_READ_SEARCH: "give it" would send a person in a
+    # circle; what refuses it then is not the mode bits.
+    assert check.advice == ("it holds CAP_DAC_READ_SEARCH already: a security module "
+                            "(AppArmor, SELinux) refuses it: look for its denial in the "
+                            "kernel log")
+    plain = Identity(65534, 65534, (), 0, "as the service runs it")
+    check = trace_access_check([str(f)], plain, Answers({str(f): str(f)}))
+    assert check.advice == ("give it CAP_DAC_READ_SEARCH (the shipped unit grants it with "
+                            f"AmbientCapabilities=) or read access (setfacl -m u:65534:r {f})")
     assert trace_access_check([str(public_tmp / "none")], UNIT, Answers()).level == WARN
     broken = trace_access_check([str(f)], UNIT, Answers(error="no answer within 5 s"))
     assert broken.level == WARN and broken.saw.endswith("no answer within 5 s")
@@ -304,6 +310,10 @@ def test_hidepid_is_judged_by_what_the_identity_sees(tmp_path: Path) -> None:
     assert check.saw == ("/proc is mounted with hidepid=invisible: as doctor itself, uid 1000 "
                          "without capabilities does not see PID 1 of uid 0 (the kernel's "
                          "answer)")
+    assert check.advice == ("give it CAP_SYS_PTRACE (the shipped unit grants it with "
+                            "AmbientCapabilities=), or mount /proc without hidepid")
+    held = proc_visibility_check("/proc", mount, UNIT, Answers(sees_other=False), (1, 0))
+    assert held.level == FAIL and held.advice.startswith("it holds CAP_SYS_PTRACE already: ")
     seen = proc_visibility_check("/proc", mount, UNIT, Answers(sees_other=True), (1, 0))
     assert seen.level == OK and "sees PID 1 of uid 0" in seen.saw
     assert proc_visibility_check("/proc", mount, UNIT, Answers(), None).level == WARN

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from ...config.paths import Mount, mount_of, read_mounts
 from ...core.procfs import ProcFS, in_initial_pid_namespace
 from .config import describe_owner
-from .identity import CAP_SYS_PTRACE, Answers, Identity
+from .identity import CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, NAMED_CAPS, Answers, Identity
 from .model import Check, fail, ok, warn
 from .targets import Target
 
@@ -27,6 +27,16 @@ def other_user_process(proc: str, targets: Sequence[Target], uid: int) -> Option
             return t.info.tgid, t.info.uid
     init = ProcFS(proc).process(1)
     return (1, init.uid) if init is not None and init.uid != uid else None
+
+
+def grant(who: Identity, cap: int, held: str, more: str = "") -> str:
+    """Advice for `who`, refused what `cap` allows.  Told to grant what it holds, a
+    person goes in a circle: with the capability the refusal is not the permissions'
+    (a security module, a mount option, a sandboxed host refusing even root)."""
+    name = NAMED_CAPS[cap]
+    if who.caps >> cap & 1:
+        return f"it holds {name} already: {held}"
+    return f"give it {name} ({GRANTED_BY_UNIT}){more}"
 
 
 def pid_namespace_check(initial: Optional[bool], allowed: bool) -> Check:
@@ -62,7 +72,9 @@ def proc_visibility_check(proc: str, mount: Optional[Mount], who: Identity,
                                      f"uid {other[1]} (the kernel's answer)")
     return fail("proc visibility", f"{saw}: {who.describe()} does not see PID {other[0]} of "
                                    f"uid {other[1]} (the kernel's answer)",
-                f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT}), or mount /proc without hidepid")
+                grant(who, CAP_SYS_PTRACE, "a security module or the mount's gid= option "
+                      "decides here: mount /proc without hidepid",
+                      ", or mount /proc without hidepid"))
 
 
 def _shown(path: str) -> str:
@@ -93,8 +105,9 @@ def trace_access_check(paths: Sequence[str], who: Identity, answers: Answers) ->
                                  "as root to judge as the service; else "
     return fail("trace access", f"{who.describe()} may not read {path}{where} (the kernel's "
                                 "answer)",
-                f"{mine}give that user CAP_DAC_READ_SEARCH ({GRANTED_BY_UNIT}) or read access "
-                f"(setfacl -m u:{who.uid}:r {path})")
+                mine + grant(who, CAP_DAC_READ_SEARCH, "a security module (AppArmor, "
+                             "SELinux) refuses it: look for its denial in the kernel log",
+                             f" or read access (setfacl -m u:{who.uid}:r {path})"))
 
 
 def exe_access_check(who: Identity, answers: Answers, other: Optional[Other],
@@ -110,13 +123,9 @@ def exe_access_check(who: Identity, answers: Answers, other: Optional[Other],
     if not answers.exe_error:
         return ok("exe access", saw.format("may") + " (the kernel's answer)")
     saw = saw.format("may not") + f": {answers.exe_error}"
-    # Told to grant what it holds, a person goes in a circle: with CAP_SYS_PTRACE the
-    # refusal is not the permissions' (a sandboxed host refused even root here).
-    advice = (f"it holds CAP_SYS_PTRACE already: try readlink /proc/{pid}/exe as root; if "
-              "root is refused too, this host (a sandbox, a security module) hides other "
-              "processes' executables from everyone"
-              if who.caps >> CAP_SYS_PTRACE & 1 else
-              f"give it CAP_SYS_PTRACE ({GRANTED_BY_UNIT})")
+    advice = grant(who, CAP_SYS_PTRACE, f"try readlink /proc/{pid}/exe as root; if root is "
+                   "refused too, this host (a sandbox, a security module) hides other "
+                   "processes' executables from everyone")
     if match_exe:
         return fail("exe access", f"{saw}; match.exe rejects a gNB of any other user", advice)
     return warn("exe access", f"{saw} (match.exe is empty: only reports miss the executable)",
