@@ -302,3 +302,13 @@ def test_the_performance_figures_are_those_of_the_run_they_cite() -> None:
     assert (f"measured {idle['beyond_watchdog_per_s']:.2f} wake-ups/s beyond watchdog pings. "
             f"A new gNB is pushed {reaction['p50_ms']:.1f} ms (p50) / "
             f"{reaction['p99_ms']:.1f} ms (p99)") in said
+
+
+def test_the_man_page_gives_the_status_of_a_reader_that_left() -> None:
+    """`status | head` ends with 128 + SIGPIPE (tests/integration:
+    test_a_report_whose_reader_left_ends_quietly): an admin's script meets 141, which EXIT STATUS
+    did not list."""
+    import signal
+
+    codes = [e.split("\n", 1)[0] for e in man_section("EXIT STATUS").split(".TP\n.B ")[1:]]
+    assert str(128 + signal.SIGPIPE) in codes, codes
