@@ -50,7 +50,7 @@ HEADER = """\
 # service refuses to start, and `systemctl reload` keeps the running
 # configuration).  Check a change, and see where each value comes from:
 #     gtp5g-operator check-config --print
-# These files and the key file must not be writable by other users.
+# These files and the key file must be owned by root and not writable by other users.
 """
 
 

@@ -241,6 +241,41 @@ def test_the_readmes_configuration_table_is_the_schema() -> None:
     assert documented == schema
 
 
+def test_every_document_that_states_the_file_rule_says_root_must_own_the_file(
+        tmp_path: Path) -> None:
+    """A file only root can write but owned by another user (a drop-in that
+    configuration management wrote with `owner: gnb`, mode 0644) is refused: "owned by
+    uid N; must be owned by root".  README, gtp5g-operator(8) and the example's header
+    said only that other users must not be able to write the files, which that one
+    satisfies.  Every passage that states the rule must state the owner too."""
+    from gtp5g_operator.config import check_not_writable_by_others
+
+    mine = tmp_path / "50-site.toml"
+    mine.write_text("")
+    mine.chmod(0o644)
+    with pytest.raises(ConfigError, match="must be owned by root"):
+        check_not_writable_by_others(str(mine), _stat_owned_by(mine, 4321))
+    rule = re.compile(r"other\s+users\s+(?:can(?:not)?\s+)?writ|writable\s+by\s+other\s+users")
+    passages = []
+    for doc in ("README.md", "packaging/gtp5g-operator.8", "packaging/config.toml"):
+        text = (REPO / doc).read_text()
+        # paragraphs (README, the example file) or a man page's sections and paragraphs
+        for part in re.split(r"\n\s*\n|\n\* |\n\.(?:SH|PP|TP)\b", text):
+            flat = " ".join(part.replace("#", " ").split())
+            if rule.search(flat):
+                passages.append((doc, flat))
+    assert len(passages) >= 3, passages  # README's twice, the man page's, the example's
+    unsaid = [(doc, flat[:120]) for doc, flat in passages if "owned by root" not in flat]
+    assert not unsaid, unsaid
+
+
+def _stat_owned_by(path: Path, uid: int) -> os.stat_result:
+    """path's stat as if `uid` owned it (chown would need root)."""
+    st = list(os.stat(path))
+    st[4] = uid  # st_uid
+    return os.stat_result(st)
+
+
 # --- load_config: files ------------------------------------------------------------
 
 
