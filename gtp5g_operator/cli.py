@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--print", action="store_true", dest="print_config",
                        help="print the effective configuration, each value with the file "
                             "that set it (or \"default\")")
-    status = sub.add_parser("status", help="show the running daemon's state")
+    status = sub.add_parser(
+        "status", help="show the running daemon's state",
+        description="Show the running daemon's state from the state.json it keeps in its "
+                    "runtime directory. Exit 3 when the daemon is not running (no "
+                    "state.json, or a stale one); exit 1 when state.json cannot be read "
+                    "or is not the daemon's.")
     status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
     status.add_argument("--runtime-dir", default=None, metavar="DIR", help=RUNTIME_DIR_HELP)
     add_doctor(sub, here)
