@@ -127,7 +127,8 @@ class SnapshotCollector:
         sched, boost = _d(self.snap.get("scheduler")), _d(self.snap.get("boost"))
         if sched:
             enabled = gauge(P + "scheduler_enabled", "1 when a sched_ext scheduler is running "
-                            "(strategies have an effect), 0 when not", labels=["ops"])
+                            "(ops names it: only Gthulhu's reads the strategies), 0 when none "
+                            "is", labels=["ops"])
             enabled.add_metric([str(sched.get("ops", ""))], 1 if sched.get("enabled") else 0)
             yield enabled
         if not boost.get("verified"):

@@ -66,3 +66,27 @@ def test_the_readmes_metrics_table_is_what_is_exported() -> None:
                 (p + name for p in prefixes if p + name in exported), f"{base}…{name}")
             documented[full] = cells[1].strip()
     assert documented == exported
+
+
+def test_the_scheduler_gauge_is_documented_as_what_it_says() -> None:
+    """README's row said `scheduler_enabled` is "0 when strategies have no effect": with
+    another sched_ext scheduler running (rusty) it is 1, and the strategies still have
+    no effect (only Gthulhu's reads them).  An alert on `== 0` missed that host.  The
+    row must name the ops that do read the strategies, as the code knows them."""
+    from gtp5g_operator.core.sched_ext import GTHULHU_OPS
+
+    def gauge(sched: Dict[str, object]) -> str:
+        text = render({"started_at": 1.0, "scheduler": sched}, histograms()).decode()
+        found = re.search(r"^gtp5g_operator_scheduler_enabled\{ops=\"\w*\"\} (\S+)$", text,
+                          re.MULTILINE)
+        assert found, text
+        return found.group(1)
+
+    assert gauge({"ops": "rusty", "enabled": True}) == "1.0"
+    assert gauge({"ops": "goland", "enabled": True}) == "1.0"
+    assert gauge({"ops": "", "enabled": False}) == "0.0"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines()
+               if line.startswith("| `gtp5g_operator_scheduler_enabled"))
+    assert "0 when strategies have no effect" not in row, row
+    assert all(f"`{name}`" in row for name in GTHULHU_OPS), row
