@@ -140,6 +140,20 @@ def test_no_events_in_the_window(tmp_path: Path, fs: FakeTracefs) -> None:
     assert short["trace events"].saw.startswith("no trace events in 0.25 s")
 
 
+def test_a_window_of_0_does_not_ask_whether_the_tracer_is_loaded(
+        tmp_path: Path, fs: FakeTracefs) -> None:
+    """--window 0 (allowed: "0 to 60") watched nothing, and the check said "no trace
+    events in 0 s: is the gtp5g tracer loaded?", sending the admin to load a tracer
+    that may be running; the CPU-wait check said "not measured" of the same window.
+    A switch that is off is still said: that needs no window."""
+    events = run(site_of(tmp_path, fs), window=0)["trace events"]
+    assert (events.level, events.saw) == (WARN, "not watched: --window is 0")
+    assert "tracer" not in events.advice
+    (fs.root / "tracing_on").write_text("0\n")
+    assert run(site_of(tmp_path / "b", fs), window=0)["trace events"].saw == (
+        f"tracing is off ({fs.root}/tracing_on = 0)")
+
+
 def test_no_events_while_tracing_is_off_says_so_not_to_load_the_tracer(
         tmp_path: Path, fs: FakeTracefs) -> None:
     """tracing_on = 0 (an admin, or a tool that stopped tracing): the kernel records

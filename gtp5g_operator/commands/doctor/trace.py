@@ -192,6 +192,12 @@ def events_check(site: TraceSite, window: Window) -> Check:
     written = window.total(arrived)
     # (events arriving, the switches stopped none of them: trace_marker writes, say)
     silence = None if written else silenced(site.directory)
+    if not written and not window.seconds:
+        # --window 0 watched nothing: "no events" of it would send the admin to load a
+        # tracer that may be running.  A switch that is off needs no window to be seen.
+        return (warn("trace events", silence.why, silence.fix) if silence is not None else
+                warn("trace events", "not watched: --window is 0",
+                     "give doctor a window of a second or more"))
     if silence is not None:
         return warn("trace events", f"no trace events in {secs}: {silence.why}", silence.fix)
     if not written:
