@@ -136,13 +136,9 @@ def test_wheel_and_sdist_carry_the_license_and_the_spdx_expression(built: Built)
         f"wheel and sdist by the suite's hatchling: {wheel.name}, {sdist.name}, LICENSE in both")
 
 
-def test_make_deb_takes_the_trees_files_not_what_gitignore_names(tmp_path: Path) -> None:
-    """`make deb` in a developer's clone after `make test` (hypothesis' .hypothesis/)
-    and a wheel build (dist/): packaging/build-deb hands dpkg-buildpackage the
-    tree's files only, else they went into the source package.  dpkg-buildpackage
-    is a stand-in recording what it was given (bound over it in a private mount
-    namespace, with dpkg-checkbuilddeps content: nothing is installed on the host)."""
-    clone = tmp_path / "clone"
+def clone_of_the_tree(clone: Path) -> List[str]:
+    """A git clone of this tree's files (tracked or new, not ignored) made at `clone`;
+    returns those files."""
     files = worktree_files()
     tar = subprocess.run(["tar", "-C", str(REPO), "--null", "-T", "-", "-cf", "-"],
                          input=b"\0".join(f.encode() for f in files), capture_output=True,
@@ -151,24 +147,63 @@ def test_make_deb_takes_the_trees_files_not_what_gitignore_names(tmp_path: Path)
     subprocess.run(["tar", "-C", str(clone), "-xf", "-"], input=tar, check=True)
     subprocess.run(["git", "-C", str(clone), "init", "-q"], check=True)
     subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True)
-    for junk in (".hypothesis/examples/0a1b/2c3d", f"dist/gtp5g_operator-{__version__}.tar.gz"):
-        (clone / junk).parent.mkdir(parents=True, exist_ok=True)
-        (clone / junk).write_text("not source\n")
-    stub = tmp_path / "dpkg-buildpackage"
-    stub.write_text("#!/bin/sh\nfind . ! -type d -printf '%P\\n' | sort > \"$RECORD\"\n"
-                    f"touch ../gtp5g-operator_{__version__}_all.deb\n")
+    return files
+
+
+def make_deb_with(clone: Path, out: Path, stand_in: str, env: str = "") -> None:
+    """`clone`'s packaging/build-deb into `out`, with `stand_in` (a shell script) as
+    dpkg-buildpackage: bound over it in a private mount namespace, with
+    dpkg-checkbuilddeps content (nothing is installed on the host)."""
+    stub = out.parent / f"{out.name}-dpkg-buildpackage"
+    stub.write_text("#!/bin/sh\n" + stand_in)
     stub.chmod(0o755)
-    content = tmp_path / "true"
+    content = out.parent / f"{out.name}-true"
     content.write_text("#!/bin/sh\nexit 0\n")
     content.chmod(0o755)
-    record = tmp_path / "given.txt"
     r = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
          f"mount --bind {stub} /usr/bin/dpkg-buildpackage && "
          f"mount --bind {content} /usr/bin/dpkg-checkbuilddeps && "
-         f"LINTIAN=no RECORD={record} {clone}/packaging/build-deb {tmp_path / 'out'}"],
+         f"LINTIAN=no {env} {clone}/packaging/build-deb {out}"],
         capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_make_deb_takes_the_trees_files_not_what_gitignore_names(tmp_path: Path) -> None:
+    """`make deb` in a developer's clone after `make test` (hypothesis' .hypothesis/)
+    and a wheel build (dist/): packaging/build-deb hands dpkg-buildpackage the
+    tree's files only, else they went into the source package.  dpkg-buildpackage
+    is a stand-in recording what it was given."""
+    clone = tmp_path / "clone"
+    files = clone_of_the_tree(clone)
+    for junk in (".hypothesis/examples/0a1b/2c3d", f"dist/gtp5g_operator-{__version__}.tar.gz"):
+        (clone / junk).parent.mkdir(parents=True, exist_ok=True)
+        (clone / junk).write_text("not source\n")
+    record = tmp_path / "given.txt"
+    make_deb_with(clone, tmp_path / "out",
+                  "find . ! -type d -printf '%P\\n' | sort > \"$RECORD\"\n"
+                  f"touch ../gtp5g-operator_{__version__}_all.deb\n", env=f"RECORD={record}")
     given = record.read_text().split()
     assert not [f for f in given if f.startswith((".hypothesis/", "dist/"))], given
     assert sorted(given) == sorted(f for f in files if not f.startswith("bench/results/"))
+
+
+def test_the_source_package_does_not_depend_on_the_umask_of_the_clone(tmp_path: Path) -> None:
+    """The same commit cloned under umask 022 and under umask 002 (a user with a
+    private group: files 0664, directories 0775) gave two different .tar.xz and
+    .dsc: dpkg-source records each file's mode as it finds it.  The real
+    dpkg-source builds both; dpkg-buildpackage is a stand-in that runs only it."""
+    built = {}
+    for umask, modes in (("022", "go-w"), ("002", "g+w")):
+        clone = tmp_path / f"clone-{umask}"
+        clone_of_the_tree(clone)
+        subprocess.run(["chmod", "-R", modes, str(clone)], check=True)
+        out = tmp_path / f"out-{umask}"
+        make_deb_with(clone, out, 'dir=$(basename "$PWD") && cd .. && '
+                      'dpkg-source -b "$dir" >/dev/null\n'
+                      f"touch gtp5g-operator_{__version__}_all.deb\n")
+        built[umask] = {f.name: f.read_bytes() for f in out.glob("gtp5g-operator_*")
+                        if f.suffix in (".dsc", ".xz")}
+    assert sorted(built["022"]) == [f"gtp5g-operator_{__version__}.dsc",
+                                    f"gtp5g-operator_{__version__}.tar.xz"], sorted(built["022"])
+    assert built["002"] == built["022"]
