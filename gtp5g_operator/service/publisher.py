@@ -23,9 +23,10 @@ from ..core.readback import Comparison
 from ..core.sched_ext import SchedulerState
 from ..core.schedstat_text import report_json, status_note
 from ..core.words import one_line
+from ..files import KeptFile
 from .metrics import Histogram, render
 from .pusher import PushResult
-from .runtime_files import HEALTH_FILE, METRICS_FILE, PublishedFile, StateFile, record_textfile
+from .runtime_files import HEALTH_FILE, METRICS_FILE, StateFile, record_textfile
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -74,9 +75,9 @@ class Publisher(Component):
         self._wall_time = WallTime(clock, wall_clock)
         self.started_mono = clock()
         self.state = StateFile(directory)
-        self._metrics_text = PublishedFile(os.path.join(directory, METRICS_FILE))
-        self._health = PublishedFile(os.path.join(directory, HEALTH_FILE))
-        self._textfile: Optional[PublishedFile] = None
+        self._metrics_text = KeptFile(os.path.join(directory, METRICS_FILE))
+        self._health = KeptFile(os.path.join(directory, HEALTH_FILE))
+        self._textfile: Optional[KeptFile] = None
         self.metrics_on = False
         self.histograms = {"push_duration_seconds": Histogram(),
                            "detect_to_push_seconds": Histogram()}
@@ -98,10 +99,10 @@ class Publisher(Component):
     def configure_metrics(self, config: Config) -> None:
         m = config.metrics
         self.metrics_on = bool(m.listen or m.textfile)
-        self._textfile = PublishedFile(m.textfile) if m.textfile else None
+        self._textfile = KeptFile(m.textfile) if m.textfile else None
         before = record_textfile(self.parts.state_directory, m.textfile)  # for the purge
         if before and before != m.textfile:  # ours, and no longer kept up to date
-            PublishedFile(before).remove()
+            KeptFile(before).remove()
 
     def reconfigure(self, old: Config, new: Config) -> bool:
         if old.metrics != new.metrics:

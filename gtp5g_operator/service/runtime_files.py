@@ -24,8 +24,14 @@ import mmap
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..core.once import StateLog
-from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
+from ..files import (
+    FileProblem,
+    KeptFile,
+    atomic_write,
+    make_dirs,
+    read_json_file,
+    read_small_text,
+)
 from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
 from .runtime_names import HEARTBEAT as _HEARTBEAT
 from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
@@ -128,37 +134,7 @@ def _flock_holder(st: os.stat_result, proc: str) -> Optional[int]:
     return None
 
 
-class PublishedFile:
-    """One file rewritten atomically when its content changes; failures logged
-    once per cause."""
-
-    def __init__(self, path: str, mode: int = 0o644) -> None:
-        self.path = path
-        self._mode = mode
-        self._last: Optional[bytes] = None
-        self._state = StateLog(log)
-
-    def write(self, data: bytes) -> None:
-        # Unchanged, and still there: removed under the running daemon (systemd removes
-        # RuntimeDirectory= when a refused start of the unit stops, tmpfiles, an rm), it
-        # is written again, its directory too, or /health and `status` stay blind.
-        if data == self._last and os.path.lexists(self.path):
-            return
-        try:
-            atomic_write(self.path, data, self._mode)
-        except OSError as exc:
-            self._state.problem(exc.strerror or str(exc), logging.WARNING,
-                                "cannot write %s: %s", self.path, exc.strerror or exc)
-            return
-        self._state.recovered("%s written again", self.path)
-        self._last = data
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-
-
-class StateFile(PublishedFile):
+class StateFile(KeptFile):
     """state.json: rewritten when the state (not just its time stamp) changes."""
 
     def __init__(self, directory: str) -> None:
@@ -167,7 +143,7 @@ class StateFile(PublishedFile):
 
     def write_state(self, state: Dict[str, Any], now: float) -> None:
         body = json.dumps(state, sort_keys=True)
-        if body == self._last_state and os.path.lexists(self.path):
+        if body == self._last_state and not self.failing and os.path.lexists(self.path):
             return
         self.write((json.dumps({**state, "updated_at": now}, indent=1, sort_keys=True)
                     + "\n").encode())

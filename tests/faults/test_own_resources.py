@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import resource
 import select
@@ -33,25 +34,34 @@ NOBODY = 65534
 
 
 @contextlib.contextmanager
-def full_tmpfs(where: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs at `where`, filled to the last byte (root only)."""
+def full_tmpfs(where: Path, full: bool = True) -> Iterator[Path]:
+    """A 64 KiB tmpfs at `where`, filled to the last byte unless not `full` (root only)."""
     where.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, bytes(4096))
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
+        if full:
+            fill(where)
         yield where
     finally:
         subprocess.run(["umount", "--lazy", str(where)], check=False)
+
+
+def fill(where: Path) -> None:
+    """`where`'s filesystem full to the last byte (a file named filler; remove it to free)."""
+    fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (4096, 512, 1):  # its last block too (short writes then ENOSPC)
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, bytes(size))
+        with pytest.raises(OSError) as exc:
+            os.write(fd, b"x")
+        assert exc.value.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 def test_a_full_runtime_filesystem_is_a_warning_not_a_crash(
@@ -66,6 +76,40 @@ def test_a_full_runtime_filesystem_is_a_warning_not_a_crash(
         assert d.proc.poll() is None, f"exit {d.proc.returncode}:\n{d.log()}"
         assert "heartbeat: [Errno 28] No space left on device" in d.log()
         assert not (full / "run" / "heartbeat").exists()  # no half heartbeat for /health
+
+
+def test_state_json_not_written_while_the_runtime_filesystem_was_full_is_written_once_it_has_room(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """/run fills while the daemon runs and a gNB starts meanwhile: state.json keeps its
+    last good content (never half a file), one line says so, and once there is room the
+    new state is written at the next liveness pass.  It was written only when the state
+    changed again (the next resync): `status` and doctor showed the gNB of before."""
+    with full_tmpfs(tmp_path / "run-fs", full=False) as fs:
+        run = fs / "run"
+        d = env.start(env={"RUNTIME_DIRECTORY": str(run)},
+                      strategy={"resync_interval": 3600.0, "liveness_interval": 0.5})
+        first = gnb(threads=("nr-gnb-rlc",))
+        env.writer.write(lines_for(first))
+        env.api.wait_post(lambda s: pids(s) == set(first.tids), timeout=10)
+        state = run / "state.json"
+
+        def listed() -> set[int]:
+            return {p["tgid"] for p in json.loads(state.read_text())["processes"]}
+
+        wait_until(lambda: listed() == {first.pid}, 20, "state.json listing the first gNB")
+        fill(fs)
+        second = gnb(threads=("nr-gnb-rlc",))
+        env.writer.write(lines_for(second))
+        env.api.wait_post(lambda s: pids(s) == set(first.tids) | set(second.tids), timeout=10)
+        d.wait_log(f"cannot write {state}: No space left on device")
+        assert listed() == {first.pid}  # the last good state, whole
+        (fs / "filler").unlink()
+        wait_until(lambda: listed() == {first.pid, second.pid}, 10,
+                   "state.json listing both gNBs once /run has room")
+        d.wait_log(f"{state} written again")
+        log = d.log()
+        assert log.count(f"cannot write {state}") == 1, log
+        assert d.proc.poll() is None
 
 
 def test_a_heartbeat_another_user_planted_is_replaced_not_mapped(
