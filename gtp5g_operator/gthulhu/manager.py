@@ -243,6 +243,7 @@ class ManagerWriter(RuleWriter):
         policies = self._policies(deadline)
         stored = self._stored(policies)
         if rule == self._written and stored is not None and same_policy(stored, rule):
+            self.ids.store(stored.id, rule)  # nothing, unless its last write failed
             return 1
         self._put_or_create(rule, deadline, policies)
         return 1

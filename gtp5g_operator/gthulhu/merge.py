@@ -19,9 +19,9 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
 from ..config.values import is_int, stored_api_url
-from ..files import FileProblem, atomic_write, read_json_file
+from ..files import FileProblem, read_json_file
 from .errors import ApiError
-from .ownership import from_another_machine, this_machine
+from .ownership import from_another_machine, proof_file, this_machine
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class OwnedIds:
 
     def __init__(self, directory: str, api_url: str, legacy: Written) -> None:
         self.path = os.path.join(directory, OWNED_FILE)
+        self._file = proof_file(self.path, "entries this host leaves behind may survive a "
+                                "restart; tried again at each push")
         self.api_url = api_url
         self._older_format = False  # read from an earlier version's file: rewrite it once
         self._machine = this_machine()
@@ -116,7 +118,8 @@ class OwnedIds:
 
     def replace(self, ids: Mapping[int, Written]) -> None:
         new = dict(ids)
-        if new == self.ids and os.path.exists(self.path) and not self._older_format:
+        if (new == self.ids and os.path.exists(self.path) and not self._older_format
+                and not self._file.failing):
             return
         self.ids, self._older_format = new, False
         # "pids": what earlier versions read; "strategies": what this host posted
@@ -124,8 +127,4 @@ class OwnedIds:
                            "pids": sorted(new),
                            "strategies": [{"pid": p, "priority": v[0], "execution_time": v[1]}
                                           for p, v in sorted(new.items())]}) + "\n"
-        try:
-            atomic_write(self.path, data.encode(), 0o600, durable=True)
-        except OSError as exc:
-            log.warning("cannot record owned IDs in %s: %s (entries this host leaves "
-                        "behind may survive a restart)", self.path, exc.strerror)
+        self._file.write(data.encode())

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from ..config.values import is_int, stored_api_url
 from ..core.strategy import NodeRule
-from ..files import FileProblem, atomic_write, read_json_file, read_small_text
+from ..files import FileProblem, KeptFile, read_json_file, read_small_text
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 MAX_EARLIER = 4  # earlier rules kept while their replacement is unconfirmed
 MACHINE_ID = "/etc/machine-id"
+
+
+def proof_file(path: str, consequence: str) -> KeptFile:
+    """A state-directory file that proves what this host owns: 0600, fsynced.  One that
+    cannot be written (the state directory full, read-only) is written again at the
+    writer's next push, even of unchanged content: the proof must catch up once the
+    disk has room, or after a restart this host's own object reads as someone else's."""
+    return KeptFile(path, 0o600, durable=True, consequence=f" ({consequence})")
 
 
 def this_machine() -> str:
@@ -75,6 +83,8 @@ class OwnershipFile:
     def __init__(self, directory: str, name: str, key: Mapping[str, str],
                  id_pattern: Optional[re.Pattern[str]] = None) -> None:
         self.path = os.path.join(directory, name)
+        self._file = proof_file(self.path, "after a restart this host may not recognise its "
+                                "own object, and then leaves it alone; tried again at each push")
         self._key = dict(key)  # the server (and user, node) this proof is about
         self._id_pattern = id_pattern
         self.object_id: Optional[str] = None
@@ -136,28 +146,22 @@ class OwnershipFile:
 
     def _save(self, object_id: Optional[str], rule: Optional[NodeRule],
               earlier: Tuple[NodeRule, ...]) -> None:
-        if (object_id, rule, earlier) == (self.object_id, self.rule, self.earlier):
+        if ((object_id, rule, earlier) == (self.object_id, self.rule, self.earlier)
+                and not self._file.failing):
             return
         self.object_id, self.rule, self.earlier = object_id, rule, earlier
-        try:
-            if object_id is None and rule is None and not earlier:
-                os.unlink(self.path)
-                return
-            data = {**self._key, "machine": self._machine, "object_id": object_id,
-                    "rule": asdict(rule) if rule is not None else None,
-                    "earlier": [asdict(r) for r in earlier]}
-            if object_id is not None:
-                # 0.1.0's name, all it reads: without it a downgrade forgets the policy
-                # (orphaned) and, at its first push without a target, deletes the first
-                # policy of the user for the node instead, a hand-made one as well
-                data["policy_id"] = object_id
-            atomic_write(self.path, (json.dumps(data) + "\n").encode(), 0o600, durable=True)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("cannot record what this host owns in %s: %s (after a restart this "
-                        "host may not recognise its own object, and then leaves it alone)",
-                        self.path, exc.strerror)
+        if object_id is None and rule is None and not earlier:
+            self._file.write(None)
+            return
+        data = {**self._key, "machine": self._machine, "object_id": object_id,
+                "rule": asdict(rule) if rule is not None else None,
+                "earlier": [asdict(r) for r in earlier]}
+        if object_id is not None:
+            # 0.1.0's name, all it reads: without it a downgrade forgets the policy
+            # (orphaned) and, at its first push without a target, deletes the first
+            # policy of the user for the node instead, a hand-made one as well
+            data["policy_id"] = object_id
+        self._file.write((json.dumps(data) + "\n").encode())
 
     def refused(self, error: ApiError) -> None:
         """The server refused a request naming the stored id (not with "gone")."""

@@ -24,15 +24,16 @@ import pytest
 from gtp5g_operator.config import Config
 from gtp5g_operator.config.schema import ApiConfig, StrategyConfig
 from gtp5g_operator.core.tracker import ProcessView
-from gtp5g_operator.gthulhu.decision_maker import MAX_NAMES, DecisionMakerWriter
+from gtp5g_operator.gthulhu.decision_maker import MAX_NAMES, RULE_FILE, DecisionMakerWriter
 from gtp5g_operator.gthulhu.errors import ApiError
 from gtp5g_operator.gthulhu.http import JsonHttp
-from gtp5g_operator.gthulhu.manager import ManagerWriter
+from gtp5g_operator.gthulhu.manager import POLICY_FILE, ManagerWriter
 from gtp5g_operator.gthulhu.ownership import MAX_EARLIER, MAX_REFUSALS
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import FakeManager
-from testbed.harness import GnbProcess, wait_until
+from testbed.harness import DaemonProcess, GnbProcess, wait_until
 from tests.conftest import Env
+from tests.faults.test_own_resources import fill, full_tmpfs
 from tests.integration.test_flavors import (
     NODE,
     PASSWORD,
@@ -317,6 +318,61 @@ def test_after_a_restart_our_own_previous_rule_is_recognised_and_replaced(
     env.writer.write(lines(g))  # after the restart only the main thread is seen
     dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
     assert "not this host's" not in d.log()
+
+
+@pytest.mark.parametrize("flavor", ["decision-maker", "manager"])
+def test_a_proof_not_written_while_the_state_directory_was_full_is_written_once_it_has_room(
+        env: Env, dm: FakeDecisionMaker, manager: FakeManager, gnb: Callable[..., GnbProcess],
+        flavor: str) -> None:
+    """The state directory fills, and the gNB gets a new thread meanwhile: the rule is
+    written to the server, its proof cannot be.  Once the disk had room the proof was
+    never written (nothing had changed since), and after a restart that sees only the
+    main thread this host took its own rule for someone else's: a Decision Maker was
+    never written again ('not this host's', ERROR), a Manager policy was left behind
+    boosting the old names beside a new one.  Now: one line, the proof catches up at the
+    next push, and after the restart the rule is replaced as ours."""
+    def start() -> DaemonProcess:
+        if flavor == "manager":
+            return start_manager(env, manager)  # type: ignore[no-any-return]
+        return start_dm(env, dm)  # type: ignore[no-any-return]
+
+    def on_server() -> List[str]:
+        if flavor == "manager":
+            return regexes(manager)
+        return [r["commandRegex"] for r in dm.rules()]
+
+    proof = env.tmp / "state" / (POLICY_FILE if flavor == "manager" else RULE_FILE)
+
+    def proven() -> str:
+        return str(json.loads(proof.read_text())["rule"]["command_regex"])
+
+    with full_tmpfs(env.tmp / "state", full=False) as state:
+        d = start()
+        g = gnb(threads=("gnb worker",))
+        env.writer.write(lines(g))
+        wait_until(lambda: on_server() == ["^(?:nr-gnb)$"], 30, "the first rule")
+        wait_until(lambda: proven() == "^(?:nr-gnb)$", 10, "its proof")
+        fill(state)
+        env.writer.write(lines(g, "gnb worker"))
+        wait_until(lambda: on_server() == ["^(?:gnb worker|nr-gnb)$"], 30, "the new rule")
+
+        def said() -> List[str]:
+            return [ln for ln in d.log().splitlines()
+                    if f"{proof}: No space left on device" in ln]
+
+        wait_until(said, 20, "the failed write said")
+        assert proven() == "^(?:nr-gnb)$"  # the last good proof, whole
+        (state / "filler").unlink()
+        wait_until(lambda: proven() == "^(?:gnb worker|nr-gnb)$", 10,
+                   "the proof to catch up once the disk has room")
+        assert len(said()) == 1 and " WARNING " in said()[0], d.log()
+        assert d.stop() == 0
+        env.writer.close()
+        d = start()
+        env.writer.write(lines(g))  # after the restart only the main thread is seen
+        wait_until(lambda: on_server() == ["^(?:nr-gnb)$"], 30, "our rule replaced")
+        assert "not this host's" not in d.log() and "never wrote" not in d.log(), d.log()
+        assert d.stop() == 0
 
 
 def test_deleting_ours_leaves_the_others_rules(
@@ -631,6 +687,30 @@ def test_merge_mode_keeps_another_writers_entry_for_a_reused_pid_after_a_restart
     wait_until(lambda: {k: v for k, v in json.loads(owned.read_text()).items()
                         if k != "machine"} == {
         "api_url": env.api.url, "pids": [], "strategies": []}, 30, "nothing owned any more")
+
+
+def test_merge_mode_records_what_it_owns_once_the_full_state_directory_has_room(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A gNB pushed while the state directory was full is in owned.json once there is
+    room, at the next push: it was left out until the IDs changed again, and entries a
+    restart should remove (its tasks gone meanwhile) stayed on the server."""
+    with full_tmpfs(env.tmp / "state", full=False) as state:
+        env.start(strategy={"mode": "merge", "resync_interval": 1.5})
+        first, second = gnb(threads=()), gnb(threads=())
+        owned = state / "owned.json"
+
+        def recorded() -> set[int]:
+            return set(json.loads(owned.read_text())["pids"]) if owned.exists() else set()
+
+        env.writer.write(lines(first))
+        wait_until(lambda: recorded() == {first.pid}, 30, "the first gNB recorded")
+        fill(state)
+        env.writer.write(lines(second))
+        env.api.wait_post(lambda s: {first.pid, second.pid} <= {e.get("pid") for e in s}, 30)
+        assert recorded() == {first.pid}  # the last whole record
+        (state / "filler").unlink()
+        wait_until(lambda: recorded() == {first.pid, second.pid}, 10,
+                   "owned.json to catch up once the disk has room")
 
 
 def test_merge_mode_still_removes_what_it_left_behind_from_an_older_owned_file(
