@@ -158,27 +158,26 @@ class Heartbeat:
         self._map: Optional[mmap.mmap] = None
         self._made: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the file we made
         self._make(logging.WARNING)
-        # Never made at start: said once then, not tried again.  Made, then lost and not
-        # made again (a full tmpfs, something in its place): tried every pass, said once.
-        self._kept = self._made is not None
 
     def check(self) -> None:
-        """Make the file again when the one we made is gone (its directory removed under
-        us, see PublishedFile.write): the mapping would beat on, unseen, and /health
-        answer "stalled" for good.  One stat(2), called by the liveness pass."""
-        if not self._kept:
-            return
-        try:
-            st = os.stat(self.path)
-            if (st.st_dev, st.st_ino) == self._made:
-                return
-        except OSError:
-            pass
-        lost = self._made is not None
-        if lost:
+        """Make the file when the one we made is gone (its directory removed under us,
+        see KeptFile.write), or was never made (/run full at start): without it /health
+        answers "stalled" for good, however the loop turns.  Called by the liveness
+        pass: one stat(2), or one try to make it, said once per episode."""
+        if self._made is not None:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._made:
+                    return
+            except OSError:
+                pass
             log.info("%s was removed: making it again", self.path)
-        self.close()
-        self._make(logging.WARNING if lost else logging.DEBUG)
+            self.close()
+            self._make(logging.WARNING)
+            return
+        self._make(logging.DEBUG)  # failing still: said when it began
+        if self._made is not None:
+            log.info("%s made: /health tells a stalled loop again", self.path)
 
     def _make(self, level: int) -> None:
         self._made = None

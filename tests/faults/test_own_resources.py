@@ -78,6 +78,25 @@ def test_a_full_runtime_filesystem_is_a_warning_not_a_crash(
         assert not (full / "run" / "heartbeat").exists()  # no half heartbeat for /health
 
 
+def test_a_heartbeat_not_made_at_start_is_made_once_the_runtime_filesystem_has_room(
+        env: Env, tmp_path: Path) -> None:
+    """/run full at start (journal files, a runaway writer): the heartbeat cannot be
+    made.  It was never tried again, and /health answered 503 "stalled" for the whole
+    life of a daemon whose loop turned, long after /run had room again (state.json
+    and health.json were written by then)."""
+    from tests.integration.test_observability import free_port, probe
+
+    port = free_port()
+    with full_tmpfs(tmp_path / "full") as full:
+        d = env.start(env={"RUNTIME_DIRECTORY": str(full / "run")},
+                      metrics={"listen": f"127.0.0.1:{port}"})
+        d.wait_log("heartbeat: [Errno 28] No space left on device")
+        assert probe(port)[0] == 503
+        (full / "filler").unlink()
+        wait_until(lambda: probe(port)[0] == 200, 20, "/health 200 once /run has room")
+        assert d.log().count("heartbeat:") == 1, d.log()  # said once, not at every pass
+
+
 def test_state_json_not_written_while_the_runtime_filesystem_was_full_is_written_once_it_has_room(
         env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
     """/run fills while the daemon runs and a gNB starts meanwhile: state.json keeps its
