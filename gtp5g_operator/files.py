@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import math
 import os
 import re
@@ -25,8 +24,6 @@ import stat
 from typing import Any, Optional, Set
 
 MAX_FILE_SIZE = 1 << 20  # configuration, keys and CA bundles are a few KiB
-
-log = logging.getLogger(__name__)
 
 
 class FileProblem(Exception):
@@ -217,56 +214,6 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
             os.fsync(directory)
         finally:
             os.close(directory)
-
-
-class KeptFile:
-    """A file the daemon keeps saying what it last wrote there (None: no file at all):
-    the state directory's proof of ownership, the runtime files, the metrics textfile.
-
-    A write that fails (disk full, read-only, EIO, a quota, a directory in its place)
-    leaves the file as it was (atomic_write), is logged once per cause and once when
-    writing works again, and stays `failing` until then: callers that skip unchanged
-    content write again anyway, at their next turn.  Before, a proof file that could
-    not be written when the rule changed was never written once the disk had room
-    again (nothing had changed since), and after a restart this host took its own rule
-    for someone else's; state.json kept showing the tasks of before the disk filled."""
-
-    def __init__(self, path: str, mode: int = 0o644, durable: bool = False,
-                 consequence: str = "") -> None:
-        self.path = path
-        self._mode = mode
-        self._durable = durable
-        self._consequence = consequence  # what a failure means, said with it
-        self._last: Optional[bytes] = None
-        self.failing = ""  # the cause of the last failure; "" when the last write worked
-
-    def write(self, data: Optional[bytes]) -> None:
-        # Unchanged, and still there: removed under the running daemon (systemd removes
-        # RuntimeDirectory= when a refused start of the unit stops, tmpfiles, an rm), it
-        # is written again, its directory too, or /health and `status` stay blind.
-        if (data is not None and data == self._last and not self.failing
-                and os.path.lexists(self.path)):
-            return
-        try:
-            if data is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
-            else:
-                atomic_write(self.path, data, self._mode, self._durable)
-        except OSError as exc:
-            cause = exc.strerror or str(exc)
-            if cause != self.failing:
-                log.warning("cannot write %s: %s%s", self.path, cause, self._consequence)
-            self.failing = cause
-            return
-        if self.failing:
-            log.info("%s written again", self.path)
-        self.failing, self._last = "", data
-
-    def remove(self) -> None:
-        """At the daemon's stop, or for a file it no longer keeps: best effort."""
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
 
 
 _swept: Set[str] = set()  # the paths whose directory atomic_write has swept (once each)

@@ -27,8 +27,9 @@ from dataclasses import asdict, fields
 from typing import Any, Mapping, Optional, Tuple
 
 from ..config.values import is_int, stored_api_url
+from ..core.kept_file import KeptFile
 from ..core.strategy import NodeRule
-from ..files import FileProblem, KeptFile, read_json_file, read_small_text
+from ..files import FileProblem, read_json_file, read_small_text
 from .errors import ApiError
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 from .. import __version__
 from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
 from ..core.component import Component
+from ..core.kept_file import KeptFile
 from ..core.readback import Comparison
 from ..core.sched_ext import SchedulerState
 from ..core.schedstat_text import report_json, status_note
 from ..core.words import one_line
-from ..files import KeptFile
 from .metrics import Histogram, render
 from .pusher import PushResult
 from .runtime_files import HEALTH_FILE, METRICS_FILE, StateFile, record_textfile

@@ -24,14 +24,8 @@ import mmap
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..files import (
-    FileProblem,
-    KeptFile,
-    atomic_write,
-    make_dirs,
-    read_json_file,
-    read_small_text,
-)
+from ..core.kept_file import KeptFile
+from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
 from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
 from .runtime_names import HEARTBEAT as _HEARTBEAT
 from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
