@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import os
+import shutil
 import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional, Union
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the running daemon's state from the state.json it keeps in its "
                     "runtime directory. Exit 3 when the daemon is not running (no "
                     "state.json, or a stale one); exit 1 when state.json cannot be read "
-                    "or is not the daemon's.")
+                    "or is not the daemon's, or the unit runs without one.")
     status.add_argument("--json", action="store_true", help="print the raw state (JSON)")
     status.add_argument("--runtime-dir", default=None, metavar="DIR", help=RUNTIME_DIR_HELP)
     add_doctor(sub, here)
@@ -95,10 +96,13 @@ def _never_fail_on_text() -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from .commands.doctor.service import probe_unit
     from .commands.status import show_status
     from .service.runtime_files import published_dir
 
-    code, text = show_status(args.runtime_dir or published_dir(), args.json)
+    # The unit speaks for its own directory only, not for one given with --runtime-dir
+    unit = None if args.runtime_dir else lambda: probe_unit(shutil.which("systemctl"))
+    code, text = show_status(args.runtime_dir or published_dir(), args.json, unit)
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 

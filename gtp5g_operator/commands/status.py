@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.schedstat_text import describe, report_from_json
 from ..core.words import elapsed, one_line, when
 from ..core.words import finite as _num
 from ..service.runtime_files import STATE_FILE, daemon_alive, read_state
+from .doctor.service import UnitState, runs_unseen
 
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
 
@@ -146,11 +147,17 @@ def format_status(state: Dict[str, Any], now: float, now_mono: Optional[float] =
     return "\n".join(lines)
 
 
-def show_status(directory: str, as_json: bool) -> Tuple[int, str]:
-    """(exit status, text to print)."""
+def show_status(directory: str, as_json: bool,
+                unit: Optional[Callable[[], UnitState]] = None) -> Tuple[int, str]:
+    """(exit status, text to print).  `unit`: systemd's word on the unit whose runtime
+    directory `directory` is, asked only when state.json is missing there."""
     path = f"{directory}/{STATE_FILE}"
     state, problem = read_state(directory)
-    if state is None and problem.startswith("no "):
+    missing = state is None and problem.startswith("no ")
+    unseen = runs_unseen(unit(), problem) if missing and unit is not None else ""
+    if unseen:
+        return 1, unseen  # running, and its state unreadable: not "not running" (3)
+    if missing:
         return NOT_RUNNING, f"gtp5g-operator is not running ({problem})"
     if state is None:
         return 1, problem

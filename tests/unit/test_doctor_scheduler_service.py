@@ -14,6 +14,7 @@ import pytest
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.scheduler import scheduler_checks
 from gtp5g_operator.commands.doctor.service import (
+    UnitState,
     counters_check,
     probe_unit,
     push_check,
@@ -22,7 +23,7 @@ from gtp5g_operator.commands.doctor.service import (
     unit_check,
 )
 from gtp5g_operator.commands.doctor.targets import Target
-from gtp5g_operator.commands.status import format_status
+from gtp5g_operator.commands.status import NOT_RUNNING, format_status, show_status
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.procfs import ProcessInfo
 from gtp5g_operator.core.tracker import TaskRef
@@ -133,7 +134,8 @@ def state(**kw: Any) -> Dict[str, Any]:
 
 
 def run(tmp_path: Path, doc: Optional[Dict[str, Any]], alive: bool = True,
-        targets: Sequence[Target] = ()) -> Dict[str, Check]:
+        targets: Sequence[Target] = (), unit: str = "active",
+        units_directory: bool = True) -> Dict[str, Check]:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     if doc is not None:
@@ -142,10 +144,11 @@ def run(tmp_path: Path, doc: Optional[Dict[str, Any]], alive: bool = True,
     (proc / "777").mkdir(parents=True, exist_ok=True)
     (proc / "777" / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/gtp5g-operator\0"
                                            if alive else b"vim\0")
-    systemctl = program(tmp_path, "systemctl", "echo active")
+    systemctl = program(tmp_path, "systemctl", f"echo {unit}")
     loaded, problem = read_state(str(run_dir))
     alive = daemon_alive(loaded.get("pid") if loaded else None, str(proc))
-    return by_name(service_checks(alive, 10.0, targets, NOW, loaded, problem, systemctl))
+    return by_name(service_checks(alive, 10.0, targets, NOW, loaded, problem, systemctl,
+                                  units_directory))
 
 
 def test_a_running_service(tmp_path: Path) -> None:
@@ -165,11 +168,33 @@ def test_a_running_service(tmp_path: Path) -> None:
 
 
 def test_not_running(tmp_path: Path) -> None:
-    checks = run(tmp_path, None)
+    checks = run(tmp_path, None, unit="inactive")
     assert checks["service"].level == FAIL
     assert checks["service"].saw == f"not running: no {tmp_path}/run/state.json"
     assert "systemctl start gtp5g-operator" in checks["service"].advice
     assert "last push" not in checks  # nothing to say about a service that is not there
+
+
+def test_a_running_unit_that_cannot_write_its_state_is_not_called_stopped(
+        tmp_path: Path) -> None:
+    """/run full or read-only: the daemon runs but has no state.json.  doctor said "not
+    running -> systemctl start" (and status exit 3, not running) of a running service."""
+    checks = run(tmp_path, None)
+    assert checks["service"].level == FAIL
+    assert checks["service"].saw == (
+        f"gtp5g-operator.service is active, but no {tmp_path}/run/state.json: the daemon "
+        "cannot write its runtime directory (journalctl -u gtp5g-operator -p warning names "
+        "the file and why)")
+    assert "systemctl start" not in checks["service"].advice
+    # The unit's state says nothing of a directory given with --runtime-dir
+    other = run(tmp_path, None, units_directory=False)
+    assert other["service"].saw == f"not running: no {tmp_path}/run/state.json"
+    code, text = show_status(str(tmp_path / "run"), False, lambda: UnitState("active"))
+    assert (code, text) == (1, checks["service"].saw)
+    for unit in (None, lambda: UnitState("inactive"), lambda: UnitState("")):
+        code, text = show_status(str(tmp_path / "run"), False, unit)
+        assert (code, text) == (NOT_RUNNING, "gtp5g-operator is not running (no "
+                                             f"{tmp_path}/run/state.json)")
 
 
 def test_a_stale_state_file(tmp_path: Path) -> None:

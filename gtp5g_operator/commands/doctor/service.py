@@ -87,8 +87,21 @@ def _tracked(state: Mapping[str, Any]) -> List[int]:
     return [p["tgid"] for p in items if isinstance(p, dict) and isinstance(p.get("tgid"), int)]
 
 
+def runs_unseen(unit: UnitState, problem: str) -> str:
+    """"" unless the unit runs while its state.json is missing: a daemon that cannot
+    write its runtime directory (full, read-only) is not a stopped one, and "start it"
+    would send the admin the wrong way."""
+    if unit.state not in ("active", "reloading") or not problem.startswith("no "):
+        return ""
+    return (f"{UNIT}.service is {unit.state}, but {problem}: the daemon cannot write its "
+            f"runtime directory (journalctl -u {UNIT} -p warning names the file and why)")
+
+
 def state_check(state: Optional[Mapping[str, Any]], problem: str, alive: bool, now: float,
-                targets: Sequence[Target]) -> Check:
+                targets: Sequence[Target], unit: UnitState = UnitState("")) -> Check:
+    unseen = runs_unseen(unit, problem) if state is None else ""
+    if unseen:
+        return fail("service", unseen, "give the runtime directory room, or make it writable")
     if state is None:
         missing = problem.startswith("no ")  # else the file is there but unreadable
         return fail("service", f"{'not running' if missing else 'cannot tell'}: {problem}",
@@ -161,9 +174,12 @@ def counters_check(trace: Any) -> Check:
 
 def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: float,
                    state: Optional[Dict[str, Any]], problem: str,
-                   systemctl: Optional[str]) -> List[Check]:
-    checks = [unit_check(probe_unit(systemctl)),
-              state_check(state, problem, alive, now, targets)]
+                   systemctl: Optional[str], units_directory: bool = True) -> List[Check]:
+    """`units_directory`: state.json was looked for where the unit keeps it (no
+    --runtime-dir), so the unit's state speaks for it."""
+    unit = probe_unit(systemctl)
+    checks = [unit_check(unit), state_check(state, problem, alive, now, targets,
+                                            unit if units_directory else UnitState(""))]
     if state is not None and alive:
         checks += [push_check(state.get("last_push"), now, resync, time.monotonic()),
                    readback_check(state.get("boost")), counters_check(state.get("trace"))]
