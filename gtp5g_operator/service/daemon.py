@@ -119,7 +119,7 @@ class Daemon:
 
     def _wire(self) -> None:
         """The few calls components make to each other."""
-        self.pusher.before_push = self.watchdog.ping_if_stale  # see watchdog.py's bound
+        self.pusher.before_push = self._before_exchange
         self.pusher.on_pushed = self._on_pushed
         self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
@@ -239,6 +239,16 @@ class Daemon:
         if self.tracker.observe(tids):
             self.publisher.tasks_added(self.tracker.take_added())
             self.pusher.mark_changed()
+
+    def _before_exchange(self) -> None:
+        """Before an API exchange, which may hold the loop for up to api.timeout: ping
+        the watchdog (watchdog.py's bound), and move the heartbeat's promise to the
+        exchange's end.  The turn's own promise counts one api.timeout, the one in force
+        at its start: a reload's turn may hold two exchanges (leaving the old server,
+        then the push) or a longer api.timeout, and /health said "stalled" meanwhile."""
+        self.watchdog.ping_if_stale()
+        if self.heartbeat is not None:
+            self.heartbeat.extend(self._clock() + self.pusher.writer.timeout)
 
     def _sample_cpu_wait(self) -> None:
         self.cpu_wait.sample(self.tracker.tracked_tasks())

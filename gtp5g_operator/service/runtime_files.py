@@ -151,6 +151,7 @@ class Heartbeat:
         self.path = os.path.join(directory, HEARTBEAT_FILE)
         self._map: Optional[mmap.mmap] = None
         self._made: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the file we made
+        self._beat = (0.0, 0.0)  # the last (turned_at, next_turn_by) written
         self._make(logging.WARNING)
 
     def check(self) -> None:
@@ -204,8 +205,15 @@ class Heartbeat:
             os.close(fd)
 
     def beat(self, now: float, next_turn_by: float) -> None:
+        self._beat = (now, next_turn_by)
         if self._map is not None:
             _HEARTBEAT.pack_into(self._map, 0, now, next_turn_by)
+
+    def extend(self, next_turn_by: float) -> None:
+        """Push the promise of the next turn back (never forward) within a turn."""
+        turned_at, promised = self._beat
+        if next_turn_by > promised:
+            self.beat(turned_at, next_turn_by)
 
     def close(self) -> None:
         if self._map is not None:

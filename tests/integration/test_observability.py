@@ -356,6 +356,35 @@ def test_health_names_the_api_when_it_is_down(env: Env) -> None:
     assert body["last_push"]["ok"] is False and body["last_push"]["error_kind"] == "connect"
 
 
+def test_health_is_not_stalled_while_a_reload_lengthens_the_wait_on_a_hung_api(
+        env: Env) -> None:
+    """A reload raising api.timeout (1 s to 6 s) and changing a strategy value while the
+    API hangs: the push in the reload's turn waits the new 6 s, as promised.  The turn's
+    heartbeat had promised the next turn within the old 1 s, so /health said 503
+    "stalled" for the last seconds of every such wait (a reload moving from one hung
+    server to another did the same: its leave, then its push, in one turn), while the
+    watchdog, pinged before each exchange, was fed."""
+    port = free_port()
+    metrics = {"listen": f"127.0.0.1:{port}"}
+    d = env.start(api={"timeout": 1.0}, metrics=metrics, strategy={"resync_interval": 60.0})
+    env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
+    wait_until(lambda: probe(port)[0] == 200, 20, "healthy first")
+    env.api.fault = "hang"
+    env.write_config(api={"timeout": 6.0}, metrics=metrics,
+                     strategy={"resync_interval": 60.0, "execution_time_ns": 5_000_000})
+    n = len(env.api.posts())
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: len(env.api.posts()) > n, 10, "the reload's push (it hangs)")
+    answers = []
+    while "push failed: timeout" not in d.log():
+        answers.append(probe(port)[1].get("status"))
+        assert len(answers) < 400, d.log()  # 40 s: the push ends within its 6 s
+        time.sleep(0.1)
+    assert "stalled" not in answers, answers
+
+
 def test_a_metrics_port_in_use_is_an_error_line_and_a_retry_at_start_and_reload(
         env: Env) -> None:
     busy = socket.socket()
