@@ -97,7 +97,7 @@ class Daemon:
                              first_push_delay=FIRST_PUSH_DELAY, make_writer=self._make_writer)
         self.publisher = Publisher(self, runtime_dir(env), clock, wall_clock)
         self.watchdog = WatchdogPinger(self.notifier, watchdog_interval(env, os.getpid()),
-                                       clock, self.publisher.status_line)
+                                       clock, self._status_line)
         self.liveness = LivenessPass(self.tracker, config.strategy.liveness_interval, clock,
                                      self.pusher.mark_changed)
         self.exits = ExitWatch(self.tracker, self.pusher.mark_changed, pidfds)
@@ -267,6 +267,11 @@ class Daemon:
         if self.scheduler.state != self._status_scheduler:
             self._status_scheduler = self.scheduler.state
             self.notifier.send("STATUS=" + self.publisher.status_line())
+
+    def _status_line(self) -> str:
+        """STATUS= of the watchdog's pings: the clear on stop pings before its exchange,
+        and the running line then replaced STOPPING=1's for the rest of the stop."""
+        return "stopping" if self._stopping else self.publisher.status_line()
 
     def _on_pushed(self, result: PushResult) -> None:
         self.publisher.pushed(result)

@@ -239,6 +239,25 @@ def test_sigterm_stops_quickly_with_clear_on_stop(env: Env,
     env.notify.wait("STOPPING", "1")
 
 
+def test_status_says_stopping_until_the_end_of_the_stop(env: Env) -> None:
+    """STOPPING=1 comes with STATUS=stopping; the clear on stop pings the watchdog first
+    (a ping older than 1 s, WatchdogSec=8s), and that ping's STATUS= was the running
+    line again ("tracking 0 process(es) ... last push ok"): `systemctl status` showed
+    the daemon as running for the rest of its stop."""
+    d = env.start(env={"WATCHDOG_USEC": "8000000"},  # pings every 4 s; before an exchange
+                  strategy={"clear_on_stop": True, "resync_interval": 60.0})  # if 1 s old
+    env.api.wait_post(lambda s: True)
+    env.wait_pushed(0)
+    last_ping = wait_until(lambda: [t for t, m in env.notify.timed() if "WATCHDOG" in m], 20,
+                           "a watchdog ping")[-1]
+    wait_until(lambda: time.monotonic() - last_ping > 1.2, 5, "that ping 1 s old")
+    n = len(env.notify.all())
+    d.terminate_within(2.0)
+    after = env.notify.all()[env.notify.all().index(env.notify.wait("STOPPING", "1", after=n)):]
+    assert any("WATCHDOG" in m for m in after), after  # the clear's ping: the case at hand
+    assert {m["STATUS"] for m in after if "STATUS" in m} == {"stopping"}, after
+
+
 def test_sigterm_without_clear_leaves_strategies(env: Env) -> None:
     d = env.start()
     env.api.wait_post(lambda s: True)
