@@ -91,6 +91,12 @@ def stop_pending(why: str) -> None:
     _stop_pending = why
 
 
+def stop_requested() -> bool:
+    """A stop signal came and the loop has not taken it yet: an exchange that fails now
+    was cut short by it, which says nothing of the server."""
+    return bool(_stop_pending)
+
+
 def stop_taken() -> None:
     """The loop handles the stop now: what it sends on its way out (clear_on_stop)
     has its own budget and must not be cut short."""

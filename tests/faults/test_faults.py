@@ -705,3 +705,28 @@ def test_stop_with_clear_on_stop_is_quick_even_when_the_api_hangs(env: Env) -> N
     env.api.fault = "hang"
     d.terminate_within(2.0)  # the clear gets 1.5 s, not api.timeout's 5 s
     assert "could not clear this host's strategies on stop: " in d.log()
+
+
+def test_a_stop_that_cuts_a_push_short_clears_without_detecting_the_server_again(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A slow server (0.6 s an exchange, well within api.timeout) and a stop during a
+    push: the stop's cut was taken for the server's timeout, which asks for detecting
+    the flavor again, so the clear on stop first asked for a token and probed the
+    Decision Maker route (1.8 s for three exchanges): past its 1.5 s, this host's
+    strategies were left behind.  The clear is one exchange now."""
+    d = env.start(api={"timeout": 5.0}, strategy={"clear_on_stop": True,
+                                                   "resync_interval": 60.0})
+    env.api.wait_post(lambda s: True)
+    state = env.tmp / "run" / "state.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["boost"]["verified"])
+    env.api.fault, env.api.fault_delay = "slow", 0.6
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})  # received; answered 0.6 s later
+    n = len(env.api.received)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0, d.log()
+    assert [(r.method, r.path) for r in env.api.received[n:]] == [
+        ("POST", "/api/v1/scheduling/strategies")], d.log()
+    assert "clear_on_stop done" in d.log()
+    wait_until(lambda: env.api.strategies == [], 5, "the cut push's late write cleared")
