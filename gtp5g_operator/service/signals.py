@@ -1,12 +1,15 @@
-"""Signals, as a loop component: the handlers only wake the loop.
+"""Signals, as a loop component: the handlers only note the signal and wake the loop.
 
-`signal.set_wakeup_fd` writes each signal's number to a socket the loop
-watches; the numbers of one turn are handled together, so a burst of SIGHUPs
-is one reload.  Every signal whose default action would end the process is
-caught, so none leaves a stale state.json behind (SIGKILL cannot be, SIGABRT
-is left to systemd's watchdog, which sends it to get a core dump, and a
-crash's SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP and SIGSYS keep theirs: the
-README and the man page say so).
+`signal.set_wakeup_fd` writes a byte to a socket the loop watches, which wakes
+it; which signals came is what the handlers noted (a set), not those bytes: a
+full socket drops them, and a burst of SIGHUPs while the loop waited on a hung
+API (some 300 fill it) made it drop a SIGTERM's, a stop never taken.  The
+signals of one turn are handled together, so a burst of SIGHUPs is one reload.
+Every signal whose default action would end the process is caught, so none
+leaves a stale state.json behind (SIGKILL cannot be, SIGABRT is left to
+systemd's watchdog, which sends it to get a core dump, and a crash's SIGSEGV,
+SIGBUS, SIGILL, SIGFPE, SIGTRAP and SIGSYS keep theirs: the README and the man
+page say so).
 `close()` restores the handlers and the wakeup fd found at `install()`.
 
 One exception: the first stop signal that finds an API exchange waiting on the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-from typing import Any, Callable, Collection, Dict, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Optional, Set, Tuple
 
 from ..core.component import Component
 from ..gthulhu.http import StopRequested, in_network_wait, stop_pending, stop_taken
@@ -49,10 +52,6 @@ def signal_name(signum: int) -> str:
 HANDLED = (RELOAD, REPORT, DEBUG_TOGGLE, *STOP)
 
 
-def _ignore(*_: Any) -> None:
-    """The wakeup fd carries the signal number; the handler itself does nothing."""
-
-
 class SignalWaker(Component):
     name = "signals"
 
@@ -65,6 +64,7 @@ class SignalWaker(Component):
         self._previous: Dict[int, Any] = {}
         self._previous_fd = -1
         self._stop_seen = False
+        self._noted: Set[int] = set()  # the signals that came since the last dispatch
 
     def install(self) -> None:
         self._r, self._w = socket.socketpair()
@@ -73,13 +73,14 @@ class SignalWaker(Component):
         self._previous_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
         self._fds = (self._r.fileno(),)
         for sig in HANDLED:
-            self._previous[sig] = signal.signal(sig, self._on_stop if sig in STOP else _ignore)
+            self._previous[sig] = signal.signal(sig, self._on_signal)
         stop_taken()  # none pending from an earlier daemon of this process (tests)
         # held since the start (cli.py): any that came meanwhile reach the handlers now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
-    def _on_stop(self, signum: int, frame: Any) -> None:
-        if not self._stop_seen:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._noted.add(signum)
+        if signum in STOP and not self._stop_seen:
             self._stop_seen = True
             why = f"stopped by {signal_name(signum)}"
             stop_pending(why)
@@ -91,16 +92,15 @@ class SignalWaker(Component):
 
     def on_readable(self, fd: int) -> None:
         assert self._r is not None
-        received = bytearray()
-        while True:
+        while True:  # the bytes only woke the loop
             try:
-                data = self._r.recv(4096)
+                if not self._r.recv(4096):
+                    break
             except BlockingIOError:
                 break
-            if not data:
-                break
-            received += data
-        self.dispatch(set(received))
+        # A signal noted after this swap wrote its byte after the reads: the next turn.
+        noted, self._noted = self._noted, set()
+        self.dispatch(noted)
 
     def dispatch(self, signums: Collection[int]) -> None:
         on_reload, on_stop, on_report, on_debug_toggle = self._actions

@@ -730,3 +730,34 @@ def test_a_stop_that_cuts_a_push_short_clears_without_detecting_the_server_again
         ("POST", "/api/v1/scheduling/strategies")], d.log()
     assert "clear_on_stop done" in d.log()
     wait_until(lambda: env.api.strategies == [], 5, "the cut push's late write cleared")
+
+
+def shared_pending(pid: int) -> int:
+    """The process's pending signals (a bit per signal: 1 << (N - 1))."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no ShdPnd in /proc/{pid}/status")
+
+
+def test_a_stop_after_a_burst_of_reloads_during_a_hung_push_is_taken(env: Env) -> None:
+    """Thousands of SIGHUPs, each delivered (none merged by the kernel), while the loop
+    waits on a hung API: the wakeup socket, whose bytes said which signals came, was
+    full after some 300 and dropped the SIGTERM's byte.  The daemon never stopped
+    (systemd's SIGKILL after TimeoutStopSec), and every push after that failed at
+    once, "stopped by SIGTERM"."""
+    d = env.start(api={"timeout": 8.0}, strategy={"resync_interval": 60.0})
+    hang_once_verified(env)
+    env.write_config(api={"timeout": 8.0}, strategy={"resync_interval": 60.0,
+                                                     "execution_time_ns": 5_000_000})
+    n = len(env.api.posts())
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: len(env.api.posts()) > n, 10, "the reload's push (it hangs)")
+    hup = 1 << (signal.SIGHUP - 1)
+    for _ in range(2000):
+        d.signal(signal.SIGHUP)
+        wait_until(lambda: not shared_pending(d.pid) & hup, 5, "the SIGHUP delivered",
+                   interval=0.0001)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0, d.log()
+    assert "stopping" in d.log()
