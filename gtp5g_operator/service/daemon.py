@@ -299,8 +299,11 @@ class Daemon:
                 # each writer said what it removed, or that nothing was provably ours
                 log.info("clear_on_stop done")
             else:
-                log.warning("could not clear this host's strategies on stop: %s; left "
-                            "behind: %s", error, self.pusher.writer.left_behind())
+                # The stop's own budget first: the error's "(api.timeout N s)" names
+                # the longer limit, which raising would not help.
+                log.warning("could not clear this host's strategies on stop (within the "
+                            "stop's %g s): %s; left behind: %s", STOP_PUSH_BUDGET, error,
+                            self.pusher.writer.left_behind())
 
     # --- reload ---------------------------------------------------------------
 

@@ -774,7 +774,7 @@ def test_merge_mode_leaves_the_entries_an_owned_file_from_another_machine_names(
 DONE = (200, b'{"success":true,"data":{},"timestamp":"2026-08-17T00:00:00Z"}')
 MANAGER_DELETE = ("DELETE", "/api/v1/node-scheduling-policies")
 DM_DELETE = ("DELETE", "/api/v1/node-intents")
-NOT_CLEARED = "could not clear this host's strategies on stop: "
+NOT_CLEARED = "could not clear this host's strategies on stop (within the stop's 1.5 s): "
 
 
 def test_a_manager_delete_answered_200_but_not_done_is_retried_not_orphaned(
