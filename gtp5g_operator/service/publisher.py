@@ -77,8 +77,7 @@ class Publisher(Component):
         self.state = StateFile(directory)
         self._metrics_text = KeptFile(os.path.join(directory, METRICS_FILE))
         self._health = KeptFile(os.path.join(directory, HEALTH_FILE))
-        self._textfile: Optional[KeptFile] = None
-        self.metrics_on = False
+        self._metrics_out: List[KeptFile] = []  # where the metrics text goes: set below
         self.histograms = {"push_duration_seconds": Histogram(),
                            "detect_to_push_seconds": Histogram()}
         self.counts: Dict[str, Dict[str, int]] = {"pushes": {"ok": 0, "error": 0},
@@ -98,8 +97,12 @@ class Publisher(Component):
 
     def configure_metrics(self, config: Config) -> None:
         m = config.metrics
-        self.metrics_on = bool(m.listen or m.textfile)
-        self._textfile = KeptFile(m.textfile) if m.textfile else None
+        # metrics.prom is the endpoint's alone: kept only while there is one, so that a
+        # reload that turns it off leaves no frozen copy behind (as a start without it).
+        served = [self._metrics_text] if m.listen else []
+        if not served:
+            self._metrics_text.remove()
+        self._metrics_out = served + ([KeptFile(m.textfile)] if m.textfile else [])
         before = record_textfile(self.parts.state_directory, m.textfile)  # for the purge
         if before and before != m.textfile:  # ours, and no longer kept up to date
             KeptFile(before).remove()
@@ -208,11 +211,10 @@ class Publisher(Component):
         snap = self.snapshot()
         self.state.write_state(snap, self._wall())
         self._health.write((json.dumps(self.health(snap), sort_keys=True) + "\n").encode())
-        if self.metrics_on:
+        if self._metrics_out:
             text = render(snap, self.histograms)
-            self._metrics_text.write(text)
-            if self._textfile is not None:
-                self._textfile.write(text)
+            for out in self._metrics_out:
+                out.write(text)
 
     def health(self, snap: Dict[str, Any]) -> Dict[str, Any]:
         """What /health answers from (ages are computed by whoever reads it): the

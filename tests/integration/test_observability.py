@@ -131,6 +131,31 @@ def test_a_textfile_no_longer_configured_is_removed(env: Env, tmp_path: Path) ->
     assert stranger.exists() and not first.exists()
 
 
+def test_a_reload_that_turns_the_endpoint_off_leaves_no_metrics_file(
+        env: Env, tmp_path: Path) -> None:
+    """metrics.prom in the runtime directory is what the endpoint serves.  A reload that
+    set metrics.listen to "" left it there with the values of that moment (a start
+    without the endpoint has none): a frozen copy beside the live textfile, and the
+    first thing a later endpoint served."""
+    port, textfile = free_port(), tmp_path / "gtp5g_operator.prom"
+    served = env.tmp / "run" / "metrics.prom"
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}", "textfile": str(textfile)})
+    wait_until(lambda: served.exists() and textfile.exists(), 30, "the metrics published")
+    n = len(env.notify.all())
+    env.write_config(metrics={"textfile": str(textfile)})
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    assert not served.exists()
+    wait_until(lambda: parse(textfile.read_text()).get(
+        'gtp5g_operator_config_reloads_total{result="ok"}') == 1, 30, "the textfile kept")
+    n = len(env.notify.all())
+    env.write_config(metrics={"listen": f"127.0.0.1:{port}"})  # and back: served again
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    wait_until(lambda: scrape(port).get('gtp5g_operator_config_reloads_total{result="ok"}')
+               == 2, 30, "the metrics of now served")
+
+
 def test_metrics_refuse_a_remote_address_unless_allowed(env: Env) -> None:
     env.config_path.write_text("")
     env.write_config(metrics={"listen": "0.0.0.0:9469"})
