@@ -321,7 +321,6 @@ class Daemon:
         else:
             self.apply(new)
             self.publisher.reloaded(True)
-            self.publisher.publish()
         finally:  # whatever happened, systemd must hear that the reload is over
             self.notifier.send("READY=1", "STATUS=" + self.publisher.status_line())
 

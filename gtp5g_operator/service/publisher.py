@@ -152,7 +152,11 @@ class Publisher(Component):
         self.verdict = self.boost.update(self._readback[0], now, self._readback[1])
 
     def reloaded(self, ok: bool) -> None:
+        """A reload is over: its count (and, applied, its settings) published now.  A
+        rejected one waited for the next push or liveness pass, up to
+        strategy.liveness_interval: state.json and the metrics said no reload failed."""
         self.counts["reloads"]["ok" if ok else "error"] += 1
+        self.publish()
 
     # --- the snapshot ----------------------------------------------------------------------
 
