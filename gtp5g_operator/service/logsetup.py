@@ -97,6 +97,10 @@ class LogLevel(Component):
         self.level = new.log.level
         if not self.debugging:
             set_level(self.level)
+        elif old.log.level != new.log.level:  # the journal said "log.level changed" only
+            logging.getLogger(__name__).warning(
+                "log.level = %s is in force once debug logging is switched off (SIGUSR2); "
+                "debug until then", self.level)
         return False
 
     def toggle_debug(self) -> None:

@@ -142,3 +142,19 @@ def test_every_key_reloads_alone_and_back_leaving_what_a_fresh_start_would(
         assert after["run"] == files(env)["run"], (before, after, files(env))
     finally:
         fresh.stop()
+
+
+def test_a_new_log_level_under_sigusr2s_debug_says_when_it_takes_effect(env: Env) -> None:
+    """SIGUSR2's debug logging outlasts a reload (it is switched off by SIGUSR2 only):
+    a reload of log.level then said "log.level changed" and went on logging at debug,
+    silent about when the new level would hold."""
+    d = env.start(log={"level": "info"})
+    d.signal(signal.SIGUSR2)
+    d.wait_log("debug logging on (SIGUSR2)")
+    n = len(env.notify.all())
+    env.write_config(log={"level": "warning"})
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    d.wait_log("log.level = warning is in force once debug logging is switched off (SIGUSR2)")
+    d.signal(signal.SIGUSR2)
+    d.wait_log("debug logging off (back to warning)")
