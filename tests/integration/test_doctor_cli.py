@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,32 @@ def test_exit_status_zero_when_only_warnings(env: Env, tmp_path: Path) -> None:
                           env=fake_systemctl(tmp_path))
     levels: List[str] = [c["level"] for c in by_name(out).values()]
     assert code == 0 and "warn" in levels and "fail" not in levels
+
+
+def test_an_edit_the_service_has_not_loaded_is_named(env: Env, tmp_path: Path) -> None:
+    """doctor checks the files; the service runs what it loaded.  After an edit not yet
+    reloaded (or whose reload was rejected) every check was about settings the service
+    did not run, and nothing said so: an api.url moved in the file had its server
+    probed while the service wrote elsewhere."""
+    env.start(match=NOBODYS)
+    env.api.wait_post(lambda s: True)
+    args = ["--json", "--sysfs", str(sysfs(tmp_path)), "--runtime-dir", str(env.tmp / "run"),
+            "--window", "0"]
+    check = by_name(doctor(env.config_path, *args, env=fake_systemctl(tmp_path))[1])
+    assert check["service config"]["level"] == "ok", check["service config"]
+    drop_in = env.config_path.parent / "config.d" / "50-site.toml"
+    drop_in.parent.mkdir()
+    drop_in.write_text("[strategy]\nexecution_time_ns = 5000000\n")
+    check = by_name(doctor(env.config_path, *args, env=fake_systemctl(tmp_path))[1])
+    assert check["service config"]["level"] == "warn"
+    assert f"changed since: {drop_in}: it runs the settings of before" in \
+        check["service config"]["saw"]
+    assert "systemctl reload gtp5g-operator" in check["service config"]["advice"]
+    n = len(env.notify.all())
+    env.daemons[0].signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    check = by_name(doctor(env.config_path, *args, env=fake_systemctl(tmp_path))[1])
+    assert check["service config"]["level"] == "ok", check["service config"]
 
 
 @pytest.mark.parametrize("timeout", [0.5, 1.0])

@@ -148,7 +148,7 @@ def run(tmp_path: Path, doc: Optional[Dict[str, Any]], alive: bool = True,
     loaded, problem = read_state(str(run_dir))
     alive = daemon_alive(loaded.get("pid") if loaded else None, str(proc))
     return by_name(service_checks(alive, 10.0, targets, NOW, loaded, problem, systemctl,
-                                  units_directory))
+                                  units_directory=units_directory))
 
 
 def test_a_running_service(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
     checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs))
     checks += guarded("service", lambda: service_checks(
         alive, config.strategy.resync_interval, targets, time.time(), state, problem,
-        systemctl, options.runtime_dir is None))
+        systemctl, config.files or (config.source,), options.runtime_dir is None))
     return checks
 
 

@@ -4,6 +4,7 @@ counters."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -172,15 +173,45 @@ def counters_check(trace: Any) -> Check:
     return ok("service counters", saw)
 
 
+def in_force_check(config: Any, files: Sequence[str], now: float) -> Check:
+    """Does the service run the files this report checks?  An edit not yet reloaded (or
+    whose reload was rejected) leaves it on the settings of before, which no other check
+    here is about: the API, match and strategy checks are the files'."""
+    config = config if isinstance(config, dict) else {}
+    loaded_at, ran = finite(config.get("loaded_at")), config.get("files")
+    ran = [os.path.abspath(f) for f in ran if isinstance(f, str)] if isinstance(ran, list) \
+        else []
+    files = [os.path.abspath(f) for f in files]  # doctor --config may be relative
+    changed = [f for f in files if (ran and f not in ran) or loaded_at is None
+               or _modified(f) > loaded_at]
+    changed += [f"{f} (removed)" for f in ran if f not in files]
+    saw = f"the service loaded its configuration {when(loaded_at, now)}"
+    if changed:
+        return warn("service config", f"{saw}; changed since: {', '.join(map(one_line, changed))}"
+                    ": it runs the settings of before, not those checked here",
+                    f"gtp5g-operator check-config, then systemctl reload {UNIT}")
+    return ok("service config", f"{saw}; unchanged since")
+
+
+def _modified(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return float("inf")  # gone since: not what it loaded
+
+
 def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: float,
                    state: Optional[Dict[str, Any]], problem: str,
-                   systemctl: Optional[str], units_directory: bool = True) -> List[Check]:
-    """`units_directory`: state.json was looked for where the unit keeps it (no
+                   systemctl: Optional[str], files: Sequence[str] = (),
+                   units_directory: bool = True) -> List[Check]:
+    """`files`: the configuration files this report checks (main file, then drop-ins);
+    `units_directory`: state.json was looked for where the unit keeps it (no
     --runtime-dir), so the unit's state speaks for it."""
     unit = probe_unit(systemctl)
     checks = [unit_check(unit), state_check(state, problem, alive, now, targets,
                                             unit if units_directory else UnitState(""))]
     if state is not None and alive:
+        checks += [in_force_check(state.get("config"), files, now)] if files else []
         checks += [push_check(state.get("last_push"), now, resync, time.monotonic()),
                    readback_check(state.get("boost")), counters_check(state.get("trace"))]
     return checks
