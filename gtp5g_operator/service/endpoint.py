@@ -44,7 +44,7 @@ from ..config.values import split_listen
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
-from .endpoint_server import held_capabilities
+from .endpoint_server import DEADLINE, held_capabilities
 from .signals import HANDLED
 
 if TYPE_CHECKING:
@@ -68,6 +68,13 @@ def bind_listener(listen: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind despite TIME_WAIT
+        # Every accepted connection inherits this.  A client that asks for an answer and
+        # never reads it (its window stays 0) keeps the answer in the kernel after the
+        # endpoint closes the connection at its deadline: an orphan socket the kernel
+        # probes for as long as the client lives, its buffers charged to the unit's
+        # memory (cgroup v2).  With it, the kernel aborts a connection whose data has
+        # waited DEADLINE for the client, open or orphaned.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(DEADLINE * 1000))
         sock.bind((host, port))
         sock.listen(BACKLOG)
     except BaseException:

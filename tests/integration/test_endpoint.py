@@ -248,6 +248,47 @@ def test_300_trickling_clients_hold_no_more_than_the_cap_and_health_still_answer
     assert endpoint_pid(d) == child, "the same process throughout"
 
 
+def answers_held_by_the_kernel(port: int) -> List[str]:
+    """The TCP sockets on local port `port` (the endpoint's side, orphans included)
+    that still hold data for their client: /proc/net/tcp's state (hex) of each."""
+    held = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            tx_queue = int(fields[4].split(":")[0], 16)
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and tx_queue:
+                held.append(fields[3])
+    return held
+
+
+def test_a_client_that_never_reads_its_answer_leaves_nothing_in_the_kernel(env: Env) -> None:
+    """A client that asks for /metrics with a receive window too small for it and
+    never reads: the endpoint closes its connection at the deadline, and the kernel
+    kept the unsent answer in an orphan socket (FIN_WAIT1) for as long as the client
+    lived: 30 such clients a second left 600 of them (8 MB of socket buffers, which
+    cgroup v2 charges to the unit) until they closed.  The listener's
+    TCP_USER_TIMEOUT, inherited by every connection, makes the kernel end them."""
+    port = free_port()
+    env.start(metrics={"listen": f"127.0.0.1:{port}"})
+    wait_until(lambda: status_or_zero(port) in (200, 503), 10, "the endpoint")
+    assert len(get(port, "/metrics")[2]) > 4096, "more than such a client's window takes"
+    clients = []
+    try:
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            clients.append(sock)
+        wait_until(lambda: answers_held_by_the_kernel(port), 10, "the answers to be sent")
+        wait_until(lambda: not answers_held_by_the_kernel(port), 2 * DEADLINE + 10,
+                   "the kernel to give up the answers of clients that never read")
+        assert get(port)[0] in (200, 503)
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 def cpu_seconds_of(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
