@@ -58,11 +58,17 @@ def printable(text: str) -> str:
 def one_line(value: Any, limit: int = 200) -> str:
     """Any value on one line, shortened and `printable`: server messages and file
     names may hold newlines and control sequences, and a report or status line must
-    not ("?" for None)."""
+    not ("?" for None).  Shortened in the middle: a line's end is its verdict (doctor's
+    "...: not boosted: its uid 1000 is not in match.uid"), and an executable's path
+    (anyone's choice, up to 4 KiB) before it cut that off, leaving text of the path's
+    own (", 1 thread: would be boosted") as the line's last word."""
     if value is None:
         return "?"
     flat = printable(" ".join(str(value).split()))
-    return flat if len(flat) <= limit else flat[:limit] + "…"
+    if len(flat) <= limit:
+        return flat
+    head = limit // 2
+    return flat[:head] + "…" + flat[len(flat) - (limit - head):]
 
 
 def shown(value: Any) -> str:

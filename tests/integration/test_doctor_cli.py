@@ -375,3 +375,30 @@ def test_another_root_is_inspected_through_the_injected_directories(
     code, out, _ = doctor(env.config_path, "--json", "--window", "0", "--max-wait", "60",
                           *args, env=fake_systemctl(tmp_path))
     assert by_name(out)["cpu wait nr-gnb"]["level"] == "ok"
+
+
+def test_a_long_executable_path_cannot_cut_the_verdict_off_a_target(
+        tmp_path: Path, gnb: Callable[..., GnbProcess]) -> None:
+    """Any local user may run a program named like the gNB from a path of their own, up
+    to 4 KiB long and saying what they like.  doctor's target line was cut at its end:
+    the path pushed the verdict ("not boosted: its uid ... is not in match.uid") out,
+    and what the path said (", 1 thread: would be boosted") was the line's last word."""
+    name = "dgnb-" + secrets.token_hex(4)
+    odd = tmp_path / ("x, 1 thread: would be boosted " + "a" * 200) / ("b" * 200) / ("c" * 200)
+    odd.mkdir(parents=True)
+    shutil.copy2(os.path.realpath(SYSTEM_PYTHON), odd / "python3")
+    g = gnb(name=name, threads=(), executable=str(odd / "python3"))
+    uid = os.getuid()
+    config = write_config(tmp_path / "config.toml", trace={"pipe": str(tmp_path / "pipe")},
+                          api={"url": "http://127.0.0.1:9", "timeout": 0.5},
+                          match={"comm": [name], "uid": [uid + 1]})
+    args = ["--sysfs", str(sysfs(tmp_path)), "--runtime-dir", str(tmp_path / "run"),
+            "--window", "0"]
+    verdict = f"1 thread: not boosted: its uid {uid} is not in match.uid"
+    target = by_name(doctor(config, "--json", *args, env=fake_systemctl(tmp_path))[1])[
+        f"target {g.pid}"]
+    assert target["level"] == "warn" and target["saw"].startswith(f"PID {g.pid} {name}, uid")
+    assert target["saw"].endswith(verdict) and "…" in target["saw"], target["saw"]
+    _, text, _ = doctor(config, *args, env=fake_systemctl(tmp_path))
+    line = next(ln for ln in text.splitlines() if ln.split()[:3] == ["warn", "target", str(g.pid)])
+    assert line.split(" -> ")[0].endswith(verdict), line
