@@ -132,13 +132,15 @@ def format_status(state: Dict[str, Any], now: float, now_mono: Optional[float] =
     if not procs:
         lines.append("no nr-gnb process tracked")
         return "\n".join(lines)
-    rows: List[Tuple[str, ...]] = [("TGID", "NAME", "EXE", "UID", "ACTIVE TIDS", "SINCE")]
+    # EXE last, as ps puts COMMAND: columns are padded by len(), and a path (anyone's, of
+    # wide or blank-looking characters) before UID moved the row's uid out from under
+    # its header and could show a '0' of its own there.
+    rows: List[Tuple[str, ...]] = [("TGID", "NAME", "UID", "ACTIVE TIDS", "SINCE", "EXE")]
     for p in procs:
         tids = p.get("tids")
         tids = tids if isinstance(tids, list) else []
-        rows.append((one_line(p.get("tgid")), one_line(p.get("comm")),
-                     one_line(p.get("exe") or "?"), one_line(p.get("uid")),
-                     _tids(tids), when(p.get("since"), now)))
+        rows.append((one_line(p.get("tgid")), one_line(p.get("comm")), one_line(p.get("uid")),
+                     _tids(tids), when(p.get("since"), now), one_line(p.get("exe") or "?")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         # the last column is not padded: widths has one entry less than a row

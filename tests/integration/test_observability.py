@@ -495,3 +495,35 @@ def test_a_heartbeat_that_could_not_be_made_again_is_tried_again(
     (rundir / "heartbeat").rmdir()
     wait_until(lambda: probe(port)[0] == 200, 20, "/health 200 again")
     assert d.log().count("WARNING cannot create") == 1, d.log()  # said once, not every pass
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes (wcwidth's rule for what the test uses):
+    East Asian wide and full-width characters two, combining marks none."""
+    import unicodedata
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_a_path_of_wide_characters_cannot_move_a_tracked_processs_uid_in_status(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """Any local user can have an nr-gnb of theirs tracked (no allow-list) from a path of
+    wide characters (two columns each, one in Python's len) and blanks that print
+    (U+2800).  The table padded its columns by len, and EXE came before UID: the path
+    pushed the row's real uid under ACTIVE TIDS and put a '0' of its own under UID."""
+    odd = tmp_path / ("g" + "\u5168" * 6 + "\u2800" * 12 + "0")
+    odd.mkdir()
+    shutil.copy2(os.path.realpath(SYSTEM_PYTHON), odd / "python3")
+    env.start()
+    g = gnb(threads=(), executable=str(odd / "python3"))
+    env.writer.write(gtp5g_line("nr-gnb", g.pid, g.pid))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    table = wait_until(lambda: (r := run_status("--runtime-dir", str(env.tmp / "run")))
+                       .returncode == 0 and str(g.pid) in r.stdout and r.stdout, 20,
+                       "status with the process")
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("TGID"))
+    row = next(line for line in lines if line.startswith(f"{g.pid} "))
+    uid = str(os.getuid())
+    at = row.index(f"  {uid}  ") + 2  # the uid cell: the path holds no run of spaces
+    assert _columns(row[:at]) == _columns(header[:header.index("UID")]), (header, row)
