@@ -42,12 +42,29 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+# journald splits a line longer than its LineMax (48 KiB by default) into entries of their
+# own and reads a "<N>" priority at the start of each: past that point a line said what
+# whoever chose its text wanted, as an entry at the priority they wrote (SIGUSR1's
+# `state: boost` lists every foreign task's path, anyone's, 4 KiB each).  Lines are cut
+# in the middle well below it, their start and end kept.
+LINE_MAX = 32 * 1024  # bytes
+
+
+def _fits(line: str) -> str:
+    data = line.encode("utf-8", "backslashreplace")
+    if len(data) <= LINE_MAX:
+        return line
+    half = LINE_MAX // 2  # "ignore": a character the cut went through is left out
+    return (data[:half].decode("utf-8", "ignore") + " … "
+            + data[-half:].decode("utf-8", "ignore"))
+
+
 class JournalFormatter(RedactingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         prio = _PRIORITY.get(record.levelno, 6)
         text = super().format(record)
         # One journal entry per line: prefix continuation lines too.
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+        return "\n".join(f"<{prio}>{_fits(line)}" for line in text.splitlines() or [""])
 
 
 def stderr_is_journal(env: Mapping[str, str], stream: TextIO) -> bool:

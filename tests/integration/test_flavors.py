@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
@@ -20,7 +22,7 @@ import pytest
 
 from testbed.fake_decision_maker import FakeDecisionMaker
 from testbed.fake_manager import DEFAULT_PERMISSIONS, PERM_NODE_POLICY_CREATE, FakeManager
-from testbed.harness import GnbProcess, wait_until
+from testbed.harness import SYSTEM_PYTHON, GnbProcess, wait_until
 from testbed.tracelines import gtp5g_line
 from tests.conftest import Env
 
@@ -501,3 +503,43 @@ def test_the_credentials_counter_never_goes_back_when_the_server_changes_flavor(
         assert seen == sorted(seen), sorted(set(seen), key=seen.index)  # never went back
     finally:
         manager.stop()
+
+
+JOURNALD_LINE_MAX = 48 * 1024  # journald.conf's LineMax default
+
+
+def test_no_journal_line_is_long_enough_for_journald_to_split_it(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """journald splits a line longer than its LineMax into entries of their own and reads
+    a `<N>` priority at the start of each: what comes past 48 KiB of a line is an entry
+    of whoever chose that text.  Any local user can run processes named like the gNB
+    from paths of 4 KiB: the Decision Maker boosts them by name (foreign tasks), and
+    SIGUSR1's `state: boost` line listed them all, paths and all, on one line."""
+    name = "jgnb-" + os.urandom(4).hex()
+    gnb_exe = os.path.realpath(sys.executable)
+    real = gnb(name=name, threads=())
+    copy = env.tmp / "python3"
+    shutil.copy2(os.path.realpath(SYSTEM_PYTHON), copy)
+    impostors = []
+    for i in range(6):  # each path ~3,800 bytes of "é": ~11,500 characters of JSON
+        where = env.tmp.joinpath(str(i), *["é" * 120] * 15)
+        where.mkdir(parents=True)
+        os.link(copy, where / "python3")
+        impostors.append(gnb(name=name, threads=(), executable=str(where / "python3")))
+    log = env.tmp / f"daemon{len(env.daemons)}.log"
+    log.touch()  # the daemon's stderr: the harness opens it for writing, same inode
+    st = log.stat()
+    d = env.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+                  api={"url": dm.url, "node_name": NODE, "flavor": "decision-maker"},
+                  strategy={"resync_interval": 1.5}, match={"comm": [name], "exe": [gnb_exe]})
+    env.writer.write(gtp5g_line(name, real.pid, real.pid))
+    wait_until(lambda: {p.pid for p in impostors} <= {
+        f["pid"] for f in json.loads((env.tmp / "run" / "state.json").read_text())
+        .get("boost", {}).get("foreign", [])}, 20, "the impostors read back as foreign")
+    d.signal(signal.SIGUSR1)
+    d.wait_log("state: boost")
+    d.wait_log("state: cpu_wait")
+    lines = log.read_bytes().split(b"\n")
+    assert all(line.startswith(b"<") for line in lines if line), lines[:3]
+    longest = max(lines, key=len)
+    assert len(longest) < JOURNALD_LINE_MAX, longest[:200]
