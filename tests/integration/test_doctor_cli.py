@@ -402,3 +402,31 @@ def test_a_long_executable_path_cannot_cut_the_verdict_off_a_target(
     _, text, _ = doctor(config, *args, env=fake_systemctl(tmp_path))
     line = next(ln for ln in text.splitlines() if ln.split()[:3] == ["warn", "target", str(g.pid)])
     assert line.split(" -> ")[0].endswith(verdict), line
+
+
+def test_the_advice_to_pin_the_gnb_never_pins_another_users_copy(
+        tmp_path: Path, gnb: Callable[..., GnbProcess]) -> None:
+    """With both allow-lists empty doctor advises pinning the gNB, with an example made of
+    what runs under its name: of every such process, another user's copy in /tmp too
+    (match.exe = [gNB's, "/tmp/.../copy"], match.uid = [0, 65534]), to be pasted."""
+    if os.geteuid() != 0 or not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("needs root and a system python3 to run a process as another user")
+    name = "dgnb-" + secrets.token_hex(4)
+    public = Path(tempfile.mkdtemp(prefix="gtp5g-copy-"))
+    try:
+        os.chmod(public, 0o755)
+        shutil.copy2(os.path.realpath(SYSTEM_PYTHON), public / "copy")
+        the_gnb = gnb(name=name, threads=())
+        gnb(name=name, threads=(), executable=str(public / "copy"), user=65534)
+        config = write_config(tmp_path / "config.toml", trace={"pipe": str(tmp_path / "pipe")},
+                              api={"url": "http://127.0.0.1:9", "timeout": 0.5},
+                              match={"comm": [name]})
+        _, out, _ = doctor(config, "--json", "--sysfs", str(sysfs(tmp_path)), "--runtime-dir",
+                           str(tmp_path / "run"), "--window", "0", env=fake_systemctl(tmp_path))
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+    checks = by_name(out)
+    rules = checks["match rules"]
+    assert rules["level"] == "warn" and "copy" not in rules["advice"], rules
+    assert "65534" not in rules["advice"] and "own target line" in rules["advice"], rules
+    assert checks[f"target {the_gnb.pid}"]["saw"].startswith(f"PID {the_gnb.pid} {name}, uid 0")

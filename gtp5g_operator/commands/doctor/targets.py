@@ -79,13 +79,18 @@ def match_check(match: MatchConfig, found: Sequence[Target]) -> Check:
              f"match.uid = {toml(match.uid)}")
     if match.uid or match.exe:
         return ok("match rules", rules)
-    exes = sorted({t.info.exe for t in found if t.info.exe})
-    uids = sorted({t.info.uid for t in found})
-    example = (f"match.exe = {toml(exes)}, match.uid = {toml(uids)}" if found
-               else 'match.exe = ["/path/to/nr-gnb"], match.uid = [UID]')
-    return warn("match rules", f"{rules}: both allow-lists are empty, so any user's process "
-                               f"named {'/'.join(match.comm)} is boosted",
-                f"pin the gNB, e.g. {example}")
+    saw = (f"{rules}: both allow-lists are empty, so any user's process named "
+           f"{'/'.join(match.comm)} is boosted")
+    # An example only where every process so named runs one executable as one uid: any
+    # user may run a copy named nr-gnb, and an example of all of them pinned theirs too.
+    pinned = {(t.info.exe, t.info.uid) for t in found}
+    if len(pinned) > 1:
+        return warn("match rules", saw, f"pin the gNB with the executable and uid of its own "
+                    f"target line below, not those of all {len(found)} processes (they run "
+                    f"{len(pinned)} different executables or uids)")
+    exe, uid = pinned.pop() if pinned else ("/path/to/nr-gnb", "UID")
+    example = f"match.exe = {toml([exe] if exe else [])}, match.uid = [{uid}]"
+    return warn("match rules", saw, f"pin the gNB, e.g. {example}")
 
 
 def target_check(t: Target) -> Check:
