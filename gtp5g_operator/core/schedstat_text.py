@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable
 
 from .schedstat import Counters, TaskWait, WindowReport, wait_per_slice_ns, wait_share
-from .words import finite, shown
+from .words import finite, printable, shown
 
 
 def percent(share: float) -> str:
@@ -21,14 +21,9 @@ def duration(ns: float) -> str:
     return f"{ns / 1e6:.1f} ms" if ns >= 100_000 else f"{ns / 1e3:.0f} µs"
 
 
-def _printable(name: str) -> str:
-    """A thread name is whatever the task set with prctl: no control characters."""
-    return "".join(ch if ch.isprintable() else "?" for ch in name)[:64]
-
-
 def _worst_words(worst: TaskWait) -> str:
     share = wait_share(worst.counters)
-    text = f"worst task {_printable(worst.name)} {percent(share or 0.0)}"
+    text = f"worst task {printable(worst.name)} {percent(share or 0.0)}"
     per_slice = wait_per_slice_ns(worst.counters)
     return text if per_slice is None else text + f", {duration(per_slice)} per scheduling"
 
@@ -38,7 +33,7 @@ def describe(report: WindowReport) -> str:
     (worst task nr-gnb-rlc 2.1 %, 0.4 ms per scheduling)"""
     # doctor's --window may be under a second: "0.2 s", not "0 s"
     seconds = f"{report.seconds:.0f}" if report.seconds >= 1 else f"{report.seconds:.1g}"
-    name, over = _printable(report.process), f"over the last {seconds} s"
+    name, over = printable(report.process), f"over the last {seconds} s"
     share = wait_share(report.counters)
     if share is None:
         return f"{name}: not runnable {over}"
@@ -54,7 +49,7 @@ def status_note(reports: Iterable[WindowReport]) -> str:
         share = wait_share(r.counters)
         if share is None:
             continue
-        part = f"{_printable(r.process)} {percent(share)}"
+        part = f"{printable(r.process)} {percent(share)}"
         worst = None if r.worst is None else wait_share(r.worst.counters)
         parts.append(part if worst is None else part + f" (worst {percent(worst)})")
     return "CPU wait " + ", ".join(parts) if parts else ""

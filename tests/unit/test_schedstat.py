@@ -441,7 +441,12 @@ def report(process: str = "nr-gnb", counters: Counters = GNB_WINDOW,
      "nr-gnb: waited 0 % of its runnable time for a CPU over the last 0.5 s"),
     (report(worst=TaskWait(7, "evil\x1b[2J\nname", ms(1, 2, 0))),
      "nr-gnb: waited 0.8 % of its runnable time for a CPU over the last 60 s "
-     "(worst task evil?[2J?name 66.7 %)"),
+     "(worst task evil\\x1b[2J\\nname 66.7 %)"),
+    # as the journal shows the thread ("task 7 (evil\x1b) added"): "?" for each control
+    # character made "evil\x1b", "evil\n" and a thread named "evil?" one name
+    (report(worst=TaskWait(7, "evil?", ms(1, 2, 0))),
+     "nr-gnb: waited 0.8 % of its runnable time for a CPU over the last 60 s "
+     "(worst task evil? 66.7 %)"),
 ])
 def test_describe(r: WindowReport, words: str) -> None:
     assert describe(r) == words
