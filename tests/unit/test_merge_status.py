@@ -77,8 +77,9 @@ def test_status_table() -> None:
             "/etc/gtp5g-operator/config.d/50-site.toml, loaded") in text
     assert "last push:  ok, 3 entries" in text and "4.1 ms" in text
     header, row = text.splitlines()[-2:]
-    assert header.split() == ["TGID", "NAME", "EXE", "UID", "ACTIVE", "TIDS", "SINCE"]
-    assert row.split()[:6] == ["29493", "nr-gnb", "/usr/bin/nr-gnb", "0", "29493", "29534"]
+    assert header.split() == ["TGID", "NAME", "UID", "ACTIVE", "TIDS", "SINCE", "EXE"]
+    assert row.split()[:5] == ["29493", "nr-gnb", "0", "29493", "29534"]
+    assert row.endswith("(60s ago)  /usr/bin/nr-gnb")  # EXE last, as ps puts COMMAND
     state["processes"] = []
     state["last_push"] = {"ok": False, "at": now, "count": 0, "error": "connect: refused"}
     text = format_status(state, now)
@@ -95,7 +96,7 @@ def test_status_table_of_big_gnbs_stays_narrow() -> None:
     lines = format_status(state, now).splitlines()[-3:]
     assert max(len(line) for line in lines) < 160
     assert "4100000 4100001" in lines[1] and "(1,001 in all)" in lines[1]
-    assert lines[1].endswith("(60s ago)")
+    assert lines[1].endswith("(60s ago)  /usr/bin/nr-gnb")
 
 
 @pytest.mark.parametrize("state", [
