@@ -444,7 +444,7 @@ def _make_handler(api: FakeHTTPServer) -> type:
 
         def _fault(self, path: str) -> bool:
             """Apply a configured fault; True if the request was answered (or dropped)."""
-            fault = api.fault
+            fault = api.fault_now()
             if fault is None or not api.fault_applies(path):
                 return False
             return self.play_fault(fault)

@@ -195,7 +195,7 @@ def _make_handler(api: FakeGthulhu) -> type:
 
         def _fault(self) -> bool:
             """Apply a configured fault; True if the request was answered by it."""
-            fault = api.fault
+            fault = api.fault_now()
             if fault is None:
                 return False
             if fault == "redirect":  # a 3xx with a Location (e.g. an http -> https move)

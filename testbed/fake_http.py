@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Protocol, Set, Tuple, Union
 
 # The faults and what they do ("slow" delays, then lets the request through).
 FAULTS = ("hang", "slow", "trickle", "reset", "refuse", "500", "400", "401", "429", "503",
@@ -64,7 +64,8 @@ class FakeServerBase:
     def __init__(self, handler: type, host: str = "127.0.0.1", port: int = 0,
                  tls: Optional[ssl.SSLContext] = None) -> None:
         self.received: List[Any] = []
-        self.fault: Optional[str] = None  # see FakeServerHandler.play_fault for the names
+        # see FakeServerHandler.play_fault for the names; a callable: one per request
+        self.fault: Union[str, Callable[[], Optional[str]], None] = None
         self.fault_delay = 0.0
         # Hostile answers a test plants: (method, path) -> (status, body bytes), answered
         # instead of the route's own; and interim (1xx) answers sent before every answer.
@@ -85,6 +86,10 @@ class FakeServerBase:
         # a short poll interval: stop() (every test's teardown) returns in 50 ms, not 500
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def fault_now(self) -> Optional[str]:
+        """This request's fault: `fault`, or what it gives when it is a callable."""
+        return self.fault() if callable(self.fault) else self.fault
 
     @property
     def url(self) -> str:

@@ -101,6 +101,29 @@ def test_api_fault_then_recovery_watchdog_fed(env: Env, gnb: Callable[..., GnbPr
     assert d.proc.poll() is None
 
 
+def test_a_server_failing_one_way_then_another_is_one_line_per_cause(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A struggling server behind a rate-limiting proxy answers 500 to one request and
+    429 to the next: the kind of failure changed at every retry, and each change was
+    logged (29 WARNING lines in a minute for one outage, 360 an hour at the default
+    resync): each cause is said once per episode, and the recovery once."""
+    d = start_watched(env)
+    env.wait_pushed(0)
+    mark, asked = len(d.log()), len(env.api.received)
+    env.api.fault = itertools.cycle(["500", "429"]).__next__
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    wait_until(lambda: len(env.api.received) - asked >= 12, 60, "a dozen failed requests")
+    failed = [ln for ln in d.log()[mark:].splitlines() if "push failed:" in ln]
+    assert len(failed) == 2, failed
+    assert any("HTTP 500" in ln for ln in failed) and any("HTTP 429" in ln for ln in failed)
+    env.api.fault = None
+    env.api.wait_post(lambda s: pids(s) == {g.pid}, timeout=15, after=len(env.api.posts()))
+    wait_until(lambda: "API reachable again" in d.log()[mark:], 20, "the recovery logged")
+    env.api.fault = "500"  # a new episode says its cause again
+    wait_until(lambda: d.log()[mark:].count("push failed:") == 3, 20, "the next episode")
+
+
 def test_api_slow_but_in_time(env: Env, gnb: Callable[..., GnbProcess]) -> None:
     # token + post: 0.6 s of 4 s; a loaded CI host can add a second without a failure
     env.api.fault, env.api.fault_delay = "slow", 0.3
