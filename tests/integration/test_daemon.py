@@ -363,7 +363,7 @@ def test_journald_priority_prefixes(env: Env, gnb: Callable[..., GnbProcess]) ->
     d = env.start(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     g = gnb(threads=())
     env.writer.write(lines_for(g))
-    d.wait_log("<6>task")
+    d.wait_log("<6>process")
     lines = d.log().splitlines()
     assert all(line[:3] in ("<6>", "<4>", "<7>", "<3>") for line in lines), lines
     assert any(line.startswith("<4>match.uid is empty: any local user can name") for line in lines)
@@ -518,6 +518,31 @@ def test_a_failing_push_logs_no_line_per_retry(env: Env, gnb: Callable[..., GnbP
     log = d.log()
     assert log.count("got an API token") == 1, log  # the first, at start
     assert log[mark:].count("push failed:") == 1, log
+
+
+def test_a_gnb_of_many_threads_restarting_is_a_few_lines_not_one_per_thread(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """Each tracked thread was an INFO line when added and another when it exited: a
+    gNB of 1,000 threads logged 2,000 lines a restart, and a few restarts in 30 s
+    passed journald's RateLimitBurst (10,000), which then dropped every line of the
+    service, the ones that needed a person too.  A restart is a process tracked and a
+    process removed; the threads are said at DEBUG."""
+    d = env.start(log={"level": "info"})
+    env.wait_pushed(0)
+    mark = len(d.log())
+    seen: List[GnbProcess] = []
+    for _ in range(3):
+        g = gnb(workers=100)
+        env.writer.write(lines_for(g))
+        env.api.wait_post(lambda s: pids(s) == set(g.tids), timeout=20)  # noqa: B023 (now)
+        g.stop()
+        env.api.wait_post(lambda s: s == [], timeout=20, after=len(env.api.posts()) - 1)
+        seen.append(g)
+    said = d.log()[mark:].splitlines()  # the removal is logged before the empty push
+    assert not [ln for ln in said if "task " in ln], said[:5]
+    for g in seen:
+        assert sum(f"process {g.pid} " in ln for ln in said) == 2, said  # tracked, removed
+    assert len(said) == 2 * len(seen), said
 
 
 def test_a_public_key_file_that_starts_with_a_byte_order_mark_gets_a_token(
