@@ -197,7 +197,12 @@ class BoostReporter:
             if f.key not in self._active and f.level is not None:
                 self._log.log(f.level, "%s", f.message)
                 self._confirmed = False
-        self._active = {f.key for f in result.findings}
+        keys = {f.key for f in result.findings}
+        # With nothing tracked (a gNB between two runs) the read-back cannot show that a
+        # difference went away: its episode goes on.  Ended there, a gNB restarting every
+        # few seconds had each difference said again at every restart (the leaders-only
+        # ERROR, a foreign task's WARNING), a line per restart for as long as it lasted.
+        self._active = keys if cmp.tracked else self._active | keys
         if not result.findings and cmp.tracked and not self._confirmed:
             self._log.info("%s (read back from %s)", result.diagnosis, source)
             self._confirmed = True

@@ -7,6 +7,7 @@ real servers and the Decision Maker resolves rules against this machine's real
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -183,6 +184,37 @@ def test_a_restarted_decision_maker_gets_the_rule_back_and_an_intact_one_is_not_
     dm.restart()  # rules are in memory only
     assert dm.rules() == []
     dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 3)
+
+
+def judged_leaders_only(env: Env, pid: int) -> bool:
+    """Has state.json's read-back covered `pid` and found the leaders-only scan?"""
+    try:
+        boost = json.loads((env.tmp / "run" / "state.json").read_text())["boost"]
+        return "leaders only" in boost["diagnosis"] and pid in boost["covered"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def test_a_gnb_restarting_under_a_leaders_only_decision_maker_is_one_error_not_one_a_restart(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """Between two runs of the gNB nothing is tracked and the rule is removed: the
+    read-back then showed no difference, which ended the episode, so the leaders-only
+    ERROR (and a foreign task's WARNING) was logged again at every restart: a gNB
+    restarting every few seconds put a line a restart into `journalctl -p err`."""
+    leaders_only = FakeDecisionMaker(keys["private"].read_bytes(), match_threads=False).start()
+    try:
+        d = start_dm(env, leaders_only, log={"level": "info"})
+        for _ in range(3):
+            g = gnb(threads=("nr-gnb-rlc",))
+            env.writer.write(lines(g, "nr-gnb-rlc"))
+            wait_until(functools.partial(judged_leaders_only, env, g.pid), 20,
+                       "a read-back of this run")
+            g.stop()
+            leaders_only.wait_for(lambda: leaders_only.rules() == [], 10)
+        errors = [ln for ln in d.log().splitlines() if "matches thread-group leaders only" in ln]
+        assert len(errors) == 1, errors
+    finally:
+        leaders_only.stop()
 
 
 def test_clear_on_stop_removes_the_rule(env: Env, dm: FakeDecisionMaker,
