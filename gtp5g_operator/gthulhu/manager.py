@@ -26,6 +26,7 @@ names the file), and the policy is adopted or created again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import (
@@ -68,6 +69,20 @@ PERMISSION = {("POST", POLICIES_PATH): "node_scheduling_policy.create",
               ("GET", SELF_PATH): "node_scheduling_policy.read",
               ("PUT", POLICIES_PATH): "node_scheduling_policy.update",
               ("DELETE", POLICIES_PATH): "node_scheduling_policy.delete"}
+
+
+def without(body: Any, secret: str) -> Any:
+    """A JSON answer with `secret` blotted out of its strings: a server or a proxy in
+    front of it that echoes the login request in its error put the password into the
+    journal, the world-readable state.json and `status` (the error's words are the
+    server's).  Blotted before the words are cut short, or a prefix would show."""
+    if isinstance(body, str) and secret:
+        return body.replace(secret, "[REDACTED]")
+    if isinstance(body, dict):
+        return {k: without(v, secret) for k, v in body.items()}
+    if isinstance(body, list):
+        return [without(v, secret) for v in body]
+    return body
 
 
 def by_whom(node: str, user: str) -> str:
@@ -142,6 +157,8 @@ class ManagerLogin:
 
     def _post(self, path: str, payload: Dict[str, str], deadline: float) -> Any:
         answer = self.http.request("POST", path, payload, deadline)
+        if path == LOGIN_PATH:  # before any of its words reach an error
+            answer = dataclasses.replace(answer, body=without(answer.body, self._password))
         what = f"POST {self.http.base_url}{path}"
         if answer.status == 404:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server is not a "

@@ -448,6 +448,26 @@ def test_no_password_or_token_in_logs_state_or_errors(
             assert token not in text and token.split(".")[1] not in text
 
 
+@pytest.mark.parametrize("status,pad", [(400, 0), (401, 0), (422, 138), (500, 138)])
+def test_a_login_error_that_echoes_the_request_does_not_show_the_password(
+        env: Env, manager: FakeManager, status: int, pad: int) -> None:
+    """A Manager (or a proxy or firewall in front of it) that quotes the request in its
+    error: its words are the error's, and the password reached the journal, the
+    world-readable state.json and `status` (whole, or cut at the 200 characters shown:
+    `pad` puts the first 8 there)."""
+    echo = {"success": False, "error": "invalid request " + "x" * pad + json.dumps(
+        {"username": "operator", "password": PASSWORD})}
+    manager.answers[("POST", "/api/v1/auth/login")] = (status, json.dumps(echo).encode())
+    d = start_manager(env, manager, api={"flavor": "manager"})  # (no probe, which sends {})
+    wait_until(lambda: manager.answered.get(("POST", "/api/v1/auth/login"), 0) >= 2, 20,
+               "two refused logins")
+    d.wait_log("push failed: ")
+    state = (env.tmp / "run" / "state.json").read_text()
+    assert "invalid request" in state
+    for text in (d.log(), state):
+        assert PASSWORD not in text and PASSWORD[:6] not in text
+
+
 def test_check_config_needs_a_password_for_the_manager(env: Env,
                                                        manager: FakeManager) -> None:
     env.write_config(api={"url": manager.url, "username": "operator", "flavor": "manager"})
