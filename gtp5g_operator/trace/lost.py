@@ -15,9 +15,10 @@ The kernel's per-CPU `stats` file has the exact totals (`overrun`, plus
   which catches the losses that never flag a page;
 * where `stats` cannot be read, the pages' stored counts are summed.
 
-Each CPU's loss is warned about once per episode; an episode ends after
-`EPISODE_QUIET` seconds without a loss on that CPU (then one info line
-with the episode's total).
+A loss is warned about once per episode, whichever CPUs it hits (the
+causes, a ring too small or a reader capped too hard, are the host's); an
+episode ends after `EPISODE_QUIET` seconds without a loss on any CPU (then
+one info line with the episode's total and its CPUs).
 
 The same `stats` show events taken by another reader: a read is destructive,
 and the kernel refuses a second `trace_pipe` but not a second reader of a
@@ -40,7 +41,8 @@ from .tracefs import CpuStats, holders, named, other_recording, read_cpu_stats, 
 
 log = logging.getLogger(__name__)
 
-EPISODE_QUIET = 10.0  # seconds without a loss on a CPU that end its episode
+EPISODE_QUIET = 10.0  # seconds without a loss on any CPU that end the episode
+SHOWN_CPUS = 8  # CPUs named in the line that ends an episode
 # events read by others before saying so: more than the text reader can hold back (a
 # page of formatted text in the kernel, a partial line here); the raw reader holds none
 SHARED_SLACK = 256
@@ -51,6 +53,15 @@ class _Episode:
     started: float
     last: float  # when the last loss was seen
     lost: int
+    cpus: Set[int]
+
+
+def cpu_list(cpus: Set[int]) -> str:
+    shown = sorted(cpus)
+    if len(shown) == 1:
+        return f"CPU {shown[0]}"
+    more = ", …" if len(shown) > SHOWN_CPUS else ""
+    return f"{len(shown)} CPUs ({', '.join(map(str, shown[:SHOWN_CPUS]))}{more})"
 
 
 class LossCounter:
@@ -64,7 +75,9 @@ class LossCounter:
         self._counts_events = counts_events
         self._seen: Dict[int, Optional[int]] = {}  # cpu -> stats total counted (None: no stats)
         self._flagged: Set[int] = set()
-        self._episodes: Dict[int, _Episode] = {}
+        # One for the host: per CPU, a flood that overran the rings of a 64-CPU host
+        # logged 64 warnings and 64 info lines an episode, with one cause.
+        self._episode: Optional[_Episode] = None
         self._read: Dict[int, int] = {}  # cpu -> its stats' read events at the last pass
         self._consumed = self._own()  # what this reader had consumed at the last pass
         self._taken = 0  # events read by someone else since the reader opened (bounded below)
@@ -110,12 +123,12 @@ class LossCounter:
                 self._read[cpu] = stats.read_events
         self._shared(read)
         now = self._clock()
-        for cpu, episode in list(self._episodes.items()):
-            if now - episode.last >= EPISODE_QUIET:
-                del self._episodes[cpu]
-                log.info("no trace events dropped on CPU %d for %.0f s; %d were dropped in "
-                         "that episode (%.0f s long)", cpu, now - episode.last, episode.lost,
-                         episode.last - episode.started)
+        episode = self._episode
+        if episode is not None and now - episode.last >= EPISODE_QUIET:
+            self._episode = None
+            log.info("no trace events dropped for %.0f s; %d were dropped in that episode "
+                     "(%.0f s long, on %s)", now - episode.last, episode.lost,
+                     episode.last - episode.started, cpu_list(episode.cpus))
 
     def _from_stats(self, cpu: int) -> Optional[CpuStats]:
         seen = self._seen.get(cpu)
@@ -156,18 +169,19 @@ class LossCounter:
     def _add(self, cpu: int, lost: int) -> None:
         self.counters.lost_events += lost
         now = self._clock()
-        episode = self._episodes.get(cpu)
+        episode = self._episode
         if episode is not None:
             episode.last = now
             episode.lost += lost
+            episode.cpus.add(cpu)
             return
-        self._episodes[cpu] = _Episode(now, now, lost)
+        self._episode = _Episode(now, now, lost, {cpu})
         # Read only here (once per episode): another tool's tracer or events flood the
         # ring with records that are read like the gNB's, and are then the likelier cause.
         other = other_recording(self._dir)
         log.warning("the kernel dropped %s trace events on CPU %d: the ring buffer is too "
                     "small for this stream or the daemon is capped too hard%s (counted in "
-                    "trace_lost_events; warning once per episode)",
+                    "trace_lost_events; warning once per episode, for all CPUs)",
                     lost if lost else "an unknown number of", cpu,
                     f"; the instance also records {other}, which fill the ring too"
                     if other else "")
