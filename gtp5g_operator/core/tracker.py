@@ -111,22 +111,23 @@ class TaskTracker:
         self._rejected: Set[int] = set()  # processes that do not match: start_time << 22 | tgid
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
-        self._unreadable_said: Set[Tuple[int, int]] = set()  # (tgid, start) said once
+        # gNB-named processes whose executable we may not read: one episode until a
+        # process is tracked.  Said per process, a gNB restarting every few seconds put
+        # an ERROR a restart into `journalctl -p err` for one missing capability.
+        self._unreadable_exe = StateLog(log)
         self._unreadable_stat = StateLog(log)  # tracked tasks /proc lists but we cannot read
 
-    def _exe_unreadable(self, key: Tuple[int, int], comm: str) -> None:
+    def _exe_unreadable(self, tgid: int, comm: str) -> None:
         """A process with the gNB's name whose executable this service may not read:
         match.exe cannot be checked, so it is never tracked.  That needs a person (a
-        missing permission), once per process, not once per liveness pass."""
-        if key in self._unreadable_said:
-            return
-        if len(self._unreadable_said) >= MAX_PROCESS_VERDICTS:
-            self._unreadable_said.clear()
-        self._unreadable_said.add(key)
-        log.error("process %d (%s) is named like the gNB, but this service may not read its "
-                  "executable (/proc/%d/exe), so match.exe cannot be checked and it is not "
-                  "tracked: the service needs CAP_SYS_PTRACE to read another user's "
-                  "executable (see gtp5g-operator doctor, exe access)", key[0], comm, key[0])
+        missing permission), once per episode, not once per process or liveness pass."""
+        if not self._unreadable_exe.problem(
+                "exe", logging.ERROR, "process %d (%s) is named like the gNB, but this service "
+                "may not read its executable (/proc/%d/exe), so match.exe cannot be checked "
+                "and it is not tracked: the service needs CAP_SYS_PTRACE to read another "
+                "user's executable (see gtp5g-operator doctor, exe access); said once until "
+                "a process is tracked", tgid, comm, tgid):
+            log.debug("process %d (%s) not tracked: its executable cannot be read", tgid, comm)
 
     # --- hot path -------------------------------------------------------
 
@@ -201,13 +202,14 @@ class TaskTracker:
                     self._rejected.clear()
                 self._rejected.add(key)
                 if not info.exe and self.match.exe and info.comm in self.match.comm:
-                    self._exe_unreadable((tgid, start_time), info.comm)
+                    self._exe_unreadable(tgid, info.comm)
                 else:
                     log.debug("process %d not tracked: %s", tgid, why)
             return False
         if tgid not in self.processes:
             self.processes[tgid] = TrackedProcess(info=info, since=self._clock())
             self.generation += 1
+            self._unreadable_exe.recovered()
             log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
                      tgid, info.comm, info.exe or "?", info.uid)
         return True

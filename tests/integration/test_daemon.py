@@ -545,6 +545,29 @@ def test_a_gnb_of_many_threads_restarting_is_a_few_lines_not_one_per_thread(
     assert len(said) == 2 * len(seen), said
 
 
+def test_a_gnb_restarting_whose_executable_cannot_be_read_is_one_error_not_one_a_restart(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """match.exe set and no CAP_SYS_PTRACE (a unit override, a container): every gNB
+    process of another user is refused, and each one was an ERROR, so a gNB restarting
+    every few seconds put an ERROR a restart into `journalctl -p err` for one missing
+    capability.  Once per episode; a process tracked ends it."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_SYS_PTRACE")
+    env.write_config(match={"exe": ["/usr/bin/nr-gnb"]})
+    d = DaemonProcess(env.config_path, env.notify, env.tmp / "daemon.log",
+                      prefix=["setpriv", "--bounding-set", "-sys_ptrace", "--"])
+    env.daemons.append(d)
+    env.notify.wait("READY", "1", timeout=30)
+    for _ in range(3):
+        g = gnb(threads=(), user=65534)
+        env.writer.write(lines_for(g))
+        judged = f"process {g.pid} (nr-gnb) "  # the ERROR, or (once said) a DEBUG line
+        wait_until(lambda: judged in d.log(), 20, "the process judged")  # noqa: B023
+        g.stop()
+    errors = [ln for ln in d.log().splitlines() if "may not read its executable" in ln]
+    assert len(errors) == 1 and "CAP_SYS_PTRACE" in errors[0], errors
+
+
 def test_a_public_key_file_that_starts_with_a_byte_order_mark_gets_a_token(
         env: Env, gnb: Callable[..., GnbProcess]) -> None:
     """An editor's UTF-8 byte order mark before -----BEGIN: check-config took the key
