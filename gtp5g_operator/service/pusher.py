@@ -189,7 +189,8 @@ class Pusher(Component):
                 self._readback.problem(exc.kind, logging.WARNING, "cannot read back what the "
                                        "scheduler boosts: %s", exc.summary)
             else:
-                self._readback.recovered("reading back what the scheduler boosts works again")
+                self._readback.recovered("reading back what the scheduler boosts works "
+                                         "again (%s)", self.writer.readback_source)
         self.last = dataclasses.replace(
             result, comparison=comparison, readback_source=self.writer.readback_source,
             readback_problem=problem or ("" if comparison is not None else "not verified"))
@@ -221,7 +222,10 @@ class Pusher(Component):
 
     def _succeeded(self, count: int, start: float, tids: FrozenSet[int]) -> PushResult:
         now = self._clock()
-        if not self._state.recovered("API reachable again: pushed %d entries", count):
+        # The recovery names the server as the failure did ("push failed: ... URL"): a
+        # journal searched for that URL found the outage and not its end.
+        if not self._state.recovered("API reachable again at %s: pushed %d entries",
+                                     self.writer.http.base_url, count):
             log.debug("pushed %d entries in %.1f ms", count, (now - start) * 1e3)
         self._backoff.reset()
         self._next = now + self.resync_interval

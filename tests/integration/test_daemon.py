@@ -192,6 +192,8 @@ def test_api_down_then_back(env: Env, gnb: Callable[..., GnbProcess],
     try:
         back.wait_post(lambda s: pids(s) == {g.pid}, timeout=5)
         d.wait_log("API reachable again")
+        # the end of the outage names the server as its start did
+        assert f"API reachable again at {env.api.url}: pushed 1 entries" in d.log()
     finally:
         back.stop()
 
