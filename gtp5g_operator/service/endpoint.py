@@ -263,7 +263,15 @@ class Endpoint(Component):
         self._failed(why(code))
 
     def _end_child(self, terminate: bool) -> Optional[int]:
-        """Stop (if `terminate`) and reap the child; its exit status."""
+        """Stop (if `terminate`) and reap the child; its exit status.
+
+        Stopped, it is killed at once: the loop must not wait on it.  It holds the
+        signals a stop sends (SIGTERM: blocked, see _spawn), so only its stdin's EOF
+        or SIGKILL ends it, and a child that did not see that EOF (stopped, busy) held
+        the reload or stop that moved it for STOP_WAIT, 1 s beyond api.timeout:
+        watchdog pings 1.3 s apart under WatchdogSec=1s.  It serves nothing that a
+        kill could leave half done.  Ending by itself (its EOF, its "error:" line),
+        it is left the time to exit with its own status, which the log line says."""
         child, self._child, self._partial, self._fds, self._serving_since = (
             self._child, None, b"", (), None)
         if child is None:
@@ -272,7 +280,7 @@ class Endpoint(Component):
             if pipe is not None:
                 pipe.close()  # stdin's end: the child sees EOF and exits by itself
         if terminate and child.poll() is None:
-            child.terminate()
+            child.kill()
         try:
             return child.wait(STOP_WAIT)
         except subprocess.TimeoutExpired:

@@ -32,6 +32,7 @@ from testbed.harness import (
     REPO,
     SYSTEM_PYTHON,
     DaemonProcess,
+    SchedulingLag,
     public_copy,
     wait_until,
     write_config,
@@ -417,6 +418,34 @@ def test_a_reload_moves_the_endpoint_binding_the_new_address_first(env: Env) -> 
         busy.close()
     wait_until(lambda: status_or_zero(c) in (200, 503), 30, "the endpoint on the freed port")
     assert status_or_zero(b) == 0
+
+
+def test_a_reload_moving_a_stopped_endpoint_process_holds_the_loop_no_longer_than_the_api(
+        env: Env, lag: SchedulingLag) -> None:
+    """The old endpoint process, stopped (SIGSTOP), never sees its stdin's EOF and
+    holds SIGTERM: the reload that moved the endpoint waited 1 s (STOP_WAIT) for it,
+    past api.timeout (0.2 s here), and watchdog pings came 1.3 s apart under
+    WatchdogSec=1s.  Measured as the reload's RELOADING=1 .. READY=1."""
+    a, b = free_port(), free_port()
+    timeout = 0.2
+    d = env.start(env={"WATCHDOG_USEC": "1000000"}, api={"timeout": timeout},
+                  metrics={"listen": f"127.0.0.1:{a}"})
+    old = wait_endpoint(d)
+    os.kill(old, signal.SIGSTOP)
+    try:
+        env.write_config(api={"timeout": timeout}, metrics={"listen": f"127.0.0.1:{b}"})
+        mark = len(env.notify.all())
+        d.signal(signal.SIGHUP)
+        env.notify.wait("READY", "1", timeout=10, after=mark)
+        timed = env.notify.timed()[mark:]
+        began = next(t for t, m in timed if m.get("RELOADING") == "1")
+        ended = next(t for t, m in timed if m.get("READY") == "1")
+        assert ended - began < timeout + lag.worst, ended - began
+        assert wait_endpoint(d, other_than=old) != old
+        assert status_or_zero(b) in (200, 503)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
 
 
 def test_a_reload_to_an_address_overlapping_its_own_port_frees_it_first(env: Env) -> None:
