@@ -37,7 +37,15 @@ from typing import Callable, Dict, Optional, Set, Tuple
 
 from .ringbuf import LOST_UNKNOWN
 from .source import TraceCounters
-from .tracefs import CpuStats, holders, named, other_recording, read_cpu_stats, reader_files
+from .tracefs import (
+    LOOP_WALK_BUDGET,
+    CpuStats,
+    holders,
+    named,
+    other_recording,
+    read_cpu_stats,
+    reader_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +167,7 @@ class LossCounter:
             self._shared_said = True
             # Named as an EBUSY holder is (psmisc's fuser is not on every host); the
             # /proc walk is done this once.
-            found = holders(reader_files(self._dir), skip=os.getpid())
+            found = holders(reader_files(self._dir), skip=os.getpid(), budget=LOOP_WALK_BUDGET)
             log.warning("another reader is taking trace events from this ring (%d of them "
                         "were read but not by this daemon): each event goes to one reader, so "
                         "gNB tasks can be missed; %s (warning once)", self._taken,

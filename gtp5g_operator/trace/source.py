@@ -32,7 +32,7 @@ from ..config.schema import TraceConfig
 from ..core.backoff import Backoff
 from ..core.component import NEVER, Component
 from ..core.once import StateLog
-from .tracefs import holders, named
+from .tracefs import LOOP_WALK_BUDGET, holders, named
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ class TraceSource(Component, abc.ABC):
             elif self._state.state.startswith(busy):
                 message = self._state.state
             else:
-                found = holders([exc.filename or self.path], skip=os.getpid())
+                found = holders([exc.filename or self.path], skip=os.getpid(),
+                                budget=LOOP_WALK_BUDGET)
                 message = busy + (": " + named(found) if found else ", e.g. a `cat trace_pipe`")
             # A missing permission needs a person (journalctl -p err, README); a source
             # not there yet (tracefs not mounted at boot, a FIFO to come) does not.

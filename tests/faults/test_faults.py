@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Set, Tuple
@@ -290,6 +291,60 @@ def _as_nobody(cfg: Path, log: Path, runtime: Path) -> subprocess.Popen[bytes]:
             cwd="/", user=65534, group=65534, stdout=out, stderr=subprocess.STDOUT,
             env={"PATH": os.environ["PATH"], "PYTHONPATH": str(package),
                  "RUNTIME_DIRECTORY": str(runtime), "STATE_DIRECTORY": str(runtime)})
+
+
+HOLD_FDS = ("import os, resource, time\n"
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+            "hard = min(hard, 50000) if hard != resource.RLIM_INFINITY else 50000\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+            "fd = os.open('/dev/null', os.O_RDONLY)\n"
+            "for _ in range(hard - 64):\n"
+            "    os.dup(fd)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n")
+
+
+def test_an_ebusy_source_on_a_host_with_many_open_fds_does_not_hold_the_loop(
+        env: Env, lag: SchedulingLag, tmp_path: Path) -> None:
+    """EBUSY makes the daemon look for the holder through every /proc/PID/fd of the
+    host, once per episode, in the loop: a walk whose cost grows with every fd open on
+    the host, which any local user adds to (10 processes of 20,000 dup()s of
+    /dev/null: 0.8 s, pings 0.92 s apart under WatchdogSec=1s and api.timeout 0.2,
+    past the bound the daemon promises, 0.825 s; more fds, longer).  The walk now
+    has a budget.  EBUSY without tracefs: a terminal in exclusive mode (TIOCEXCL)
+    refuses a second open by a process without CAP_SYS_ADMIN, which the unit's
+    bounding set lacks too (setpriv drops it here)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCEXCL)
+    holders = [subprocess.Popen([sys.executable, "-c", HOLD_FDS], stdout=subprocess.PIPE)
+               for _ in range(20)]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        pipe = tmp_path / "held_pipe"
+        timeout = 0.2
+        env.write_config(api={"timeout": timeout}, trace={"pipe": str(pipe)})
+        d = DaemonProcess(env.config_path, env.notify, tmp_path / "held.log",
+                          {"WATCHDOG_USEC": "1000000"},
+                          prefix=["setpriv", "--bounding-set", "-sys_admin", "--"])
+        env.daemons.append(d)
+        env.notify.wait("READY", "1", timeout=30)
+        t0 = time.monotonic() - 1.0  # the gap the walk falls in begins with an earlier ping
+        os.symlink(os.ttyname(slave), pipe)  # the source, missing at start, opened now
+        d.wait_log("another reader holds it (EBUSY)")
+        seen = len(ping_gaps(env, t0))
+        gaps = wait_until(lambda: (g := ping_gaps(env, t0)) and len(g) >= seen + 2 and g, 10,
+                          "two pings after the walk")
+        bound = max(0.5, min(1.0, 0.5 / 4) + timeout + 0.5)  # watchdog.py's, below 1 s
+        assert max(gaps) <= bound + lag.worst, (max(gaps), bound)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+        os.close(master)
+        os.close(slave)
 
 
 def need_system_python(*modules: str) -> None:
