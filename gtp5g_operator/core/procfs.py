@@ -99,6 +99,19 @@ class ProcFS:
         # Reads that failed for want of our own fds or memory (STARVED), counted: a
         # caller compares it around a look-up to tell "gone" from "could not look".
         self.starved = 0
+        self._last_pid_fd: Optional[int] = None
+
+    def last_pid(self) -> Optional[int]:
+        """The last task ID the kernel handed out in this PID namespace (ns_last_pid),
+        None when it cannot be read.  One pread(2) of a file kept open: the tracker
+        asks at every trace turn that names an ID it holds no positive verdict for."""
+        try:
+            if self._last_pid_fd is None:
+                self._last_pid_fd = os.open(f"{self.root}/sys/kernel/ns_last_pid",
+                                            os.O_RDONLY | os.O_CLOEXEC)
+            return int(os.pread(self._last_pid_fd, 16, 0))
+        except (OSError, ValueError):
+            return None
 
     def _read(self, path: str) -> Optional[bytes]:
         try:

@@ -6,7 +6,9 @@ C-level set difference per turn.
 
 Identity is the pair (ID, start time): a reused PID has another start time,
 so it never inherits a verdict — `prune()` re-reads start times before every
-push and at every liveness pass.  A process keeps its PID and start time
+push and at every liveness pass, and an ID held as 'not a target' is looked up
+again once the kernel has handed it out anew (its last allocated PID, read at
+each turn, has passed it).  A process keeps its PID and start time
 across exec() and prctl(PR_SET_NAME), so what it *is* — name, executable,
 uid — is judged again at every liveness pass, both ways (`rejudge()`
 drops a tracked process that no longer matches; `forget_verdicts()` lets a
@@ -46,6 +48,35 @@ MAX_NEGATIVE = 1024
 # of 5 threads cost 12,810 process reads (~5 /proc files each) a pass instead of 3,000.
 # One int each (start time and tgid), ~64 bytes: 0.5 MiB when full.
 MAX_PROCESS_VERDICTS = 8192
+
+
+def allocated_since(before: int, now: int) -> Tuple[range, ...]:
+    """The task IDs the kernel may have handed out since its last allocated PID was
+    `before`, now that it is `now`: it allocates upwards from there, wrapping to the
+    low IDs past pid_max (a full turn of the ID space between two readings is not
+    seen here; the liveness pass still forgets every verdict)."""
+    if now == before:
+        return ()
+    if now > before:
+        return (range(before + 1, now + 1),)
+    return (range(before + 1, PID_LIMIT), range(1, now + 1))
+
+
+def clear_bits(bits: bytearray, ids: range) -> int:
+    """Clear the bits of `ids` (step 1, within PID_LIMIT); how many were set."""
+    lo, hi, cleared = ids.start, ids.stop, 0
+    while lo < hi and (lo & 7 or hi - lo < 8):
+        cleared += bits[lo >> 3] >> (lo & 7) & 1
+        bits[lo >> 3] &= ~(1 << (lo & 7)) & 0xFF
+        lo += 1
+    while hi > lo and hi & 7:
+        hi -= 1
+        cleared += bits[hi >> 3] >> (hi & 7) & 1
+        bits[hi >> 3] &= ~(1 << (hi & 7)) & 0xFF
+    whole = slice(lo >> 3, hi >> 3)
+    cleared += int.from_bytes(bits[whole], "little").bit_count()
+    bits[whole] = bytes(whole.stop - whole.start)
+    return cleared
 
 
 def mismatch(proc: ProcessInfo, match: MatchConfig) -> str:
@@ -108,6 +139,7 @@ class TaskTracker:
         self._negative: Set[int] = set()  # IDs that are not targets (or gone) ...
         self._more_negative: Optional[bytearray] = None  # ... and past MAX_NEGATIVE: bits
         self._negatives = 0  # IDs held in either
+        self._last_pid: Optional[int] = None  # the kernel's, when the caches were last aged
         self._rejected: Set[int] = set()  # processes that do not match: start_time << 22 | tgid
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
@@ -137,6 +169,7 @@ class TaskTracker:
         # turn's few distinct IDs, however large the caches are.
         new = tids.difference(self._targets)
         if new:
+            self._forget_reused()
             new = new - self._negative  # (not -=, which walks the whole right side)
             more = self._more_negative
             if new and more is not None:
@@ -227,6 +260,28 @@ class TaskTracker:
         if not more[tid >> 3] >> (tid & 7) & 1:
             more[tid >> 3] |= 1 << (tid & 7)
             self._negatives += 1
+
+    def _forget_reused(self) -> None:
+        """Drop the 'not a target' verdicts of the IDs the kernel handed out since the
+        last turn: a gNB (or its new thread) that got the ID of a task that was not one
+        was otherwise left out until the next liveness pass (liveness_interval, 5 s by
+        default) — a gNB restarted on recycled IDs ran partly unboosted that long."""
+        before, now = self._last_pid, self.procfs.last_pid()
+        if now is not None and not 0 <= now < PID_LIMIT:
+            now = None  # no kernel's (a fake /proc): no ID to bound
+        self._last_pid = now
+        if not self._negatives or now == before:
+            return
+        if now is None or before is None:  # cannot tell what was handed out meanwhile
+            self.forget_verdicts()
+            return
+        for ids in allocated_since(before, now):
+            neg = self._negative
+            gone = neg.intersection(ids) if len(ids) < len(neg) else {t for t in neg if t in ids}
+            neg -= gone
+            self._negatives -= len(gone)
+            if self._more_negative is not None:
+                self._negatives -= clear_bits(self._more_negative, ids)
 
     # --- liveness -------------------------------------------------------
 

@@ -447,6 +447,23 @@ def spawn_with_pid(pid: int, argv: List[str]) -> subprocess.Popen[bytes]:
     pytest.skip(f"could not get PID {pid} back (a busy machine took it)")
 
 
+def allocations_moved_away(env: Env, d: DaemonProcess, pid: int) -> subprocess.Popen[bytes]:
+    """A process far above `pid` (or, near pid_max, far below), named in the trace;
+    returns once the daemon has looked it up: the kernel's last allocated PID it
+    read is there, so the other forks of this busy host that follow a PID forced
+    back to `pid` do not carry it past that reading again (a forced PID is no
+    wrap, which is all the daemon can see)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    far = pid + 5000 if pid + 5000 < pid_max - 1000 else pid - 5000
+    if far < 1000:
+        pytest.skip(f"pid_max {pid_max} leaves no room to move away from {pid}")
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(far))
+    away = subprocess.Popen(["sleep", "30"])
+    env.writer.write(gtp5g_line("sleep", away.pid, away.pid))
+    d.wait_log(f"process {away.pid} not tracked")
+    return away
+
+
 def test_reused_pid_with_stale_nr_gnb_lines_is_not_boosted(
         env: Env, gnb: Callable[..., GnbProcess]) -> None:
     if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
@@ -470,6 +487,50 @@ def test_reused_pid_with_stale_nr_gnb_lines_is_not_boosted(
     finally:
         intruder.kill()
         intruder.wait()
+
+
+def test_a_gnb_that_gets_the_id_of_a_task_found_not_to_be_one_is_boosted_at_once(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """The trace named a task that is not the gNB; it exits and the kernel hands its
+    PID to a gNB (here forced; on a host with pid_max 32768 a wrap does it).  The
+    'not a target' verdict was kept by ID alone until the next liveness pass (30 s
+    here, 5 s by default): the gNB's lines were ignored that long."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to force a PID with /proc/sys/kernel/ns_last_pid")
+    d = start_watched(env, strategy={"liveness_interval": 30.0})
+    stranger = subprocess.Popen(["sleep", "30"])
+    reused = stranger.pid
+    env.writer.write(gtp5g_line("nr-gnb", reused, reused))
+    d.wait_log(f"process {reused} not tracked: its name is 'sleep'")
+    away = allocations_moved_away(env, d, reused)
+    # identity is (ID, start time in clock ticks): a gNB started in the stranger's
+    # tick would be the stranger to anyone (only a write to ns_last_pid does that)
+    start = int(Path(f"/proc/{reused}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    tick = os.sysconf("SC_CLK_TCK")
+    wait_until(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * tick > start + 2, 5,
+               "the stranger's clock tick to pass")
+    stranger.kill()
+    stranger.wait()
+    try:
+        for _ in range(50):
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(reused - 1))
+            g = gnb(threads=())
+            if g.pid == reused:
+                break
+            g.stop()
+        else:
+            pytest.skip(f"could not get PID {reused} back (a busy machine took it)")
+        t0 = time.monotonic()
+        for _ in range(100):
+            env.writer.write(gtp5g_line("nr-gnb", reused, reused))
+            if any(reused in pids(p.body["strategies"]) for p in env.api.posts()):
+                break
+            time.sleep(0.1)
+        post = env.api.wait_post(lambda s: reused in pids(s), timeout=1)
+        assert post.at - t0 < EXIT_BOUND, f"pushed {post.at - t0:.1f} s after its first line"
+    finally:
+        away.kill()
+        away.wait()
 
 
 # The exit seen at once, the 20 ms coalescing, the push: far below the 60 s of the

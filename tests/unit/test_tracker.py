@@ -170,9 +170,41 @@ def test_negative_verdicts_are_forgotten_so_reused_ids_are_rechecked(proc: FakeP
     t = tracker(proc)
     assert t.observe(b(500)) is False
     proc.add(500, 500, "nr-gnb", 2)  # reused by a real gNB
-    assert t.observe(b(500)) is False  # still the cached verdict ...
+    assert t.observe(b(500)) is False  # no ns_last_pid here: the cached verdict ...
     t.forget_verdicts()  # ... until the liveness pass
     assert t.observe(b(500)) is True
+
+
+@pytest.mark.parametrize("big_host", [False, True], ids=["set", "bits"])
+@pytest.mark.parametrize("cursor", [(400, 450, 500), (32_000, 40, 501)],
+                         ids=["upwards", "wrapped"])
+def test_an_id_the_kernel_hands_out_again_is_looked_at_again_at_once(
+        proc: FakeProc, big_host: bool, cursor: Tuple[int, int, int]) -> None:
+    """A gNB (or a new thread of it) that got the ID of a task the trace had named
+    was left out until the next liveness pass (5 s by default): the 'not a target'
+    verdict was kept by ID alone.  Reproduced with the real daemon and a gNB forced
+    onto a stranger's PID.  The kernel's last allocated PID (ns_last_pid) says
+    which IDs were handed out since: only their verdicts go."""
+    last_pid = proc.root / "sys" / "kernel" / "ns_last_pid"
+    last_pid.parent.mkdir(parents=True)
+    before, between, after = cursor
+    last_pid.write_text(f"{before}\n")
+    others = range(20_000, 20_000 + (2 * MAX_NEGATIVE if big_host else 10))
+    for tid in (500, *others):
+        proc.add(tid, tid, "sshd", 1)
+    t = tracker(proc)
+    assert t.observe(b(500, *others)) is False
+    assert (t._more_negative is not None) is big_host
+    lookups = t.lookups
+    last_pid.write_text(f"{between}\n")  # other IDs handed out: 500 is still sshd's
+    assert t.observe(b(500, *others)) is False and t.lookups == lookups
+    proc.remove(500)
+    proc.add(500, 500, "nr-gnb", 2)  # the kernel hands 500 out again, to a gNB
+    last_pid.write_text(f"{after}\n")
+    assert t.observe(b(500, *others)) is True  # not at the liveness pass: now
+    assert t.lookups == lookups + 1  # and only 500 was looked up again
+    assert snap(t) == [(500, [500])]
+    assert t.cache_sizes()[0] == len(others)
 
 
 def test_negative_verdicts_hold_every_id_of_a_big_host_in_fixed_memory(proc: FakeProc) -> None:
