@@ -2,17 +2,19 @@
 
 Fed with the distinct task IDs of each trace turn, it goes to /proc only for
 IDs it has no verdict for, so a steady stream from known tasks costs one
-C-level set difference per turn.
+C-level set difference (and one pread of the kernel's last allocated PID)
+per turn.
 
 Identity is the pair (ID, start time): a reused PID has another start time,
 so it never inherits a verdict — `prune()` re-reads start times before every
-push and at every liveness pass, and an ID held as 'not a target' is looked up
-again once the kernel has handed it out anew (its last allocated PID, read at
-each turn, has passed it).  A process keeps its PID and start time
-across exec() and prctl(PR_SET_NAME), so what it *is* — name, executable,
-uid — is judged again at every liveness pass, both ways (`rejudge()`
-drops a tracked process that no longer matches; `forget_verdicts()` lets a
-rejected one be looked at again, e.g. a wrapper that has exec'd nr-gnb).
+push and at every liveness pass, and at each turn for the tracked IDs the
+kernel's last allocated PID has passed since the last turn (one may have been
+handed out again); a 'not a target' verdict for such an ID is dropped.  A
+process keeps its PID and start time across exec() and prctl(PR_SET_NAME),
+so what it *is* — name, executable, uid — is judged again at every liveness
+pass, both ways (`rejudge()` drops a tracked process that no longer
+matches; `forget_verdicts()` lets a rejected one be looked at again, e.g. a
+wrapper that has exec'd nr-gnb).
 Caches are bounded: the negative verdicts are a small set, then, on a host
 whose trace names more tasks in a pass, one bit per possible task ID (512 KiB,
 whatever the trace holds), and a full verdict cache is simply emptied (its
@@ -167,14 +169,13 @@ class TaskTracker:
         """Account for the task IDs of one turn; True if the target set changed."""
         # set.difference(dict) costs O(len(tids)), the bit tests O(what is left): the
         # turn's few distinct IDs, however large the caches are.
+        changed = self._age()
         new = tids.difference(self._targets)
         if new:
-            self._forget_reused()
             new = new - self._negative  # (not -=, which walks the whole right side)
             more = self._more_negative
             if new and more is not None:
                 new = {t for t in new if not 0 < t < PID_LIMIT or not more[t >> 3] >> (t & 7) & 1}
-        changed = False
         for tid in new:
             changed |= self._decide(tid)
         return changed
@@ -261,27 +262,36 @@ class TaskTracker:
             more[tid >> 3] |= 1 << (tid & 7)
             self._negatives += 1
 
-    def _forget_reused(self) -> None:
-        """Drop the 'not a target' verdicts of the IDs the kernel handed out since the
-        last turn: a gNB (or its new thread) that got the ID of a task that was not one
-        was otherwise left out until the next liveness pass (liveness_interval, 5 s by
-        default) — a gNB restarted on recycled IDs ran partly unboosted that long."""
+    def _age(self) -> bool:
+        """Account for the IDs the kernel handed out since the last turn: they were
+        free, or skipped as in use.  A tracked task among them is checked, and dropped
+        if it exited — now, not at the next push or liveness pass (5 s by default): on
+        a v0 server whoever got its ID was boosted until then.  A 'not a target'
+        verdict for one may be about a task that is gone — forgotten now: a gNB (or
+        its new thread) that got the ID was left out until the next liveness pass.
+        True if the target set changed."""
         before, now = self._last_pid, self.procfs.last_pid()
         if now is not None and not 0 <= now < PID_LIMIT:
             now = None  # no kernel's (a fake /proc): no ID to bound
         self._last_pid = now
-        if not self._negatives or now == before:
-            return
+        if now == before or not (self._negatives or self._targets):
+            return False
         if now is None or before is None:  # cannot tell what was handed out meanwhile
             self.forget_verdicts()
-            return
+            return False
+        changed = False
         for ids in allocated_since(before, now):
-            neg = self._negative
+            targets, neg = self._targets, self._negative
+            # (the range holds the live IDs the kernel skipped too: each is checked)
+            for tid in ([t for t in ids if t in targets] if len(ids) < len(targets)
+                        else [t for t in targets if t in ids]):
+                changed |= bool(self._drop_if_exited(self.processes[targets[tid]], tid))
             gone = neg.intersection(ids) if len(ids) < len(neg) else {t for t in neg if t in ids}
             neg -= gone
             self._negatives -= len(gone)
             if self._more_negative is not None:
                 self._negatives -= clear_bits(self._more_negative, ids)
+        return changed
 
     # --- liveness -------------------------------------------------------
 
@@ -291,16 +301,10 @@ class TaskTracker:
         unreadable = 0
         for tgid in list(self.processes):
             proc = self.processes[tgid]
-            for tid, task in list(proc.tasks.items()):
-                st = self.procfs.stat(tid, tgid)
-                if st is None and self.procfs.present(tid, tgid):
-                    unreadable += 1  # our failure (no fd left), not the task's exit
-                    continue
-                if st is None or st.start_time != task.start_time or not st.alive:
-                    del proc.tasks[tid]
-                    self._targets.pop(tid, None)
-                    log.debug("task %d of process %d removed (exited)", tid, tgid)
-                    changed = True
+            for tid in list(proc.tasks):
+                gone = self._drop_if_exited(proc, tid)
+                unreadable += gone is None  # our failure (no fd left), not the task's exit
+                changed |= bool(gone)
             leader = self.procfs.stat(tgid, tgid)
             leader_ok = (leader is not None and leader.start_time == proc.info.start_time
                          and leader.alive)
@@ -308,6 +312,20 @@ class TaskTracker:
                 changed |= self._drop_process(tgid, "exited")
         self._say_unreadable(unreadable)
         return changed
+
+    def _drop_if_exited(self, proc: TrackedProcess, tid: int) -> Optional[bool]:
+        """Drop the task if it exited or its ID was reused: True if dropped, None if
+        its stat cannot be read while /proc still lists it (kept)."""
+        tgid = proc.info.tgid
+        st = self.procfs.stat(tid, tgid)
+        if st is None and self.procfs.present(tid, tgid):
+            return None
+        if st is not None and st.start_time == proc.tasks[tid].start_time and st.alive:
+            return False
+        del proc.tasks[tid]
+        self._targets.pop(tid, None)
+        log.debug("task %d of process %d removed (exited)", tid, tgid)
+        return True
 
     def _say_unreadable(self, count: int) -> None:
         """Taking an unreadable task for an exited one would un-boost a live gNB (and

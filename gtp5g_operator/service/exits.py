@@ -6,7 +6,8 @@ Why not wait for the liveness pass: a v0 server keeps a dead gNB's PIDs until
 the next push, and a local user who has forked the PID counter up to just
 below them takes one within milliseconds of the exit — the server then boosts
 that stranger for up to `liveness_interval`.  Threads that exit while their
-process lives are still found by the liveness pass (a pidfd per thread needs
+process lives are found by the tracker once the kernel hands their ID out
+again (TaskTracker._age), else by the liveness pass (a pidfd per thread needs
 Linux 6.9 and one fd per task).
 """
 

@@ -533,6 +533,38 @@ def test_a_gnb_that_gets_the_id_of_a_task_found_not_to_be_one_is_boosted_at_once
         away.wait()
 
 
+def test_a_stranger_that_gets_the_id_of_a_gnb_thread_that_exited_is_dropped_at_once(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A gNB thread exits alone (the pidfd per process does not see it) and another
+    process gets its ID: the v0 server boosted that stranger until the next push
+    (resync) or liveness pass — 30 s here, 5 s by default."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to force a PID with /proc/sys/kernel/ns_last_pid")
+    d = start_watched(env, strategy={"liveness_interval": 30.0, "resync_interval": 30.0})
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+    worker = g.threads["gnb worker"]
+    away = allocations_moved_away(env, d, worker)
+    g.exit_thread("gnb worker")
+    n = len(env.api.posts())
+    stranger = spawn_with_pid(worker, ["sleep", "30"])
+    try:
+        t0 = time.monotonic()
+        for _ in range(100):  # the gNB keeps serving: its lines keep coming
+            env.writer.write(lines_for(g))
+            if any(worker not in pids(p.body["strategies"]) for p in env.api.posts()[n:]):
+                break
+            time.sleep(0.1)
+        post = env.api.wait_post(lambda s: worker not in pids(s), timeout=1, after=n)
+        assert pids(post.body["strategies"]) == set(g.tids)
+        assert post.at - t0 < EXIT_BOUND, f"the stranger boosted {post.at - t0:.1f} s"
+    finally:
+        for p in (stranger, away):
+            p.kill()
+            p.wait()
+
+
 # The exit seen at once, the 20 ms coalescing, the push: far below the 60 s of the
 # liveness pass and the resync, with room for a loaded machine.
 EXIT_BOUND = 10.0

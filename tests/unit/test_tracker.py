@@ -207,6 +207,28 @@ def test_an_id_the_kernel_hands_out_again_is_looked_at_again_at_once(
     assert t.cache_sizes()[0] == len(others)
 
 
+def test_a_tracked_thread_whose_id_the_kernel_hands_out_again_is_dropped_at_once(
+        proc: FakeProc) -> None:
+    """A gNB thread exits alone (no pidfd sees that) and another user's process gets
+    its ID: a v0 server boosted that stranger until the next push or liveness pass.
+    The tracked IDs the kernel's last allocated PID passed are checked at the next
+    turn; the live ones it skipped (the leader here) stay."""
+    last_pid = proc.root / "sys" / "kernel" / "ns_last_pid"
+    last_pid.parent.mkdir(parents=True)
+    last_pid.write_text("200\n")
+    proc.add(100, 100, "nr-gnb", 1)
+    proc.add(101, 100, "gnb worker", 2)
+    t = tracker(proc)
+    assert t.observe(b(100, 101)) is True
+    assert t.observe(b(100)) is False  # nothing handed out: nothing read
+    proc.remove(101)
+    proc.add(101, 101, "sshd", 9)  # the stranger, after a wrap of the IDs
+    last_pid.write_text("101\n")
+    assert t.observe(b(100)) is True  # a line of the gNB's: the turn sees it
+    assert snap(t) == [(100, [100])]
+    assert t.observe(b(101)) is False  # the stranger's own lines: looked up, refused
+
+
 def test_negative_verdicts_hold_every_id_of_a_big_host_in_fixed_memory(proc: FakeProc) -> None:
     """A big host's trace names tens of thousands of tasks that are not the gNB (whoever
     a softirq interrupted) between two liveness passes: each is looked up once per pass,
