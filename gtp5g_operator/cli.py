@@ -176,7 +176,7 @@ def _start(path: str) -> Union[int, Daemon]:
     try:
         # The runtime directory first: its state.json names the daemon publishing there
         # (by default the one holding the state directory too), which /proc/locks cannot
-        # under the unit's ProcSubset=pid.  The lock is held until the process ends:
+        # where /proc shows PIDs only (ProcSubset=pid).  The lock is held until the process ends:
         # before anything is written or sent.
         check_runtime_directory(runtime_dir())
         hold_state_directory(state_dir())

@@ -437,14 +437,14 @@ def test_a_second_daemon_on_the_same_runtime_directory_refuses_naming_the_first(
     assert first.proc.poll() is None
 
 
-# The unit's ProcSubset=pid: a /proc of PID directories only, without /proc/locks.
+# A unit's ProcSubset=pid: a /proc of PID directories only, without /proc/locks.
 PROC_SUBSET_PID = ("unshare", "-m", "--propagation", "private", "sh", "-c",
                    'mount -t proc -o subset=pid proc /proc && exec "$@"', "sh")
 
 
 def test_the_service_refused_beside_a_daemon_run_by_hand_names_it(env: Env) -> None:
     """The service started while a daemon run by hand (the same default directories)
-    runs: its /proc (ProcSubset=pid) has no /proc/locks, and the refusal said 'another
+    runs: its /proc (a unit's ProcSubset=pid) has no /proc/locks, and the refusal said 'another
     gtp5g-operator (a process /proc/locks does not name)' though that daemon's PID was
     in the runtime directory's state.json, which it reads all the same."""
     if shutil.which("unshare") is None or os.geteuid() != 0:

@@ -223,6 +223,16 @@ def test_nr_gnb_in_the_container_reaches_the_api(box: Container, api: FakeGthulh
     assert row.split()[1] == "nr-gnb"
 
 
+def test_the_sandboxed_service_sees_the_kernels_last_task_id(box: Container) -> None:
+    """The tracker reads /proc/sys/kernel/ns_last_pid at each turn, so that a task ID
+    handed out again is judged again at once (a gNB on a recycled PID, a stranger on a
+    dead gNB thread's ID).  The unit's ProcSubset=pid hid /proc/sys: under the unit
+    that check did nothing, and only the liveness pass caught either."""
+    main_pid = show(box, "MainPID")
+    r = box.run(f"nsenter -t {main_pid} -m cat /proc/sys/kernel/ns_last_pid", check=False)
+    assert r.returncode == 0 and r.stdout.strip().isdigit(), (r.stdout, r.stderr)
+
+
 def test_reload_applies_a_new_time_slice(box: Container, api: FakeGthulhu, gnb: Gnb) -> None:
     box.path(CONFIG).write_text(config_text(api.url, execution_time_ns=5_000_000))
     n = len(api.posts())
