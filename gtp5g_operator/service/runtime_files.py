@@ -195,6 +195,10 @@ class Heartbeat:
             if os.write(fd, bytes(_HEARTBEAT.size)) != _HEARTBEAT.size:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._map = mmap.mmap(fd, _HEARTBEAT.size)
+            # Made again (check()): the promise of this turn, not zeros until the next
+            # beat.  extend() writes only a later promise, so an exchange in the turn of
+            # the re-making left /health "stalled" for up to api.timeout.
+            _HEARTBEAT.pack_into(self._map, 0, *self._beat)
             st = os.fstat(fd)
             self._made = (st.st_dev, st.st_ino)
         except (OSError, ValueError) as exc:

@@ -12,7 +12,7 @@ import pytest
 from gtp5g_operator.core.sched_ext import SchedulerState, read_scheduler
 from gtp5g_operator.service.health import STALL_GRACE, health_answer
 from gtp5g_operator.service.runtime_files import Heartbeat
-from gtp5g_operator.service.runtime_names import HEARTBEAT_FILE
+from gtp5g_operator.service.runtime_names import HEARTBEAT_FILE, decode_heartbeat
 from gtp5g_operator.service.scheduler_watch import SchedulerWatch
 
 NOW = 1000.0
@@ -133,5 +133,21 @@ def test_the_heartbeat_is_readable_by_the_endpoint_whatever_the_umask(tmp_path: 
         os.umask(old)
     try:
         assert (tmp_path / HEARTBEAT_FILE).stat().st_mode & 0o777 == 0o644
+    finally:
+        beat.close()
+
+
+def test_a_heartbeat_made_again_holds_the_turns_promise(tmp_path: Path) -> None:
+    # The liveness pass makes the file again when it was removed; the turn goes on (a
+    # push may follow, whose extend() writes only a later promise): a zeroed file read
+    # as "stalled" until the next turn's beat.
+    beat = Heartbeat(str(tmp_path))
+    try:
+        beat.beat(100.0, 130.0)
+        (tmp_path / HEARTBEAT_FILE).unlink()
+        beat.check()
+        beat.extend(120.0)  # an exchange whose end the turn's promise already covers
+        data = (tmp_path / HEARTBEAT_FILE).read_bytes()
+        assert decode_heartbeat(data) == (100.0, 130.0)
     finally:
         beat.close()
