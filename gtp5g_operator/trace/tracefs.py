@@ -138,25 +138,28 @@ def holders(paths: Sequence[str], proc: str = "/proc", skip: int = 0,
     for pid in sorted(pids) if wanted else []:
         if time.monotonic() > until:
             break
-        fd_dir = os.path.join(proc, str(pid), "fd")
+        held: Set[str] = set()
         try:
-            fds = os.listdir(fd_dir)
+            # Iterated, and the budget looked at per fd: one process may hold as many fds
+            # as its limit allows (524,288 under systemd's default), ~5 us each to list
+            # and read, and a check per process let a single one hold the loop for seconds.
+            with os.scandir(os.path.join(proc, str(pid), "fd")) as fds:
+                for fd in fds:
+                    if time.monotonic() > until:
+                        break
+                    try:  # readlink first: one stat per fd whose name could match
+                        if os.path.basename(os.readlink(fd.path)) not in names:
+                            continue
+                        st = os.stat(fd.path)
+                    except OSError:
+                        continue
+                    hit = wanted.get((st.st_dev, st.st_ino))
+                    if hit is not None and hit not in held:
+                        held.add(hit)
+                        comm = read_small_text(os.path.join(proc, str(pid), "comm"), 64) or "?"
+                        found.append(Holder(pid, one_line(comm.strip(), 16), hit))
         except OSError:  # gone, or not ours to look at
             continue
-        held = set()
-        for fd in fds:
-            link = os.path.join(fd_dir, fd)
-            try:  # readlink first: one stat per fd whose name could match, not per fd
-                if os.path.basename(os.readlink(link)) not in names:
-                    continue
-                st = os.stat(link)
-            except OSError:
-                continue
-            hit = wanted.get((st.st_dev, st.st_ino))
-            if hit is not None and hit not in held:
-                held.add(hit)
-                comm = read_small_text(os.path.join(proc, str(pid), "comm"), 64) or "?"
-                found.append(Holder(pid, one_line(comm.strip(), 16), hit))
     return found
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence
 
 import pytest
@@ -21,6 +22,7 @@ from gtp5g_operator.commands.doctor.trace import (
     watch,
 )
 from gtp5g_operator.config import TraceConfig
+from gtp5g_operator.trace import tracefs
 
 RINGBUF = Path(__file__).resolve().parent.parent / "data" / "ringbuf"  # captured on 6.18
 
@@ -321,3 +323,23 @@ def test_unmounted_tracefs_hint(tmp_path: Path) -> None:
     hint = unmounted_tracefs_hint("/sys/kernel/tracing", str(proc))
     assert "mount -t tracefs nodev /sys/kernel/tracing" in hint
     assert unmounted_tracefs_hint("/tmp/fifo", str(proc)) == ""
+
+
+def test_the_loops_walk_for_trace_readers_ends_within_one_process_of_many_fds(
+        tmp_path: Path, fs: FakeTracefs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's walk (EBUSY, another reader) has a time budget: one process may hold
+    as many fds as its limit allows (524,288 under systemd), and the budget must bound
+    the walk of that process too, not only the walk from one process to the next."""
+    proc = tmp_path / "proc"
+    holding(proc, 4242, "many", *[tmp_path / f"f{i}" for i in range(2000)])
+    clock = iter(range(1_000_000))  # a clock that moves a millisecond at each look
+    monkeypatch.setattr(tracefs, "time", SimpleNamespace(monotonic=lambda: next(clock) / 1e3))
+    readlink, read = os.readlink, []
+
+    def counted(path: str) -> str:
+        read.append(path)
+        return readlink(path)
+
+    monkeypatch.setattr(os, "readlink", counted)
+    assert tracefs.holders([str(fs.root / "trace_pipe")], str(proc), budget=0.1) == []
+    assert 0 < len(read) <= 101
