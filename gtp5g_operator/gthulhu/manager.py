@@ -27,6 +27,7 @@ names the file), and the policy is adopted or created again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from typing import (
@@ -75,9 +76,15 @@ def without(body: Any, secret: str) -> Any:
     """A JSON answer with `secret` blotted out of its strings: a server or a proxy in
     front of it that echoes the login request in its error put the password into the
     journal, the world-readable state.json and `status` (the error's words are the
-    server's).  Blotted before the words are cut short, or a prefix would show."""
+    server's).  Blotted before the words are cut short, or a prefix would show.  In
+    every form it may take there: a request quoted inside an error string holds it as
+    the request's JSON wrote it, so a password with a quote, a backslash or a non-ASCII
+    letter showed (\\" or \\u00e4 in its place), whole but for the escapes."""
     if isinstance(body, str) and secret:
-        return body.replace(secret, "[REDACTED]")
+        for form in (secret, json.dumps(secret)[1:-1],
+                     json.dumps(secret, ensure_ascii=False)[1:-1]):
+            body = body.replace(form, "[REDACTED]")
+        return body
     if isinstance(body, dict):
         return {k: without(v, secret) for k, v in body.items()}
     if isinstance(body, list):

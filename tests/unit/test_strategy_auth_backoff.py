@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -110,3 +111,18 @@ def test_backoff_grows_exponentially_is_capped_and_resets() -> None:
 def test_backoff_jitter_stays_within_half_to_full() -> None:
     lows = Backoff(1.0, 10.0, rand=lambda: 0.0)
     assert [lows.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("password", ["plain-Passw0rd", 'qu"ote\\slash', "pässwörd-ünï"])
+def test_a_login_error_quoting_the_request_shows_no_form_of_the_password(
+        password: str) -> None:
+    # The request's JSON escapes a quote, a backslash and (ensure_ascii) every non-ASCII
+    # letter: quoted inside the server's error string, that is the form it comes back in.
+    from gtp5g_operator.gthulhu.manager import without
+
+    for ascii_only in (True, False):
+        request = json.dumps({"username": "operator", "password": password},
+                             ensure_ascii=ascii_only)
+        answer = json.loads(json.dumps({"error": "invalid request " + request}))
+        error = without(answer, password)["error"]
+        assert error.endswith('"password": "[REDACTED]"}')
