@@ -104,7 +104,7 @@ class ProcFS:
     def last_pid(self) -> Optional[int]:
         """The last task ID the kernel handed out in this PID namespace (ns_last_pid),
         None when it cannot be read.  One pread(2) of a file kept open: the tracker
-        asks at every trace turn that names a task (TaskTracker._age)."""
+        asks at most once in AGE_EVERY (10 ms) of trace turns (TaskTracker._age)."""
         try:
             if self._last_pid_fd is None:
                 self._last_pid_fd = os.open(f"{self.root}/sys/kernel/ns_last_pid",

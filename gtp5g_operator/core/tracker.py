@@ -2,14 +2,14 @@
 
 Fed with the distinct task IDs of each trace turn, it goes to /proc only for
 IDs it has no verdict for, so a steady stream from known tasks costs one
-C-level set difference (and one pread of the kernel's last allocated PID)
-per turn.
+C-level set difference per turn (and one pread of the kernel's last
+allocated PID every AGE_EVERY).
 
 Identity is the pair (ID, start time): a reused PID has another start time,
 so it never inherits a verdict — `prune()` re-reads start times before every
-push and at every liveness pass, and at each turn for the tracked IDs the
-kernel's last allocated PID has passed since the last turn (one may have been
-handed out again); a 'not a target' verdict for such an ID is dropped.  A
+push and at every liveness pass, and every AGE_EVERY for the tracked IDs the
+kernel's last allocated PID has passed since it was last read (one may have
+been handed out again); a 'not a target' verdict for such an ID is dropped.  A
 process keeps its PID and start time across exec() and prctl(PR_SET_NAME),
 so what it *is* — name, executable, uid — is judged again at every liveness
 pass, both ways (`rejudge()` drops a tracked process that no longer
