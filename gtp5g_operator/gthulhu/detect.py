@@ -26,7 +26,7 @@ from ..core.readback import Comparison
 from ..core.tracker import ProcessView
 from .auth import Token
 from .errors import ApiError, ErrorKind, check_answer
-from .http import Answer, JsonHttp, stop_requested
+from .http import Answer, JsonHttp
 from .writer import ApiWriter, PublicKeyToken
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,10 @@ class AutoWriter(ApiWriter):
         try:
             return call(self.delegate)
         except ApiError as exc:
-            # Not after a stop that cut the exchange short: the clear on stop would
-            # detect again (a token, a probe) within its 1.5 s, and a slow server's
-            # clear ran out of time, leaving this host's strategies behind.
-            if exc.kind in REDETECT_AFTER and not stop_requested():
+            # Not after a stop that cut the exchange short ("stopped", not in the
+            # list): the clear on stop would detect again (a token, a probe) within
+            # its 1.5 s, and a slow server's clear ran out of time.
+            if exc.kind in REDETECT_AFTER:
                 self._redetect = True
             raise
 

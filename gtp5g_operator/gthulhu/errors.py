@@ -12,7 +12,9 @@ from ..core.words import one_line
 ErrorKind = Literal["connect", "timeout", "tls", "cert-dates", "redirect", "unauthorized",
                     "forbidden",
                     "not-found", "busy", "http-4xx", "http-5xx", "bad-answer",
-                    "wrong-flavor", "not-ours"]
+                    "wrong-flavor", "not-ours", "stopped"]
+# "stopped": a stop signal cut the exchange short (http.py's StopRequested).  It says
+# nothing of the server: no retry follows, no re-detection, and it is no fault.
 # What only a person can fix (a key or password refused, a missing permission, an
 # unknown node, the wrong server or address, a certificate, a request the server
 # rejects, rules of someone else in the way): logged at ERROR, so that

@@ -91,12 +91,6 @@ def stop_pending(why: str) -> None:
     _stop_pending = why
 
 
-def stop_requested() -> bool:
-    """A stop signal came and the loop has not taken it yet: an exchange that fails now
-    was cut short by it, which says nothing of the server."""
-    return bool(_stop_pending)
-
-
 def stop_taken() -> None:
     """The loop handles the stop now: what it sends on its way out (clear_on_stop)
     has its own budget and must not be cut short."""
@@ -508,6 +502,8 @@ class JsonHttp:
         self.close()
         if isinstance(exc, ApiError):
             return exc
+        if isinstance(exc, StopRequested):
+            return ApiError("stopped", f"{what}: cut short ({exc})")
         if isinstance(exc, (DeadlinePassed, TimeoutError, socket.timeout)):
             detail = str(exc) if isinstance(exc, DeadlinePassed) else "no answer in time"
             return ApiError("timeout", f"{what}: {detail} (api.timeout {self.timeout:g} s)")

@@ -20,7 +20,6 @@ from ..core.once import StateLog
 from ..core.readback import Comparison
 from ..core.tracker import ProcessView
 from ..gthulhu.errors import ApiError
-from ..gthulhu.http import stop_requested
 from ..gthulhu.writer import ApiWriter
 
 if TYPE_CHECKING:
@@ -237,7 +236,7 @@ class Pusher(Component):
         # A server's Retry-After (429, 503) is the floor of the next try, capped as the
         # backoff is (the resync interval): a hostile or confused one cannot park us.
         delay = max(self._backoff.next_delay(), min(exc.retry_after or 0.0, self._backoff.cap))
-        if stop_requested():  # cut short by a stop: no retry follows, and no fault
+        if exc.kind == "stopped":  # no retry follows, and no fault
             log.info("push cut short by the stop (%s)", exc.summary)
         elif not self._state.problem(exc.kind, exc.level, "push failed: %s (retrying "
                                      "with backoff, first in %.1f s)", exc.summary, delay):

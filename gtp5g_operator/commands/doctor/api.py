@@ -47,6 +47,7 @@ ADVICE_BY_KIND: Dict[ErrorKind, str] = {
     "timeout": "the API accepts connections but does not answer within api.timeout: is it "
                "hung or overloaded?",
     "redirect": "set api.url to the address that answers",
+    "stopped": "doctor was stopped by a signal during the exchange: run it again",
     "unauthorized": "the API refuses our credentials: api.public_key must be the pair of the "
                     "key the API signs tokens with; for a Manager, api.username and its "
                     "password must be a Manager user's",
