@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .readback import Comparison
+from .readback import Comparison, TaskFacts
 from .sched_ext import SchedulerState
 
 SHOWN_PIDS = 8  # PIDs named in one message
@@ -60,13 +60,25 @@ def diagnose(cmp: Comparison, scheduler: Optional[SchedulerState],
         findings.append(_nothing_listed(cmp, nothing_listed_for, grace))
     elif cmp.missing:
         findings.append(Finding("missing", logging.WARNING, _missing_text(cmp)))
-    findings.extend(Finding(f"foreign:{f.pid}:{f.start_time}", logging.WARNING,
-                            f"boosted by our rule but not verified: {f.describe()} -- the "
-                            "server matches names; this task is none of those this host "
-                            "tracks (another user's, excluded by match.uid or match.exe, or "
-                            "not yet seen in the trace)")
-                    for f in cmp.foreign)
+    # One finding per foreign *process*: a thread-aware Decision Maker lists every thread
+    # of another user's gNB, and one WARNING per task put hundreds of lines into the
+    # journal at once (up to MAX_LOOKUPS a read-back), and one more for each new thread.
+    by_process: Dict[Tuple[int, int], List[TaskFacts]] = {}
+    for f in cmp.foreign:
+        by_process.setdefault((f.tgid, f.start_time), []).append(f)
+    findings.extend(Finding(f"foreign:{tgid}:{start}", logging.WARNING, _foreign_text(tasks))
+                    for (tgid, start), tasks in by_process.items())
     return findings
+
+
+def _foreign_text(tasks: Sequence[TaskFacts]) -> str:
+    f = tasks[0]
+    who, these = (f.describe(), "this task is") if len(tasks) == 1 else (
+        f"{len(tasks)} tasks (PIDs {pid_list([t.pid for t in tasks])}) of process {f.tgid} "
+        f"({f.process!r}), uid {f.uid}, exe {f.exe or '(unreadable)'!r}", "these tasks are")
+    return (f"boosted by our rule but not verified: {who} -- the server matches names; "
+            f"{these} none of those this host tracks (another user's, excluded by match.uid "
+            "or match.exe, or not yet seen in the trace)")
 
 
 def _nothing_listed(cmp: Comparison, waited: float, grace: float) -> Finding:

@@ -79,7 +79,7 @@ class TaskFacts:
 
     pid: int  # the listed ID: a TGID, or a TID from a thread-aware DM
     tgid: int
-    start_time: int  # with pid, its identity: a reused PID is another task
+    start_time: int  # its process's: with tgid, the process's identity (one finding each)
     comm: str  # the task's own name (what a thread-aware DM matched)
     process: str  # its process's name
     uid: int
@@ -100,7 +100,7 @@ def read_facts(reader: TaskReader, pid: int, task: TaskInfo) -> Optional[TaskFac
     if proc is None:
         return None
     name = proc.comm if pid == task.tgid else reader.thread_name(task.tgid, pid)
-    return TaskFacts(pid, task.tgid, task.start_time, name if name is not None else proc.comm,
+    return TaskFacts(pid, task.tgid, proc.start_time, name if name is not None else proc.comm,
                      proc.comm, proc.uid, proc.exe)
 
 

@@ -248,6 +248,35 @@ def test_episodes_follow_the_processes_and_the_scan(
         dm.stop()
 
 
+def test_a_foreign_process_is_one_warning_however_many_of_its_threads_are_listed(
+        aware_dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
+        said: Said, tmp_path: Path) -> None:
+    """A thread-aware Decision Maker lists every thread of another user's process named
+    like the gNB: one WARNING for that process, naming its tasks; one per thread put
+    up to MAX_LOOKUPS lines a read-back into the journal, and one per new thread."""
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    impostor = gnb(threads=("nr-gnb",) * 20, user=NOBODY)  # its threads keep its name
+    operator = Operator(aware_dm, keys, tmp_path / "state")
+    try:
+        views = track(*g.tids)
+        operator.write(views)
+        cmp = compare_rule(of(operator.listed(), g, impostor), RULE, views, ProcFS())
+    finally:
+        operator.close()
+    assert len(cmp.foreign) == 21 and {f.tgid for f in cmp.foreign} == {impostor.pid}
+    BoostReporter(logging.getLogger(LOGGER), grace=10.0, clock=Clock()).update(
+        cmp, None, operator.source)
+    (level, text), *more = said.new()
+    assert (level, more) == ("WARNING", [])
+    assert text.startswith(f"boosted by our rule but not verified: 21 tasks (PIDs "
+                           f"{impostor.pid}, ")
+    assert text.endswith(f"(21 in all)) of process {impostor.pid} ('nr-gnb'), uid {NOBODY}, "
+                         f"exe {os.path.realpath(SYSTEM_PYTHON)!r} -- the server matches "
+                         "names; these tasks are none of those this host tracks (another "
+                         "user's, excluded by match.uid or match.exe, or not yet seen in "
+                         "the trace)")
+
+
 def sysfs_root(tmp: Path, state: Optional[str], ops: str = "") -> str:
     """A sysfs tree with kernel/sched_ext (state None: a kernel without sched_ext)."""
     if state is not None:

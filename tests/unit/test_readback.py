@@ -293,7 +293,7 @@ def levels(findings: List[Finding]) -> List[Tuple[str, Optional[int]]]:
     ("an empty list after one resync is", rule_cmp(), GTHULHU, 10.0,
      [("nothing-listed", logging.WARNING)]),
     ("other missing", rule_cmp(100, 101, 103), GTHULHU, 0.0, [("missing", logging.WARNING)]),
-    ("foreign, one finding per task", rule_cmp(100, 101, 102, 103, 200, 301), GTHULHU, 0.0,
+    ("foreign, one finding per process", rule_cmp(100, 101, 102, 103, 200, 301), GTHULHU, 0.0,
      [("foreign", logging.WARNING), ("foreign", logging.WARNING)]),
     ("another sched_ext scheduler", rule_cmp(100, 101, 102, 103),
      SchedulerState(True, "enabled", "rusty_1.0.4_x86_64"), 0.0,

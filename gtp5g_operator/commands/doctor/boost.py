@@ -21,7 +21,7 @@ from ...core.boost_verdict import verdict
 from ...core.readback import Comparison
 from .model import Check, fail, ok, warn
 
-MAX_FOREIGN = 8  # foreign tasks listed one per line; more are only counted
+MAX_FOREIGN = 8  # foreign processes listed one per line; more are only counted
 NOT_WRITTEN = ("the service writes the gNB's rule once its tasks show up in the trace (GTP-U "
                "traffic): see the trace events and service checks")
 LEADERS_ONLY = ("run a Decision Maker with the thread-aware scan (Gthulhu after PR #135), "
