@@ -106,8 +106,19 @@ def _missing_text(cmp: Comparison) -> str:
                    "persists, compare /proc/TGID/task/TID/comm with the rule)")
 
 
+def _blocked(findings: Sequence[Finding]) -> Optional[Finding]:
+    """The finding that Gthulhu's scheduler does not run: then nothing is boosted."""
+    return next((f for f in findings if f.key.startswith("scheduler:")), None)
+
+
 def headline(cmp: Comparison, findings: Sequence[Finding]) -> str:
     """One sentence for state.json and status: the most pressing finding, or all is well."""
+    # Nothing reads the strategies: said before any difference in what they list.  (Its
+    # finding is not logged here, so `logged` below never held it: a foreign task made
+    # the headline say tasks "are boosted" on a host without the scheduler.)
+    blocked = _blocked(findings)
+    if blocked is not None:
+        return blocked.message
     logged = [f for f in findings if f.level is not None]
     top = max(logged, key=lambda f: f.level or 0, default=None)
     if top is not None and not top.key.startswith("foreign:"):
@@ -151,8 +162,7 @@ class BoostVerdict:
         cmp = self.comparison
         if not self.verified or cmp is None:
             return "boost not verified"
-        blocked = next((f for f in self.findings if f.key.startswith("scheduler:")), None)
-        if blocked is not None:
+        if _blocked(self.findings) is not None:
             return "no gNB task boosted: " + (f"scheduler {self.scheduler} is not Gthulhu's"
                                              if self.scheduler else "no sched_ext scheduler")
         text = f"{len(cmp.covered)}/{cmp.tracked} gNB tasks boosted by the scheduler"

@@ -187,10 +187,12 @@ def test_a_restarted_decision_maker_gets_the_rule_back_and_an_intact_one_is_not_
 
 
 def judged_leaders_only(env: Env, pid: int) -> bool:
-    """Has state.json's read-back covered `pid` and found the leaders-only scan?"""
+    """Has state.json's read-back covered `pid` and found the leaders-only scan (the
+    leader covered, its thread missing)?  Not read from the diagnosis: on a kernel
+    without sched_ext that says so first."""
     try:
         boost = json.loads((env.tmp / "run" / "state.json").read_text())["boost"]
-        return "leaders only" in boost["diagnosis"] and pid in boost["covered"]
+        return boost["covered"] == [pid] and len(boost["missing"]) == 1
     except (OSError, ValueError, KeyError, TypeError):
         return False
 

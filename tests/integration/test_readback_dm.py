@@ -315,6 +315,36 @@ def test_what_runs_in_sched_ext_decides_whether_anything_is_boosted(
     assert v.scheduler == (ops if state == "enabled" else "")
 
 
+@pytest.mark.parametrize("state,ops,diagnosis", [
+    (None, "", "this kernel has no sched_ext (no /sys/kernel/sched_ext): the strategies have "
+               "no effect"),
+    ("disabled", "", "no sched_ext scheduler is running (state disabled): the strategies "
+                     "have no effect"),
+    ("enabled", "lavd", "sched_ext scheduler 'lavd' is running, not Gthulhu's: the "
+                        "strategies have no effect"),
+])
+def test_without_gthulhus_scheduler_no_diagnosis_says_a_task_is_boosted(
+        aware_dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
+        tmp_path: Path, state: Optional[str], ops: str, diagnosis: str) -> None:
+    """A foreign task (or a missing one) made the diagnosis — state.json, `status`,
+    /health — say "1 task(s) this host does not track are boosted by its rule" on a
+    host where nothing reads the strategies, while STATUS= said "no gNB task boosted":
+    the scheduler's finding is not logged by the reporter, and the headline skipped it."""
+    g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
+    impostor = gnb(threads=(), user=NOBODY)
+    operator = Operator(aware_dm, keys, tmp_path / "state")
+    try:
+        views = track(*g.tids)
+        operator.write(views)
+        cmp = compare_rule(of(operator.listed(), g, impostor), RULE, views, ProcFS())
+    finally:
+        operator.close()
+    assert foreign_pids(cmp) == [impostor.pid]
+    v = verdict(cmp, read_scheduler(sysfs_root(tmp_path, state, ops)), operator.source)
+    assert v.diagnosis == diagnosis
+    assert v.status_fragment().startswith("no gNB task boosted: ")
+
+
 def test_a_manager_is_verified_through_the_nodes_decision_maker(
         aware_dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
         tmp_path: Path) -> None:
