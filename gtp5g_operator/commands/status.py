@@ -57,7 +57,7 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
         + (f", policy {one_line(api.get('policy_id'))}" if api.get("policy_id") else ""),
         f"scheduler:  {_scheduler(sched)}",
         f"boosted:    {_boost(_d(state.get('boost')))}",
-        *_cpu_wait(_d(state.get("cpu_wait"))),
+        *_cpu_wait(_d(state.get("cpu_wait")), bool(state.get("processes"))),
         f"last push:  {_last_push(state.get('last_push'), now, now_mono)}",
         "",
     ]
@@ -90,7 +90,7 @@ def _boost(boost: Dict[str, Any]) -> str:
     return f"{counts} (read back from {one_line(boost.get('source'))}): {diagnosis}"
 
 
-def _cpu_wait(waits: Dict[str, Any]) -> List[str]:
+def _cpu_wait(waits: Dict[str, Any], tracked: bool) -> List[str]:
     """How long the tracked tasks waited for a CPU over the last window, in words."""
     if waits.get("unavailable"):
         return [f"CPU wait:   not measured: {one_line(waits.get('unavailable'), 300)}"]
@@ -102,7 +102,12 @@ def _cpu_wait(waits: Dict[str, Any]) -> List[str]:
         except ValueError as exc:
             text = f"? ({exc})"
         lines.append(f"CPU wait:   {one_line(text, 300)}")
-    return lines or ["CPU wait:   not measured yet (the first window is 60 s)"]
+    if lines:
+        return lines
+    # An empty window with nothing tracked is no "first window": a host whose gNB stopped
+    # (or never ran) said "not measured yet (the first window is 60 s)" for hours.
+    return ["CPU wait:   not measured yet (a window is 60 s)" if tracked else
+            "CPU wait:   nothing to measure: no gNB task is tracked"]
 
 
 def _scheduler(sched: Dict[str, Any]) -> str:

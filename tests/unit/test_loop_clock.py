@@ -342,6 +342,26 @@ def test_published_times_follow_a_step_of_the_wall_clock(
         d.close()
 
 
+def test_status_says_no_gnb_is_tracked_rather_than_waiting_for_a_first_window(
+        tmp_path: Path, world: Tuple[Path, Clock, List[str]]) -> None:
+    """CPU wait on a host with no gNB tracked, minutes after the start: `status` said
+    "not measured yet (the first window is 60 s)" for as long as no gNB ran (or after
+    it stopped), as if a measure were coming."""
+    fifo, clock, sent = world
+    d, _ = make(tmp_path, fifo, clock, sent, {})
+    try:
+        for _ in range(30):  # two and a half CPU-wait windows of liveness passes
+            clock.now += d.config.strategy.liveness_interval
+            d.run_once()
+        state = json.loads((tmp_path / "run" / "state.json").read_text())
+        assert state["processes"] == [] and state["cpu_wait"]["last_window"] == []
+        lines = [ln for ln in format_status(state, clock.now, clock.now).splitlines()
+                 if ln.startswith("CPU wait:")]
+        assert lines == ["CPU wait:   nothing to measure: no gNB task is tracked"]
+    finally:
+        d.close()
+
+
 def test_wall_time_moves_with_a_step_and_not_with_slewing() -> None:
     """Published times change when the wall clock steps, not when NTP slews it (or the two
     clocks are read a few µs apart): state.json is rewritten only when the state changes."""
