@@ -51,7 +51,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Set, Tuple
 
 from ..config.paths import is_tracefs_pipe, resolve_pipe
 from ..core.once import StateLog
-from ..files import read_small_text
+from ..files import FileProblem, read_regular_file
 from .lost import LossCounter
 from .ringbuf import (
     COMMIT_SIZE_MASK,
@@ -90,23 +90,21 @@ class RawLayout(NamedTuple):
 
 
 def _read_text(path: str) -> str:
-    text = read_small_text(path)
-    if text is None:  # missing, not a regular file, too large: the layout is unknown
-        raise OSError(f"cannot read {path}")
-    return text
+    try:
+        return read_regular_file(path, 65536)[0].decode("utf-8", "replace")
+    except FileProblem as exc:  # missing, not a regular file, too large: the layout is unknown
+        raise Unusable(f"cannot read the ring buffer's layout ({path}: {exc})") from None
 
 
 def _event_format(tracing_dir: str) -> str:
-    """The path of an event format file holding the common fields."""
+    """The path of an event format file holding the common fields (the first of
+    EVENT_FORMATS when there is none: reading it then says so)."""
     for name in EVENT_FORMATS:
         path = os.path.join(tracing_dir, name)
         if os.path.exists(path):
             return path
     found = sorted(glob.glob(os.path.join(tracing_dir, "events", "*", "*", "format")))
-    if not found:
-        raise FileNotFoundError(errno.ENOENT, "no event format file",
-                                os.path.join(tracing_dir, "events"))
-    return found[0]
+    return found[0] if found else os.path.join(tracing_dir, EVENT_FORMATS[0])
 
 
 def load_layout(tracing_dir: str) -> RawLayout:
@@ -117,9 +115,6 @@ def load_layout(tracing_dir: str) -> RawLayout:
         header = parse_header_event(_read_text(os.path.join(events, "header_event")))
         fmt = _event_format(tracing_dir)
         walker = PageWalker(page, parse_event_format(_read_text(fmt)), header)
-    except OSError as exc:
-        raise Unusable(f"cannot read the ring buffer's layout ({exc.filename}: "
-                       f"{exc.strerror})") from None
     except FormatError as exc:
         raise Unusable(f"the ring buffer's layout in {events} is not one this reader "
                        f"knows: {exc}") from None

@@ -438,6 +438,17 @@ def test_a_kernel_without_the_layout_or_the_raw_files_is_unusable(
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     src = Reader(fs).source
     assert not src.open() and src.unusable and not src.is_open
+    if remove != "per_cpu":  # the file that is missing, and why (once "(None: None)")
+        assert src.unusable == (f"cannot read the ring buffer's layout ({fs.dir / remove}: "
+                                "No such file or directory)")
+
+
+def test_a_kernel_without_any_event_format_is_unusable_and_says_which(fs: FakeTracefs) -> None:
+    shutil.rmtree(fs.dir / "events" / "bpf_trace")
+    src = Reader(fs).source
+    assert not src.open()
+    assert src.unusable == ("cannot read the ring buffer's layout "
+                            f"({fs.dir / raw_reader.EVENT_FORMATS[0]}: No such file or directory)")
 
 
 def test_a_missing_trace_pipe_is_waited_for(tmp_path: Path) -> None:
