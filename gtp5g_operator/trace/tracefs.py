@@ -23,15 +23,15 @@ OPTIONS_OF_NOTE = (("bin", "1"), ("hex", "1"), ("raw", "1"), ("context-info", "0
                    ("latency-format", "1"), ("verbose", "1"))
 
 
+def _value(tracing_dir: str, name: str, limit: int = 64) -> str:
+    """A small tracefs file's text, stripped ("" when it cannot be read)."""
+    return (read_small_text(os.path.join(tracing_dir, name), limit) or "").strip()
+
+
 def unusual_options(tracing_dir: str) -> list[str]:
     """Output options of a tracing instance that change trace_pipe's text layout."""
-    found = []
-    for name, unusual in OPTIONS_OF_NOTE:
-        text = read_small_text(os.path.join(tracing_dir, "options", name), 64)
-        value = text.strip() if text is not None else None
-        if value == unusual:
-            found.append(f"options/{name} = {value}")
-    return found
+    return [f"options/{name} = {unusual}" for name, unusual in OPTIONS_OF_NOTE
+            if _value(tracing_dir, f"options/{name}") == unusual]
 
 
 PRINTK_ENABLE = "events/bpf_trace/bpf_trace_printk/enable"
@@ -43,11 +43,6 @@ class Silence(NamedTuple):
     why: str
     fix: str
     event: bool = False  # the bpf_printk event's switch, not tracing_on
-
-
-def _reads_zero(path: str) -> bool:
-    text = read_small_text(path, 64)
-    return text is not None and text.strip() == "0"
 
 
 def silenced(tracing_dir: str) -> Optional[Silence]:
@@ -64,12 +59,12 @@ def silenced(tracing_dir: str) -> Optional[Silence]:
       arrive with it off, from trace_marker (a replay, the tests) or another tracer:
       callers name it only to a source that gets nothing.
     """
-    if _reads_zero(os.path.join(tracing_dir, "tracing_on")):
+    if _value(tracing_dir, "tracing_on") == "0":
         return Silence(f"tracing is off ({tracing_dir}/tracing_on = 0)",
                        f"echo 1 > {tracing_dir}/tracing_on")
-    enable = os.path.join(tracing_dir, PRINTK_ENABLE)
-    if not _reads_zero(enable):
+    if _value(tracing_dir, PRINTK_ENABLE) != "0":
         return None
+    enable = os.path.join(tracing_dir, PRINTK_ENABLE)
     why = f"bpf_printk lines are not recorded ({enable} = 0)"
     if os.path.basename(os.path.dirname(tracing_dir)) == "instances":
         return Silence(why, "the kernel writes bpf_printk lines to the top-level instance: "
@@ -87,11 +82,10 @@ def other_recording(tracing_dir: str) -> str:
     """What else the tracing instance records into the ring ("" when nothing, or unknown):
     a tracer, enabled events — each a record the readers must read too."""
     found = []
-    tracer = (read_small_text(os.path.join(tracing_dir, "current_tracer"), 64) or "").strip()
+    tracer = _value(tracing_dir, "current_tracer")
     if tracer not in ("", "nop"):
         found.append(f"current_tracer = {tracer}")
-    text = read_small_text(os.path.join(tracing_dir, "set_event"), 1 << 20) or ""
-    events = sorted(set(text.split()) - OWN_EVENTS)
+    events = sorted(set(_value(tracing_dir, "set_event", 1 << 20).split()) - OWN_EVENTS)
     if events:
         shown = ", ".join(events[:3]) + (", …" if len(events) > 3 else "")
         found.append(f"{len(events)} enabled events ({shown})")
@@ -279,9 +273,8 @@ def online_cpus(path: str = CPU_ONLINE) -> Optional[Set[int]]:
 def subbuf_size(tracing_dir: str) -> Optional[int]:
     """Bytes per sub-buffer (buffer_subbuf_size_kb, kernels >= 6.8), or None if not shown
     (or not a size a kernel makes: the reader allocates one sub-buffer per read)."""
-    text = read_small_text(os.path.join(tracing_dir, "buffer_subbuf_size_kb"), 64)
     try:
-        kb = int(text.split()[0]) if text is not None else 0
-    except (ValueError, IndexError):
+        kb = int(_value(tracing_dir, "buffer_subbuf_size_kb").split()[0])
+    except (ValueError, IndexError):  # IndexError: empty, or not there
         return None
     return kb * 1024 if 0 < kb * 1024 <= MAX_SUBBUF_SIZE else None
