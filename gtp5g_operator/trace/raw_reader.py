@@ -46,7 +46,6 @@ import errno
 import glob
 import logging
 import os
-import struct
 from typing import Callable, Dict, NamedTuple, Optional, Set, Tuple
 
 from ..config.paths import is_tracefs_pipe, resolve_pipe
@@ -55,7 +54,6 @@ from ..files import FileProblem, read_regular_file
 from .lost import LossCounter
 from .ringbuf import (
     COMMIT_SIZE_MASK,
-    Buffer,
     FormatError,
     PageStats,
     PageWalker,
@@ -165,12 +163,7 @@ class RawTraceSource(TraceSource):
         self.layout: Optional[RawLayout] = None
         self.cpus: Dict[int, int] = {}  # cpu -> fd of its trace_pipe_raw
         self._announced: Set[int] = set()  # CPUs whose reading was logged
-        self._buf = bytearray(0)
-        self._view = memoryview(self._buf)
-        self._walk: Callable[[Buffer, Set[int]], PageStats] = lambda page, pids: PageStats(
-            0, 0, "")
-        self._commit = struct.Struct("=Q")
-        self._commit_offset = 8
+        self._buf = bytearray(0)  # one sub-buffer, read into
         self._loss = LossCounter(self.counters, self.path, clock, lambda: True)
         self._malformed = StateLog(log)
         self._empty = StateLog(log)
@@ -194,7 +187,8 @@ class RawTraceSource(TraceSource):
         doorbell = self._open_doorbell()
         self._loss = LossCounter(self.counters, self.path, self._clock, lambda: True)
         try:
-            self._set_layout(load_layout(self.path))
+            self.layout = load_layout(self.path)
+            self._buf = bytearray(self.layout.read_size)
             self._open_cpus()
         except BaseException:
             os.close(doorbell)
@@ -219,15 +213,6 @@ class RawTraceSource(TraceSource):
         if self._require_tracefs and not is_tracefs_pipe(self.pipe, st):
             raise Unusable(f"{self.pipe} is not the kernel's trace_pipe on tracefs, so it has "
                            "no binary ring buffer beside it")
-
-    def _set_layout(self, layout: RawLayout) -> None:
-        self.layout = layout
-        if len(self._buf) != layout.read_size:
-            self._buf = bytearray(layout.read_size)
-            self._view = memoryview(self._buf)
-        self._walk = layout.walker.walk_into
-        # the page's commit word, read once per page to count its data bytes
-        self._commit, self._commit_offset = layout.walker.commit, layout.walker.commit_offset
 
     def _open_cpus(self) -> None:
         dirs = per_cpu_dirs(self.path)
@@ -310,9 +295,11 @@ class RawTraceSource(TraceSource):
         The per-page path: one read() and one `walk_into` (the per-record loop,
         in ringbuf); everything else here runs once per page (~56 records).
         """
-        buf, bufs, view, size = self._buf, [self._buf], self._view, len(self._buf)
-        walk, pids = self._walk, turn.tids
-        commit, offset = self._commit.unpack_from, self._commit_offset
+        assert self.layout is not None  # open
+        walker, buf, pids = self.layout.walker, self._buf, turn.tids
+        walk, bufs, size = walker.walk_into, [buf], len(buf)
+        # the page's commit word, read once per page to count its data bytes
+        commit, offset = walker.commit.unpack_from, walker.commit_offset
         pages = records = data = 0
         more = True
         while pages < limit:
@@ -328,7 +315,7 @@ class RawTraceSource(TraceSource):
             if n <= 0:  # nothing complete to hand out now (tracefs never ends a file)
                 more = False
                 break
-            page = buf if n == size else view[:n]
+            page = buf if n == size else memoryview(buf)[:n]
             stats = walk(page, pids)
             pages += 1
             records += stats[0]
