@@ -253,31 +253,27 @@ class RawTraceSource(TraceSource):
     # --- reading --------------------------------------------------------------------------
 
     def _read_turn(self, fd: int) -> Turn:
-        """Drain every CPU, at most `limit` pages each (`fd` is the doorbell: never read)."""
+        """Drain every CPU, at most `share` pages each (`fd` is the doorbell: never read)."""
         turn = Turn()
-        limit = max(MIN_CPU_PAGES, self._turn_pages // max(1, len(self.cpus)))
+        busy = dict(self.cpus)  # CPUs not known to be drained
+        share = max(MIN_CPU_PAGES, self._turn_pages // max(1, len(busy)))
         pages = records = 0
-        busy: Dict[int, int] = {}  # CPUs with data left after their share
-        for cpu, cpu_fd in list(self.cpus.items()):
-            got, recs, more = self._drain(cpu, cpu_fd, limit, turn)
-            pages, records = pages + got, records + recs
-            if more:
-                busy[cpu] = cpu_fd
-            if turn.problem:
-                break
-        # The turn's unused pages go to the CPUs that still have data, before
-        # every CPU is read again: on a 256-CPU host a turn's share is 8 pages,
-        # and a stream on one CPU cost 255 empty reads per 8 pages (2.5 x the
-        # CPU per page).  The turn stays within max(TURN_PAGES, CPUs x share).
-        share = (self._turn_pages - pages) // max(1, len(busy))
-        if busy and share > 0 and not turn.problem:
+        # Two passes: every CPU its share, then the turn's unused pages go to the
+        # CPUs that still have data, before every CPU is read again: on a 256-CPU
+        # host a turn's share is 8 pages, and a stream on one CPU cost 255 empty
+        # reads per 8 pages (2.5 x the CPU per page).  The turn stays within
+        # max(TURN_PAGES, CPUs x share).
+        for _ in range(2):
             for cpu, cpu_fd in list(busy.items()):
                 got, recs, more = self._drain(cpu, cpu_fd, share, turn)
                 pages, records = pages + got, records + recs
                 if not more:
                     busy.pop(cpu)
-                if turn.problem:
+                if turn.problem:  # the source closes: what is left unread does not matter
                     break
+            share = (self._turn_pages - pages) // max(1, len(busy))
+            if not busy or share <= 0 or turn.problem:
+                break
         turn.more = bool(busy)
         self._loss.settle()
         self.counters.lines += records
