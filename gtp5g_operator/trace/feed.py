@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Sequence
 from ..config.schema import AUTO, TraceConfig
 from ..core.component import Component
 from ..core.once import StateLog
-from .readers import READERS, Reader, choose, next_reader
+from .readers import READERS, Reader, choose, first_able
 from .source import OnTids, TraceCounters
 from .tracefs import silenced
 
@@ -124,7 +124,8 @@ class TraceFeed(Component):
         """The current source can never work here: the next reader takes over (one line)."""
         why, failed = self.source.unusable, type(self.source)
         self.source.close()
-        reader = next_reader(failed, self.source.path, self._readers) or self._readers[-1]
+        later = self._readers[self._readers.index(failed) + 1:] or self._readers[-1:]
+        reader = first_able(self.source.path, later)
         self.source = reader.create(self._config, self._clock, self._on_tids, self.counters)
         asked = self._config.format != AUTO
         log.log(logging.WARNING if asked else logging.INFO,

@@ -30,14 +30,9 @@ def choose(config: TraceConfig, readers: Sequence[Reader] = READERS,
            proc: str = "/proc") -> Reader:
     """The reader for `trace.format` and what `trace.pipe` points at now."""
     named = reader_named(config.format, readers) if config.format != AUTO else None
-    if named is not None:
-        return named
-    pipe = resolve_pipe(config.pipe)
+    return named or first_able(resolve_pipe(config.pipe), readers, proc)
+
+
+def first_able(pipe: str, readers: Sequence[Reader], proc: str = "/proc") -> Reader:
+    """The first of `readers` that can read `pipe` (resolved), else the last."""
     return next((r for r in readers if not r.problem(pipe, proc)), readers[-1])
-
-
-def next_reader(current: Reader, pipe: str, readers: Sequence[Reader] = READERS
-                ) -> Optional[Reader]:
-    """The reader after `current` in the list that can read `pipe` (the fallback)."""
-    later = list(readers)[list(readers).index(current) + 1:] if current in readers else []
-    return next((r for r in later if not r.problem(pipe)), None)
