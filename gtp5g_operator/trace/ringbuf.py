@@ -244,13 +244,13 @@ def parse_header_event(text: str) -> EventHeader:
     )
 
 
-def parse_event_format(text: str, name: str = "common_pid") -> Field:
+def parse_event_format(text: str) -> Field:
     """Offset (within the event) and size of `common_pid`, from an event's `format` file."""
-    field = parse_fields(text).get(name)
+    field = parse_fields(text).get("common_pid")
     if field is None:
-        raise FormatError(f"event format has no {name!r} field")
+        raise FormatError("event format has no 'common_pid' field")
     if field.size not in (1, 2, 4, 8):
-        raise FormatError(f"{name} of {field.size} bytes")
+        raise FormatError(f"common_pid of {field.size} bytes")
     return field
 
 
@@ -281,41 +281,31 @@ class PageWalker:
         self.commit_offset = layout.commit_offset
         order = "<" if layout.byteorder == "little" else ">"
         self._big = order == ">"
+        code = _int_code(pid)
         self.commit = struct.Struct(order + ("Q" if layout.commit_size == 8 else "I"))
         self._u32 = struct.Struct(order + "I")
-        self._pid = struct.Struct(order + _int_code(pid))
+        self._pid = struct.Struct(order + code)
         # The record's first byte and its pid in one call: `B` is the byte that
         # holds type_len (the low 5 bits on little-endian, the high 5 of the
         # word's top byte on big-endian), the pid sits pid.offset bytes into
         # the event, which starts right after the 4-byte header.
-        self._fast = struct.Struct(f"{order}B{RECORD_HEADER_SIZE - 1 + pid.offset}x"
-                                   f"{_int_code(pid)}")
+        self._fast = struct.Struct(f"{order}B{RECORD_HEADER_SIZE - 1 + pid.offset}x{code}")
         self._pid_end = pid.offset + pid.size  # an event must be at least this long
-        self._steps = self._step_table()
-        self._type_lens = tuple(self._type_len(byte) for byte in range(256))
+        self._type_lens = tuple(b >> 3 if self._big else b & 0x1F for b in range(256))
+        # The record's length by its first byte.  Only data records of 1..28 words
+        # whose event is long enough to hold the pid take the fast path.  Every
+        # other kind (type_len 0, padding, the time records, impossibly short
+        # events) gets _RARE: the jump takes the fast loop past its end without a
+        # test per record, and the walker subtracts it again and decodes the
+        # record with every bound checked.
+        self._steps = tuple(
+            RECORD_HEADER_SIZE + words * 4
+            if 1 <= words <= DATA_TYPE_LEN_MAX and words * 4 >= self._pid_end else _RARE
+            for words in self._type_lens)
         # type_len 0: array[0] (the length of the rest of the record, the
         # length word included) and the pid of the event that follows it.
-        self._long = struct.Struct(f"{order}I{pid.offset}x{_int_code(pid)}")
+        self._long = struct.Struct(f"{order}I{pid.offset}x{code}")
         self._long_len_min = 4 + self._pid_end
-
-    def _type_len(self, first_byte: int) -> int:
-        return first_byte >> 3 if self._big else first_byte & 0x1F
-
-    def _step_table(self) -> Tuple[int, ...]:
-        """Record length for each possible first byte of a record.
-
-        Only data records of 1..28 words whose event is long enough to hold
-        the pid take the fast path.  Every other kind (type_len 0, padding,
-        the time records, impossibly short events) gets _RARE: the jump takes
-        the fast loop past its end without a test per record, and the walker
-        subtracts it again and decodes the record with every bound checked.
-        """
-        steps = []
-        for byte in range(256):
-            words = self._type_len(byte)
-            fast = 1 <= words <= DATA_TYPE_LEN_MAX and words * 4 >= self._pid_end
-            steps.append(RECORD_HEADER_SIZE + words * 4 if fast else _RARE)
-        return tuple(steps)
 
     # --- page header ---
 
