@@ -35,7 +35,6 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Set, Tuple
 
-from .ringbuf import LOST_UNKNOWN
 from .source import TraceCounters
 from .tracefs import (
     LOOP_WALK_BUDGET,
@@ -107,10 +106,8 @@ class LossCounter:
         """A page of `cpu` said `lost` events (or LOST_UNKNOWN) were lost before it."""
         if self._seen.get(cpu) is not None:
             self._flagged.add(cpu)  # counted from stats at the end of the turn
-        elif lost != LOST_UNKNOWN:
-            self._add(cpu, lost)
-        else:
-            self._add(cpu, 0)  # no count anywhere: still an episode to warn about
+        else:  # LOST_UNKNOWN: no count anywhere, still an episode to warn about
+            self._add(cpu, max(0, lost))
 
     def settle(self) -> None:
         """End of a turn: count the CPUs whose pages were flagged."""
