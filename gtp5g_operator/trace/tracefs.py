@@ -234,12 +234,8 @@ def per_cpu_dirs(tracing_dir: str) -> Dict[int, str]:
         names = os.listdir(base)
     except OSError:
         return {}
-    found = {}
-    for name in names:
-        m = _CPU_DIR.match(name)
-        if m:
-            found[int(m.group(1))] = os.path.join(base, name)
-    return found
+    matches = (_CPU_DIR.match(name) for name in names)
+    return {int(m.group(1)): os.path.join(base, m.string) for m in matches if m}
 
 
 MAX_CPUS = 1 << 16  # far beyond any kernel's NR_CPUS (8192): bounds the set a list can make
