@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 
 from ..core.words import one_line, u64
 from ..files import read_small_text
@@ -172,8 +172,6 @@ class CpuStats(NamedTuple):
     bytes: int = 0  # bytes of the unread events
     dropped_events: int = 0  # events refused because the buffer was full (options/overwrite = 0)
     read_events: int = 0  # events consumed by readers
-    oldest_event_ts: float = 0.0  # seconds (trace clock)
-    now_ts: float = 0.0
 
     @property
     def lost(self) -> int:
@@ -186,22 +184,16 @@ _STATS_KEYS = {name.replace("_", " "): name for name in CpuStats._fields}
 
 
 def parse_cpu_stats(text: str) -> CpuStats:
-    """The counters from the text of a per-CPU `stats` file (missing ones are 0)."""
-    values: Dict[str, Any] = {}
+    """The counters from the text of a per-CPU `stats` file (missing ones are 0; the
+    times, "oldest event ts" and "now ts", are not read: nothing uses them)."""
+    values: Dict[str, int] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         name = _STATS_KEYS.get(key.strip())
         if not sep or name is None:
             continue
         value = value.strip()
-        if name.endswith("_ts"):
-            try:
-                seconds = float(value)
-            except ValueError:
-                continue  # a field this kernel prints differently: leave it at 0
-            if math.isfinite(seconds):
-                values[name] = seconds
-        elif u64(value) is not None:  # an unsigned long; "-1", "1_000" or "+5" are not
+        if u64(value) is not None:  # an unsigned long; "-1", "1_000" or "+5" are not
             values[name] = int(value)
     return CpuStats(**values)  # missing ones keep their 0
 

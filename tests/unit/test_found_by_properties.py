@@ -64,13 +64,12 @@ def test_a_garbled_cpu_list_is_a_value_error_not_a_huge_set(text: str) -> None:
     assert isinstance(outcome.error, ValueError)  # "0-4000000000" took 281 MiB, then more
 
 
-def test_cpu_stats_counts_are_unsigned_and_times_finite() -> None:
+def test_cpu_stats_counts_are_unsigned() -> None:
     stats = parse_cpu_stats("entries: 18446744073709551616\noverrun: -1\nbytes: 1_0\n"
                             "read events: +5\ndropped events: 7\nnow ts: nan\n"
                             "oldest event ts: inf\n")
     assert (stats.entries, stats.overrun, stats.bytes, stats.read_events) == (0, 0, 0, 0)
     assert stats.dropped_events == 7
-    assert (stats.now_ts, stats.oldest_event_ts) == (0.0, 0.0)
 
 
 def test_a_status_id_too_long_for_int_is_no_id() -> None:
