@@ -156,9 +156,7 @@ class PageStats(NamedTuple):
 class Record(NamedTuple):
     """One record, as `PageWalker.decode` reads it."""
 
-    offset: int  # from the start of the page
     type_len: int
-    time_delta: int
     length: int  # bytes the record occupies, header included
     pid: Optional[int]  # common_pid of a data record, else None
 
@@ -437,7 +435,7 @@ class PageWalker:
         else:
             type_len, delta = word & 0x1F, word >> 5
         if type_len == TYPE_PADDING and delta == 0:
-            return Record(off, type_len, delta, 0, None)
+            return Record(type_len, 0, None)
         if type_len >= TYPE_TIME_EXTEND:
             length = TIME_RECORD_SIZE  # array[0] holds the upper time bits
         elif type_len in (0, TYPE_PADDING):
@@ -460,5 +458,5 @@ class PageWalker:
             if off + length - event < self._pid_end:
                 return f"event at {off} of {off + length - event} bytes cannot hold the pid"
             pid = self._pid.unpack_from(page, event + self.pid.offset)[0]
-        return Record(off, type_len, delta, length, pid)
+        return Record(type_len, length, pid)
 
