@@ -1,13 +1,10 @@
 """The trace feed: the loop's one trace component, holding the current source.
 
-It picks the source's reader through `readers` (`trace.format`, and for
-"auto" the first reader of the list that can read `trace.pipe`), keeps the
-counters across sources, swaps in a new source when a reload changes the
-trace settings, and hands over to the next reader of the list when the
-current one finds at open time that it cannot work here (the binary reader:
-not tracefs after all, no raw files or layout, no permission) — saying so in
-one line, so the loop never reads nothing and never needs to know which
-reader runs.
+It keeps the counters across sources, swaps in a new source when a reload
+changes the trace settings, and hands over to the next reader of `readers`
+when the current one is `Unusable` here (the binary reader: not tracefs after
+all, no raw files or layout, no permission), saying so in one line: the loop
+never needs to know which reader runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Framing of a byte stream into complete lines in one fixed buffer: pure.
-
-The reader reads straight into `space()`; the scanner then sees only whole
-lines, in place, without re-copying; memory stays fixed whatever comes down
-the pipe.
-"""
+"""Framing of a byte stream into complete lines in one fixed buffer: pure."""
 
 from __future__ import annotations
 

@@ -34,10 +34,6 @@ do not read yet has events) triggers that re-listing at once (at most once
 per second, every per_cpu directory), and the rest grows while it keeps
 happening, so a CPU that cannot be read costs at most a few wake-ups per
 second.
-
-A source that cannot be read this way (not tracefs, a kernel without the
-raw files or their layout, no permission) raises `Unusable` and the feed
-falls back to the text reader.
 """
 
 from __future__ import annotations
