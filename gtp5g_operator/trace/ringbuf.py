@@ -328,22 +328,17 @@ class PageWalker:
         lost = 0
         if word & MISSED_EVENTS:
             lost = LOST_UNKNOWN
-            if word & MISSED_STORED:
-                lost, problem = self._stored_lost(page, size, room, problem)
+            # RB_MISSED_STORED: the count follows the data, an unsigned long (as wide as local_t)
+            if word & MISSED_STORED and size + layout.commit_size > room:
+                problem = problem or "missed-events count runs past the page"
+            elif word & MISSED_STORED:
+                (lost,) = self.commit.unpack_from(page, layout.data_offset + size)
         elif word & MISSED_STORED:
             problem = problem or "commit has MISSED_STORED without MISSED_EVENTS"
         if size > room:
             problem = problem or f"commit {size} > {room} data bytes in the page"
             size = room
         return size, lost, problem
-
-    def _stored_lost(self, page: Buffer, size: int, room: int, problem: str) -> Tuple[int, str]:
-        """The lost-event count that RB_MISSED_STORED says follows the data."""
-        width = self.layout.commit_size  # unsigned long, the same size as local_t
-        if size + width > room:
-            return LOST_UNKNOWN, problem or "missed-events count runs past the page"
-        (count,) = self.commit.unpack_from(page, self.layout.data_offset + size)
-        return count, problem
 
     # --- records ---
 
