@@ -143,7 +143,8 @@ class Daemon:
     def _log_start(self) -> None:
         cfg = self.config
         log.info("gtp5g-operator %s starting: config %s, trace %s (%s), API %s (flavor %s), "
-                 "matching %s", __version__, self.config_path, self.trace.path, self.trace.kind,
+                 "matching %s", __version__, self.config_path, self.trace.source.path,
+                 self.trace.source.kind,
                  cfg.api.url, cfg.api.flavor, ", ".join(cfg.match.comm))
         self._warn_about(cfg)
         self.watchdog.check_budget(cfg.api.timeout)

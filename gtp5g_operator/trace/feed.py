@@ -39,19 +39,7 @@ class TraceFeed(Component):
         self._tracing = StateLog(log)
         self.source = choose(config, readers).create(config, clock, on_tids, self.counters)
 
-    # --- what the reports read ------------------------------------------------------------
-
-    @property
-    def kind(self) -> str:
-        return self.source.kind
-
-    @property
-    def path(self) -> str:
-        return self.source.path
-
-    @property
-    def is_open(self) -> bool:
-        return self.source.is_open
+    # --- what the reports read (and `source`'s kind, path, is_open) ----------------------
 
     @property
     def problem(self) -> str:

@@ -492,9 +492,10 @@ def test_the_feed_falls_back_to_text_with_one_line(
     caplog.set_level(logging.INFO)
     f = feed(TraceConfig(pipe=fs.pipe, format=fmt), (TriesRawFirst, TextTraceSource))
     try:
-        assert f.kind == "raw"
+        assert f.source.kind == "raw"
         assert f.open()
-        assert isinstance(f.source, TextTraceSource) and f.kind == "text" and f.is_open
+        assert isinstance(f.source, TextTraceSource) and f.source.kind == "text"
+        assert f.source.is_open
         lines = [r for r in caplog.records if "with the text reader instead" in r.getMessage()]
         assert len(lines) == 1 and lines[0].levelno == level
         assert f"trace.format = {fmt}" in lines[0].getMessage()
@@ -506,13 +507,13 @@ def test_auto_waits_as_raw_and_reads_a_fifo_that_appears_as_text(tmp_path: Path)
     pipe = tmp_path / "later" / "trace_pipe"
     f = feed(TraceConfig(pipe=str(pipe)))
     try:
-        assert f.kind == "raw" and not f.open()
+        assert f.source.kind == "raw" and not f.open()
         pipe.parent.mkdir()
         os.mkfifo(pipe)
         retry = f.source.retry_at
         assert retry is not None
         f.run_due(retry)
-        assert f.kind == "text" and f.is_open and f.counters is f.source.counters
+        assert f.source.kind == "text" and f.source.is_open and f.counters is f.source.counters
     finally:
         f.close()
 
@@ -537,11 +538,11 @@ def test_a_reload_to_raw_keeps_the_counters(fs: FakeTracefs, tmp_path: Path) -> 
 
     f = feed(TraceConfig(pipe=str(text_fifo)), (fake_raw(fs), TextTraceSource))
     try:
-        assert f.open() and f.kind == "text"
+        assert f.open() and f.source.kind == "text"
         f.counters.lines = 5
         f.reconfigure(Config(trace=TraceConfig(pipe=str(text_fifo))),
                       Config(trace=TraceConfig(pipe=fs.pipe, format="raw")))
-        assert f.kind == "raw" and f.is_open and f.path == str(fs.dir)
+        assert f.source.kind == "raw" and f.source.is_open and f.source.path == str(fs.dir)
         fs.write(0, page(3))
         f.source._rest_until = None
         f.on_readable(f.source._fds[0])
@@ -588,7 +589,7 @@ def test_the_daemon_reads_raw_and_its_liveness_pass_picks_up_a_new_cpu(
     d.setup()
     bell = os.open(fs.pipe, os.O_WRONLY | os.O_NONBLOCK)  # once the source holds it
     try:
-        assert d.trace.kind == "raw" and list(d.trace.source.cpus) == [0]  # type: ignore
+        assert d.trace.source.kind == "raw" and list(d.trace.source.cpus) == [0]  # type: ignore
         fs.online.write_text("0-1\n")
         clock.now += d.config.strategy.liveness_interval
         d.run_once()  # the liveness pass: cpu1 is read from now on
@@ -629,7 +630,7 @@ def test_the_liveness_pass_says_once_when_the_bpf_printk_event_is_turned_off(
         return [r.getMessage() for r in caplog.records if r.name == "gtp5g_operator.trace.feed"]
 
     try:
-        assert d.trace.is_open and passes(1) == []
+        assert d.trace.source.is_open and passes(1) == []
         enable.write_text("0\n")
         assert passes(3) == [
             f"bpf_printk lines are not recorded ({enable} = 0): the kernel records no gtp5g "
