@@ -48,7 +48,7 @@ class TextTraceSource(TraceSource):
         self._layout_state = StateLog(log)
         self._unrecognised = StateLog(log)
         self._unrecognised_run = 0  # bytes since the last recognised line
-        self._warned_long = False
+        self._long_line = StateLog(log)  # never recovers: warned once
 
     # --- open / close -------------------------------------------------------------------
 
@@ -121,10 +121,9 @@ class TextTraceSource(TraceSource):
         framer.release()
         if framer.dropped_lines != dropped:
             self.counters.dropped_lines += framer.dropped_lines - dropped
-            if not self._warned_long:
-                self._warned_long = True
-                log.warning("dropped a trace line longer than %d bytes (counted in "
-                            "trace_dropped_lines; warning once)", framer.max_line)
+            self._long_line.problem("long", logging.WARNING, "dropped a trace line longer than "
+                                    "%d bytes (counted in trace_dropped_lines; warning once)",
+                                    framer.max_line)
         return tids
 
     def _scan(self, start: int, end: int) -> Set[int]:
