@@ -395,9 +395,11 @@ class PageWalker:
                             last = pid
                             add(pid)
                         continue
-                records -= 1  # decode() will count it if it is a data record
+                records -= 1  # not a data record with a pid: counted by mistake
             elif off >= end:
                 break
+            # Padding, a time record or a problem: a data record with a pid that fits
+            # the data is at least _fast.size long, so the loops above took it.
             rec = self.decode(page, off, end)
             if isinstance(rec, str):
                 problem = problem or rec
@@ -405,10 +407,6 @@ class PageWalker:
             if not rec.length:  # the null padding: nothing follows on this page
                 break
             off += rec.length
-            if rec.pid is not None:
-                records += 1
-                last = rec.pid
-                add(last)
         if off > end:  # the fast loop's last record ran past the data
             records -= 1
             problem = problem or f"record ending at {off} runs past the data end {end}"
