@@ -13,16 +13,15 @@ share it).  The all-CPU `trace_pipe` polls readable as soon as any CPU's
 buffer holds an event, and stops once every CPU's buffer is empty.  So the
 source opens `trace_pipe` and never reads it (a read would consume events
 as text); the loop watches that one fd, and when it rings the source drains
-every CPU's raw file.  After a small turn the shared rest (`source.REST`)
-leaves the doorbell unwatched for 5 ms, so a live stream is read in batches
-instead of one wake-up per event; an idle ring never rings.  While the
-daemon holds `trace_pipe`, a `cat trace_pipe` fails with EBUSY — as it does
-with the text reader.
+every CPU's raw file (resting after a small turn, as every source does); an
+idle ring never rings.  While the daemon holds `trace_pipe`, a `cat
+trace_pipe` fails with EBUSY — as it does with the text reader.
 
 Bounded work: a turn reads at most `max(MIN_CPU_PAGES, TURN_PAGES / CPUs)`
 pages per CPU, then shares what is left of TURN_PAGES among the CPUs that
-still have data (on a 128-CPU host a stream on one CPU would otherwise cost
-127 empty reads per 8 pages); a CPU with more left sets `Turn.more`, so the
+still have data (on a 256-CPU host a stream on one CPU would otherwise cost
+255 empty reads per 8 pages, 2.5 x the CPU per page), within
+max(TURN_PAGES, CPUs x share); a CPU with more left sets `Turn.more`, so the
 loop comes straight back (the doorbell is still ringing) after it has served
 the watchdog, the push and the signals.
 
@@ -254,12 +253,7 @@ class RawTraceSource(TraceSource):
         busy = dict(self.cpus)  # CPUs not known to be drained
         share = max(MIN_CPU_PAGES, self._turn_pages // max(1, len(busy)))
         pages = records = 0
-        # Two passes: every CPU its share, then the turn's unused pages go to the
-        # CPUs that still have data, before every CPU is read again: on a 256-CPU
-        # host a turn's share is 8 pages, and a stream on one CPU cost 255 empty
-        # reads per 8 pages (2.5 x the CPU per page).  The turn stays within
-        # max(TURN_PAGES, CPUs x share).
-        for _ in range(2):
+        for _ in range(2):  # every CPU its share, then the unused pages (docstring)
             for cpu, cpu_fd in list(busy.items()):
                 got, recs, more = self._drain(cpu, cpu_fd, share, turn)
                 pages, records = pages + got, records + recs
