@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..core.schedstat_text import describe, report_from_json
 from ..core.words import elapsed, one_line, when
 from ..core.words import finite as _num
-from ..service.runtime_files import STATE_FILE, daemon_alive, read_state
+from ..service.runtime_files import daemon_alive, read_state
+from ..service.runtime_names import STATE_FILE
 from .doctor.service import UnitState, runs_unseen
 
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running

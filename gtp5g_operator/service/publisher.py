@@ -26,7 +26,8 @@ from ..core.schedstat_text import report_json, status_note
 from ..core.words import one_line
 from .metrics import Histogram, render
 from .pusher import PushResult
-from .runtime_files import HEALTH_FILE, METRICS_FILE, StateFile, record_textfile
+from .runtime_files import StateFile, record_textfile
+from .runtime_names import HEALTH_FILE, METRICS_FILE
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -26,11 +26,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..core.kept_file import KeptFile
 from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
-from .runtime_names import HEALTH_FILE as HEALTH_FILE  # re-exported: the daemon's names
-from .runtime_names import HEARTBEAT as _HEARTBEAT
-from .runtime_names import HEARTBEAT_FILE as HEARTBEAT_FILE
-from .runtime_names import METRICS_FILE as METRICS_FILE
-from .runtime_names import STATE_FILE as STATE_FILE
+from .runtime_names import HEARTBEAT, HEARTBEAT_FILE, STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +188,13 @@ class Heartbeat:
             os.fchmod(fd, 0o644)  # whatever the umask: the endpoint reads it as another user
             # Written, not ftruncate()d: a hole's page is allocated at the first store
             # into the mapping, which on a full tmpfs is SIGBUS, not ENOSPC.
-            if os.write(fd, bytes(_HEARTBEAT.size)) != _HEARTBEAT.size:
+            if os.write(fd, bytes(HEARTBEAT.size)) != HEARTBEAT.size:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self._map = mmap.mmap(fd, _HEARTBEAT.size)
+            self._map = mmap.mmap(fd, HEARTBEAT.size)
             # Made again (check()): the promise of this turn, not zeros until the next
             # beat.  extend() writes only a later promise, so an exchange in the turn of
             # the re-making left /health "stalled" for up to api.timeout.
-            _HEARTBEAT.pack_into(self._map, 0, *self._beat)
+            HEARTBEAT.pack_into(self._map, 0, *self._beat)
             st = os.fstat(fd)
             self._made = (st.st_dev, st.st_ino)
         except (OSError, ValueError) as exc:
@@ -211,7 +207,7 @@ class Heartbeat:
     def beat(self, now: float, next_turn_by: float) -> None:
         self._beat = (now, next_turn_by)
         if self._map is not None:
-            _HEARTBEAT.pack_into(self._map, 0, now, next_turn_by)
+            HEARTBEAT.pack_into(self._map, 0, now, next_turn_by)
 
     def extend(self, next_turn_by: float) -> None:
         """Push the promise of the next turn back (never forward) within a turn."""

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from gtp5g_operator.commands.status import format_status, show_status
 from gtp5g_operator.service.health import health_answer
-from gtp5g_operator.service.runtime_files import STATE_FILE
+from gtp5g_operator.service.runtime_names import STATE_FILE
 from tests.property.bounds import check_total, one_line
 from tests.property.strategies import (
     deep_text,

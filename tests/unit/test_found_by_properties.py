@@ -12,7 +12,8 @@ from gtp5g_operator.commands.status import format_status, show_status
 from gtp5g_operator.config import ConfigError, parse_config
 from gtp5g_operator.core.procfs import parse_status
 from gtp5g_operator.files import read_json_file
-from gtp5g_operator.service.runtime_files import STATE_FILE, daemon_alive
+from gtp5g_operator.service.runtime_files import daemon_alive
+from gtp5g_operator.service.runtime_names import STATE_FILE
 from gtp5g_operator.service.vocabulary import VOCABULARY
 from gtp5g_operator.trace import ringbuf
 from gtp5g_operator.trace.ringbuf import FormatError, parse_fields, parse_header_event
