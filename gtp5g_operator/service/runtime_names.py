@@ -20,5 +20,4 @@ def decode_heartbeat(data: bytes | None) -> tuple[float, float] | None:
     """(turned_at, next_turn_by) from the heartbeat file's bytes; None for none."""
     if data is None or len(data) != HEARTBEAT.size:
         return None
-    turned_at, next_by = HEARTBEAT.unpack(data)
-    return turned_at, next_by
+    return HEARTBEAT.unpack(data)
