@@ -166,6 +166,5 @@ class SnapshotCollector:
 def render(snapshot: Mapping[str, Any], histograms: Dict[str, Histogram]) -> bytes:
     import prometheus_client as prom
 
-    registry = prom.CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, histograms))  # type: ignore[arg-type]
-    return bytes(prom.generate_latest(registry))
+    # generate_latest reads any object with collect(): no registry is needed for one
+    return bytes(prom.generate_latest(SnapshotCollector(snapshot, histograms)))
