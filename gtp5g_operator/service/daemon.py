@@ -48,10 +48,6 @@ STOP_PUSH_BUDGET = 1.5  # clear_on_stop must fit in systemd's expectation of a q
 MAX_SLEEP = 3600.0
 
 
-def _monotonic_usec() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-
-
 def uid_warning(cfg: Config, config_path: str) -> str:
     """The start-up warning while match.uid is empty, naming where to set it: the
     file that set it to [], else a drop-in (the packaged main file is never edited)."""
@@ -309,7 +305,7 @@ class Daemon:
     # --- reload ---------------------------------------------------------------
 
     def reload(self) -> None:
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = load(self.config_path, self.env)
             # what `run` refuses at start must not be reached by a reload either
