@@ -93,11 +93,7 @@ def setup_logging(level: str = "info", env: Mapping[str, str] = os.environ,
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    set_level(level)
-
-
-def set_level(level: str) -> None:
-    logging.getLogger().setLevel(level.upper())
+    root.setLevel(level.upper())
 
 
 class LogLevel(Component):
@@ -113,7 +109,7 @@ class LogLevel(Component):
     def reconfigure(self, old: Config, new: Config) -> bool:
         self.level = new.log.level
         if not self.debugging:
-            set_level(self.level)
+            logging.getLogger().setLevel(self.level.upper())
         elif old.log.level != new.log.level:  # the journal said "log.level changed" only
             logging.getLogger(__name__).warning(
                 "log.level = %s is in force once debug logging is switched off (SIGUSR2); "
@@ -122,6 +118,6 @@ class LogLevel(Component):
 
     def toggle_debug(self) -> None:
         self.debugging = not self.debugging
-        set_level("debug" if self.debugging else self.level)
+        logging.getLogger().setLevel("DEBUG" if self.debugging else self.level.upper())
         logging.getLogger(__name__).warning(
             "debug logging %s (SIGUSR2)", "on" if self.debugging else f"off (back to {self.level})")
