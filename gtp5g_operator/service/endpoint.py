@@ -174,7 +174,15 @@ class Endpoint(Component):
 
     def _bind(self) -> bool:
         try:
-            sock = self._bind_new()
+            try:
+                sock = bind_listener(self.listen)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or self._listener is None or \
+                        split_listen(self._bound)[1] != split_listen(self.listen)[1]:
+                    raise
+                # Our own socket holds the port (127.0.0.1:P -> 0.0.0.0:P): free it, bind.
+                self._close_listener()
+                sock = bind_listener(self.listen)
         except OSError as exc:
             still = f"; still serving on {self._bound}" if self._listener is not None else ""
             self._failed(f"cannot listen on {self.listen}: {exc.strerror or exc}{still}")
@@ -183,20 +191,6 @@ class Endpoint(Component):
         self._listener, self._bound = sock, self.listen
         self._backoff.reset()
         return True
-
-    def _bind_new(self) -> socket.socket:
-        try:
-            return bind_listener(self.listen)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or not self._holds_port_of(self.listen):
-                raise
-        # Our own socket may hold the port (127.0.0.1:P -> 0.0.0.0:P): free it, then bind.
-        self._close_listener()
-        return bind_listener(self.listen)
-
-    def _holds_port_of(self, listen: str) -> bool:
-        return self._listener is not None and split_listen(self._bound)[1] == \
-            split_listen(listen)[1]
 
     def _close_listener(self) -> None:
         """Stop the child that serves on the listener, then close it."""
