@@ -111,7 +111,9 @@ class Pusher(Component):
             self.writer.timeout = new.api.timeout
             self.writer.strategy = new.strategy
         if old.strategy.resync_interval != new.strategy.resync_interval:
-            self.set_resync_interval(new.strategy.resync_interval)
+            self.resync_interval = new.strategy.resync_interval
+            self._backoff.cap = self.resync_interval
+            self._next = min(self._next, self._clock() + self.resync_interval)
         values = ("priority", "execution_time_ns", "targets")
         return any(getattr(old.strategy, v) != getattr(new.strategy, v) for v in values)
 
@@ -150,11 +152,6 @@ class Pusher(Component):
         self._backoff.reset()
         self._state.recovered()
         self._next = self._clock()
-
-    def set_resync_interval(self, seconds: float) -> None:
-        self.resync_interval = seconds
-        self._backoff.cap = seconds
-        self._next = min(self._next, self._clock() + seconds)
 
     # --- the push -------------------------------------------------------------
 
