@@ -156,12 +156,10 @@ class Heartbeat:
         answers "stalled" for good, however the loop turns.  Called by the liveness
         pass: one stat(2), or one try to make it, said once per episode."""
         if self._made is not None:
-            try:
+            with contextlib.suppress(OSError):
                 st = os.stat(self.path)
                 if (st.st_dev, st.st_ino) == self._made:
                     return
-            except OSError:
-                pass
             log.info("%s was removed: making it again", self.path)
             self.close()
             self._make(logging.WARNING)
