@@ -50,7 +50,7 @@ from .runtime_names import HEALTH_FILE, HEARTBEAT_FILE, METRICS_FILE, decode_hea
 
 TYPE_CHECKING = False  # `typing` costs this process about 2 MB: for the type checker only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Tuple
 
 MAX_CONNECTIONS = 64
 DEADLINE = 5.0  # seconds from accept to the last byte of the answer
@@ -196,26 +196,19 @@ class Connection:
 class Server:
     """Accepts, reads one request head, answers, closes: see the module's bounds."""
 
-    def __init__(self, listener: socket.socket, files: Published,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, parent_fd: int = PARENT_FD,
-                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE,
-                 cpu_clock: Callable[[], float] = time.thread_time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, listener: socket.socket, files: Published, parent_fd: int = PARENT_FD,
+                 max_connections: int = MAX_CONNECTIONS, deadline: float = DEADLINE) -> None:
         self._listener = listener
         self._max_connections = max_connections
         self._deadline = deadline
         self._files = files
-        self._clock = clock
-        self._wall = wall
         self._parent_fd = parent_fd
         self._conns: Dict[int, Connection] = {}  # oldest first: all have the same deadline
         self._resting_until: Optional[float] = None  # the listener's rest after accept failed
         # The CPU this thread (the process's only one) may still spend: CPU_SHARE of
         # the time that passes, at most CPU_BURST saved up.
-        self._cpu_clock, self._sleep = cpu_clock, sleep
         self._cpu_credit = CPU_BURST
-        self._paced_at, self._cpu_at = clock(), cpu_clock()
+        self._paced_at, self._cpu_at = time.monotonic(), time.thread_time()
         self._sel = selectors.DefaultSelector()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ)
@@ -239,7 +232,7 @@ class Server:
         due = [self._resting_until] if self._resting_until is not None else []
         if self._conns:
             due.append(next(iter(self._conns.values())).deadline)
-        return max(0.0, min(due) - self._clock()) if due else None
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _accept(self) -> None:
         for turn in range(ACCEPTS_PER_TURN):
@@ -259,7 +252,7 @@ class Server:
             if len(self._conns) >= self._max_connections:
                 self._close(next(iter(self._conns.values())))
             sock.setblocking(False)
-            conn = Connection(sock, self._clock() + self._deadline)
+            conn = Connection(sock, time.monotonic() + self._deadline)
             self._conns[conn.fd] = conn
             self._sel.register(sock, selectors.EVENT_READ, conn)
 
@@ -290,9 +283,9 @@ class Server:
             if not end:
                 return
             method, path = parse_request_line(conn.head[:end])
-            out = answer(method, path, self._files, self._clock(), self._wall())
+            out = answer(method, path, self._files, time.monotonic(), time.time())
         except BadRequest as bad:
-            out = response(bad.status, "text/plain", f"{bad}\n".encode(), True, self._wall())
+            out = response(bad.status, "text/plain", f"{bad}\n".encode(), True, time.time())
         conn.head = bytearray()
         conn.out = [memoryview(b) for b in out]
         self._send(conn)
@@ -329,21 +322,21 @@ class Server:
         """Rest while the clients have made this process spend more than its share
         of a CPU (a turn is bounded, so a rest is short: the daemon's EOF and the
         connections' deadlines are seen right after it)."""
-        now, cpu = self._clock(), self._cpu_clock()
+        now, cpu = time.monotonic(), time.thread_time()
         self._cpu_credit = min(CPU_BURST, self._cpu_credit + (now - self._paced_at) * CPU_SHARE
                                - (cpu - self._cpu_at))
         self._paced_at, self._cpu_at = now, cpu
         if self._cpu_credit < 0:
-            self._sleep(-self._cpu_credit / CPU_SHARE)
+            time.sleep(-self._cpu_credit / CPU_SHARE)
 
     def _rest_listener(self) -> None:
         """Stop accepting for LISTENER_REST: the listener stays ready while accept()
         fails, and the loop must not spin on it."""
         self._sel.unregister(self._listener)
-        self._resting_until = self._clock() + LISTENER_REST
+        self._resting_until = time.monotonic() + LISTENER_REST
 
     def _expire(self) -> None:
-        now = self._clock()
+        now = time.monotonic()
         if self._resting_until is not None and now >= self._resting_until:
             self._resting_until = None
             self._sel.register(self._listener, selectors.EVENT_READ)
