@@ -15,18 +15,9 @@ that serves only what the loop publishes.  This component:
 * turns a bind that fails (a port taken) into one error line and a retry
   with backoff.
 
-Why a plain child and not systemd socket activation: `metrics.listen` is in
-config.toml and a reload may move it, while a .socket unit's ListenStream=
-is fixed (a second place to configure, and a daemon-reload to change); and
-the daemon runs outside systemd too (tests, by hand).
-
-No capability reaches the child.  The unit grants the daemon ambient
-capabilities, which exec() would make the child's effective ones, so the
-ambient set is cleared before each start: one prctl(), made only when /proc
-says the set is not empty, and checked by reading the set back.  No capset()
-is needed (the unit's filter forbids it): a non-root process exec'd with an
-empty ambient set holds no capability.  The child checks that outcome itself
-and refuses to serve otherwise; as root (outside the unit) it becomes nobody.
+Why a plain child and not systemd socket activation, and how no capability
+reaches it (the ambient set cleared before each start, see
+clear_ambient_capabilities): the README's "The endpoint process".
 """
 
 from __future__ import annotations
@@ -90,8 +81,10 @@ def ambient_capabilities() -> int:
 
 
 def clear_ambient_capabilities() -> None:
-    """Empty this thread's ambient set, which only decides what exec'd programs
-    get (the daemon keeps its own capabilities); raises OSError."""
+    """Empty this thread's ambient set, which exec() would make the child's
+    effective one (the daemon keeps its own capabilities); raises OSError.  No
+    capset() (the unit's filter forbids it): a non-root process exec'd with an
+    empty ambient set holds no capability, which the child checks itself."""
     if not ambient_capabilities():
         return
     import ctypes  # only here: nothing else in the daemon needs it
