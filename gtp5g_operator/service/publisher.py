@@ -225,15 +225,13 @@ class Publisher(Component):
     def health(self, snap: Dict[str, Any]) -> Dict[str, Any]:
         """What /health answers from (ages are computed by whoever reads it): the
         snapshot's summary, with the loop's monotonic times."""
-        p, last, boost = self.parts, self.parts.pusher.last, snap["boost"]
+        last, boost = snap["last_push"], snap["boost"]
         return {
             "tracked_processes": len(snap["processes"]),
             "tracked_tasks": sum(len(pr["tids"]) for pr in snap["processes"]),
             "started_mono": self.started_mono,
-            "resync_interval": p.config.strategy.resync_interval,
-            "last_push": None if last is None else {
-                "ok": last.ok, "at": snap["last_push"]["at"], "at_mono": last.at_mono,
-                "error_kind": last.error_kind},
+            "resync_interval": self.parts.config.strategy.resync_interval,
+            "last_push": last and {k: last[k] for k in ("ok", "at", "at_mono", "error_kind")},
             "last_success_mono": self.last_success_mono,
             "api": {"flavor": snap["api"].get("flavor"), "url": snap["api"]["url"]},
             "trace": {k: snap["trace"][k] for k in ("format", "open", "problem", "lost_events")},
