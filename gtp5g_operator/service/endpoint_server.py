@@ -87,9 +87,7 @@ class Published:
         try:
             fd = os.open(name, _OPEN_FLAGS, dir_fd=self.fd)
         except FileNotFoundError:
-            if not self._reopen():
-                return None
-            return self.read(name, limit, cached)
+            return self.read(name, limit, cached) if self._reopen() else None
         except OSError:
             return None
         try:
