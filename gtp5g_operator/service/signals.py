@@ -23,6 +23,7 @@ stop is not cut short.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -92,12 +93,9 @@ class SignalWaker(Component):
 
     def on_readable(self, fd: int) -> None:
         assert self._r is not None
-        while True:  # the bytes only woke the loop
-            try:
-                if not self._r.recv(4096):
-                    break
-            except BlockingIOError:
-                break
+        with contextlib.suppress(BlockingIOError):
+            while self._r.recv(4096):  # the bytes only woke the loop
+                pass
         # A signal noted after this swap wrote its byte after the reads: the next turn.
         noted, self._noted = self._noted, set()
         self.dispatch(noted)
