@@ -11,11 +11,9 @@ order.
 
 from __future__ import annotations
 
-# The endpoint process imports this module and nothing heavy: `typing` (about
-# 2 MB of its memory) is imported for the type checker only.
 from ..core.words import finite
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # the endpoint process does without `typing` (2 MB of its memory)
 if TYPE_CHECKING:
     from typing import Any, Dict, Mapping, Optional, Tuple
 
