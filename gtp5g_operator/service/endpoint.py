@@ -157,7 +157,6 @@ class Endpoint(Component):
             self._establish()
 
     def _establish(self) -> None:
-        """Bind `listen` unless bound already, then start the child unless it runs."""
         if self._bound != self.listen and not self._bind():
             return
         if self._child is None:
@@ -186,7 +185,6 @@ class Endpoint(Component):
         return True
 
     def _close_listener(self) -> None:
-        """Stop the child that serves on the listener, then close it."""
         self._end_child(terminate=True)
         if self._listener is not None:
             self._listener.close()
