@@ -75,10 +75,10 @@ class ExitWatch(Component):
             if exc.errno in STARVED:
                 self._retry()
                 return
-            self._done.add(ident)
             if exc.errno == errno.ESRCH:  # gone already
                 self._exited(ident)
             else:  # e.g. ENOSYS before Linux 5.3, EPERM from a seccomp filter
+                self._done.add(ident)
                 log.debug("cannot watch process %d for its exit (%s): the liveness pass "
                           "will notice it", tgid, exc.strerror)
             return
@@ -91,7 +91,6 @@ class ExitWatch(Component):
             return
         if stat is None or stat.start_time != start:
             os.close(fd)  # the ID was reused before the pidfd pinned it: ours is gone
-            self._done.add(ident)
             self._exited(ident)
             return
         self._fds[ident], self._owner[fd] = fd, ident
@@ -109,11 +108,11 @@ class ExitWatch(Component):
         ident = self._owner.get(fd)
         if ident is not None:
             self._close(ident)
-            self._done.add(ident)
             self._watched = frozenset(self._owner)
             self._exited(ident)
 
     def _exited(self, ident: Identity) -> None:
+        self._done.add(ident)  # never watched again
         if self.tracker.prune():
             self._on_change()
 
