@@ -1,9 +1,6 @@
-"""The daemon: one synchronous `selectors` loop over its components.
-
-Each turn: ask every component (core/component.py) for the fds it wants
-watched and for its next deadline, select until the earliest one, hand the
-ready fds to their owners, then let every component whose deadline has come
-run.  Signal handlers only note the signal and wake the loop (service/signals.py).
+"""The daemon: one synchronous `selectors` loop over its components, a turn as
+core/component.py describes it.  Signal handlers only note the signal and wake
+the loop (service/signals.py).
 """
 
 from __future__ import annotations
