@@ -16,9 +16,8 @@ One exception: the first stop signal that finds an API exchange waiting on the
 network also ends that wait (gthulhu/http.py's StopRequested, which fails the
 exchange as its deadline would), else the stop would wait up to `api.timeout`
 (60 s allowed, past the unit's TimeoutStopSec); so does every wait that begins
-before the loop takes the stop (the signal may come during a reload whose push
-follows in the same turn).  Later stop signals never raise, so the clear on
-stop is not cut short.
+before the loop takes the stop (http.py's stop_pending, stop_taken).  Later
+stop signals never raise, so the clear on stop is not cut short.
 """
 
 from __future__ import annotations
