@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 from typing import List
 
-from ...core.sched_ext import SchedulerState, read_scheduler
+from ...core.sched_ext import read_scheduler
 from .model import Check, fail, ok, warn
 
 NO_EFFECT = ("strategies are stored but have no effect until a sched_ext scheduler such as "
              "Gthulhu's is running")
 
 
-def judge_scheduler(s: SchedulerState, sysfs: str) -> List[Check]:
+def scheduler_checks(sysfs: str) -> List[Check]:
+    s = read_scheduler(sysfs)
     base = os.path.join(sysfs, "kernel", "sched_ext")
     if not s.supported:
         return [fail("sched_ext", f"this kernel has no sched_ext (no {base})",
@@ -31,7 +32,3 @@ def judge_scheduler(s: SchedulerState, sysfs: str) -> List[Check]:
                              "Gthulhu's strategies only steer Gthulhu's scheduler: run it "
                              "instead")]
     return [kernel, ok("scheduler", f"the enabled BPF scheduler is {s.ops!r}")]
-
-
-def scheduler_checks(sysfs: str) -> List[Check]:
-    return judge_scheduler(read_scheduler(sysfs), sysfs)
