@@ -47,7 +47,7 @@ def from_state(state: Optional[Mapping[str, Any]]) -> Optional[Waits]:
 
 class CpuWait:
     """Where this run's CPU wait comes from: the running service's last window, else
-    the live tasks sampled around doctor's window (`start` before it, `finish` after)."""
+    the live tasks sampled around doctor's window (`sample` before it and after)."""
 
     def __init__(self, state: Optional[Mapping[str, Any]], proc: str,
                  tasks: Sequence[TaskRef], window: float) -> None:
@@ -59,15 +59,12 @@ class CpuWait:
         if self.waits is None and not self.problem and not tasks:
             self.waits = Waits([], SAMPLED)
         self.tasks = tasks
-        # the live tasks' schedstat, read at `start()` and at `finish()`: one window
+        # the live tasks' schedstat, read at both ends of doctor's window
         self.live = (SchedstatSampler(proc, time.monotonic, 0.0, on_unavailable=lambda why: None)
                      if self.waits is None and not self.problem and window > 0 else None)
 
-    def start(self) -> None:
-        if self.live is not None:
-            self.live.sample(self.tasks)
-
-    def finish(self) -> None:
+    def sample(self) -> None:
+        """The second call closes the window the first opened (the sampler's reports)."""
         if self.live is not None:
             self.live.sample(self.tasks)
             self.waits = Waits(list(self.live.reports.values()), SAMPLED, self.live.unavailable)

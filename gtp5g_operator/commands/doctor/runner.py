@@ -61,9 +61,9 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
         proc, config, site, targets, pid if alive else None))
     cpu = CpuWait(state if alive else None, proc,
                   [task for t in targets if t.boosted for task in t.tasks], options.window)
-    cpu.start()
+    cpu.sample()
     window = watch(site.directory, options.window, anyway=cpu.live is not None)
-    cpu.finish()
+    cpu.sample()
     checks += guarded("trace", lambda: trace_checks(
         site, window, pid if alive and isinstance(pid, int) else None))
     checks += targets_checks(config.match, targets)
