@@ -122,10 +122,6 @@ def state_check(state: Optional[Mapping[str, Any]], problem: str, alive: bool, n
     return ok("service", saw)
 
 
-def _num(value: Any) -> float:
-    return finite(value) or 0.0
-
-
 def push_check(last: Any, now: float, resync: float, now_mono: Optional[float] = None
                ) -> Check:
     if not isinstance(last, dict):
@@ -154,11 +150,11 @@ def readback_check(boost: Any) -> Check:
 
 def counters_check(trace: Any) -> Check:
     t = trace if isinstance(trace, dict) else {}
-    lost, dropped, reopens = (int(_num(t.get(k))) for k in ("lost_events", "dropped_lines",
-                                                            "reopens"))
+    lost, dropped, reopens = (int(finite(t.get(k)) or 0) for k in ("lost_events",
+                                                                  "dropped_lines", "reopens"))
     is_open = t.get("open") is True
     saw = (f"trace {one_line(t.get('path'))} ({one_line(t.get('format'))}, "
-           f"{'open' if is_open else 'NOT OPEN'}): {int(_num(t.get('lines')))} lines, "
+           f"{'open' if is_open else 'NOT OPEN'}): {int(finite(t.get('lines')) or 0)} lines, "
            f"{lost} events lost, {dropped} over-long lines dropped, "
            f"{plural(reopens, 'reopen')}")
     if not is_open:
