@@ -14,7 +14,7 @@ import grp
 import os
 import pwd
 import stat
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 from ...config import Config, ConfigError, Vocabulary
 from ...config.load import (
@@ -125,9 +125,8 @@ def describe_owner(st: os.stat_result) -> str:
     return f"{_name(pwd.getpwuid, st.st_uid)}:{_name(grp.getgrgid, st.st_gid)}"
 
 
-def _name(lookup: Callable[[int], object], ident: int) -> str:
+def _name(lookup: Callable[[int], Tuple[Any, ...]], ident: int) -> str:
     try:
-        entry: Optional[object] = lookup(ident)
+        return str(lookup(ident)[0] or ident)  # pw_name, gr_name; an empty one: the ID
     except KeyError:
         return str(ident)
-    return str(getattr(entry, "pw_name", None) or getattr(entry, "gr_name", ident))
