@@ -73,10 +73,6 @@ def test_foreign_tasks_warn_one_line_each_with_the_pid_as_subject() -> None:
     assert len(checks) == 1 + 8 + 1 and checks[-1].saw == "and 3 more"
 
 
-def test_no_task_to_look_for() -> None:
-    assert levels(boost_checks(rule([], []), SOURCE)) == [("boost", "", OK)]
-
-
 def test_not_verified_splits_what_was_seen_from_what_to_do() -> None:
     check = not_verified_check("what the scheduler boosts is not verified: the Manager does "
                                "not resolve PIDs; set api.decision_maker_url to this node's DM")

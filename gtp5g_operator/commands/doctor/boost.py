@@ -33,8 +33,7 @@ FOREIGN = ("the server matches names: any process of that name is boosted too; r
 
 
 def boost_checks(cmp: Comparison, source: str) -> List[Check]:
-    if cmp.tracked == 0:
-        return [ok("boost", "no task of a live target to look for")]
+    """`cmp` of at least one task: ApiProbe.boost reads back only with a live target."""
     v = verdict(cmp, None, source)
     by_kind = {f.key.split(":")[0]: f for f in v.findings}
     where = f" (read back from {source})"
