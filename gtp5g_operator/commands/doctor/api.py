@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
 from urllib.parse import urlsplit
 
 from ...config import AUTO, Config
@@ -79,8 +79,6 @@ class ApiProbe:
 
     def __init__(self, config: Config, targets: Sequence[Target],
                  state: Optional[Mapping[str, Any]], state_directory: str,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time,
                  flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> None:
         self.config = config
         self.api = config.api
@@ -88,11 +86,9 @@ class ApiProbe:
         self.state = state or {}
         self.state_dir = state_directory
         self.flavors = flavors
-        self._clock = clock
-        self._wall = wall_clock
-        self.http = JsonHttp(self.api.url, self.api.timeout, config.ca_pem, clock)
-        self.end = clock() + SECTION_BUDGET * self.api.timeout
-        self.probe = Probe(self.http, config, clock, wall_clock)
+        self.http = JsonHttp(self.api.url, self.api.timeout, config.ca_pem)
+        self.end = time.monotonic() + SECTION_BUDGET * self.api.timeout
+        self.probe = Probe(self.http, config)
         self.flavor: Optional[Type[ApiWriter]] = None
         self.writer: Optional[ApiWriter] = None
         self.held: Optional[Holdings] = None
@@ -106,7 +102,7 @@ class ApiProbe:
         return ADVICE_BY_KIND[exc.kind].replace("{server}", server)
 
     def deadline(self) -> float:
-        return min(self._clock() + self.api.timeout, self.end)
+        return min(time.monotonic() + self.api.timeout, self.end)
 
     def run(self) -> List[Check]:
         checks: List[Check] = []
@@ -169,8 +165,8 @@ class ApiProbe:
         if problem:
             return fail(name, f"the server is a Gthulhu {self.flavor.display}, which this "
                               f"configuration does not suit: {problem}", "fix the configuration")
-        writer = self.flavor.create(self.http, self.config, self.state_dir, self._clock,
-                                    self._wall)
+        writer = self.flavor.create(self.http, self.config, self.state_dir, time.monotonic,
+                                    time.time)
         if isinstance(writer.login, PublicKeyToken) and self.probe.login is not None \
                 and self.probe.login.token is not None:
             writer.login = self.probe.login  # the token detection got: the service's too
@@ -185,7 +181,7 @@ class ApiProbe:
 
     def _credentials_check(self, name: str, writer: ApiWriter) -> Check:
         expires = writer.describe().get("token_expires_mono")
-        lifetime = duration(expires - self._clock()) if isinstance(expires, float) else "?"
+        lifetime = duration(expires - time.monotonic()) if isinstance(expires, float) else "?"
         if not isinstance(writer.login, PublicKeyToken):
             return ok(name, f"logged in to the Gthulhu {writer.display} as "
                             f"{self.api.username!r}; access token valid {lifetime}")
