@@ -146,13 +146,12 @@ class ApiProbe:
         return ok("api connection", f"{self.api.url} answers{tls}")
 
     def _identify_failed(self, exc: ApiError) -> Check:
-        login = self.probe.login
-        token_step = login is not None and login.token is None and exc.kind in (
-            "unauthorized", "bad-answer")
         if exc.kind == "unauthorized":
             return fail("api token", str(exc), f"install the API's public key as "
                         f"{self.api.public_key}: the pair of the private key it signs "
                         "tokens with")
+        login = self.probe.login
+        token_step = exc.kind == "bad-answer" and login is not None and login.token is None
         return fail("api token" if token_step else "api flavor", str(exc), self.advice(exc))
 
     # --- credentials, as the service obtains them ----------------------------------------
