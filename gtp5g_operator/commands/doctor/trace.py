@@ -116,12 +116,8 @@ class Window:
 
 
 def read_counters(directory: str) -> Dict[int, CpuStats]:
-    found = {}
-    for cpu in sorted(per_cpu_dirs(directory)):
-        s = read_cpu_stats(directory, cpu)
-        if s is not None:
-            found[cpu] = s
-    return found
+    found = {cpu: read_cpu_stats(directory, cpu) for cpu in sorted(per_cpu_dirs(directory))}
+    return {cpu: s for cpu, s in found.items() if s is not None}  # None: unreadable
 
 
 def watch(directory: str, seconds: float, sleep: Callable[[float], None] = time.sleep,
