@@ -4,9 +4,9 @@ From a `core.readback.Comparison` and the sched_ext state it derives the
 findings (each difference, in words a person acts on), logs each once per
 episode with `BoostReporter` (ERROR only for what a person must fix: a
 Decision Maker that matches thread-group leaders only), and summarises the
-result as `BoostVerdict`: the `boost` object of state.json and /health, the
-STATUS= fragment and the numbers for the gauges.  Pure except the reporter,
-which has an injected clock and logger.
+result as `BoostVerdict`: the `boost` object of state.json and /health (whence
+the gauges) and the STATUS= fragment.  Pure except the reporter, which has an
+injected clock and logger.
 """
 
 from __future__ import annotations
@@ -167,14 +167,6 @@ class BoostVerdict:
                                              if self.scheduler else "no sched_ext scheduler")
         text = f"{len(cmp.covered)}/{cmp.tracked} gNB tasks boosted by the scheduler"
         return text + (f", {len(cmp.foreign)} foreign" if cmp.foreign else "")
-
-    def counts(self) -> Dict[str, int]:
-        """For the gauges; empty when not verified (export nothing rather than zeros)."""
-        cmp = self.comparison
-        if not self.verified or cmp is None:
-            return {}
-        return {"covered": len(cmp.covered), "missing": len(cmp.missing),
-                "foreign": len(cmp.foreign)}
 
 
 def verdict(cmp: Comparison, scheduler: Optional[SchedulerState], source: str,

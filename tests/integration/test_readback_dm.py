@@ -372,7 +372,7 @@ def test_a_manager_is_verified_through_the_nodes_decision_maker(
         operator.close()
         manager.stop()
     unverified = not_verified("api.decision_maker_url is not set (a Manager resolves no PIDs)")
-    assert (unverified.status_fragment(), unverified.counts()) == ("boost not verified", {})
+    assert (unverified.status_fragment(), unverified.verified) == ("boost not verified", False)
 
 
 def test_the_decision_maker_client_quotes_the_timeout_a_reload_set(
