@@ -38,11 +38,8 @@ def scheduler_finding(scheduler: Optional[SchedulerState]) -> Optional[Finding]:
     """None when Gthulhu's scheduler runs (or the state is unknown)."""
     if scheduler is None or (scheduler.enabled and scheduler.looks_like_gthulhu):
         return None
-    if scheduler.enabled:
-        text = (f"sched_ext scheduler {scheduler.ops!r} is running, not Gthulhu's: the "
-                "strategies have no effect")
-    else:
-        text = f"{scheduler.summary()}: the strategies have no effect"
+    text = (scheduler.summary() + (", not Gthulhu's" if scheduler.enabled else "")
+            + ": the strategies have no effect")
     # Shown, not logged here: the daemon's scheduler watch says it once per change.
     return Finding(f"scheduler:{scheduler.ops or scheduler.state or 'none'}", None, text)
 
