@@ -4,7 +4,7 @@ back: anything may be in the file `status` is pointed at)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from .schedstat import Counters, TaskWait, WindowReport, wait_per_slice_ns, wait_share
 from .words import finite, printable, shown
@@ -75,47 +75,32 @@ def report_json(r: WindowReport) -> Dict[str, Any]:
 
 def report_from_json(obj: Any, where: str = "cpu_wait") -> WindowReport:
     """A report from `report_json`'s shape; ValueError naming the first bad field."""
-    d = _object(obj, where)
-    worst = d.get("worst")
-    return WindowReport(
-        process=_text(d.get("process"), f"{where}.process"),
-        seconds=_seconds(d.get("seconds"), f"{where}.seconds"),
-        counters=_counters(d, where),
-        tasks=_count(d.get("tasks"), f"{where}.tasks"),
-        worst=None if worst is None else _worst(worst, f"{where}.worst"))
+    process, seconds, *counters, tasks = _fields(obj, where, ("process", "seconds", *_COUNTERS,
+                                                              "tasks"))
+    worst, raw = None, obj.get("worst")
+    if raw is not None:
+        tid, name, *worst_counters = _fields(raw, f"{where}.worst", ("tid", "name", *_COUNTERS))
+        worst = TaskWait(tid, name, Counters(*worst_counters))
+    return WindowReport(process, float(seconds), Counters(*counters), tasks, worst)
 
 
-def _worst(obj: Any, where: str) -> TaskWait:
-    d = _object(obj, where)
-    return TaskWait(_count(d.get("tid"), f"{where}.tid"), _text(d.get("name"), f"{where}.name"),
-                    _counters(d, where))
+_COUNTERS = ("run_ns", "wait_ns", "slices")
+_COUNT = ("an integer from 0 to 2^64-1",
+          lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64)
+_STRING = ("a string", lambda v: isinstance(v, str))
+# What each field of a report (and of its worst task) must be, and how that is told.
+_FIELDS: Dict[str, Tuple[str, Callable[[Any], bool]]] = {
+    "process": _STRING, "name": _STRING, **dict.fromkeys(("tid", "tasks", *_COUNTERS), _COUNT),
+    "seconds": ("a non-negative number of seconds", lambda v: finite(v) is not None and v >= 0),
+}
 
 
-def _counters(d: Dict[str, Any], where: str) -> Counters:
-    return Counters(*(_count(d.get(k), f"{where}.{k}") for k in ("run_ns", "wait_ns", "slices")))
-
-
-def _object(obj: Any, where: str) -> Dict[str, Any]:
+def _fields(obj: Any, where: str, keys: Sequence[str]) -> List[Any]:
+    """The values of `keys` in the object `obj`, each checked against _FIELDS."""
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected an object, got {type(obj).__name__}")
-    return obj
-
-
-def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
-        raise ValueError(f"{where}: expected an integer from 0 to 2^64-1, got {shown(value)}")
-    return value
-
-
-def _seconds(value: Any, where: str) -> float:
-    seconds = finite(value)
-    if seconds is None or seconds < 0:
-        raise ValueError(f"{where}: expected a non-negative number of seconds, "
-                         f"got {shown(value)}")
-    return seconds
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: expected a string, got {shown(value)}")
-    return value
+    for key in keys:
+        what, ok = _FIELDS[key]
+        if not ok(obj.get(key)):
+            raise ValueError(f"{where}.{key}: expected {what}, got {shown(obj.get(key))}")
+    return [obj.get(key) for key in keys]
