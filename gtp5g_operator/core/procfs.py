@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Set
 
-_DELETED = " (deleted)"
-
 # Failures of this service's own resources: such a read says nothing about the task.
 STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
@@ -174,13 +172,11 @@ class ProcFS:
         again = self.stat(tgid, tgid)
         if again is None or again.start_time != st.start_time:
             return None  # the ID was reused while we read: what we read is mixed
-        if exe.endswith(_DELETED):  # binary replaced on disk (e.g. upgraded) since exec
-            exe = exe[: -len(_DELETED)]
         return ProcessInfo(
             tgid=tgid,
             start_time=st.start_time,
             comm=parse_comm(comm),
-            exe=exe,
+            exe=exe.removesuffix(" (deleted)"),  # replaced on disk (e.g. upgraded) since exec
             uid=uid if uid is not None else -1,
         )
 
