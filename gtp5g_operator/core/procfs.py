@@ -114,16 +114,13 @@ class ProcFS:
     def _read(self, path: str) -> Optional[bytes]:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError as exc:
             self._failed(exc)
             return None
-        try:
-            return os.read(fd, 4096)
-        except OSError as exc:
-            self._failed(exc)
-            return None
-        finally:
-            os.close(fd)
 
     def _failed(self, exc: OSError) -> None:
         if exc.errno in STARVED:

@@ -238,6 +238,10 @@ class SchedstatSampler:
         self.reads += 1
         try:
             fd = os.open(f"{task_dir}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return os.read(fd, READ_SIZE)  # (a task gone since the open: ESRCH, not ENOENT)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             if _lists_no_schedstat(task_dir):
                 raise _SchedstatMissing() from None
@@ -245,13 +249,6 @@ class SchedstatSampler:
         except OSError:
             self.unreadable += 1
             return None
-        try:
-            return os.read(fd, READ_SIZE)
-        except OSError:
-            self.unreadable += 1
-            return None
-        finally:
-            os.close(fd)
 
     def _note_all_zero(self, readings: Tuple[int, int]) -> None:
         read, zero = readings
