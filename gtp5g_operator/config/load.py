@@ -126,20 +126,15 @@ UNIT_CREDENTIALS = "/run/credentials/gtp5g-operator.service"
 CREDSTORES = ("/etc/credstore", "/run/credstore", "/usr/lib/credstore")
 
 
-def credential_dirs(env: Mapping[str, str]) -> Tuple[str, ...]:
-    """Where the systemd credential is looked for, in order.  Inside the unit only
-    $CREDENTIALS_DIRECTORY counts; outside it (check-config or doctor from a shell)
-    the running unit's directory, then the credential stores — so that all three
-    find the password the service is given."""
-    given = env.get("CREDENTIALS_DIRECTORY", "")
-    return (given,) if given else (UNIT_CREDENTIALS, *CREDSTORES)
-
-
 def password_path(config: Config, env: Mapping[str, str]) -> str:
-    """api.password_file, else the first systemd credential found; ConfigError if none."""
+    """api.password_file, else the first systemd credential found; ConfigError if none.
+    Inside the unit only $CREDENTIALS_DIRECTORY is searched; outside it (check-config or
+    doctor from a shell) the running unit's directory, then the credential stores — so
+    that all three find the password the service is given."""
     if config.api.password_file:
         return config.api.password_file
-    searched = credential_dirs(env)
+    given = env.get("CREDENTIALS_DIRECTORY", "")
+    searched = (given,) if given else (UNIT_CREDENTIALS, *CREDSTORES)
     closed = []  # directories we may not look into (root's 0700 credential stores)
     for directory in searched:
         candidate = os.path.join(directory, CREDENTIAL_NAME)
