@@ -40,7 +40,7 @@ def setting(default: Any, check: Optional[Callable[[Any], Any]], doc: str,
 class TraceConfig:
     """The kernel trace the gtp5g tracer writes into."""
 
-    pipe: str = setting("auto", v.trace_pipe, """
+    pipe: str = setting("auto", v.path_or("auto", '"auto" or an absolute path'), """
         Path of the kernel's trace_pipe.  "auto" tries /sys/kernel/tracing/trace_pipe,
         then /sys/kernel/debug/tracing/trace_pipe.  A FIFO works too (replays, tests).""")
     format: str = setting(AUTO, None, """
@@ -90,14 +90,15 @@ class ApiConfig:
         Which Gthulhu answers there: "auto" finds out (before the first push and after
         reconnecting); the others are listed in gtp5g-operator(8) and the README
         ("Gthulhu: the flavors").""", choices="flavors")
-    public_key: str = setting("/etc/gtp5g-operator/jwt_public_key.pem", v.abs_path, """
+    public_key: str = setting("/etc/gtp5g-operator/jwt_public_key.pem",
+                              v.path_or(None, "an absolute path"), """
         The RSA public key (PEM, "BEGIN PUBLIC KEY"; not PKCS#1's "BEGIN RSA PUBLIC KEY")
         matching the server's JWT private key (v0 and the Decision Maker; the Manager logs
         in with a user name and password instead).""")
     timeout: float = setting(5.0, v.seconds(0.1, 60.0), """
         Seconds allowed for one whole exchange with the API (credentials + write + the
         read-back of what the scheduler will boost).""")
-    ca_file: str = setting("", v.optional_abs_path, """
+    ca_file: str = setting("", v.path_or("", 'an absolute path or ""'), """
         CA bundle (PEM) for https:// URLs; "" means the system CAs.""")
     node_name: str = setting("", v.node_name, """
         Decision Maker and Manager: this node's name in the rule, as Kubernetes names it
@@ -163,7 +164,7 @@ class MetricsConfig:
         HTTP endpoint "address:port" serving /metrics and /health ("" = off).""")
     allow_remote: bool = setting(False, v.boolean, """
         A non-loopback listen address is refused unless this is true.""")
-    textfile: str = setting("", v.optional_abs_path, """
+    textfile: str = setting("", v.path_or("", 'an absolute path or ""'), """
         node-exporter textfile collector file, rewritten atomically after each push (e.g.
         "/var/lib/prometheus/node-exporter/gtp5g_operator.prom"; the service must be
         allowed to write there, see README).""")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable, Tuple, TypeGuard, TypeVar, Union, cast
+from typing import Any, Callable, Optional, Tuple, TypeGuard, TypeVar, Union, cast
 from urllib.parse import urlsplit
 
 TASK_COMM_LEN = 16  # kernel limit including the NUL: names are at most 15 bytes
@@ -84,19 +84,13 @@ def _abs_path_ok(v: Any) -> bool:
     return _clean_string(v) and str(v).startswith("/") and "\0" not in str(v)
 
 
-def abs_path(v: Any) -> str:
-    expect(_abs_path_ok(v), "an absolute path", v)
-    return str(v)
+def path_or(word: Optional[str], what: str) -> Callable[[Any], str]:
+    """An absolute path, or `word` ("" for none, "auto"; None: no word), said as `what`."""
+    def check(v: Any) -> str:
+        expect(v == word or _abs_path_ok(v), what, v)
+        return str(v)
 
-
-def optional_abs_path(v: Any) -> str:
-    expect(v == "" or _abs_path_ok(v), 'an absolute path or ""', v)
-    return str(v)
-
-
-def trace_pipe(v: Any) -> str:
-    expect(v == "auto" or _abs_path_ok(v), '"auto" or an absolute path', v)
-    return str(v)
+    return check
 
 
 NOT_SHOWN = " (the value is not shown: it may be the password itself)"
