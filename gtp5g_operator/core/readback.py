@@ -153,19 +153,14 @@ def compare_rule(listed: Sequence[ListedEntry], rule_regex: Optional[str],
     for pid in sorted(ours - tasks):
         rest.add(pid)
     covered, missing = tasks & ours, tasks - ours
+    # A listed non-leader proves a thread-aware scan; without one, the signature of a
+    # leaders-only scan is: every leader listed, every other tracked task not.
+    leaders_only = (bool(missing) and missing == tasks - leaders and leaders <= ours
+                    and not rest.threads_listed)
     return Comparison(
         "rule", tracked=len(tasks), listed=len(ours), covered=tuple(sorted(covered)),
         missing=tuple(sorted(missing)), foreign=tuple(rest.foreign), unseen=tuple(rest.unseen),
-        others=others, gone=rest.gone, unchecked=rest.unchecked,
-        leaders_only=_leaders_only(missing, tasks - leaders, leaders <= ours,
-                                   rest.threads_listed))
-
-
-def _leaders_only(missing: FrozenSet[int], non_leaders: FrozenSet[int], leaders_listed: bool,
-                  threads_listed: bool) -> bool:
-    # A listed non-leader proves a thread-aware scan; without one, the signature of a
-    # leaders-only scan is: every leader listed, every other tracked task not.
-    return bool(missing) and missing == non_leaders and leaders_listed and not threads_listed
+        others=others, gone=rest.gone, unchecked=rest.unchecked, leaders_only=leaders_only)
 
 
 class _Untracked:
