@@ -73,11 +73,7 @@ def names_regex(names: Iterable[str]) -> str:
 
 
 def tracked_names(views: Sequence[ProcessView]) -> List[str]:
-    names = set()
-    for view in views:
-        names.add(view.comm)
-        names.update(view.thread_names)
-    return sorted(names)
+    return sorted({name for view in views for name in (view.comm, *view.thread_names)})
 
 
 @dataclass(frozen=True)
