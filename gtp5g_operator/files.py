@@ -42,16 +42,12 @@ def read_regular_file(path: str, limit: int = MAX_FILE_SIZE) -> tuple[bytes, os.
             raise FileProblem(f"not a regular file ({file_kind(st.st_mode)})")
         if st.st_size > limit:
             raise FileProblem(f"larger than {limit} bytes ({st.st_size} bytes)")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks), st
-            size += len(chunk)
-            if size > limit:  # grew while we read it
+        data = bytearray()
+        while chunk := os.read(fd, 65536):
+            data += chunk
+            if len(data) > limit:  # grew while we read it
                 raise FileProblem(f"larger than {limit} bytes")
-            chunks.append(chunk)
+        return bytes(data), st
     except OSError as exc:
         raise FileProblem(exc.strerror or str(exc)) from None
     finally:
