@@ -183,24 +183,20 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = Fals
             tmp = f"{tmp}.{secrets.token_hex(8)}"
         fd = os.open(tmp, flags, mode)
     try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if exc.errno == errno.EISDIR:
+        if isinstance(exc, OSError) and exc.errno == errno.EISDIR:  # (only rename can)
             raise IsADirectoryError(errno.EISDIR, "is a directory", path) from None
         raise
     if durable:
