@@ -21,10 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import (
     Any,
-    Callable,
     Dict,
     FrozenSet,
-    List,
     Mapping,
     Optional,
     Protocol,
@@ -137,14 +135,6 @@ def merge(documents: Sequence[Document]) -> Tuple[Dict[str, Dict[str, Any]], Dic
     return merged, origins
 
 
-def _validator(f: dataclasses.Field[Any], vocabulary: Vocabulary) -> Callable[[Any], Any]:
-    choices = f.metadata.get("choices")
-    if choices:
-        return v.choice(*vocabulary.choices(choices))
-    check: Callable[[Any], Any] = f.metadata["check"]
-    return check
-
-
 def build_config(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str],
                  vocabulary: Vocabulary, source: str) -> Config:
     """Validate merged sections into a Config (`origins` names the file of each key)."""
@@ -153,14 +143,17 @@ def build_config(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str
         kwargs = {}
         fields = keys(cls)
         for key, item in raw.get(name, {}).items():
+            meta = fields[key].metadata
+            choices = meta["choices"]  # a vocabulary the caller supplies, else a fixed check
+            check = v.choice(*vocabulary.choices(choices)) if choices else meta["check"]
             try:
-                kwargs[key] = _validator(fields[key], vocabulary)(item)
+                kwargs[key] = check(item)
             except ValueError as exc:
                 raise ConfigError(f"{origins.get(f'{name}.{key}', source)}: {name}.{key}: "
                                   f"{exc}") from None
         built[name] = cls(**kwargs)
     config = Config(source=source, origins=dict(origins), **built)
-    for problem in _problems(config, vocabulary):
+    for problem in (_metrics_address(config), _timeout(config), _flavor(config, vocabulary)):
         if problem:
             key = problem.split(":", 1)[0]
             # A rule across keys may be broken by the other key alone (the one the
@@ -188,10 +181,6 @@ def parse_config(text: str, vocabulary: Vocabulary, source: str = "config.toml")
 
 
 # --- rules across keys -----------------------------------------------------------------------
-
-
-def _problems(config: Config, vocabulary: Vocabulary) -> List[str]:
-    return [_metrics_address(config), _timeout(config), _flavor(config, vocabulary)]
 
 
 def _metrics_address(config: Config) -> str:
