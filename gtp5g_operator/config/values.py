@@ -43,10 +43,6 @@ def is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _clean_string(v: Any) -> bool:
     """A string that can go into a path, a log line or an HTTP header as is."""
     return (isinstance(v, str) and len(v) <= MAX_STRING and v.isprintable())
@@ -61,8 +57,8 @@ def seconds(low: float, high: float) -> Callable[[Any], float]:
     """A duration from `low` to `high` seconds: the lower bound keeps the loop from
     spinning (an interval of 1e-308 s would be due on every turn)."""
     def check(v: Any) -> float:
-        expect(_is_number(v) and low <= v <= high, f"a number of seconds from {low:g} to {high:g}",
-               v)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        expect(number and low <= v <= high, f"a number of seconds from {low:g} to {high:g}", v)
         return float(v)
 
     return check
