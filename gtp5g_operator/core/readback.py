@@ -34,16 +34,16 @@ Tracked and listed IDs cost one set operation each.  A listed ID that is not
 tracked costs one small /proc read per tracked process (is it one of its
 threads?) and, if not, a look-up of who it is (its process, that process's
 name, uid and executable), at most `MAX_LOOKUPS` per comparison.  /proc is
-the injected `TaskReader` (core.procfs.ProcFS).  Nothing is done per trace
+the injected core.procfs.ProcFS.  Nothing is done per trace
 line: the caller compares once per write and per resync.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from .procfs import ProcessInfo, TaskInfo, TaskStat
+from .procfs import ProcFS, TaskInfo
 from .tracker import ProcessView
 
 MAX_LOOKUPS = 256  # who-is-it look-ups of listed IDs of no tracked process (~0.2 ms each)
@@ -59,18 +59,6 @@ class ListedEntry:
 
 
 # --- the facts of listed tasks we do not track -------------------------------------------
-
-
-class TaskReader(Protocol):
-    """What the comparison reads from /proc (core.procfs.ProcFS is one)."""
-
-    def stat(self, tid: int, tgid: Optional[int] = None) -> Optional[TaskStat]: ...
-
-    def task(self, tid: int) -> Optional[TaskInfo]: ...
-
-    def process(self, tgid: int) -> Optional[ProcessInfo]: ...
-
-    def thread_name(self, tgid: int, tid: int) -> Optional[str]: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +83,7 @@ class TaskFacts:
                 "process": self.process, "uid": self.uid, "exe": self.exe}
 
 
-def read_facts(reader: TaskReader, pid: int, task: TaskInfo) -> Optional[TaskFacts]:
+def read_facts(reader: ProcFS, pid: int, task: TaskInfo) -> Optional[TaskFacts]:
     proc = reader.process(task.tgid)
     if proc is None:
         return None
@@ -141,7 +129,7 @@ def compare_ids(listed: Sequence[ListedEntry], written: Iterable[int]) -> Compar
 
 
 def compare_rule(listed: Sequence[ListedEntry], rule_regex: Optional[str],
-                 tracked: Sequence[ProcessView], reader: TaskReader,
+                 tracked: Sequence[ProcessView], reader: ProcFS,
                  max_lookups: int = MAX_LOOKUPS) -> Comparison:
     """A rule flavor: the entries under `rule_regex` (None: this host holds no rule)
     against the tracked processes; listed IDs we do not track are looked up."""
@@ -166,7 +154,7 @@ def compare_rule(listed: Sequence[ListedEntry], rule_regex: Optional[str],
 class _Untracked:
     """Sorts listed, untracked IDs into unseen (ours), foreign, gone and unchecked."""
 
-    def __init__(self, reader: TaskReader, leaders: FrozenSet[int], budget: int) -> None:
+    def __init__(self, reader: ProcFS, leaders: FrozenSet[int], budget: int) -> None:
         self.reader, self.leaders, self.budget = reader, leaders, budget
         self.unseen: List[int] = []
         self.foreign: List[TaskFacts] = []

@@ -19,7 +19,7 @@ from gtp5g_operator.core.boost_verdict import (
     not_verified,
     verdict,
 )
-from gtp5g_operator.core.procfs import ProcessInfo, TaskInfo, TaskStat
+from gtp5g_operator.core.procfs import ProcessInfo, ProcFS, TaskInfo, TaskStat
 from gtp5g_operator.core.readback import (
     Comparison,
     ListedEntry,
@@ -38,10 +38,11 @@ GTHULHU = SchedulerState(True, "enabled", "gthulhu")
 NOBODY = 65534
 
 
-class ProcTable:
+class ProcTable(ProcFS):
     """Who each task ID is: tid -> (tgid, start time, its own name); process facts by tgid."""
 
     def __init__(self) -> None:
+        super().__init__("/nonexistent")  # every read the comparison makes is overridden
         self.tasks: Dict[int, Tuple[int, int, str]] = {}
         self.processes: Dict[int, ProcessInfo] = {}
         self.lookups = 0  # who-is-it look-ups (the budgeted ones)
