@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from .procfs import ProcFS, TaskInfo
+from .procfs import ProcFS
 from .tracker import ProcessView
 
 MAX_LOOKUPS = 256  # who-is-it look-ups of listed IDs of no tracked process (~0.2 ms each)
@@ -81,15 +81,6 @@ class TaskFacts:
     def as_dict(self) -> Dict[str, Any]:
         return {"pid": self.pid, "tgid": self.tgid, "comm": self.comm,
                 "process": self.process, "uid": self.uid, "exe": self.exe}
-
-
-def read_facts(reader: ProcFS, pid: int, task: TaskInfo) -> Optional[TaskFacts]:
-    proc = reader.process(task.tgid)
-    if proc is None:
-        return None
-    name = proc.comm if pid == task.tgid else reader.thread_name(task.tgid, pid)
-    return TaskFacts(pid, task.tgid, proc.start_time, name if name is not None else proc.comm,
-                     proc.comm, proc.uid, proc.exe)
 
 
 # --- the comparison ------------------------------------------------------------------------
@@ -181,11 +172,14 @@ class _Untracked:
         if task.tgid in self.leaders:  # a thread of a tracked process
             self.unseen.append(pid)
             return
-        facts = read_facts(self.reader, pid, task)
-        if facts is None:
+        proc = self.reader.process(task.tgid)
+        if proc is None:
             self.gone += 1
-        else:
-            self.foreign.append(facts)
+            return
+        name = proc.comm if pid == task.tgid else self.reader.thread_name(task.tgid, pid)
+        self.foreign.append(TaskFacts(pid, task.tgid, proc.start_time,
+                                      name if name is not None else proc.comm, proc.comm,
+                                      proc.uid, proc.exe))
 
     def _thread_of_tracked(self, pid: int) -> bool:
         """/proc/LEADER/task/PID exists only for a thread of LEADER's process: one read
