@@ -263,20 +263,17 @@ def named_files(config: Config, vocabulary: Vocabulary,
     return named
 
 
-def systemd_credential(path: str, env: Mapping[str, str] = os.environ) -> bool:
-    """Is `path` a credential systemd wrote for the unit (its $CREDENTIALS_DIRECTORY, or
-    the running unit's directory as a shell sees it)?  systemd makes those files
+def judge_file(path: str, st: os.stat_result, secret: bool,
+               env: Mapping[str, str] = os.environ) -> None:
+    """The checks every named file passes (ConfigError when it does not).  Any owner is
+    taken for a credential systemd wrote for the unit (in its $CREDENTIALS_DIRECTORY, or
+    the running unit's directory as a shell sees it): systemd makes those files
     read-only (0400, on a read-only mount) and, where the file system takes no ACL
     (ramfs: systemd 252, or any kernel before 6.3), chowns them to the service's
     DynamicUser= uid instead of adding one: that owner is systemd's doing."""
     directory = os.path.dirname(os.path.abspath(path))
-    return directory in {UNIT_CREDENTIALS, env.get("CREDENTIALS_DIRECTORY", "").rstrip("/")}
-
-
-def judge_file(path: str, st: os.stat_result, secret: bool,
-               env: Mapping[str, str] = os.environ) -> None:
-    """The checks every named file passes (ConfigError when it does not)."""
-    check_not_writable_by_others(path, st, any_owner=secret and systemd_credential(path, env))
+    credential = directory in {UNIT_CREDENTIALS, env.get("CREDENTIALS_DIRECTORY", "").rstrip("/")}
+    check_not_writable_by_others(path, st, any_owner=secret and credential)
     if secret and st.st_mode & (stat.S_IROTH | stat.S_IWOTH):  # private to owner and root
         raise ConfigError(f"{path}: readable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
