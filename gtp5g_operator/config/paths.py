@@ -88,14 +88,12 @@ def fs_type(path: str, proc: str = "/proc") -> Optional[str]:
 # --- the trace source ------------------------------------------------------------------------
 
 
-def resolve_pipe(setting: str, candidates: Sequence[str] = TRACE_PIPE_CANDIDATES) -> str:
+def resolve_pipe(setting: str) -> str:
     """The path `trace.pipe` names: itself, or for "auto" the first that exists."""
     if setting != "auto":
         return setting
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    return candidates[0]  # report the modern path when neither exists
+    # the modern path, to report, when neither exists
+    return next(filter(os.path.exists, TRACE_PIPE_CANDIDATES), TRACE_PIPE_CANDIDATES[0])
 
 
 def is_tracefs_pipe(path: str, st: os.stat_result, proc: str = "/proc") -> bool:

@@ -54,9 +54,9 @@ HEADER = """\
 """
 
 
-def _comment(text: str, indent: str = "") -> List[str]:
+def _comment(text: str) -> List[str]:
     body = textwrap.dedent(text).strip("\n")
-    return [f"# {indent}{line}".rstrip() for line in body.splitlines()]
+    return [f"# {line}".rstrip() for line in body.splitlines()]
 
 
 def example_config(vocabulary: Vocabulary) -> str:
