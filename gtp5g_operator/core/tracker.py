@@ -310,8 +310,7 @@ class TaskTracker:
         """Drop tasks that exited or whose ID was reused; True if anything went."""
         changed = False
         unreadable = 0
-        for tgid in list(self.processes):
-            proc = self.processes[tgid]
+        for tgid, proc in list(self.processes.items()):
             for tid in list(proc.tasks):
                 gone = self._drop_if_exited(proc, tid)
                 unreadable += gone is None  # our failure (no fd left), not the task's exit
@@ -354,8 +353,7 @@ class TaskTracker:
         and, with `names`, re-read its threads' names (one /proc read per task:
         only the flavors that send names need them); True if the set changed."""
         changed = False
-        for tgid in list(self.processes):
-            proc = self.processes[tgid]
+        for tgid, proc in list(self.processes.items()):
             info = self.procfs.process(tgid)
             if info is None or info.start_time != proc.info.start_time:
                 continue  # gone or reused: prune() deals with it
