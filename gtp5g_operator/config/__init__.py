@@ -4,7 +4,7 @@ documentation (`schema`), value validators (`values`), parsing and merging
 mount table (`paths`), and rendering (`render`)."""
 
 from .load import check_not_writable_by_others, load_config
-from .parse import SECTIONS, ConfigError, Vocabulary, describe_changes, parse_config
+from .parse import ConfigError, Vocabulary, describe_changes, parse_config
 from .schema import (
     AUTO,
     DEFAULT_CONFIG_PATH,
@@ -16,7 +16,7 @@ from .schema import (
 )
 
 __all__ = [
-    "AUTO", "DEFAULT_CONFIG_PATH", "SECTIONS", "ApiConfig", "Config", "ConfigError",
+    "AUTO", "DEFAULT_CONFIG_PATH", "ApiConfig", "Config", "ConfigError",
     "MatchConfig", "StrategyConfig", "TraceConfig", "Vocabulary",
     "check_not_writable_by_others", "describe_changes", "load_config", "parse_config",
 ]

@@ -87,9 +87,6 @@ def sections() -> Dict[str, type]:
             if f.metadata.get("section")}
 
 
-SECTIONS = tuple(sections())
-
-
 def keys(cls: type) -> Dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls)}
 

@@ -17,9 +17,10 @@ from typing import Any, Dict, List
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gtp5g_operator.config import SECTIONS, Config, ConfigError, parse_config
+from gtp5g_operator.config import Config, ConfigError, parse_config
 from gtp5g_operator.config import values as v
 from gtp5g_operator.config.load import ca_certificates, validate_public_key
+from gtp5g_operator.config.parse import sections
 from gtp5g_operator.service.vocabulary import VOCABULARY
 from testbed.tls import SECP112R1_PUBLIC_KEY
 from testbed.toml_write import Raw, toml_document
@@ -34,7 +35,7 @@ else:  # the fallback the package uses too (a module-level alias: vermin accepts
 SOURCE = "/etc/gtp5g-operator/config.toml"
 SCHEMA: Dict[str, List[str]] = {
     section: [f.name for f in dataclasses.fields(getattr(Config(), section))]
-    for section in SECTIONS}
+    for section in sections()}
 
 # --- values: plausible ones (to get past one key to the next) and hostile ones ----------------
 
@@ -61,7 +62,7 @@ toml_values = st.recursive(scalar, lambda inner: st.one_of(
 @st.composite
 def documents(draw: st.DrawFn) -> Dict[str, Any]:
     doc: Dict[str, Any] = {}
-    for section in draw(st.lists(st.one_of(st.sampled_from(SECTIONS), st.text(max_size=8)),
+    for section in draw(st.lists(st.one_of(st.sampled_from(list(sections())), st.text(max_size=8)),
                                  max_size=6, unique=True)):
         if draw(st.integers(0, 9)) == 0:
             doc[section] = draw(toml_values)  # not a table at all

@@ -11,8 +11,9 @@ from typing import Dict
 
 import pytest
 
-from gtp5g_operator.config import SECTIONS, Config, ConfigError, describe_changes
+from gtp5g_operator.config import Config, ConfigError, describe_changes
 from gtp5g_operator.config import parse_config as parse_with
+from gtp5g_operator.config.parse import sections
 from gtp5g_operator.service.vocabulary import VOCABULARY, example_config
 from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.toml_write import toml_value
@@ -219,7 +220,7 @@ def test_example_config_is_valid_and_documents_every_default() -> None:
     assert text == example_config(), "packaging/config.toml is stale: run make example-config"
     assert parse_config(text) == Config(source="config.toml", origins={})
     defaults = Config()
-    for section in SECTIONS:  # every key of the schema, so a new key cannot be forgotten
+    for section in sections():  # every key of the schema, so a new key cannot be forgotten
         values = getattr(defaults, section)
         for f in dataclasses.fields(values):
             shown = toml_value(getattr(values, f.name))
@@ -237,7 +238,7 @@ def test_the_readmes_configuration_table_is_the_schema() -> None:
     assert len(documented) == len(rows), "a key has two rows"
     defaults = Config()
     schema = {f"{section}.{f.name}": toml_value(getattr(getattr(defaults, section), f.name))
-              for section in SECTIONS for f in dataclasses.fields(getattr(defaults, section))}
+              for section in sections() for f in dataclasses.fields(getattr(defaults, section))}
     assert documented == schema
 
 
