@@ -478,3 +478,28 @@ def test_nothing_is_confirmed_while_nothing_is_tracked(said: Said) -> None:
     reporter = BoostReporter(logging.getLogger("test.readback"), grace=10.0, clock=Clock())
     reporter.update(compare_rule([], None, [], world()), GTHULHU, "u")
     assert said.new() == []
+
+
+def test_a_restarting_foreign_process_is_one_line_a_restart(said: Said) -> None:
+    """Another user's gNB (excluded by match.uid) whose 40 threads a thread-aware DM lists
+    under our rule: said per task, each of its starts put 40 WARNING lines (up to 256, the
+    look-up budget) into the journal — a line per task ID it ever had.  Now one line per
+    process (its ID and start time): a run of it is one line."""
+    reporter = BoostReporter(logging.getLogger("test.readback"), grace=10.0, clock=Clock())
+    for start in range(3):  # three runs of the other gNB, each with new task IDs
+        tgid = 1000 + 100 * start
+        threads = [(tgid + 1 + i, "gnb worker") for i in range(40)]
+        table = world().add(tgid, "nr-gnb", uid=NOBODY, exe="/opt/other/nr-gnb",
+                            threads=threads, start=500 + start)
+        listed = under(RULE, 100, 101, 102, 103, tgid, *(t for t, _ in threads))
+        for turn in range(2):  # a resync while it runs says nothing more
+            reporter.update(compare_rule(listed, RULE, [gnb()], table), GTHULHU, "u")
+            new = said.new()
+            if turn == 0:
+                assert [lvl for lvl, _ in new] == ["WARNING"]
+                assert new[0][1].startswith(
+                    f"boosted by our rule but not verified: 41 tasks (PIDs {tgid}, ")
+                assert (f"(41 in all)) of process {tgid} ('nr-gnb'), uid {NOBODY}, exe "
+                        "'/opt/other/nr-gnb' -- " in new[0][1])
+            else:
+                assert new == []
