@@ -43,17 +43,16 @@ class V0Writer(ApiWriter):
     @classmethod
     def create(cls, http: JsonHttp, config: Config, state_dir: str,
                clock: Callable[[], float], wall_clock: Callable[[], float]) -> V0Writer:
-        owned = (OwnedIds(state_dir, config.api.url,
-                          (config.strategy.priority, config.strategy.execution_time_ns))
-                 if config.strategy.mode == "merge" else None)
-        return cls(http, config, owned, clock, wall_clock)
+        return cls(http, config, state_dir, clock, wall_clock)
 
-    def __init__(self, http: JsonHttp, config: Config, owned: Optional[OwnedIds],
+    def __init__(self, http: JsonHttp, config: Config, state_dir: str,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(http, config.strategy)
-        self.merge = config.strategy.mode == "merge"
-        self.owned = owned  # merge mode: the IDs this host pushed (persisted)
+        # merge mode only: the IDs this host pushed (persisted); None in overwrite mode
+        self.owned = (OwnedIds(state_dir, config.api.url,
+                               (config.strategy.priority, config.strategy.execution_time_ns))
+                      if config.strategy.mode == "merge" else None)
         self.login = PublicKeyToken(http, config, False, clock, wall_clock)
 
     # --- what status shows ------------------------------------------------------------------
@@ -74,21 +73,19 @@ class V0Writer(ApiWriter):
     def clear(self, deadline: float) -> None:
         self._write([], deadline)  # merge mode: removes only this host's entries
         log.info("this host's strategies removed from %s%s", self.http.base_url,
-                 "" if self.merge else " (overwrite mode: the whole list)")
+                 "" if self.owned is not None else " (overwrite mode: the whole list)")
 
     def _write(self, strategies: List[Strategy], deadline: float) -> None:
-        if not self.merge:
+        if self.owned is None:
             self._call("POST", {"strategies": strategies}, deadline)
             return
-        owned = dict(self.owned.ids) if self.owned is not None else {}
+        owned = dict(self.owned.ids)
         ours = {s["pid"]: written(s) for s in strategies}
         merged = merge_strategies(v0_strategy_list(self._call("GET", None, deadline)),
                                   strategies, owned)
-        if self.owned is not None:
-            self.owned.replace({**owned, **ours})  # recorded before the POST: a crash after it
+        self.owned.replace({**owned, **ours})  # recorded before the POST: a crash after it
         self._call("POST", {"strategies": merged}, deadline)  # must not orphan entries
-        if self.owned is not None:
-            self.owned.replace(ours)
+        self.owned.replace(ours)
 
     def _call(self, method: str, payload: Any, deadline: float) -> Any:
         """One request to the one route of the v0 API; the body of its answer."""
