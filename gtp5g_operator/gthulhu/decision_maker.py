@@ -128,7 +128,7 @@ class DecisionMakerWriter(RuleWriter):
         rule = build_rule(views, self.strategy, self.node)
         if rule is None:
             if self._written is not _GONE:
-                self._delete(deadline)
+                self.clear(deadline)
             return 0
         root = self.root(deadline)
         if root == rule_root(rule):
@@ -143,9 +143,6 @@ class DecisionMakerWriter(RuleWriter):
                      "writing it again")
         self._post(rule, deadline)
         return 1
-
-    def clear(self, deadline: float) -> None:
-        self._delete(deadline)
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:
@@ -260,7 +257,7 @@ class DecisionMakerWriter(RuleWriter):
         self.proof.store(None, rule)
         log.info("rule %s for node %s: %s", rule.policy_id, rule.node, rule.command_regex)
 
-    def _delete(self, deadline: float) -> None:
+    def clear(self, deadline: float) -> None:
         # By our own policyID: the DM removes that rule only, whoever else has rules there.
         # Only when this host wrote one (now, or as the state directory proves): a rule
         # under that name that this host never wrote (another host with this node name,
