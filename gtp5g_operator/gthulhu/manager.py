@@ -316,17 +316,15 @@ class ManagerWriter(RuleWriter):
         return (f"{which} for node {self.node}{says}, of user {self.login.user!r} on the "
                 f"Manager at {self.http.base_url}")
 
-    def own_policy(self, rule: Optional[NodeRule], deadline: float,
-                   policies: Optional[List[Policy]] = None) -> Optional[Policy]:
-        """This host's policy as the Manager lists it: by the stored id, else one that says
+    def _own_policy(self, rule: Optional[NodeRule], policies: List[Policy]) -> Optional[Policy]:
+        """This host's policy among `policies`: by the stored id, else one that says
         exactly `rule` or what this host last wrote; None when there is none (read-only:
-        doctor uses it too)."""
-        listed = self._policies(deadline) if policies is None else policies
-        for p in listed:
+        doctor's holdings)."""
+        for p in policies:
             if p.id == self.ids.object_id and self._says_ours(p):  # else someone changed it
                 return p
         candidates = [r for r in (rule, *self.ids.rules) if r is not None]
-        return next((p for p in listed for r in candidates if same_policy(p, r)), None)
+        return next((p for p in policies for r in candidates if same_policy(p, r)), None)
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:
@@ -360,7 +358,7 @@ class ManagerWriter(RuleWriter):
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
                         self.strategy.execution_time_ns) if last_rule else None
         policies = self._policies(deadline)
-        mine = self.own_policy(said, deadline, policies)
+        mine = self._own_policy(said, policies)
         if mine is None:
             return Holdings(f"the Manager holds no policy of this host for node {self.node} "
                             f"({plural(len(policies), 'policy', 'policies')} of user "
