@@ -400,12 +400,14 @@ class ManagerWriter(RuleWriter):
                         "deleted by %s; this host adopts or creates one", stored, self.node,
                         by_whom(self.node, self.login.user))
             self.ids.drop_id()
+        earlier = [r for r in self.ids.rules if r != rule]  # rules this host wrote before
         same = find_policy(policies, rule)
         if same is not None:  # says exactly what we would write: ours to adopt
             # One still saying a rule this host wrote before is ours too; storing only the
             # adopted one would forget it, boosting the old names for good.  It goes first
             # (a failed DELETE fails the push and is tried again: the proof is unchanged).
-            for old in self._earlier_policies(policies, rule, same):
+            for old in [p.id for p in policies
+                        if p.id != same and any(same_policy(p, r) for r in earlier)]:
                 self._delete(old, deadline)
                 log.info("policy %s for node %s removed: it said a rule this host wrote "
                          "before, and policy %s says the current one", old, self.node, same)
@@ -413,8 +415,8 @@ class ManagerWriter(RuleWriter):
             return
         # One saying a rule this host wrote before (its id dropped after refusals, or a
         # create whose answer was lost): ours, updated rather than left behind for good.
-        previous = next((p for r in self.ids.rules if r != rule
-                         if (p := find_policy(policies, r)) is not None), None)
+        previous = next((p for r in earlier if (p := find_policy(policies, r)) is not None),
+                        None)
         if previous is not None and self._put(previous, rule, deadline):
             return
         before = frozenset(p.id for p in policies)
@@ -427,14 +429,6 @@ class ManagerWriter(RuleWriter):
             raise ApiError("bad-answer", "the Manager accepted the policy but GET …/self does "
                            "not list it")
         self._done(created, rule, "created")
-
-    def _earlier_policies(self, policies: Sequence[Policy], rule: NodeRule,
-                          keep: str) -> List[str]:
-        """The ids of listed policies (other than `keep`) saying a rule this host wrote
-        before `rule`."""
-        earlier = [r for r in self.ids.rules if r != rule]
-        return [p.id for p in policies
-                if p.id != keep and any(same_policy(p, r) for r in earlier)]
 
     def _put(self, policy: str, rule: NodeRule, deadline: float) -> bool:
         """Make the stored `policy` say `rule`; False when the Manager has no such policy."""
