@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Tuple, Type
 
-from ..config import AUTO, Config
+from ..config import Config
 from .decision_maker import DecisionMakerWriter
 from .detect import AutoWriter
 from .http import JsonHttp
@@ -36,6 +36,6 @@ def build_writer(config: Config, state_dir: str,
     `flavors`, so the name is one of them or "auto")."""
     http = JsonHttp(config.api.url, config.api.timeout, config.ca_pem, clock)
     flavor = next((f for f in flavors if f.name == config.api.flavor), None)
-    if config.api.flavor == AUTO or flavor is None:
+    if flavor is None:  # "auto"
         return AutoWriter(http, config, state_dir, flavors, clock, wall_clock)
     return flavor.create(http, config, state_dir, clock, wall_clock)
