@@ -348,12 +348,6 @@ class DeadlineConnection(http.client.HTTPConnection):
 # --- the client ------------------------------------------------------------------------------
 
 
-def tls_context(ca_pem: str) -> ssl.SSLContext:
-    """Certificate and host name verified against the system CAs or the configured CA
-    (read at load); there is no switch to turn that off."""
-    return ssl.create_default_context(cadata=ca_pem or None)
-
-
 def _has_input(sock: Any) -> bool:
     """Can `sock` be read from without waiting (bytes, or the peer's close)?"""
     if getattr(sock, "pending", lambda: 0)():  # TLS: decrypted and not read yet
@@ -449,7 +443,9 @@ class JsonHttp:
     def _connection(self, deadline: float) -> DeadlineConnection:
         if self._conn is None:
             if self._https and self._tls is None:
-                self._tls = tls_context(self._ca_pem)
+                # Certificate and host name verified against the system CAs or the
+                # configured CA (read at load); there is no switch to turn that off.
+                self._tls = ssl.create_default_context(cadata=self._ca_pem or None)
             self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
                                             self._clock)
         self._conn.deadline = deadline
