@@ -83,9 +83,6 @@ class DecisionMakerView:
             return listed_strategies(answer.body)
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        self.http.close()
-
 
 class DecisionMakerWriter(RuleWriter):
     name = "decision-maker"

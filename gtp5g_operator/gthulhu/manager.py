@@ -352,7 +352,7 @@ class ManagerWriter(RuleWriter):
     def close(self) -> None:
         super().close()
         if self.view is not None:
-            self.view.close()
+            self.view.http.close()
 
     def holdings(self, deadline: float, last_rule: Optional[str] = None) -> Holdings:
         said = NodeRule(policy_id(self.node), self.node, last_rule, rule_priority(self.strategy),
