@@ -294,10 +294,6 @@ class PublicKeyToken:
             token = verify_token(value, self._pem, self._wall(), expired_at)
         except TokenError as exc:
             raise ApiError("bad-answer", str(exc), answer.status) from None
-        self._accept(token)
-        return token
-
-    def _accept(self, token: Token) -> None:
         self.token = token
         self.obtained += 1
         now = self._clock()
@@ -316,6 +312,7 @@ class PublicKeyToken:
                 "got an API token, valid until %s (renewing in %.0f s)",
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(token.expires_at)),
                 token.refresh_in)
+        return token
 
     def header(self) -> str:
         assert self.token is not None
