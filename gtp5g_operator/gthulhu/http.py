@@ -50,7 +50,6 @@ MAX_INTERIM = 16  # interim (1xx) answers skipped before one request's final ans
 MAX_HEADER_LINES = 100  # as http.client's own limit
 MAX_HEADER_LINE = 65536
 MAX_HEAD = 256 * 1024  # bytes of one answer's status lines and headers, interim answers too
-QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 TLS_MISMATCH = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL",
                 "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE",
                 "TLSV13_ALERT_CERTIFICATE_REQUIRED")  # the server wants a client certificate
@@ -190,12 +189,11 @@ class _DeadlineRaw(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         self._sock.settimeout(self._conn.time_left("reading the answer"))
-        if QUICKACK is not None:
-            # Acknowledge at once what arrives: a server that writes its header and its
-            # body in two sends with Nagle on (Python's http.server does) holds the body
-            # until our delayed ACK of the header, 40 ms on Linux, with the loop waiting.
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        # Acknowledge at once what arrives: a server that writes its header and its
+        # body in two sends with Nagle on (Python's http.server does) holds the body
+        # until our delayed ACK of the header, 40 ms on Linux, with the loop waiting.
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         with network_wait():
             n = self._io.readinto(buffer)
         assert n is not None  # None only in non-blocking mode; a timeout raises instead
