@@ -18,10 +18,9 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
-from ..config.values import is_int, stored_api_url
-from ..files import FileProblem, read_json_file
+from ..config.values import is_int
 from .errors import ApiError
-from .ownership import from_another_machine, proof_file, this_machine
+from .ownership import ProofFile
 
 log = logging.getLogger(__name__)
 
@@ -80,34 +79,24 @@ def merge_strategies(current: Iterable[Mapping[str, Any]], ours: List[Strategy],
     return kept + ours
 
 
-class OwnedIds:
+class OwnedIds(ProofFile):
     """The IDs this host put into the API in merge mode, and what it put there for
     each, kept across restarts so entries left behind for tasks that died while it
     was down are removed."""
 
     def __init__(self, directory: str, api_url: str, legacy: Written) -> None:
-        self.path = os.path.join(directory, OWNED_FILE)
-        self._file = proof_file(self.path, "entries this host leaves behind may survive a "
-                                "restart; tried again at each push")
+        super().__init__(directory, OWNED_FILE, "entries this host leaves behind may survive "
+                         "a restart; tried again at each push")
         self.api_url = api_url
         self._older_format = False  # read from an earlier version's file: rewrite it once
-        self._machine = this_machine()
         self.ids: Dict[int, Written] = self._load(legacy)
 
     def _load(self, legacy: Written) -> Dict[int, Written]:
         """`legacy`: what a file of an earlier version, which names PIDs only, is taken
         to have posted for them — this configuration's values, the likeliest."""
-        try:
-            data = read_json_file(self.path)
-        except FileNotFoundError:
+        data = self._read({"api_url": self.api_url})
+        if data is None:  # (IDs owned on another API are not ours to remove here)
             return {}
-        except (OSError, FileProblem, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return {}
-        if from_another_machine(self.path, data, self._machine):
-            return {}
-        if not isinstance(data, dict) or stored_api_url(data.get("api_url")) != self.api_url:
-            return {}  # IDs owned on another API are not ours to remove here
         entries = data.get("strategies")
         if isinstance(entries, list):
             return {e["pid"]: written(e) for e in entries

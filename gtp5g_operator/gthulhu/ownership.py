@@ -24,7 +24,7 @@ import logging
 import os
 import re
 from dataclasses import asdict, fields
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..config.values import is_int, stored_api_url
 from ..core.kept_file import KeptFile
@@ -37,14 +37,6 @@ log = logging.getLogger(__name__)
 MAX_REFUSALS = 3  # answers refusing a stored id (other than "gone") before it is dropped
 MAX_EARLIER = 4  # earlier rules kept while their replacement is unconfirmed
 MACHINE_ID = "/etc/machine-id"
-
-
-def proof_file(path: str, consequence: str) -> KeptFile:
-    """A state-directory file that proves what this host owns: 0600, fsynced.  One that
-    cannot be written (the state directory full, read-only) is written again at the
-    writer's next push, even of unchanged content: the proof must catch up once the
-    disk has room, or after a restart this host's own object reads as someone else's."""
-    return KeptFile(path, 0o600, durable=True, consequence=f" ({consequence})")
 
 
 def this_machine() -> str:
@@ -80,35 +72,52 @@ def rule_from(data: Any) -> Optional[NodeRule]:
     return None
 
 
-class OwnershipFile:
+class ProofFile:
+    """A state-directory file that proves what this host owns: 0600, fsynced.  One that
+    cannot be written (the state directory full, read-only) is written again at the
+    writer's next push, even of unchanged content: the proof must catch up once the
+    disk has room, or after a restart this host's own object reads as someone else's."""
+
+    def __init__(self, directory: str, name: str, consequence: str) -> None:
+        self.path = os.path.join(directory, name)
+        self._file = KeptFile(self.path, 0o600, durable=True, consequence=f" ({consequence})")
+        self._machine = this_machine()
+
+    def _read(self, key: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+        """The file's content when it is readable, written on this machine and about the
+        server (and user, node) `key` names; None otherwise."""
+        try:
+            data = read_json_file(self.path)
+        except FileNotFoundError:
+            return None
+        except (OSError, FileProblem, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.path, exc)
+            return None
+        if from_another_machine(self.path, data, self._machine) or not isinstance(data, dict):
+            return None
+        if "api_url" in data:
+            data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
+        # about another server, user or node: proves nothing here
+        return data if all(data.get(k) == v for k, v in key.items()) else None
+
+
+class OwnershipFile(ProofFile):
     def __init__(self, directory: str, name: str, key: Mapping[str, str],
                  id_pattern: Optional[re.Pattern[str]] = None) -> None:
-        self.path = os.path.join(directory, name)
-        self._file = proof_file(self.path, "after a restart this host may not recognise its "
-                                "own object, and then leaves it alone; tried again at each push")
+        super().__init__(directory, name, "after a restart this host may not recognise its "
+                         "own object, and then leaves it alone; tried again at each push")
         self._key = dict(key)  # the server (and user, node) this proof is about
         self._id_pattern = id_pattern
         self.object_id: Optional[str] = None
         self.rule: Optional[NodeRule] = None  # written, or being written
         self.earlier: Tuple[NodeRule, ...] = ()  # replaced by `rule`, unconfirmed; newest first
         self.refusals = 0
-        self._machine = this_machine()
         self._load()
 
     def _load(self) -> None:
-        try:
-            data = read_json_file(self.path)
-        except FileNotFoundError:
+        data = self._read(self._key)
+        if data is None:
             return
-        except (OSError, FileProblem, ValueError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.path, exc)
-            return
-        if from_another_machine(self.path, data, self._machine):
-            return
-        if isinstance(data, dict) and "api_url" in data:
-            data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in self._key.items()):
-            return  # about another server, user or node: proves nothing here
         ident = data.get("object_id", data.get("policy_id"))  # policy_id: 0.1.0's name
         if ident is not None and not (isinstance(ident, str) and self._id_pattern is not None
                                       and self._id_pattern.fullmatch(ident)):
