@@ -134,7 +134,14 @@ class DecisionMakerWriter(RuleWriter):
             return 1
         if root not in EMPTY_ROOTS and not self.owns(root):
             self._recognise(views, root)
-        self._check_replaceable(root)
+            if not self.owns(root):  # a POST replaces every rule: only nothing, or ours, may go
+                raise ApiError("not-ours", f"the Decision Maker at {self.http.base_url} holds "
+                               f"node rules that are not this host's (merkle root {root[:12]}…); "
+                               "writing this host's rule would replace them all (POST "
+                               "/api/v1/node-intents replaces the whole list), so it is not "
+                               "written. If a Gthulhu Manager feeds this node, point api.url at "
+                               'the Manager (api.flavor = "manager"); otherwise remove the other '
+                               "rules from the Decision Maker")
         if self._written == rule:  # only when it will be written (not others' in the way)
             log.info("the Decision Maker no longer holds this host's rule (restarted?): "
                      "writing it again")
@@ -232,17 +239,6 @@ class DecisionMakerWriter(RuleWriter):
                 self.proof.store(None, candidate)
                 self._written = candidate
                 return
-
-    def _check_replaceable(self, root: str) -> None:
-        """A POST replaces every rule the DM holds: only nothing, or ours, may go."""
-        if root in EMPTY_ROOTS or self.owns(root):
-            return
-        raise ApiError("not-ours", f"the Decision Maker at {self.http.base_url} holds node "
-                       f"rules that are not this host's (merkle root {root[:12]}…); writing "
-                       "this host's rule would replace them all (POST /api/v1/node-intents "
-                       "replaces the whole list), so it is not written. If a Gthulhu Manager "
-                       "feeds this node, point api.url at the Manager (api.flavor = "
-                       '"manager"); otherwise remove the other rules from the Decision Maker')
 
     def _post(self, rule: NodeRule, deadline: float) -> None:
         # Before the POST, so a crash after it leaves the proof; until the DM confirms it
