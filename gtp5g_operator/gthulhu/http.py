@@ -388,7 +388,11 @@ class JsonHttp:
         never when `replay` is False (a request that must not take effect twice: the
         server may have acted on it before the connection closed)."""
         body = json.dumps(payload, allow_nan=False).encode() if payload is not None else None
-        headers = self._headers(body is not None, bearer)
+        headers = {"User-Agent": "gtp5g-operator", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
         what = f"{method} {self.base_url}{path}"
         if self._conn is not None and self._conn.sock is not None and _has_input(self._conn.sock):
             # An idle kept-alive connection has nothing to say before it is asked: bytes
@@ -407,14 +411,6 @@ class JsonHttp:
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 raise self._error(exc, what) from None
         raise AssertionError("unreachable")
-
-    def _headers(self, has_body: bool, bearer: Optional[str]) -> Dict[str, str]:
-        headers = {"User-Agent": "gtp5g-operator", "Accept": "application/json"}
-        if has_body:
-            headers["Content-Type"] = "application/json"
-        if bearer is not None:
-            headers["Authorization"] = f"Bearer {bearer}"
-        return headers
 
     def _attempt(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
                  deadline: float, what: str) -> Answer:
