@@ -132,7 +132,8 @@ class _Lookup(threading.Thread):
 
 
 class Resolver:
-    """getaddrinfo() bounded by a timeout; IP literals need no lookup."""
+    """getaddrinfo() bounded by a timeout; IP literals need no lookup.  One per JsonHttp:
+    always the same host and port."""
 
     def __init__(self) -> None:
         self._pending: Optional[_Lookup] = None
@@ -146,12 +147,10 @@ class Resolver:
             family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
             return [(family, socket.SOCK_STREAM, 0, "", (host, port))]
         lookup = self._pending
-        if lookup is None or (lookup.key != (host, port) and lookup.done.is_set()):
+        if lookup is None:
             lookup = _Lookup(host, port)
             lookup.start()
             self._pending = lookup
-        elif lookup.key != (host, port):
-            raise DeadlinePassed(f"an earlier lookup of {lookup.key[0]} has not finished")
         with network_wait():
             done = lookup.done.wait(max(0.0, timeout))
         if not done:
