@@ -188,7 +188,6 @@ class DecisionMakerWriter(RuleWriter):
                 f"Maker at {self.http.base_url}")
 
     def root(self, deadline: float) -> str:
-        """The DM's merkle root now."""
         return merkle_root(self._call("GET", MERKLE_PATH, None, deadline).body)
 
     def _known(self) -> List[NodeRule]:

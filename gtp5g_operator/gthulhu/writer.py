@@ -69,12 +69,8 @@ class Credentials(Protocol):
 
 class ApiWriter(abc.ABC):
     """One Gthulhu flavor: its facts, its rules for the configuration, how `auto`
-    recognises it (`probe`), and — an instance — its writer.
-
-    The registry (`registry.FLAVORS`) is an ordered tuple of these classes;
-    configuration checks, detection, the writer factory, `status` and `doctor`
-    all derive from it, so a new flavor is one module and one line there.
-    """
+    recognises it (`probe`), and — an instance — its writer.  The flavors are listed
+    in `registry.FLAVORS` (whose docstring says what derives from it)."""
 
     name: ClassVar[str] = "?"  # its api.flavor value
     display: ClassVar[str] = "?"  # "a Gthulhu <display>"
