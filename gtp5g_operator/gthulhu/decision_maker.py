@@ -282,7 +282,6 @@ class DecisionMakerWriter(RuleWriter):
         what = f"{method} {self.http.base_url}{path}"
         if answer.status in NO_SUCH_ROUTE and path in (RULES_PATH, MERKLE_PATH):
             raise ApiError("wrong-flavor", f"{what} answered {answer.status}: the server is not "
-                           "a Gthulhu Decision Maker that takes node rules (from 2026-08 on)",
-                           answer.status)
+                           "a Gthulhu Decision Maker that takes node rules (from 2026-08 on)")
         check_answer(answer, what)
         return answer

@@ -34,14 +34,13 @@ class Answer:
 
 
 class ApiError(Exception):
-    """A failed API call, with its `kind` (ErrorKind) and HTTP status if any, and the
-    seconds the server asked us to wait before trying again (Retry-After) if it did."""
+    """A failed API call, with its `kind` (ErrorKind), and the seconds the server asked
+    us to wait before trying again (Retry-After) if it did."""
 
-    def __init__(self, kind: ErrorKind, detail: str, status: Optional[int] = None,
+    def __init__(self, kind: ErrorKind, detail: str, *,
                  retry_after: Optional[float] = None) -> None:
         super().__init__(detail)
         self.kind: ErrorKind = kind
-        self.status = status
         self.retry_after = retry_after
 
     @property
@@ -69,15 +68,14 @@ def check_answer(answer: Answer, what: str) -> None:
     if 300 <= status < 400:
         where = f" to {one_line(answer.location, 120)}" if answer.location else ""
         raise ApiError("redirect", f"{what}: HTTP {status} redirect{where}, not followed: "
-                       "set api.url to the address that answers", status)
+                       "set api.url to the address that answers")
     if not 200 <= status < 300:
         # 408 and 429 are "later", not "wrong" (a slow or throttling server or proxy):
         # they pass by themselves, unlike the rest of 4xx.
         kinds: dict[int, ErrorKind] = {401: "unauthorized", 403: "forbidden", 404: "not-found",
                                        408: "busy", 429: "busy"}
         kind: ErrorKind = kinds.get(status) or ("http-5xx" if status >= 500 else "http-4xx")
-        raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}", status,
-                       answer.retry_after)
+        raise ApiError(kind, f"{what}: HTTP {status}: {error_text(body)}",
+                       retry_after=answer.retry_after)
     if isinstance(body, dict) and body.get("success") is False:
-        raise ApiError("bad-answer", f"{what}: the API said success=false: {error_text(body)}",
-                       status)
+        raise ApiError("bad-answer", f"{what}: the API said success=false: {error_text(body)}")

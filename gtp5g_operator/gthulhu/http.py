@@ -453,7 +453,7 @@ class JsonHttp:
         # ValueError there (int's digit limit), which read as "cannot reach the server".
         if resp.length is not None and resp.length > MAX_BODY:
             raise ApiError("bad-answer", f"{what}: answer of {resp.length} bytes is larger "
-                           f"than {MAX_BODY}: ignored", resp.status)
+                           f"than {MAX_BODY}: ignored")
         chunks: List[bytes] = []
         size = 0
         while True:
@@ -464,14 +464,14 @@ class JsonHttp:
             if not chunk and resp.length:
                 raise ApiError("bad-answer", f"{what}: the server closed the connection "
                                f"after {size} of the {size + resp.length} bytes its "
-                               "Content-Length promised", resp.status)
+                               "Content-Length promised")
             if not chunk:
                 resp.close()  # marks it done so the kept-alive connection can be reused
                 return b"".join(chunks)
             size += len(chunk)
             if size > MAX_BODY:
                 raise ApiError("bad-answer", f"{what}: answer larger than {MAX_BODY} bytes: "
-                               "ignored", resp.status)
+                               "ignored")
             chunks.append(chunk)
 
     @staticmethod
@@ -483,7 +483,7 @@ class JsonHttp:
         except ValueError as exc:
             if 200 <= resp.status < 300:
                 raise ApiError("bad-answer", f"{what}: HTTP {resp.status} with a body that is "
-                               f"not JSON we take ({one_line(str(exc))})", resp.status) from None
+                               f"not JSON we take ({one_line(str(exc))})") from None
             return Answer(resp.status, None, location, wait)
 
     def _error(self, exc: BaseException, what: str) -> ApiError:

@@ -169,15 +169,15 @@ class ManagerLogin:
         what = f"POST {self.http.base_url}{path}"
         if answer.status == 404:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server is not a "
-                           "Gthulhu Manager", 404)
+                           "Gthulhu Manager")
         if answer.status in (400, 401, 422) and path == LOGIN_PATH:
             # not the user name itself: until a login succeeds it may be a password
             # pasted into api.username, and this text reaches the journal, the
             # world-readable state.json and `status`
             raise ApiError("unauthorized", "the Manager refused the login of api.username "
-                           f"with its password: {error_text(answer.body)}", answer.status)
+                           f"with its password: {error_text(answer.body)}")
         if answer.status == 401:
-            raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}", 401)
+            raise ApiError("unauthorized", f"{what}: {error_text(answer.body)}")
         check_answer(answer, what)
         return answer.body
 
@@ -474,10 +474,10 @@ class ManagerWriter(RuleWriter):
             text = error_text(answer.body)
             if "no nodes match" in text:
                 raise ApiError("not-found", f"the Manager knows no node {self.node!r}: "
-                               "api.node_name must be the node's Kubernetes name", 404)
+                               "api.node_name must be the node's Kubernetes name")
             if text == "Not Found" or text == "no error message":
                 raise ApiError("wrong-flavor", f"{method} {self.http.base_url}{path} answered "
-                               "404: the server is not a Gthulhu Manager", 404)
+                               "404: the server is not a Gthulhu Manager")
             if missing_ok:
                 return answer
         check_answer(answer, f"{method} {self.http.base_url}{path}")
@@ -488,7 +488,7 @@ class ManagerWriter(RuleWriter):
         if "password change required" in text:
             return ApiError("forbidden", f"the Manager requires user {self.login.user!r} to "
                             "change its password before anything else (log in to the Manager "
-                            "once, or PUT /api/v1/users/self/password)", 403)
+                            "once, or PUT /api/v1/users/self/password)")
         permission = PERMISSION.get((method, path), "?")
         return ApiError("forbidden", f"the Manager denied user {self.login.user!r} {method} "
-                        f"{path}: its role lacks the permission {permission}", 403)
+                        f"{path}: its role lacks the permission {permission}")

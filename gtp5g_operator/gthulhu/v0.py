@@ -95,14 +95,14 @@ class V0Writer(ApiWriter):
         if answer.status == 404 and method == "POST":
             raise ApiError("wrong-flavor", f"{what} answered 404: the server is not Gthulhu's "
                            "2025 API (v0); newer Gthulhu runs a Decision Maker or a Manager "
-                           '(api.flavor = "auto")', 404)
+                           '(api.flavor = "auto")')
         # The ERROR says what to change: an integer priority, which the 2025 release
         # refuses (true or false are what it takes: no advice for a 400 to those).
         if answer.status == 400 and method == "POST" and not isinstance(
                 self.strategy.priority, bool):
             raise ApiError("http-4xx", f"{what}: HTTP 400: {error_text(answer.body)}: the "
                            "server refuses what this host writes; the 2025 release (<= v0.4.4) "
-                           "takes strategy.priority = true or false, later ones an integer", 400)
+                           "takes strategy.priority = true or false, later ones an integer")
         check_answer(answer, what)
         return answer.body
 

@@ -280,16 +280,16 @@ class PublicKeyToken:
         what = f"POST {self.http.base_url}{TOKEN_PATH}"
         if answer.status == 401:
             raise ApiError("unauthorized", f"the server refused our public key {self._path}: "
-                           "it is not the pair of the server's JWT private key", 401)
+                           "it is not the pair of the server's JWT private key")
         if answer.status == 404:
             raise ApiError("wrong-flavor", f"{what} answered 404: the server gives no tokens "
-                           "for a public key (a Gthulhu Manager? set api.flavor)", 404)
+                           "for a public key (a Gthulhu Manager? set api.flavor)")
         check_answer(answer, what)
         value, expired_at = token_answer(answer.body)
         try:
             token = verify_token(value, self._pem, self._wall(), expired_at)
         except TokenError as exc:
-            raise ApiError("bad-answer", str(exc), answer.status) from None
+            raise ApiError("bad-answer", str(exc)) from None
         self.token = token
         self.obtained += 1
         now = self._clock()

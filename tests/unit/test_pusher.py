@@ -161,10 +161,10 @@ def test_token_refreshed_before_expiry(client: ScriptedWriter, clock: Clock) -> 
 def test_401_gets_a_new_token_and_retries_once(client: ScriptedWriter, clock: Clock) -> None:
     p = pusher(client, clock)
     push_none(p)
-    client.write_errors = [ApiError("unauthorized", "rejected", 401)]
+    client.write_errors = [ApiError("unauthorized", "rejected")]
     assert push_one(p).ok
     assert client.calls[-3:] == ["write:tok1:1", "token", "write:tok2:1"]
-    client.write_errors = [ApiError("unauthorized", "x", 401)] * 2
+    client.write_errors = [ApiError("unauthorized", "x")] * 2
     result = push_one(p)
     assert not result.ok and result.error_kind == "unauthorized"
     assert client.calls[-3:] == ["write:tok2:1", "token", "write:tok3:1"]  # only once
