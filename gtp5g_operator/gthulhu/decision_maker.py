@@ -112,11 +112,10 @@ class DecisionMakerWriter(RuleWriter):
     # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
-        token = self.login.token
         rule = self._written if isinstance(self._written, NodeRule) else None
         return {**super().describe(), "node": self.node, "policy_id": policy_id(self.node),
                 "rule": rule.command_regex if rule else None,
-                "token_expires_mono": self.login.expires_mono if token else None,
+                "token_expires_mono": self.login.expires_mono if self.login.token else None,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state -------------------------------------------------------------------------

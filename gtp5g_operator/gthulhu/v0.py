@@ -58,9 +58,8 @@ class V0Writer(ApiWriter):
     # --- what status shows ------------------------------------------------------------------
 
     def describe(self) -> Dict[str, Any]:
-        token = self.login.token
         return {**super().describe(), "mode": self.strategy.mode,
-                "token_expires_mono": self.login.expires_mono if token else None,
+                "token_expires_mono": self.login.expires_mono if self.login.token else None,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state ------------------------------------------------------------------------
