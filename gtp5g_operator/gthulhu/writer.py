@@ -142,6 +142,11 @@ class ApiWriter(abc.ABC):
         Each part as "key value", for the log."""
         return (f"api.url {config.api.url}",)
 
+    def unsuited(self, config: Config) -> str:
+        """What of `config` (a reload) the server written to cannot take ("" when
+        nothing); an explicit flavor's is refused when the files are loaded."""
+        return ""
+
     @abc.abstractmethod
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
         """Make the server hold exactly this host's desired state; the entries written."""

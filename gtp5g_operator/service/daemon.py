@@ -305,8 +305,10 @@ class Daemon:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = load(self.config_path, self.env)
-            # what `run` refuses at start must not be reached by a reload either
-            refusal = namespace_refusal(new.trace.allow_pid_namespace)
+            # what `run` refuses at start must not be reached by a reload either, nor
+            # what the server found by api.flavor = "auto" cannot take
+            refusal = (namespace_refusal(new.trace.allow_pid_namespace)
+                       or self.pusher.writer.unsuited(new))
             if refusal:
                 raise ConfigError(refusal)
         except ConfigError as exc:
