@@ -141,6 +141,14 @@ class AutoWriter(ApiWriter):
             probe.login.carry_on_from(before)  # detecting again, after a reconnect
         try:
             flavor = detect(probe, self._flavors, deadline)
+            # Inside the try: a flavor this configuration does not suit failed every retry
+            # after its token and its "is a" line, both at INFO each time (with the backoff
+            # at resync_interval: ~17,000 lines a day) and the tokens not counted.
+            problem = flavor.priority_problem(self.strategy.priority) or flavor.config_problem(
+                self._config)
+            if problem:
+                raise ApiError("wrong-flavor", f"the server is a Gthulhu {flavor.display}, "
+                               f"which this configuration does not suit: {problem}")
         except ApiError:
             if probe.login is not None and probe.login.obtained:
                 self._retired += probe.login.obtained  # issued all the same: counted
@@ -151,11 +159,6 @@ class AutoWriter(ApiWriter):
         if self.delegate is None or self.delegate.name != flavor.name:
             log.info("the server at %s is a Gthulhu %s (api.flavor = auto)", self.http.base_url,
                      flavor.display)
-            problem = flavor.priority_problem(self.strategy.priority) or flavor.config_problem(
-                self._config)
-            if problem:
-                raise ApiError("wrong-flavor", f"the server is a Gthulhu {flavor.display}, "
-                               f"which this configuration does not suit: {problem}")
             if self.delegate is not None:
                 self._retired += self.delegate.login.obtained
                 self.delegate.close()

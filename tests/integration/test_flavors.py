@@ -130,6 +130,23 @@ def test_a_decision_maker_timing_out_logs_no_token_line_per_retry(
     assert log[mark:].count("push failed: timeout") == 1, log
 
 
+def test_a_flavor_the_configuration_does_not_suit_is_one_error_not_two_lines_a_retry(
+        env: Env, dm: FakeDecisionMaker) -> None:
+    """Merge mode passes the load with api.flavor = "auto"; a Decision Maker found then
+    cannot take it.  The ERROR is said once, but each retry also said its new token and
+    "the server ... is a Gthulhu Decision Maker" at INFO: two lines every resync_interval
+    for as long as the configuration stays."""
+    d = start_dm(env, dm, strategy={"mode": "merge"}, log={"level": "info"})
+    wait_until(lambda: len(dm.requests("POST", "/api/v1/auth/token")) >= 4, 30,
+               "three retries after the first detection")
+    log = d.log()
+    assert log.count('push failed: wrong-flavor: the server is a Gthulhu Decision Maker, '
+                     'which this configuration does not suit: strategy.mode: "merge"') == 1, log
+    assert log.count("got an API token") == 1, log
+    assert "is a Gthulhu Decision Maker (api.flavor = auto)" not in log, log
+    assert not dm.posts()
+
+
 def test_auto_detects_a_decision_maker_and_the_rule_follows_the_tracked_names(
         env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
     d = start_dm(env, dm)
