@@ -122,8 +122,8 @@ class StrategyConfig:
 
     priority: Union[bool, int] = setting(True, v.priority, """
         Priority: true/false for the 2025 API (v0), an integer for later releases.  The
-        Decision Maker and the Manager take an integer > 0; true means 1 there (the value
-        that boosts in both of the scheduler's modes).""")
+        Decision Maker and the Manager take an integer from 1 to 20; true means 1 there
+        (the value that boosts in both of the scheduler's modes).""")
     execution_time_ns: int = setting(20_000_000, v.positive_ns, """
         Time slice in nanoseconds (20 ms).""")
     targets: Targets = setting("both", v.choice("tgid", "tid", "both"), """

@@ -209,10 +209,13 @@ class RuleWriter(ApiWriter):
 
     @classmethod
     def priority_problem(cls, priority: Union[bool, int]) -> str:
-        if priority is True or (not isinstance(priority, bool) and priority > 0):
+        # The 2026 scheduler skips <= 0, and its kernel mode (the Helm default) rejects
+        # > 20: a rule saying 50 was written, listed and called boosted, and boosted nothing.
+        if priority is True or (not isinstance(priority, bool) and 0 < priority <= 20):
             return ""
         return (f"strategy.priority: {str(priority).lower()} would not boost anything: a "
-                f"Gthulhu {cls.display} takes an integer > 0 (true means 1); only "
+                f"Gthulhu {cls.display} takes an integer from 1 to 20 (true means 1; above "
+                "20 the scheduler's kernel mode rejects it); only "
                 'api.flavor = "v0" (the 2025 API) takes false')
 
     @classmethod
