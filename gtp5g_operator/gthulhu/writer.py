@@ -211,11 +211,16 @@ class RuleWriter(ApiWriter):
     def priority_problem(cls, priority: Union[bool, int]) -> str:
         # The 2026 scheduler skips <= 0, and its kernel mode (the Helm default) rejects
         # > 20: a rule saying 50 was written, listed and called boosted, and boosted nothing.
+        # Refused rather than warned about: 1..20 boosts in both modes (user space takes
+        # any value > 0 as the same full boost), so no setting loses anything by it.
         if priority is True or (not isinstance(priority, bool) and 0 < priority <= 20):
             return ""
+        if not isinstance(priority, bool) and priority > 20:
+            return (f"strategy.priority: {priority} is above 20, which the scheduler's kernel "
+                    "mode (Gthulhu's Helm default) rejects: use 1 to 20 (in its user-space "
+                    "mode every value above 0 is the same full boost; true means 1)")
         return (f"strategy.priority: {str(priority).lower()} would not boost anything: a "
-                f"Gthulhu {cls.display} takes an integer from 1 to 20 (true means 1; above "
-                "20 the scheduler's kernel mode rejects it); only "
+                f"Gthulhu {cls.display} takes an integer from 1 to 20 (true means 1); only "
                 'api.flavor = "v0" (the 2025 API) takes false')
 
     @classmethod

@@ -297,8 +297,8 @@ def test_a_flavor_that_does_not_match_the_server_is_said_and_retried(
 @pytest.mark.parametrize("strategy,message", [
     ({"priority": False}, "strategy.priority: false would not boost anything"),
     ({"priority": 0}, "strategy.priority: 0 would not boost anything"),
-    ({"priority": 21}, "strategy.priority: 21 would not boost anything: a Gthulhu Decision "
-                       "Maker takes an integer from 1 to 20"),
+    ({"priority": 21}, "strategy.priority: 21 is above 20, which the scheduler's kernel mode "
+                       "(Gthulhu's Helm default) rejects: use 1 to 20"),
     ({"mode": "merge"}, 'strategy.mode: "merge" is for the v0 API only'),
 ])
 def test_settings_the_new_flavors_cannot_honour_are_config_errors(
