@@ -40,14 +40,15 @@ def check_not_writable_by_others(path: str, st: os.stat_result, any_owner: bool 
 
 
 def read_text(path: str, what: str, secret: bool = False,
-              env: Mapping[str, str] = os.environ) -> str:
+              env: Mapping[str, str] = os.environ, judged: bool = True) -> str:
     try:
         data, st = read_regular_file(path)
     except FileProblem as exc:
         # exists() follows links: a link into a hidden place dangles for the service
         hint = "" if os.path.exists(path) else unit_hiding_hint(path, env)
         raise ConfigError(f"{path}: cannot read {what}: {exc}{hint}") from None
-    judge_file(path, st, secret, env)
+    if judged:
+        judge_file(path, st, secret, env)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -279,13 +280,16 @@ def judge_file(path: str, st: os.stat_result, secret: bool,
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
 
 
-def load_settings(path: str, vocabulary: Vocabulary) -> Config:
-    """The main file and its drop-ins, validated, without the files they name."""
+def load_settings(path: str, vocabulary: Vocabulary, judged: bool = True) -> Config:
+    """The main file and its drop-ins, validated, without the files they name.
+    `judged=False`: their owner and mode are not judged (doctor, which judges them
+    on lines of their own, reads what they say all the same)."""
     # The main file first: when it is missing (its directory too), say that, not
     # that config.d's parent cannot be looked at.
-    documents = [(path, read_toml(read_text(path, "configuration"), path))]
+    documents = [(path, read_toml(read_text(path, "configuration", judged=judged), path))]
     files = [path, *drop_ins(path)]
-    documents += [(f, read_toml(read_text(f, "configuration"), f)) for f in files[1:]]
+    documents += [(f, read_toml(read_text(f, "configuration", judged=judged), f))
+                  for f in files[1:]]
     raw, origins = merge(documents)
     return dataclasses.replace(build_config(raw, origins, vocabulary, path), files=tuple(files),
                                node_name="")

@@ -125,6 +125,20 @@ def test_a_refused_key_file_keeps_the_files_settings(tmp_path: Path,
     assert checks["key file"].saw == f"{tmp_path / 'missing.pem'}: No such file or directory"
 
 
+def test_a_file_refused_for_its_mode_is_still_read_for_the_other_checks(
+        tmp_path: Path, keys: Dict[str, Path]) -> None:
+    # Checked with the defaults, the key file line said "/etc/gtp5g-operator/jwt_public_key.pem:
+    # No such file or directory -> create it": a file the configuration does not name.
+    path = config_file(tmp_path, keys)
+    path.chmod(0o666)
+    out = config_checks(str(path))
+    checks = by_name(out.checks)
+    assert not out.loaded and out.config.api.url == "http://127.0.0.1:9"
+    assert checks["config"].level == FAIL and "the files' settings" in checks["config"].saw
+    assert checks["config file"].level == FAIL  # the refusal keeps its own line and fix
+    assert checks["key file"].level == OK and str(keys["public"]) in checks["key file"].saw
+
+
 def test_files_others_may_write_fail_with_the_fix(tmp_path: Path,
                                                   keys: Dict[str, Path]) -> None:
     path = config_file(tmp_path, keys)

@@ -65,7 +65,11 @@ def config_checks(path: str, env: Optional[Mapping[str, str]] = None,
 def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
     """The settings to check the rest with when the service would refuse the files."""
     try:
-        config = load_settings(path, vocabulary)
+        # Owner and mode unjudged: a file the service refuses for them still says what the
+        # admin meant (its key file, match.comm), and has its own line saying why it is
+        # refused; with the defaults instead, the key file line sent the admin to create
+        # /etc/gtp5g-operator/jwt_public_key.pem, which the files do not name.
+        config = load_settings(path, vocabulary, judged=False)
     except ConfigError:
         return Config(source=path), "the other checks use the defaults"
     return (dataclasses.replace(config, node_name=config.api.node_name or host_node_name()),
