@@ -19,6 +19,11 @@ TRACE_PIPE_CANDIDATES = (
     "/sys/kernel/debug/tracing/trace_pipe",
 )
 TRACEFS_TYPES = ("tracefs", "debugfs")
+# What makes each of those places appear.  debugfs brings tracefs along at debug/tracing
+# (an automount); tracefs alone cannot be mounted there: without debugfs, sysfs has no
+# such directory ("mount point does not exist").
+MOUNT_COMMANDS = {TRACE_PIPE_CANDIDATES[0]: "mount -t tracefs nodev /sys/kernel/tracing",
+                  TRACE_PIPE_CANDIDATES[1]: "mount -t debugfs nodev /sys/kernel/debug"}
 
 
 # --- the mount table ------------------------------------------------------------------------
@@ -139,7 +144,7 @@ def unmounted_tracefs_hint(path: str, proc: str = "/proc") -> str:
     directory = os.path.dirname(pipe)
     if fs_type(directory, proc) in TRACEFS_TYPES:
         return ""
-    return (f"no tracefs is mounted at {directory}: mount -t tracefs nodev {directory} "
+    return (f"no tracefs is mounted at {directory}: {MOUNT_COMMANDS[pipe]} "
             "(the service waits for it; gtp5g-operator doctor checks the rest)")
 
 

@@ -430,3 +430,63 @@ def test_the_advice_to_pin_the_gnb_never_pins_another_users_copy(
     assert rules["level"] == "warn" and "copy" not in rules["advice"], rules
     assert "65534" not in rules["advice"] and "own target line" in rules["advice"], rules
     assert checks[f"target {the_gnb.pid}"]["saw"].startswith(f"PID {the_gnb.pid} {name}, uid 0")
+
+
+def test_the_tracefs_advice_followed_literally_finds_the_trace_source(env: Env,
+                                                                      tmp_path: Path) -> None:
+    """In a mount namespace of its own (the host's mounts untouched): tracefs mounted
+    elsewhere than where "auto" looks, and trace.pipe naming /sys/kernel/debug/tracing
+    without debugfs.  Doctor advised `set trace.pipe = "auto"` (it was "auto" already) and
+    `mount -t tracefs nodev /sys/kernel/tracing` for the debugfs path (which stays
+    missing); each advice, done as printed, must bring the source up."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("nsenter")):
+        pytest.skip("needs root, unshare(1) and nsenter(1)")
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep",
+                               "600"])
+    try:
+        def in_ns(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["nsenter", "-t", str(holder.pid), "-m", *argv], cwd=REPO,
+                                  capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+
+        wait_until(lambda: os.readlink(f"/proc/{holder.pid}/ns/mnt")
+                   != os.readlink("/proc/self/ns/mnt"), 10, "the namespace")
+        for point in ("/sys/kernel/debug/tracing", "/sys/kernel/debug", "/sys/kernel/tracing"):
+            in_ns("umount", point)  # not mounted: fine
+        elsewhere = tmp_path / "tracing-elsewhere"
+        elsewhere.mkdir()
+        assert in_ns("mount", "-t", "tracefs", "nodev", str(elsewhere)).returncode == 0
+
+        fake_sys = str(sysfs(tmp_path))
+
+        def checks_for(pipe: str) -> Dict[str, Any]:
+            env.write_config(trace={"pipe": pipe}, match=NOBODYS)
+            out = in_ns(sys.executable, "-m", "gtp5g_operator", "doctor", "--json",
+                        "--config", str(env.config_path), "--window", "0", "--sysfs",
+                        fake_sys, "--runtime-dir",
+                        str(tmp_path / "run"))
+            assert out.stderr == "", out.stderr
+            return by_name(out.stdout)
+
+        checks = checks_for("auto")
+        advice = checks["tracefs"]["advice"]
+        assert advice.startswith(f'set trace.pipe = "{elsewhere}/trace_pipe"'), advice
+        checks = checks_for(f"{elsewhere}/trace_pipe")  # done as advised
+        assert checks["trace source"]["level"] == checks["tracefs"]["level"] == "ok"
+
+        # a tracing instance nobody made: not another mount stacked on that tracefs
+        checks = checks_for(f"{elsewhere}/instances/never-made/trace_pipe")
+        assert checks["trace source"]["advice"] == f'set trace.pipe = "{elsewhere}/trace_pipe"'
+        assert in_ns("umount", str(elsewhere)).returncode == 0  # no tracefs at all now
+        checks = checks_for("/sys/kernel/debug/tracing/trace_pipe")
+        commands = {checks[name]["advice"].split(" (the service waits")[0]
+                    for name in ("trace source", "tracefs")}
+        assert len(commands) == 1, checks  # the two lines agree
+        command = commands.pop()
+        done = in_ns(*command.split())  # done as advised
+        assert done.returncode == 0, (command, done.stderr)
+        checks = checks_for("/sys/kernel/debug/tracing/trace_pipe")
+        assert checks["trace source"]["level"] == checks["tracefs"]["level"] == "ok", command
+    finally:
+        holder.kill()
+        holder.wait()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from ...config.paths import (
+    MOUNT_COMMANDS,
+    TRACE_PIPE_CANDIDATES,
     TRACEFS_TYPES,
     Mount,
     is_tracefs_pipe,
@@ -40,7 +42,7 @@ from ...trace.tracefs import (
 )
 from .model import Check, fail, ok, warn
 
-MOUNT_ADVICE = "mount -t tracefs nodev /sys/kernel/tracing (the service waits for it)"
+WAITS = " (the service waits for it)"
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,7 @@ def source_check(site: TraceSite) -> Check:
         return warn("trace source", f"cannot look at {pipe}: {site.stat_error}",
                     "see the trace access check above")
     if site.st is None:
-        return fail("trace source", f"{pipe} does not exist", MOUNT_ADVICE if "tracing" in pipe
-                    else "correct trace.pipe, or create the FIFO")
+        return fail("trace source", f"{pipe} does not exist", _appear(site))
     if site.is_fifo:
         return ok("trace source", f"{pipe} is a FIFO (a replay or test source)")
     if is_tracefs_pipe(pipe, site.st, site.proc):
@@ -169,9 +170,45 @@ def tracefs_check(site: TraceSite) -> Check:
                                f"at {points})",
                     'right for tests and replays; for the gNB\'s trace set trace.pipe = "auto"')
     if not site.tracefs_mounts:
-        return fail("tracefs", "tracefs is not mounted", MOUNT_ADVICE)
+        return fail("tracefs", "tracefs is not mounted", mount_advice(site.pipe))
+    there = _mounted_pipe(site)
     return fail("tracefs", f"{site.pipe} is not on tracefs (mounted at {points})",
-                'set trace.pipe = "auto"')
+                f"set trace.pipe = {there}, or {mount_advice(site.pipe)}" if there
+                else mount_advice(site.pipe))
+
+
+def mount_advice(pipe: str) -> str:
+    """The mount that makes `pipe` appear: debugfs for /sys/kernel/debug/tracing, tracefs
+    in the directory of another trace_pipe, else tracefs at its usual place."""
+    usual = (f"mount -t tracefs nodev {os.path.dirname(pipe)}"
+             if os.path.basename(pipe) == "trace_pipe"
+             else MOUNT_COMMANDS[TRACE_PIPE_CANDIDATES[0]])
+    return MOUNT_COMMANDS.get(pipe, usual) + WAITS
+
+
+def _mounted_pipe(site: TraceSite) -> str:
+    """trace.pipe's value (quoted) for a trace_pipe of a tracefs mounted now, "" for none:
+    "auto" when it finds one, else a mount's own.  ("auto" alone was advised when trace.pipe
+    was "auto" already, and tracefs mounted elsewhere than where it looks.)"""
+    auto = resolve_pipe("auto")
+    pipes = [auto] + [os.path.join(m.point, "trace_pipe") for m in site.tracefs_mounts]
+    found = next((p for p in pipes if p != site.pipe and os.path.exists(p)
+                  and mount_of(p, site.tracefs_mounts) is not None), "")
+    return '"auto"' if found == auto else f'"{found}"' if found else ""
+
+
+def _appear(site: TraceSite) -> str:
+    """What makes a missing trace source appear: a mount where nothing is mounted, else
+    trace.pipe naming one that is.  (A mount of tracefs at /sys/kernel/tracing was advised
+    for any path with "tracing" in it: one more, stacked on the tracefs holding a tracing
+    instance never made, or none at all where debugfs was needed.)"""
+    holder = site.holder
+    if os.path.basename(site.pipe) == "trace_pipe" and (holder is None or
+                                                        holder.fstype not in TRACEFS_TYPES):
+        return mount_advice(site.pipe)
+    there = _mounted_pipe(site)
+    return (f"set trace.pipe = {there}" if there
+            else "correct trace.pipe, or create the FIFO")
 
 
 def _per_cpu(growth: Dict[int, int]) -> str:
