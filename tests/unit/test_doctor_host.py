@@ -364,16 +364,31 @@ def test_a_target_that_matches_would_be_boosted(host: FakeProc) -> None:
                                          "3 threads: would be boosted")
 
 
-@pytest.mark.parametrize("match,why", [
-    (MatchConfig(uid=(0,)), "its uid 1000 is not in match.uid"),
-    (MatchConfig(exe=("/usr/bin/nr-gnb",)), "its executable /tmp/nr-gnb is not in match.exe"),
+@pytest.mark.parametrize("match,why,advice", [
+    (MatchConfig(uid=(0,)), "its uid 1000 is not in match.uid", "add 1000 to match.uid"),
+    (MatchConfig(exe=("/usr/bin/nr-gnb",), uid=(1000,)),
+     "its executable /tmp/nr-gnb is not in match.exe", 'add "/tmp/nr-gnb" to match.exe'),
+    (MatchConfig(exe=("/usr/bin/nr-gnb",), uid=(0,)),  # both refuse it: both named
+     "its executable /tmp/nr-gnb is not in match.exe",
+     'add "/tmp/nr-gnb" to match.exe and add 1000 to match.uid'),
 ])
 def test_a_target_the_rules_exclude_says_why(host: FakeProc, match: MatchConfig,
-                                             why: str) -> None:
+                                             why: str, advice: str) -> None:
     checks = by_name(targets_checks(match, find_targets(str(host.root), match)))
     assert checks["targets"].level == WARN and "none would be boosted" in checks["targets"].saw
     assert checks["target"].level == WARN
     assert checks["target"].saw.endswith(f"not boosted: {why}")
+    # done as advised, the service's own rule boosts it
+    assert checks["target"].advice == f"if this is the gNB, {advice}"
+    exe, uid = match.exe, match.uid
+    for step in advice.split(" and "):
+        value, field = step.removeprefix("add ").split(" to ")
+        if field == "match.exe":
+            exe = (*exe, value.strip('"'))
+        else:
+            uid = (*uid, int(value))
+    fixed = MatchConfig(exe=exe, uid=uid)
+    assert [t.boosted for t in find_targets(str(host.root), fixed)] == [True]
 
 
 def test_empty_allow_lists_warn_with_what_to_pin(host: FakeProc) -> None:

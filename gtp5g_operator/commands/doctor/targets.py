@@ -93,14 +93,26 @@ def match_check(match: MatchConfig, found: Sequence[Target]) -> Check:
     return warn("match rules", saw, f"pin the gNB, e.g. {example}")
 
 
-def target_check(t: Target) -> Check:
+def admit(i: ProcessInfo, match: MatchConfig) -> str:
+    """What lets the service boost this process: each allow-list that refuses it, with
+    the value to add.  ("add its uid or executable" sent the admin to add a uid that was
+    there already when match.exe refused it, and named one list when both did.)"""
+    steps = []
+    if match.exe and i.exe not in match.exe:
+        steps.append(f"add {json.dumps(i.exe)} to match.exe" if i.exe else
+                     "let the service read its executable (see the exe access check)")
+    if match.uid and i.uid not in match.uid:
+        steps.append(f"add {i.uid} to match.uid")
+    return "if this is the gNB, " + " and ".join(steps)
+
+
+def target_check(t: Target, match: MatchConfig) -> Check:
     i = t.info
     saw = (f"PID {i.tgid} {i.comm}, uid {i.uid}, exe {i.exe or '(unreadable)'}, "
            f"{plural(len(t.tasks), 'thread')}")
     if t.boosted:
         return ok("target", f"{saw}: would be boosted", str(i.tgid))
-    return warn("target", f"{saw}: not boosted: {t.why_not}",
-                "if this is the gNB, add its uid or executable to the match rules", str(i.tgid))
+    return warn("target", f"{saw}: not boosted: {t.why_not}", admit(i, match), str(i.tgid))
 
 
 def targets_checks(match: MatchConfig, found: Sequence[Target]) -> List[Check]:
@@ -115,5 +127,5 @@ def targets_checks(match: MatchConfig, found: Sequence[Target]) -> List[Check]:
     else:
         summary = warn("targets", f"{plural(len(found), 'process')} named {names}, none would "
                                   "be boosted", "see why below")
-    lines = [target_check(t) for t in found[:MAX_LISTED]]
+    lines = [target_check(t, match) for t in found[:MAX_LISTED]]
     return [match_check(match, found), summary, *lines]
