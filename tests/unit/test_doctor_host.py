@@ -26,10 +26,11 @@ from gtp5g_operator.commands.doctor.environment import (
 from gtp5g_operator.commands.doctor.identity import UNIT_CAPS, Answers, Identity
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.commands.doctor.service import unit_hidden
-from gtp5g_operator.commands.doctor.targets import find_targets, targets_checks
+from gtp5g_operator.commands.doctor.targets import admit, find_targets, targets_checks
 from gtp5g_operator.config import ConfigError, MatchConfig, check_not_writable_by_others, load
 from gtp5g_operator.config.load import read_text
 from gtp5g_operator.config.paths import Mount, hidden_by_unit, mount_of, parse_mountinfo
+from gtp5g_operator.core.procfs import ProcessInfo
 from testbed.harness import write_config
 
 INIT_NS = "pid:[4026531836]"
@@ -389,6 +390,14 @@ def test_a_target_the_rules_exclude_says_why(host: FakeProc, match: MatchConfig,
             uid = (*uid, int(value))
     fixed = MatchConfig(exe=exe, uid=uid)
     assert [t.boosted for t in find_targets(str(host.root), fixed)] == [True]
+
+
+def test_a_target_renamed_since_it_was_listed_is_advised_its_name() -> None:
+    """Both allow-lists admit it and its name no longer does (renamed between doctor's
+    two looks): the advice names match.comm, never an empty step."""
+    info = ProcessInfo(4242, 1, "nr-gnb-2", "/usr/bin/nr-gnb", 1000)
+    advice = admit(info, MatchConfig(exe=("/usr/bin/nr-gnb",), uid=(1000,)))
+    assert advice == 'if this is the gNB, add "nr-gnb-2" to match.comm'
 
 
 def test_empty_allow_lists_warn_with_what_to_pin(host: FakeProc) -> None:

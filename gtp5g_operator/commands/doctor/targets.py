@@ -103,6 +103,8 @@ def admit(i: ProcessInfo, match: MatchConfig) -> str:
                      "let the service read its executable (see the exe access check)")
     if match.uid and i.uid not in match.uid:
         steps.append(f"add {i.uid} to match.uid")
+    if not steps:  # its name, changed since it was listed: match.comm is all that refuses
+        steps.append(f"add {json.dumps(i.comm)} to match.comm")
     return "if this is the gNB, " + " and ".join(steps)
 
 
