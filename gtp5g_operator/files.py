@@ -237,12 +237,16 @@ def remove_stale_temporaries(path: str) -> None:
 
 
 def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and signal_errno(pid) != errno.ESRCH
+
+
+def signal_errno(pid: int) -> int:
+    """kill(pid, 0)'s errno: 0 for a process of ours, EPERM for another user's, ESRCH
+    for none (a number past pid_t too: no process's PID)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: another user's process
-        return True
-    return True
+    except OverflowError:
+        return errno.ESRCH
+    except OSError as exc:
+        return exc.errno or errno.ESRCH
+    return 0

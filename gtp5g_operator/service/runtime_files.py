@@ -24,6 +24,7 @@ import mmap
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .. import files
 from ..core.kept_file import KeptFile
 from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
 from .runtime_names import HEARTBEAT, HEARTBEAT_FILE, STATE_FILE
@@ -257,21 +258,11 @@ def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
     except (FileNotFoundError, PermissionError):
         # /proc mounted with hidepid= hides the service's process (its own user) from
         # other users: `status` from a monitoring agent said "not running" while it ran.
-        # A process we may not signal is one we may not see; which program it is cannot
-        # be told then, so only a PID reused after a crash is taken for the daemon.
-        return proc == "/proc" and _exists_unseen(pid)
+        # A process we may not signal is one we may not see (one we may has exited); which
+        # program cannot be told then, so only a PID reused after a crash is taken for ours.
+        return proc == "/proc" and files.signal_errno(pid) == errno.EPERM
     except OSError:
         return False
-
-
-def _exists_unseen(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):  # OverflowError: past pid_t, no process's PID
-        return False
-    return False  # ours to signal, so ours to see: it exited in between
 
 
 def read_state(directory: str) -> Tuple[Optional[Dict[str, Any]], str]:
