@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.schedstat_text import describe, report_from_json
-from ..core.words import elapsed, one_line, when
+from ..core.words import elapsed, obj, one_line, when
 from ..core.words import finite as _num
 from ..service.runtime_files import daemon_alive, read_state
 from ..service.runtime_names import STATE_FILE
@@ -21,12 +21,8 @@ from .doctor.service import UnitState, runs_unseen
 NOT_RUNNING = 3  # as `systemctl status` and LSB: program is not running
 
 
-def _d(value: Any) -> Dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _last_push(push: Any, now: float, now_mono: Optional[float]) -> str:
-    push = _d(push)
+    push = obj(push)
     if not push:
         return "none yet"
     # "now" as far as the push's age goes: its age on the monotonic clock (words.elapsed)
@@ -40,8 +36,8 @@ def _last_push(push: Any, now: float, now_mono: Optional[float]) -> str:
 
 
 def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> List[str]:
-    cfg, api, trace = _d(state.get("config")), _d(state.get("api")), _d(state.get("trace"))
-    sched = _d(state.get("scheduler"))
+    cfg, api, trace = obj(state.get("config")), obj(state.get("api")), obj(state.get("trace"))
+    sched = obj(state.get("scheduler"))
     token = _num(api.get("token_expires_at"))
     lines = _num(trace.get("lines")) or 0
     return [
@@ -57,8 +53,8 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
         + (f"valid until {when(token, now).split(' (')[0]}" if token else "none")
         + (f", policy {one_line(api.get('policy_id'))}" if api.get("policy_id") else ""),
         f"scheduler:  {_scheduler(sched)}",
-        f"boosted:    {_boost(_d(state.get('boost')))}",
-        *_cpu_wait(_d(state.get("cpu_wait")), bool(state.get("processes"))),
+        f"boosted:    {_boost(obj(state.get('boost')))}",
+        *_cpu_wait(obj(state.get("cpu_wait")), bool(state.get("processes"))),
         f"last push:  {_last_push(state.get('last_push'), now, now_mono)}",
         "",
     ]

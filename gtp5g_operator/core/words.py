@@ -9,7 +9,7 @@ import time
 # 2 MB of memory, and the annotations need it only for the type checker.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Dict, Optional
 
 
 def u64(text: str) -> Optional[int]:
@@ -75,6 +75,11 @@ def shown(value: Any) -> str:
     """A value of unknown JSON in an error message: its repr (a container's type), short."""
     text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def obj(value: Any) -> Dict[str, Any]:
+    """A JSON object, or {} for anything else (a state.json's part of any shape)."""
+    return value if isinstance(value, dict) else {}
 
 
 def finite(value: Any) -> Optional[float]:

@@ -15,6 +15,7 @@ import itertools
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from .. import __version__
+from ..core.words import obj
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 P = "gtp5g_operator_"
@@ -36,10 +37,6 @@ class Histogram:
     def cumulative(self) -> List[Tuple[str, int]]:
         return list(zip((*map(str, self.bounds), "+Inf"), itertools.accumulate(self.counts),
                         strict=True))
-
-
-def _d(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _n(value: Any) -> float:
@@ -64,11 +61,11 @@ class SnapshotCollector:
         )
 
         s = self.snap
-        trace, counts = _d(s.get("trace")), _d(s.get("counts"))
+        trace, counts = obj(s.get("trace")), obj(s.get("counts"))
         yield GaugeMetricFamily(P + "tracked_processes", "Processes whose tasks are boosted",
                                 value=len(s.get("processes") or []))
         yield GaugeMetricFamily(P + "tracked_tasks", "Tasks (threads) boosted",
-                                value=sum(len(_d(p).get("tids") or []) for p in
+                                value=sum(len(obj(p).get("tids") or []) for p in
                                           s.get("processes") or []))
         for key, name, text in (
                 ("lines", "trace_lines", "Trace lines (text) or records (raw) read"),
@@ -92,16 +89,16 @@ class SnapshotCollector:
         reloads = CounterMetricFamily(P + "config_reloads", "Configuration reloads",
                                       labels=["result"])
         for result in ("ok", "error"):
-            reloads.add_metric([result], _n(_d(counts.get("reloads")).get(result)))
+            reloads.add_metric([result], _n(obj(counts.get("reloads")).get(result)))
         yield reloads
         yield InfoMetricFamily(P + "build", "Build information", value={"version": __version__})
 
     def _api(self, counts: Mapping[str, Any], counter: Any, gauge: Any, info: Any,
              histogram: Any) -> Iterator[Any]:
-        s, api = self.snap, _d(self.snap.get("api"))
+        s, api = self.snap, obj(self.snap.get("api"))
         pushes = counter(P + "pushes", "Pushes by result", labels=["result"])
         for result in ("ok", "error"):  # both exported from the start, so rate() works
-            pushes.add_metric([result], _n(_d(counts.get("pushes")).get(result)))
+            pushes.add_metric([result], _n(obj(counts.get("pushes")).get(result)))
         yield pushes
         for name, text in (("push_duration_seconds", "Duration of one push (credentials + "
                                                      "write + read-back)"),
@@ -124,7 +121,7 @@ class SnapshotCollector:
             "flavor": str(api.get("flavor", "?"))})
 
     def _scheduler(self, gauge: Any, info: Any) -> Iterator[Any]:
-        sched, boost = _d(self.snap.get("scheduler")), _d(self.snap.get("boost"))
+        sched, boost = obj(self.snap.get("scheduler")), obj(self.snap.get("boost"))
         if sched:
             enabled = gauge(P + "scheduler_enabled", "1 when a sched_ext scheduler is running "
                             "(ops names it: only Gthulhu's reads the strategies), 0 when none "
@@ -142,8 +139,8 @@ class SnapshotCollector:
                    value={"ops": str(boost.get("scheduler") or "")})
 
     def _cpu_wait(self, counter: Any, gauge: Any) -> Iterator[Any]:
-        waits = _d(self.snap.get("cpu_wait"))
-        lifetime, windows = _d(waits.get("lifetime")), waits.get("last_window") or []
+        waits = obj(self.snap.get("cpu_wait"))
+        lifetime, windows = obj(waits.get("lifetime")), waits.get("last_window") or []
         for key, name, text, scale in (
                 ("run_ns", "target_run_seconds", "Time the tracked tasks ran on a CPU", NS),
                 ("wait_ns", "target_runqueue_wait_seconds", "Time the tracked tasks were "
@@ -151,15 +148,15 @@ class SnapshotCollector:
                 ("slices", "target_timeslices", "Times the tracked tasks got a CPU", 1)):
             family = counter(P + name, text, labels=["process"])
             for process, c in sorted(lifetime.items()):
-                family.add_metric([process], _n(_d(c).get(key)) * scale)
+                family.add_metric([process], _n(obj(c).get(key)) * scale)
             yield family
         worst = gauge(P + "target_worst_task_wait_ratio", "The highest share of its runnable "
                       "time any one tracked task waited for a CPU over the last window",
                       labels=["process"])
         for report in windows:
-            w = _d(_d(report).get("worst"))
+            w = obj(obj(report).get("worst"))
             if w.get("wait_share") is not None:
-                worst.add_metric([str(_d(report).get("process"))], _n(w.get("wait_share")))
+                worst.add_metric([str(obj(report).get("process"))], _n(w.get("wait_share")))
         yield worst
 
 
