@@ -82,19 +82,14 @@ def in_network_wait() -> bool:
 
 
 def stop_pending(why: str) -> None:
-    """A stop signal came: until the loop takes it (`stop_taken`), every network wait
-    that begins fails at once, as the one under way does.  The signal may come just
+    """A stop signal came: until the loop takes it (`stop_pending("")`), every network
+    wait that begins fails at once, as the one under way does.  The signal may come just
     before a wait (during a reload, a trace read or a liveness pass of the same loop
-    turn), and that wait would otherwise hold the stop for api.timeout."""
+    turn), and that wait would otherwise hold the stop for api.timeout.  Once taken,
+    what the loop sends on its way out (clear_on_stop) has its own budget and must not
+    be cut short."""
     global _stop_pending
     _stop_pending = why
-
-
-def stop_taken() -> None:
-    """The loop handles the stop now: what it sends on its way out (clear_on_stop)
-    has its own budget and must not be cut short."""
-    global _stop_pending
-    _stop_pending = ""
 
 
 @contextlib.contextmanager

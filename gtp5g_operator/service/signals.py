@@ -16,7 +16,7 @@ One exception: the first stop signal that finds an API exchange waiting on the
 network also ends that wait (gthulhu/http.py's StopRequested, which fails the
 exchange as its deadline would), else the stop would wait up to `api.timeout`
 (60 s allowed, past the unit's TimeoutStopSec); so does every wait that begins
-before the loop takes the stop (http.py's stop_pending, stop_taken).  Later
+before the loop takes the stop (http.py's stop_pending).  Later
 stop signals never raise, so the clear on stop is not cut short.
 """
 
@@ -29,7 +29,7 @@ import socket
 from typing import Any, Callable, Collection, Dict, Optional, Set, Tuple
 
 from ..core.component import Component
-from ..gthulhu.http import StopRequested, in_network_wait, stop_pending, stop_taken
+from ..gthulhu.http import StopRequested, in_network_wait, stop_pending
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SignalWaker(Component):
         self._fds = (self._r.fileno(),)
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._on_signal)
-        stop_taken()  # none pending from an earlier daemon of this process (tests)
+        stop_pending("")  # none pending from an earlier daemon of this process (tests)
         # held since the start (cli.py): any that came meanwhile reach the handlers now
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
@@ -103,7 +103,7 @@ class SignalWaker(Component):
         on_reload, on_stop, on_report, on_debug_toggle = self._actions
         stops = [s for s in STOP if s in signums]
         if stops:
-            stop_taken()
+            stop_pending("")  # taken
             on_stop(signal_name(stops[0]))
             return
         if RELOAD in signums:
