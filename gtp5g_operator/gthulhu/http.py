@@ -361,8 +361,8 @@ class JsonHttp:
         self._clock = clock
         parts = urlsplit(base_url)
         self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self._https else 80)
         self._path = parts.path.rstrip("/")
         self._ca_pem = ca_pem
         self._tls: Optional[ssl.SSLContext] = None
@@ -434,7 +434,7 @@ class JsonHttp:
                 # Certificate and host name verified against the system CAs or the
                 # configured CA (read at load); there is no switch to turn that off.
                 self._tls = ssl.create_default_context(cadata=self._ca_pem or None)
-            self._conn = DeadlineConnection(self._host, self._port, self._resolver, self._tls,
+            self._conn = DeadlineConnection(self.host, self.port, self._resolver, self._tls,
                                             self._clock)
         self._conn.deadline = deadline
         self._conn.received = 0
@@ -506,7 +506,7 @@ class JsonHttp:
         if isinstance(exc, ssl.SSLError):  # cut off mid-handshake: passes by itself
             return ApiError("connect", f"TLS with {self.base_url} broke off: {one_line(exc)}")
         if isinstance(exc, socket.gaierror):
-            return ApiError("connect", f"cannot resolve {self._host}: {one_line(exc.strerror)}")
+            return ApiError("connect", f"cannot resolve {self.host}: {one_line(exc.strerror)}")
         if isinstance(exc, http.client.HTTPException):  # reached, but not an HTTP answer
             return ApiError("bad-answer", f"{what}: the answer is not HTTP/1.1 "
                             f"({type(exc).__name__}: {one_line(exc, 80)})")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
-from urllib.parse import urlsplit
 
 from ...config import AUTO, Config
 from ...core.readback import Comparison
@@ -95,11 +94,8 @@ class ApiProbe:
         self.comparison: Optional[Comparison] = None
 
     def advice(self, exc: ApiError) -> str:
-        url = urlsplit(self.api.url)
-        host = url.hostname or "?"
-        host = f"[{host}]" if ":" in host else host
-        server = f"{host}:{url.port or (443 if url.scheme == 'https' else 80)}"
-        return ADVICE_BY_KIND[exc.kind].replace("{server}", server)
+        host = f"[{self.http.host}]" if ":" in self.http.host else self.http.host
+        return ADVICE_BY_KIND[exc.kind].replace("{server}", f"{host}:{self.http.port}")
 
     def deadline(self) -> float:
         return min(time.monotonic() + self.api.timeout, self.end)
