@@ -31,14 +31,16 @@ class KeptFile:
         self._mode = mode
         self._durable = durable
         self._consequence = consequence  # what a failure means, said with it
-        self._last: Optional[bytes] = None
+        self._last: object = None  # the key of the last write that worked
         self._state = StateLog(log)  # the cause of the last failure; "" when it worked
 
-    def write(self, data: Optional[bytes]) -> None:
+    def write(self, data: Optional[bytes], key: object = None) -> None:
+        """`key`: what must change for `data` to be written again (default: `data`)."""
+        key = data if key is None else key
         # Unchanged, and still there: removed under the running daemon (systemd removes
         # RuntimeDirectory= when a refused start of the unit stops, tmpfiles, an rm), it
         # is written again, its directory too, or /health and `status` stay blind.
-        if (data is not None and data == self._last and not self.failing
+        if (data is not None and key == self._last and not self.failing
                 and os.path.lexists(self.path)):
             return
         try:
@@ -53,7 +55,7 @@ class KeptFile:
                                 cause, self._consequence)
             return
         self._state.recovered("%s written again", self.path)
-        self._last = data
+        self._last = key
 
     @property
     def failing(self) -> bool:

@@ -26,8 +26,8 @@ from ..core.schedstat_text import report_json, status_note
 from ..core.words import one_line
 from .metrics import Histogram, render
 from .pusher import PushResult
-from .runtime_files import StateFile, record_textfile
-from .runtime_names import HEALTH_FILE, METRICS_FILE
+from .runtime_files import record_textfile
+from .runtime_names import HEALTH_FILE, METRICS_FILE, STATE_FILE
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -75,7 +75,7 @@ class Publisher(Component):
         self._wall = wall_clock
         self._wall_time = WallTime(clock, wall_clock)
         self.started_mono = clock()
-        self.state = StateFile(directory)
+        self.state = KeptFile(os.path.join(directory, STATE_FILE))
         self._metrics_text = KeptFile(os.path.join(directory, METRICS_FILE))
         self._health = KeptFile(os.path.join(directory, HEALTH_FILE))
         self._metrics_out: List[KeptFile] = []  # where the metrics text goes: set below
@@ -218,7 +218,10 @@ class Publisher(Component):
         """Refresh state.json, health.json and the metrics (each written only if changed)."""
         self._rejudge()
         snap = self.snapshot()
-        self.state.write_state(snap, self._wall())
+        # rewritten when the state, not just its time stamp, changes
+        self.state.write((json.dumps({**snap, "updated_at": self._wall()}, indent=1,
+                                     sort_keys=True) + "\n").encode(),
+                         json.dumps(snap, sort_keys=True))
         self._health.write((json.dumps(self.health(snap), sort_keys=True) + "\n").encode())
         if self._metrics_out:
             text = render(snap, self.histograms)

@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import mmap
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import files
-from ..core.kept_file import KeptFile
 from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
 from .runtime_names import HEARTBEAT, HEARTBEAT_FILE, STATE_FILE
 
@@ -123,22 +121,6 @@ def _flock_holder(st: os.stat_result, proc: str) -> Optional[int]:
         except ValueError:
             continue
     return None
-
-
-class StateFile(KeptFile):
-    """state.json: rewritten when the state (not just its time stamp) changes."""
-
-    def __init__(self, directory: str) -> None:
-        super().__init__(os.path.join(directory, STATE_FILE))
-        self._last_state = ""
-
-    def write_state(self, state: Dict[str, Any], now: float) -> None:
-        body = json.dumps(state, sort_keys=True)
-        if body == self._last_state and not self.failing and os.path.lexists(self.path):
-            return
-        self.write((json.dumps({**state, "updated_at": now}, indent=1, sort_keys=True)
-                    + "\n").encode())
-        self._last_state = body
 
 
 class Heartbeat:
