@@ -53,7 +53,7 @@ from .decision_maker import DecisionMakerView
 from .errors import ApiError, check_answer, error_text
 from .http import Answer, JsonHttp
 from .ownership import OwnershipFile
-from .writer import STRATEGIES_PATH, Holdings, PublicKeyToken, RuleWriter
+from .writer import STRATEGIES_PATH, Holdings, Login, PublicKeyToken, RuleWriter
 
 if TYPE_CHECKING:
     from .detect import Probe
@@ -121,31 +121,20 @@ def find_policy(policies: Sequence[Policy], rule: NodeRule,
     return next((p.id for p in policies if p.id not in exclude and same_policy(p, rule)), None)
 
 
-class ManagerLogin:
+class ManagerLogin(Login):
     """Access and refresh tokens of one Manager user."""
 
     def __init__(self, http: JsonHttp, user: str, password: str,
                  clock: Callable[[], float],
                  wall_clock: Callable[[], float] = time.time) -> None:
-        self.http = http
+        super().__init__(http, clock, wall_clock)
         self.user = user
         self._password = password  # never logged: not in any message or repr
-        self._clock = clock
-        self._wall = wall_clock
-        self.access: Optional[str] = None
+        self.token: Optional[str] = None  # the access token
         self._refresh: Optional[str] = None
-        self._renew_at = 0.0
-        self.expires_mono: Optional[float] = None  # shown as wall-clock by the publisher
-        self.obtained = 0
 
     def __repr__(self) -> str:
         return f"ManagerLogin(user={self.user!r})"
-
-    def valid(self) -> bool:
-        return self.access is not None and self._clock() < self._renew_at
-
-    def drop(self) -> None:
-        self.access = None
 
     def obtain(self, deadline: float) -> None:
         """Refresh when we hold a refresh token, else (or when that fails) log in."""
@@ -182,9 +171,9 @@ class ManagerLogin:
         return answer.body
 
     def _accept(self, body: Any) -> None:
-        self.access, self._refresh = manager_tokens(body)
+        self.token, self._refresh = manager_tokens(body)
         self.obtained += 1
-        exp, iat = claim_times(unverified_claims(self.access))
+        exp, iat = claim_times(unverified_claims(self.token))
         now = self._wall()
         # on the issuer's clock when the token says when it was issued; else exp on ours
         # (as for a token of our key), never a guess past an exp the token states
@@ -465,8 +454,8 @@ class ManagerWriter(RuleWriter):
 
     def _call(self, method: str, path: str, payload: Any, deadline: float,
               missing_ok: bool = False, replay: bool = True) -> Answer:
-        assert self.login.access is not None
-        answer = self.http.request(method, path, payload, deadline, self.login.access,
+        assert self.login.token is not None
+        answer = self.http.request(method, path, payload, deadline, self.login.token,
                                    replay=replay)
         if answer.status == 403:
             raise self._forbidden(method, path, answer)

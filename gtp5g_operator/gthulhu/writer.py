@@ -21,7 +21,6 @@ from typing import (
     FrozenSet,
     List,
     Optional,
-    Protocol,
     Sequence,
     Tuple,
     Union,
@@ -55,16 +54,29 @@ class Holdings:
     rule: Optional[str] = None  # this host's rule (regex) as the server holds it, if any
 
 
-class Credentials(Protocol):
-    """A flavor's credentials: a token for our public key, or a Manager login."""
+class Login:
+    """A flavor's credentials (a token for our public key, a Manager login), renewed on
+    our clock before they expire; `token` is None until obtained and once dropped."""
 
-    obtained: int  # how many times they were obtained
+    token: Any
 
-    def valid(self) -> bool: ...
+    def __init__(self, http: JsonHttp, clock: Callable[[], float],
+                 wall_clock: Callable[[], float]) -> None:
+        self.http = http
+        self._clock = clock
+        self._wall = wall_clock
+        self._renew_at = 0.0
+        self.expires_mono: Optional[float] = None  # shown as wall-clock by the publisher
+        self.obtained = 0  # how many times they were obtained
 
-    def obtain(self, deadline: float) -> Any: ...
+    def valid(self) -> bool:
+        return self.token is not None and self._clock() < self._renew_at
 
-    def drop(self) -> None: ...
+    def obtain(self, deadline: float) -> Any:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        self.token = None
 
 
 class ApiWriter(abc.ABC):
@@ -78,7 +90,7 @@ class ApiWriter(abc.ABC):
     credential: ClassVar[str] = "public-key"  # or "password" (a login)
     sends_names: ClassVar[bool] = False  # True: a rule naming tasks; False: task IDs
     readback_path: ClassVar[str] = ""  # where `read_back` reads on api.url, if it does
-    login: Credentials
+    login: Login
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
         self.http = http
@@ -244,7 +256,7 @@ class RuleWriter(ApiWriter):
         return cls(http, config, state_dir, clock, wall_clock)
 
 
-class PublicKeyToken:
+class PublicKeyToken(Login):
     """A token traded for `config`'s RSA public key (v0 and the Decision Maker), verified
     with that key and renewed before it expires, on our clock; `named`: asked for as
     this node (client_id: its policy id)."""
@@ -252,24 +264,13 @@ class PublicKeyToken:
     def __init__(self, http: JsonHttp, config: Config, named: bool,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        self.http = http
+        super().__init__(http, clock, wall_clock)
         self._pem = config.public_key_pem
         self._path = config.api.public_key
         self._client_id = policy_id(config.node_name) if named else None
-        self._clock = clock
-        self._wall = wall_clock
         self.token: Optional[Token] = None
-        self._renew_at = 0.0
-        self.expires_mono: Optional[float] = None  # shown as wall-clock by the publisher
-        self.obtained = 0
         self._skew_reported = False
         self._took_over = False  # from another login (see carry_on_from)
-
-    def valid(self) -> bool:
-        return self.token is not None and self._clock() < self._renew_at
-
-    def drop(self) -> None:
-        self.token = None
 
     def obtain(self, deadline: float) -> Token:
         return self.accept(self.request(deadline))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Type
@@ -30,7 +31,7 @@ from gtp5g_operator.core.tracker import ProcessView
 from gtp5g_operator.gthulhu.detect import AutoWriter, Probe, detect
 from gtp5g_operator.gthulhu.http import JsonHttp
 from gtp5g_operator.gthulhu.registry import FLAVORS, build_writer
-from gtp5g_operator.gthulhu.writer import ApiWriter, Holdings
+from gtp5g_operator.gthulhu.writer import ApiWriter, Holdings, Login
 from gtp5g_operator.trace.readers import READERS, choose
 from gtp5g_operator.trace.source import TraceSource, Turn
 
@@ -91,10 +92,8 @@ def test_no_import_runs_from_a_lower_layer_to_a_higher_one() -> None:
 # --- a fourth flavor: one module, one registry line --------------------------------------
 
 
-class NoLogin:
+class NoLogin(Login):
     """The dummy server wants no credentials."""
-
-    obtained = 0
 
     def valid(self) -> bool:
         return True
@@ -117,7 +116,7 @@ class DummyWriter(ApiWriter):
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:
         super().__init__(http, strategy)
-        self.login = NoLogin()
+        self.login = NoLogin(http, time.monotonic, time.time)
 
     @classmethod
     def probe(cls, probe: Probe, deadline: float) -> bool:
