@@ -262,6 +262,7 @@ def test_buffer_size(tmp_path: Path, text: str, kb: Optional[int]) -> None:
 
 
 def test_a_missing_trace_source_fails(tmp_path: Path) -> None:
+    (tmp_path / "tracing").mkdir()  # a mount point: an empty directory
     checks = run(site_of(tmp_path, None, on_tracefs=False))
     assert checks["trace source"].level == FAIL
     assert checks["trace source"].saw == f"{tmp_path}/tracing/trace_pipe does not exist"
@@ -343,3 +344,24 @@ def test_the_loops_walk_for_trace_readers_ends_within_one_process_of_many_fds(
     monkeypatch.setattr(os, "readlink", counted)
     assert tracefs.holders([str(fs.root / "trace_pipe")], str(proc), budget=0.1) == []
     assert 0 < len(read) <= 101
+
+
+def test_no_mount_is_advised_over_a_directory_that_holds_other_files(tmp_path: Path) -> None:
+    """trace.pipe naming a trace_pipe (a FIFO not made yet) in a directory of other files
+    (/tmp, /run): 'mount -t tracefs nodev DIR' was advised, which, done, hides everything
+    in DIR; in a directory that does not exist the mount fails.  Only an empty directory
+    (a mount point) or the places "auto" looks are mount advice."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "someone-elses.sock").write_text("")
+    proc = fake_proc(tmp_path, None)
+    for directory in (busy, tmp_path / "never-made"):
+        site = locate(TraceConfig(pipe=str(directory / "trace_pipe")), None, str(proc))
+        checks = run(site)
+        for name in ("trace source", "tracefs"):
+            assert f"nodev {directory}" not in checks[name].advice, checks[name]
+        assert checks["trace source"].advice == "correct trace.pipe, or create the FIFO"
+    empty = tmp_path / "mnt"
+    empty.mkdir()
+    site = locate(TraceConfig(pipe=str(empty / "trace_pipe")), None, str(proc))
+    assert run(site)["trace source"].advice.startswith(f"mount -t tracefs nodev {empty} ")

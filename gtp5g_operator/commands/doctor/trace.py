@@ -10,6 +10,7 @@ nobody reads a full ring, overrun grows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -169,21 +170,29 @@ def tracefs_check(site: TraceSite) -> Check:
         return warn("tracefs", f"the trace source is a FIFO, not on tracefs (tracefs mounted "
                                f"at {points})",
                     'right for tests and replays; for the gNB\'s trace set trace.pipe = "auto"')
+    mount = mount_advice(site.pipe)
     if not site.tracefs_mounts:
-        return fail("tracefs", "tracefs is not mounted", mount_advice(site.pipe))
+        return fail("tracefs", "tracefs is not mounted",
+                    mount or MOUNT_COMMANDS[TRACE_PIPE_CANDIDATES[0]] + WAITS)
     there = _mounted_pipe(site)
+    steps = [f"set trace.pipe = {there}"] * bool(there) + [mount] * bool(mount)
     return fail("tracefs", f"{site.pipe} is not on tracefs (mounted at {points})",
-                f"set trace.pipe = {there}, or {mount_advice(site.pipe)}" if there
-                else mount_advice(site.pipe))
+                ", or ".join(steps) or "correct trace.pipe")
 
 
 def mount_advice(pipe: str) -> str:
-    """The mount that makes `pipe` appear: debugfs for /sys/kernel/debug/tracing, tracefs
-    in the directory of another trace_pipe, else tracefs at its usual place."""
-    usual = (f"mount -t tracefs nodev {os.path.dirname(pipe)}"
-             if os.path.basename(pipe) == "trace_pipe"
-             else MOUNT_COMMANDS[TRACE_PIPE_CANDIDATES[0]])
-    return MOUNT_COMMANDS.get(pipe, usual) + WAITS
+    """The mount that makes `pipe` appear, "" when none would: the one for the place
+    "auto" looks (debugfs for /sys/kernel/debug/tracing) that holds it, else tracefs on
+    its directory only when that is empty, a mount point.  (Any directory was advised:
+    over /tmp or /run, done, it hid everything there; where none exists, it failed.)"""
+    directory = os.path.dirname(pipe)
+    for candidate, command in MOUNT_COMMANDS.items():
+        if pipe.startswith(os.path.dirname(candidate) + "/"):
+            return command + WAITS
+    with contextlib.suppress(OSError):
+        if os.path.basename(pipe) == "trace_pipe" and not os.listdir(directory):
+            return f"mount -t tracefs nodev {directory}{WAITS}"
+    return ""
 
 
 def _mounted_pipe(site: TraceSite) -> str:
@@ -203,9 +212,9 @@ def _appear(site: TraceSite) -> str:
     for any path with "tracing" in it: one more, stacked on the tracefs holding a tracing
     instance never made, or none at all where debugfs was needed.)"""
     holder = site.holder
-    if os.path.basename(site.pipe) == "trace_pipe" and (holder is None or
-                                                        holder.fstype not in TRACEFS_TYPES):
-        return mount_advice(site.pipe)
+    mount = mount_advice(site.pipe)
+    if mount and (holder is None or holder.fstype not in TRACEFS_TYPES):
+        return mount
     there = _mounted_pipe(site)
     return (f"set trace.pipe = {there}" if there
             else "correct trace.pipe, or create the FIFO")
