@@ -140,6 +140,27 @@ def test_a_file_refused_for_its_mode_is_still_read_for_the_other_checks(
     assert checks["key file"].level == OK and str(keys["public"]) in checks["key file"].saw
 
 
+def test_a_file_others_may_write_does_not_choose_what_root_opens(
+        tmp_path: Path, keys: Dict[str, Path]) -> None:
+    """doctor runs as root and reads the files in trace.pipe's directory (per_cpu/*/stats,
+    buffer_size_kb...).  From a file the service refuses as possibly another user's, that
+    directory was theirs to fill: a link there to a FIFO was opened by root's doctor (seen
+    with inotify), and a link to a device (/dev/watchdog) would be.  The key file and
+    match.comm are still the file's; the trace source is the default's."""
+    path = config_file(tmp_path, keys)
+    path.chmod(0o666)
+    out = config_checks(str(path))
+    assert not out.loaded and out.config.trace.pipe == "auto"
+    assert "but trace.pipe, \"auto\" here" in by_name(out.checks)["config"].saw
+    assert by_name(out.checks)["key file"].level == OK  # the rest is still the file's
+    path.chmod(0o644)
+    # refused for another reason (a key file missing): the file is trusted
+    write_config(path, trace={"pipe": str(tmp_path / "trace_pipe")},
+                 api={"url": "http://127.0.0.1:9", "public_key": str(tmp_path / "nokey")})
+    out = config_checks(str(path))
+    assert not out.loaded and out.config.trace.pipe == str(tmp_path / "trace_pipe")
+
+
 def test_files_others_may_write_fail_with_the_fix(tmp_path: Path,
                                                   keys: Dict[str, Path]) -> None:
     path = config_file(tmp_path, keys)

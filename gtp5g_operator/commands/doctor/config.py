@@ -24,7 +24,7 @@ from ...config.load import (
     load_settings,
     named_files,
 )
-from ...config.paths import hidden_by_unit
+from ...config.paths import TRACE_PIPE_CANDIDATES, hidden_by_unit, resolve_pipe
 from ...service.vocabulary import VOCABULARY, load
 from .model import Check, fail, ok, warn
 
@@ -72,8 +72,19 @@ def _fallback(path: str, vocabulary: Vocabulary) -> Tuple[Config, str]:
         config = load_settings(path, vocabulary, judged=False)
     except ConfigError:
         return Config(source=path), "the other checks use the defaults"
+    but = ""
+    try:
+        load_settings(path, vocabulary)
+    except ConfigError:  # refused for owner or mode: another user may have written them
+        # Their paths are only shown and stat()ed, but root's doctor reads the files in
+        # trace.pipe's directory: a trace.pipe of theirs had it open what they linked
+        # there (a FIFO; a device such as /dev/watchdog, whose open has effects).
+        if resolve_pipe(config.trace.pipe) not in TRACE_PIPE_CANDIDATES:
+            config = dataclasses.replace(config, trace=dataclasses.replace(
+                config.trace, pipe="auto"))
+            but = ' but trace.pipe, "auto" here (they may be another user\'s)'
     return (dataclasses.replace(config, node_name=config.api.node_name or host_node_name()),
-            "the other checks use the files' settings; the API is not checked")
+            f"the other checks use the files' settings{but}; the API is not checked")
 
 
 def file_checks(config: Config, env: Mapping[str, str],
