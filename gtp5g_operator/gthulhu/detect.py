@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar
 
-from ..config import AUTO, Config
+from ..config import Config
 from ..config.schema import StrategyConfig
 from ..core.readback import Comparison
 from ..core.tracker import ProcessView
@@ -115,16 +115,8 @@ class AutoWriter(ApiWriter):
         return self.delegate.place(config) if self.delegate is not None else ()
 
     def unsuited(self, config: Config) -> str:
-        # "auto" is loaded checked against every flavor's priority only (merge mode suits
-        # v0).  Once a rule flavor was found here, a reload to merge mode was accepted,
-        # the new writer refused to write, and this host's rule stayed on the server,
-        # no longer maintained: an exited gNB's names were boosted for good.
-        found = self.delegate
-        if found is None or config.api.flavor != AUTO or config.api.url != self._config.api.url:
-            return ""
-        problem = found.config_problem(config)
-        return problem and (f"the server at {config.api.url} is a Gthulhu {found.display} "
-                            f'(api.flavor = "auto"): {problem}')
+        # not detected yet: nothing was written anywhere
+        return self.delegate.unsuited(config) if self.delegate is not None else ""
 
     def authenticate(self, deadline: float) -> bool:
         fresh = False

@@ -26,7 +26,7 @@ from typing import (
     Union,
 )
 
-from ..config.schema import Config, StrategyConfig
+from ..config.schema import AUTO, Config, StrategyConfig
 from ..core.procfs import ProcFS
 from ..core.readback import Comparison, ListedEntry
 from ..core.strategy import policy_id
@@ -156,8 +156,16 @@ class ApiWriter(abc.ABC):
 
     def unsuited(self, config: Config) -> str:
         """What of `config` (a reload) the server written to cannot take ("" when
-        nothing); an explicit flavor's is refused when the files are loaded."""
-        return ""
+        nothing); an explicit flavor's is refused when the files are loaded.  With
+        api.flavor = "auto" at this api.url the new writer finds this flavor again (merge
+        mode passes the load: a v0 server takes it) and refuses every push, and what this
+        host wrote stays on the server, no longer maintained: whether the flavor written
+        with was found by "auto" or named (a reload from "decision-maker" to "auto")."""
+        if config.api.flavor != AUTO or config.api.url != self.http.base_url:
+            return ""
+        problem = self.config_problem(config)
+        return problem and (f"the server at {config.api.url} is a Gthulhu {self.display} "
+                            f'(api.flavor = "auto"): {problem}')
 
     @abc.abstractmethod
     def write(self, views: Sequence[ProcessView], deadline: float) -> int:
