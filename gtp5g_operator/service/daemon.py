@@ -30,7 +30,7 @@ from .liveness import LivenessPass
 from .logsetup import LogLevel
 from .notify import Notifier, watchdog_interval
 from .publisher import Publisher
-from .pusher import Pusher, PushResult
+from .pusher import Pusher
 from .runtime_files import Heartbeat, runtime_dir, state_dir
 from .scheduler_watch import SchedulerWatch
 from .signals import SignalWaker
@@ -113,12 +113,11 @@ class Daemon:
     def _wire(self) -> None:
         """The few calls components make to each other."""
         self.pusher.before_push = self._before_exchange
-        self.pusher.on_pushed = self._on_pushed
+        self.pusher.on_pushed = self.publisher.pushed
         self.liveness.names_wanted = lambda: self.pusher.writer.names_tasks()
         self.liveness.checks += [self.trace.liveness_check, self.scheduler.check,
                                  self._sample_cpu_wait, self._check_heartbeat,
-                                 self.publisher.publish, self._status_on_scheduler_change]
-        self._status_scheduler = self.scheduler.state
+                                 self.publisher.publish]
 
     # --- set-up and tear-down -----------------------------------------------
 
@@ -255,21 +254,10 @@ class Daemon:
         self.tracker.prune()  # never push a task that exited or whose ID was reused
         return self.tracker.snapshot()
 
-    def _status_on_scheduler_change(self) -> None:
-        """systemctl status says at once when the scheduler went away or came back,
-        not only at the next push or watchdog ping."""
-        if self.scheduler.state != self._status_scheduler:
-            self._status_scheduler = self.scheduler.state
-            self.notifier.send("STATUS=" + self.publisher.status_line())
-
     def _status_line(self) -> str:
         """STATUS= of the watchdog's pings: the clear on stop pings before its exchange,
         and the running line then replaced STOPPING=1's for the rest of the stop."""
         return "stopping" if self._stopping else self.publisher.status_line()
-
-    def _on_pushed(self, result: PushResult) -> None:
-        self.publisher.pushed(result)
-        self.notifier.send("STATUS=" + self.publisher.status_line())
 
     def _report(self) -> None:
         for line in self.publisher.report_lines():

@@ -3,8 +3,8 @@
 Off unless `metrics.listen` or `metrics.textfile` is set, and prometheus_client
 is imported only then.  Nothing is mirrored: a custom collector turns the
 snapshot (the same dict as state.json, built by `Publisher.snapshot`) and the
-two histograms the loop keeps into metric families at each publish (after
-every push, reload and liveness pass).  The text goes to the textfile and to
+two histograms the loop keeps into metric families at each publish
+(`Publisher.publish`).  The text goes to the textfile and to
 the runtime directory, from where the endpoint process serves /metrics.
 """
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from .. import __version__
 from ..core.boost_verdict import BoostReporter, BoostVerdict, not_verified
-from ..core.component import Component
+from ..core.component import NEVER, Component
 from ..core.kept_file import KeptFile
 from ..core.readback import Comparison
 from ..core.sched_ext import SchedulerState
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 65536  # new tasks awaiting their first successful push (detect-to-push)
+# A change published by nothing else (below) waits this long: a push, due COALESCE after
+# a change of the tracked set, publishes it itself; and a churning set publishes at most
+# this often while pushes are held back.
+SETTLE = 0.1
 CLOCK_STEP = 1.0  # seconds the wall clock must move against the monotonic one to be a step
 
 
@@ -92,6 +96,8 @@ class Publisher(Component):
         # verdict is judged again when the scheduler changes between pushes.
         self._readback: Optional[Tuple[Comparison, str]] = None
         self._judged_with: Optional[SchedulerState] = None
+        self._published: Tuple[int, int, bool, str] = (-1, -1, False, "")  # see _facts
+        self._due = NEVER
         self.configure_metrics(parts.config)
 
     # --- configuration -------------------------------------------------------------------
@@ -113,6 +119,28 @@ class Publisher(Component):
             self.configure_metrics(new)
         self.boost.grace = new.strategy.resync_interval
         return False
+
+    # --- the component's face ---------------------------------------------------------------
+
+    def _facts(self) -> Tuple[int, int, bool, str]:
+        """What changes between pushes and liveness passes, cheaply read: the tracked set
+        (changed while a failing API holds pushes back) and the trace source opening or
+        closing.  Published only by the next push or liveness pass, state.json, /health
+        and the metrics said "open" and listed an exited gNB for up to
+        strategy.liveness_interval, while the log and the watchdog's STATUS= said otherwise."""
+        p = self.parts
+        return (p.tracker.generation, p.tracker.task_count, p.trace.source.is_open,
+                p.trace.problem)
+
+    def next_deadline(self) -> float:
+        if self._facts() == self._published:
+            self._due = NEVER
+        elif self._due == NEVER:
+            self._due = self._clock() + SETTLE
+        return self._due
+
+    def run_due(self, now: float) -> None:
+        self.publish()
 
     # --- events from the loop -------------------------------------------------------------
 
@@ -215,9 +243,12 @@ class Publisher(Component):
     # --- renderings -------------------------------------------------------------------------
 
     def publish(self) -> None:
-        """Refresh state.json, health.json and the metrics (each written only if changed)."""
+        """Refresh state.json, health.json, the metrics (each written only if changed) and
+        STATUS=, all from one snapshot."""
         self._rejudge()
+        self._published, self._due = self._facts(), NEVER
         snap = self.snapshot()
+        self.parts.notifier.send("STATUS=" + self.status_line(snap))
         # rewritten when the state, not just its time stamp, changes
         self.state.write((json.dumps({**snap, "updated_at": self._wall()}, indent=1,
                                      sort_keys=True) + "\n").encode(),

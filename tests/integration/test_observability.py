@@ -527,3 +527,46 @@ def test_a_path_of_wide_characters_cannot_move_a_tracked_processs_uid_in_status(
     uid = str(os.getuid())
     at = row.index(f"  {uid}  ") + 2  # the uid cell: the path holds no run of spaces
     assert _columns(row[:at]) == _columns(header[:header.index("UID")]), (header, row)
+
+
+def test_what_changes_between_pushes_and_passes_is_in_every_output_at_once(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """state.json, /health, /metrics and STATUS= are one snapshot, published by a push,
+    a reload or a liveness pass.  A gNB that came or went while a failing API held pushes
+    back, and a trace source that closed or opened again, waited for the next liveness
+    pass (here a minute): the metrics said `trace_open 1` and /health listed an exited
+    gNB's tasks while the journal said otherwise."""
+    port = free_port()
+    env.api.fault = "503"  # every request, and no try again for a minute
+    env.api.status_headers[503] = [("Retry-After", "60")]
+    env.start(api={"flavor": "v0"}, metrics={"listen": f"127.0.0.1:{port}"},
+              strategy={"resync_interval": 60.0, "liveness_interval": 60.0})
+    state = env.tmp / "run" / "state.json"
+
+    def outputs() -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, float], str]:
+        return (json.loads(state.read_text()), probe(port)[1], scrape(port),
+                [m["STATUS"] for _, m in env.notify.timed() if "STATUS" in m][-1])
+
+    def agree(tasks: int, trace_open: bool) -> bool:
+        s, health, metrics, status = outputs()
+        return (s["last_push"] is not None and s["last_push"]["ok"] is False
+                and sum(len(p["tids"]) for p in s["processes"]) == tasks
+                and health.get("tracked_tasks") == tasks
+                and metrics["gtp5g_operator_tracked_tasks"] == tasks
+                and f"{tasks} task(s)" in status
+                and s["trace"]["open"] is trace_open
+                and health["trace"]["open"] is trace_open
+                and metrics["gtp5g_operator_trace_open"] == int(trace_open)
+                and ("NOT OPEN" not in status) is trace_open)
+
+    wait_until(lambda: agree(0, True), 10, "the failed first push published")
+    g = gnb(threads=("nr-gnb-rlc",))
+    env.writer.write("".join(gtp5g_line("nr-gnb", t, g.pid) for t in g.tids))
+    wait_until(lambda: agree(2, True), 10, "the new gNB in every output")
+    g.stop()
+    wait_until(lambda: agree(0, True), 10, "the gNB's exit in every output")
+    os.unlink(env.trace_pipe)
+    env.writer.close()  # end of file: the source closes, and cannot open again
+    wait_until(lambda: agree(0, False), 10, "the closed trace source in every output")
+    os.mkfifo(env.trace_pipe)
+    wait_until(lambda: agree(0, True), 15, "the trace source open again in every output")
