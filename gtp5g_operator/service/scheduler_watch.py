@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
+from ..core.boost_verdict import scheduler_finding
 from ..core.sched_ext import SchedulerState, read_scheduler
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ class SchedulerWatch:
         return self.state.describe() if self.state is not None else {}
 
     def status_note(self) -> str:
-        if self.state is None or self.state.enabled:
-            return ""
-        return "no sched_ext scheduler: strategies have no effect"
+        """For STATUS=, whatever is tracked: "" while Gthulhu's scheduler runs (or before
+        the first look).  Another scheduler is said as no scheduler is: STATUS= was silent
+        about one ('rusty') while state.json, `status` and the metrics named it, and said
+        it only in the boost's words once a gNB was tracked and a push had succeeded."""
+        finding = scheduler_finding(self.state)
+        return finding.message if finding is not None else ""

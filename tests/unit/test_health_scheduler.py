@@ -95,7 +95,8 @@ def test_the_watch_says_when_the_scheduler_goes_and_comes_back(
     sysfs(tmp_path, "disabled")
     watch.check()
     watch.check()  # once per change, not per pass
-    assert watch.status_note() == "no sched_ext scheduler: strategies have no effect"
+    assert watch.status_note() == ("no sched_ext scheduler is running (state disabled): the "
+                                   "strategies have no effect")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "have no effect until one" in warnings[0]
     sysfs(tmp_path, "enabled", "scx_other")
@@ -103,6 +104,9 @@ def test_the_watch_says_when_the_scheduler_goes_and_comes_back(
     assert any("'scx_other' is running, not Gthulhu's: the strategies this service writes "
                "have no effect" in r.getMessage()
                for r in caplog.records if r.levelno == logging.WARNING)
+    # and STATUS= says it as it says no scheduler, whether or not a gNB is tracked
+    assert watch.status_note() == ("sched_ext scheduler 'scx_other' is running, not "
+                                   "Gthulhu's: the strategies have no effect")
 
 
 def test_sysfs_attributes_are_read_whatever_size_they_claim() -> None:

@@ -83,6 +83,12 @@ def test_the_verdict_follows_the_scheduler_and_a_failing_api(tmp_path: Path) -> 
         assert "no sched_ext scheduler is running" in boost()["diagnosis"]
         assert 'scheduler_info{ops="gthulhu"}' not in gauges()
         assert "no sched_ext scheduler" in [f for f in sent if f.startswith("STATUS=")][-1]
+        # another scheduler is as good as none, and STATUS= says so with nothing tracked
+        set_scheduler(sysfs, "enabled", "rusty")
+        clock.now += cfg.strategy.liveness_interval
+        d.run_once()
+        assert "'rusty' is running, not Gthulhu's" in [
+            f for f in sent if f.startswith("STATUS=")][-1]
         # the API fails: what the scheduler lists is no longer known
         writer.down = ApiError("http-5xx", "HTTP 500")
         clock.now += cfg.strategy.resync_interval
