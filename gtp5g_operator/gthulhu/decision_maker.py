@@ -271,8 +271,8 @@ class DecisionMakerWriter(RuleWriter):
                            f"(merkle root {root[:12]}…): it is still there and still this "
                            "host's (deleted again by the next push without a target, here or "
                            "after a restart)")
-        if self._written is not None:
-            log.info("rule %s removed (no target is live)", policy_id(self.node))
+        if self._written is not None:  # why (no target, a stop, a move): the caller's line
+            log.info("rule %s removed", policy_id(self.node))
         self._written = _GONE
         self.proof.store(None, None)
 

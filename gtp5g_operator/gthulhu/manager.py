@@ -278,7 +278,8 @@ class ManagerWriter(RuleWriter):
                      "(policies not provably this host's are never deleted)")
         else:
             self._delete(policy, deadline)
-            log.info("policy %s for node %s removed (no target is live)", policy, self.node)
+            # why (no target, a stop, a move) is the caller's to say
+            log.info("policy %s for node %s removed", policy, self.node)
         self.ids.store(None, None)
         self._written, self._cleared = None, True
 

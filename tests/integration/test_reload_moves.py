@@ -48,6 +48,7 @@ def test_a_new_node_name_removes_the_old_nodes_policy(
                strategy={"resync_interval": 1.5})
         m.wait_for(lambda: [p["nodeNames"] for p in m.policies()] == [["node-b"]], 5)
         d.wait_log(f"moving away from api.url {m.url}, api.node_name {NODE}")
+        assert "no target is live" not in d.log()  # the gNB runs: the journal said it did not
     finally:
         m.stop()
 
@@ -82,6 +83,8 @@ def test_a_new_decision_maker_url_removes_the_rule_from_the_old_one(
         reload(env, d, api={"url": b.url, "node_name": NODE}, strategy={"resync_interval": 1.5})
         b.wait_for(lambda: b.rules() == [rule("^(?:nr-gnb)$")], 5)
         assert a.rules() == []
+        d.wait_log(f"moving away from api.url {a.url}")
+        assert "no target is live" not in d.log()  # the gNB runs: the journal said it did not
         assert d.proc.poll() is None
     finally:
         a.stop()
