@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.sched_ext import SchedulerState
 from ..core.schedstat_text import describe, report_from_json
 from ..core.words import elapsed, obj, one_line, when
 from ..core.words import finite as _num
@@ -111,7 +112,12 @@ def _scheduler(sched: Dict[str, Any]) -> str:
     if not sched:
         return "?"
     if sched.get("enabled") is True:
-        return f"sched_ext scheduler {one_line(sched.get('ops'))} running"
+        ops = sched.get("ops")
+        text = f"sched_ext scheduler {one_line(ops)} running"
+        # said as no scheduler is: the line read as all well while STATUS= and the boost
+        # line said that nothing reads the strategies
+        return text if SchedulerState(True, "enabled", str(ops)).looks_like_gthulhu else (
+            text + ", NOT Gthulhu's (strategies have no effect)")
     if sched.get("sched_ext") is False:
         return "NONE: this kernel has no sched_ext (strategies have no effect)"
     return "NONE: no sched_ext scheduler is running (strategies have no effect)"

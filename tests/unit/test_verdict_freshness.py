@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")  # the gauges; not a build dependency of the package
 
+from gtp5g_operator.commands.status import format_status
 from gtp5g_operator.config import Config, TraceConfig
 from gtp5g_operator.core.readback import Comparison
 from gtp5g_operator.core.tracker import ProcessView
@@ -89,6 +90,9 @@ def test_the_verdict_follows_the_scheduler_and_a_failing_api(tmp_path: Path) -> 
         d.run_once()
         assert "'rusty' is running, not Gthulhu's" in [
             f for f in sent if f.startswith("STATUS=")][-1]
+        state = json.loads((tmp_path / "run" / "state.json").read_text())
+        assert ("scheduler:  sched_ext scheduler rusty running, NOT Gthulhu's (strategies "
+                "have no effect)") in format_status(state, clock.now, clock.now).splitlines()
         # the API fails: what the scheduler lists is no longer known
         writer.down = ApiError("http-5xx", "HTTP 500")
         clock.now += cfg.strategy.resync_interval
