@@ -45,7 +45,8 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
         f"gtp5g-operator {one_line(state.get('version'))}, PID {one_line(state.get('pid'))}, "
         f"running since {when(state.get('started_at'), now)}",
         f"config:     {_config_files(cfg)}, loaded {when(cfg.get('loaded_at'), now)}; "
-        f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}",
+        f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}"
+        + _rejected(cfg, now),
         f"trace:      {one_line(trace.get('path'))} ({one_line(trace.get('format'))}, "
         f"{'open' if trace.get('open') is True else _not_open(trace)}), {lines:,.0f} lines, "
         f"{one_line(trace.get('dropped_lines', 0))} dropped, "
@@ -68,6 +69,12 @@ def _config_files(cfg: Dict[str, Any]) -> str:
     files = cfg.get("files")
     drop_ins = [one_line(f) for f in files[1:]] if isinstance(files, list) else []
     return main + (" + " + ", ".join(drop_ins) if drop_ins else "")
+
+
+def _rejected(cfg: Dict[str, Any], now: float) -> str:
+    at = _num(cfg.get("reload_rejected_at"))
+    return "" if at is None else (f"; last reload REJECTED {when(at, now)}, running the "
+                                  "settings loaded before (journalctl -p err -u gtp5g-operator)")
 
 
 def _not_open(trace: Dict[str, Any]) -> str:

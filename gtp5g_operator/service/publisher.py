@@ -89,6 +89,7 @@ class Publisher(Component):
                                                   "reloads": {"ok": 0, "error": 0}}
         self._pending: Dict[int, float] = {}  # tid -> when first seen (monotonic)
         self.last_success_mono: Optional[float] = None
+        self.rejected_mono: Optional[float] = None  # the last reload's, until one is accepted
         self.boost = BoostReporter(logging.getLogger("gtp5g_operator.readback"),
                                    parts.config.strategy.resync_interval, clock)
         self.verdict: BoostVerdict = not_verified("nothing written yet")
@@ -186,8 +187,11 @@ class Publisher(Component):
     def reloaded(self, ok: bool) -> None:
         """A reload is over: its count (and, applied, its settings) published now.  A
         rejected one waited for the next push or liveness pass, up to
-        strategy.liveness_interval: state.json and the metrics said no reload failed."""
+        strategy.liveness_interval: state.json and the metrics said no reload failed.
+        A rejected one is also said by STATUS= and `status` until one is accepted: only
+        the metrics' count and the journal said the files on disk were not running."""
         self.counts["reloads"]["ok" if ok else "error"] += 1
+        self.rejected_mono = None if ok else self._clock()
         self.publish()
 
     # --- the snapshot ----------------------------------------------------------------------
@@ -202,6 +206,8 @@ class Publisher(Component):
             "started_at": wall(self.started_mono),
             "config": {"path": cfg.source, "files": list(cfg.files),
                        "loaded_at": wall(p.loaded_mono),
+                       "reload_rejected_at": (None if self.rejected_mono is None else
+                                              wall(self.rejected_mono)),
                        "mode": cfg.strategy.mode, "targets": cfg.strategy.targets},
             "api": self._api(wall),
             "trace": {"path": p.trace.source.path, "format": p.trace.source.kind,
@@ -287,6 +293,8 @@ class Publisher(Component):
         if not s["trace"]["open"]:  # nothing new can be seen: say so where systemctl shows it
             why = s["trace"]["problem"]
             text += "; trace source NOT OPEN" + (f" ({one_line(why, 160)})" if why else "")
+        if self.rejected_mono is not None:
+            text += "; last reload REJECTED: running the configuration of before"
         scheduler = self.parts.scheduler.status_note()
         if scheduler:
             text += "; " + scheduler

@@ -570,3 +570,28 @@ def test_what_changes_between_pushes_and_passes_is_in_every_output_at_once(
     wait_until(lambda: agree(0, False), 10, "the closed trace source in every output")
     os.mkfifo(env.trace_pipe)
     wait_until(lambda: agree(0, True), 15, "the trace source open again in every output")
+
+
+def test_a_rejected_reload_is_said_by_status_and_status_until_one_is_accepted(
+        env: Env) -> None:
+    """`systemctl reload` succeeds whatever the daemon thinks of the files: a rejected
+    reload was said by the journal and a metric's count only, while STATUS= and
+    `status` looked as after an accepted one (the files on disk were not running)."""
+    d = env.start()
+    state = env.tmp / "run" / "state.json"
+
+    def reload() -> str:
+        n = len(env.notify.all())
+        d.signal(signal.SIGHUP)
+        return env.notify.wait("READY", "1", after=n)["STATUS"]
+
+    good = env.config_path.read_text()
+    env.config_path.write_text(good + "[strategy]\npriority = \"high\"\n")
+    assert "last reload REJECTED" in reload()
+    assert json.loads(state.read_text())["config"]["reload_rejected_at"] > 1.7e9
+    out = run_status("--runtime-dir", str(env.tmp / "run"))
+    assert out.returncode == 0 and "; last reload REJECTED " in out.stdout, out.stdout
+    env.config_path.write_text(good)
+    assert "REJECTED" not in reload()
+    assert json.loads(state.read_text())["config"]["reload_rejected_at"] is None
+    assert "REJECTED" not in run_status("--runtime-dir", str(env.tmp / "run")).stdout
