@@ -236,36 +236,15 @@ def test_a_gnb_restarting_under_a_leaders_only_decision_maker_is_one_error_not_o
         leaders_only.stop()
 
 
+@pytest.mark.parametrize("running", ["auto", "decision-maker"])
 def test_a_reload_to_merge_mode_on_a_decision_maker_found_by_auto_is_rejected(
-        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess], running: str) -> None:
     """With api.flavor = "auto" merge mode passes the load (a v0 server takes it): a
-    reload to it once a Decision Maker was found was accepted, the new writer refused
-    to write, and the rule stayed on the DM for good: the gNB exited, its names were
-    still boosted.  Rejected as with api.flavor = "decision-maker"; the rule goes on
-    following the gNB."""
-    d = start_dm(env, dm)
-    g = gnb(threads=())
-    env.writer.write(lines(g))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 5)
-    n = len(env.notify.all())
-    env.write_config(api={"url": dm.url, "node_name": NODE},
-                     strategy={"resync_interval": 1.5, "mode": "merge"})
-    d.signal(signal.SIGHUP)
-    env.notify.wait("READY", "1", after=n)
-    d.wait_log('reload rejected, keeping the running configuration: the server at '
-               f'{dm.url} is a Gthulhu Decision Maker (api.flavor = "auto"): strategy.mode: '
-               '"merge" is for the v0 API only')
-    g.stop()
-    dm.wait_for(lambda: dm.rules() == [], 5)
-
-
-def test_a_reload_from_the_explicit_flavor_to_auto_in_merge_mode_is_rejected(
-        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
-    """The same reload from api.flavor = "decision-maker": "auto" with merge mode passes
-    the load, the writer that wrote the rule is not an AutoWriter (whose check alone
-    rejected it), the new one found the DM and refused every push, and the rule stayed
-    after the gNB exited."""
-    d = start_dm(env, dm, api={"flavor": "decision-maker"})
+    reload to it once a Decision Maker was found (by "auto", or named by the running
+    configuration) was accepted, the new writer refused to write, and the rule stayed on
+    the DM for good: the gNB exited, its names were still boosted.  Rejected as with
+    api.flavor = "decision-maker"; the rule goes on following the gNB."""
+    d = start_dm(env, dm, api={"flavor": running})
     g = gnb(threads=())
     env.writer.write(lines(g))
     dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 5)

@@ -107,6 +107,20 @@ def track(*tids: int) -> List[ProcessView]:
     return tracker.snapshot()
 
 
+def written_and_compared(dm: FakeDecisionMaker, keys: Dict[str, Path], tmp_path: Path,
+                         g: GnbProcess, *others: GnbProcess) -> Tuple[Comparison, str]:
+    """This host writes the rule for gNB `g`'s tasks; what the DM then lists for `g` and
+    `others` compared with them: (the comparison, the read-back's source)."""
+    operator = Operator(dm, keys, tmp_path / "state")
+    try:
+        views = track(*g.tids)
+        operator.write(views)
+        return (compare_rule(of(operator.listed(), g, *others), RULE, views, ProcFS()),
+                operator.source)
+    finally:
+        operator.close()
+
+
 def of(entries: List[ListedEntry], *procs: GnbProcess) -> List[ListedEntry]:
     """The entries for tasks of the processes this test started (see the module doc)."""
     procfs, tgids = ProcFS(), {p.pid for p in procs}
@@ -256,16 +270,10 @@ def test_a_foreign_process_is_one_warning_however_many_of_its_threads_are_listed
     up to MAX_LOOKUPS lines a read-back into the journal, and one per new thread."""
     g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
     impostor = gnb(threads=("nr-gnb",) * 20, user=NOBODY)  # its threads keep its name
-    operator = Operator(aware_dm, keys, tmp_path / "state")
-    try:
-        views = track(*g.tids)
-        operator.write(views)
-        cmp = compare_rule(of(operator.listed(), g, impostor), RULE, views, ProcFS())
-    finally:
-        operator.close()
+    cmp, source = written_and_compared(aware_dm, keys, tmp_path, g, impostor)
     assert len(cmp.foreign) == 21 and {f.tgid for f in cmp.foreign} == {impostor.pid}
     BoostReporter(logging.getLogger(LOGGER), grace=10.0, clock=Clock()).update(
-        cmp, None, operator.source)
+        cmp, None, source)
     (level, text), *more = said.new()
     assert (level, more) == ("WARNING", [])
     assert text.startswith(f"boosted by our rule but not verified: 21 tasks (PIDs "
@@ -303,14 +311,8 @@ def test_what_runs_in_sched_ext_decides_whether_anything_is_boosted(
         aware_dm: FakeDecisionMaker, keys: Dict[str, Path], gnb: Callable[..., GnbProcess],
         tmp_path: Path, state: Optional[str], ops: str, fragment: str, diagnosis: str) -> None:
     g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
-    operator = Operator(aware_dm, keys, tmp_path / "state")
-    try:
-        views = track(*g.tids)
-        operator.write(views)
-        cmp = compare_rule(of(operator.listed(), g), RULE, views, ProcFS())
-    finally:
-        operator.close()
-    v = verdict(cmp, read_scheduler(sysfs_root(tmp_path, state, ops)), operator.source)
+    cmp, source = written_and_compared(aware_dm, keys, tmp_path, g)
+    v = verdict(cmp, read_scheduler(sysfs_root(tmp_path, state, ops)), source)
     assert (v.status_fragment(), v.diagnosis) == (fragment, diagnosis)
     assert v.scheduler == (ops if state == "enabled" else "")
 
@@ -332,15 +334,9 @@ def test_without_gthulhus_scheduler_no_diagnosis_says_a_task_is_boosted(
     the scheduler's finding is not logged by the reporter, and the headline skipped it."""
     g = gnb(threads=("nr-gnb-rlc", "gnb worker"))
     impostor = gnb(threads=(), user=NOBODY)
-    operator = Operator(aware_dm, keys, tmp_path / "state")
-    try:
-        views = track(*g.tids)
-        operator.write(views)
-        cmp = compare_rule(of(operator.listed(), g, impostor), RULE, views, ProcFS())
-    finally:
-        operator.close()
+    cmp, source = written_and_compared(aware_dm, keys, tmp_path, g, impostor)
     assert foreign_pids(cmp) == [impostor.pid]
-    v = verdict(cmp, read_scheduler(sysfs_root(tmp_path, state, ops)), operator.source)
+    v = verdict(cmp, read_scheduler(sysfs_root(tmp_path, state, ops)), source)
     assert v.diagnosis == diagnosis
     assert v.status_fragment().startswith("no gNB task boosted: ")
 
