@@ -398,6 +398,8 @@ def held_capabilities(status: str) -> Dict[str, int]:
 
 def refuse_capabilities() -> None:
     """Serve with no capability, or not at all: the outcome is checked, not assumed."""
+    # os.open/os.read and bytes.decode, not open(..., encoding=): the child runs with -S as
+    # nobody, where a text file's codec lookup fails (LookupError; two endpoint tests saw it)
     fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
     try:
         text = os.read(fd, 1 << 16).decode("ascii", "replace")
