@@ -54,15 +54,14 @@ class Holdings:
     rule: Optional[str] = None  # this host's rule (regex) as the server holds it, if any
 
 
-class Login:
+class Login(abc.ABC):
     """A flavor's credentials (a token for our public key, a Manager login), renewed on
     our clock before they expire; `token` is None until obtained and once dropped."""
-
-    token: Any
 
     def __init__(self, http: JsonHttp, clock: Callable[[], float],
                  wall_clock: Callable[[], float]) -> None:
         self.http = http
+        self.token: Any = None
         self._clock = clock
         self._wall = wall_clock
         self._renew_at = 0.0
@@ -72,8 +71,9 @@ class Login:
     def valid(self) -> bool:
         return self.token is not None and self._clock() < self._renew_at
 
+    @abc.abstractmethod
     def obtain(self, deadline: float) -> Any:
-        raise NotImplementedError
+        """Get them from the server (a login, a token for our key) within `deadline`."""
 
     def drop(self) -> None:
         self.token = None
