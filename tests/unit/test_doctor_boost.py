@@ -12,6 +12,7 @@ from gtp5g_operator.commands.doctor.boost import boost_checks, not_verified_chec
 from gtp5g_operator.commands.doctor.cpu_wait import CpuWait, Waits, cpu_wait_checks, from_state
 from gtp5g_operator.commands.doctor.model import FAIL, OK, WARN, Check
 from gtp5g_operator.core.readback import Comparison, TaskFacts
+from gtp5g_operator.core.sched_ext import SchedulerState
 from gtp5g_operator.core.schedstat import Counters, TaskWait, WindowReport
 from gtp5g_operator.core.schedstat_text import report_json
 from gtp5g_operator.core.tracker import TaskRef
@@ -148,3 +149,25 @@ def test_where_the_cpu_wait_comes_from(tmp_path: Path) -> None:
                     1.0).checks(0.4, None)
     assert (bad.level, bad.saw) == (WARN, "state.json: cpu_wait.last_window[0].process: "
                                           "expected a string, got 7")
+
+
+@pytest.mark.parametrize("scheduler,said", [
+    (SchedulerState(False, "", ""), "this kernel has no sched_ext"),
+    (SchedulerState(True, "disabled", ""), "no sched_ext scheduler is running"),
+    (SchedulerState(True, "enabled", "simple"), "'simple' is running, not Gthulhu's"),
+])
+def test_all_listed_without_gthulhus_scheduler_warns(scheduler: SchedulerState,
+                                                     said: str) -> None:
+    """An OK "the scheduler boosts all" above the scheduler check's FAIL contradicted it."""
+    for cmp in (rule([10, 11, 12], []),
+                rule([10, 11, 12], [], foreign=(facts(99),), listed=4)):
+        check = boost_checks(cmp, SOURCE, scheduler)[0]
+        assert check.level == WARN
+        assert check.saw.startswith(f"{SOURCE} lists all 3 tasks of the live gNB, but ")
+        assert said in check.saw and "the strategies have no effect" in check.saw
+        assert "boosts all" not in check.saw
+
+
+def test_gthulhus_scheduler_running_keeps_the_ok() -> None:
+    [check] = boost_checks(rule([10, 11], []), SOURCE, SchedulerState(True, "enabled", "goland"))
+    assert check.level == OK and "boosts all 2" in check.saw

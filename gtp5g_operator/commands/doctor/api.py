@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type
 
 from ...config import AUTO, Config
 from ...core.readback import Comparison
+from ...core.sched_ext import SchedulerState
 from ...core.words import duration
 from ...files import FileProblem, read_json_file
 from ...gthulhu.decision_maker import RULE_FILE
@@ -78,13 +79,15 @@ class ApiProbe:
 
     def __init__(self, config: Config, targets: Sequence[Target],
                  state: Optional[Mapping[str, Any]], state_directory: str,
-                 flavors: Sequence[Type[ApiWriter]] = FLAVORS) -> None:
+                 flavors: Sequence[Type[ApiWriter]] = FLAVORS,
+                 scheduler: Optional[SchedulerState] = None) -> None:
         self.config = config
         self.api = config.api
         self.targets = targets
         self.state = state or {}
         self.state_dir = state_directory
         self.flavors = flavors
+        self.scheduler = scheduler
         self.http = JsonHttp(self.api.url, self.api.timeout, config.ca_pem)
         self.end = time.monotonic() + SECTION_BUDGET * self.api.timeout
         self.probe = Probe(self.http, config)
@@ -236,7 +239,7 @@ class ApiProbe:
             return [fail("boost", str(exc), self.advice(exc))]
         if self.comparison is None:
             return [not_verified_check(self.writer.verify_problem())]
-        return boost_checks(self.comparison, self.writer.readback_source)
+        return boost_checks(self.comparison, self.writer.readback_source, self.scheduler)
 
 
 def not_loaded() -> List[Check]:

@@ -10,15 +10,18 @@ corrects by itself.  Foreign tasks (boosted by this host's rule, none of its
 gNB's) WARN, each named with PID, name, uid and executable: the gNB is still
 boosted, nothing in this host's configuration can stop a name-matching server
 from boosting another user's process of that name, and a FAIL would make
-doctor fail for good on a shared host.
+doctor fail for good on a shared host.  A server that lists every task while no
+Gthulhu scheduler runs warns: nothing reads what it lists (the scheduler check
+FAILs or warns for that).
 """
 
 from __future__ import annotations
 
 from typing import List, Optional
 
-from ...core.boost_verdict import verdict
+from ...core.boost_verdict import scheduler_finding, verdict
 from ...core.readback import Comparison
+from ...core.sched_ext import SchedulerState
 from .model import Check, fail, ok, warn
 
 MAX_FOREIGN = 8  # foreign processes listed one per line; more are only counted
@@ -32,9 +35,12 @@ FOREIGN = ("the server matches names: any process of that name is boosted too; r
            "it, or give the gNB's threads names of their own")
 
 
-def boost_checks(cmp: Comparison, source: str) -> List[Check]:
-    """`cmp` of at least one task: ApiProbe.boost reads back only with a live target."""
-    v = verdict(cmp, None, source)
+def boost_checks(cmp: Comparison, source: str,
+                 scheduler: Optional[SchedulerState] = None) -> List[Check]:
+    """`cmp` of at least one task: ApiProbe.boost reads back only with a live target.
+    `scheduler`: the sched_ext state the scheduler check reports (None: unknown)."""
+    v = verdict(cmp, scheduler, source)
+    blocked = scheduler_finding(scheduler)
     by_kind = {f.key.split(":")[0]: f for f in v.findings}
     where = f" (read back from {source})"
     if cmp.leaders_only:
@@ -45,6 +51,9 @@ def boost_checks(cmp: Comparison, source: str) -> List[Check]:
                              f"live gNB: {source} lists {ours}", NOT_WRITTEN)
     elif cmp.missing:
         head = warn("boost", by_kind["missing"].message + where, NOT_ALL)
+    elif blocked is not None:  # an OK here said "the scheduler boosts all" above a FAIL
+        head = warn("boost", f"{source} lists all {cmp.tracked} tasks of the live gNB, but "
+                             f"{blocked.message}", "see the scheduler check")
     elif cmp.foreign:
         head = warn("boost", v.diagnosis + where, "see each foreign task below")
     else:

@@ -17,6 +17,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Type
 
 from ...config import Config, Vocabulary
+from ...core.sched_ext import read_scheduler
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter
 from ...service.runtime_files import daemon_alive, published_dir, read_state, state_dir
@@ -67,12 +68,13 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
     checks += guarded("trace", lambda: trace_checks(
         site, window, pid if alive and isinstance(pid, int) else None))
     checks += targets_checks(config.match, targets)
-    api = ApiProbe(config, targets, state, state_dir(), flavors=flavors) \
-        if outcome.loaded else None
+    scheduler = read_scheduler(options.sysfs)
+    api = ApiProbe(config, targets, state, state_dir(), flavors=flavors,
+                   scheduler=scheduler) if outcome.loaded else None
     checks += guarded("api", api.run if api is not None else not_loaded)
     comparison = api.comparison if api is not None else None
     checks += guarded("cpu wait", lambda: cpu.checks(options.max_wait, comparison))
-    checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs))
+    checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs, scheduler))
     checks += guarded("service", lambda: service_checks(
         alive, config.strategy.resync_interval, targets, time.time(), state, problem,
         systemctl, config.files or (config.source,), options.runtime_dir is None))

@@ -4,17 +4,18 @@ and have no effect (core.sched_ext reads the state from sysfs)."""
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
-from ...core.sched_ext import read_scheduler
+from ...core.sched_ext import SchedulerState, read_scheduler
 from .model import Check, fail, ok, warn
 
 NO_EFFECT = ("strategies are stored but have no effect until a sched_ext scheduler such as "
              "Gthulhu's is running")
 
 
-def scheduler_checks(sysfs: str) -> List[Check]:
-    s = read_scheduler(sysfs)
+def scheduler_checks(sysfs: str, s: Optional[SchedulerState] = None) -> List[Check]:
+    """`s`: the state as read under `sysfs` (doctor reads it once for the boost check too)."""
+    s = s or read_scheduler(sysfs)
     base = os.path.join(sysfs, "kernel", "sched_ext")
     if not s.supported:
         return [fail("sched_ext", f"this kernel has no sched_ext (no {base})",
