@@ -230,8 +230,8 @@ class ManagerWriter(RuleWriter):
             log.info("%s", self.verify_problem())
 
     def place(self, config: Config) -> Tuple[str, ...]:
-        return (f"api.url {config.api.url}", f"api.node_name {config.node_name}",
-                f"api.username {config.api.username}")  # the user's policy for the node
+        # the user's policy for the node
+        return (*super().place(config), f"api.username {config.api.username}")
 
     # --- what status shows ------------------------------------------------------------------
 

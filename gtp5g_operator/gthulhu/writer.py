@@ -151,8 +151,12 @@ class ApiWriter(abc.ABC):
     def place(self, config: Config) -> Tuple[str, ...]:
         """Where what this writer wrote lives, in `config`'s terms: a reload that changes
         it moves this host away from it (the new writer never looks there again).
-        Each part as "key value", for the log."""
-        return (f"api.url {config.api.url}",)
+        Each part as "key value", for the log.  The flavor counts: a reload from "auto"
+        (which found a Decision Maker) to an explicit "v0" at the same api.url left the
+        rule behind, no longer maintained, after the gNB exited ("auto" finds this
+        flavor again at the same api.url)."""
+        flavor = self.name if config.api.flavor == AUTO else config.api.flavor
+        return (f"api.url {config.api.url}", f"api.flavor {flavor}")
 
     def unsuited(self, config: Config) -> str:
         """What of `config` (a reload) the server written to cannot take ("" when
@@ -225,7 +229,7 @@ class RuleWriter(ApiWriter):
         self.procfs = ProcFS()  # who a listed task we do not track is (read-back)
 
     def place(self, config: Config) -> Tuple[str, ...]:
-        return (f"api.url {config.api.url}", f"api.node_name {config.node_name}")
+        return (*super().place(config), f"api.node_name {config.node_name}")
 
     @classmethod
     def priority_problem(cls, priority: Union[bool, int]) -> str:

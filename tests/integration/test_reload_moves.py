@@ -47,7 +47,7 @@ def test_a_new_node_name_removes_the_old_nodes_policy(
                             "password_file": str(password_file(env))},
                strategy={"resync_interval": 1.5})
         m.wait_for(lambda: [p["nodeNames"] for p in m.policies()] == [["node-b"]], 5)
-        d.wait_log(f"moving away from api.url {m.url}, api.node_name {NODE}")
+        d.wait_log(f"moving away from api.url {m.url}, api.flavor manager, api.node_name {NODE}")
         assert "no target is live" not in d.log()  # the gNB runs: the journal said it did not
     finally:
         m.stop()
@@ -91,6 +91,27 @@ def test_a_new_decision_maker_url_removes_the_rule_from_the_old_one(
         b.stop()
 
 
+def test_an_explicit_flavor_at_the_same_url_removes_the_rule_auto_found(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """api.flavor "auto" found a Decision Maker; a reload names "v0" at the same api.url.
+    The place compared only api.url (and the node): nothing moved, the v0 writer never
+    looked at the rule again, and it stayed on the Decision Maker after the gNB exited."""
+    a = FakeDecisionMaker(keys["private"].read_bytes()).start()
+    try:
+        d = start_dm(env, a)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        a.wait_for(lambda: a.rules() == [rule("^(?:nr-gnb)$")], 5)
+        reload(env, d, api={"url": a.url, "node_name": NODE, "flavor": "v0"},
+               strategy={"resync_interval": 1.5})
+        d.wait_log(f"moving away from api.url {a.url}, api.flavor decision-maker, "
+                   f"api.node_name {NODE}: removed what this host wrote there")
+        assert a.rules() == []
+        assert d.proc.poll() is None
+    finally:
+        a.stop()
+
+
 def test_a_new_v0_url_clears_the_old_server_and_an_unreachable_one_is_said(
         env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
     other = FakeGthulhu(keys["private"].read_bytes()).start()
@@ -112,7 +133,7 @@ def test_a_new_v0_url_clears_the_old_server_and_an_unreachable_one_is_said(
         env.config_path.write_text(text.replace(other.url, env.api.url))
         d.signal(signal.SIGHUP)
         env.notify.wait("READY", "1", after=n, timeout=10)
-        d.wait_log(f"moving away from api.url {other.url}: could not remove")
+        d.wait_log(f"moving away from api.url {other.url}, api.flavor v0: could not remove")
         env.api.wait_post(lambda s: pids(s) == {g.pid})
     finally:
         other.stop()
