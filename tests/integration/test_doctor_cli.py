@@ -192,7 +192,8 @@ def test_an_edit_the_service_has_not_loaded_is_named(env: Env, tmp_path: Path) -
     """doctor checks the files; the service runs what it loaded.  After an edit not yet
     reloaded (or whose reload was rejected) every check was about settings the service
     did not run, and nothing said so: an api.url moved in the file had its server
-    probed while the service wrote elsewhere."""
+    probed while the service wrote elsewhere.  An edit copied with its source's
+    modification time (older than the load) is one too: doctor said "unchanged since"."""
     env.start(match=NOBODYS)
     env.api.wait_post(lambda s: True)
     args = ["--json", "--sysfs", str(sysfs(tmp_path)), "--runtime-dir", str(env.tmp / "run"),
@@ -212,6 +213,14 @@ def test_an_edit_the_service_has_not_loaded_is_named(env: Env, tmp_path: Path) -
     env.notify.wait("READY", "1", after=n)
     check = by_name(doctor(env.config_path, *args, env=fake_systemctl(tmp_path))[1])
     assert check["service config"]["level"] == "ok", check["service config"]
+    # An edit whose modification time is older than the load: a copy that keeps the
+    # source's (rsync -a, cp -p, tar x, install -p), here of a file edited an hour ago.
+    drop_in.write_text("[strategy]\nexecution_time_ns = 6000000\n")
+    hour_ago = time.time() - 3600
+    os.utime(drop_in, (hour_ago, hour_ago))
+    check = by_name(doctor(env.config_path, *args, env=fake_systemctl(tmp_path))[1])
+    assert check["service config"]["level"] == "warn", check["service config"]
+    assert f"changed since: {drop_in}: it runs" in check["service config"]["saw"]
 
 
 @pytest.mark.parametrize("timeout", [0.5, 1.0])

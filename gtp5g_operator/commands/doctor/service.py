@@ -190,8 +190,11 @@ def in_force_check(config: Any, files: Sequence[str], now: float) -> Check:
 
 
 def _modified(path: str) -> float:
+    # The inode's change time, not st_mtime: a copy that keeps its source's modification
+    # time (rsync -a, cp -p, tar x, install -p) put an edit of an hour ago behind the
+    # load and doctor said "unchanged since"; setting that time is itself a change.
     try:
-        return os.stat(path).st_mtime
+        return os.stat(path).st_ctime
     except OSError:
         return float("inf")  # gone since: not what it loaded
 
