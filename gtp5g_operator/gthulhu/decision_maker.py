@@ -115,7 +115,7 @@ class DecisionMakerWriter(RuleWriter):
         rule = self._written if isinstance(self._written, NodeRule) else None
         return {**super().describe(), "node": self.node, "policy_id": policy_id(self.node),
                 "rule": rule.command_regex if rule else None,
-                "token_expires_mono": self.login.expires_mono if self.login.token else None,
+                "token_expires_mono": self.login.expires_mono,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state -------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class V0Writer(ApiWriter):
 
     def describe(self) -> Dict[str, Any]:
         return {**super().describe(), "mode": self.strategy.mode,
-                "token_expires_mono": self.login.expires_mono if self.login.token else None,
+                "token_expires_mono": self.login.expires_mono,
                 "credentials_obtained": self.login.obtained}
 
     # --- the state ------------------------------------------------------------------------

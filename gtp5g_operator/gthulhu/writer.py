@@ -76,7 +76,9 @@ class Login(abc.ABC):
         """Get them from the server (a login, a token for our key) within `deadline`."""
 
     def drop(self) -> None:
-        self.token = None
+        # The expiry goes with them: a Manager's, kept, said "token valid until" a time
+        # past for as long as the server refused the login.
+        self.token = self.expires_mono = None
 
 
 class ApiWriter(abc.ABC):

@@ -419,6 +419,24 @@ def test_an_access_token_that_says_only_exp_is_renewed_before_it_expires(
         manager.stop()
 
 
+def test_a_login_the_manager_refuses_shows_no_token(
+        env: Env, manager: FakeManager, gnb: Callable[..., GnbProcess]) -> None:
+    """Credentials the server refused are dropped, and `status` must say "token none"
+    as it does for the other flavors: it said "token valid until" the dropped access
+    token's expiry, a time already past, for as long as the login was refused."""
+    start_manager(env, manager)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    manager.wait_for(lambda: regex_is(manager, "^(?:nr-gnb)$"), 5)
+    wait_until(lambda: read_state(env).get("api", {}).get("token_expires_at"), 10,
+               "state.json to show the access token's expiry")
+    manager.reset_password("operator", "an admin's new one")
+    manager.revoke_sessions("operator")  # the access and refresh tokens refused too
+    wait_until(lambda: (read_state(env).get("last_push") or {}).get("error_kind")
+               == "unauthorized", 10, "a push failing with the login refused")
+    assert read_state(env)["api"]["token_expires_at"] is None
+
+
 @pytest.mark.parametrize("user,message", [
     ({"must_change_password": True}, "requires user 'operator' to change its password"),
     ({"permissions": DEFAULT_PERMISSIONS - {PERM_NODE_POLICY_CREATE}},
