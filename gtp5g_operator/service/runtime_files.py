@@ -24,6 +24,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .. import files
+from ..core.procfs import parse_status
 from ..files import FileProblem, atomic_write, make_dirs, read_json_file, read_small_text
 from .runtime_names import HEARTBEAT, HEARTBEAT_FILE, STATE_FILE
 
@@ -71,8 +72,10 @@ def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
     service did all of that.  The directory, not a file in it: there is no file that
     a run as root could leave behind unreadable for the service's dynamic user, and
     only who can open the directory can lock it (the unit's is under the root-only
-    /var/lib/private).  A directory that cannot be opened (a run by hand as a user
-    who may not) is one warning, as before: that run cannot write there either."""
+    /var/lib/private; one made by a run by hand is 0755, and a lock of a user who may
+    not write there is not taken for a daemon's).  A directory that cannot be opened
+    (a run by hand as a user who may not) is one warning, as before: that run cannot
+    write there either."""
     try:
         make_dirs(directory)  # 0755 whatever the umask, as atomic_write makes them
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -83,14 +86,33 @@ def hold_state_directory(directory: str, proc: str = "/proc") -> Optional[int]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        holder = _flock_holder(os.fstat(fd), proc)
+        st = os.fstat(fd)
+        holder = _flock_holder(st, proc)
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             log.warning("cannot lock the state directory %s: %s", directory, exc.strerror)
             return None
+        # Any user who may open the directory may lock it: made 0755 by a run by hand,
+        # an unprivileged user's `flock DIR cat` made every start after it exit 75.  A
+        # daemon writes there, so a holder that may not (neither root nor the owner; or
+        # gone, its lock kept by a child it passed the fd to) is not one.
+        uid = _real_uid(holder, proc) if holder else None
+        gone = holder is not None and uid is None and files.signal_errno(holder) == errno.ESRCH
+        if gone or uid not in (None, 0, st.st_uid):
+            log.warning("PID %d (%s) holds a lock on the state directory %s, and cannot "
+                        "write there: not a gtp5g-operator; going on without the lock "
+                        "(another daemon using it would not be noticed)", holder,
+                        "exited" if gone else f"uid {uid}", directory)
+            return None
         who = f"PID {holder}" if holder else "a process /proc/locks does not name"
         raise AlreadyRunning(who, "state", directory) from None
     return fd
+
+
+def _real_uid(pid: int, proc: str) -> Optional[int]:
+    """The real uid of process `pid`, None when it is gone (or cannot be read)."""
+    status = read_small_text(os.path.join(proc, str(pid), "status"))
+    return parse_status(status.encode())[1] if status else None
 
 
 def check_runtime_directory(directory: str) -> None:

@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -458,6 +459,39 @@ def test_the_service_refused_beside_a_daemon_run_by_hand_names_it(env: Env) -> N
     assert f"not starting: another gtp5g-operator (PID {first.pid}) is running" \
         in second.log(), second.log()
     assert first.proc.poll() is None
+
+
+# Two ways a user locks a directory: flock(1) holding it while its command runs, and the
+# shell idiom whose flock(1) exits at once, the lock kept by the shell's fd 9 (/proc/locks
+# then names a PID that is gone).
+USER_LOCKS = {"flock-command": 'exec flock --exclusive "$1" sh -c "echo locked; exec cat"',
+              "shell-fd": 'exec 9<"$1"; flock --exclusive 9; echo locked; exec cat'}
+
+
+@pytest.mark.parametrize("how", sorted(USER_LOCKS))
+def test_another_users_lock_on_the_state_directory_does_not_stop_the_start(
+        env: Env, public_tmp: Path, how: str) -> None:
+    """Run by hand (no StateDirectory=), the state directory is made 0755: any local user
+    may open it and flock(2) it, and every start after that, a supervisor's restart
+    after a crash included, exited 75 'another gtp5g-operator (PID ...) is running'
+    naming that user's process.  A daemon must write there: a holder that may not
+    (neither root nor the directory's owner), or that is gone, is not one."""
+    if os.geteuid() != 0 or shutil.which("flock") is None:
+        pytest.skip("needs root and flock (util-linux) to lock as another user")
+    state = public_tmp / "state"
+    state.mkdir(mode=0o755)
+    holder = subprocess.Popen(["sh", "-c", USER_LOCKS[how], "sh", str(state)], cwd="/",
+                              user=65534, group=65534, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        d = env.start(env={"STATE_DIRECTORY": str(state)})
+        said = "(uid 65534)" if how == "flock-command" else "(exited)"
+        d.wait_log(f"{said} holds a lock on the state directory {state}, and cannot write")
+        assert d.proc.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_write_the_server_refuses_says_what_to_change(
