@@ -178,7 +178,7 @@ def show_status(directory: str, as_json: bool,
         return NOT_RUNNING, f"gtp5g-operator is not running ({problem})"
     if state is None:
         return 1, problem
-    if not daemon_alive(state.get("pid")):
+    if not daemon_alive(state.get("pid"), directory=directory):
         return NOT_RUNNING, (f"gtp5g-operator is not running (stale {path} of PID "
                              f"{one_line(state.get('pid'))}, last updated "
                              f"{when(state.get('updated_at'), time.time())})")

@@ -124,7 +124,7 @@ def check_runtime_directory(directory: str) -> None:
     keep the service from starting; nobody else can write its state.json."""
     state, _ = read_state(directory)
     pid = state.get("pid") if state is not None else None
-    if pid != os.getpid() and daemon_alive(pid):
+    if pid != os.getpid() and daemon_alive(pid, directory=directory):
         raise AlreadyRunning(f"PID {pid}", "runtime", directory)
 
 
@@ -251,14 +251,23 @@ def record_textfile(state_directory: str, textfile: str) -> str:
     return before
 
 
-def daemon_alive(pid: Any, proc: str = "/proc") -> bool:
+def daemon_alive(pid: Any, proc: str = "/proc", directory: str = "") -> bool:
     """Is `pid` (from a state.json) a running gtp5g-operator, and not another program
-    that got its PID since?"""
+    that got its PID since?  With `directory`, the one whose state.json names it."""
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
     try:
         with open(os.path.join(proc, str(pid), "cmdline"), "rb") as f:
-            return b"gtp5g" in f.read(4096)
+            if b"gtp5g" not in f.read(4096):
+                return False
+        # The PID of a daemon that was killed is in its state.json, which any user reads:
+        # a user who got it (forking through the PID space) for a `sh -c ... gtp5g`
+        # made every start after it exit 75 and `status` call the dead daemon running.
+        # The daemon wrote state.json: a process of another user is not that daemon.
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile: it stopped
+            return not directory or _real_uid(pid, proc) == os.stat(
+                os.path.join(directory, STATE_FILE)).st_uid
+        return False
     except (FileNotFoundError, PermissionError):
         # /proc mounted with hidepid= hides the service's process (its own user) from
         # other users: `status` from a monitoring agent said "not running" while it ran.

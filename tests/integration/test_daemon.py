@@ -494,6 +494,48 @@ def test_another_users_lock_on_the_state_directory_does_not_stop_the_start(
         holder.wait()
 
 
+def test_a_users_process_at_a_crashed_daemons_pid_is_not_taken_for_it(env: Env) -> None:
+    """A daemon killed (SIGKILL, an OOM kill) leaves state.json naming its PID, which any
+    user reads.  A user who got that PID (forking through the PID space) for a process
+    with 'gtp5g' in its command line made every start after it exit 75 ('another
+    gtp5g-operator (PID ...) is running with the runtime directory'), and `status`
+    show the dead daemon's table as running.  The daemon writes state.json: a process
+    of another user than its owner is not that daemon."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to force a PID with /proc/sys/kernel/ns_last_pid")
+    first = env.start()
+    wait_until(lambda: (env.tmp / "run" / "state.json").exists(), 20, "state.json")
+    first.proc.kill()
+    first.proc.wait()
+    impostor = None
+    for _ in range(50):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(first.pid - 1))
+        impostor = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "sh", "-c", "read x", "gtp5g-operator"], cwd="/", stdin=subprocess.PIPE)
+        if impostor.pid == first.pid:
+            break
+        impostor.kill()
+        impostor.wait()
+    else:
+        pytest.skip(f"could not get PID {first.pid} back (a busy machine took it)")
+    assert impostor is not None
+    try:
+        status = subprocess.run(
+            [sys.executable, "-m", "gtp5g_operator", "status", "--runtime-dir",
+             str(env.tmp / "run")], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+        assert status.returncode == 3 and "stale" in status.stdout + status.stderr, status
+        second = DaemonProcess(env.config_path, None, env.tmp / "second.log")
+        env.daemons.append(second)
+        wait_until(lambda: second.proc.poll() is not None or "reading trace source"
+                   in second.log(), 20, "the second daemon to start or exit")
+        assert second.proc.poll() is None, second.log()
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
 def test_a_write_the_server_refuses_says_what_to_change(
         env: Env, gnb: Callable[..., GnbProcess]) -> None:
     """An integer priority against the 2025 API (which takes true/false): the ERROR said

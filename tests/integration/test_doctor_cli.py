@@ -335,7 +335,9 @@ def another_root(base: Path) -> Dict[str, Path]:
     os.symlink("/opt/gnb/nr-gnb", gnb / "exe")
     (proc / "777").mkdir()
     (proc / "777" / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/gtp5g-operator\0")
-    (proc / "777" / "status").write_text("Uid:\t4321\t4321\t4321\t4321\nGid:\t4321\t4321\t"
+    # the daemon's uid is that of its state.json (written below), as on a real host
+    uid = os.geteuid()
+    (proc / "777" / "status").write_text(f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t4321\t4321\t"
                                          "4321\t4321\nGroups:\t\nCapEff:\t0000000000000004\n")
     (tracing / "per_cpu" / "cpu0").mkdir(parents=True)
     (tracing / "trace_pipe").write_text("")
@@ -372,7 +374,8 @@ def test_another_root_is_inspected_through_the_injected_directories(
     assert checks["boost"]["level"] == "warn"  # the test API holds nothing for 4242
     # judged as that host's service, as its /proc says it runs
     assert checks["trace access"]["saw"].startswith(
-        "as the running service (PID 777), uid 4321 with CAP_DAC_READ_SEARCH may read ")
+        f"as the running service (PID 777), uid {os.geteuid()} with CAP_DAC_READ_SEARCH may "
+        "read ")
     assert checks["exe access"]["level"] == "ok"  # a symlink in a directory, here
     wait = checks["cpu wait nr-gnb"]  # the service's window, judged against --max-wait
     assert wait["level"] == "warn"
