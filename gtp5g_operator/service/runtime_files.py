@@ -130,18 +130,20 @@ def check_runtime_directory(directory: str) -> None:
 
 def _flock_holder(st: os.stat_result, proc: str) -> Optional[int]:
     """The PID holding a flock on the file of `st`, from /proc/locks (lines such as
-    "1: FLOCK  ADVISORY  WRITE 4711 fd:01:1234 0 EOF"; a waiter's have "->")."""
-    for line in (read_small_text(os.path.join(proc, "locks"), 1 << 20) or "").splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        device = fields[5].split(":")
-        try:
-            if len(device) == 3 and int(device[2]) == st.st_ino and st.st_dev == os.makedev(
-                    int(device[0], 16), int(device[1], 16)):
-                return int(fields[4])
-        except ValueError:
-            continue
+    "1: FLOCK  ADVISORY  WRITE 4711 fd:01:1234 0 EOF"; a waiter's have "->").  Read
+    to its end, a line at a time: any user can make it megabytes long (a byte-range
+    lock a line, as many as they like on one fd), and the first MiB of it hid their
+    flock of the state directory, which was then taken for a daemon's."""
+    with contextlib.suppress(OSError), open(os.path.join(proc, "locks"), "rb") as locks:
+        for line in locks:
+            fields = line.split()
+            if len(fields) < 6 or fields[1] != b"FLOCK":
+                continue
+            device = fields[5].split(b":")
+            with contextlib.suppress(ValueError):
+                if len(device) == 3 and int(device[2]) == st.st_ino and st.st_dev == \
+                        os.makedev(int(device[0], 16), int(device[1], 16)):
+                    return int(fields[4])
     return None
 
 

@@ -461,11 +461,23 @@ def test_the_service_refused_beside_a_daemon_run_by_hand_names_it(env: Env) -> N
     assert first.proc.poll() is None
 
 
-# Two ways a user locks a directory: flock(1) holding it while its command runs, and the
+# Three ways a user locks a directory: flock(1) holding it while its command runs; the
 # shell idiom whose flock(1) exits at once, the lock kept by the shell's fd 9 (/proc/locks
-# then names a PID that is gone).
-USER_LOCKS = {"flock-command": 'exec flock --exclusive "$1" sh -c "echo locked; exec cat"',
-              "shell-fd": 'exec 9<"$1"; flock --exclusive 9; echo locked; exec cat'}
+# then names a PID that is gone); and a lock hidden from a bounded read of /proc/locks
+# behind 20,000 byte-range locks of a file of one's own (one fd, no limit).
+MANY_LOCKS = """if 1:
+    import fcntl, os, sys, tempfile
+    f = tempfile.TemporaryFile()
+    for i in range(20000):
+        fcntl.lockf(f, fcntl.LOCK_EX, 1, 2 * i)
+    fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+USER_LOCKS = {
+    "flock-command": ["sh", "-c", 'exec flock -x "$1" sh -c "echo locked; exec cat"', "sh"],
+    "shell-fd": ["sh", "-c", 'exec 9<"$1"; flock -x 9; echo locked; exec cat', "sh"],
+    "many-locks": ["/usr/bin/python3", "-c", MANY_LOCKS]}
 
 
 @pytest.mark.parametrize("how", sorted(USER_LOCKS))
@@ -478,15 +490,17 @@ def test_another_users_lock_on_the_state_directory_does_not_stop_the_start(
     (neither root nor the directory's owner), or that is gone, is not one."""
     if os.geteuid() != 0 or shutil.which("flock") is None:
         pytest.skip("needs root and flock (util-linux) to lock as another user")
+    if how == "many-locks" and not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("needs /usr/bin/python3 to run as another user")
     state = public_tmp / "state"
     state.mkdir(mode=0o755)
-    holder = subprocess.Popen(["sh", "-c", USER_LOCKS[how], "sh", str(state)], cwd="/",
+    holder = subprocess.Popen([*USER_LOCKS[how], str(state)], cwd="/",
                               user=65534, group=65534, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         d = env.start(env={"STATE_DIRECTORY": str(state)})
-        said = "(uid 65534)" if how == "flock-command" else "(exited)"
+        said = "(exited)" if how == "shell-fd" else "(uid 65534)"
         d.wait_log(f"{said} holds a lock on the state directory {state}, and cannot write")
         assert d.proc.poll() is None
     finally:
