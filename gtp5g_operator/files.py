@@ -154,16 +154,18 @@ def make_dirs(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = False) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = False,
+                 make_directory: bool = True) -> None:
     """Write data to a temporary file beside path and rename it over path, making
-    path's directory first if need be (make_dirs).
+    path's directory first if need be (make_dirs; not with `make_directory` False).
 
     The mode is set explicitly (the unit's UMask=0077 would make files
     unreadable for `gtp5g-operator status` or node-exporter).  `durable`
     fsyncs first, for files that must survive a power loss; runtime files on
     tmpfs gain nothing from it and would pay a blocking wait.
     """
-    make_dirs(os.path.dirname(path))
+    if make_directory:
+        make_dirs(os.path.dirname(path))
     if path not in _swept:
         _swept.add(path)
         remove_stale_temporaries(path)

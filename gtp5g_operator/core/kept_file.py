@@ -26,8 +26,9 @@ class KeptFile:
     for someone else's; state.json kept showing the tasks of before the disk filled."""
 
     def __init__(self, path: str, mode: int = 0o644, durable: bool = False,
-                 consequence: str = "") -> None:
+                 consequence: str = "", make_directory: bool = True) -> None:
         self.path = path
+        self._make_directory = make_directory
         self._mode = mode
         self._durable = durable
         self._consequence = consequence  # what a failure means, said with it
@@ -48,7 +49,7 @@ class KeptFile:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)
             else:
-                atomic_write(self.path, data, self._mode, self._durable)
+                atomic_write(self.path, data, self._mode, self._durable, self._make_directory)
         except OSError as exc:
             cause = exc.strerror or str(exc)
             self._state.problem(cause, logging.WARNING, "cannot write %s: %s%s", self.path,

@@ -110,7 +110,12 @@ class Publisher(Component):
         served = [self._metrics_text] if m.listen else []
         if not served:
             self._metrics_text.remove()
-        self._metrics_out = served + ([KeptFile(m.textfile)] if m.textfile else [])
+        # The textfile's directory is node-exporter's (--collector.textfile.directory):
+        # never made here.  Made, a typo in it ("node_exporter") gave a file nobody
+        # read and no log line (run by hand), or "Read-only file system" under the unit.
+        self._metrics_out = served + ([KeptFile(m.textfile, consequence=" (metrics.textfile)",
+                                                make_directory=False)]
+                                      if m.textfile else [])
         before = record_textfile(self.parts.state_directory, m.textfile)  # for the purge
         if before and before != m.textfile:  # ours, and no longer kept up to date
             KeptFile(before).remove()

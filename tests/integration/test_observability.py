@@ -131,6 +131,22 @@ def test_a_textfile_no_longer_configured_is_removed(env: Env, tmp_path: Path) ->
     assert stranger.exists() and not first.exists()
 
 
+def test_a_textfile_in_a_missing_directory_is_said_and_the_directory_not_made(
+        env: Env, tmp_path: Path) -> None:
+    """The textfile's directory is node-exporter's: a typo in it ("node_exporter") must
+    be one warning naming the file and the key, not a directory of the daemon's making
+    that nobody reads (it made one, and said nothing).  Written once it exists."""
+    directory = tmp_path / "node_exporter"
+    textfile = directory / "gtp5g_operator.prom"
+    d = env.start(metrics={"textfile": str(textfile)})
+    d.wait_log(f"cannot write {textfile}: No such file or directory (metrics.textfile)")
+    assert not directory.exists()
+    directory.mkdir()
+    wait_until(lambda: textfile.exists() and "gtp5g_operator_build_info" in textfile.read_text(),
+               30, "the textfile written once its directory exists")
+    d.wait_log(f"{textfile} written again")
+
+
 def test_a_reload_that_turns_the_endpoint_off_leaves_no_metrics_file(
         env: Env, tmp_path: Path) -> None:
     """metrics.prom in the runtime directory is what the endpoint serves.  A reload that
