@@ -196,6 +196,18 @@ def test_the_unit_does_not_restart_what_a_restart_cannot_cure() -> None:
         "EXIT STATUS")
 
 
+def test_the_readme_says_a_reload_of_a_file_check_config_refuses_fails() -> None:
+    """The unit's ExecReload= runs check-config before the SIGHUP, so `systemctl reload`
+    of a broken file fails (the system test proves it); the README's systemd section
+    said it "still succeeds", contradicting "Install and operate" and the unit."""
+    unit = (REPO / "systemd" / "gtp5g-operator.service").read_text()
+    reload = [line for line in unit.splitlines() if line.startswith("ExecReload=")]
+    assert "check-config" in reload[0] and "-HUP" in reload[-1], reload
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`systemctl reload` still succeeds" not in readme
+    assert "a file it refuses makes `systemctl reload` fail" in readme
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
