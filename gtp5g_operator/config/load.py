@@ -52,7 +52,13 @@ def read_text(path: str, what: str, secret: bool = False,
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {what} is not UTF-8 (byte {exc.start})") from None
+        # Where, as TOML's own errors say it: a byte offset alone ("byte 2117") left the
+        # reader counting bytes for a Latin-1 "é" in a comment.  Not the byte's value:
+        # the file may be the password's.
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(f"{path}: {what} is not UTF-8 (at line {line}, column {column}): "
+                          "save it as UTF-8") from None
 
 
 def validate_public_key(pem: str, path: str) -> str:

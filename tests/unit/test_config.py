@@ -210,6 +210,16 @@ def test_a_byte_order_mark_is_named_not_left_to_line_1_column_1(tmp_path: Path) 
                               "without a BOM")
 
 
+def test_a_byte_that_is_not_utf8_is_placed_by_line_and_column(tmp_path: Path) -> None:
+    # An editor's Latin-1 "é" in a comment: the error said only "(byte 43)".
+    main = tmp_path / "config.toml"
+    main.write_bytes(b'[log]\nlevel = "debug"\n# caf\xe9\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main))
+    assert str(err.value) == (f"{main}: configuration is not UTF-8 (at line 3, column 6): "
+                              "save it as UTF-8")
+
+
 def test_timeout_must_be_below_resync() -> None:
     with pytest.raises(ConfigError, match=r"api\.timeout: must be shorter than"):
         parse_config("[api]\ntimeout = 20\n[strategy]\nresync_interval = 10")
