@@ -117,8 +117,8 @@ def merge(documents: Sequence[Document]) -> Tuple[Dict[str, Dict[str, Any]], Dic
     for source, doc in documents:
         for name, value in doc.items():
             if name not in known:
-                raise ConfigError(f"{source}: {v.fmt(name)[1:-1]}: unknown section "
-                                  f"(known: {', '.join(known)})")
+                raise ConfigError(f"{source}: {v.fmt(name)[1:-1]}: "
+                                  f"{_outside_tables(name, value, known)}")
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {name}: expected a table [{name}], got "
                                   f"{v.fmt(value)}")
@@ -130,6 +130,19 @@ def merge(documents: Sequence[Document]) -> Tuple[Dict[str, Dict[str, Any]], Dic
                 merged.setdefault(name, {})[key] = item
                 origins[f"{name}.{key}"] = source
     return merged, origins
+
+
+def _outside_tables(name: str, value: Any, known: Mapping[str, type]) -> str:
+    """What is wrong with a top-level name that is no section.  A key written above
+    its table's header (`level = "debug"` before `[log]`, or with no header at all)
+    is the usual cause, and was called an "unknown section"."""
+    if isinstance(value, dict):
+        return f"unknown section (known: {', '.join(known)})"
+    owners = [section for section, cls in known.items() if name in keys(cls)]
+    if owners:
+        return (f"a key outside any table: put it under [{owners[0]}] "
+                f"({owners[0]}.{name})")
+    return f"unknown key outside any table (known sections: {', '.join(known)})"
 
 
 def build_config(raw: Mapping[str, Mapping[str, Any]], origins: Mapping[str, str],

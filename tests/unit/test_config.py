@@ -120,7 +120,10 @@ def test_a_secret_typed_into_a_credential_key_is_not_echoed(key: str, value: str
 @pytest.mark.parametrize("text,where", [
     ('[strategy]\nexecution_time = 1', "strategy.execution_time: unknown key"),
     ('[stratgy]\npriority = true', "stratgy: unknown section"),
-    ('top = 1', "top: unknown section"),
+    ('top = 1', "top: unknown key outside any table"),
+    # a key above its table's header: it was called an "unknown section"
+    ('level = "debug"\n[log]',
+     r"level: a key outside any table: put it under \[log\] \(log.level\)"),
     ('strategy = 1', "strategy: expected a table"),
 ])
 def test_unknown_keys_are_errors(text: str, where: str) -> None:
