@@ -4,7 +4,7 @@ push succeeded (alert on time() - gtp5g_operator_last_successful_push_timestamp_
 
 import re
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Set
 
 import pytest
 
@@ -90,3 +90,21 @@ def test_the_scheduler_gauge_is_documented_as_what_it_says() -> None:
                if line.startswith("| `gtp5g_operator_scheduler_enabled"))
     assert "0 when strategies have no effect" not in row, row
     assert all(f"`{name}`" in row for name in GTHULHU_OPS), row
+
+
+def test_the_readme_names_every_value_of_a_result_label() -> None:
+    """README's row said `config_reloads_total{result}`, "reloads accepted / rejected":
+    an alert written on result="rejected" matched nothing, the values are ok and error."""
+    snap = {"started_at": 1.0, "counts": {"pushes": {"ok": 1, "error": 1},
+                                          "reloads": {"ok": 1, "error": 1}}}
+    text = render(snap, histograms()).decode()
+    results: Dict[str, Set[str]] = {}
+    for name, value in re.findall(r'^(\w+)\{result="(\w+)"\}', text, re.MULTILINE):
+        results.setdefault(name, set()).add(value)
+    assert set(results) == {"gtp5g_operator_pushes_total",
+                            "gtp5g_operator_config_reloads_total"}, results
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, values in results.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}"))
+        named = set(re.findall(r'"(\w+)"', row.split(" | ")[0]))
+        assert named == values, (name, named, values)
