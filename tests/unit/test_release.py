@@ -208,6 +208,17 @@ def test_the_readme_says_a_reload_of_a_file_check_config_refuses_fails() -> None
     assert "a file it refuses makes `systemctl reload` fail" in readme
 
 
+def test_the_debian_rows_give_the_sandbox_rating_the_sandbox_paragraph_gives() -> None:
+    """`systemd-analyze security --offline=yes` rates the unit 2.0 under Debian 12's
+    systemd 252 (and the Sandbox paragraph says 2.0 under 252 and 257, since ProcSubset=
+    went); the Installing table's Debian rows still said 1.9."""
+    readme = (REPO / "README.md").read_text()
+    rated = re.search(r"rates the unit \*\*(\d\.\d)\*\*", readme)
+    assert rated, "the Sandbox paragraph gives no rating"
+    rows = [line for line in readme.splitlines() if line.startswith("| Debian 1")]
+    assert len(rows) == 2 and all(f"sandbox {rated.group(1)};" in row for row in rows), rows
+
+
 def test_the_preinst_writes_exactly_the_shipped_conffile() -> None:
     """dpkg installs the new conffile without asking only when the file on disk is
     byte-identical to it: the preinst's copy must be the shipped one."""
