@@ -286,6 +286,27 @@ def judge_file(path: str, st: os.stat_result, secret: bool,
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
 
 
+def check_linked_directory(path: str) -> None:
+    """A configuration file reached through a symlink (configuration management links
+    drop-ins in from a checkout) is held by its target's directory too: whoever may
+    write that one may rename another file into its place.  Only the link's own
+    directory was judged, so a root-owned target in a user's directory passed."""
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
+    if directory == os.path.dirname(os.path.abspath(path)):
+        return
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot look at {directory}, the directory of the file "
+                          f"it links to: {exc.strerror}") from None
+    if not st.st_mode & stat.S_ISVTX:  # in a sticky directory only its owner may
+        try:
+            check_not_writable_by_others(directory, st)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} links to {real}, whose directory {exc}") from None
+
+
 def load_settings(path: str, vocabulary: Vocabulary, judged: bool = True) -> Config:
     """The main file and its drop-ins, validated, without the files they name.
     `judged=False`: their owner and mode are not judged (doctor, which judges them
@@ -296,6 +317,9 @@ def load_settings(path: str, vocabulary: Vocabulary, judged: bool = True) -> Con
     files = [path, *drop_ins(path)]
     documents += [(f, read_toml(read_text(f, "configuration", judged=judged), f))
                   for f in files[1:]]
+    if judged:
+        for f in files:
+            check_linked_directory(f)
     raw, origins = merge(documents)
     return dataclasses.replace(build_config(raw, origins, vocabulary, path), files=tuple(files),
                                node_name="")

@@ -108,6 +108,27 @@ def test_a_drop_in_others_can_write_is_refused_like_the_main_file(etc: Path) -> 
         load_config(str(etc / "config.toml"))
 
 
+def test_a_drop_in_linked_from_a_directory_others_could_write_is_refused(
+        etc: Path, tmp_path: Path) -> None:
+    """The README: the drop-ins and the directories holding them are refused if others
+    can write them.  A drop-in linked in (configuration management's checkout) is held
+    by its target's directory: its owner may rename another file into its place.  Only
+    the link's directory (config.d) was judged: a root-owned target passed."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "site.toml").write_text("[match]\nuid = [0]\n")
+    link = etc / "config.d" / "50-site.toml"
+    link.symlink_to(checkout / "site.toml")
+    os.chown(checkout, 61234, 61234)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert str(exc.value) == (f"{link} links to {checkout / 'site.toml'}, whose directory "
+                              f"{checkout}: owned by uid 61234; must be owned by root")
+    os.chown(checkout, 0, 0)
+    checkout.chmod(0o1777)  # sticky: others may not rename over what they do not own
+    assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
 def test_the_password_is_found_where_the_service_gets_it(
         tmp_path: Path, keys: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside the unit: $CREDENTIALS_DIRECTORY only.  From a shell (check-config,
