@@ -149,6 +149,11 @@ class Daemon:
         cleartext = cleartext_credentials(cfg, VOCABULARY)
         if cleartext:
             log.warning("%s", cleartext)
+        # Warned, not refused: a file another reader takes is no reason to stop boosting.
+        if cfg.metrics.textfile and not cfg.metrics.textfile.endswith(".prom"):
+            log.warning("metrics.textfile %s does not end in .prom: node-exporter's textfile "
+                        "collector reads only *.prom files, and a purge removes only those",
+                        cfg.metrics.textfile)
 
     def close(self) -> None:
         for component in reversed(self.components):
@@ -317,7 +322,8 @@ class Daemon:
             log.info("configuration reloaded: nothing changed")
             return
         log.info("configuration reloaded: %s changed", ", ".join(changed))
-        if (old.match, old.api.url, old.api.flavor) != (new.match, new.api.url, new.api.flavor):
+        if (old.match, old.api.url, old.api.flavor, old.metrics.textfile) != (
+                new.match, new.api.url, new.api.flavor, new.metrics.textfile):
             self._warn_about(new)
         push_now = False
         for component in self.components:

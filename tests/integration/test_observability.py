@@ -147,6 +147,27 @@ def test_a_textfile_in_a_missing_directory_is_said_and_the_directory_not_made(
     d.wait_log(f"{textfile} written again")
 
 
+def test_a_textfile_node_exporter_would_not_read_is_warned_about(
+        env: Env, tmp_path: Path) -> None:
+    """node-exporter's textfile collector reads only *.prom files (and a purge removes
+    only those): a metrics.textfile named otherwise was written at every push, never
+    exported, and nothing said so.  Warned at start and by a reload that sets it; the
+    file is still written (a metrics file is no reason to stop boosting the gNB)."""
+    textfile = tmp_path / "gtp5g_operator.txt"
+    d = env.start(metrics={"textfile": str(textfile)})
+    said = (f"metrics.textfile {textfile} does not end in .prom: node-exporter's textfile "
+            "collector reads only *.prom files")
+    d.wait_log(said)
+    wait_until(textfile.exists, 30, "the textfile written anyway")
+    other = tmp_path / "other.txt"
+    n = len(env.notify.all())
+    env.write_config(metrics={"textfile": str(other)})
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    d.wait_log(f"metrics.textfile {other} does not end in .prom")
+    assert d.log().count("does not end in .prom") == 2
+
+
 def test_a_reload_that_turns_the_endpoint_off_leaves_no_metrics_file(
         env: Env, tmp_path: Path) -> None:
     """metrics.prom in the runtime directory is what the endpoint serves.  A reload that
