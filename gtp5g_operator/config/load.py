@@ -33,7 +33,8 @@ def check_not_writable_by_others(path: str, st: os.stat_result, any_owner: bool 
     (or the key it names), that user could boost anything.
     """
     if not any_owner and st.st_uid not in (0, os.geteuid()):
-        raise ConfigError(f"{path}: owned by uid {st.st_uid}; must be owned by root")
+        raise ConfigError(f"{path}: owned by uid {st.st_uid}; must be owned by root; "
+                          f"run chown root {path}")
     if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != 0):
         raise ConfigError(f"{path}: writable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod go-w {path}")
@@ -215,15 +216,9 @@ def drop_ins(main: str) -> List[str]:
     """DIR/config.d/*.toml beside the main file, in lexical order (hidden files and other
     names, e.g. x.toml.dpkg-dist, left out).  The directory must not be writable by
     others: whoever can add a file there steers the scheduler."""
-    parent = os.path.dirname(os.path.abspath(main))
-    directory = os.path.join(parent, DROP_IN_DIR)
-    try:  # whoever may rename or remove config.d there drops every setting in it, silently
-        st = os.stat(parent)
-    except OSError as exc:
-        raise ConfigError(f"{parent}: cannot look at the configuration's directory: "
-                          f"{exc.strerror}") from None
-    if not st.st_mode & stat.S_ISVTX:  # in a sticky directory only its owner may
-        check_not_writable_by_others(parent, st)
+    # main's own directory (whoever may write it may rename config.d away) is judged
+    # with main (judge_file)
+    directory = os.path.join(os.path.dirname(os.path.abspath(main)), DROP_IN_DIR)
     try:
         st = os.stat(directory)
     except FileNotFoundError:
@@ -272,54 +267,64 @@ def named_files(config: Config, vocabulary: Vocabulary,
 
 def judge_file(path: str, st: os.stat_result, secret: bool,
                env: Mapping[str, str] = os.environ) -> None:
-    """The checks every named file passes (ConfigError when it does not).  Any owner is
+    """The checks every file the configuration is read from passes (ConfigError when it
+    does not): the file's, then its directories' (judge_directories).  Any owner is
     taken for a credential systemd wrote for the unit (in its $CREDENTIALS_DIRECTORY, or
     the running unit's directory as a shell sees it): systemd makes those files
     read-only (0400, on a read-only mount) and, where the file system takes no ACL
     (ramfs: systemd 252, or any kernel before 6.3), chowns them to the service's
     DynamicUser= uid instead of adding one: that owner is systemd's doing."""
-    directory = os.path.dirname(os.path.abspath(path))
-    credential = directory in {UNIT_CREDENTIALS, env.get("CREDENTIALS_DIRECTORY", "").rstrip("/")}
-    check_not_writable_by_others(path, st, any_owner=secret and credential)
+    credential = secret and credentials_directory(os.path.dirname(os.path.abspath(path)), env)
+    check_not_writable_by_others(path, st, any_owner=credential)
     if secret and st.st_mode & (stat.S_IROTH | stat.S_IWOTH):  # private to owner and root
         raise ConfigError(f"{path}: readable by other users (mode "
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod o-rw {path}")
+    judge_directories(path, env)
 
 
-def check_linked_directory(path: str) -> None:
-    """A configuration file reached through a symlink (configuration management links
-    drop-ins in from a checkout) is held by its target's directory too: whoever may
-    write that one may rename another file into its place.  Only the link's own
-    directory was judged, so a root-owned target in a user's directory passed."""
+def credentials_directory(directory: str, env: Mapping[str, str]) -> bool:
+    return directory in {UNIT_CREDENTIALS, env.get("CREDENTIALS_DIRECTORY", "").rstrip("/")}
+
+
+def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
+    """The directories holding a file read as configuration -- the one its path names
+    and, for a symlink (configuration management linking files in from a checkout), the
+    one holding its target -- are judged like the file: whoever may write one may rename
+    another file into its place or remove it (a CA of theirs, a key or password that
+    fails every login).  The files the configuration names (api.public_key, api.ca_file,
+    the password) were judged as files only: root's CA in a user's directory passed.
+    A sticky directory passes if root or we own it: others may not rename what they do
+    not own there, its owner may.  systemd's credentials directory passes whoever owns
+    it: without ACLs systemd chowns it (0500, read-only) to the DynamicUser= uid."""
     real = os.path.realpath(path)
-    directory = os.path.dirname(real)
-    if directory == os.path.dirname(os.path.abspath(path)):
-        return
-    try:
-        st = os.stat(directory)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot look at {directory}, the directory of the file "
-                          f"it links to: {exc.strerror}") from None
-    if not st.st_mode & stat.S_ISVTX:  # in a sticky directory only its owner may
+    for directory in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
+                                    os.path.dirname(real))):
         try:
-            check_not_writable_by_others(directory, st)
+            st = os.stat(directory)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot look at its directory {directory}: "
+                              f"{exc.strerror}") from None
+        any_owner = credentials_directory(directory, env)
+        if st.st_mode & stat.S_ISVTX and (any_owner or st.st_uid in (0, os.geteuid())):
+            continue
+        try:
+            check_not_writable_by_others(directory, st, any_owner=any_owner)
         except ConfigError as exc:
-            raise ConfigError(f"{path} links to {real}, whose directory {exc}") from None
+            held = (f"{path}: its directory" if directory == os.path.dirname(os.path.abspath(path))
+                    else f"{path} links to {real}, whose directory")
+            raise ConfigError(f"{held} {exc}") from None
 
 
 def load_settings(path: str, vocabulary: Vocabulary, judged: bool = True) -> Config:
     """The main file and its drop-ins, validated, without the files they name.
-    `judged=False`: their owner and mode are not judged (doctor, which judges them
-    on lines of their own, reads what they say all the same)."""
+    `judged=False`: their owner and mode, and their directories', are not judged (doctor,
+    which judges them on lines of their own, reads what they say all the same)."""
     # The main file first: when it is missing (its directory too), say that, not
-    # that config.d's parent cannot be looked at.
+    # that config.d cannot be looked at.
     documents = [(path, read_toml(read_text(path, "configuration", judged=judged), path))]
     files = [path, *drop_ins(path)]
     documents += [(f, read_toml(read_text(f, "configuration", judged=judged), f))
                   for f in files[1:]]
-    if judged:
-        for f in files:
-            check_linked_directory(f)
     raw, origins = merge(documents)
     return dataclasses.replace(build_config(raw, origins, vocabulary, path), files=tuple(files),
                                node_name="")

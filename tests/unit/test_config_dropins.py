@@ -5,6 +5,7 @@ Manager's password found where the service gets it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from gtp5g_operator.config import ConfigError, load
 from gtp5g_operator.config.render import effective_config
 from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.harness import REPO, write_config
+from testbed.tls import make_ca_and_server_cert
 
 
 @pytest.fixture
@@ -123,10 +125,60 @@ def test_a_drop_in_linked_from_a_directory_others_could_write_is_refused(
     with pytest.raises(ConfigError) as exc:
         load_config(str(etc / "config.toml"))
     assert str(exc.value) == (f"{link} links to {checkout / 'site.toml'}, whose directory "
-                              f"{checkout}: owned by uid 61234; must be owned by root")
+                              f"{checkout}: owned by uid 61234; must be owned by root; "
+                              f"run chown root {checkout}")
     os.chown(checkout, 0, 0)
     checkout.chmod(0o1777)  # sticky: others may not rename over what they do not own
     assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
+@pytest.mark.parametrize("key", ["public_key", "ca_file", "password_file"])
+def test_a_named_file_in_a_directory_others_could_write_is_refused(
+        tmp_path: Path, keys: Dict[str, Path], key: str) -> None:
+    """The README: the files the configuration names and the directories holding them
+    are refused if others can write them (like sshd's StrictModes).  They were judged as
+    files only: root's CA file of mode 0644 in a directory another user owns passed
+    check-config, and that user could rename a CA of theirs over it (a man in the middle
+    then reads the Manager's password) or remove the key or password file (every login
+    fails)."""
+    named = tmp_path / "named"
+    named.mkdir()
+    shutil.copy(keys["public"], named / "public_key")
+    make_ca_and_server_cert(named)["ca"].rename(named / "ca_file")
+    (named / "password_file").write_text("s3cret\n")
+    (named / "password_file").chmod(0o600)
+    held = tmp_path / "held"
+    held.mkdir()
+    (named / key).rename(held / key)
+    main = write_config(tmp_path / "config.toml", trace={"pipe": str(tmp_path / "pipe")}, api={
+        "url": "https://127.0.0.1:9", "username": "op",
+        **{k: str((held if k == key else named) / k)
+           for k in ("public_key", "ca_file", "password_file")}})
+
+    def refusal() -> str:
+        with pytest.raises(ConfigError) as exc:
+            load_config(str(main), env={})
+        return str(exc.value)
+
+    held.chmod(0o777)
+    assert refusal().startswith(f"{held / key}: its directory {held}: writable by other "
+                                f"users (mode 0777); run chmod go-w {held}")
+    held.chmod(0o1777)  # sticky and ours (/tmp is root's): others may not rename over it
+    assert load_config(str(main), env={}).password == "s3cret"
+    # a link to it, from a directory others may not write: its target's directory is judged
+    (named / key).symlink_to(held / key)
+    main.write_text(main.read_text().replace(str(held / key), str(named / key)))
+    held.chmod(0o777)
+    assert refusal().startswith(f"{named / key} links to {held / key}, whose directory "
+                                f"{held}: writable by other users (mode 0777)")
+    if os.geteuid() != 0:
+        return  # chown to another uid needs root
+    for mode in (0o755, 0o1777):  # sticky or not, its owner may rename over any file in it
+        held.chmod(mode)
+        os.chown(held, 61234, 61234)
+        assert refusal().startswith(f"{named / key} links to {held / key}, whose directory "
+                                    f"{held}: owned by uid 61234; must be owned by root; "
+                                    f"run chown root {held}")
 
 
 def test_the_password_is_found_where_the_service_gets_it(
@@ -205,6 +257,8 @@ def test_the_running_units_credential_owned_by_its_dynamic_user_is_accepted(
     cred.write_text("s3cret")
     cred.chmod(0o400)
     os.chown(cred, 61234, 61234)  # the unit's dynamic uid, as systemd leaves it on ramfs
+    unit.chmod(0o500)  # and its directory: read-only, the dynamic user's (not judged)
+    os.chown(unit, 61234, 61234)
     assert load_config(str(main), env={}).password == "s3cret"
     assert config_checks(str(main), env={}).loaded
     # inside the unit ($CREDENTIALS_DIRECTORY, e.g. ExecReload= as another uid) too
@@ -243,7 +297,8 @@ def test_a_configuration_directory_others_could_empty_is_refused(etc: Path) -> N
     every drop-in setting (match.uid, ...) would silently fall back to its default."""
     (etc / "config.d" / "50-site.toml").write_text("[match]\nuid = [0]\n")
     etc.chmod(0o777)
-    with pytest.raises(ConfigError, match=f"^{etc}: writable by other users"):
+    with pytest.raises(ConfigError, match=f"^{etc}/config.toml: its directory {etc}: "
+                                          "writable by other users"):
         load_config(str(etc / "config.toml"))
     etc.chmod(0o1777)  # sticky: others may not rename what they do not own
     assert load_config(str(etc / "config.toml")).match.uid == (0,)

@@ -32,6 +32,7 @@ from gtp5g_operator.config.load import read_text
 from gtp5g_operator.config.paths import Mount, hidden_by_unit, mount_of, parse_mountinfo
 from gtp5g_operator.core.procfs import ProcessInfo
 from testbed.harness import write_config
+from testbed.tls import make_ca_and_server_cert
 
 INIT_NS = "pid:[4026531836]"
 STATUS_ROOT = ("Name:\tbash\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n"
@@ -230,6 +231,32 @@ def test_the_ca_file_is_judged_like_the_others(tmp_path: Path, keys: Dict[str, P
     assert by_name(out.checks)["CA file"].level == OK  # its modes are fine, its content not
     ca.chmod(0o646)
     assert by_name(config_checks(str(path)).checks)["CA file"].level == FAIL
+
+
+def test_a_file_in_a_directory_others_may_write_fails_as_check_config_refuses_it(
+        tmp_path: Path, keys: Dict[str, Path]) -> None:
+    """The named files' directories are judged too (whoever may write one may rename a
+    CA of theirs over the file): doctor's line for the file must say what check-config
+    says, with the fix for the directory (not a chown of the file, which is root's)."""
+    held = tmp_path / "held"
+    held.mkdir()
+    ca = make_ca_and_server_cert(held)["ca"]
+    path = config_file(tmp_path, keys, ca_file=str(ca))
+    held.chmod(0o777)
+    out = config_checks(str(path))
+    checks = by_name(out.checks)
+    problem = f"{ca}: its directory {held}: writable by other users (mode 0777)"
+    assert not out.loaded and checks["config"].saw.startswith(problem)
+    assert checks["CA file"].level == FAIL and checks["CA file"].saw == f"{problem} (owner {OWNER})"
+    assert checks["CA file"].advice == f"the service refuses it: chmod go-w {held}"
+    held.chmod(0o1777)  # sticky and ours: others may not rename over it
+    out = config_checks(str(path))
+    assert out.loaded and by_name(out.checks)["CA file"].level == OK
+    if os.geteuid() == 0:  # chown to another uid needs root
+        os.chown(held, 61234, 61234)
+        check = by_name(config_checks(str(path)).checks)["CA file"]
+        assert check.level == FAIL and f"{held}: owned by uid 61234" in check.saw
+        assert check.advice == f"the service refuses it: chown root {held}"
 
 
 def test_the_running_units_credential_is_found(tmp_path: Path, keys: Dict[str, Path]) -> None:

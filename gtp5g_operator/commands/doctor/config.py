@@ -128,10 +128,10 @@ def file_check(what: str, path: str, judge: FileJudge, hidden: Hidden = ()) -> C
     try:
         judge(path, st)
     except ConfigError as exc:
-        # The message ends with the command that fixes it ("...; run chmod go-w PATH").
+        # The message ends with the command that fixes it ("...; run chmod go-w PATH"),
+        # which may be its directory's
         problem, _, command = str(exc).partition("; run ")
-        fix = command or f"chown root {path}"
-        return fail(what, f"{problem} (owner {owner})", f"the service refuses it: {fix}")
+        return fail(what, f"{problem} (owner {owner})", f"the service refuses it: {command}")
     return hidden_check(what, path, hidden) or ok(what, f"{path}: owner {owner}, mode "
                                                f"{stat.S_IMODE(st.st_mode):04o}")
 
