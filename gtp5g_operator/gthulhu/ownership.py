@@ -63,6 +63,19 @@ def from_another_machine(path: str, data: Any, here: str) -> bool:
     return True
 
 
+SETTING = {"api_url": "api.url", "user": "api.username", "node": "api.node_name"}
+
+
+def named(data: Dict[str, Any]) -> str:
+    """What a proof file names on its server, in words (for the log)."""
+    ident = data.get("object_id", data.get("policy_id"))
+    rule, pids = data.get("rule"), data.get("pids")
+    parts = [f"id {ident}" if ident is not None else "",
+             f"rule {rule.get('command_regex')}" if isinstance(rule, dict) else "",
+             f"strategies of PIDs {pids}" if isinstance(pids, list) and pids else ""]
+    return ", ".join(p for p in parts if p)[:300] or "nothing"
+
+
 def rule_from(data: Any) -> Optional[NodeRule]:
     if not isinstance(data, dict):
         return None
@@ -97,8 +110,17 @@ class ProofFile:
             return None
         if "api_url" in data:
             data["api_url"] = stored_api_url(data["api_url"])  # (earlier versions kept it as typed)
-        # about another server, user or node: proves nothing here
-        return data if all(data.get(k) == v for k, v in key.items()) else None
+        # About another server, user or node (changed while the service was down, or by a
+        # reload before the flavor was known): it proves nothing here, and what it names
+        # is no longer this host's to maintain.  Ignored in silence, that object stayed on
+        # the server for good (a policy boosting the old node's gNB) and no one was told.
+        was = [f"{SETTING.get(k, k)} {data.get(k)}" for k, v in key.items() if data.get(k) != v]
+        if was:
+            log.warning("ignoring %s: it is about %s, not this configuration; what it names "
+                        "there (%s) is left behind and no longer maintained: remove it by "
+                        "hand, or set that back", self.path, ", ".join(was), named(data))
+            return None
+        return data
 
 
 class OwnershipFile(ProofFile):

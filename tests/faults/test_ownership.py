@@ -945,3 +945,38 @@ def test_two_hosts_taking_turns_on_one_policy_are_told_to_set_api_node_name(
     assert len(said) == 1 and "give each its own api.node_name" in said[0].getMessage()
     a.close()
     b.close()
+
+
+# --- a proof about another place ---------------------------------------------------------------
+
+
+def test_a_proof_about_another_node_says_what_it_leaves_behind(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """api.node_name corrected (or the host renamed) between two runs: the proof names
+    node-a's policy, the service now writes for node-b.  It is not node-b's to touch
+    and is left alone; but the proof was ignored without a word, so the policy stayed
+    on the Manager boosting node-a's gNB names for good and no one was told.  The
+    journal names it and the file, as a reload that moves says what it leaves."""
+    m = FakeManager({"operator": {"password": PASSWORD}}, {NODE, "node-b"},
+                    keys["private"].read_bytes()).start()
+    try:
+        d = start_manager(env, m)
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        m.wait_for(lambda: len(m.policies()) == 1, 10)
+        left = m.policies()[0]
+        d.wait_log(f"policy {left['id']} created")  # its id is in the proof
+        assert d.stop() == 0
+        env.writer.close()
+        g.stop()
+        d = start_manager(env, m, api={"node_name": "node-b"})
+        d.wait_log("nothing to remove", timeout=30)  # the first push ran: no target
+        assert m.policies() == [left]  # not node-b's: left alone
+        d.wait_log("left behind")
+        said = [line for line in d.log().splitlines() if "left behind" in line]
+        assert len(said) == 1 and "WARNING" in said[0], said
+        assert all(w in said[0] for w in ("manager-policy.json", left["id"], NODE,
+                                          "^(?:nr-gnb)$")), said
+        assert d.stop() == 0
+    finally:
+        m.stop()
