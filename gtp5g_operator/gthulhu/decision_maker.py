@@ -249,17 +249,23 @@ class DecisionMakerWriter(RuleWriter):
         log.info("rule %s for node %s: %s", rule.policy_id, rule.node, rule.command_regex)
 
     def clear(self, deadline: float) -> None:
-        # By our own policyID: the DM removes that rule only, whoever else has rules there.
-        # Only when this host wrote one (now, or as the state directory proves): a rule
-        # under that name that this host never wrote (another host with this node name,
-        # a hand-made one) is not provably ours and is left alone.
-        if not any(r.policy_id == policy_id(self.node) for r in self._known()):
-            self.root(deadline)  # still tells a server that is not a DM (or refuses us)
+        # By a policyID of ours: the DM removes that rule only, whoever else has rules there.
+        # Only a rule this host wrote (now, or as the state directory proves): the one the
+        # DM holds alone, whatever its policy id (api.node_name changed since: looking
+        # only under the new name's left the old rule boosting the gNB's names for good),
+        # else this node's, when ours was under it (beside other rules the root cannot
+        # say).  A rule under that name that this host never wrote (another host with
+        # this node name, a hand-made one) is not provably ours and is left alone.
+        known = self._known()
+        root = self.root(deadline)  # (also tells a server that is not a DM, or refuses us)
+        target = next((r.policy_id for r in known if rule_root(r) == root), None) or next(
+            (r.policy_id for r in known if r.policy_id == policy_id(self.node)), None)
+        if target is None:
             log.info("no rule of this host is known on the Decision Maker: nothing to remove "
                      "(rules not provably this host's are never deleted)")
             self._written = _GONE
             return
-        self._call("DELETE", RULES_PATH, {"policyId": policy_id(self.node)}, deadline)
+        self._call("DELETE", RULES_PATH, {"policyId": target}, deadline)
         # Believed once the merkle root is no longer that of a rule of ours alone: dropping
         # the proof while the DM still holds the rule would make it look foreign (nothing
         # written again).  With other rules beside it the root cannot say; the answer is
@@ -267,12 +273,12 @@ class DecisionMakerWriter(RuleWriter):
         root = self.root(deadline)
         if self.owns(root):
             raise ApiError("bad-answer", f"the Decision Maker at {self.http.base_url} answered "
-                           f"the DELETE with success but still holds rule {policy_id(self.node)} "
+                           f"the DELETE with success but still holds rule {target} "
                            f"(merkle root {root[:12]}…): it is still there and still this "
                            "host's (deleted again by the next push without a target, here or "
                            "after a restart)")
         if self._written is not None:  # why (no target, a stop, a move): the caller's line
-            log.info("rule %s removed", policy_id(self.node))
+            log.info("rule %s removed", target)
         self._written = _GONE
         self.proof.store(None, None)
 

@@ -980,3 +980,24 @@ def test_a_proof_about_another_node_says_what_it_leaves_behind(
         assert d.stop() == 0
     finally:
         m.stop()
+
+
+def test_a_decision_makers_rule_written_for_the_node_name_before_is_removed(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """api.node_name changed between two runs, the gNB gone: the DM (this node's) holds
+    the rule this host wrote under its old policy id, alone — provably this host's
+    (the proof names it, the merkle root is its hash).  The clear looked only for the
+    new node's policy id: it said "no rule of this host is known" and left the old
+    rule boosting the gNB's names on this node for good."""
+    d = start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    assert d.stop() == 0
+    env.writer.close()
+    g.stop()
+    d = start_dm(env, dm, api={"node_name": "node-b"})
+    dm.wait_for(lambda: dm.rules() == [], 30)
+    assert [r.body for r in dm.deletes()] == [{"policyId": POLICY}]
+    assert "no rule of this host is known" not in d.log()
+    assert d.stop() == 0
