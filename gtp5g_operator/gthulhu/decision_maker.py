@@ -258,6 +258,11 @@ class DecisionMakerWriter(RuleWriter):
         # this node name, a hand-made one) is not provably ours and is left alone.
         known = self._known()
         root = self.root(deadline)  # (also tells a server that is not a DM, or refuses us)
+        if root in EMPTY_ROOTS and known:  # (restarted: rules live in memory) none to delete
+            log.info("the Decision Maker holds no rule: this host's is gone already")
+            self._written = _GONE
+            self.proof.store(None, None)
+            return
         target = next((r.policy_id for r in known if rule_root(r) == root), None) or next(
             (r.policy_id for r in known if r.policy_id == policy_id(self.node)), None)
         if target is None:
@@ -277,8 +282,10 @@ class DecisionMakerWriter(RuleWriter):
                            f"(merkle root {root[:12]}…): it is still there and still this "
                            "host's (deleted again by the next push without a target, here or "
                            "after a restart)")
-        if self._written is not None:  # why (no target, a stop, a move): the caller's line
-            log.info("rule %s removed", target)
+        # Said whatever this run wrote: the rule a run before this one left (the gNB gone
+        # while the service was down) was deleted without a word.  Why (no target, a
+        # stop, a move) is the caller's line.
+        log.info("rule %s removed", target)
         self._written = _GONE
         self.proof.store(None, None)
 

@@ -1001,3 +1001,21 @@ def test_a_decision_makers_rule_written_for_the_node_name_before_is_removed(
     assert [r.body for r in dm.deletes()] == [{"policyId": POLICY}]
     assert "no rule of this host is known" not in d.log()
     assert d.stop() == 0
+
+
+def test_a_decision_maker_rule_a_run_before_left_is_removed_saying_so(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """The gNB exits while the service is down: at the next start the rule the run
+    before wrote is deleted, as it should be, but the journal said nothing of it (a
+    Manager's policy is said removed).  A server object deleted is said."""
+    d = start_dm(env, dm)
+    g = gnb(threads=())
+    env.writer.write(lines(g))
+    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
+    assert d.stop() == 0
+    env.writer.close()
+    g.stop()
+    d = start_dm(env, dm)
+    dm.wait_for(lambda: dm.rules() == [], 30)
+    d.wait_log(f"rule {POLICY} removed")
+    assert d.stop() == 0
