@@ -250,31 +250,39 @@ class DecisionMakerWriter(RuleWriter):
 
     def clear(self, deadline: float) -> None:
         # By a policyID of ours: the DM removes that rule only, whoever else has rules there.
-        # Only a rule this host wrote (now, or as the state directory proves): the one the
-        # DM holds alone, whatever its policy id (api.node_name changed since: looking
-        # only under the new name's left the old rule boosting the gNB's names for good),
-        # else this node's, when ours was under it (beside other rules the root cannot
-        # say).  A rule under that name that this host never wrote (another host with
-        # this node name, a hand-made one) is not provably ours and is left alone.
+        # Only a rule this host wrote (now, or as the state directory proves) and the DM
+        # holds alone, whatever its policy id (api.node_name changed since: looking only
+        # under the new name's left the old rule boosting the gNB's names for good).
+        # Beside other rules, or replaced by one under this host's policy id (another host
+        # with this node name, a hand-made one), the root cannot say whose rule that id
+        # names now: deleting by it removed the very rule the last write had refused to
+        # replace as not this host's.  Nothing is deleted; the push fails as a write
+        # would (tried again: deleted once the DM holds ours alone), and a stop or a
+        # move says what is left.
         known = self._known()
         root = self.root(deadline)  # (also tells a server that is not a DM, or refuses us)
-        if root in EMPTY_ROOTS and known:  # (restarted: rules live in memory) none to delete
-            log.info("the Decision Maker holds no rule: this host's is gone already")
+        mine = next((r for r in known if rule_root(r) == root), None)
+        if mine is None and known and root not in EMPTY_ROOTS:
+            raise ApiError("not-ours", f"the Decision Maker at {self.http.base_url} holds node "
+                           f"rules that are not provably this host's (merkle root {root[:12]}…), "
+                           f"so rule {known[0].policy_id} is not deleted: its policy id may "
+                           "name someone else's rule now. If this host's rule (saying "
+                           f"{known[0].command_regex}) is among them, remove it by hand: "
+                           f'DELETE {RULES_PATH} {{"policyId": "{known[0].policy_id}"}}')
+        if mine is None:
+            if not known:
+                log.info("no rule of this host is known on the Decision Maker: nothing to "
+                         "remove (rules not provably this host's are never deleted)")
+            else:  # (restarted: rules live in memory) none to delete
+                log.info("the Decision Maker holds no rule: this host's is gone already")
+                self.proof.store(None, None)
             self._written = _GONE
-            self.proof.store(None, None)
             return
-        target = next((r.policy_id for r in known if rule_root(r) == root), None) or next(
-            (r.policy_id for r in known if r.policy_id == policy_id(self.node)), None)
-        if target is None:
-            log.info("no rule of this host is known on the Decision Maker: nothing to remove "
-                     "(rules not provably this host's are never deleted)")
-            self._written = _GONE
-            return
+        target = mine.policy_id
         self._call("DELETE", RULES_PATH, {"policyId": target}, deadline)
         # Believed once the merkle root is no longer that of a rule of ours alone: dropping
         # the proof while the DM still holds the rule would make it look foreign (nothing
-        # written again).  With other rules beside it the root cannot say; the answer is
-        # taken at its word.
+        # written again).
         root = self.root(deadline)
         if self.owns(root):
             raise ApiError("bad-answer", f"the Decision Maker at {self.http.base_url} answered "

@@ -375,19 +375,33 @@ def test_a_proof_not_written_while_the_state_directory_was_full_is_written_once_
         assert d.stop() == 0
 
 
-def test_deleting_ours_leaves_the_others_rules(
-        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+@pytest.mark.parametrize("others", ["beside ours", "in its place, under our policy id"])
+def test_a_rule_of_ours_among_others_is_not_deleted_but_said(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess], others: str) -> None:
+    """Someone's POST replaced the DM's list with theirs, under our policy id (another
+    host with this node name, a person), or kept ours beside theirs.  The daemon said
+    the DM "holds node rules that are not this host's" (ERROR), then, the gNB gone,
+    deleted by our policy id: the very rule it had just called someone else's.  The
+    merkle root cannot tell which is the case: nothing is deleted, the push fails once
+    at ERROR saying how to remove ours, and it is deleted once the DM holds it alone."""
     d = start_dm(env, dm)
     g = gnb(threads=())
     env.writer.write(lines(g))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
-    theirs = {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}
-    dm.set_rules([rule("^(?:nr-gnb)$"), theirs])  # another writer added its rule
+    ours = rule("^(?:nr-gnb)$")
+    dm.wait_for(lambda: dm.rules() == [ours], 30)
+    held = ([ours, {**rule(OTHERS), "policyID": "65f0c0ffee0000000000beef"}]
+            if others == "beside ours" else [rule(OTHERS)])
+    dm.set_rules(held)
     g.stop()
-    dm.wait_for(lambda: dm.rules() == [theirs], 10)  # DELETE by our policyID only
+    d.wait_log("holds node rules that are not provably this host's (merkle root")
+    quiet_for(3.0)  # two resyncs in which it could delete
+    assert dm.rules() == held and not dm.deletes()
+    said = [ln for ln in d.log().splitlines()
+            if "not provably this host's" in ln and " DEBUG " not in ln]
+    assert len(said) == 1 and " ERROR " in said[0] and f'"policyId": "{POLICY}"' in said[0]
+    dm.set_rules([ours])  # the others gone: ours alone, provably
+    dm.wait_for(lambda: dm.rules() == [], 30)
     assert d.proc.poll() is None
-
-
 
 
 NODE_INTENTS_POST = ("POST", "/api/v1/node-intents")
