@@ -90,6 +90,7 @@ class DecisionMakerWriter(RuleWriter):
     summary = ("a node's Decision Maker (Gthulhu since late 2025, no Manager): one rule "
                "naming this host's gNB tasks")
     readback_path = STRATEGIES_PATH
+    proof_file = RULE_FILE
     login: PublicKeyToken
 
     @classmethod

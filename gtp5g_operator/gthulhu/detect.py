@@ -17,6 +17,7 @@ once per change.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -27,6 +28,7 @@ from ..core.tracker import ProcessView
 from .auth import Token
 from .errors import ApiError, ErrorKind, check_answer
 from .http import Answer, JsonHttp
+from .ownership import recorded
 from .writer import ApiWriter, PublicKeyToken
 
 log = logging.getLogger(__name__)
@@ -196,9 +198,17 @@ class AutoWriter(ApiWriter):
         self._delegated(lambda w: w.clear(deadline))
 
     def left_behind(self) -> str:
-        if self.delegate is None:  # not detected: nothing was written anywhere
-            return f"nothing written yet at {self.http.base_url}"
-        return self.delegate.left_behind()
+        if self.delegate is not None:
+            return self.delegate.left_behind()
+        # Not detected in this run (the server unreachable since the start): nothing
+        # written by this run, but a run before may have, and its proof says what.
+        # "nothing written yet" sent an admin away from a policy left on the server.
+        said = [w for f in self._flavors if f.proof_file
+                if (w := recorded(os.path.join(self._state_dir, f.proof_file),
+                                  self._config.api.url))]
+        return (f"at {self.http.base_url} (its flavor not found in this run), what the state "
+                f"directory names: {'; '.join(said)}" if said
+                else f"nothing this host knows of at {self.http.base_url}")
 
     def read_back(self, views: Sequence[ProcessView], deadline: float,
                   rule: Optional[str] = None) -> Optional[Comparison]:

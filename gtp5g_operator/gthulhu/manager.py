@@ -191,6 +191,7 @@ class ManagerWriter(RuleWriter):
     display = "Manager"
     summary = "a cluster's Gthulhu Manager: one node scheduling policy for this host"
     credential = "password"
+    proof_file = POLICY_FILE
     login: ManagerLogin
 
     @classmethod

@@ -76,6 +76,20 @@ def named(data: Dict[str, Any]) -> str:
     return ", ".join(p for p in parts if p)[:300] or "nothing"
 
 
+def recorded(path: str, api_url: str) -> str:
+    """What the proof file `path` names on the server `api_url`, in words; "" when it
+    names nothing there (no file, unreadable, another server's or machine's).  Read
+    only, for a log line."""
+    try:
+        data = read_json_file(path)
+    except (OSError, FileProblem, ValueError):
+        return ""
+    if not isinstance(data, dict) or stored_api_url(data.get("api_url")) != api_url or \
+            data.get("machine", this_machine()) != this_machine():
+        return ""
+    return f"{path}: {named(data)}"
+
+
 def rule_from(data: Any) -> Optional[NodeRule]:
     if not isinstance(data, dict):
         return None

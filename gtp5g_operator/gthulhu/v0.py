@@ -19,7 +19,7 @@ from ..core.words import plural
 from .answers import listed_strategies, v0_strategy_list
 from .errors import ApiError, check_answer, error_text
 from .http import JsonHttp
-from .merge import OwnedIds, merge_strategies, written
+from .merge import OWNED_FILE, OwnedIds, merge_strategies, written
 from .writer import STRATEGIES_PATH, ApiWriter, Holdings, PublicKeyToken
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class V0Writer(ApiWriter):
     display = "2025 API (v0)"
     summary = "the 2025 API (<= v0.4.4): strategies with explicit PIDs"
     readback_path = STRATEGIES_PATH
+    proof_file = OWNED_FILE  # (merge mode's)
     login: PublicKeyToken
 
     @classmethod

@@ -92,6 +92,7 @@ class ApiWriter(abc.ABC):
     credential: ClassVar[str] = "public-key"  # or "password" (a login)
     sends_names: ClassVar[bool] = False  # True: a rule naming tasks; False: task IDs
     readback_path: ClassVar[str] = ""  # where `read_back` reads on api.url, if it does
+    proof_file: ClassVar[str] = ""  # its state-directory file of what it wrote (ownership.py)
     login: Login
 
     def __init__(self, http: JsonHttp, strategy: StrategyConfig) -> None:

@@ -1033,3 +1033,31 @@ def test_a_decision_maker_rule_a_run_before_left_is_removed_saying_so(
     dm.wait_for(lambda: dm.rules() == [], 30)
     d.wait_log(f"rule {POLICY} removed")
     assert d.stop() == 0
+
+
+def test_a_stop_before_the_server_is_reached_names_what_a_run_before_left(
+        env: Env, keys: Dict[str, Path], gnb: Callable[..., GnbProcess]) -> None:
+    """api.flavor = auto (the default), clear_on_stop: the service is killed with its
+    policy on the Manager, the gNB exits, the Manager is down through the next run,
+    which is stopped.  The clear cannot reach it, and the journal said "left behind:
+    nothing written yet at <url>" — while the state directory named the policy."""
+    m = manager_for(keys)
+    try:
+        d = start_manager(env, m, strategy={"clear_on_stop": True})
+        g = gnb(threads=())
+        env.writer.write(lines(g))
+        m.wait_for(lambda: len(m.policies()) == 1, 10)
+        left = m.policies()[0]
+        d.wait_log(f"policy {left['id']} created")
+        d.proc.kill()
+        d.proc.wait()
+        env.writer.close()
+        g.stop()
+    finally:
+        m.stop()
+    d = start_manager(env, m, strategy={"clear_on_stop": True})
+    d.wait_log("push failed", timeout=30)
+    assert d.stop() == 0
+    said = [ln for ln in d.log().splitlines() if "left behind" in ln]
+    assert len(said) == 1 and all(w in said[0] for w in (
+        m.url, str(env.tmp / "state" / POLICY_FILE), left["id"], "^(?:nr-gnb)$")), said
