@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import TYPE_CHECKING, List, Optional, Union
+from typing import TYPE_CHECKING, AbstractSet, List, Optional, Union
 
 from . import __version__
 from .commands.doctor.options import CONFIG_HELP, RUNTIME_DIR_HELP, options_from
@@ -71,9 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, held: Optional[AbstractSet[int]] = None) -> int:
+    """`held`: the signal mask found before __main__ held the daemon's signals, given back
+    to every command but `run` (whose loop takes them)."""
     _never_fail_on_text()
     args = build_parser().parse_args(argv)
+    if held is not None and args.command not in (None, "run"):
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     if args.command == "status":
         return _status(args)
     if args.command == "doctor":
@@ -192,9 +196,9 @@ def _start(path: str) -> Union[int, Daemon]:
     return daemon
 
 
-def entry() -> None:
+def entry(held: Optional[AbstractSet[int]] = None) -> None:
     try:
-        code = main()
+        code = main(held=held)
         if sys.stdout is not None:  # None: fd 1 closed at start (a wrapper's `exec >&-`)
             sys.stdout.flush()  # a reader gone is found here, not at the interpreter's exit
     except BrokenPipeError:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Set
 import pytest
 
 from testbed.fake_gthulhu import FakeGthulhu
-from testbed.harness import DaemonProcess, GnbProcess, SchedulingLag, wait_until
+from testbed.harness import REPO, DaemonProcess, GnbProcess, SchedulingLag, wait_until
 from testbed.tracelines import gtp5g_line, trace_line
 from tests.conftest import Env
 
@@ -340,6 +340,60 @@ def test_a_signal_during_the_start_is_handled_once_the_loop_runs(env: Env, tmp_p
         n = env.notify.all().index(ready)
         env.notify.wait("RELOADING", "1", after=n + 1, timeout=5)
     assert d.proc.poll() is None, d.log()
+
+
+# `python -m gtp5g_operator` (what the gtp5g-operator command runs too), with a signal
+# sent to it while the command line is still being imported: 0.1 s after exec, more
+# under the unit's CPUQuota=, before cli.py could hold anything.
+SIGNAL_DURING_IMPORT = """
+import importlib.abc, os, runpy, sys
+
+SIG = int(sys.argv[1])
+
+class SignalOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "gtp5g_operator.cli":
+            os.kill(os.getpid(), SIG)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+sys.argv = ["gtp5g-operator", *sys.argv[sys.argv.index("--config"):]]
+runpy.run_module("gtp5g_operator", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1],
+                         ids=lambda s: signal.Signals(s).name)
+def test_a_signal_while_the_program_is_imported_waits_for_the_loop(env: Env, tmp_path: Path,
+                                                                  sig: int) -> None:
+    """SIGHUP or SIGUSR1 in the program's first 0.1 s killed it by its default action, before
+    READY=1: a failed start instead of a reload or a report."""
+    env.write_config()
+    wrapper = tmp_path / "signal_during_import.py"
+    wrapper.write_text(SIGNAL_DURING_IMPORT)
+    d = DaemonProcess(env.config_path, env.notify, tmp_path / "import.log",
+                      prefix=(sys.executable, str(wrapper), str(int(sig))))
+    env.daemons.append(d)
+    wait_until(lambda: d.proc.poll() is not None or env.notify.all(), 30, "READY=1 or an exit")
+    assert d.proc.poll() is None, f"exit {d.proc.returncode} (-N: killed by signal N)"
+    env.notify.wait("READY", "1", timeout=30)
+    d.wait_log({int(signal.SIGHUP): "configuration reloaded: nothing changed",
+                int(signal.SIGUSR1): "state: tracking 0 process(es)"}[sig], timeout=10)
+    assert d.stop() == 0, d.log()
+
+
+def test_other_commands_get_the_signal_mask_back(env: Env, tmp_path: Path) -> None:
+    """Only `run` keeps the signals __main__ holds: check-config ends as before."""
+    env.write_config()
+    out = subprocess.run([sys.executable, "-c", "import signal, sys\n"
+                          "from gtp5g_operator import __main__ as m\n"
+                          "from gtp5g_operator import cli\n"
+                          "held = signal.pthread_sigmask(signal.SIG_BLOCK, m.RELOAD_REPORT_DEBUG)\n"
+                          "cli.main(['check-config', '--config', sys.argv[1]], held)\n"
+                          "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))",
+                          str(env.config_path)], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert out.stdout.splitlines()[-1] == "[]", out
 
 
 def test_watchdog_pid_of_another_process_disables_pings(env: Env) -> None:
