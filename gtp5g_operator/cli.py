@@ -17,7 +17,7 @@ from .commands.doctor.options import add_parser as add_doctor
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .core.procfs import namespace_refusal
 from .service.logsetup import setup_logging, stderr_is_journal
-from .service.signals import HANDLED
+from .service.signals import HANDLED, end_as_by_default
 from .service.vocabulary import load
 
 if TYPE_CHECKING:
@@ -148,7 +148,11 @@ def _run(path: str) -> int:
         # running, the loop's components outlive these (service/guard.py).
         why = str(exc) or type(exc).__name__
     else:
-        return daemon if isinstance(daemon, int) else daemon.run()
+        if isinstance(daemon, int):
+            return daemon
+        code = daemon.run()
+        end_as_by_default(daemon.signals.stopped_by)  # its state is cleaned up by now
+        return code
     # Logged once the handler has let go of the exception: its traceback holds the failed
     # start's frames (a module half imported), and under LimitAS= logging the line then
     # raised MemoryError too ("--- Logging error ---", a traceback, and no line at all).

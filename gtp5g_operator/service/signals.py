@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 from typing import Any, Callable, Collection, Dict, Optional, Set, Tuple
@@ -50,6 +51,19 @@ def signal_name(signum: int) -> str:
     except ValueError:  # the enum names only SIGRTMIN and SIGRTMAX
         return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 HANDLED = (RELOAD, REPORT, DEBUG_TOGGLE, *STOP)
+CLEAN_STOP = (signal.SIGTERM, signal.SIGINT)  # a stop on purpose (systemd's own is SIGTERM)
+
+
+def end_as_by_default(signum: Optional[int]) -> None:
+    """After the clean stop a stop signal asked for, end the process as that signal's
+    default action would have, but for SIGTERM and SIGINT (exit 0).  systemd judges the
+    end by it: Restart=on-failure restarts after SIGQUIT, SIGXCPU (LimitCPU=), SIGPWR or a
+    real-time signal, not after an exit 0, and the service stayed down, its gNB unboosted."""
+    if signum is None or signum in CLEAN_STOP:
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signum,))
+    os.kill(os.getpid(), signum)
 
 
 class SignalWaker(Component):
@@ -65,6 +79,7 @@ class SignalWaker(Component):
         self._previous_fd = -1
         self._stop_seen = False
         self._noted: Set[int] = set()  # the signals that came since the last dispatch
+        self.stopped_by: Optional[int] = None  # the stop signal taken
 
     def install(self) -> None:
         self._r, self._w = socket.socketpair()
@@ -104,6 +119,7 @@ class SignalWaker(Component):
         stops = [s for s in STOP if s in signums]
         if stops:
             stop_pending("")  # taken
+            self.stopped_by = stops[0]
             on_stop(signal_name(stops[0]))
             return
         if RELOAD in signums:
