@@ -17,7 +17,7 @@ from .commands.doctor.options import add_parser as add_doctor
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .core.procfs import namespace_refusal
 from .service.logsetup import setup_logging, stderr_is_journal
-from .service.signals import HANDLED, end_as_by_default
+from .service.signals import HANDLED, stop_status
 from .service.vocabulary import load
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(unless trace.allow_pid_namespace is set); exit 75 "
                                      "while another daemon uses the state or runtime "
                                      "directory; exit 71 when the system refuses what the "
-                                     "start needs (file descriptors, memory).")
+                                     "start needs (file descriptors, memory); exit 128+N "
+                                     "after a clean stop by a signal N other than SIGTERM "
+                                     "and SIGINT (systemd restarts it).")
     run.add_argument("--config", default=here, metavar="PATH",
                      help=f"{CONFIG_HELP}; its directory's config.d/*.toml are read after it")
     check = sub.add_parser(
@@ -150,9 +152,7 @@ def _run(path: str) -> int:
     else:
         if isinstance(daemon, int):
             return daemon
-        code = daemon.run()
-        end_as_by_default(daemon.signals.stopped_by)  # its state is cleaned up by now
-        return code
+        return daemon.run() or stop_status(daemon.signals.stopped_by)
     # Logged once the handler has let go of the exception: its traceback holds the failed
     # start's frames (a module half imported), and under LimitAS= logging the line then
     # raised MemoryError too ("--- Logging error ---", a traceback, and no line at all).

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
 from typing import Any, Callable, Collection, Dict, Optional, Set, Tuple
@@ -54,16 +53,14 @@ HANDLED = (RELOAD, REPORT, DEBUG_TOGGLE, *STOP)
 CLEAN_STOP = (signal.SIGTERM, signal.SIGINT)  # a stop on purpose (systemd's own is SIGTERM)
 
 
-def end_as_by_default(signum: Optional[int]) -> None:
-    """After the clean stop a stop signal asked for, end the process as that signal's
-    default action would have, but for SIGTERM and SIGINT (exit 0).  systemd judges the
-    end by it: Restart=on-failure restarts after SIGQUIT, SIGXCPU (LimitCPU=), SIGPWR or a
-    real-time signal, not after an exit 0, and the service stayed down, its gNB unboosted."""
-    if signum is None or signum in CLEAN_STOP:
-        return
-    signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signum,))
-    os.kill(os.getpid(), signum)
+def stop_status(signum: Optional[int]) -> int:
+    """The exit status after the clean stop signal `signum` asked for: 0 for SIGTERM and
+    SIGINT (a stop on purpose), 128 + N for any other signal N, as a shell reports a death
+    by it.  systemd took an exit 0 after SIGQUIT, SIGXCPU (LimitCPU=), SIGPWR or a
+    real-time signal for an end on purpose: Restart=on-failure left the service stopped,
+    its gNB unboosted.  A status, not the signal raised again: SIGQUIT and SIGXCPU would
+    dump the core of a process that stopped cleanly (its memory holds the credentials)."""
+    return 0 if signum is None or signum in CLEAN_STOP else 128 + signum
 
 
 class SignalWaker(Component):
