@@ -315,6 +315,23 @@ def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
             raise ConfigError(f"{held} {exc}") from None
 
 
+def emptied(old: Config) -> str:
+    """Why a reload must not read the files now: one that set keys in `old` (the running
+    configuration) is empty ("" when none is).  An editor's save or a `cp` truncates the file before it writes
+    it, and an empty file is valid TOML: a SIGHUP in between loaded the defaults, and
+    the reload moved this host to api.url's default, removing what it had written on
+    the real server.  Only the running daemon knows what the file said before."""
+    for f in old.files:
+        was = sorted(k for k, source in old.origins.items() if source == f)
+        with contextlib.suppress(OSError):
+            if was and os.stat(f).st_size == 0:
+                return (f"{f} is empty now, and set {', '.join(was[:4])}"
+                        f"{', ...' if len(was) > 4 else ''} before: a save still under way? "
+                        "Reload again once it is written (to drop its settings, remove "
+                        "the file)")
+    return ""
+
+
 def load_settings(path: str, vocabulary: Vocabulary, judged: bool = True) -> Config:
     """The main file and its drop-ins, validated, without the files they name.
     `judged=False`: their owner and mode, and their directories', are not judged (doctor,

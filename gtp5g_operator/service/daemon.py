@@ -13,7 +13,7 @@ from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence
 
 from .. import __version__
 from ..config import Config, ConfigError, describe_changes
-from ..config.load import cleartext_credentials
+from ..config.load import cleartext_credentials, emptied
 from ..config.schema import DROP_IN_DIR
 from ..core.component import Component
 from ..core.procfs import ProcFS, namespace_refusal
@@ -297,6 +297,10 @@ class Daemon:
     def reload(self) -> None:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
+            # before the files are read: what an empty file leaves out may fail first
+            caught_empty = emptied(self.config)
+            if caught_empty:
+                raise ConfigError(caught_empty)
             new = load(self.config_path, self.env)
             # what `run` refuses at start must not be reached by a reload either, nor
             # what the server found by api.flavor = "auto" cannot take

@@ -139,6 +139,38 @@ def test_a_new_v0_url_clears_the_old_server_and_an_unreachable_one_is_said(
         other.stop()
 
 
+def test_a_file_caught_empty_by_a_reload_is_not_taken_for_the_defaults(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """An editor's save or a `cp` truncates the file before it writes it, and an empty
+    file is valid TOML: a SIGHUP in between loaded the defaults, moved this host to
+    api.url's default and removed the gNB's strategies from the real server."""
+    env.write_config()
+    main = env.config_path.read_text()
+    url = f'url = "{env.api.url}"\n'
+    assert url in main
+    env.config_path.write_text(main.replace(url, ""))  # api.url set by a drop-in only
+    site = env.config_path.parent / "config.d" / "50-site.toml"
+    site.parent.mkdir()
+    site.write_text(f"[api]\n{url}")
+    d = env.start()
+    g = gnb(threads=())
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == {g.pid})
+    n, posts = len(env.notify.all()), len(env.api.posts())
+    site.write_text("")
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    d.wait_log(f"reload rejected, keeping the running configuration: {site} is empty now, "
+               "and set api.url before: a save still under way?")
+    assert "moving away" not in d.log()
+    assert all(pids(p.body) == {g.pid} for p in env.api.posts()[posts:])
+    site.write_text(f"[api]\n{url}")  # the save done: the next reload takes it
+    n = len(env.notify.all())
+    d.signal(signal.SIGHUP)
+    env.notify.wait("READY", "1", after=n)
+    d.wait_log("configuration reloaded: nothing changed")
+
+
 def test_a_reload_that_opens_a_hole_says_so_as_a_start_would(env: Env) -> None:
     """`systemctl reload` is how drop-ins are applied: emptying match.uid or moving
     api.url to plain http:// on another host is warned about then, not only at start."""
