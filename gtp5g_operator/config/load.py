@@ -317,10 +317,10 @@ def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
 
 def emptied(old: Config) -> str:
     """Why a reload must not read the files now: one that set keys in `old` (the running
-    configuration) is empty ("" when none is).  An editor's save or a `cp` truncates the file before it writes
-    it, and an empty file is valid TOML: a SIGHUP in between loaded the defaults, and
-    the reload moved this host to api.url's default, removing what it had written on
-    the real server.  Only the running daemon knows what the file said before."""
+    configuration) is empty ("" when none is).  An editor's save or a `cp` truncates the
+    file before it writes it, and an empty file is valid TOML: a SIGHUP in between loaded
+    the defaults, and the reload moved this host to api.url's default, removing what it
+    had written on the real server.  Only the running daemon knows what the file said."""
     for f in old.files:
         was = sorted(k for k, source in old.origins.items() if source == f)
         with contextlib.suppress(OSError):
