@@ -84,14 +84,20 @@ def queued_s(pid: int) -> float:
         return 0.0
 
 
+# systemd's NOTIFY_BUFFER_MAX (PIPE_BUF): a longer notification is ignored whole
+NOTIFY_BUFFER_MAX = 4096
+
+
 class NotifySocket:
-    """A datagram socket playing systemd's side of sd_notify."""
+    """A datagram socket playing systemd's side of sd_notify (a notification longer
+    than systemd reads is not taken: it is kept in `oversized` only)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.messages: List[tuple[float, Dict[str, str]]] = []
+        self.oversized: List[bytes] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
@@ -99,9 +105,13 @@ class NotifySocket:
     def _receive(self) -> None:
         while True:
             try:
-                data = self.sock.recv(4096)
+                data = self.sock.recv(1 << 20)
             except OSError:
                 return
+            if len(data) > NOTIFY_BUFFER_MAX:
+                with self._lock:
+                    self.oversized.append(data)
+                continue
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             with self._lock:
                 self.messages.append((time.monotonic(), fields))

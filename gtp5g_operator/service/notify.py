@@ -14,7 +14,7 @@ import logging
 import os
 import select
 import socket
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from ..core.once import StateLog
 from ..core.words import u64
@@ -38,6 +38,25 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> Optional[float]:
 
 
 SEND_WAIT = 0.5  # seconds a notification may wait for room in systemd's queue
+# systemd reads a notification into a buffer of PIPE_BUF bytes (NOTIFY_BUFFER_MAX) and
+# ignores a longer one whole: a STATUS= of 4,909 bytes (CPU wait of 120 gNB processes
+# of distinct names) took the WATCHDOG=1 (or READY=1) beside it along, and systemd
+# killed the service (or timed its start out).  STATUS= is cut to fit instead.
+MAX_DATAGRAM = 4095
+CUT = "…".encode()
+
+
+def datagram(fields: Sequence[str]) -> bytes:
+    """The fields as one notification of at most MAX_DATAGRAM bytes, in UTF-8 (systemd
+    reads UTF-8, and STATUS= may carry any character: a path, a server's words); a
+    STATUS= too long for it ends in "…" (a cut character is left out)."""
+    data = [f.encode("utf-8", "backslashreplace") for f in fields]
+    over = len(b"\n".join(data)) - MAX_DATAGRAM
+    for i, field in enumerate(data):
+        if over > 0 and field.startswith(b"STATUS="):
+            keep = max(len(b"STATUS="), len(field) - over - len(CUT))
+            data[i] = field[:keep].decode("utf-8", "ignore").encode() + CUT
+    return b"\n".join(data)
 
 
 def _peer_gone(exc: OSError) -> bool:
@@ -61,8 +80,7 @@ class Notifier:
     def send(self, *fields: str) -> None:
         if not self._address:
             return
-        # systemd reads UTF-8, and STATUS= may carry any character (a path, a server's words)
-        message = "\n".join(fields).encode("utf-8", "backslashreplace")
+        message = datagram(fields)
         fresh = self._socket is None
         try:
             try:

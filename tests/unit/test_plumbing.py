@@ -15,10 +15,13 @@ from typing import Dict
 
 import pytest
 
+from gtp5g_operator.core.schedstat import Counters, TaskWait, WindowReport
+from gtp5g_operator.core.schedstat_text import status_note
 from gtp5g_operator.service.logsetup import redact, setup_logging, stderr_is_journal
 from gtp5g_operator.service.notify import Notifier, watchdog_interval
 from gtp5g_operator.service.signals import HANDLED
 from gtp5g_operator.service.watchdog import WatchdogPinger, budget_problem
+from testbed.harness import NOTIFY_BUFFER_MAX, NotifySocket
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -243,3 +246,28 @@ def test_the_docs_name_every_signal_that_still_ends_the_daemon() -> None:
     for where, text in (("README", stop_bullet), ("gtp5g-operator(8)", man_signals)):
         unnamed = [name for name in left if name not in text]
         assert not unnamed, f"{where} says these stop the daemon cleanly: {unnamed}"
+
+
+def test_a_status_longer_than_systemd_reads_is_cut_not_the_ping_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd ignores a notification of more than PIPE_BUF bytes whole: the CPU wait of
+    120 gNB processes of distinct names made STATUS= 4,909 bytes, and the WATCHDOG=1
+    sent with it was lost (a kill within WatchdogSec).  STATUS= is cut to fit."""
+    reports = [WindowReport(f"gnb-cell-{i:06d}", 60.0, Counters(520, 480, 9), 2,
+                            TaskWait(i, "w", Counters(500, 500, 9))) for i in range(120)]
+    status = "tracking 120 process(es), 240 task(s); " + status_note(reports)
+    assert len(status) > NOTIFY_BUFFER_MAX
+    path = tmp_path / "notify"
+    systemd = NotifySocket(path)  # takes only what systemd takes
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))  # sdnotify reads it
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        WatchdogPinger(notifier, 10.0, clock=lambda: 0.0, status=lambda: status).ping(0.0)
+        # 4,095 bytes end between the two bytes of an "é": it is left out, not split
+        notifier.send("READY=1", "STATUS=" + "é" * 3000)
+        ping = systemd.wait("WATCHDOG", "1", timeout=30)
+        assert ping["STATUS"].endswith("…") and status.startswith(ping["STATUS"][:-1])
+        assert systemd.wait("READY", "1", timeout=30)["STATUS"] == "é" * 2038 + "…"
+        assert systemd.oversized == []
+    finally:
+        systemd.close()
