@@ -130,8 +130,24 @@ def test_events_gathering_with_nobody_reading_count_too(tmp_path: Path,
                                                         fs: FakeTracefs) -> None:
     checks = run(site_of(tmp_path, fs), [lambda: fs.add(1, entries=40)])
     assert checks["trace events"].level == OK
-    assert checks["trace events"].saw == ("40 events in 1 s (CPU0 0, CPU1 40); none read "
+    assert checks["trace events"].saw == ("40 events in 1 s (CPU1 40); none read "
                                           "meanwhile (is the service running?)")
+
+
+def test_a_big_host_s_events_line_names_the_busy_cpus_not_every_cpu(tmp_path: Path) -> None:
+    """256 CPUs: every one was listed ("CPU0 0, CPU1 0, …"), and the check's line, cut to
+    600 characters in the middle, lost CPU200, the one the events came on."""
+    fs = FakeTracefs(tmp_path / "tracing", cpus=256)
+    checks = run(site_of(tmp_path, fs), [lambda: fs.add(200, entries=90),
+                                         lambda: fs.add(7, read_events=150)])
+    assert checks["trace events"].saw == ("240 events in 1 s (CPU7 150, CPU200 90); 150 read "
+                                          "meanwhile (by the service?)")
+    many = [lambda cpu=cpu: fs.add(cpu, entries=cpu) for cpu in range(100, 110)]
+    checks = run(site_of(tmp_path / "again", fs), list(many))
+    assert checks["trace events"].saw == (
+        "1045 events in 1 s (CPU109 109, CPU108 108, CPU107 107, CPU106 106, CPU105 105, "
+        "CPU104 104, CPU103 103, CPU102 102, … (10 CPUs in all)); none read meanwhile (is "
+        "the service running?)")
 
 
 def test_no_events_in_the_window(tmp_path: Path, fs: FakeTracefs) -> None:

@@ -31,6 +31,7 @@ from ...config.paths import (
 from ...config.schema import TraceConfig
 from ...core.words import plural
 from ...files import read_small_text
+from ...trace.lost import SHOWN_CPUS
 from ...trace.readers import READERS, choose, reader_named
 from ...trace.tracefs import (
     CpuStats,
@@ -221,7 +222,12 @@ def _appear(site: TraceSite) -> str:
 
 
 def _per_cpu(growth: Dict[int, int]) -> str:
-    return ", ".join(f"CPU{cpu} {n}" for cpu, n in sorted(growth.items()))
+    """The CPUs events arrived on, busiest first, at most SHOWN_CPUS of them.  Every CPU
+    was listed, so on a 256-CPU host the line was 256 "CPUn 0"s, and the shortening of a
+    check's line to 600 characters cut out the middle, where the busy CPU stood."""
+    busy = sorted((cpu for cpu, n in growth.items() if n), key=lambda c: (-growth[c], c))
+    shown = ", ".join(f"CPU{cpu} {growth[cpu]}" for cpu in busy[:SHOWN_CPUS])
+    return shown + (f", … ({len(busy)} CPUs in all)" if len(busy) > SHOWN_CPUS else "")
 
 
 def events_check(site: TraceSite, window: Window) -> Check:
