@@ -154,6 +154,15 @@ def test_next_to_a_running_daemon_nothing_is_consumed(env: Env, tmp_path: Path,
     total = 100 + written[0]
     wait_until(lambda: state(env)["trace"]["lines"] == total, 5,
                f"the daemon to count {total} lines")
+    # The same host without sched_ext: what the server lists boosts nothing, and neither
+    # read-back says OK beside the scheduler's FAIL (both did).
+    _, out, _ = doctor(env.config_path, "--json", "--sysfs", str(tmp_path / "no-sched-ext"),
+                       "--runtime-dir", str(env.tmp / "run"), "--window", "0",
+                       env=fake_systemctl(tmp_path))
+    checks = by_name(out)
+    assert checks["sched_ext"]["level"] == "fail"
+    assert checks["boost"]["level"] == checks["service boost"]["level"] == "warn", out
+    assert "see the scheduler check" in checks["service boost"]["advice"]
 
 
 def test_json_text_and_exit_status_when_something_fails(env: Env, tmp_path: Path) -> None:

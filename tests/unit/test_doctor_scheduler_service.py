@@ -282,6 +282,18 @@ def test_the_services_read_back_passes_only_when_nothing_is_missing_or_foreign(
     assert check.saw.startswith("the service's read-back: ")
 
 
+def test_the_services_read_back_warns_while_no_gthulhu_scheduler_reads_it() -> None:
+    """"all covered" is what the server lists; with the scheduler check FAILing (no
+    sched_ext) an OK here said the gNB was boosted."""
+    boost = {"verified": True, "diagnosis": "all covered: the scheduler boosts all 2 gNB "
+             "tasks", "covered": [4242, 4243], "missing": [], "foreign": []}
+    assert readback_check(boost).level == OK
+    check = readback_check(boost, "this kernel has no sched_ext: the strategies have no effect")
+    assert check.level == WARN
+    assert check.advice == ("this kernel has no sched_ext: the strategies have no effect: see "
+                            "the scheduler check")
+
+
 def test_an_unreadable_state_file(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("[1, 2]")
     loaded, problem = read_state(str(tmp_path))

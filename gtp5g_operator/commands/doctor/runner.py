@@ -17,6 +17,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Type
 
 from ...config import Config, Vocabulary
+from ...core.boost_verdict import scheduler_finding
 from ...core.sched_ext import read_scheduler
 from ...gthulhu.registry import FLAVORS
 from ...gthulhu.writer import ApiWriter
@@ -70,6 +71,7 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
         site, window, pid if alive and isinstance(pid, int) else None))
     checks += targets_checks(config.match, targets)
     scheduler = read_scheduler(options.sysfs)
+    blocked = scheduler_finding(scheduler)  # nothing reads what the server lists
     api = ApiProbe(config, targets, state, state_dir(), flavors=flavors,
                    scheduler=scheduler) if outcome.loaded else None
     checks += guarded("api", api.run if api is not None else not_loaded)
@@ -78,7 +80,8 @@ def run_checks(options: Options, systemctl: Optional[str] = None,
     checks += guarded("scheduler", lambda: scheduler_checks(options.sysfs, scheduler))
     checks += guarded("service", lambda: service_checks(
         alive, config.strategy.resync_interval, targets, time.time(), state, problem,
-        systemctl, config.files or (config.source,), options.runtime_dir is None))
+        systemctl, config.files or (config.source,), options.runtime_dir is None,
+        blocked.message if blocked is not None else ""))
     return checks
 
 

@@ -138,13 +138,17 @@ def push_check(last: Any, now: float, resync: float, now_mono: Optional[float] =
     return ok("last push", saw)
 
 
-def readback_check(boost: Any) -> Check:
-    """The service's own read-back (state.json's `boost`): of the tasks it tracks."""
+def readback_check(boost: Any, blocked: str = "") -> Check:
+    """The service's own read-back (state.json's `boost`): of the tasks it tracks.
+    `blocked`: why no Gthulhu scheduler reads what the server lists ("" when one does, as
+    the scheduler check below says); an OK beside that check's FAIL contradicted it."""
     b = boost if isinstance(boost, dict) else {}
     saw = f"the service's read-back: {one_line(b.get('diagnosis'))}"
     if b.get("verified") is not True or b.get("missing") or b.get("foreign"):
         return warn("service boost", saw, "see the api and boost checks above and "
                                           f"journalctl -u {UNIT}")
+    if blocked:
+        return warn("service boost", saw, f"{blocked}: see the scheduler check")
     return ok("service boost", saw)
 
 
@@ -202,15 +206,15 @@ def _modified(path: str) -> float:
 def service_checks(alive: bool, resync: float, targets: Sequence[Target], now: float,
                    state: Optional[Dict[str, Any]], problem: str,
                    systemctl: Optional[str], files: Sequence[str] = (),
-                   units_directory: bool = True) -> List[Check]:
+                   units_directory: bool = True, blocked: str = "") -> List[Check]:
     """`files`: the configuration files this report checks (main file, then drop-ins);
     `units_directory`: state.json was looked for where the unit keeps it (no
-    --runtime-dir), so the unit's state speaks for it."""
+    --runtime-dir), so the unit's state speaks for it; `blocked`: readback_check's."""
     unit = probe_unit(systemctl)
     checks = [unit_check(unit), state_check(state, problem, alive, now, targets,
                                             unit if units_directory else UnitState(""))]
     if state is not None and alive:
         checks += [in_force_check(state.get("config"), files, now)] if files else []
         checks += [push_check(state.get("last_push"), now, resync, time.monotonic()),
-                   readback_check(state.get("boost")), counters_check(state.get("trace"))]
+                   readback_check(state.get("boost"), blocked), counters_check(state.get("trace"))]
     return checks
