@@ -996,13 +996,9 @@ def test_a_proof_about_another_node_says_what_it_leaves_behind(
         m.stop()
 
 
-def test_a_decision_makers_rule_written_for_the_node_name_before_is_removed(
-        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
-    """api.node_name changed between two runs, the gNB gone: the DM (this node's) holds
-    the rule this host wrote under its old policy id, alone — provably this host's
-    (the proof names it, the merkle root is its hash).  The clear looked only for the
-    new node's policy id: it said "no rule of this host is known" and left the old
-    rule boosting the gNB's names on this node for good."""
+def rule_written_then_gnb_gone(env: Env, dm: FakeDecisionMaker,
+                               gnb: Callable[..., GnbProcess]) -> None:
+    """A run writes the gNB's rule and stops; the gNB exits while the service is down."""
     d = start_dm(env, dm)
     g = gnb(threads=())
     env.writer.write(lines(g))
@@ -1010,6 +1006,16 @@ def test_a_decision_makers_rule_written_for_the_node_name_before_is_removed(
     assert d.stop() == 0
     env.writer.close()
     g.stop()
+
+
+def test_a_decision_makers_rule_written_for_the_node_name_before_is_removed(
+        env: Env, dm: FakeDecisionMaker, gnb: Callable[..., GnbProcess]) -> None:
+    """api.node_name changed between two runs, the gNB gone: the DM (this node's) holds
+    the rule this host wrote under its old policy id, alone — provably this host's
+    (the proof names it, the merkle root is its hash).  The clear looked only for the
+    new node's policy id: it said "no rule of this host is known" and left the old
+    rule boosting the gNB's names on this node for good."""
+    rule_written_then_gnb_gone(env, dm, gnb)
     d = start_dm(env, dm, api={"node_name": "node-b"})
     dm.wait_for(lambda: dm.rules() == [], 30)
     assert [r.body for r in dm.deletes()] == [{"policyId": POLICY}]
@@ -1022,13 +1028,7 @@ def test_a_decision_maker_rule_a_run_before_left_is_removed_saying_so(
     """The gNB exits while the service is down: at the next start the rule the run
     before wrote is deleted, as it should be, but the journal said nothing of it (a
     Manager's policy is said removed).  A server object deleted is said."""
-    d = start_dm(env, dm)
-    g = gnb(threads=())
-    env.writer.write(lines(g))
-    dm.wait_for(lambda: dm.rules() == [rule("^(?:nr-gnb)$")], 30)
-    assert d.stop() == 0
-    env.writer.close()
-    g.stop()
+    rule_written_then_gnb_gone(env, dm, gnb)
     d = start_dm(env, dm)
     dm.wait_for(lambda: dm.rules() == [], 30)
     d.wait_log(f"rule {POLICY} removed")
