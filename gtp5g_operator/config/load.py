@@ -320,15 +320,16 @@ def emptied(old: Config) -> str:
     configuration) is empty ("" when none is).  An editor's save or a `cp` truncates the
     file before it writes it, and an empty file is valid TOML: a SIGHUP in between loaded
     the defaults, and the reload moved this host to api.url's default, removing what it
-    had written on the real server.  Only the running daemon knows what the file said."""
+    had written on the real server.  Only the running daemon knows what the file said.
+    The way out named works for the main file too, which cannot be removed (a comment)."""
     for f in old.files:
         was = sorted(k for k, source in old.origins.items() if source == f)
         with contextlib.suppress(OSError):
             if was and os.stat(f).st_size == 0:
                 return (f"{f} is empty now, and set {', '.join(was[:4])}"
                         f"{', ...' if len(was) > 4 else ''} before: a save still under way? "
-                        "Reload again once it is written (to drop its settings, remove "
-                        "the file)")
+                        "Reload again once it is written (to drop its settings, leave a "
+                        "comment in it)")
     return ""
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from gtp5g_operator.commands.doctor.config import config_checks
 from gtp5g_operator.config import ConfigError, load
+from gtp5g_operator.config.load import emptied
 from gtp5g_operator.config.render import effective_config
 from gtp5g_operator.service.vocabulary import load as load_config
 from testbed.harness import REPO, write_config
@@ -302,6 +303,26 @@ def test_a_configuration_directory_others_could_empty_is_refused(etc: Path) -> N
         load_config(str(etc / "config.toml"))
     etc.chmod(0o1777)  # sticky: others may not rename what they do not own
     assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
+def test_an_emptied_main_file_is_rejected_with_advice_that_works_for_it(etc: Path) -> None:
+    """A reload rejects a file caught empty that set keys (a save under way).  Its way out
+    said "remove the file", which the main file cannot be (load refuses a missing one):
+    an admin who moved config.toml's settings into config.d/ and emptied it had every
+    reload rejected, whichever of the two it followed, until a restart."""
+    main = etc / "config.toml"
+    main.write_text('[api]\nurl = "http://10.0.0.5:8080"\n')
+    old = load_config(str(main))
+    (etc / "config.d" / "50-site.toml").write_text('[api]\nurl = "http://10.0.0.5:8080"\n')
+    main.write_text("")
+    said = emptied(old)
+    assert said.startswith(f"{main} is empty now, and set api.url before"), said
+    main.unlink()  # what "remove the file" asked
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(str(main))
+    main.write_text("# the settings are in config.d/*.toml\n")  # what the message says
+    assert "comment" in said and emptied(old) == ""
+    assert load_config(str(main)).api.url == "http://10.0.0.5:8080"
 
 
 @pytest.mark.parametrize("content,password", [
