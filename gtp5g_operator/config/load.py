@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import stat
-from typing import List, Mapping, Tuple
+from typing import Dict, List, Mapping, Tuple
 from urllib.parse import urlsplit
 
 from ..files import FileProblem, file_kind, read_regular_file
@@ -288,17 +288,16 @@ def credentials_directory(directory: str, env: Mapping[str, str]) -> bool:
 
 def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
     """The directories holding a file read as configuration -- the one its path names
-    and, for a symlink (configuration management linking files in from a checkout), the
-    one holding its target -- are judged like the file: whoever may write one may rename
-    another file into its place or remove it (a CA of theirs, a key or password that
-    fails every login).  The files the configuration names (api.public_key, api.ca_file,
-    the password) were judged as files only: root's CA in a user's directory passed.
+    and, for a symlink (configuration management linking files in from a checkout), those
+    holding every further link on the way and its target -- are judged like the file:
+    whoever may write one may rename another file into its place or remove it (a CA of
+    theirs, a key or password that fails every login).  The files the configuration
+    names (api.public_key, api.ca_file, the password) were judged as files only: root's
+    CA in a user's directory passed.
     A sticky directory passes if root or we own it: others may not rename what they do
     not own there, its owner may.  systemd's credentials directory passes whoever owns
     it: without ACLs systemd chowns it (0500, read-only) to the DynamicUser= uid."""
-    real = os.path.realpath(path)
-    for directory in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
-                                    os.path.dirname(real))):
+    for directory, held in holding_directories(path).items():
         try:
             st = os.stat(directory)
         except OSError as exc:
@@ -310,9 +309,28 @@ def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
         try:
             check_not_writable_by_others(directory, st, any_owner=any_owner)
         except ConfigError as exc:
-            held = (f"{path}: its directory" if directory == os.path.dirname(os.path.abspath(path))
-                    else f"{path} links to {real}, whose directory")
             raise ConfigError(f"{held} {exc}") from None
+
+
+def holding_directories(path: str) -> Dict[str, str]:
+    """The directory `path` names, then that of every link on the way to its target (each
+    link's owner may point it elsewhere or remove it, not only the last one's), each with
+    how to name it.  At most 40 links: the kernel's own limit (ELOOP)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    found = {directory: f"{path}: its directory"}
+    hop = os.path.abspath(path)
+    for _ in range(40):
+        try:
+            target = os.readlink(hop)
+        except OSError:  # not a link (the target), or gone meanwhile: the open says so
+            break
+        hop = os.path.join(os.path.realpath(directory), target)
+        directory = os.path.realpath(os.path.dirname(hop))
+        hop = os.path.join(directory, os.path.basename(hop)) if os.path.basename(hop) else hop
+        last = not os.path.islink(hop)
+        found.setdefault(directory, f"{path} links to {os.path.realpath(path)}, whose directory"
+                         if last else f"{path} links through {hop}, whose directory")
+    return found
 
 
 def emptied(old: Config) -> str:

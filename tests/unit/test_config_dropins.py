@@ -133,6 +133,29 @@ def test_a_drop_in_linked_from_a_directory_others_could_write_is_refused(
     assert load_config(str(etc / "config.toml")).match.uid == (0,)
 
 
+def test_a_link_on_the_way_to_a_drop_in_in_a_directory_others_could_write_is_refused(
+        etc: Path, tmp_path: Path) -> None:
+    """Linked in through a link of someone else's (config.d/50-site.toml -> their link ->
+    root's checkout): only the first link's directory and the last target's were judged,
+    and the owner of the link in between may point it at another file or remove it."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "site.toml").write_text("[match]\nuid = [0]\n")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "site.toml").symlink_to(checkout / "site.toml")
+    link = etc / "config.d" / "50-site.toml"
+    link.symlink_to(theirs / "site.toml")
+    os.chown(theirs, 61234, 61234)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert str(exc.value) == (f"{link} links through {theirs / 'site.toml'}, whose directory "
+                              f"{theirs}: owned by uid 61234; must be owned by root; "
+                              f"run chown root {theirs}")
+    os.chown(theirs, 0, 0)
+    assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
 @pytest.mark.parametrize("key", ["public_key", "ca_file", "password_file"])
 def test_a_named_file_in_a_directory_others_could_write_is_refused(
         tmp_path: Path, keys: Dict[str, Path], key: str) -> None:
