@@ -67,6 +67,7 @@ class MatchConfig:
         as, and by its executable, e.g.:
             uid = [0]
             exe = ["/usr/local/bin/nr-gnb"]
+        A path that is a symlink counts as the file it leads to (the kernel names that).
         The executable alone does not pin it: any user can run that file with LD_PRELOAD,
         under a debugger or with a hostile environment, and get their own code boosted;
         set uid too.  Empty lists mean "any" (a warning is logged at start while uid is

@@ -696,6 +696,22 @@ def test_spoofed_names_are_not_boosted_with_uid_and_exe_pinned(
         shutil.rmtree(copy_dir, ignore_errors=True)
 
 
+def test_a_gnb_run_through_a_symlink_named_in_match_exe_is_boosted(
+        env: Env, gnb: Callable[..., GnbProcess], tmp_path: Path) -> None:
+    """match.exe = ["/usr/local/bin/nr-gnb"] (the schema's own example) is often a
+    symlink into a build tree; /proc/PID/exe names the file it leads to.  Compared as
+    written, that gNB was never boosted, and the log said why only at DEBUG."""
+    links = tmp_path / "bin"
+    links.mkdir()
+    link = links / "nr-gnb"
+    link.symlink_to(os.path.realpath(sys.executable))
+    env.start(match={"uid": [os.getuid()], "exe": [str(link)]}, log={"level": "info"})
+    g = gnb(threads=("nr-gnb-rlc",), executable=str(link))
+    assert os.readlink(f"/proc/{g.pid}/exe") != str(link)  # the premise
+    env.writer.write(lines_for(g))
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
+
+
 def test_no_secret_in_logs_state_or_errors(env: Env, gnb: Callable[..., GnbProcess],
                                            keys: Dict[str, Path]) -> None:
     d = env.start()

@@ -12,7 +12,7 @@ from typing import List, Sequence, Tuple
 
 from ...config.schema import MatchConfig
 from ...core.procfs import ProcessInfo, ProcFS
-from ...core.tracker import ProcessView, TaskRef, mismatch
+from ...core.tracker import ProcessView, TaskRef, exe_allowed, mismatch
 from ...core.words import plural
 from .model import Check, ok, warn
 
@@ -98,7 +98,7 @@ def admit(i: ProcessInfo, match: MatchConfig) -> str:
     the value to add.  ("add its uid or executable" sent the admin to add a uid that was
     there already when match.exe refused it, and named one list when both did.)"""
     steps = []
-    if match.exe and i.exe not in match.exe:
+    if not exe_allowed(i.exe, match):
         steps.append(f"add {json.dumps(i.exe)} to match.exe" if i.exe else
                      "let the service read its executable (see the exe access check)")
     if match.uid and i.uid not in match.uid:
