@@ -158,7 +158,8 @@ def public_copy(*files: Path) -> Path:
         else:
             shutil.copy(f, target)
     for path in _public_dir.rglob("*"):
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        if not path.is_symlink():  # chmod follows a link: it made /usr/bin/python3.11 0644
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
     return _public_dir
 
 
