@@ -72,3 +72,24 @@ def test_the_migration_and_its_undo(tmp_path: Path) -> None:
     assert (etc / "config.toml").read_text() != ADMIN
     assert _run(POSTRM, root, bin_dir, "abort-upgrade", "0.1.0") == 0
     assert (etc / "config.toml").read_text() == ADMIN
+
+
+def test_purge_names_every_file_of_the_admins_it_leaves(tmp_path: Path) -> None:
+    """A drop-in disabled the way the daemon allows (a leading dot: hidden files are
+    ignored) or moved into a subdirectory is the admin's too: purge named only the
+    visible files directly in /etc/gtp5g-operator and config.d, so with only those
+    left it said nothing and left the directory behind, unexplained."""
+    root = tmp_path / "root"
+    etc = root / "etc" / "gtp5g-operator"
+    (etc / "config.d" / "disabled").mkdir(parents=True)
+    kept = [etc / "config.d" / ".50-site.toml", etc / "config.d" / "disabled" / "60-x.toml",
+            etc / "jwt_public_key.pem"]
+    for path in kept:
+        path.write_text(ADMIN)
+    env = {**os.environ, "DPKG_ROOT": str(root)}
+    done = subprocess.run(["sh", str(POSTRM), "purge"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if "purge leaves your own files" in line]
+    assert len(said) == 1 and all(str(p) in said[0] for p in kept), done.stdout
+    assert all(p.exists() for p in kept)
