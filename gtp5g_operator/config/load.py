@@ -40,13 +40,31 @@ def check_not_writable_by_others(path: str, st: os.stat_result, any_owner: bool 
                           f"{stat.S_IMODE(st.st_mode):04o}); run chmod go-w {path}")
 
 
+# dpkg's list of the package's conffiles.  One the admin deleted stays deleted through
+# upgrades and even `apt install --reinstall` (dpkg takes it for the admin's choice), and
+# without config.toml the service stops at once (exit 78, not restarted).
+DPKG_CONFFILES = "/var/lib/dpkg/info/gtp5g-operator.conffiles"
+
+
+def deleted_conffile_hint(path: str) -> str:
+    try:
+        with open(DPKG_CONFFILES, encoding="utf-8", errors="replace") as f:
+            listed = {line.split()[0] for line in f if line.strip()}
+    except OSError:  # not installed by dpkg
+        return ""
+    return (" (the package's file, deleted: a reinstall keeps it deleted; restore it with "
+            "apt-get install --reinstall -o Dpkg::Options::=--force-confmiss gtp5g-operator)"
+            if os.path.abspath(path) in listed else "")
+
+
 def read_text(path: str, what: str, secret: bool = False,
               env: Mapping[str, str] = os.environ, judged: bool = True) -> str:
     try:
         data, st = read_regular_file(path)
     except FileProblem as exc:
         # exists() follows links: a link into a hidden place dangles for the service
-        hint = "" if os.path.exists(path) else unit_hiding_hint(path, env)
+        hint = "" if os.path.exists(path) else (unit_hiding_hint(path, env)
+                                                or deleted_conffile_hint(path))
         raise ConfigError(f"{path}: cannot read {what}: {exc}{hint}") from None
     if judged:
         judge_file(path, st, secret, env)

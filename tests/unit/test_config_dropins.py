@@ -403,3 +403,23 @@ def test_a_missing_ca_or_password_file_names_its_key(tmp_path: Path, keys: Dict[
         load_config(str(main), env={})
     assert str(err.value) == (f"{missing}: cannot read {what} (api.{key}): "
                               "No such file or directory")
+
+
+def test_a_deleted_conffile_says_how_dpkg_gives_it_back(
+        etc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.toml is the package's conffile: deleted (a cleanup of /etc/gtp5g-operator,
+    configuration management purging what it does not manage), the service stops with
+    exit 78, and `apt install --reinstall` does not bring it back (dpkg keeps a deleted
+    conffile deleted); the error said only "No such file or directory"."""
+    record = tmp_path / "gtp5g-operator.conffiles"
+    record.write_text(f"{etc / 'config.toml'}\n")
+    monkeypatch.setattr(load, "DPKG_CONFFILES", str(record))
+    (etc / "config.toml").unlink()
+    with pytest.raises(ConfigError, match="No such file or directory") as exc:
+        load_config(str(etc / "config.toml"))
+    assert "--force-confmiss gtp5g-operator" in str(exc.value)
+    # a file the package does not ship (another --config) gets no such advice
+    record.write_text("/etc/gtp5g-operator/config.toml\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert "dpkg" not in str(exc.value) and "apt-get" not in str(exc.value)
