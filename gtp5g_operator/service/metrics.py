@@ -91,6 +91,12 @@ class SnapshotCollector:
         for result in ("ok", "error"):
             reloads.add_metric([result], _n(obj(counts.get("reloads")).get(result)))
         yield reloads
+        # A gauge, not only the count: an alert on the rejected count rising resolved once
+        # its range had passed, while the host still ran the configuration of before.
+        rejected = obj(s.get("config")).get("reload_rejected_at") is not None
+        yield GaugeMetricFamily(P + "config_last_reload_successful", "0 from a rejected "
+                                "reload until one is accepted (the files on disk are not "
+                                "what runs), else 1", value=int(not rejected))
         yield InfoMetricFamily(P + "build", "Build information", value={"version": __version__})
 
     def _api(self, counts: Mapping[str, Any], counter: Any, gauge: Any, info: Any,

@@ -613,9 +613,15 @@ def test_a_rejected_reload_is_said_by_status_and_status_until_one_is_accepted(
         env: Env) -> None:
     """`systemctl reload` succeeds whatever the daemon thinks of the files: a rejected
     reload was said by the journal and a metric's count only, while STATUS= and
-    `status` looked as after an accepted one (the files on disk were not running)."""
-    d = env.start()
+    `status` looked as after an accepted one (the files on disk were not running).
+    The metrics say it as long too: an alert on the rejected count rising resolved once
+    its range had passed, the rejected files still not running."""
+    textfile = env.tmp / "gtp5g_operator.prom"
+    d = env.start(metrics={"textfile": str(textfile)})
     state = env.tmp / "run" / "state.json"
+
+    def last_reload_successful() -> float:
+        return parse(textfile.read_text())["gtp5g_operator_config_last_reload_successful"]
 
     def reload() -> str:
         n = len(env.notify.all())
@@ -626,9 +632,11 @@ def test_a_rejected_reload_is_said_by_status_and_status_until_one_is_accepted(
     env.config_path.write_text(good + "[strategy]\npriority = \"high\"\n")
     assert "last reload REJECTED" in reload()
     assert json.loads(state.read_text())["config"]["reload_rejected_at"] > 1.7e9
+    assert last_reload_successful() == 0
     out = run_status("--runtime-dir", str(env.tmp / "run"))
     assert out.returncode == 0 and "; last reload REJECTED " in out.stdout, out.stdout
     env.config_path.write_text(good)
     assert "REJECTED" not in reload()
     assert json.loads(state.read_text())["config"]["reload_rejected_at"] is None
+    assert last_reload_successful() == 1
     assert "REJECTED" not in run_status("--runtime-dir", str(env.tmp / "run")).stdout
