@@ -162,23 +162,37 @@ class TaskTracker:
         self._rejected: Set[int] = set()  # processes that do not match: start_time << 22 | tgid
         self.lookups = 0  # /proc resolutions done (tests check the hot path does none)
         self._added: List[int] = []  # tasks added since the last take_added()
-        # gNB-named processes whose executable we may not read: one episode until a
-        # process is tracked.  Said per process, a gNB restarting every few seconds put
-        # an ERROR a restart into `journalctl -p err` for one missing capability.
-        self._unreadable_exe = StateLog(log)
+        # gNB-named processes we do not track (an unreadable executable, or excluded by
+        # match.uid or match.exe): one episode until a process is tracked.  Said per
+        # process, a gNB restarting every few seconds put an ERROR a restart into
+        # `journalctl -p err` for one missing capability.
+        self._named_untracked = StateLog(log)
         self._unreadable_stat = StateLog(log)  # tracked tasks /proc lists but we cannot read
 
     def _exe_unreadable(self, tgid: int, comm: str) -> None:
         """A process with the gNB's name whose executable this service may not read:
         match.exe cannot be checked, so it is never tracked.  That needs a person (a
         missing permission), once per episode, not once per process or liveness pass."""
-        if not self._unreadable_exe.problem(
+        if not self._named_untracked.problem(
                 "exe", logging.ERROR, "process %d (%s) is named like the gNB, but this service "
                 "may not read its executable (/proc/%d/exe), so match.exe cannot be checked "
                 "and it is not tracked: the service needs CAP_SYS_PTRACE to read another "
                 "user's executable (see gtp5g-operator doctor, exe access); said once until "
                 "a process is tracked", tgid, comm, tgid):
             log.debug("process %d (%s) not tracked: its executable cannot be read", tgid, comm)
+
+    def _excluded(self, info: ProcessInfo, why: str) -> None:
+        """A process with the gNB's name that match.uid or match.exe excludes: an
+        impostor, or the gNB itself after it moved (a new uid or path).  Said at DEBUG
+        alone, the on-call person saw a healthy service tracking nothing, and no reason
+        in `journalctl -p warning`.  Once per episode (_exe_unreadable's):
+        anyone may name a process so, and the next process tracked ends it."""
+        if not self._named_untracked.problem(
+                "excluded", logging.WARNING, "process %d (%s, exe %s, uid %d) is named like "
+                "the gNB but not tracked: %s (if it is the gNB, correct match.uid or "
+                "match.exe; said once until a process is tracked)",
+                info.tgid, info.comm, info.exe or "(unreadable)", info.uid, why):
+            log.debug("process %d not tracked: %s", info.tgid, why)
 
     # --- hot path -------------------------------------------------------
 
@@ -258,13 +272,15 @@ class TaskTracker:
                 self._rejected.add(key)
                 if not info.exe and self.match.exe and info.comm in self.match.comm:
                     self._exe_unreadable(tgid, info.comm)
+                elif info.comm in self.match.comm:
+                    self._excluded(info, why)
                 else:
                     log.debug("process %d not tracked: %s", tgid, why)
             return False
         if tgid not in self.processes:
             self.processes[tgid] = TrackedProcess(info=info, since=self._clock())
             self.generation += 1
-            self._unreadable_exe.recovered()
+            self._named_untracked.recovered()
             log.info("process %d (%s, exe %s, uid %d) matches: tracking it",
                      tgid, info.comm, info.exe or "?", info.uid)
         return True

@@ -321,7 +321,8 @@ def test_a_gnb_whose_main_thread_exited_is_matched_by_exe(
         env.api.wait_post(lambda s: workers <= pids(s), timeout=10)
         d.wait_log(f"process {pinned.pid} (nr-gnb, exe {zombie_leader_binary}, uid "
                    f"{os.getuid()}) matches: tracking it")
-        d.wait_log(f"process {other.pid} not tracked: its executable {copy} is not in match.exe")
+        d.wait_log(f"process {other.pid} (nr-gnb, exe {copy}, uid {os.getuid()}) is named "
+                   f"like the gNB but not tracked: its executable {copy} is not in match.exe")
         time.sleep(4 * LIVENESS)  # liveness passes judge it again, through a live thread
         env.writer.write(text)
         assert f"process {pinned.pid} (nr-gnb) removed" not in d.log()

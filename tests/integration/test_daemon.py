@@ -727,3 +727,35 @@ def test_a_public_key_file_that_starts_with_a_byte_order_mark_gets_a_token(
     env.writer.write(lines_for(g))
     env.api.wait_post(lambda s: pids(s) == {g.pid})
     assert "unauthorized" not in d.log()
+
+
+def test_a_gnb_named_process_that_match_excludes_is_a_warning_once(
+        env: Env, gnb: Callable[..., GnbProcess]) -> None:
+    """A process named like the gNB that match.uid excludes (an impostor, or the gNB
+    itself after it moved to another uid) was said at DEBUG only: at the shipped log
+    level the journal showed a healthy service that tracked nothing, and no reason.
+    Now one WARNING naming it and why, not one per trace line or liveness pass; the next
+    process tracked ends the episode, and says so."""
+    uid = os.getuid()
+    d = env.start(match={"uid": [uid + 4242]})  # at debug: each judgement is seen
+    env.api.wait_post(lambda s: s == [])
+    g = gnb(threads=("nr-gnb-rlc",))
+    warning = (f"WARNING process {g.pid} (nr-gnb, exe {os.readlink(f'/proc/{g.pid}/exe')}, "
+               f"uid {uid}) is named like the gNB but not tracked: its uid {uid} is not in "
+               "match.uid")
+    env.writer.write(lines_for(g))
+    d.wait_log(warning)
+
+    def judged_again() -> bool:  # each liveness pass forgets the verdict: lines judge again
+        env.writer.write(lines_for(g))
+        return d.log().count(f"process {g.pid} not tracked: its uid") >= 3
+
+    wait_until(judged_again, 30, "the process judged again after liveness passes",
+               interval=0.2)
+    assert " ".join(d.log().split()).count(" ".join(warning.split())) == 1, d.log()
+    env.write_config(match={"uid": [uid]})
+    d.signal(signal.SIGHUP)
+    d.wait_log("configuration reloaded: match.uid changed")
+    env.writer.write(lines_for(g))
+    d.wait_log(f"uid {uid}) matches: tracking it")
+    env.api.wait_post(lambda s: pids(s) == set(g.tids))
