@@ -62,9 +62,15 @@ class SnapshotCollector:
 
         s = self.snap
         trace, counts = obj(s.get("trace")), obj(s.get("counts"))
-        yield GaugeMetricFamily(P + "tracked_processes", "Processes whose tasks are boosted",
+        # Tracked is not boosted (no scheduler, a failing API): the HELP said "boosted", and
+        # a panel titled by it showed tasks boosted on a host whose strategies had no effect.
+        yield GaugeMetricFamily(P + "tracked_processes", "gNB processes tracked, whose tasks "
+                                "are written to the API (boosted only when the server "
+                                "lists them and Gthulhu's scheduler runs: "
+                                "scheduler_covered_tasks)",
                                 value=len(s.get("processes") or []))
-        yield GaugeMetricFamily(P + "tracked_tasks", "Tasks (threads) boosted",
+        yield GaugeMetricFamily(P + "tracked_tasks", "Tasks (threads) of the tracked "
+                                "processes, written to the API",
                                 value=sum(len(obj(p).get("tids") or []) for p in
                                           s.get("processes") or []))
         for key, name, text in (
@@ -136,7 +142,8 @@ class SnapshotCollector:
             yield enabled
         if not boost.get("verified"):
             return  # nothing read back: no numbers rather than zeros
-        for key, text in (("covered", "Tracked tasks the scheduler lists (boosts)"),
+        for key, text in (("covered", "Tracked tasks the server lists (boosted only "
+                                      "when Gthulhu's scheduler runs: scheduler_enabled)"),
                           ("missing", "Tracked tasks the scheduler does not list"),
                           ("foreign", "Tasks listed under this host's rule that it does not "
                                       "track")):

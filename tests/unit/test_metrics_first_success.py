@@ -108,3 +108,19 @@ def test_the_readme_names_every_value_of_a_result_label() -> None:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}"))
         named = set(re.findall(r'"(\w+)"', row.split(" | ")[0]))
         assert named == values, (name, named, values)
+
+
+def test_no_help_text_says_boosted_of_what_is_only_tracked() -> None:
+    """HELP said tracked_processes are "Processes whose tasks are boosted" and
+    tracked_tasks "Tasks (threads) boosted", and covered tasks were those the scheduler
+    "boosts": on a host without Gthulhu's scheduler (strategies without effect) or with
+    a failing API, a panel titled by them showed boosted tasks.  Only what the server
+    lists while Gthulhu's scheduler runs is boosted, and the texts must say so."""
+    snap = {"started_at": 1.0, "processes": [{"tids": [1, 2]}],
+            "scheduler": {"ops": "", "enabled": False},
+            "boost": {"verified": True, "covered": [1, 2], "scheduler": ""}}
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", render(snap, histograms()).decode(),
+                            re.MULTILINE))
+    for name in ("tracked_processes", "tracked_tasks", "scheduler_covered_tasks"):
+        text = helps["gtp5g_operator_" + name]
+        assert "boost" not in text or "boosted only when" in text, text
