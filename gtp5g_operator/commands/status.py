@@ -48,7 +48,7 @@ def _header(state: Dict[str, Any], now: float, now_mono: Optional[float]) -> Lis
         f"mode {one_line(cfg.get('mode'))}, targets {one_line(cfg.get('targets'))}"
         + _rejected(cfg, now),
         f"trace:      {one_line(trace.get('path'))} ({one_line(trace.get('format'))}, "
-        f"{'open' if trace.get('open') is True else _not_open(trace)}), {lines:,.0f} lines, "
+        f"{_openness(trace)}), {lines:,.0f} lines, "
         f"{one_line(trace.get('dropped_lines', 0))} dropped, "
         f"{one_line(trace.get('lost_events', 0))} lost",
         f"API:        {one_line(api.get('url'))} ({one_line(api.get('flavor'))}), token "
@@ -77,9 +77,11 @@ def _rejected(cfg: Dict[str, Any], now: float) -> str:
                                   "settings loaded before (journalctl -p err -u gtp5g-operator)")
 
 
-def _not_open(trace: Dict[str, Any]) -> str:
-    problem = trace.get("problem")
-    return f"NOT OPEN: {one_line(problem)}" if problem else "NOT OPEN"
+def _openness(trace: Dict[str, Any]) -> str:
+    problem = one_line(trace.get("problem")) if trace.get("problem") else ""
+    if trace.get("open") is True:  # a problem then: the kernel records nothing into it
+        return f"open, NO TRACE LINES: {problem}" if problem else "open"
+    return f"NOT OPEN: {problem}" if problem else "NOT OPEN"
 
 
 def _boost(boost: Dict[str, Any]) -> str:

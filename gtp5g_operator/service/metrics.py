@@ -86,8 +86,10 @@ class SnapshotCollector:
             yield CounterMetricFamily(P + name, text, value=_n(trace.get(key)))
         yield InfoMetricFamily(P + "trace_reader", "The trace reader in use", value={
             "format": str(trace.get("format", "")), "path": str(trace.get("path", ""))})
-        yield GaugeMetricFamily(P + "trace_open", "1 while the trace source is open (0: no "
-                                "gNB task can be seen)", value=int(trace.get("open") is True))
+        yield GaugeMetricFamily(P + "trace_open", "1 while the trace source is open and the "
+                                "kernel records into it (0: no gNB task can be seen; "
+                                "/health's trace.problem says why)",
+                                value=int(trace.get("open") is True and not trace.get("problem")))
         yield from self._api(counts, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily,
                              HistogramMetricFamily)
         yield from self._scheduler(GaugeMetricFamily, InfoMetricFamily)

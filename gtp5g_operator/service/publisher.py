@@ -295,9 +295,11 @@ class Publisher(Component):
         s = snap if snap is not None else self.snapshot()
         tasks = sum(len(pr["tids"]) for pr in s["processes"])
         text = f"tracking {len(s['processes'])} process(es), {tasks} task(s)"
+        why = s["trace"]["problem"]
         if not s["trace"]["open"]:  # nothing new can be seen: say so where systemctl shows it
-            why = s["trace"]["problem"]
             text += "; trace source NOT OPEN" + (f" ({one_line(why, 160)})" if why else "")
+        elif why:  # open, and the kernel records nothing into it
+            text += f"; NO TRACE LINES ({one_line(why, 160)})"
         if self.rejected_mono is not None:
             text += "; last reload REJECTED: running the configuration of before"
         scheduler = self.parts.scheduler.status_note()

@@ -43,8 +43,12 @@ class TraceFeed(Component):
 
     @property
     def problem(self) -> str:
-        """Why the source is not open now ("" when it is, or has not been tried yet)."""
-        return "" if self.source.is_open else self.source.problem_now
+        """Why no gNB task can be seen now ("" when they can, or before the first try):
+        the source is not open, or it is and the kernel records no tracer line (tracing
+        off, the bpf_printk event off).  That one was said by the journal alone: state.json,
+        /health, STATUS= and the trace_open metric (whose HELP says "0: no gNB task can be
+        seen") all said the trace was fine."""
+        return self._tracing.state if self.source.is_open else self.source.problem_now
 
     # --- the component's face, delegated ---------------------------------------------------
 

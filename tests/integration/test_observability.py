@@ -609,6 +609,35 @@ def test_what_changes_between_pushes_and_passes_is_in_every_output_at_once(
     wait_until(lambda: agree(0, True), 15, "the trace source open again in every output")
 
 
+def test_tracing_turned_off_shows_in_every_output_not_the_journal_alone(env: Env) -> None:
+    """tracing_on = 0 (or the bpf_printk event off): the source stays open and the kernel
+    records nothing into it.  The journal said "no gNB task can be seen", while /health's
+    trace.problem was "", STATUS= said nothing and the trace_open metric, whose HELP says
+    "0: no gNB task can be seen", stayed 1: the documented alert on it never fired.  (A
+    FIFO's directory stands in for the tracing instance: its tracing_on a plain file.)"""
+    port = free_port()
+    d = env.start(metrics={"listen": f"127.0.0.1:{port}"})
+    tracing_on = env.trace_pipe.parent / "tracing_on"
+
+    def outputs(off: bool) -> bool:
+        health, metrics = probe(port)[1], scrape(port)
+        status = [m["STATUS"] for _, m in env.notify.timed() if "STATUS" in m][-1]
+        return (("tracing is off" in health["trace"]["problem"]) is off
+                and health["trace"]["open"] is True
+                and metrics["gtp5g_operator_trace_open"] == int(not off)
+                and ("; NO TRACE LINES (tracing is off (" in status) is off)
+
+    wait_until(lambda: outputs(False), 20, "the open trace source in every output")
+    tracing_on.write_text("0\n")
+    d.wait_log("tracing is off (")
+    wait_until(lambda: outputs(True), 20, "tracing off in every output")
+    out = run_status("--runtime-dir", str(env.tmp / "run")).stdout
+    assert "(text, open, NO TRACE LINES: tracing is off (" in out, out
+    tracing_on.write_text("1\n")
+    d.wait_log("the kernel records trace lines in ")
+    wait_until(lambda: outputs(False), 20, "tracing on again in every output")
+
+
 def test_a_rejected_reload_is_said_by_status_and_status_until_one_is_accepted(
         env: Env) -> None:
     """`systemctl reload` succeeds whatever the daemon thinks of the files: a rejected
