@@ -25,7 +25,9 @@ and the kernel refuses a second `trace_pipe` but not a second reader of a
 CPU's `trace_pipe_raw` (trace-cmd, a `cat`), which then silently takes its
 share of the gNB's lines.  Every liveness pass compares the growth of the
 CPUs' `read events` with the events this reader consumed meanwhile; more
-than `SHARED_SLACK` of them read by someone else is warned about once.
+than `SHARED_SLACK` of them read by someone else is warned about once per
+episode, which ends (one info line) after `EPISODE_QUIET` seconds in which
+nobody else took any.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class LossCounter:
         self._episode: Optional[_Episode] = None
         self._read: Dict[int, int] = {}  # cpu -> its stats' read events at the last pass
         self._consumed = self._own()  # what this reader had consumed at the last pass
-        self._taken = 0  # events read by someone else since the reader opened (bounded below)
+        self._taken = 0  # events read by someone else in this episode (bounded below)
+        self._taken_at = 0.0  # when _taken last grew
         self._shared_said = False
 
     def watch(self, cpu: int) -> None:
@@ -159,15 +162,25 @@ class LossCounter:
             return  # lines that were read but not counted: no judgement this pass
         # Kept at or above 0: lines held back in one pass are counted in the next, and
         # events of several lines make ours exceed the kernel's count.
-        self._taken = max(0, self._taken + read - (lines - last_lines))
+        taken, now = max(0, self._taken + read - (lines - last_lines)), self._clock()
+        if taken > self._taken:
+            self._taken_at = now
+        self._taken = taken
+        if self._shared_said and now - self._taken_at >= EPISODE_QUIET:
+            # Said once for the daemon's life, a reader stopped was never said, and the
+            # next one (another day, another `cat`) took its share of the gNB's lines
+            # without a word.
+            log.info("no other reader has taken trace events from this ring for %.0f s "
+                     "(%d were taken in that episode)", now - self._taken_at, self._taken)
+            self._taken, self._shared_said = 0, False
         if self._taken > SHARED_SLACK and not self._shared_said:
             self._shared_said = True
             # Named as an EBUSY holder is (psmisc's fuser is not on every host); the
-            # /proc walk is done this once.
+            # /proc walk is done once an episode.
             found = holders(reader_files(self._dir), skip=os.getpid(), budget=LOOP_WALK_BUDGET)
             log.warning("another reader is taking trace events from this ring (%d of them "
                         "were read but not by this daemon): each event goes to one reader, so "
-                        "gNB tasks can be missed; %s (warning once)", self._taken,
+                        "gNB tasks can be missed; %s (warning once per episode)", self._taken,
                         f"it is {named(found)}" if found else
                         "`gtp5g-operator doctor` run as root names it")
 

@@ -230,7 +230,8 @@ def test_another_reader_of_the_ring_is_noticed(tracefs: Path, env: Env, fmt: str
         other.kill()
         other.wait()
     assert d.log().count(SHARED) == 1
-    assert f"; it is PID {other.pid} (python3) (warning once)" in log  # named, as EBUSY is
+    # named, as EBUSY is
+    assert f"; it is PID {other.pid} (python3) (warning once per episode)" in log
 
 
 @pytest.mark.parametrize("fmt", ["raw", "text"])

@@ -51,10 +51,10 @@ def page(*pids: int, flags: int = 0, missed: Optional[int] = None, size: int = P
     return (head + body + tail).ljust(size, b"\0")
 
 
-def stats_text(overrun: int = 0, dropped: int = 0) -> str:
+def stats_text(overrun: int = 0, dropped: int = 0, read: int = 0) -> str:
     return (f"entries: 0\noverrun: {overrun}\ncommit overrun: 0\nbytes: 0\n"
             "oldest event ts:  1.000000\nnow ts:  2.000000\n"
-            f"dropped events: {dropped}\nread events: 0\n")
+            f"dropped events: {dropped}\nread events: {read}\n")
 
 
 class FakeTracefs:
@@ -282,6 +282,38 @@ def test_another_read_error_reopens_with_backoff(fs: FakeTracefs, reader: Reader
 def lost_warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
     return [r.getMessage() for r in caplog.records
             if r.levelno == logging.WARNING and "dropped" in r.getMessage()]
+
+
+def test_another_reader_is_said_once_per_episode_and_its_end_too(
+        fs: FakeTracefs, caplog: pytest.LogCaptureFixture) -> None:
+    """A second reader of a CPU's trace_pipe_raw (a `cat`, trace-cmd) takes its share of
+    the gNB's events.  It was warned about once for the daemon's life: its end was never
+    said, and the next one (another day, another `cat`) took events without a word."""
+    clock, counters = Clock(), TraceCounters()
+    loss = lost.LossCounter(counters, str(fs.dir), clock, lambda: True)
+    loss.watch(0)
+    caplog.set_level(logging.INFO, logger=lost.__name__)
+
+    def pass_with(read: int, seconds: float) -> List[str]:
+        """A liveness pass `seconds` on, the CPU's stats at `read` events consumed (none
+        of them by this reader): what it said."""
+        fs.stats(0, read=read)
+        clock.now += seconds
+        before = len(caplog.records)
+        loss.poll()
+        return [f"{r.levelname} {r.getMessage()}" for r in caplog.records[before:]]
+
+    first = pass_with(1000, 1)
+    assert len(first) == 1 and first[0].startswith("WARNING another reader is taking trace "
+                                                   "events from this ring (1000 of them"), first
+    assert pass_with(1500, 1) == []  # the same episode
+    assert pass_with(1500, lost.EPISODE_QUIET - 1) == []
+    ended = pass_with(1500, 1)
+    assert ended == ["INFO no other reader has taken trace events from this ring for 10 s "
+                     "(1500 were taken in that episode)"], ended
+    again = pass_with(2500, 60)
+    assert len(again) == 1 and again[0].startswith("WARNING another reader is taking trace "
+                                                   "events from this ring (1000 of them"), again
 
 
 def test_lost_events_come_from_stats_once_per_episode(
