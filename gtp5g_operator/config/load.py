@@ -331,23 +331,31 @@ def judge_directories(path: str, env: Mapping[str, str] = os.environ) -> None:
 
 
 def holding_directories(path: str) -> Dict[str, str]:
-    """The directory `path` names, then that of every link on the way to its target (each
-    link's owner may point it elsewhere or remove it, not only the last one's), each with
-    how to name it.  At most 40 links: the kernel's own limit (ELOOP)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    found = {directory: f"{path}: its directory"}
-    hop = os.path.abspath(path)
-    for _ in range(40):
+    """The directory `path` names, then that holding every link met on the way to its
+    target (each link's owner may point it elsewhere or remove it, not only the last
+    one's), and the target's, each with how to name it.  The path is resolved as the
+    kernel does, a component at a time: a link to a directory on the way (theirs/dir ->
+    root's checkout) is such a link too, and following only the file's own links passed
+    it.  At most 40 links: the kernel's own limit (ELOOP)."""
+    found = {os.path.dirname(os.path.abspath(path)): f"{path}: its directory"}
+    parts, real, links = os.path.abspath(path).split("/")[::-1], "/", 0
+    while parts and links < 40:
+        part = parts.pop()
+        if part in ("", ".", ".."):  # `real` holds no link: its parent is its dirname
+            real = os.path.dirname(real) if part == ".." else real
+            continue
+        here = os.path.join(real, part)
         try:
-            target = os.readlink(hop)
-        except OSError:  # not a link (the target), or gone meanwhile: the open says so
-            break
-        hop = os.path.join(os.path.realpath(directory), target)
-        directory = os.path.realpath(os.path.dirname(hop))
-        hop = os.path.join(directory, os.path.basename(hop)) if os.path.basename(hop) else hop
-        last = not os.path.islink(hop)
-        found.setdefault(directory, f"{path} links to {os.path.realpath(path)}, whose directory"
-                         if last else f"{path} links through {hop}, whose directory")
+            target = os.readlink(here)
+        except OSError:  # not a link (or missing: the open says so)
+            real = here
+            continue
+        links += 1
+        found.setdefault(real, f"{path} links through {here}, whose directory")
+        parts += target.split("/")[::-1]
+        real = "/" if target.startswith("/") else real
+    if not parts:  # else a loop (ELOOP): the open says so
+        found.setdefault(os.path.dirname(real), f"{path} links to {real}, whose directory")
     return found
 
 

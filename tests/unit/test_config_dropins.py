@@ -155,6 +155,28 @@ def test_a_link_on_the_way_to_a_drop_in_in_a_directory_others_could_write_is_ref
     assert load_config(str(etc / "config.toml")).match.uid == (0,)
 
 
+def test_a_link_to_a_directory_on_the_way_to_a_drop_in_is_judged_like_a_file_link(
+        etc: Path, tmp_path: Path) -> None:
+    """config.d/50-site.toml -> theirs/checkout/site.toml, theirs/checkout -> root's
+    checkout: the link on the way is a directory's, and its owner may point it at
+    another tree as well.  Only the file's own links were followed: it loaded."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "site.toml").write_text("[match]\nuid = [0]\n")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "checkout").symlink_to(checkout)
+    (etc / "config.d" / "50-site.toml").symlink_to(theirs / "checkout" / "site.toml")
+    theirs.chmod(0o777)  # (not a chown to another uid: the package build runs as nobody)
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(etc / "config.toml"))
+    assert str(exc.value) == (f"{etc / 'config.d' / '50-site.toml'} links through "
+                              f"{theirs / 'checkout'}, whose directory {theirs}: writable by "
+                              f"other users (mode 0777); run chmod go-w {theirs}")
+    theirs.chmod(0o755)
+    assert load_config(str(etc / "config.toml")).match.uid == (0,)
+
+
 @pytest.mark.parametrize("key", ["public_key", "ca_file", "password_file"])
 def test_a_named_file_in_a_directory_others_could_write_is_refused(
         tmp_path: Path, keys: Dict[str, Path], key: str) -> None:
