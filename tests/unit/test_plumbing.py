@@ -15,11 +15,12 @@ from typing import Dict
 
 import pytest
 
+from gtp5g_operator.__main__ import RELOAD_REPORT_DEBUG
 from gtp5g_operator.core.schedstat import Counters, TaskWait, WindowReport
 from gtp5g_operator.core.schedstat_text import status_note
 from gtp5g_operator.service.logsetup import redact, setup_logging, stderr_is_journal
 from gtp5g_operator.service.notify import Notifier, watchdog_interval
-from gtp5g_operator.service.signals import HANDLED
+from gtp5g_operator.service.signals import HANDLED, STOP
 from gtp5g_operator.service.watchdog import WatchdogPinger, budget_problem
 from testbed.harness import NOTIFY_BUFFER_MAX, NotifySocket
 
@@ -271,3 +272,9 @@ def test_a_status_longer_than_systemd_reads_is_cut_not_the_ping_lost(
         assert systemd.oversized == []
     finally:
         systemd.close()
+
+
+def test_the_entry_holds_every_handled_signal_that_is_no_stop() -> None:
+    """__main__ lists them itself (it may import nothing before holding them): a signal
+    the daemon came to handle and that list missed would kill it during the imports."""
+    assert set(RELOAD_REPORT_DEBUG) == set(HANDLED) - set(STOP)
